@@ -1,0 +1,3 @@
+from vramc.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""The result types every memory model fills in. Plain dataclasses: the planner, the lint rules,
+the renderers and `plan --format json` all read these and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DeviceUse:
+    id: str  # the engine's name for it in launch order: CUDA0, CUDA1, ...
+    name: str  # e.g. "RTX 4080"
+    gpu: int  # index into the hardware profile's gpus list
+    capacity_bytes: int  # total VRAM of the card
+    reserve_bytes: int = 0  # deliberately kept free (display, desktop)
+    tenants_bytes: int = 0  # held by other processes
+    weights_bytes: int = 0
+    kv_bytes: int = 0  # KV cache and recurrent state ("context" in llama.cpp's breakdown)
+    compute_bytes: int = 0
+    overhead_bytes: int = 0  # CUDA context, cuBLAS workspace, driver
+    layers: tuple[int, int] | None = None  # first and last layer held; n_layer is the output layer
+    n_layers: int = 0  # how many layers (blocks + output) it holds
+    output: bool = False  # holds the output layer
+    detail: dict = field(default_factory=dict)  # engine-specific figures, for explain/json
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
+
+    @property
+    def available_bytes(self) -> int:
+        """What this deployment may use: capacity minus reserve and other tenants."""
+        return self.capacity_bytes - self.reserve_bytes - self.tenants_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        return self.available_bytes - self.total_bytes
+
+
+@dataclass
+class HostUse:
+    weights_bytes: int = 0  # weights kept in host memory (token embeddings, CPU layers)
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+    other_bytes: int = 0  # output buffer, prompt cache, pinned staging
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.other_bytes
+
+
+@dataclass
+class MemoryEstimate:
+    devices: list[DeviceUse]
+    host: HostUse
+    notes: list[str] = field(default_factory=list)  # facts the user should know (e.g. FA auto -> on)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, message) the engine would fail with
+    resolved: dict = field(default_factory=dict)  # concrete engine settings this estimate used

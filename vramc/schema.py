@@ -1,0 +1,255 @@
+"""The profile format (a public interface): pydantic models for hardware, model and deployment.
+
+Only input validation lives here. Values are normalised on the way in (sizes to bytes, `on`/`off`
+to strings) so that the planner never sees two spellings of the same thing. Change only compatibly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from vramc.units import parse_fraction, parse_size
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+Fraction = Annotated[float, BeforeValidator(parse_fraction)]
+
+
+def _onoff(v: Any) -> Any:
+    # YAML 1.1 reads bare on/off/yes/no as booleans; accept both spellings.
+    if v is True:
+        return "on"
+    if v is False:
+        return "off"
+    return v
+
+
+def _margin(v: Any) -> Any:
+    # `25%` / 0.25 is a fraction of the GPU; `1GiB` / `512MiB` is absolute.
+    if isinstance(v, str) and v.strip().endswith("%"):
+        return {"fraction": parse_fraction(v)}
+    if isinstance(v, float) and 0 <= v < 1:
+        return {"fraction": v}
+    return {"bytes": parse_size(v)}
+
+
+OnOffAuto = Annotated[Literal["on", "off", "auto"], BeforeValidator(_onoff)]
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+Engine = Literal["llama-server", "llama-cpp-python", "ollama", "vllm"]
+ENGINES = ("llama-server", "llama-cpp-python", "ollama", "vllm")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Margin(Strict):
+    fraction: float | None = None
+    bytes: int | None = None
+
+    def of(self, capacity: int) -> int:
+        return int(self.fraction * capacity) if self.fraction is not None else int(self.bytes or 0)
+
+    def describe(self) -> str:
+        from vramc.units import fmt_size
+
+        return f"{self.fraction:.0%}" if self.fraction is not None else fmt_size(self.bytes or 0)
+
+
+MarginSpec = Annotated[Margin, BeforeValidator(_margin)]
+
+
+class Tenant(Strict):
+    """Another process that holds memory on the same GPU (a desktop, a torch app, another server)."""
+
+    name: str
+    vram: Bytes
+
+
+class GPU(Strict):
+    name: str
+    vram: Bytes
+    reserve: Bytes | None = None  # kept free on purpose; default depends on `display`
+    overhead: Bytes | None = None  # CUDA context + cuBLAS + driver; default: hardware.overhead
+    display: bool = False  # drives a monitor: the desktop holds memory there
+    tenants: list[Tenant] = []
+    free: Bytes | None = None  # free VRAM as measured by `vramc detect`, for free_desc ordering
+    index: int | None = Field(default=None, ge=0)
+    uuid: str | None = None
+
+
+class Hardware(Strict):
+    kind: Literal["hardware"] | None = None
+    name: str | None = None
+    description: str | None = None
+    gpus: list[GPU] = []
+    host_ram: Bytes | None = None
+    overhead: Bytes | None = None  # default per-GPU overhead for every GPU here
+    device_order: Literal["index", "free_desc", "total_desc"] = "index"
+
+
+class TensorLock(Strict):
+    pass
+
+
+class FileLock(Strict):
+    size: int = Field(ge=0)
+    header_sha256: str
+    splits: int = 1
+
+
+class GGUFLock(Strict):
+    """Everything vramc needs from a GGUF header, so a profile can be checked without the file."""
+
+    file: FileLock | None = None
+    architecture: str
+    name: str | None = None
+    file_type: str | None = None
+    hparams: dict[str, Any] = {}
+    vocab_size: int = Field(ge=0)
+    tensors: dict[str, list] = {}
+
+
+class HFConfig(Strict):
+    """The subset of a Hugging Face config.json that sizes a model for vLLM."""
+
+    architecture: str | None = None
+    num_hidden_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+    intermediate_size: int | None = Field(default=None, gt=0)
+    vocab_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=0)
+    sliding_window: int | None = None
+    torch_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+
+
+class Quantization(Strict):
+    method: Literal["awq", "gptq", "fp8", "bitsandbytes", "none"] = "none"
+    bits: int | None = None
+    group_size: int | None = None
+
+
+class Model(Strict):
+    kind: Literal["model"] | None = None
+    name: str | None = None
+    description: str | None = None
+    source: str | None = None  # where the locked figures came from
+    gguf: str | None = None
+    mmproj: str | None = None
+    mmproj_size: Bytes | None = None
+    lock: GGUFLock | None = None
+    # vLLM (safetensors) models
+    hf: str | None = None
+    config: HFConfig | None = None
+    quantization: Quantization | None = None
+    weights_size: Bytes | None = None  # total safetensors bytes, when known exactly
+    params: float | None = Field(default=None, gt=0)  # parameter count, for weights estimates
+
+
+GpuLayers = Union[Annotated[int, Field(ge=0)], Literal["all", "auto"]]
+
+
+class Settings(Strict):
+    # shared by the llama.cpp family
+    ctx: Union[Annotated[int, Field(ge=0)], Literal["auto"], None] = None
+    parallel: Union[Annotated[int, Field(ge=1)], Literal["auto"], None] = None
+    batch: int | None = Field(default=None, ge=1)
+    ubatch: int | None = Field(default=None, ge=1)
+    gpu_layers: GpuLayers | None = None
+    split_mode: Literal["none", "layer", "row"] | None = None
+    tensor_split: Union[list[Annotated[float, Field(ge=0)]], Literal["auto"], None] = None
+    main_gpu: int | None = Field(default=None, ge=0)
+    flash_attn: OnOffAuto | None = None
+    cache_type_k: Union[CacheType, Literal["auto"], None] = None
+    cache_type_v: Union[CacheType, Literal["auto"], None] = None
+    kv_unified: bool | None = None
+    kv_offload: bool | None = None
+    swa_full: bool | None = None
+    load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] | None = None
+    override_tensor: list[str] | None = None
+    cpu_moe: bool | None = None
+    n_cpu_moe: int | None = Field(default=None, ge=0)
+    threads: int | None = Field(default=None, ge=1)
+    # serving
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    api_key_file: str | None = None
+    alias: str | None = None
+    # ollama
+    keep_alive: str | int | None = None
+    max_loaded_models: int | None = Field(default=None, ge=0)
+    # vllm
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_model_len: Union[Annotated[int, Field(ge=1)], Literal["auto"], None] = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    cpu_offload_gb: float | None = Field(default=None, ge=0)
+    enforce_eager: bool | None = None
+    block_size: int | None = Field(default=None, ge=1)
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
+    # CUDA device ordering for the process (CUDA_VISIBLE_DEVICES)
+    device_order: Literal["index", "free_desc", "total_desc"] | None = None
+
+
+class LintConfig(Strict):
+    margin: MarginSpec | None = None
+    ignore: list[str] = []
+    severity: dict[str, Literal["error", "warning", "info"]] = {}
+
+    @field_validator("ignore")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        for code in v:
+            if not re.match(r"^VR\d{3}$", code):
+                raise ValueError(f"{code!r} is not a rule code (VR followed by three digits)")
+        return v
+
+
+class Variant(Strict):
+    description: str | None = None
+    margin: MarginSpec | None = None
+    settings: Settings = Settings()
+    env: dict[str, str | int | float | bool] = {}
+
+
+class DeploymentBody(Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str | None = None
+    hardware: str | Hardware | None = None
+    model: str | Model
+    engine: Engine
+    settings: Settings = Settings()
+    env: dict[str, str | int | float | bool] = {}
+    variants: dict[str, Variant] = {}
+    lint: LintConfig | None = None
+    gpus: list[int] | None = None  # which GPUs of the hardware this deployment may use
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict) -> dict:
+        for name in v:
+            if not re.match(NAME_RE, str(name)):
+                raise ValueError(f"variant name {name!r} must be letters, digits, '.', '_' or '-'")
+        return v
+
+
+class DeploymentFile(Strict):
+    """A file holding several deployments that share one machine."""
+
+    kind: Literal["deployments"] | None = None
+    name: str | None = Field(default=None, pattern=NAME_RE)
+    description: str | None = None
+    hardware: str | Hardware
+    lint: LintConfig | None = None
+    deployments: list[DeploymentBody] = Field(min_length=1)

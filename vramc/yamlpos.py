@@ -1,0 +1,149 @@
+"""Load YAML into plain Python values plus a table of source positions.
+
+The profile models stay plain pydantic; positions live beside them, keyed by the path of each value
+(("settings", "tensor_split", 1)), so any finding about any value can name its line and column.
+We compose the node graph (C loader when available) and construct scalars ourselves, which lets us
+report duplicate keys at the key and refuse merge keys, instead of PyYAML silently taking the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from vramc.diagnostics import Diagnostic, Severity, Span
+
+try:  # the C loader composes ~10x faster; fall back where libyaml is missing
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _span(node) -> Span:
+    s, e = node.start_mark, node.end_mark
+    return Span(s.line + 1, s.column + 1, e.line + 1, e.column + 1)
+
+
+@dataclass
+class Positions:
+    """Where each path's key and value sit in the file."""
+
+    keys: dict[tuple, Span] = field(default_factory=dict)
+    values: dict[tuple, Span] = field(default_factory=dict)
+
+    def locate(self, path: tuple, prefer_key: bool = False) -> Span | None:
+        """The span of the longest recorded prefix of `path` (the value, or the key if asked)."""
+        path = tuple(path)
+        while True:
+            table = (self.keys, self.values) if prefer_key else (self.values, self.keys)
+            for t in table:
+                if path in t:
+                    return t[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def sub(self, prefix: tuple) -> "Positions":
+        """Positions re-rooted at `prefix`, for a document embedded in another."""
+        n = len(prefix)
+        out = Positions()
+        for src, dst in ((self.keys, out.keys), (self.values, out.values)):
+            for p, s in src.items():
+                if p[:n] == prefix:
+                    dst[p[n:]] = s
+        return out
+
+
+@dataclass
+class Loaded:
+    file: str
+    data: object
+    positions: Positions
+    text: str
+    diagnostics: list[Diagnostic]
+
+
+class _Walker:
+    def __init__(self, file: str):
+        self.file = file
+        self.positions = Positions()
+        self.diagnostics: list[Diagnostic] = []
+
+    def walk(self, node, path: tuple):
+        self.positions.values[path] = _span(node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.diagnostics.append(Diagnostic(
+                        "VR003", Severity.ERROR, "YAML merge keys (<<) are not supported in profiles",
+                        self.file, _span(key_node), path, "write the keys out, or use a variant"))
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.diagnostics.append(Diagnostic(
+                        "VR003", Severity.ERROR, "mapping keys must be plain scalars",
+                        self.file, _span(key_node), path))
+                    continue
+                key = _constructor.construct_object(key_node)
+                if not isinstance(key, (str, int)):
+                    key = str(key)
+                child = path + (key,)
+                if key in out:
+                    first = self.positions.keys.get(child)
+                    where = f" (first at line {first.line})" if first else ""
+                    self.diagnostics.append(Diagnostic(
+                        "VR002", Severity.ERROR, f"duplicate key {key!r}{where}",
+                        self.file, _span(key_node), child,
+                        "remove one of them: YAML keeps only the last, silently"))
+                    continue
+                self.positions.keys[child] = _span(key_node)
+                out[key] = self.walk(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
+        return _constructor.construct_object(node)
+
+
+def load_text(text: str, file: str) -> Loaded:
+    walker = _Walker(file)
+    data: object = None
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        if node is not None:
+            data = walker.walk(node, ())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        span = Span(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1) if mark else None
+        problem = e.problem or e.context or "invalid YAML"
+        walker.diagnostics.append(Diagnostic(
+            "VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (),
+            "fix the YAML syntax (yamllint shows more detail)"))
+        data = None
+    except yaml.YAMLError as e:
+        walker.diagnostics.append(Diagnostic(
+            "VR001", Severity.ERROR, f"YAML error: {e}", file, None, ()))
+        data = None
+    except (ValueError, TypeError) as e:  # e.g. a timestamp PyYAML cannot construct
+        walker.diagnostics.append(Diagnostic(
+            "VR001", Severity.ERROR, f"YAML value error: {e}", file, None, ()))
+        data = None
+    return Loaded(file, data, walker.positions, text, walker.diagnostics)
+
+
+def load_file(path, display: str | None = None) -> Loaded:
+    display = display or str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Loaded(display, None, Positions(), "", [Diagnostic(
+            "VR000", Severity.ERROR, f"not UTF-8 text ({e.reason} at byte {e.start})", display,
+            None, (), "save the profile as UTF-8")])
+    except OSError as e:
+        return Loaded(display, None, Positions(), "", [Diagnostic(
+            "VR000", Severity.ERROR, f"cannot read file: {e.strerror}", display, None, ())])
+    return load_text(text, display)
