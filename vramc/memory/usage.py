@@ -6,6 +6,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class GpuBudget:
+    """One GPU as an engine will see it at start, in launch order (after CUDA_VISIBLE_DEVICES)."""
+
+    id: str  # CUDA0, CUDA1, ... in launch order
+    name: str
+    gpu: int  # index into the hardware profile's gpus list
+    capacity_bytes: int  # total VRAM
+    tenants_bytes: int = 0  # held by other processes when the engine starts
+    reserve_bytes: int = 0  # the user's deliberate reserve (policy; not physically used)
+    overhead_bytes: int = 0  # CUDA context + cuBLAS + driver for this engine process
+
+    @property
+    def free_at_start_bytes(self) -> int:
+        """What cudaMemGetInfo reports once the engine's own CUDA context exists."""
+        return self.capacity_bytes - self.tenants_bytes - self.overhead_bytes
+
+
 @dataclass
 class DeviceUse:
     id: str  # the engine's name for it in launch order: CUDA0, CUDA1, ...
