@@ -92,10 +92,6 @@ class Hardware(Strict):
     device_order: Literal["index", "free_desc", "total_desc"] = "index"
 
 
-class TensorLock(Strict):
-    pass
-
-
 class FileLock(Strict):
     size: int = Field(ge=0)
     header_sha256: str
@@ -224,6 +220,7 @@ class Variant(Strict):
 
 
 class DeploymentBody(Strict):
+    kind: Literal["deployment"] | None = None
     name: str = Field(pattern=NAME_RE)
     description: str | None = None
     hardware: str | Hardware | None = None

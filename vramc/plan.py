@@ -1,0 +1,241 @@
+"""Plan a deployment: its GPUs as the engine will see them, the model's metadata, the engine's
+settings with every default and `auto` resolved, and the per-device memory estimate.
+
+The `Plan` is the one input of the lint rules, the renderers and `vramc run`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vramc.diagnostics import Diagnostic, Severity
+from vramc.memory.usage import GpuBudget, MemoryEstimate
+from vramc.units import MiB, fmt_size
+
+# Per-GPU memory the engine process holds beyond its buffers: CUDA context, cuBLAS workspace,
+# the CUDA memory pool, driver allocations. llama.cpp calls it "unaccounted" in its memory
+# breakdown; see docs/cuda-overhead.md for the measurements behind these defaults.
+DEFAULT_OVERHEAD = {"llama.cpp": 512 * MiB, "vllm": 512 * MiB}
+DISPLAY_RESERVE = 512 * MiB  # a desktop's compositor and browser on a display GPU
+
+VERDICTS = ("fits", "tight", "does-not-fit", "unknown")
+
+
+@dataclass
+class Plan:
+    dep: object  # profiles.Deployment
+    engine: str
+    gpus: list[GpuBudget]
+    meta: object = None  # ModelMeta (llama.cpp family)
+    choice: object = None  # engines.LlamaChoice with autos resolved
+    params: object = None  # LlamaParams
+    estimate: MemoryEstimate | None = None
+    margins: list[int] = field(default_factory=list)  # bytes to keep free per device
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)  # what the fit solver tried
+    auto: tuple[str, ...] = ()  # settings the solver chose
+
+    @property
+    def name(self) -> str:
+        return self.dep.label
+
+    def device_verdict(self, i: int) -> str:
+        d = self.estimate.devices[i]
+        if d.free_bytes < 0:
+            return "does-not-fit"
+        if d.free_bytes < self.margins[i]:
+            return "tight"
+        return "fits"
+
+    @property
+    def verdict(self) -> str:
+        if self.estimate is None:
+            return "unknown"
+        if self.estimate.errors:
+            return "does-not-fit"
+        order = {"fits": 0, "tight": 1, "does-not-fit": 2}
+        worst = "fits"
+        for i in range(len(self.estimate.devices)):
+            v = self.device_verdict(i)
+            if order[v] > order[worst]:
+                worst = v
+        return worst
+
+
+def engine_family(engine: str) -> str:
+    return "vllm" if engine == "vllm" else "llama.cpp"
+
+
+def gpu_budgets(dep) -> list[GpuBudget]:
+    """The deployment's GPUs in launch order (CUDA_VISIBLE_DEVICES), as the engine will see them."""
+    hw = dep.hardware.obj
+    chosen = list(range(len(hw.gpus))) if dep.doc.obj.gpus is None else [
+        i for i in dep.doc.obj.gpus if 0 <= i < len(hw.gpus)]
+    order = dep.settings.device_order or hw.device_order
+    if order == "free_desc":
+        chosen.sort(key=lambda i: (-(_free(hw.gpus[i])), i))
+    elif order == "total_desc":
+        chosen.sort(key=lambda i: (-hw.gpus[i].vram, i))
+    else:
+        chosen.sort(key=lambda i: (hw.gpus[i].index if hw.gpus[i].index is not None else i, i))
+    default_overhead = hw.overhead if hw.overhead is not None else DEFAULT_OVERHEAD[engine_family(dep.doc.obj.engine)]
+    out = []
+    for launch, i in enumerate(chosen):
+        g = hw.gpus[i]
+        reserve = g.reserve if g.reserve is not None else (DISPLAY_RESERVE if g.display else 0)
+        out.append(GpuBudget(
+            id=f"CUDA{launch}", name=g.name, gpu=i, capacity_bytes=g.vram,
+            tenants_bytes=sum(t.vram for t in g.tenants), reserve_bytes=reserve,
+            overhead_bytes=g.overhead if g.overhead is not None else default_overhead))
+    return out
+
+
+def _free(g) -> int:
+    return g.free if g.free is not None else g.vram - sum(t.vram for t in g.tenants)
+
+
+class MetaCache:
+    """Reads each GGUF header once per run, however many deployments and variants use it."""
+
+    def __init__(self) -> None:
+        self._cache: dict = {}
+
+    def get(self, dep) -> tuple[object, list[Diagnostic]]:
+        model = dep.model
+        key = (str(dep.gguf_path), id(model.obj))
+        if key not in self._cache:
+            self._cache[key] = _load_meta(dep)
+        return self._cache[key]
+
+
+def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
+    from vramc.modelmeta import ModelMeta
+
+    m = dep.model
+    lock = m.obj.lock
+    where = m.positions.locate(("gguf",)) or m.positions.locate(())
+    diags: list[Diagnostic] = []
+    path: Path | None = dep.gguf_path
+    if path is not None and path.is_file():
+        from vramc.gguf import GGUFError, read_gguf
+
+        try:
+            meta = read_gguf(path)
+        except GGUFError as e:
+            diags.append(Diagnostic("VR201", Severity.ERROR, f"cannot read GGUF {path}: {e}", m.file,
+                                    where, m.prefix + ("gguf",), "check the file, or remove `gguf` to use the lock"))
+            meta = None
+        if meta is not None and lock is not None and lock.file is not None:
+            reason = _lock_mismatch(meta, lock)
+            if reason:
+                diags.append(Diagnostic(
+                    "VR202", Severity.WARNING, f"the GGUF file no longer matches its lock ({reason})",
+                    m.file, m.positions.locate(("lock",)) or where, m.prefix + ("lock",),
+                    f"re-lock it: vramc analyze {os.path.relpath(path)} --write {m.file}"))
+        if meta is not None:
+            return meta, diags
+    if lock is not None:
+        try:
+            return ModelMeta.from_lock(lock), diags
+        except (ValueError, KeyError) as e:
+            diags.append(Diagnostic("VR203", Severity.ERROR, f"the locked metadata is inconsistent: {e}",
+                                    m.file, m.positions.locate(("lock",)), m.prefix + ("lock",),
+                                    "regenerate it with `vramc analyze MODEL.gguf --write`"))
+            return None, diags
+    if path is not None:
+        diags.append(Diagnostic(
+            "VR200", Severity.ERROR, f"model file {os.path.relpath(path)} not found and the model has no lock",
+            m.file, where, m.prefix + ("gguf",),
+            "run `vramc analyze MODEL.gguf --write profiles/models/NAME.yaml` where the file exists, "
+            "and refer to that model profile"))
+    else:
+        diags.append(Diagnostic(
+            "VR200", Severity.ERROR, "the model has neither a gguf path nor locked metadata",
+            m.file, m.positions.locate(()), m.prefix, "add `gguf:` or a lock written by `vramc analyze`"))
+    return None, diags
+
+
+def _lock_mismatch(meta, lock) -> str | None:
+    f = lock.file
+    if meta.file_size != f.size:
+        return f"size {meta.file_size} != locked {f.size}"
+    if f.header_sha256 and meta.header_sha256 and meta.header_sha256 != f.header_sha256:
+        return "header hash differs"
+    return None
+
+
+def plan_deployment(dep, cache: MetaCache | None = None) -> Plan:
+    engine = dep.doc.obj.engine
+    plan = Plan(dep=dep, engine=engine, gpus=gpu_budgets(dep))
+    plan.margins = [dep.margin.of(g.capacity_bytes) for g in plan.gpus]
+    if engine == "vllm":
+        _plan_vllm(plan)
+    else:
+        _plan_llama(plan, cache or MetaCache())
+    return plan
+
+
+def _plan_llama(plan: Plan, cache: MetaCache) -> None:
+    from vramc import engines
+
+    dep = plan.dep
+    meta, diags = cache.get(dep)
+    plan.diagnostics.extend(diags)
+    plan.meta = meta
+    if meta is None:
+        return
+    total_vram = sum(g.capacity_bytes for g in plan.gpus)
+    choice = engines.llama_choice(plan.engine, dep.settings, total_vram)
+    autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split") if getattr(choice, k) == "auto")
+    if autos:
+        from vramc.fit import solve
+
+        result = solve(meta, plan.gpus, choice, plan.margins)
+        plan.search = result.log
+        plan.auto = autos
+        choice = result.choice
+    plan.choice = choice
+    n_ctx_train = int(meta.hp("context_length", 0) or 0)
+    plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
+    plan.estimate = _estimate_llama(meta, plan.gpus, plan.params)
+
+
+def _estimate_llama(meta, gpus: list[GpuBudget], params) -> MemoryEstimate:
+    from vramc.memory.llama import estimate_llama
+
+    est = estimate_llama(meta, gpus, params)
+    add_overhead(est, gpus)
+    return est
+
+
+def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:
+    # Every visible GPU gets a CUDA context, even one that ends up holding no layers.
+    for d, g in zip(est.devices, gpus):
+        d.overhead_bytes = g.overhead_bytes
+
+
+def _plan_vllm(plan: Plan) -> None:
+    from vramc.memory.vllm import estimate_vllm
+
+    dep = plan.dep
+    model = dep.model.obj
+    if model.config is None:
+        plan.diagnostics.append(Diagnostic(
+            "VR200", Severity.ERROR, "a vLLM deployment needs the model's `config` (from config.json)",
+            dep.model.file, dep.model.positions.locate(()), dep.model.prefix,
+            "add `hf:` and `config:` to the model profile"))
+        return
+    plan.estimate = estimate_vllm(model, plan.gpus, dep.settings)
+    add_overhead(plan.estimate, plan.gpus)
+
+
+def plan_all(deployments) -> list[Plan]:
+    cache = MetaCache()
+    return [plan_deployment(d, cache) for d in deployments]
+
+
+def describe_free(plan: Plan, i: int) -> str:
+    d = plan.estimate.devices[i]
+    return f"{d.id} ({d.name}) {fmt_size(d.total_bytes)} of {fmt_size(d.available_bytes)} available"

@@ -1,0 +1,446 @@
+"""Load profiles: YAML with positions -> validated schema objects -> resolved deployments.
+
+A file is one of four kinds (hardware, model, deployment, deployments). A deployment may name its
+hardware and model (`profiles/hardware/NAME.yaml`, `profiles/models/NAME.yaml`) or give them
+inline; each variant of a deployment becomes its own `Deployment`, planned and checked on its own.
+Every problem becomes a Diagnostic pointing into the file that holds the offending value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vramc.diagnostics import Diagnostic, Severity
+from vramc.yamlpos import Loaded, Positions, load_file
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+KINDS = ("hardware", "model", "deployment", "deployments")
+
+
+def display_path(path: Path) -> str:
+    """Paths as the user would type them: relative to the working directory when below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path)
+
+
+@dataclass
+class Doc:
+    """One validated document (or a part of one, such as an inline hardware block)."""
+
+    file: str  # display path of the file it lives in
+    path: Path
+    obj: object  # the schema object
+    positions: Positions  # rooted at this document
+    raw: object  # the plain data, for rules that need to see what was written
+    prefix: tuple = ()  # where this document sits in its file
+
+
+@dataclass
+class Deployment:
+    name: str
+    variant: str | None
+    doc: Doc  # the deployment body
+    hardware: Doc
+    model: Doc
+    settings: object  # schema.Settings with the variant applied
+    env: dict
+    margin: object  # schema.Margin
+    lint: object  # schema.LintConfig (merged: file, deployment, variant)
+    group: str  # deployments sharing a group share the same GPUs (one file = one machine)
+    variant_path: tuple = ()  # path of the variant body inside the deployment, for positions
+    gguf_path: Path | None = None
+    project_root: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.variant}" if self.variant else self.name
+
+
+@dataclass
+class LoadResult:
+    deployments: list[Deployment] = field(default_factory=list)
+    docs: list[Doc] = field(default_factory=list)  # every valid file, any kind
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+# --- discovering files --------------------------------------------------------------------------
+
+def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in PROFILE_SUFFIXES and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(Diagnostic("VR000", Severity.ERROR, "no such file or directory",
+                                       display_path(p), None, (), "check the path"))
+    seen, unique = set(), []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+# --- validation with positions ------------------------------------------------------------------
+
+def _existing_prefix(data: object, loc: tuple) -> tuple:
+    """The part of a pydantic `loc` that indexes into the data.
+
+    Union members add tag segments ("Hardware", "int", "literal['all','auto']") that are not in
+    the data; they are skipped so an error inside an inline hardware block still finds its line.
+    """
+    out: list = []
+    cur = data
+    for seg in loc:
+        if isinstance(cur, dict) and seg in cur:
+            cur = cur[seg]
+            out.append(seg)
+        elif isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur):
+            cur = cur[seg]
+            out.append(seg)
+    return tuple(out)
+
+
+def _inner_model(ann):
+    """The pydantic model inside an annotation such as `str | Hardware` or `list[GPU]`."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_fields(schema_cls, path: tuple):
+    """Field names valid at `path` in `schema_cls`, for 'did you mean' on unknown keys."""
+    from pydantic import BaseModel
+
+    cls = schema_cls
+    for seg in path:
+        if isinstance(seg, int):  # a list element: the annotation already unwrapped below
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return []
+        f = cls.model_fields.get(seg)
+        if f is None:
+            return []
+        cls = _inner_model(f.annotation)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    return []
+
+
+def _plain(msg: str) -> str:
+    """pydantic's wording, shortened to what a person needs: 'expected an integer'."""
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    if msg.startswith("Input should be "):
+        msg = msg[len("Input should be "):]
+        msg = msg.split(", unable to parse")[0]
+        msg = msg.replace("a valid integer", "an integer").replace("a valid number", "a number")
+        msg = msg.replace("a valid ", "")
+        return "expected " + msg
+    return msg
+
+
+def _describe_input(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate(schema_cls, data: object, positions: Positions, file: str, prefix: tuple = ()):
+    """Validate `data` against `schema_cls`; return (object or None, diagnostics)."""
+    from pydantic import ValidationError
+
+    try:
+        return schema_cls.model_validate(data), []
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+    mapped = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        path = _existing_prefix(data, loc)
+        if err["type"] == "missing":
+            err = dict(err, _missing=loc[-1])
+        mapped.append((path, err))
+    # A union reports every member's failure; when one member got deeper into the value (an
+    # inline hardware block), the other members' "wrong type" complaints are noise.
+    deeper = {p[:i] for p, _ in mapped for i in range(len(p))}
+    grouped: dict[tuple, list[dict]] = {}
+    for path, err in mapped:
+        if path in deeper and err["type"] not in ("missing", "extra_forbidden"):
+            continue
+        grouped.setdefault(path, []).append(err)
+    diags = []
+    for path, errs in grouped.items():
+        first = errs[0]
+        if first["type"] == "extra_forbidden":
+            key = path[-1]
+            valid = _model_fields(schema_cls, path[:-1])
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"valid keys here: {', '.join(valid)}" if valid else "remove it")
+            diags.append(Diagnostic("VR100", Severity.ERROR, f"unknown key {key!r}", file,
+                                    positions.locate(path, prefer_key=True), prefix + path, hint))
+            continue
+        if first["type"] == "missing":
+            missing = [str(e.get("_missing")) for e in errs if e["type"] == "missing"]
+            names = ", ".join(sorted(set(missing)))
+            diags.append(Diagnostic("VR102", Severity.ERROR, f"missing required key {names}", file,
+                                    positions.locate(path, prefer_key=True), prefix + path,
+                                    "add it (see `vramc explain VR102`)"))
+            continue
+        msgs = [_plain(err["msg"]) for err in errs]
+        msgs = [m for i, m in enumerate(msgs) if m not in msgs[:i]]
+        where = ".".join(str(p) for p in path) or "document"
+        got = _describe_input(first.get("input"))
+        diags.append(Diagnostic("VR101", Severity.ERROR, f"invalid value for {where}: {' or '.join(msgs)}, got {got}",
+                                file, positions.locate(path), prefix + path))
+    return None, diags
+
+
+# --- kinds --------------------------------------------------------------------------------------
+
+def _kind_of(data: dict) -> str | None:
+    kind = data.get("kind")
+    if kind in KINDS:
+        return kind
+    if "deployments" in data:
+        return "deployments"
+    if "engine" in data:
+        return "deployment"
+    if "gpus" in data:
+        return "hardware"
+    if any(k in data for k in ("lock", "gguf", "hf", "config")):
+        return "model"
+    return None
+
+
+def _schema_for(kind: str):
+    from vramc import schema
+
+    return {"hardware": schema.Hardware, "model": schema.Model,
+            "deployment": schema.DeploymentBody, "deployments": schema.DeploymentFile}[kind]
+
+
+def profiles_root(file: Path) -> Path:
+    """The folder whose hardware/ and models/ subfolders named references resolve against."""
+    d = file.resolve().parent
+    for cand in (d, *d.parents):
+        if (cand / "hardware").is_dir() or (cand / "models").is_dir():
+            return cand
+        if (cand / ".git").exists() or cand == cand.parent:
+            break
+    return d
+
+
+def project_root(file: Path) -> Path:
+    """Relative model paths resolve against the folder that holds `profiles/` (the project)."""
+    root = profiles_root(file)
+    return root.parent if root.name == "profiles" else root
+
+
+class Loader:
+    """Loads files once each, validates them, and resolves deployments."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, tuple[Loaded, Doc | None, str | None]] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self._reported: set[Path] = set()
+
+    def load(self, path: Path) -> tuple[Loaded, Doc | None, str | None]:
+        key = path.resolve()
+        if key in self._files:
+            return self._files[key]
+        display = display_path(path)
+        loaded = load_file(path, display)
+        diags = list(loaded.diagnostics)
+        doc, kind = None, None
+        if loaded.data is None and not diags:
+            diags.append(Diagnostic("VR004", Severity.ERROR, "empty profile", display, None, (),
+                                    "a profile needs at least a name and its settings"))
+        elif isinstance(loaded.data, dict):
+            kind = _kind_of(loaded.data)
+            if kind is None:
+                diags.append(Diagnostic(
+                    "VR004", Severity.ERROR, "cannot tell what kind of profile this is", display,
+                    loaded.positions.locate(()), (),
+                    "add `kind: hardware|model|deployment|deployments`, or the keys of one "
+                    "(gpus; gguf/lock/hf; engine; deployments)"))
+            elif not diags:
+                obj, vdiags = validate(_schema_for(kind), loaded.data, loaded.positions, display)
+                diags.extend(vdiags)
+                if obj is not None:
+                    doc = Doc(display, path, obj, loaded.positions, loaded.data)
+        elif loaded.data is not None and not diags:
+            diags.append(Diagnostic("VR004", Severity.ERROR, "a profile must be a YAML mapping",
+                                    display, loaded.positions.locate(()), ()))
+        self._files[key] = (loaded, doc, kind)
+        if key not in self._reported:
+            self._reported.add(key)
+            self.diagnostics.extend(diags)
+        return self._files[key]
+
+    # --- references ---
+    def _resolve_ref(self, owner: Doc, path_in_owner: tuple, value, folder: str, kind: str) -> Doc | None:
+        if not isinstance(value, str):  # inline
+            return Doc(owner.file, owner.path, value, owner.positions.sub(path_in_owner),
+                       _get(owner.raw, path_in_owner), owner.prefix + path_in_owner)
+        span = owner.positions.locate(path_in_owner)
+        if value.endswith(PROFILE_SUFFIXES) or "/" in value:
+            candidates = [owner.path.parent / value]
+        else:
+            root = profiles_root(owner.path)
+            candidates = [root / folder / f"{value}{s}" for s in PROFILE_SUFFIXES]
+        target = next((c for c in candidates if c.is_file()), None)
+        if target is None:
+            looked = ", ".join(display_path(c) for c in candidates)
+            self.diagnostics.append(Diagnostic(
+                "VR110", Severity.ERROR, f"{kind} profile {value!r} not found", owner.file, span,
+                owner.prefix + path_in_owner, f"looked for {looked}; create it or fix the name"))
+            return None
+        _, doc, found_kind = self.load(target)
+        if doc is None:
+            self.diagnostics.append(Diagnostic(
+                "VR111", Severity.ERROR, f"{kind} profile {value!r} is invalid", owner.file, span,
+                owner.prefix + path_in_owner, f"fix {display_path(target)} (see its diagnostics)"))
+            return None
+        if found_kind != kind:
+            self.diagnostics.append(Diagnostic(
+                "VR111", Severity.ERROR, f"{display_path(target)} is a {found_kind} profile, not a {kind} profile",
+                owner.file, span, owner.prefix + path_in_owner))
+            return None
+        return doc
+
+    # --- deployments ---
+    def deployments_of(self, doc: Doc, kind: str) -> list[Deployment]:
+        from vramc import schema
+
+        out: list[Deployment] = []
+        if kind == "deployment":
+            bodies = [(doc, ())]
+            file_hw, file_lint, group = None, None, f"{doc.file}#{doc.obj.name}"
+        else:
+            f: schema.DeploymentFile = doc.obj
+            bodies = [(doc, ("deployments", i)) for i in range(len(f.deployments))]
+            file_hw = self._resolve_ref(doc, ("hardware",), f.hardware, "hardware", "hardware")
+            file_lint, group = f.lint, doc.file
+            seen: dict[str, int] = {}
+            for i, body in enumerate(f.deployments):
+                if body.name in seen:
+                    self.diagnostics.append(Diagnostic(
+                        "VR112", Severity.ERROR, f"deployment name {body.name!r} is used twice in this file",
+                        doc.file, doc.positions.locate(("deployments", i, "name")),
+                        ("deployments", i, "name"), "give each deployment its own name"))
+                seen[body.name] = i
+        for owner, prefix in bodies:
+            body = _get_obj(owner.obj, prefix)
+            bdoc = Doc(owner.file, owner.path, body, owner.positions.sub(prefix), _get(owner.raw, prefix), prefix)
+            if body.hardware is not None:
+                hw = self._resolve_ref(bdoc, ("hardware",), body.hardware, "hardware", "hardware")
+            elif kind == "deployments":
+                hw = file_hw
+            else:
+                hw = None
+                self.diagnostics.append(Diagnostic(
+                    "VR102", Severity.ERROR, "missing required key hardware", bdoc.file,
+                    bdoc.positions.locate(()), prefix, "name a hardware profile or describe the GPUs inline"))
+            model = self._resolve_ref(bdoc, ("model",), body.model, "models", "model")
+            if hw is None or model is None:
+                continue
+            lint = _merge_lint(file_lint, body.lint)
+            base_margin = lint.margin
+            variants = [(None, None)] + sorted(body.variants.items())
+            for vname, variant in variants:
+                settings, env, margin = body.settings, dict(body.env), base_margin
+                vpath: tuple = ()
+                if variant is not None:
+                    settings = _overlay(body.settings, variant.settings)
+                    env.update(variant.env)
+                    margin = variant.margin or base_margin
+                    vpath = ("variants", vname)
+                gguf_path = None
+                if model.obj.gguf:
+                    gp = Path(os.path.expanduser(model.obj.gguf))
+                    gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
+                out.append(Deployment(
+                    name=body.name, variant=vname, doc=bdoc, hardware=hw, model=model,
+                    settings=settings, env=env, margin=margin or schema.Margin(fraction=DEFAULT_MARGIN),
+                    lint=lint, group=group, variant_path=vpath, gguf_path=gguf_path,
+                    project_root=project_root(bdoc.path)))
+        return out
+
+
+DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free
+
+
+def _get(data, path: tuple):
+    for seg in path:
+        data = data[seg]
+    return data
+
+
+def _get_obj(obj, path: tuple):
+    for seg in path:
+        obj = obj[seg] if isinstance(seg, int) else getattr(obj, seg)
+    return obj
+
+
+def _overlay(base, over):
+    """A variant's settings on top of the deployment's: only keys the variant sets change."""
+    changed = over.model_dump(exclude_unset=True)
+    return base.model_copy(update=changed)
+
+
+def _merge_lint(*configs):
+    from vramc import schema
+
+    margin, ignore, severity = None, [], {}
+    for c in configs:
+        if c is None:
+            continue
+        margin = c.margin or margin
+        ignore.extend(x for x in c.ignore if x not in ignore)
+        severity.update(c.severity)
+    return schema.LintConfig(margin=margin, ignore=ignore, severity=severity)
+
+
+def load_paths(paths: list[Path]) -> LoadResult:
+    files, problems = discover(paths)
+    result = LoadResult(diagnostics=problems)
+    loader = Loader()
+    for f in files:
+        loaded, doc, kind = loader.load(f)
+        result.files.append(display_path(f))
+        if doc is None:
+            continue
+        result.docs.append(doc)
+        if kind in ("deployment", "deployments"):
+            result.deployments.extend(loader.deployments_of(doc, kind))
+    result.diagnostics.extend(loader.diagnostics)
+    return result
+
+
+def find_deployment(name: str, roots: list[Path]) -> tuple[LoadResult, list[Deployment]]:
+    """Deployments called `name` (or `name@variant`) in the profiles below `roots`."""
+    base, _, variant = name.partition("@")
+    result = load_paths(roots)
+    matches = [d for d in result.deployments if d.name == base and (d.variant or "") == variant]
+    return result, matches
