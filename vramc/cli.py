@@ -34,6 +34,175 @@ def _root(
     pass
 
 
+def _fail_usage(message: str) -> None:
+    typer.echo(f"vramc: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _margin_option(text: Optional[str]):
+    if text is None:
+        return None
+    from vramc.schema import Margin, _margin
+
+    try:
+        return Margin(**_margin(text))
+    except ValueError as e:
+        _fail_usage(f"--margin: {e}")
+
+
+def _output_format(fmt: str, allowed: tuple) -> str:
+    import os
+
+    if fmt == "auto":
+        fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
+    if fmt not in allowed:
+        _fail_usage(f"--format must be one of {', '.join(allowed + ('auto',))}")
+    return fmt
+
+
+def _default_paths(paths: Optional[List[Path]]) -> List[Path]:
+    if paths:
+        return paths
+    if Path("profiles").is_dir():
+        return [Path("profiles")]
+    _fail_usage("no profiles given and no profiles/ folder here")
+
+
+@app.command()
+def check(
+    paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders of profiles (default: profiles/)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text, json, github, sarif or auto (github under GitHub Actions)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU, e.g. 10% or 1GiB (profiles' own lint.margin wins)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to a file instead of stdout."),
+) -> None:
+    """Validate profiles and lint their memory plans. Exit 0 clean, 1 findings, 2 usage error."""
+    from vramc.check import run_check
+    from vramc.diagnostics import Severity
+    from vramc.lint import load_rules
+    from vramc.report import FORMATS, FORMATTERS, summary
+
+    fmt = _output_format(fmt, FORMATS)
+    result = run_check(_default_paths(paths), margin=_margin_option(margin))
+    text = FORMATTERS[fmt](result.diagnostics, load_rules())
+    if output is not None:
+        from vramc.writer import write_atomic
+
+        write_atomic(output, text.encode())
+    else:
+        sys.stdout.write(text)
+    if fmt == "text":
+        typer.echo(summary(result.diagnostics, len(result.files)), err=True)
+    threshold = Severity.WARNING if strict else Severity.ERROR
+    failed = any(d.severity >= threshold for d in result.diagnostics)
+    raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
+
+
+@app.command()
+def plan(
+    paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
+    margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
+) -> None:
+    """Show each deployment's per-device memory plan. Exit 1 if a deployment cannot be planned."""
+    from vramc.check import run_check
+    from vramc.diagnostics import Severity
+    from vramc.planview import plan_text, plans_json
+
+    fmt = _output_format(fmt, ("text", "json"))
+    result = run_check(_default_paths(paths), margin=_margin_option(margin))
+    plans = result.plans
+    if deployment:
+        base, _, variant = deployment.partition("@")
+        plans = [p for p in plans if p.dep.name == base and (p.dep.variant or "") == variant]
+        if not plans:
+            _fail_usage(f"no deployment named {deployment!r}")
+    errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
+    for d in errors:
+        typer.echo(f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}", err=True)
+    if fmt == "json":
+        sys.stdout.write(plans_json(plans))
+    else:
+        sys.stdout.write("\n".join(plan_text(p) for p in plans))
+    unplanned = [p for p in plans if p.estimate is None]
+    load_failed = any(d.code < "VR300" for d in errors)
+    raise typer.Exit(EXIT_FINDINGS if unplanned or (load_failed and not plans) else EXIT_OK)
+
+
+@app.command()
+def rules(
+    fmt: str = typer.Option("text", "--format", "-f", help="text, md or json."),
+) -> None:
+    """List the lint rules with their codes and default severities."""
+    import json
+
+    from vramc.lint import load_rules
+
+    table = sorted(load_rules().values(), key=lambda r: r.code)
+    if fmt == "json":
+        typer.echo(json.dumps([{"code": r.code, "slug": r.slug, "severity": r.severity.label,
+                                "summary": r.summary} for r in table], indent=2))
+    elif fmt == "md":
+        typer.echo("| code | name | severity | what it catches |\n|---|---|---|---|")
+        for r in table:
+            typer.echo(f"| {r.code} | `{r.slug}` | {r.severity.label} | {r.summary} |")
+    elif fmt == "text":
+        for r in table:
+            typer.echo(f"{r.code}  {r.severity.label:<7}  {r.slug:<32}  {r.summary}")
+    else:
+        _fail_usage("--format must be text, md or json")
+
+
+@app.command()
+def explain(code: str = typer.Argument(..., help="A rule code such as VR300, or its name.")) -> None:
+    """Print a rule's documentation, with a bad and a good example."""
+    from vramc.lint import load_rules, parse_rule_doc
+
+    table = load_rules()
+    r = table.get(code.upper()) or next((x for x in table.values() if x.slug == code), None)
+    if r is None:
+        _fail_usage(f"no rule {code!r}; `vramc rules` lists them")
+    doc = parse_rule_doc(r.doc)
+    out = [f"{r.code} {r.slug} ({r.severity.label})", "", doc["summary"]]
+    if doc["body"]:
+        out += ["", doc["body"]]
+    for label in ("bad", "good"):
+        if doc[label]:
+            out += ["", f"{label.capitalize()}:", *("    " + line for line in doc[label].splitlines())]
+    typer.echo("\n".join(out))
+
+
+@app.command()
+def detect(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the hardware profile here (default: stdout)."),
+    name: str = typer.Option("this-machine", "--name", help="Name of the hardware profile."),
+    order: str = typer.Option("index", "--order", help="GPU order for CUDA_VISIBLE_DEVICES: index, free_desc or total_desc."),
+) -> None:
+    """Read the NVIDIA GPUs (name, total and free VRAM, index, UUID) into a hardware profile."""
+    from vramc.detect import ORDERS, NoDriver, hardware_yaml, host_ram_bytes, read_gpus
+
+    if order not in ORDERS:
+        _fail_usage(f"--order must be one of {', '.join(ORDERS)}")
+    try:
+        gpus = read_gpus()
+    except NoDriver as e:
+        typer.echo(f"vramc detect: {e}; nothing to detect on this machine. Write the hardware "
+                   "profile by hand (see README.md).", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if not gpus:
+        typer.echo("vramc detect: the NVIDIA driver reports no GPUs.", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    text = hardware_yaml(gpus, name, order, host_ram_bytes())
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from vramc.writer import write_atomic
+
+        write_atomic(output, text.encode())
+        typer.echo(f"wrote {output} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})", err=True)
+
+
 @app.command()
 def analyze(
     model: Path = typer.Argument(..., help="A GGUF file (the first part of a split model is enough)."),

@@ -216,6 +216,33 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
     return None, diags
 
 
+def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> list[Diagnostic]:
+    """VR103: `vram: 24 GB` is 22.35 GiB, almost never what the card has."""
+    from vramc.units import DECIMAL_UNITS, GiB, parse_size, size_unit
+
+    out: list[Diagnostic] = []
+    if isinstance(data, dict):
+        for i, g in enumerate(data.get("gpus") or []):
+            v = g.get("vram") if isinstance(g, dict) else None
+            if size_unit(v) in DECIMAL_UNITS:
+                p = path + ("gpus", i, "vram")
+                try:
+                    gib = parse_size(v) / GiB
+                except ValueError:
+                    continue
+                out.append(Diagnostic(
+                    "VR103", Severity.WARNING, f"vram {v!r} is {gib:.2f} GiB in decimal units",
+                    file, positions.locate(p), p,
+                    f"GPU memory is sold in GiB: write {v.strip()[:-2].strip()}GiB if you mean the card's size"))
+        for k, v in data.items():
+            if k != "gpus" and isinstance(v, (dict, list)):
+                out.extend(_decimal_vram(v, positions, file, path + (k,)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.extend(_decimal_vram(v, positions, file, path + (i,)))
+    return out
+
+
 # --- kinds --------------------------------------------------------------------------------------
 
 def _kind_of(data: dict) -> str | None:
@@ -241,13 +268,15 @@ def _schema_for(kind: str):
 
 
 def profiles_root(file: Path) -> Path:
-    """The folder whose hardware/ and models/ subfolders named references resolve against."""
+    """The folder whose hardware/ and models/ subfolders named references resolve against.
+
+    The profile's own folder or its parent (profiles/x.yaml, profiles/team/x.yaml); never further
+    up, so an unrelated models/ folder higher in the tree is not picked up by accident.
+    """
     d = file.resolve().parent
-    for cand in (d, *d.parents):
+    for cand in (d, d.parent):
         if (cand / "hardware").is_dir() or (cand / "models").is_dir():
             return cand
-        if (cand / ".git").exists() or cand == cand.parent:
-            break
     return d
 
 
@@ -287,6 +316,7 @@ class Loader:
             elif not diags:
                 obj, vdiags = validate(_schema_for(kind), loaded.data, loaded.positions, display)
                 diags.extend(vdiags)
+                diags.extend(_decimal_vram(loaded.data, loaded.positions, display))
                 if obj is not None:
                     doc = Doc(display, path, obj, loaded.positions, loaded.data)
         elif loaded.data is not None and not diags:

@@ -1,0 +1,172 @@
+"""Rule registry and runner.
+
+A rule is a small function registered with `@rule(code, slug, severity, scope)`; its docstring is
+its documentation (`vramc explain CODE`): a summary line, an explanation, then `Bad:` and `Good:`
+YAML examples. Rules yield `Finding`s (what, where in the deployment, what to do); the runner turns
+them into positioned Diagnostics and applies the profile's `lint:` ignores and severity overrides.
+Codes are public: never reuse one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from vramc.diagnostics import Diagnostic, Severity
+
+CODE_RE = re.compile(r"^VR\d{3}$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    message: str
+    path: tuple = ()  # inside the deployment body: ("settings", "tensor_split")
+    hint: str = ""
+    target: str = "deployment"  # deployment | hardware | model: which document `path` is in
+    severity: Severity | None = None  # None: the rule's default
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    slug: str
+    severity: Severity
+    scope: str  # "load" (loader), "estimate" (memory model), "plan" (one deployment), "group" (a machine)
+    func: Callable | None
+    doc: str
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().splitlines()[0] if self.doc.strip() else self.slug
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(code: str, slug: str, severity: Severity, scope: str = "plan"):
+    def register(func):
+        if not CODE_RE.match(code):
+            raise ValueError(f"bad rule code {code}")
+        if code in RULES:
+            raise ValueError(f"rule code {code} registered twice")
+        RULES[code] = Rule(code, slug, severity, scope, func if scope in ("plan", "group") else None,
+                           func.__doc__ or "")
+        return func
+
+    return register
+
+
+def load_rules() -> dict[str, Rule]:
+    """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
+    from vramc.rules import engines, load, memory, settings  # noqa: F401
+
+    return RULES
+
+
+def _locate(dep, f: Finding):
+    """Span and full path of a finding; settings set by a variant point at the variant."""
+    if f.target == "hardware":
+        doc = dep.hardware
+    elif f.target == "model":
+        doc = dep.model
+    else:
+        doc = dep.doc
+        path = f.path
+        if dep.variant and path and path[0] in ("settings", "env"):
+            vpath = ("variants", dep.variant) + path
+            raw = dep.doc.raw
+            try:
+                node = raw
+                for seg in vpath[:3]:
+                    node = node[seg]
+                if len(path) < 2 or path[1] in node:
+                    return doc.file, doc.positions.locate(vpath), doc.prefix + vpath
+            except (KeyError, TypeError, IndexError):
+                pass
+        if path and path[0] == "margin" and dep.variant:
+            return doc.file, doc.positions.locate(("variants", dep.variant, "margin")), doc.prefix
+    return doc.file, doc.positions.locate(f.path), doc.prefix + f.path
+
+
+def _apply_config(code: str, default: Severity, lint_cfg) -> Severity | None:
+    if lint_cfg is None:
+        return default
+    if code in lint_cfg.ignore:
+        return None
+    if code in lint_cfg.severity:
+        return Severity.parse(lint_cfg.severity[code])
+    return default
+
+
+def run_plan_rules(plans) -> list[Diagnostic]:
+    rules = load_rules()
+    out: list[Diagnostic] = []
+    for plan in plans:
+        out.extend(plan.diagnostics)
+        for code, message in (plan.estimate.errors if plan.estimate else ()):
+            r = rules.get(code) or rules["VR320"]
+            anchor = ("settings",) if isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw else ("name",)
+            out.extend(_to_diagnostics(r, Finding(message, anchor), plan.dep))
+        for r in rules.values():
+            if r.scope != "plan":
+                continue
+            for f in r.func(plan) or ():
+                out.extend(_to_diagnostics(r, f, plan.dep))
+    groups: dict[str, list] = {}
+    for plan in plans:
+        if plan.dep.variant is None:  # variants are alternatives, not extra processes
+            groups.setdefault(plan.dep.group, []).append(plan)
+    for r in rules.values():
+        if r.scope != "group":
+            continue
+        for members in groups.values():
+            for plan, f in r.func(members) or ():
+                out.extend(_to_diagnostics(r, f, plan.dep))
+    return out
+
+
+def _to_diagnostics(r: Rule, f: Finding, dep) -> Iterator[Diagnostic]:
+    sev = _apply_config(r.code, f.severity or r.severity, dep.lint)
+    if sev is None:
+        return
+    file, span, path = _locate(dep, f)
+    yield Diagnostic(r.code, sev, f.message, file, span, path, f.hint, dep.label, f.data)
+
+
+def apply_config_to_load(diags: list[Diagnostic], lint_by_file: dict) -> list[Diagnostic]:
+    """Ignores and severity overrides for diagnostics raised while loading a file."""
+    out = []
+    for d in diags:
+        sev = _apply_config(d.code, d.severity, lint_by_file.get(d.file))
+        if sev is None:
+            continue
+        out.append(d if sev == d.severity else Diagnostic(
+            d.code, sev, d.message, d.file, d.span, d.path, d.hint, d.deployment, d.data))
+    return out
+
+
+def dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per (code, place, message): variants often repeat their base's findings."""
+    seen: dict[tuple, Diagnostic] = {}
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        key = (d.code, d.file, d.line, d.column, d.message)
+        if key in seen:
+            continue
+        seen[key] = d
+    return list(seen.values())
+
+
+def parse_rule_doc(doc: str) -> dict:
+    """Split a rule docstring into summary, body, bad and good examples."""
+    import inspect
+
+    text = inspect.cleandoc(doc)
+    parts = re.split(r"^(Bad|Good):\s*$", text, flags=re.M)
+    head = parts[0].strip()
+    summary, _, body = head.partition("\n")
+    out = {"summary": summary.strip(), "body": body.strip(), "bad": "", "good": ""}
+    for label, content in zip(parts[1::2], parts[2::2]):
+        out[label.lower()] = inspect.cleandoc(content.strip("\n"))
+    return out

@@ -1,0 +1,269 @@
+"""Codes raised while reading and validating profiles. Registered here for `vramc rules` and
+`vramc explain`; the loader (vramc.yamlpos, vramc.profiles, vramc.plan) emits them."""
+
+from vramc.diagnostics import Severity
+from vramc.lint import rule
+
+
+@rule("VR000", "unreadable-file", Severity.ERROR, "load")
+def _vr000():
+    """The file or folder cannot be read.
+
+    vramc could not open the path, or the file is not UTF-8 text.
+
+    Bad:
+        vramc check profiles/typo.yaml   # no such file
+
+    Good:
+        vramc check profiles/16gb.yaml
+    """
+
+
+@rule("VR001", "yaml-syntax", Severity.ERROR, "load")
+def _vr001():
+    """The file is not valid YAML.
+
+    The position points at where the YAML parser gave up, which is often just after the mistake.
+
+    Bad:
+        settings:
+          tensor_split: [16, 12
+
+    Good:
+        settings:
+          tensor_split: [16, 12]
+    """
+
+
+@rule("VR002", "duplicate-key", Severity.ERROR, "load")
+def _vr002():
+    """A key appears twice in the same mapping.
+
+    YAML silently keeps the last one, so one of the two values is ignored without a word.
+
+    Bad:
+        settings:
+          ctx: 8192
+          ctx: 4096
+
+    Good:
+        settings:
+          ctx: 8192
+    """
+
+
+@rule("VR003", "unsupported-yaml", Severity.ERROR, "load")
+def _vr003():
+    """YAML features that profiles do not support (merge keys, complex keys).
+
+    Use variants for shared settings instead of `<<:` merges.
+
+    Bad:
+        settings:
+          <<: *base
+          ctx: 4096
+
+    Good:
+        variants:
+          small:
+            settings: {ctx: 4096}
+    """
+
+
+@rule("VR004", "unknown-profile-kind", Severity.ERROR, "load")
+def _vr004():
+    """vramc cannot tell whether the file is a hardware, model or deployment profile.
+
+    Say it with `kind:`, or use the keys of one kind.
+
+    Bad:
+        name: box
+
+    Good:
+        kind: hardware
+        name: box
+        gpus:
+          - {name: RTX 4090, vram: 24GiB}
+    """
+
+
+@rule("VR100", "unknown-key", Severity.ERROR, "load")
+def _vr100():
+    """A key that the profile format does not have (often a typo).
+
+    Unknown keys are errors, not warnings: a misspelt `paralel` would otherwise be ignored and the
+    deployment planned with the engine's default instead.
+
+    Bad:
+        settings:
+          paralel: 2
+
+    Good:
+        settings:
+          parallel: 2
+    """
+
+
+@rule("VR101", "invalid-value", Severity.ERROR, "load")
+def _vr101():
+    """A value of the wrong type or outside its allowed range.
+
+    Sizes take a unit (`24GiB`, `512MiB`) or a bare number of MiB; fractions take `0.25` or `25%`.
+
+    Bad:
+        settings:
+          gpu_layers: al
+
+    Good:
+        settings:
+          gpu_layers: all
+    """
+
+
+@rule("VR102", "missing-key", Severity.ERROR, "load")
+def _vr102():
+    """A required key is missing.
+
+    A deployment needs `name`, `hardware`, `model` and `engine`; a GPU needs `name` and `vram`.
+
+    Bad:
+        name: chat
+        model: llama-3.1-8b-instruct-q8_0
+        engine: llama-server
+
+    Good:
+        name: chat
+        hardware: workstation
+        model: llama-3.1-8b-instruct-q8_0
+        engine: llama-server
+    """
+
+
+@rule("VR103", "decimal-vram-unit", Severity.WARNING, "load")
+def _vr103():
+    """A GPU's memory is written in decimal units (GB), which is probably not what the card has.
+
+    GPU memory is sold in binary units: a "24 GB" card has 24 GiB (24,576 MiB), while `24 GB`
+    means 24,000,000,000 bytes (22.35 GiB). vramc reads units literally, so this under-states the
+    card by 7%. Write GiB, or the MiB figure that `nvidia-smi` or `vramc detect` shows.
+
+    Bad:
+        gpus:
+          - {name: RTX 4090, vram: 24 GB}
+
+    Good:
+        gpus:
+          - {name: RTX 4090, vram: 24GiB}
+    """
+
+
+@rule("VR110", "reference-not-found", Severity.ERROR, "load")
+def _vr110():
+    """A named hardware or model profile does not exist.
+
+    `hardware: NAME` resolves to `hardware/NAME.yaml` and `model: NAME` to `models/NAME.yaml` in
+    the profiles folder (the nearest folder above the deployment that has them).
+
+    Bad:
+        hardware: workstaton
+
+    Good:
+        hardware: workstation
+    """
+
+
+@rule("VR111", "reference-invalid", Severity.ERROR, "load")
+def _vr111():
+    """A named hardware or model profile exists but is invalid or of the wrong kind.
+
+    Fix the referenced file; its own diagnostics say what is wrong.
+
+    Bad:
+        model: workstation     # a hardware profile
+
+    Good:
+        model: llama-3.1-8b-instruct-q8_0
+    """
+
+
+@rule("VR112", "duplicate-deployment", Severity.ERROR, "load")
+def _vr112():
+    """Two deployments in one file have the same name.
+
+    Names identify deployments in `vramc run NAME`, in `out/NAME/` and in plans.
+
+    Bad:
+        deployments:
+          - {name: chat, model: a, engine: vllm}
+          - {name: chat, model: b, engine: vllm}
+
+    Good:
+        deployments:
+          - {name: coder, model: a, engine: vllm}
+          - {name: chat, model: b, engine: vllm}
+    """
+
+
+@rule("VR200", "model-unsized", Severity.ERROR, "load")
+def _vr200():
+    """vramc cannot size the model: its file is absent and it has no locked metadata.
+
+    Lock the model where the file exists, commit the model profile, and refer to it: then every
+    checkout can be checked without the 50 GB file.
+
+    Bad:
+        model:
+          gguf: models/missing.gguf
+
+    Good:
+        model: llama-3.1-8b-instruct-q8_0   # profiles/models/..., written by `vramc analyze --write`
+    """
+
+
+@rule("VR201", "gguf-unreadable", Severity.ERROR, "load")
+def _vr201():
+    """The GGUF file exists but its header cannot be read.
+
+    The file may be truncated (an interrupted download) or not a GGUF file at all.
+
+    Bad:
+        model:
+          gguf: models/half-downloaded.gguf
+
+    Good:
+        model:
+          gguf: models/complete.gguf
+    """
+
+
+@rule("VR202", "lock-mismatch", Severity.WARNING, "load")
+def _vr202():
+    """The GGUF file no longer matches the metadata locked in its model profile.
+
+    The file was replaced (another quantisation, a re-upload). vramc plans with the file, but the
+    lock that other checkouts use is stale: regenerate it with `vramc analyze FILE --write PROFILE`.
+
+    Bad:
+        lock:
+          file: {size: 8540770304, header_sha256: 0f3c...}   # of an older file
+
+    Good:
+        lock:
+          file: {size: 8540775840, header_sha256: 9a41...}   # re-locked
+    """
+
+
+@rule("VR203", "lock-invalid", Severity.ERROR, "load")
+def _vr203():
+    """The locked metadata is inconsistent (unknown tensor type, malformed tensor entry).
+
+    Locks are written by `vramc analyze --write`; regenerate rather than edit them by hand.
+
+    Bad:
+        tensors:
+          token_embd.weight: [q9_9, 4096, 128256]
+
+    Good:
+        tensors:
+          token_embd.weight: [q8_0, 4096, 128256]
+    """

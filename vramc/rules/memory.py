@@ -1,0 +1,225 @@
+"""Memory rules (VR30x): does the plan fit each GPU, the host, and the machine as a whole."""
+
+from __future__ import annotations
+
+from vramc.diagnostics import Severity
+from vramc.lint import Finding, rule
+from vramc.units import fmt_size
+
+
+def _anchor(plan) -> tuple:
+    """Where a whole-deployment finding points: its settings block, or its name."""
+    raw = plan.dep.doc.raw
+    return ("settings",) if isinstance(raw, dict) and "settings" in raw else ("name",)
+
+
+def _breakdown(d) -> str:
+    parts = [("weights", d.weights_bytes), ("KV", d.kv_bytes), ("compute", d.compute_bytes),
+             ("overhead", d.overhead_bytes)]
+    return ", ".join(f"{k} {fmt_size(v)}" for k, v in parts if v)
+
+
+def _available(d) -> str:
+    text = fmt_size(d.capacity_bytes)
+    if d.reserve_bytes:
+        text += f" - {fmt_size(d.reserve_bytes)} reserve"
+    if d.tenants_bytes:
+        text += f" - {fmt_size(d.tenants_bytes)} other processes"
+    return text
+
+
+@rule("VR300", "does-not-fit", Severity.ERROR)
+def does_not_fit(plan):
+    """The plan needs more memory than a GPU has available: the engine will fail to load (OOM).
+
+    Available means the card's memory minus its `reserve` and what `tenants` (other processes)
+    hold. The message breaks the need down into weights, KV cache, compute buffers and the fixed
+    per-GPU overhead, and the hint says what would fit (from the same solver as `vramc fit`).
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 3060 Ti, vram: 8GiB}]
+        model: deepseek-r1-distill-qwen-14b-q4_k_m
+        settings: {ctx: 32768, gpu_layers: all}
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 3060 Ti, vram: 8GiB}]
+        model: deepseek-r1-distill-qwen-14b-q4_k_m
+        settings: {ctx: 8192, gpu_layers: auto}
+    """
+    if plan.estimate is None:
+        return
+    for d in plan.estimate.devices:
+        if d.free_bytes < 0:
+            yield Finding(
+                f"{d.id} ({d.name}) needs {fmt_size(d.total_bytes)} ({_breakdown(d)}) but has "
+                f"{fmt_size(d.available_bytes)} available ({_available(d)}): "
+                f"{fmt_size(-d.free_bytes)} over",
+                _anchor(plan), plan.fit_hint if hasattr(plan, "fit_hint") else "",
+                data={"device": d.id, "over_bytes": -d.free_bytes})
+
+
+@rule("VR301", "below-margin", Severity.WARNING)
+def below_margin(plan):
+    """The plan fits, but leaves less free memory on a GPU than the margin asks for.
+
+    Memory use grows at run time beyond the planned buffers (the CUDA memory pool, fragmentation,
+    another process starting), so a plan that fits with a few MiB to spare crashes under load.
+    The margin is `lint.margin` (default 5% of each GPU), or a variant's `margin`.
+
+    Bad:
+        lint: {margin: 10%}
+        settings: {ctx: 16384}     # leaves 300 MiB of a 16 GiB card
+
+    Good:
+        lint: {margin: 10%}
+        settings: {ctx: 8192}      # leaves 2.1 GiB
+    """
+    if plan.estimate is None:
+        return
+    for i, d in enumerate(plan.estimate.devices):
+        if 0 <= d.free_bytes < plan.margins[i]:
+            yield Finding(
+                f"{d.id} ({d.name}) keeps {fmt_size(d.free_bytes)} free, less than the "
+                f"{plan.dep.margin.describe()} margin ({fmt_size(plan.margins[i])})",
+                ("margin",) if plan.dep.variant else _anchor(plan),
+                "lower the context or the GPU layers, or accept a smaller margin",
+                data={"device": d.id, "free_bytes": d.free_bytes})
+
+
+@rule("VR307", "host-memory", Severity.ERROR)
+def host_memory(plan):
+    """The host part of the plan (CPU layers, token embeddings, host KV, buffers) exceeds host RAM.
+
+    Weights that llama.cpp maps from the file (`load_mode: mmap`, the default) are page cache: the
+    kernel can evict them, so the plan still starts but runs at disk speed; that is a warning.
+    With `load_mode: none` or `mlock` the memory is really allocated, which is an error.
+
+    Bad:
+        hardware: {host_ram: 16GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
+        settings: {gpu_layers: 4, load_mode: none}   # 30 GiB of weights on the host
+
+    Good:
+        hardware: {host_ram: 64GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
+        settings: {gpu_layers: 4}
+    """
+    host_ram = plan.dep.hardware.obj.host_ram
+    if plan.estimate is None or not host_ram:
+        return
+    h = plan.estimate.host
+    if h.total_bytes <= host_ram:
+        return
+    mapped = plan.engine != "vllm" and (plan.dep.settings.load_mode or "auto") in ("auto", "mmap", "dio")
+    yield Finding(
+        f"the host needs {fmt_size(h.total_bytes)} (weights {fmt_size(h.weights_bytes)}, KV "
+        f"{fmt_size(h.kv_bytes)}, compute {fmt_size(h.compute_bytes)}, other {fmt_size(h.other_bytes)}) "
+        f"but has {fmt_size(host_ram)} of RAM",
+        _anchor(plan),
+        "mapped weights will page from disk; offload more layers to GPUs" if mapped else
+        "offload more layers to GPUs, or use load_mode: mmap",
+        severity=Severity.WARNING if mapped else None)
+
+
+@rule("VR308", "gpu-unused", Severity.WARNING)
+def gpu_unused(plan):
+    """A GPU of the deployment holds no layers, yet still pays its CUDA context.
+
+    A `tensor_split` entry of 0, or too few layers for the split, leaves a device empty; it still
+    gets a CUDA context (hundreds of MiB) because it is visible to the process. Remove it from
+    the deployment's `gpus`, or give it a share.
+
+    Bad:
+        settings: {tensor_split: [1, 0]}
+
+    Good:
+        gpus: [0]
+    """
+    if plan.estimate is None or plan.engine == "vllm":
+        return
+    devices = plan.estimate.devices
+    if not any(d.n_layers for d in devices):
+        return
+    for d in devices:
+        if d.n_layers == 0:
+            yield Finding(f"{d.id} ({d.name}) holds no layers but still pays "
+                          f"{fmt_size(d.overhead_bytes)} of CUDA overhead",
+                          ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),
+                          "leave it out with `gpus:` or give it a share of the split")
+
+
+@rule("VR309", "partial-offload", Severity.INFO)
+def partial_offload(plan):
+    """Some layers run on the CPU.
+
+    Layers on the CPU run at memory-bandwidth speed of the host, typically 5-20x slower than on
+    a GPU; it works, but tokens per second drop steeply with every layer left behind.
+
+    Bad:
+        settings: {gpu_layers: 20}     # of 33
+
+    Good:
+        settings: {gpu_layers: all}
+    """
+    if plan.meta is None or plan.estimate is None:
+        return
+    total = plan.meta.n_layer + 1
+    on_gpu = sum(d.n_layers for d in plan.estimate.devices)
+    if 0 < on_gpu < total or (on_gpu == 0 and plan.gpus):
+        yield Finding(f"{on_gpu} of {total} layers are on GPUs; {total - on_gpu} run on the CPU",
+                      ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else _anchor(plan))
+
+
+@rule("VR312", "gpu-oversubscribed", Severity.ERROR, "group")
+def oversubscribed(plans):
+    """Deployments that run together on one machine need more of a GPU than it has.
+
+    Each deployment may fit on its own while together they do not: every deployment in a
+    `deployments:` file shares the file's hardware and runs at the same time.
+
+    Bad:
+        deployments:
+          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
+          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
+
+    Good:
+        deployments:
+          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.55}}
+          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.35}}
+    """
+    if len(plans) < 2:
+        return
+    by_gpu: dict[int, list] = {}
+    for plan in plans:
+        if plan.estimate is None:
+            continue
+        for d in plan.estimate.devices:
+            by_gpu.setdefault(d.gpu, []).append((plan, d))
+    for gpu, uses in sorted(by_gpu.items()):
+        if len(uses) < 2:
+            continue
+        first = uses[0][1]
+        need = sum(d.total_bytes for _, d in uses)
+        have = first.available_bytes
+        if need > have:
+            names = ", ".join(f"{p.dep.label} {fmt_size(d.total_bytes)}" for p, d in uses)
+            for plan, d in uses:
+                yield plan, Finding(
+                    f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
+                    f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
+                    _anchor(plan), "give each deployment a smaller share, or move one to another GPU")
+
+
+
+@rule("VR320", "engine-refuses", Severity.ERROR, "estimate")
+def _engine_refuses():
+    """The engine itself would refuse to start with these settings.
+
+    The message quotes the engine's own error, as the engine would print it.
+
+    Bad:
+        settings: {cache_type_v: q4_0, flash_attn: off}
+
+    Good:
+        settings: {cache_type_v: q4_0, flash_attn: on}
+    """

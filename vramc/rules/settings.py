@@ -1,0 +1,206 @@
+"""Settings rules (VR30x-VR31x): settings that do nothing, cannot work, or surprise."""
+
+from __future__ import annotations
+
+from vramc.diagnostics import Severity
+from vramc.lint import Finding, rule
+
+QUANTIZED_KV = {"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"}
+
+
+def _llama(plan) -> bool:
+    return plan.engine != "vllm" and plan.meta is not None and plan.choice is not None
+
+
+@rule("VR302", "gpu-layers-beyond-model", Severity.WARNING)
+def gpu_layers_beyond_model(plan):
+    """`gpu_layers` asks for more layers than the model has.
+
+    llama.cpp counts the output layer too, so a model with N blocks has N+1 offloadable layers;
+    any larger number means "all" and hides what you meant. (The seeds' "8B Llama has 80 layers"
+    is wrong: Llama 3.1 8B has 32 blocks + the output layer = 33.)
+
+    Bad:
+        settings: {gpu_layers: 40}   # Llama 3.1 8B: 33 layers
+
+    Good:
+        settings: {gpu_layers: all}
+    """
+    if not _llama(plan):
+        return
+    n = plan.dep.settings.gpu_layers
+    total = plan.meta.n_layer + 1
+    if isinstance(n, int) and n > total:
+        yield Finding(f"gpu_layers {n} is more than the model's {total} layers "
+                      f"({plan.meta.n_layer} blocks + output); it means all of them",
+                      ("settings", "gpu_layers"), "write `gpu_layers: all` to say so")
+
+
+@rule("VR303", "tensor-split-length", Severity.ERROR)
+def tensor_split_length(plan):
+    """`tensor_split` needs exactly one number per GPU of the deployment.
+
+    llama.cpp reads as many numbers as it has devices; extra numbers are ignored and missing ones
+    count as 0, which silently leaves a GPU out.
+
+    Bad:
+        hardware: {gpus: [{name: A, vram: 24GiB}, {name: B, vram: 24GiB}, {name: C, vram: 12GiB}]}
+        settings: {tensor_split: [0.6, 0.4]}
+
+    Good:
+        settings: {tensor_split: [0.4, 0.4, 0.2]}
+    """
+    ts = plan.dep.settings.tensor_split
+    if isinstance(ts, list) and len(ts) != len(plan.gpus):
+        yield Finding(f"tensor_split has {len(ts)} numbers for {len(plan.gpus)} GPUs",
+                      ("settings", "tensor_split"), "give one proportion per GPU, in launch order")
+    elif isinstance(ts, list) and ts and not any(ts):
+        yield Finding("tensor_split is all zeros, which llama.cpp treats as 'split by free memory'",
+                      ("settings", "tensor_split"), "leave it out, or give real proportions",
+                      severity=Severity.WARNING)
+
+
+@rule("VR304", "ctx-beyond-trained", Severity.WARNING)
+def ctx_beyond_trained(plan):
+    """The context per sequence is longer than the model was trained for.
+
+    Past its trained context a model's output degrades (unless RoPE scaling is configured), and
+    the KV cache grows for nothing.
+
+    Bad:
+        model: mistral-7b-instruct-v0.3   # trained for 32768
+        settings: {ctx: 65536}
+
+    Good:
+        settings: {ctx: 32768}
+    """
+    if not _llama(plan) or plan.params is None:
+        return
+    train = int(plan.meta.hp("context_length", 0) or 0)
+    p = plan.params
+    per_seq = p.n_ctx if p.kv_unified else p.n_ctx // max(1, p.n_seq_max)
+    if train and per_seq > train:
+        yield Finding(f"{per_seq} tokens per sequence is beyond the model's trained context of {train}",
+                      ("settings", "ctx") if plan.dep.settings.ctx is not None else ("model",),
+                      f"use ctx {train if plan.engine != 'llama-server' or p.kv_unified else train * p.n_seq_max} or less")
+
+
+@rule("VR305", "quantized-v-without-flash-attn", Severity.ERROR)
+def quantized_v_without_fa(plan):
+    """A quantized V cache needs flash attention; llama.cpp refuses to start without it.
+
+    llama.cpp raises "quantized V cache was requested, but this requires Flash Attention".
+    The K cache alone may be quantized without flash attention.
+
+    Bad:
+        settings: {cache_type_v: q8_0, flash_attn: off}
+
+    Good:
+        settings: {cache_type_v: q8_0, flash_attn: on}
+    """
+    if plan.engine == "vllm" or plan.choice is None:
+        return
+    c = plan.choice
+    if c.cache_type_v in QUANTIZED_KV and c.flash_attn == "off":
+        yield Finding(f"cache_type_v {c.cache_type_v} requires flash attention, which is off",
+                      ("settings", "cache_type_v"), "set `flash_attn: on` (or auto), or use an f16 V cache")
+
+
+@rule("VR306", "unaccounted-model", Severity.WARNING)
+def unaccounted_model(plan):
+    """A multimodal projector (mmproj) is configured whose size vramc does not know.
+
+    The projector is loaded onto the main GPU next to the model (hundreds of MiB to GBs) and
+    llama.cpp's own fit does not count it either. Give its size, or the file, so it is planned.
+
+    Bad:
+        model: {gguf: models/gemma-3-12b.gguf, mmproj: models/mmproj.gguf}   # file not here
+
+    Good:
+        model: {gguf: models/gemma-3-12b.gguf, mmproj: models/mmproj.gguf, mmproj_size: 854MiB}
+    """
+    m = plan.dep.model.obj
+    if plan.engine != "vllm" and m.mmproj and m.mmproj_size is None:
+        yield Finding(f"mmproj {m.mmproj} is not counted in the plan", ("mmproj",),
+                      "add `mmproj_size:` to the model profile", target="model")
+
+
+@rule("VR310", "main-gpu-out-of-range", Severity.ERROR)
+def main_gpu_out_of_range(plan):
+    """`main_gpu` names a GPU the deployment does not have.
+
+    GPUs are numbered in launch order (after `device_order`), from 0.
+
+    Bad:
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        settings: {split_mode: none, main_gpu: 1}
+
+    Good:
+        settings: {split_mode: none, main_gpu: 0}
+    """
+    mg = plan.dep.settings.main_gpu
+    if mg is not None and mg >= len(plan.gpus):
+        yield Finding(f"main_gpu {mg} is out of range: the deployment has {len(plan.gpus)} GPU(s)",
+                      ("settings", "main_gpu"), f"use 0..{max(0, len(plan.gpus) - 1)}")
+
+
+@rule("VR311", "split-mode-row", Severity.WARNING)
+def split_mode_row(plan):
+    """`split_mode: row` is deprecated upstream and llama.cpp's own fit refuses it.
+
+    Row split spreads every weight matrix over all GPUs and keeps the KV cache and compute on the
+    main GPU, so the smallest or main GPU becomes the bottleneck (the seeds' "row is recommended"
+    for an 8 GB + 3 GB pair is the worst case). `layer` is the supported mode.
+
+    Bad:
+        settings: {split_mode: row, tensor_split: [8, 3]}
+
+    Good:
+        settings: {split_mode: layer, tensor_split: auto}
+    """
+    if plan.engine != "vllm" and plan.dep.settings.split_mode == "row":
+        yield Finding("split_mode row is deprecated in llama.cpp (docs/multi-gpu.md) and planned "
+                      "only approximately by vramc", ("settings", "split_mode"),
+                      "use split_mode: layer")
+
+
+@rule("VR313", "ctx-rounded", Severity.INFO)
+def ctx_rounded(plan):
+    """The context does not divide evenly between the slots; llama.cpp rounds it down.
+
+    With separate KV streams each slot gets n_ctx / parallel tokens (then padded to 256), and
+    llama.cpp warns "n_ctx is not divisible by n_seq_max - rounding down".
+
+    Bad:
+        settings: {ctx: 10000, parallel: 3}
+
+    Good:
+        settings: {ctx: 12288, parallel: 3}
+    """
+    p = plan.params
+    if p is None or p.kv_unified or p.n_seq_max <= 1:
+        return
+    if p.n_ctx % p.n_seq_max:
+        yield Finding(f"ctx {p.n_ctx} is not divisible by {p.n_seq_max} slots; each slot gets "
+                      f"{p.n_ctx // p.n_seq_max} tokens", ("settings", "ctx"))
+
+
+@rule("VR314", "cpu-only-default", Severity.WARNING)
+def cpu_only_default(plan):
+    """llama-cpp-python puts nothing on the GPU unless `gpu_layers` is set.
+
+    `llama_cpp.Llama` defaults to `n_gpu_layers=0`, `n_ctx=512` and flash attention off: a
+    profile that leaves `gpu_layers` out runs entirely on the CPU, whatever the hardware.
+
+    Bad:
+        engine: llama-cpp-python
+        settings: {ctx: 4096}
+
+    Good:
+        engine: llama-cpp-python
+        settings: {ctx: 4096, gpu_layers: all}
+    """
+    if plan.engine == "llama-cpp-python" and plan.dep.settings.gpu_layers is None and plan.gpus:
+        yield Finding("gpu_layers is not set: llama-cpp-python defaults to n_gpu_layers=0 (CPU only)",
+                      ("settings",) if "settings" in (plan.dep.doc.raw or {}) else ("engine",),
+                      "set `gpu_layers: all` (or auto) to use the GPUs")
