@@ -12,6 +12,7 @@ from vramc import __version__
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Check VRAM budgets of local LLM deployments before launch, and compile launch artifacts.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -217,12 +218,23 @@ def analyze(
     raise typer.Exit(cli_analyze(model, layers=layers, fmt=fmt, write=write, name=name))
 
 
+EXIT_INTERNAL = 3
+
+
 def main() -> None:
+    import os
+
     try:
         app()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except Exception as e:  # a bug in vramc, never the user's input: say so, briefly
+        if os.environ.get("VRAMC_DEBUG"):
+            raise
+        sys.stderr.write(f"vramc: internal error: {type(e).__name__}: {e}\n"
+                         "This is a bug in vramc; rerun with VRAMC_DEBUG=1 for the traceback and report it.\n")
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

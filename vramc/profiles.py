@@ -251,7 +251,7 @@ def _kind_of(data: dict) -> str | None:
         return kind
     if "deployments" in data:
         return "deployments"
-    if "engine" in data:
+    if "engine" in data or ("model" in data and ("hardware" in data or "settings" in data)):
         return "deployment"
     if "gpus" in data:
         return "hardware"

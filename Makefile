@@ -1,0 +1,41 @@
+# Two entry points, each self-contained on a fresh machine with only Python 3.10+:
+#   make demo   check, plan and build the shipped example profiles
+#   make test   the whole test suite (builds the pinned llama.cpp once, cached outside git)
+PYTHON ?= python3
+VENV   ?= .venv
+export VRAMC_CACHE ?= $(HOME)/.cache/vramc
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test engine bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# The run extra (llama-cpp-python 0.3.36) compiles llama.cpp: build the wheel once into the cache.
+$(VENV)/.engine: $(STAMP) scripts/build-llama.sh
+	PYTHON=$(BIN)/python scripts/build-llama.sh
+	$(BIN)/python -m pip install -q --find-links "$$(scripts/build-llama.sh --wheel-dir)" -e '.[dev,run]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/vramc check profiles/
+	$(BIN)/vramc plan profiles/
+	$(BIN)/vramc build --check
+
+engine: $(VENV)/.engine
+
+test: $(VENV)/.engine
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.engine
+	$(BIN)/python bench/check_speed.py
+	$(BIN)/python bench/header.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,40 @@
+"""Every fixture under fixtures/profiles/bad/ declares the diagnostics it must produce:
+`# expect: CODE@LINE:COL` lines at the top. The check must report exactly those (errors and
+warnings), at exactly those positions, and the CLI must exit 1 without a traceback."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vramc.check import run_check
+from vramc.diagnostics import Severity
+
+BAD = sorted((Path(__file__).parent / "fixtures" / "profiles" / "bad").glob("*.yaml"))
+EXPECT_RE = re.compile(r"^# expect: (VR\d{3})@(\d+):(\d+)\s*$", re.M)
+
+
+def expectations(path: Path) -> set[tuple[str, int, int]]:
+    return {(c, int(line), int(col)) for c, line, col in EXPECT_RE.findall(path.read_text())}
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
+def test_bad_fixture_reports_exactly_what_it_expects(path):
+    expected = expectations(path)
+    assert expected, f"{path.name} declares no expectations"
+    result = run_check([path])
+    found = {(d.code, d.line, d.column) for d in result.diagnostics if d.severity >= Severity.WARNING}
+    assert found == expected
+    # the file name starts with the code it is about
+    assert path.name.split("-")[0] in {c for c, _, _ in expected}
+
+
+@pytest.mark.parametrize("path", BAD[:3], ids=lambda p: p.name)
+def test_cli_exits_1_without_traceback(path):
+    proc = subprocess.run([sys.executable, "-m", "vramc", "check", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert f"{path.name}:" in proc.stdout

@@ -1,0 +1,41 @@
+from vramc.yamlpos import load_text
+
+
+def test_positions_of_keys_and_values():
+    text = "name: x\nsettings:\n  ctx: 8192\n  tensor_split: [16, 12]\n"
+    loaded = load_text(text, "p.yaml")
+    assert loaded.diagnostics == []
+    assert loaded.data == {"name": "x", "settings": {"ctx": 8192, "tensor_split": [16, 12]}}
+    pos = loaded.positions
+    assert (pos.keys[("settings", "ctx")].line, pos.keys[("settings", "ctx")].column) == (3, 3)
+    assert (pos.values[("settings", "ctx")].line, pos.values[("settings", "ctx")].column) == (3, 8)
+    item = pos.values[("settings", "tensor_split", 1)]
+    assert (item.line, item.column) == (4, 22)
+    # an unknown deeper path falls back to its nearest recorded ancestor
+    assert pos.locate(("settings", "tensor_split", 7)).column == 17
+
+
+def test_duplicate_key_is_reported_at_the_second_key():
+    loaded = load_text("a: 1\nb:\n  c: 1\n  c: 2\n", "p.yaml")
+    [d] = loaded.diagnostics
+    assert d.code == "VR002" and (d.line, d.column) == (4, 3)
+    assert "first at line 3" in d.message
+
+
+def test_syntax_error_has_a_position_and_no_data():
+    loaded = load_text("a: [1, 2\nb: 3\n", "p.yaml")
+    [d] = loaded.diagnostics
+    assert d.code == "VR001" and d.line >= 1 and loaded.data is None
+
+
+def test_merge_keys_are_refused():
+    loaded = load_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n", "p.yaml")
+    assert [d.code for d in loaded.diagnostics] == ["VR003"]
+    assert loaded.diagnostics[0].line == 3
+
+
+def test_scalars_match_safe_load():
+    import yaml
+
+    text = "a: on\nb: 0x10\nc: 1.5\nd: ~\ne: '12'\nf: 2024-01-01\n"
+    assert load_text(text, "p.yaml").data == yaml.safe_load(text)
