@@ -1,0 +1,206 @@
+"""The llama.cpp memory model: facts read from the pinned llama.cpp source and its dry runs.
+
+Expected figures marked "oracle" were printed by `llama-fit-params --fit-print on` over RPC
+devices for the same shapes (see vramc/oracle.py); the others follow from the cited source.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vramc.memory.llama import estimate_llama
+from vramc.memory.llama_cparams import resolve_cparams
+from vramc.memory.llama_hparams import llama_hparams
+from vramc.memory.llama_kv import layer_caches, swa_cells
+from vramc.memory.llama_params import LlamaParams
+from vramc.memory.llama_placement import HOST, assign_layers, split_points
+from vramc.memory.usage import GpuBudget
+from vramc.modelmeta import ModelMeta, make_tensor
+
+MiB = 1024 * 1024
+
+
+def llama_meta(n_layer=32, n_embd=4096, n_head=32, n_head_kv=8, n_ff=14336, n_vocab=128256,
+               wtype="q8_0", tied=False, arch="llama", n_expert=0, n_expert_used=0, extra=None):
+    """A Llama-3.1-8B-shaped tensor table (the defaults) or any variation of it."""
+    hd = n_embd // n_head
+    t = [make_tensor("token_embd.weight", wtype, (n_embd, n_vocab)),
+         make_tensor("output_norm.weight", "f32", (n_embd,))]
+    if not tied:
+        t.append(make_tensor("output.weight", wtype, (n_embd, n_vocab)))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        t += [make_tensor(p + "attn_norm.weight", "f32", (n_embd,)),
+              make_tensor(p + "attn_q.weight", wtype, (n_embd, n_head * hd)),
+              make_tensor(p + "attn_k.weight", wtype, (n_embd, n_head_kv * hd)),
+              make_tensor(p + "attn_v.weight", wtype, (n_embd, n_head_kv * hd)),
+              make_tensor(p + "attn_output.weight", wtype, (n_head * hd, n_embd)),
+              make_tensor(p + "ffn_norm.weight", "f32", (n_embd,))]
+        if n_expert:
+            t += [make_tensor(p + "ffn_gate_inp.weight", "f32", (n_embd, n_expert))]
+            t += [make_tensor(p + f"ffn_{k}_exps.weight", wtype, s) for k, s in
+                  (("gate", (n_embd, n_ff, n_expert)), ("up", (n_embd, n_ff, n_expert)),
+                   ("down", (n_ff, n_embd, n_expert)))]
+        else:
+            t += [make_tensor(p + "ffn_gate.weight", wtype, (n_embd, n_ff)),
+                  make_tensor(p + "ffn_up.weight", wtype, (n_embd, n_ff)),
+                  make_tensor(p + "ffn_down.weight", wtype, (n_ff, n_embd))]
+    hp = {"block_count": n_layer, "context_length": 131072, "embedding_length": n_embd,
+          "feed_forward_length": n_ff, "attention.head_count": n_head,
+          "attention.head_count_kv": n_head_kv, "rope.dimension_count": hd}
+    if n_expert:
+        hp.update({"expert_count": n_expert, "expert_used_count": n_expert_used})
+    hp.update(extra or {})
+    return ModelMeta(arch, hp, n_vocab, t)
+
+
+def rpc(n, free_mib=24105):
+    return [GpuBudget(f"RPC{i}", "rpc", i, free_mib * MiB) for i in range(n)]
+
+
+def mib(x):
+    return x // MiB
+
+
+# --- placement --------------------------------------------------------------------------------
+
+def test_oracle_md_hand_checked_case():
+    """ORACLE.md: 8B Q8_0, -ts 3,5 -ngl all -c 8192: 13 blocks on RPC0, 19 + output on RPC1."""
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, tensor_split=(3, 5)))
+    d0, d1 = est.devices
+    assert (mib(d0.weights_bytes), mib(d1.weights_bytes), mib(est.host.weights_bytes)) == (2873, 4731, 532)
+    assert (mib(d0.kv_bytes), mib(d1.kv_bytes), est.host.kv_bytes) == (416, 608, 0)  # 32 MiB/layer
+    assert d0.layers == (0, 12) and d0.n_layers == 13 and not d0.output
+    assert d1.layers == (13, 32) and d1.n_layers == 20 and d1.output  # 32 = the output layer
+
+
+def test_partial_offload_three_devices_oracle():
+    est = estimate_llama(llama_meta(), rpc(3),
+                         LlamaParams(n_ctx=4096, tensor_split=(1, 2, 1), n_gpu_layers=20))
+    assert [mib(d.weights_bytes) for d in est.devices] == [1105, 2210, 1416]
+    assert [mib(d.kv_bytes) for d in est.devices] == [80, 160, 64]
+    assert (mib(est.host.weights_bytes), mib(est.host.kv_bytes)) == (3405, 208)
+
+
+def test_gpu_layers_count_the_output_layer_first():
+    # PR #18148: -ngl 1 is the output head only; -ngl n_layer leaves block 0 on the CPU
+    splits = [1.0]
+    dev, start, act = assign_layers(32, 1, [0], splits)
+    assert dev[32] == 0 and set(dev[:32]) == {HOST} and (start, act) == (32, 1)
+    dev, start, act = assign_layers(32, 32, [0], splits)
+    assert dev[0] == HOST and set(dev[1:]) == {0}
+    dev, _, _ = assign_layers(32, -1, [0], splits)
+    assert set(dev) == {0}
+
+
+def test_split_points_are_float32_and_default_to_free_memory():
+    gpus = [GpuBudget("CUDA0", "a", 0, 24 * 1024 * MiB, tenants_bytes=8 * 1024 * MiB),
+            GpuBudget("CUDA1", "b", 1, 16 * 1024 * MiB)]
+    assert split_points([0, 1], gpus, None) == [0.5, 1.0]
+    assert split_points([0, 1], gpus, (0, 0)) == [0.5, 1.0]
+    assert split_points([0, 1], gpus, (3, 5)) == [0.375, 1.0]
+
+
+def test_tied_embeddings_are_duplicated_on_the_output_device():
+    est = estimate_llama(llama_meta(tied=True), rpc(1), LlamaParams(n_ctx=4096))
+    embd = make_tensor("t", "q8_0", (4096, 128256)).nbytes
+    blocks = estimate_llama(llama_meta(), rpc(1), LlamaParams(n_ctx=4096)).devices[0].weights_bytes
+    assert est.devices[0].weights_bytes == blocks  # output.weight replaced by the duplicate
+    assert est.host.weights_bytes >= embd
+    cpu_only = estimate_llama(llama_meta(tied=True), [], LlamaParams(n_ctx=4096))
+    # one CPU buffer type for input and output: token_embd is loaded once
+    assert cpu_only.host.weights_bytes == blocks
+
+
+def test_split_mode_none_uses_main_gpu_only():
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=4096, split_mode="none", main_gpu=1))
+    assert est.devices[0].weights_bytes == 0 and est.devices[0].n_layers == 0
+    assert est.devices[1].n_layers == 33 and est.devices[1].output
+
+
+def test_split_mode_row_is_refused_by_the_pinned_backends():
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=4096, split_mode="row"))
+    assert est.errors == [("llama-split-row", "device RPC0 does not support split buffers")]
+
+
+def test_cpu_moe_override_keeps_experts_on_the_host():
+    meta = llama_meta(n_layer=4, n_embd=1024, n_head=8, n_head_kv=2, n_ff=512, n_vocab=1000,
+                      n_expert=8, n_expert_used=2)
+    exps = sum(t.nbytes for t in meta.tensors if "_exps" in t.name)
+    base = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=2048))
+    moe = estimate_llama(meta, rpc(1), LlamaParams(
+        n_ctx=2048, overrides=((r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),)))
+    assert base.devices[0].weights_bytes - moe.devices[0].weights_bytes == exps
+    assert moe.host.weights_bytes - base.host.weights_bytes == exps
+
+
+# --- context and KV ---------------------------------------------------------------------------
+
+def test_context_is_padded_and_split_per_sequence():
+    c = resolve_cparams(LlamaParams(n_ctx=8192, n_seq_max=3), 131072)
+    assert (c.n_ctx_seq, c.n_ctx, c.n_stream) == (2816, 8448, 3)  # PAD(8192/3, 256) * 3
+    c = resolve_cparams(LlamaParams(n_ctx=8192, n_seq_max=4, kv_unified=True), 131072)
+    assert (c.n_ctx_seq, c.n_ctx, c.n_stream) == (8192, 8192, 1)
+    c = resolve_cparams(LlamaParams(n_ctx=1000, n_ubatch=512), 131072)
+    assert (c.n_ctx, c.n_batch, c.n_ubatch) == (1024, 1000, 512)  # batch capped before padding
+
+
+def test_quantized_kv_oracle_and_v_needs_flash_attention():
+    p = LlamaParams(n_ctx=8192, n_seq_max=3, type_k="q8_0", type_v="q4_0", tensor_split=(1, 1))
+    est = estimate_llama(llama_meta(), rpc(2), p)
+    assert [mib(d.kv_bytes) for d in est.devices] == [227, 201]  # oracle
+    assert est.errors == []
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, type_v="q4_0", flash_attn="off"))
+    assert est.errors == [("llama-quantized-v-needs-fa",
+                           "quantized V cache was requested, but this requires Flash Attention")]
+
+
+def test_kv_stays_on_host_without_offload_kqv():
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, offload_kqv=False,
+                                                          tensor_split=(2, 1), flash_attn="off"))
+    assert [d.kv_bytes for d in est.devices] == [0, 0]
+    assert mib(est.host.kv_bytes) == 1024
+
+
+def test_gqa_per_layer_arrays_and_layers_without_kv():
+    heads_kv = [8, 0, 4, 8]  # a head_count_kv array; 0 = no attention in that layer
+    meta = llama_meta(n_layer=4, extra={"attention.head_count_kv": heads_kv})
+    hp = llama_hparams(meta)
+    c = resolve_cparams(LlamaParams(n_ctx=4096), hp.n_ctx_train)
+    caches = layer_caches(hp, c, [0] * 5, True, "f16", "f16", False)
+    assert [lc.il for lc in caches] == [0, 2, 3]
+    assert [lc.k_bytes for lc in caches] == [4096 * 128 * h * 2 for h in (8, 4, 8)]
+    # without flash attention V is transposed and padded to the widest layer
+    c = resolve_cparams(LlamaParams(n_ctx=4096, flash_attn="off"), hp.n_ctx_train)
+    caches = layer_caches(hp, c, [0] * 5, True, "f16", "f16", False)
+    assert [lc.v_bytes for lc in caches] == [4096 * 1024 * 2] * 3
+
+
+def test_sliding_window_cache_gemma3_pattern():
+    meta = llama_meta(n_layer=12, arch="gemma3", extra={"attention.sliding_window": 1024})
+    hp = llama_hparams(meta)
+    assert hp.is_swa == (True,) * 5 + (False,) + (True,) * 5 + (False,)
+    c = resolve_cparams(LlamaParams(n_ctx=32768, n_ubatch=512), hp.n_ctx_train)
+    assert swa_cells(hp, c, swa_full=False) == 1536  # PAD(1024 + 512, 256)
+    assert swa_cells(hp, c, swa_full=True) == 32768
+    c4 = resolve_cparams(LlamaParams(n_ctx=32768, n_seq_max=4, kv_unified=True), hp.n_ctx_train)
+    assert swa_cells(hp, c4, swa_full=False) == 4608  # n_swa * n_seq_max when unified
+
+
+def test_recurrent_state_scales_with_sequences():
+    meta = llama_meta(n_layer=4, arch="mamba", extra={
+        "ssm.conv_kernel": 4, "ssm.inner_size": 2048, "ssm.state_size": 16, "ssm.time_step_rank": 64})
+    hp = llama_hparams(meta)
+    for n_seq in (1, 4):
+        c = resolve_cparams(LlamaParams(n_ctx=4096, n_seq_max=n_seq), hp.n_ctx_train)
+        caches = layer_caches(hp, c, [0] * 5, True, "f16", "f16", False)
+        assert [lc.kind for lc in caches] == ["rs"] * 4
+        assert caches[0].k_bytes == 4 * 3 * 2048 * n_seq  # (d_conv-1) * d_inner, f32
+        assert caches[0].v_bytes == 4 * 16 * 2048 * n_seq  # d_state * d_inner
+
+
+@pytest.mark.parametrize("n_seq,expected", [(1, 4 * 128256), (4, 4 * 128256 * 4)])
+def test_host_output_buffer_holds_logits(n_seq, expected):
+    est = estimate_llama(llama_meta(n_layer=2), [], LlamaParams(n_ctx=4096, n_seq_max=n_seq,
+                                                               n_outputs_max=1))
+    assert est.host.other_bytes == expected

@@ -1,0 +1,101 @@
+"""Per-device memory of the llama.cpp family (llama-server, llama-cpp-python, Ollama).
+
+Models what the pinned llama.cpp (llama-cpp-python 0.3.36, commit 0c1e570) allocates when it
+loads a model and creates a context: model buffers (llama_placement), KV cache and recurrent
+state (llama_kv), compute buffers (llama_compute) and the host output buffer. Checked against
+llama.cpp's own dry run by vramc.oracle and bench/accuracy; see docs/memory-model.md.
+"""
+
+from __future__ import annotations
+
+from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
+from vramc.memory.llama_hparams import LlamaHparams, llama_hparams
+from vramc.memory.llama_kv import cache_bytes_by_device, layer_caches
+from vramc.memory.llama_params import LlamaParams
+from vramc.memory.llama_placement import HOST, Placement, backend_kind, buffer_rules, place_model
+from vramc.memory.usage import DeviceUse, GpuBudget, HostUse, MemoryEstimate
+from vramc.modelmeta import ModelMeta
+
+MiB = 1024 * 1024
+
+
+def _flash_attn(p: LlamaParams, notes: list[str]) -> bool:
+    if p.flash_attn == "auto":
+        # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node lands on its
+        # layer's device, which holds on CPU, RPC and CUDA for the usual head sizes
+        notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
+        return True
+    return p.flash_attn == "on"
+
+
+def _layer_span(layer_dev: list[int], dev: int, n_layer_all: int) -> tuple[tuple[int, int] | None, int, bool]:
+    held = [il for il, d in enumerate(layer_dev) if d == dev]
+    if not held:
+        return None, 0, False
+    return (held[0], held[-1]), len(held), layer_dev[n_layer_all] == dev
+
+
+def _kv_detail(caches, dev: int) -> dict:
+    out: dict[str, dict] = {}
+    for lc in caches:
+        if lc.device != dev:
+            continue
+        d = out.setdefault(lc.kind, {"layers": 0, "cells": lc.cells, "bytes": 0})
+        d["layers"] += 1
+        d["bytes"] += lc.bytes
+    return out
+
+
+def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams) -> MemoryEstimate:
+    notes: list[str] = []
+    errors: list[tuple[str, str]] = []
+    hp = llama_hparams(meta)
+    c = resolve_cparams(p, hp.n_ctx_train)
+    split_mode = p.split_mode
+    if split_mode == "row" and gpus:
+        # make_gpu_buft_list: the pinned CUDA and RPC backends export no split buffer type
+        errors.append(("llama-split-row", f"device {gpus[0].id} does not support split buffers"))
+        notes.append("split_mode row is estimated as layer split (llama.cpp refuses to load it)")
+        split_mode = "layer"
+    pl = place_model(meta, gpus, hp.n_layer, hp.n_layer_all, p.n_gpu_layers, split_mode,
+                     p.tensor_split, p.main_gpu, p.overrides)
+    flash_attn = _flash_attn(p, notes)
+    if not flash_attn and p.type_v in QUANTIZED_KV:
+        errors.append(("llama-quantized-v-needs-fa",
+                       "quantized V cache was requested, but this requires Flash Attention"))
+    caches = layer_caches(hp, c, pl.layer_dev, p.offload_kqv, p.type_k, p.type_v, p.swa_full)
+    rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(gpus[d])) for d in range(len(gpus))}}
+    kv = cache_bytes_by_device(caches, rules)
+
+    devices = []
+    for i, g in enumerate(gpus):
+        span, n_layers, output = _layer_span(pl.layer_dev, i, hp.n_layer_all)
+        devices.append(DeviceUse(
+            id=g.id, name=g.name, gpu=g.gpu, capacity_bytes=g.capacity_bytes,
+            reserve_bytes=g.reserve_bytes, tenants_bytes=g.tenants_bytes,
+            weights_bytes=pl.weights.get(i, 0), kv_bytes=kv.get(i, 0),
+            layers=span, n_layers=n_layers, output=output,
+            detail={"kv": _kv_detail(caches, i)},
+        ))
+    host = HostUse(weights_bytes=pl.weights.get(HOST, 0), kv_bytes=kv.get(HOST, 0),
+                   other_bytes=_output_buffer_bytes(hp, c),
+                   detail={"kv": _kv_detail(caches, HOST)})
+    return MemoryEstimate(devices=devices, host=host, notes=notes, errors=errors,
+                          resolved=_resolved(hp, c, pl, flash_attn))
+
+
+def _output_buffer_bytes(hp: LlamaHparams, c: Cparams) -> int:
+    """llama_context::output_reserve: logits for every output row, grown to the largest batch.
+
+    Starts at n_seq_max rows and grows on demand up to n_outputs_max (host memory, pinned on CUDA).
+    """
+    return 4 * hp.n_vocab * max(c.n_outputs_max, c.n_seq_max)
+
+
+def _resolved(hp: LlamaHparams, c: Cparams, pl: Placement, flash_attn: bool) -> dict:
+    return {
+        "n_ctx": c.n_ctx, "n_ctx_seq": c.n_ctx_seq, "n_seq_max": c.n_seq_max, "n_stream": c.n_stream,
+        "n_batch": c.n_batch, "n_ubatch": c.n_ubatch, "n_outputs_max": c.n_outputs_max,
+        "flash_attn": flash_attn, "n_gpu_layers": pl.n_gpu_layers, "i_gpu_start": pl.i_gpu_start,
+        "n_layer": hp.n_layer_all,
+    }

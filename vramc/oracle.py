@@ -1,0 +1,233 @@
+"""Cross-check against llama.cpp itself: `llama-fit-params --fit-print on` over RPC devices.
+
+`ggml-rpc-server` processes on loopback stand in for GPUs (placement, KV and compute buffers are
+decided by the same code as for CUDA devices); `llama-fit-params` loads only the model's metadata
+(`no_alloc`), so a sparse GGUF with the real tensor table is enough. It prints, per device and for
+the host, `NAME model context compute` in MiB (rounded down); with `precise=True` the compute
+buffers are read with two decimals from its debug log (`sched_reserve: ... compute buffer size`).
+See ../shared/reference/ORACLE.md. The binaries come from scripts/build-llama.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vramc.memory.llama_params import LlamaParams
+
+MiB = 1024 * 1024
+ORACLE_VERSION = "0.3.36"  # llama-cpp-python whose vendored llama.cpp the binaries are built from
+DEFAULT_BIN = Path.home() / ".cache" / "vramc" / f"oracle-{ORACLE_VERSION}" / "bin"
+_BINARIES = ("llama-fit-params", "ggml-rpc-server")
+
+_LINE_RE = re.compile(r"^(\S+) (\d+) (\d+) (\d+)\s*$")
+_COMPUTE_RE = re.compile(r"sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB")
+
+
+class OracleError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    name: str  # RPC0, RPC1, ... or Host
+    model_bytes: int  # MiB as printed (rounded down), in bytes
+    context_bytes: int
+    compute_bytes: int
+
+
+@dataclass
+class OracleResult:
+    devices: list[DeviceMemory]  # in launch order
+    host: DeviceMemory
+    compute_precise: dict[str, int] = field(default_factory=dict)  # name -> bytes (0.01 MiB)
+    command: list[str] = field(default_factory=list)
+
+
+def find_binaries(path: str | os.PathLike | None = None) -> Path | None:
+    """The directory holding the oracle binaries: `path`, $VRAMC_ORACLE_BIN, or the build cache."""
+    d = Path(path or os.environ.get("VRAMC_ORACLE_BIN") or DEFAULT_BIN)
+    if all(os.access(d / b, os.X_OK) for b in _BINARIES):
+        return d
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OracleError(f"ggml-rpc-server on port {port} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise OracleError(f"ggml-rpc-server on port {port} did not listen within {timeout_s} s")
+
+
+class RpcServers:
+    """`n` ggml-rpc-server processes on free loopback ports; always stopped on exit.
+
+        with RpcServers(2, bin_dir) as rpc:
+            run_fit_print(model, params, rpc.endpoints, bin_dir)
+    """
+
+    def __init__(self, n: int, bin_dir: Path, start_timeout_s: float = 10.0):
+        self.n = n
+        self.bin_dir = Path(bin_dir)
+        self.start_timeout_s = start_timeout_s
+        self.procs: list[subprocess.Popen] = []
+        self.endpoints: list[str] = []
+
+    def __enter__(self) -> "RpcServers":
+        try:
+            for _ in range(self.n):
+                self._start_one()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _start_one(self) -> None:
+        for _attempt in range(3):  # a free port can be taken between probing and binding
+            port = _free_port()
+            proc = subprocess.Popen(
+                [str(self.bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(proc)
+            try:
+                _wait_listening(port, proc, self.start_timeout_s)
+            except OracleError:
+                if proc.poll() is None:
+                    raise
+                continue
+            self.endpoints.append(f"127.0.0.1:{port}")
+            return
+        raise OracleError("could not start ggml-rpc-server")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.procs.clear()
+        self.endpoints.clear()
+
+
+def fit_print_args(params: LlamaParams, device_names: list[str]) -> list[str]:
+    """llama-fit-params flags for `params` on the given devices (see `llama-fit-params --help`).
+
+    `--fit off` keeps the parameters as given; `--no-repack` keeps host weights in the CPU buffer
+    type, because common_fit_print leaves CPU_REPACK buffers (not host buffers) out of "Host".
+    """
+    if params.kv_unified:
+        raise OracleError("llama-fit-params has no --kv-unified flag")
+    if params.n_outputs_max not in (None, 0, params.n_batch):
+        raise OracleError("llama-fit-params reserves logits for n_batch outputs; n_outputs_max cannot be set")
+    ngl = "all" if params.n_gpu_layers < 0 else str(params.n_gpu_layers)
+    args = ["-c", str(params.n_ctx), "-np", str(params.n_seq_max), "-b", str(params.n_batch),
+            "-ub", str(params.n_ubatch), "-ngl", ngl, "-sm", params.split_mode, "-mg", str(params.main_gpu),
+            "-fa", params.flash_attn, "-ctk", params.type_k, "-ctv", params.type_v,
+            "--fit", "off", "--no-repack"]
+    if params.tensor_split is not None:
+        args += ["-ts", ",".join(f"{x:g}" for x in params.tensor_split)]
+    if not params.offload_kqv:
+        args.append("--no-kv-offload")
+    if params.swa_full:
+        args.append("--swa-full")
+    if params.overrides:
+        parts = []
+        for pattern, target in params.overrides:
+            if target.upper() != "CPU":
+                ids = [n for n in device_names if n.split("[")[0] == target]
+                if not ids:
+                    raise OracleError(f"override target {target!r} is not an oracle device")
+                target = ids[0]
+            parts.append(f"{pattern}={target}")
+        args += ["-ot", ",".join(parts)]
+    return args
+
+
+def parse_fit_print(stdout: str, n_devices: int) -> tuple[list[DeviceMemory], DeviceMemory]:
+    rows = []
+    for line in stdout.splitlines():
+        m = _LINE_RE.match(line.strip())
+        if m:
+            name, model, ctx, comp = m.group(1), *map(int, m.group(2, 3, 4))
+            rows.append(DeviceMemory(name, model * MiB, ctx * MiB, comp * MiB))
+    if len(rows) != n_devices + 1 or rows[-1].name != "Host":
+        raise OracleError(f"unexpected llama-fit-params output:\n{stdout}")
+    return rows[:-1], rows[-1]
+
+
+def parse_compute_log(log: str, endpoints: list[str]) -> dict[str, int]:
+    """sched_reserve's buffer lines: RPC buffers are named by endpoint, the host buffer CPU."""
+    out: dict[str, int] = {}
+    for m in _COMPUTE_RE.finditer(log):
+        name, mib = m.group(1), float(m.group(2))
+        for i, ep in enumerate(endpoints):
+            if ep in name:
+                name = f"RPC{i}"
+                break
+        else:
+            name = "Host" if name.startswith("CPU") else name
+        out[name] = round(mib * MiB)
+    return out
+
+
+def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path,
+                  precise: bool = False, timeout_s: float = 60.0) -> OracleResult:
+    """Run the dry run for `params` with one RPC device per endpoint (none: CPU only)."""
+    names = [f"RPC{i}" for i in range(len(endpoints))]
+    cmd = [str(Path(bin_dir) / "llama-fit-params"), "-m", str(model)]
+    if endpoints:
+        cmd += ["--rpc", ",".join(endpoints)]
+    cmd += fit_print_args(params, names)
+    cmd += ["--fit-print", "on"]
+    if precise:
+        cmd += ["-lv", "5"]
+    env = dict(os.environ, LLAMA_ARG_LOG_COLORS="off")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise OracleError(f"llama-fit-params timed out after {timeout_s} s: {' '.join(cmd)}") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise OracleError(f"llama-fit-params failed (status {proc.returncode}):\n{tail}")
+    devices, host = parse_fit_print(proc.stdout, len(endpoints))
+    precise_compute = parse_compute_log(proc.stderr, endpoints) if precise else {}
+    return OracleResult(devices, host, precise_compute, cmd)
+
+
+def check(model: str | os.PathLike, params: LlamaParams, n_devices: int, bin_dir: Path | None = None,
+          precise: bool = False, timeout_s: float = 60.0) -> OracleResult:
+    """Start `n_devices` RPC servers, run the dry run, stop them."""
+    bin_dir = bin_dir or find_binaries()
+    if bin_dir is None:
+        raise OracleError(f"oracle binaries not found (set VRAMC_ORACLE_BIN or run scripts/build-llama.sh; "
+                          f"looked in {DEFAULT_BIN})")
+    if not Path(model).exists():
+        raise OracleError(f"model not found: {model}")
+    with RpcServers(n_devices, bin_dir) as rpc:
+        return run_fit_print(model, params, rpc.endpoints, bin_dir, precise=precise, timeout_s=timeout_s)
+
