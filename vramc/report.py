@@ -33,9 +33,14 @@ def summary(diags: list[Diagnostic], n_files: int) -> str:
     return f"{', '.join(parts)} in {files}" if parts else f"no problems in {files}"
 
 
+def _one_line(text: str) -> str:
+    # Values from profiles end up in messages; a newline in one must not forge a second finding.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def format_text(diags: list[Diagnostic], rules: dict) -> str:
-    lines = [f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}"
-             for d in diags]
+    lines = [f"{_one_line(d.file)}:{d.line}:{d.column}: {d.code} {d.severity.label}: "
+             f"{_one_line(d.full_message())}" for d in diags]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

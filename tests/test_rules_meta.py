@@ -1,0 +1,43 @@
+"""Rule codes are a public interface: unique, well formed, documented with bad and good examples,
+and each plan/group rule is exercised by at least one test fixture or test."""
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vramc.cli import app
+from vramc.lint import CODE_RE, load_rules, parse_rule_doc
+
+
+def test_codes_are_well_formed_and_slugs_unique():
+    rules = load_rules()
+    assert all(CODE_RE.match(c) for c in rules)
+    slugs = [r.slug for r in rules.values()]
+    assert len(slugs) == len(set(slugs))
+    assert all(re.match(r"^[a-z0-9]+(-[a-z0-9]+)*$", s) for s in slugs)
+
+
+def test_every_rule_has_summary_bad_and_good():
+    for r in load_rules().values():
+        doc = parse_rule_doc(r.doc)
+        assert doc["summary"].endswith("."), r.code
+        assert doc["bad"] and doc["good"], f"{r.code} lacks examples"
+
+
+def test_every_rule_is_exercised_by_a_test():
+    tests = Path(__file__).parent
+    text = "\n".join(p.read_text() for p in tests.rglob("*") if p.suffix in (".py", ".yaml"))
+    missing = [c for c in load_rules() if c not in text.replace("test_rules_meta", "")]
+    assert missing == []
+
+
+def test_explain_and_rules_commands():
+    runner = CliRunner()
+    res = runner.invoke(app, ["explain", "VR302"])
+    assert res.exit_code == 0
+    assert "Bad:" in res.output and "Good:" in res.output and "33" in res.output
+    assert runner.invoke(app, ["explain", "does-not-fit"]).output.startswith("VR300 does-not-fit")
+    assert runner.invoke(app, ["explain", "VR999"]).exit_code == 2
+    md = runner.invoke(app, ["rules", "--format", "md"]).output
+    assert md.splitlines()[0].startswith("| code |") and "| VR401 |" in md
