@@ -41,6 +41,16 @@ class Plan:
     def name(self) -> str:
         return self.dep.label
 
+    def cuda_visible_devices(self) -> str:
+        """CUDA_VISIBLE_DEVICES in launch order: UUIDs when every GPU has one (stable across
+        reboots and driver updates), else the physical indices (profile `index`, or position)."""
+        gpus = self.dep.hardware.obj.gpus
+        chosen = [gpus[g.gpu] for g in self.gpus]
+        if chosen and all(g.uuid for g in chosen):
+            return ",".join(g.uuid for g in chosen)
+        return ",".join(str(gpus[g.gpu].index if gpus[g.gpu].index is not None else g.gpu)
+                        for g in self.gpus)
+
     def device_verdict(self, i: int) -> str:
         d = self.estimate.devices[i]
         if d.free_bytes < 0:

@@ -1,0 +1,273 @@
+"""The fit solver: choose `auto` settings (gpu_layers, tensor_split, ctx) so the plan fits.
+
+Objective, in order (issue 4): nothing over capacity minus margin on any GPU; all layers on GPUs
+if possible, else as many as possible (llama.cpp offloads the output layer first); the requested
+context, or the largest that fits down to `ctx_min`; then the most even free memory, measured as
+the smallest share of each GPU left free.
+
+The search works on exact per-layer costs (weights from the tensor table as the placement code
+puts them, KV from the KV model) plus per-device compute buffers read back from the memory model,
+and every answer is verified with the full estimate that `plan` shows: what the solver says fits,
+the plan says fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from vramc.memory.usage import GpuBudget
+
+CTX_STEP = 256  # llama.cpp pads the context to 256 cells
+DEFAULT_CTX_MIN = 4096  # as llama.cpp's --fit-ctx
+
+
+@dataclass
+class FitResult:
+    choice: object  # engines.LlamaChoice with every auto resolved
+    fits: bool
+    log: list[str] = field(default_factory=list)
+    estimates: int = 0  # full estimates computed, for the benchmark
+
+
+@dataclass
+class _Costs:
+    """Bytes each layer costs the GPU that holds it (index n_layer is the output layer)."""
+
+    weights: list[int]
+    kv: list[int]
+    dup: int  # tensors copied onto every GPU holding a trunk layer (rope_freqs)
+
+    def layer(self, il: int) -> int:
+        return self.weights[il] + self.kv[il]
+
+
+class Solver:
+    def __init__(self, meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None):
+        from vramc.memory.llama_hparams import llama_hparams
+
+        self.meta, self.gpus, self.choice = meta, gpus, choice
+        self.hp = llama_hparams(meta)
+        self.n_train = self.hp.n_ctx_train
+        self.limits = [g.capacity_bytes - g.reserve_bytes - g.tenants_bytes - g.overhead_bytes - m
+                       for g, m in zip(gpus, margins)]
+        self.ctx_min = ctx_min or DEFAULT_CTX_MIN
+        self.log: list[str] = []
+        self.n_estimates = 0
+        self._weights = None
+
+    # --- the memory model --------------------------------------------------------------------
+    def params(self, choice):
+        from vramc.engines import to_llama_params
+
+        return to_llama_params(choice, self.meta.n_layer, self.n_train)
+
+    def estimate(self, choice):
+        from vramc.memory.llama import estimate_llama
+
+        self.n_estimates += 1
+        return estimate_llama(self.meta, self.gpus, self.params(choice))
+
+    def fits(self, est) -> bool:
+        return not est.errors and all(d.total_bytes <= lim for d, lim in zip(est.devices, self.limits))
+
+    def costs(self, choice) -> _Costs:
+        from vramc.memory.llama_cparams import resolve_cparams
+        from vramc.memory.llama_kv import layer_caches
+        from vramc.memory.llama_placement import backend_kind, buffer_rules
+
+        hp = self.hp
+        p = self.params(replace(choice, gpu_layers="all", tensor_split=None))
+        c = resolve_cparams(p, self.n_train)
+        rules = buffer_rules(backend_kind(self.gpus[0]))
+        kv = [0] * (hp.n_layer_all + 1)
+        if p.offload_kqv:
+            for lc in layer_caches(hp, c, [0] * (hp.n_layer_all + 1), True, p.type_k, p.type_v, p.swa_full):
+                kv[lc.il] += sum(rules.padded(b) for b in (lc.k_bytes, lc.v_bytes) if b)
+        weights, dup = self._layer_weights(p)
+        return _Costs(weights, kv, dup)
+
+    def _layer_weights(self, p) -> tuple[list[int], int]:
+        if self._weights is None:
+            from vramc.memory.llama_placement import (_tensor_role, backend_kind, buffer_rules,
+                                                      place_model)
+
+            hp = self.hp
+            one = self.gpus[:1]
+            pl = place_model(self.meta, one, hp.n_layer, hp.n_layer_all, -1, "layer", None, 0, p.overrides)
+            rules = buffer_rules(backend_kind(one[0]))
+            weights, dup = [0] * (hp.n_layer_all + 1), 0
+            for t in self.meta.tensors:
+                held = pl.tensor_dev.get(t.name, [])
+                n = held.count(0)
+                if not n:
+                    continue
+                size = rules.padded(rules.alloc_size(t))
+                role, il = _tensor_role(t.name, self.meta.architecture)
+                if role == "layer":
+                    weights[il] += size * n
+                elif role == "dup":
+                    dup += size
+                else:  # the output layer, and token_embd again when embeddings are tied
+                    weights[hp.n_layer_all] += size * n
+            self._weights = (weights, dup)
+        return self._weights
+
+    # --- placement arithmetic ----------------------------------------------------------------
+    def pack(self, costs: _Costs, n_gpu: int, caps: list[float]) -> list[int] | None:
+        """Layers per GPU for the last `n_gpu` layers, filled back to front; None if they don't fit."""
+        n_all = self.hp.n_layer_all
+        layers = list(range(n_all + 1 - n_gpu, n_all + 1))
+        counts = [0] * len(self.gpus)
+        end = len(layers)
+        for g in range(len(self.gpus) - 1, -1, -1):
+            used, k, trunk = 0.0, 0, False
+            while k < end:
+                il = layers[end - 1 - k]
+                extra = costs.layer(il)
+                if il < n_all and not trunk:
+                    extra += costs.dup  # the first trunk layer brings its own rope_freqs copy
+                if used + extra > caps[g]:
+                    break
+                used += extra
+                trunk = trunk or il < n_all
+                k += 1
+            counts[g] = k
+            end -= k
+        return counts if end == 0 else None
+
+    def balanced(self, costs: _Costs, n_gpu: int, compute: list[int]) -> list[int] | None:
+        """The split of `n_gpu` layers that leaves the largest smallest share of each GPU free."""
+        base = [lim - cmp for lim, cmp in zip(self.limits, compute)]
+        best = self.pack(costs, n_gpu, base)
+        if best is None:
+            return None
+        lo, hi = 0.0, 1.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            caps = [b - mid * g.capacity_bytes for b, g in zip(base, self.gpus)]
+            got = self.pack(costs, n_gpu, caps)
+            if got is None:
+                hi = mid
+            else:
+                lo, best = mid, got
+        return best
+
+    def compute_of(self, est) -> list[int]:
+        return [d.compute_bytes for d in est.devices]
+
+    # --- the search ----------------------------------------------------------------------------
+    def layout(self, choice, n_gpu: int, split_auto: bool):
+        """Resolve tensor_split (when auto) for `n_gpu` offloaded layers; verify with the estimate."""
+        c = replace(choice, gpu_layers=n_gpu)
+        if not split_auto:
+            est = self.estimate(c)
+            return c, est
+        costs = self.costs(c)
+        guess = replace(c, tensor_split=tuple(float(max(x, 1)) for x in self.limits))
+        compute = self.compute_of(self.estimate(guess)) if self.gpus else []
+        est = None
+        for _ in range(4):
+            counts = self.balanced(costs, n_gpu, compute)
+            if counts is None:
+                counts = self.pack(costs, n_gpu, [float("inf")] * len(self.gpus)) or [n_gpu] + [0] * (len(self.gpus) - 1)
+            c = replace(c, tensor_split=tuple(float(x) for x in counts))
+            est = self.estimate(c)
+            over = [d.total_bytes - lim for d, lim in zip(est.devices, self.limits)]
+            if self.fits(est) or all(o <= 0 for o in over):
+                break
+            # compute buffers differ from the guess (a GPU gained the output layer): adjust, retry
+            new = self.compute_of(est)
+            if new == compute:
+                break
+            compute = [max(a, b) for a, b in zip(compute, new)]
+        return c, est
+
+    def max_layers(self, choice, split_auto: bool):
+        """The most layers (output first) that fit, by bisection on the verified estimate."""
+        total = self.hp.n_layer_all + 1
+        c, est = self.layout(choice, total, split_auto)
+        if self.fits(est):
+            return c, est, total
+        lo, hi, best = 0, total, None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            cm, em = self.layout(choice, mid, split_auto)
+            if self.fits(em):
+                lo, best = mid, (cm, em)
+            else:
+                hi = mid - 1
+        if best is None:
+            c0, e0 = self.layout(choice, 0, split_auto)
+            return c0, e0, 0
+        return best[0], best[1], lo
+
+    def ctx_bounds(self, choice) -> tuple[int, int]:
+        """The engine's `ctx` values to search: [ctx_min, trained context]."""
+        hi = self.n_train
+        if choice.engine == "llama-server":
+            hi *= choice.parallel  # -c is the total over all slots
+        lo = min(self.ctx_min, hi)
+        return lo, hi
+
+    def solve(self) -> FitResult:
+        ch = self.choice
+        layers_auto = ch.gpu_layers == "auto"
+        split_auto = ch.tensor_split == "auto"
+        ctx_auto = ch.ctx == "auto"
+        if not self.gpus:
+            ch = replace(ch, gpu_layers=0 if layers_auto else ch.gpu_layers,
+                         tensor_split=None if split_auto else ch.tensor_split)
+            if ctx_auto:
+                ch = replace(ch, ctx=self.ctx_bounds(ch)[1])
+            self.log.append("no GPUs: everything runs on the host")
+            return FitResult(ch, True, self.log, self.n_estimates)
+        total = self.hp.n_layer_all + 1
+        fixed_layers = None if layers_auto else (total if ch.gpu_layers == "all" else min(int(ch.gpu_layers), total))
+
+        def attempt(c):
+            if fixed_layers is None:
+                return self.max_layers(c, split_auto)
+            cc, est = self.layout(c, fixed_layers, split_auto)
+            return cc, est, fixed_layers
+
+        if ctx_auto:
+            lo, hi = self.ctx_bounds(ch)
+            c_hi, e_hi, n_hi = attempt(replace(ch, ctx=hi))
+            if n_hi == total and self.fits(e_hi):
+                self.log.append(f"ctx {hi} (the trained context) fits with all {total} layers on GPUs")
+                ch, est = c_hi, e_hi
+            else:
+                c_lo, e_lo, n_lo = attempt(replace(ch, ctx=lo))
+                if n_lo < total or not self.fits(e_lo):
+                    self.log.append(f"even ctx {lo} does not fit all {total} layers: ctx {lo}, "
+                                    f"{n_lo} layers on GPUs")
+                    ch, est = c_lo, e_lo
+                else:
+                    a, b = lo // CTX_STEP, hi // CTX_STEP
+                    best = (c_lo, e_lo)
+                    while a < b:
+                        mid = (a + b + 1) // 2
+                        cm, em, nm = attempt(replace(ch, ctx=mid * CTX_STEP))
+                        if nm == total and self.fits(em):
+                            a, best = mid, (cm, em)
+                        else:
+                            b = mid - 1
+                    ch, est = best
+                    self.log.append(f"largest ctx with all {total} layers on GPUs: {ch.ctx} "
+                                    f"(searched {lo}..{hi} in steps of {CTX_STEP})")
+        else:
+            ch, est, n = attempt(ch)
+            if layers_auto:
+                self.log.append(f"{n} of {total} layers fit on GPUs" + (" (all)" if n == total else ""))
+        if split_auto:
+            self.log.append("tensor_split " + ",".join(f"{x:g}" for x in ch.tensor_split)
+                            + " (layers per GPU, balancing the share of each GPU left free)")
+        fits = self.fits(est)
+        if not fits:
+            self.log.append("no choice of the auto settings fits; the plan shows the closest")
+        self.log.append(f"{self.n_estimates} full estimates")
+        return FitResult(ch, fits, self.log, self.n_estimates)
+
+
+def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> FitResult:
+    return Solver(meta, gpus, choice, margins, ctx_min).solve()
