@@ -205,6 +205,53 @@ def detect(
 
 
 @app.command()
+def fit(
+    profile: Path = typer.Argument(..., help="A deployment profile."),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
+    write: bool = typer.Option(False, "--write", help="Write the chosen settings into the profile, keeping its comments and layout."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+) -> None:
+    """Choose settings that fit (every `auto`, or gpu_layers/tensor_split/ctx left to the engine)."""
+    from vramc.fit_cli import cli_fit
+
+    raise typer.Exit(cli_fit(profile, deployment=deployment, write=write, fmt=fmt))
+
+
+@app.command()
+def build(
+    paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
+    out: Path = typer.Option(Path("out"), "--out", help="Output folder; each deployment gets out/<name>/."),
+    check_only: bool = typer.Option(False, "--check", help="Write nothing; exit 1 and show the difference if out/ is stale."),
+    force: bool = typer.Option(False, "--force", help="Build deployments that fail `check` at error level too (says what it skips)."),
+) -> None:
+    """Compile each checked deployment (and variant) into its launch artifacts under out/."""
+    from vramc.build import cli_build
+
+    raise typer.Exit(cli_build(_default_paths(paths), out=out, check_only=check_only, force=force))
+
+
+@app.command()
+def run(
+    name: str = typer.Argument(..., help="Deployment name (NAME, or NAME@VARIANT)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant to run (same as NAME@VARIANT)."),
+    profiles_dir: Path = typer.Option(Path("profiles"), "--profiles", help="Where to look for the deployment."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Run one completion, print it and exit instead of serving."),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Tokens to generate with --prompt."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default: the profile's, else 8000)."),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key clients must send."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
+    threshold: str = typer.Option("5%", "--threshold", help="Warn when actual memory differs from the plan by more than this."),
+) -> None:
+    """Load a compiled deployment in-process with llama-cpp-python and serve it (or run one prompt)."""
+    from vramc.run import cli_run
+
+    raise typer.Exit(cli_run(name, variant=variant, profiles_dir=profiles_dir, prompt=prompt,
+                             max_tokens=max_tokens, host=host, port=port, api_key_file=api_key_file,
+                             insecure=insecure, threshold=threshold))
+
+
+@app.command()
 def analyze(
     model: Path = typer.Argument(..., help="A GGUF file (the first part of a split model is enough)."),
     layers: bool = typer.Option(False, "--layers", help="Print the full per-block table."),
