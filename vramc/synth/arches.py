@@ -1,0 +1,223 @@
+"""Per-architecture tensor tables and GGUF metadata, as the vendored converter writes them.
+
+Shapes are in ggml order (ne[0] first: the reverse of PyTorch's). Which tensors exist and their
+shapes follow the `load_arch_tensors` of the pinned llama.cpp (src/models/<arch>.cpp), and the
+metadata keys follow `set_gguf_parameters` in conversion/<family>.py plus the keys that the
+arch's `load_arch_hparams` requires (every arch reads `attention.layer_norm_rms_epsilon`
+unconditionally, so a file without it does not load).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from vramc.synth.shapes import ModelShape
+
+TensorShapes = list[tuple[str, tuple[int, ...]]]
+
+
+# --- pieces shared by most architectures -----------------------------------------------------
+
+def _embeddings(s: ModelShape) -> TensorShapes:
+    out = [("token_embd.weight", (s.n_embd, s.n_vocab))]
+    if s.rope_freqs:  # llama3 rope scaling, one tensor shared by all layers
+        out.append(("rope_freqs.weight", (s.n_embd_head // 2,)))
+    return out
+
+
+def _output(s: ModelShape) -> TensorShapes:
+    out = [("output_norm.weight", (s.n_embd,))]
+    if not s.tied_embeddings:
+        out.append(("output.weight", (s.n_embd, s.n_vocab)))
+    return out
+
+
+def _attention(s: ModelShape, il: int, p: str) -> TensorShapes:
+    hd, n_head, n_kv = s.n_embd_head, s.per_layer("n_head")[il], s.per_layer("n_head_kv")[il]
+    out = [(f"{p}.attn_q.weight", (s.n_embd, hd * n_head)),
+           (f"{p}.attn_k.weight", (s.n_embd, hd * n_kv)),
+           (f"{p}.attn_v.weight", (s.n_embd, hd * n_kv))]
+    if s.qkv_bias:
+        out += [(f"{p}.attn_q.bias", (hd * n_head,)), (f"{p}.attn_k.bias", (hd * n_kv,)),
+                (f"{p}.attn_v.bias", (hd * n_kv,))]
+    out.append((f"{p}.attn_output.weight", (hd * n_head, s.n_embd)))
+    return out
+
+
+def _ffn(s: ModelShape, il: int, p: str) -> TensorShapes:
+    n_ff = s.per_layer("n_ff")[il]
+    return [(f"{p}.ffn_gate.weight", (s.n_embd, n_ff)), (f"{p}.ffn_up.weight", (s.n_embd, n_ff)),
+            (f"{p}.ffn_down.weight", (n_ff, s.n_embd))]
+
+
+def _moe(s: ModelShape, il: int, p: str) -> TensorShapes:
+    n_ff = s.n_ff_exp or s.per_layer("n_ff")[il]
+    return [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)),
+            (f"{p}.ffn_gate_exps.weight", (s.n_embd, n_ff, s.n_expert)),
+            (f"{p}.ffn_up_exps.weight", (s.n_embd, n_ff, s.n_expert)),
+            (f"{p}.ffn_down_exps.weight", (n_ff, s.n_embd, s.n_expert))]
+
+
+def _norm(p: str, name: str, n: int) -> tuple[str, tuple[int, ...]]:
+    return (f"{p}.{name}.weight", (n,))
+
+
+# --- architectures ---------------------------------------------------------------------------
+
+def _llama_like(s: ModelShape) -> TensorShapes:
+    """llama (Llama 3, Mistral, Mixtral) and qwen2: pre-norm attention + SwiGLU or MoE FFN."""
+    out = _embeddings(s)
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        out += _attention(s, il, p)
+        out.append(_norm(p, "ffn_norm", s.n_embd))
+        out += _moe(s, il, p) if s.n_expert else _ffn(s, il, p)
+    return out + _output(s)
+
+
+def _gemma(s: ModelShape) -> TensorShapes:
+    """gemma2 / gemma3: extra post-attention and post-FFN norms; gemma3 adds q/k norms."""
+    out = _embeddings(s)
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        out += _attention(s, il, p)
+        if s.arch == "gemma3":
+            out += [_norm(p, "attn_q_norm", s.n_embd_head), _norm(p, "attn_k_norm", s.n_embd_head)]
+        out.append(_norm(p, "post_attention_norm", s.n_embd))
+        out.append(_norm(p, "ffn_norm", s.n_embd))
+        out += _ffn(s, il, p)
+        out.append(_norm(p, "post_ffw_norm", s.n_embd))
+    return out + _output(s)
+
+
+def _qwen3moe(s: ModelShape) -> TensorShapes:
+    out = _embeddings(s)
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        out += _attention(s, il, p)
+        out += [_norm(p, "attn_q_norm", s.n_embd_head), _norm(p, "attn_k_norm", s.n_embd_head)]
+        out.append(_norm(p, "ffn_norm", s.n_embd))
+        out += _moe(s, il, p)
+    return out + _output(s)
+
+
+def _phi3(s: ModelShape) -> TensorShapes:
+    """Phi-3: qkv_proj and gate_up_proj stay fused (attn_qkv, ffn_up of width 2*n_ff)."""
+    out = _embeddings(s)
+    hd, n_kv = s.n_embd_head, s.per_layer("n_head_kv")[0]
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out += [_norm(p, "attn_norm", s.n_embd),
+                (f"{p}.attn_qkv.weight", (s.n_embd, s.n_embd + 2 * hd * n_kv)),
+                (f"{p}.attn_output.weight", (s.n_embd, s.n_embd)),
+                _norm(p, "ffn_norm", s.n_embd),
+                (f"{p}.ffn_up.weight", (s.n_embd, 2 * s.per_layer("n_ff")[il])),
+                (f"{p}.ffn_down.weight", (s.per_layer("n_ff")[il], s.n_embd))]
+    return out + _output(s)
+
+
+def _deci(s: ModelShape) -> TensorShapes:
+    """DeciLM / Nemotron-NAS: a layer has attention only where head_count_kv > 0 (head_count > 0
+    with head_count_kv 0 is a linear layer: attn_norm + an n_embd x n_embd attn_output), and an
+    FFN only where feed_forward_length > 0."""
+    out = _embeddings(s)
+    heads, heads_kv, ffs = s.per_layer("n_head"), s.per_layer("n_head_kv"), s.per_layer("n_ff")
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        if heads_kv[il] > 0:
+            out.append(_norm(p, "attn_norm", s.n_embd))
+            out += _attention(s, il, p)
+        elif heads[il] > 0:
+            out += [_norm(p, "attn_norm", s.n_embd), (f"{p}.attn_output.weight", (s.n_embd, s.n_embd))]
+        if ffs[il] > 0:
+            out.append(_norm(p, "ffn_norm", s.n_embd))
+            out += _ffn(s, il, p)
+    return out + _output(s)
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+def _common_kv(s: ModelShape) -> dict[str, Any]:
+    """TextModel.set_gguf_parameters: the keys every converted text model carries."""
+    kv: dict[str, Any] = {
+        "block_count": s.n_layer,
+        "context_length": s.n_ctx_train,
+        "embedding_length": s.n_embd,
+        "feed_forward_length": _scalar_or_list(s.n_ff),
+        "attention.head_count": _scalar_or_list(s.n_head),
+        "attention.head_count_kv": _scalar_or_list(s.n_head_kv),
+        "rope.freq_base": s.rope_theta,
+        "attention.layer_norm_rms_epsilon": s.rms_eps,
+    }
+    if s.n_expert:
+        kv["expert_count"] = s.n_expert
+        kv["expert_used_count"] = s.n_expert_used
+    if s.head_dim:
+        kv["attention.key_length"] = s.head_dim
+        kv["attention.value_length"] = s.head_dim
+    return kv
+
+
+def _scalar_or_list(v: int | tuple[int, ...]) -> int | list[int]:
+    return v if isinstance(v, int) else list(v)
+
+
+def _llama_kv(s: ModelShape) -> dict[str, Any]:
+    # LlamaModel and DeciModel add vocab_size and rope.dimension_count (== head size: llama.cpp
+    # refuses a different n_rot for llama and deci)
+    return {**_common_kv(s), "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head}
+
+
+def _gemma2_kv(s: ModelShape) -> dict[str, Any]:
+    kv = _common_kv(s)
+    del kv["rope.freq_base"]  # Gemma2Model writes no rope base: llama.cpp defaults to 10000
+    kv["attention.sliding_window"] = s.sliding_window
+    kv["attn_logit_softcapping"] = s.extra["attn_logit_softcapping"]
+    kv["final_logit_softcapping"] = s.extra["final_logit_softcapping"]
+    return kv
+
+
+def _gemma3_kv(s: ModelShape) -> dict[str, Any]:
+    kv = _common_kv(s)
+    if "rope_scaling_linear" in s.extra:
+        kv["rope.scaling.type"] = "linear"
+        kv["rope.scaling.factor"] = s.extra["rope_scaling_linear"]
+    kv["rope.freq_base_swa"] = s.extra["rope_freq_base_swa"]
+    kv["attention.sliding_window"] = s.sliding_window
+    return kv
+
+
+def _qwen3moe_kv(s: ModelShape) -> dict[str, Any]:
+    return {**_common_kv(s), "expert_feed_forward_length": s.n_ff_exp}
+
+
+def _phi3_kv(s: ModelShape) -> dict[str, Any]:
+    kv = _common_kv(s)
+    kv["rope.scaling.original_context_length"] = s.extra["orig_ctx"]
+    kv["rope.dimension_count"] = s.n_embd_head
+    kv["attention.sliding_window"] = s.sliding_window
+    return kv
+
+
+ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelShape], dict]]] = {
+    "llama": (_llama_like, _llama_kv),
+    "qwen2": (_llama_like, _common_kv),
+    "gemma2": (_gemma, _gemma2_kv),
+    "gemma3": (_gemma, _gemma3_kv),
+    "qwen3moe": (_qwen3moe, _qwen3moe_kv),
+    "phi3": (_phi3, _phi3_kv),
+    "deci": (_deci, _llama_kv),
+}
+
+
+def tensor_shapes(s: ModelShape) -> TensorShapes:
+    """(name, ggml shape) of every tensor the converter writes for `s`, in file order."""
+    return ARCHES[s.arch][0](s)
+
+
+def arch_metadata(s: ModelShape) -> dict[str, Any]:
+    """The `<arch>.*` GGUF keys for `s`, with the arch prefix left off."""
+    return ARCHES[s.arch][1](s)
