@@ -126,6 +126,8 @@ class HFConfig(Strict):
     torch_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+    rope_scaling: dict[str, Any] | None = None  # as in config.json; vLLM scales max_model_len by it
+    tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (no second copy)
 
 
 class Quantization(Strict):
@@ -157,6 +159,7 @@ GpuLayers = Union[Annotated[int, Field(ge=0)], Literal["all", "auto"]]
 class Settings(Strict):
     # shared by the llama.cpp family
     ctx: Union[Annotated[int, Field(ge=0)], Literal["auto"], None] = None
+    ctx_min: int | None = Field(default=None, ge=256)  # smallest context `auto` may choose (vramc)
     parallel: Union[Annotated[int, Field(ge=1)], Literal["auto"], None] = None
     batch: int | None = Field(default=None, ge=1)
     ubatch: int | None = Field(default=None, ge=1)
