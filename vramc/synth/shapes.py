@@ -45,6 +45,10 @@ SPM_TOKENIZER = Tokenizer("llama", "default", bos_id=1, eos_id=2, unk_id=0, spec
     (0, "<unk>"), (1, "<s>"), (2, "</s>")))
 GEMMA_TOKENIZER = Tokenizer("llama", "default", bos_id=2, eos_id=1, unk_id=3, pad_id=0, specials=(
     (0, "<pad>"), (1, "<eos>"), (2, "<bos>"), (3, "<unk>")))
+# Phi-3: llama.cpp looks "<|endoftext|>" up by name for models named phi-3 (llama-vocab.cpp)
+PHI3_TOKENIZER = Tokenizer("llama", "default", bos_id=1, eos_id=32000, unk_id=0, pad_id=32000, specials=(
+    (0, "<unk>"), (1, "<s>"), (2, "</s>"), (32000, "<|endoftext|>"), (32001, "<|assistant|>"),
+    (32006, "<|system|>"), (32007, "<|end|>"), (32010, "<|user|>")))
 DEEPSEEK_TOKENIZER = Tokenizer("gpt2", "deepseek-llm", bos_id=100000, eos_id=100001, specials=(
     (100000, "<｜begin▁of▁sentence｜>"), (100001, "<｜end▁of▁sentence｜>")))
 
@@ -225,7 +229,7 @@ _SHAPES = [
         "max_position_embeddings=4096 original_max_position_embeddings=4096 sliding_window=2047 "
         "rope_theta=10000 rms_norm_eps=1e-5 (fused qkv_proj and gate_up_proj; no long-rope factors)",
         n_layer=32, n_embd=3072, n_head=32, n_head_kv=32, n_ff=8192, n_vocab=32064,
-        n_ctx_train=4096, tokenizer=SPM_TOKENIZER, sliding_window=2047,
+        n_ctx_train=4096, tokenizer=PHI3_TOKENIZER, sliding_window=2047,
         extra={"orig_ctx": 4096}),
     _nemotron_super(),
 ]
