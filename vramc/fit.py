@@ -209,6 +209,18 @@ class Solver:
         lo = min(self.ctx_min, hi)
         return lo, hi
 
+    def quick_fits(self, choice, n_gpu: int, split_auto: bool) -> bool:
+        """One estimate: do `n_gpu` layers fit at this context? (verified later in full)."""
+        c = replace(choice, gpu_layers=n_gpu)
+        if not split_auto:
+            return self.fits(self.estimate(c))
+        guess = replace(c, tensor_split=tuple(float(max(x, 1)) for x in self.limits))
+        est = self.estimate(guess)
+        if est.errors:
+            return False
+        caps = [lim - cmp for lim, cmp in zip(self.limits, self.compute_of(est))]
+        return self.pack(self.costs(c), n_gpu, caps) is not None
+
     def solve(self) -> FitResult:
         ch = self.choice
         layers_auto = ch.gpu_layers == "auto"
@@ -243,15 +255,22 @@ class Solver:
                                     f"{n_lo} layers on GPUs")
                     ch, est = c_lo, e_lo
                 else:
+                    # bisect on one estimate per probe, then verify the answer in full
+                    n_fixed = total if fixed_layers is None else fixed_layers
                     a, b = lo // CTX_STEP, hi // CTX_STEP
-                    best = (c_lo, e_lo)
                     while a < b:
                         mid = (a + b + 1) // 2
-                        cm, em, nm = attempt(replace(ch, ctx=mid * CTX_STEP))
-                        if nm == total and self.fits(em):
-                            a, best = mid, (cm, em)
+                        if self.quick_fits(replace(ch, ctx=mid * CTX_STEP), n_fixed, split_auto):
+                            a = mid
                         else:
                             b = mid - 1
+                    best = (c_lo, e_lo)
+                    while a * CTX_STEP > lo:
+                        cm, em, nm = attempt(replace(ch, ctx=a * CTX_STEP))
+                        if nm == n_fixed and self.fits(em):
+                            best = (cm, em)
+                            break
+                        a -= 1
                     ch, est = best
                     self.log.append(f"largest ctx with all {total} layers on GPUs: {ch.ctx} "
                                     f"(searched {lo}..{hi} in steps of {CTX_STEP})")
@@ -271,3 +290,23 @@ class Solver:
 
 def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> FitResult:
     return Solver(meta, gpus, choice, margins, ctx_min).solve()
+
+
+def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> str:
+    """What would fit when the fixed settings do not: fewer GPU layers, or a smaller context."""
+    ideas = []
+    split = "auto" if choice.split_mode != "none" else choice.tensor_split
+    r = solve(meta, gpus, replace(choice, gpu_layers="auto", tensor_split=split), margins, ctx_min)
+    if r.fits:
+        c = r.choice
+        text = f"gpu_layers {c.gpu_layers}"
+        if split == "auto" and len(gpus) > 1:
+            text += " with tensor_split " + ",".join(f"{x:g}" for x in c.tensor_split)
+        ideas.append(text)
+    if choice.ctx != "auto":
+        r = solve(meta, gpus, replace(choice, ctx="auto"), margins, ctx_min)
+        if r.fits and isinstance(r.choice.ctx, int) and r.choice.ctx < (choice.ctx or 10**9):
+            ideas.append(f"ctx {r.choice.ctx}")
+    if not ideas:
+        return "nothing fits on these GPUs at this context; use a smaller quantisation or more GPUs"
+    return " or ".join(ideas) + " would fit (vramc fit shows the plan)"

@@ -14,11 +14,24 @@ from vramc.diagnostics import Diagnostic, Severity
 from vramc.memory.usage import GpuBudget, MemoryEstimate
 from vramc.units import MiB, fmt_size
 
-# Per-GPU memory the engine process holds beyond its buffers: CUDA context, cuBLAS workspace,
-# the CUDA memory pool, driver allocations. llama.cpp calls it "unaccounted" in its memory
-# breakdown; see docs/cuda-overhead.md for the measurements behind these defaults.
-DEFAULT_OVERHEAD = {"llama.cpp": 512 * MiB, "vllm": 512 * MiB}
 DISPLAY_RESERVE = 512 * MiB  # a desktop's compositor and browser on a display GPU
+# vLLM's process holds its CUDA context, cuBLAS and (with tensor parallelism) NCCL buffers outside
+# its budget: 0.61 GiB at TP=1 and 1.54 GiB at TP=2 on an H100 (llm-d logs, docs/vllm-model.md).
+VLLM_MIN_OVERHEAD = 625 * MiB
+VLLM_NCCL_OVERHEAD = 950 * MiB
+
+
+def default_overhead(engine: str, gpu_name: str, settings) -> int:
+    """Per-GPU memory the engine process holds beyond its buffers: CUDA context, cuBLAS workspace,
+    the CUDA memory pool, driver allocations ("unaccounted" in llama.cpp's memory breakdown).
+    From the GPU's SM count when vramc knows the model; docs/cuda-overhead.md has the data."""
+    from vramc.gpus import default_overhead as llama_overhead
+
+    base = llama_overhead(gpu_name)
+    if engine != "vllm":
+        return base
+    tp = settings.tensor_parallel_size or 1
+    return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
 
 VERDICTS = ("fits", "tight", "does-not-fit", "unknown")
 
@@ -36,6 +49,7 @@ class Plan:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     search: list[str] = field(default_factory=list)  # what the fit solver tried
     auto: tuple[str, ...] = ()  # settings the solver chose
+    fit_hint: str = ""  # when fixed settings do not fit: what would (from the solver)
 
     @property
     def name(self) -> str:
@@ -90,7 +104,7 @@ def gpu_budgets(dep) -> list[GpuBudget]:
         chosen.sort(key=lambda i: (-hw.gpus[i].vram, i))
     else:
         chosen.sort(key=lambda i: (hw.gpus[i].index if hw.gpus[i].index is not None else i, i))
-    default_overhead = hw.overhead if hw.overhead is not None else DEFAULT_OVERHEAD[engine_family(dep.doc.obj.engine)]
+    engine = dep.doc.obj.engine
     out = []
     for launch, i in enumerate(chosen):
         g = hw.gpus[i]
@@ -98,7 +112,8 @@ def gpu_budgets(dep) -> list[GpuBudget]:
         out.append(GpuBudget(
             id=f"CUDA{launch}", name=g.name, gpu=i, capacity_bytes=g.vram,
             tenants_bytes=sum(t.vram for t in g.tenants), reserve_bytes=reserve,
-            overhead_bytes=g.overhead if g.overhead is not None else default_overhead))
+            overhead_bytes=g.overhead if g.overhead is not None else (
+                hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, dep.settings))))
     return out
 
 
@@ -202,7 +217,7 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
     if autos:
         from vramc.fit import solve
 
-        result = solve(meta, plan.gpus, choice, plan.margins)
+        result = solve(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
         plan.search = result.log
         plan.auto = autos
         choice = result.choice
@@ -210,6 +225,10 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
     plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
     plan.estimate = _estimate_llama(meta, plan.gpus, plan.params)
+    if plan.verdict == "does-not-fit" and plan.gpus:
+        from vramc.fit import suggest
+
+        plan.fit_hint = suggest(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
 
 
 def _estimate_llama(meta, gpus: list[GpuBudget], params) -> MemoryEstimate:

@@ -97,11 +97,18 @@ def _m(n: int) -> str:
     return f"{n / MiB:,.0f}"
 
 
-def _layers(d) -> str:
+def _layers(d, n_layer: int | None) -> str:
+    """Blocks held, with the output layer (index n_layer in llama.cpp's numbering) as "+out"."""
     if not d.layers:
         return "-"
     a, b = d.layers
-    return f"{a}-{b} ({d.n_layers})" if a != b else f"{a} (1)"
+    out = ""
+    if d.output and n_layer is not None and b == n_layer:
+        b, out = b - 1, "+out"
+        if b < a:
+            return "out (1)"
+    span = f"{a}-{b}" if a != b else f"{a}"
+    return f"{span}{out} ({d.n_layers})"
 
 
 BAR_PARTS = (("weights_bytes", "█"), ("kv_bytes", "▓"), ("compute_bytes", "▒"), ("overhead_bytes", "░"))
@@ -152,7 +159,7 @@ def plan_text(plan, color: bool = False) -> str:
     for d in est.devices:
         rows.append((d.id, d.name, _m(d.weights_bytes), _m(d.kv_bytes), _m(d.compute_bytes),
                      _m(d.overhead_bytes), _m(d.total_bytes), _m(d.capacity_bytes), _m(d.free_bytes),
-                     _layers(d)))
+                     _layers(d, plan.meta.n_layer if plan.meta is not None else None)))
     h = est.host
     rows.append(("host", "", _m(h.weights_bytes), _m(h.kv_bytes), _m(h.compute_bytes), "",
                  _m(h.total_bytes), "", "", ""))

@@ -56,7 +56,7 @@ def does_not_fit(plan):
                 f"{d.id} ({d.name}) needs {fmt_size(d.total_bytes)} ({_breakdown(d)}) but has "
                 f"{fmt_size(d.available_bytes)} available ({_available(d)}): "
                 f"{fmt_size(-d.free_bytes)} over",
-                _anchor(plan), plan.fit_hint if hasattr(plan, "fit_hint") else "",
+                _anchor(plan), plan.fit_hint,
                 data={"device": d.id, "over_bytes": -d.free_bytes})
 
 
@@ -191,7 +191,7 @@ def oversubscribed(plans):
         return
     by_gpu: dict[int, list] = {}
     for plan in plans:
-        if plan.estimate is None:
+        if plan.estimate is None or plan.engine == "vllm":  # vLLM's own terms: VR335/VR336
             continue
         for d in plan.estimate.devices:
             by_gpu.setdefault(d.gpu, []).append((plan, d))

@@ -1,0 +1,122 @@
+"""`vramc fit PROFILE`: show what the solver chose and why, and optionally write it back."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from vramc.diagnostics import Severity
+
+AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split")
+
+
+def chosen(plan) -> dict:
+    c = plan.choice
+    out = {}
+    for k in plan.auto:
+        v = getattr(c, k)
+        out[k] = [float(x) for x in v] if isinstance(v, tuple) else v
+    return out
+
+
+def _settings_path(plan) -> tuple:
+    dep = plan.dep
+    if dep.variant:
+        return dep.doc.prefix + ("variants", dep.variant, "settings")
+    return dep.doc.prefix + ("settings",)
+
+
+def write_choices(plans) -> dict[str, int]:
+    """Put each plan's chosen values into its profile; returns edits per file."""
+    from vramc.writer import write_atomic
+    from vramc.yamledit import Editor
+
+    base_values: dict[tuple, dict] = {}
+    for p in plans:
+        if p.dep.variant is None:
+            base_values[(p.dep.doc.file, p.dep.name)] = chosen(p)
+    by_file: dict[Path, list] = {}
+    for p in plans:
+        values = chosen(p)
+        if p.dep.variant is not None:
+            # a variant that inherits `auto` keeps the base's answer unless its own differs
+            base = base_values.get((p.dep.doc.file, p.dep.name), {})
+            values = {k: v for k, v in values.items() if base.get(k) != v or _variant_sets(p, k)}
+        if values:
+            by_file.setdefault(p.dep.doc.path, []).append((_settings_path(p), values))
+    counts = {}
+    for path, edits in by_file.items():
+        editor = Editor(path.read_text(encoding="utf-8"), str(path))
+        n = 0
+        for mapping_path, values in edits:
+            for k in AUTO_KEYS:
+                if k in values:
+                    editor.set(mapping_path, k, values[k])
+                    n += 1
+        write_atomic(path, editor.text.encode("utf-8"))
+        counts[str(path)] = n
+    return counts
+
+
+def _variant_sets(plan, key: str) -> bool:
+    v = plan.dep.doc.obj.variants.get(plan.dep.variant)
+    return v is not None and key in v.settings.model_fields_set
+
+
+def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str) -> int:
+    from vramc.check import run_check
+    from vramc.planview import plan_record, plan_text
+
+    if fmt not in ("text", "json"):
+        print("vramc fit: --format must be text or json", file=sys.stderr)
+        return 2
+    result = run_check([profile])
+    plans = result.plans
+    if deployment:
+        base, _, variant = deployment.partition("@")
+        plans = [p for p in plans if p.dep.name == base and (p.dep.variant or "") == variant]
+        if not plans:
+            print(f"vramc fit: no deployment named {deployment!r} in {profile}", file=sys.stderr)
+            return 2
+    blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and d.code < "VR300"]
+    for d in blocking:
+        print(f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}", file=sys.stderr)
+    if not plans:
+        return 1
+    if fmt == "json":
+        doc = {"version": 1, "deployments": [
+            {"name": p.dep.name, "variant": p.dep.variant, "chosen": chosen(p),
+             "fits": p.verdict in ("fits", "tight"), "search": p.search, "hint": p.fit_hint,
+             "plan": plan_record(p)} for p in plans]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        for p in plans:
+            sys.stdout.write(_fit_text(p) + plan_text(p) + "\n")
+    if write:
+        counts = write_choices(plans)
+        for file, n in sorted(counts.items()):
+            print(f"wrote {n} setting{'s' if n != 1 else ''} into {file}", file=sys.stderr)
+    return 0 if all(p.verdict in ("fits", "tight") for p in plans) else 1
+
+
+def _fit_text(plan) -> str:
+    lines = [f"== {plan.dep.label}"]
+    values = chosen(plan)
+    if values:
+        shown = ", ".join(f"{k}: {_show(v)}" for k, v in values.items())
+        lines.append(f"chosen: {shown}")
+        lines.extend(f"  search: {s}" for s in plan.search)
+    elif plan.engine == "vllm":
+        lines.append("vLLM sizes its own KV cache; the plan below is what it will allocate")
+    else:
+        lines.append("nothing to choose: ctx, gpu_layers and tensor_split are all fixed")
+        if plan.fit_hint:
+            lines.append(f"  these settings do not fit; {plan.fit_hint}")
+    return "\n".join(lines) + "\n"
+
+
+def _show(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+    return str(v)
