@@ -295,18 +295,21 @@ def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int 
 def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> str:
     """What would fit when the fixed settings do not: fewer GPU layers, or a smaller context."""
     ideas = []
+    prefix = ""
+    if choice.split_mode == "row":  # cannot load at all (VR311): suggest the layer split
+        choice, prefix = replace(choice, split_mode="layer"), "split_mode layer with "
     split = "auto" if choice.split_mode != "none" else choice.tensor_split
     r = solve(meta, gpus, replace(choice, gpu_layers="auto", tensor_split=split), margins, ctx_min)
     if r.fits:
         c = r.choice
-        text = f"gpu_layers {c.gpu_layers}"
+        text = f"{prefix}gpu_layers {c.gpu_layers}"
         if split == "auto" and len(gpus) > 1:
             text += " with tensor_split " + ",".join(f"{x:g}" for x in c.tensor_split)
         ideas.append(text)
     if choice.ctx != "auto":
         r = solve(meta, gpus, replace(choice, ctx="auto"), margins, ctx_min)
         if r.fits and isinstance(r.choice.ctx, int) and r.choice.ctx < (choice.ctx or 10**9):
-            ideas.append(f"ctx {r.choice.ctx}")
+            ideas.append(f"{prefix}ctx {r.choice.ctx}")
     if not ideas:
         return "nothing fits on these GPUs at this context; use a smaller quantisation or more GPUs"
     return " or ".join(ideas) + " would fit (vramc fit shows the plan)"

@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 from vramc.diagnostics import Diagnostic, Severity
 
 CODE_RE = re.compile(r"^VR\d{3}$")
+# Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
+ESTIMATE_CODES = {"llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305"}
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,10 @@ def run_plan_rules(plans) -> list[Diagnostic]:
     for plan in plans:
         out.extend(plan.diagnostics)
         for code, message in (plan.estimate.errors if plan.estimate else ()):
-            r = rules.get(code) or rules["VR320"]
+            r = rules.get(ESTIMATE_CODES.get(code, code)) or rules["VR320"]
             anchor = ("settings",) if isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw else ("name",)
-            out.extend(_to_diagnostics(r, Finding(message, anchor), plan.dep))
+            who = "vLLM" if plan.engine == "vllm" else "llama.cpp"
+            out.extend(_to_diagnostics(r, Finding(f"{who} would stop with: {message}", anchor), plan.dep))
         for r in rules.values():
             if r.scope != "plan":
                 continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 from vramc.diagnostics import Severity
 from vramc.lint import Finding, rule
 
-QUANTIZED_KV = {"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"}
 
 
 def _llama(plan) -> bool:
@@ -85,8 +84,8 @@ def ctx_beyond_trained(plan):
                       f"use ctx {train if plan.engine != 'llama-server' or p.kv_unified else train * p.n_seq_max} or less")
 
 
-@rule("VR305", "quantized-v-without-flash-attn", Severity.ERROR)
-def quantized_v_without_fa(plan):
+@rule("VR305", "quantized-v-without-flash-attn", Severity.ERROR, "estimate")
+def _vr305():
     """A quantized V cache needs flash attention; llama.cpp refuses to start without it.
 
     llama.cpp raises "quantized V cache was requested, but this requires Flash Attention".
@@ -98,12 +97,6 @@ def quantized_v_without_fa(plan):
     Good:
         settings: {cache_type_v: q8_0, flash_attn: on}
     """
-    if plan.engine == "vllm" or plan.choice is None:
-        return
-    c = plan.choice
-    if c.cache_type_v in QUANTIZED_KV and c.flash_attn == "off":
-        yield Finding(f"cache_type_v {c.cache_type_v} requires flash attention, which is off",
-                      ("settings", "cache_type_v"), "set `flash_attn: on` (or auto), or use an f16 V cache")
 
 
 @rule("VR306", "unaccounted-model", Severity.WARNING)
@@ -144,13 +137,15 @@ def main_gpu_out_of_range(plan):
                       ("settings", "main_gpu"), f"use 0..{max(0, len(plan.gpus) - 1)}")
 
 
-@rule("VR311", "split-mode-row", Severity.WARNING)
-def split_mode_row(plan):
-    """`split_mode: row` is deprecated upstream and llama.cpp's own fit refuses it.
+@rule("VR311", "split-mode-row", Severity.ERROR, "estimate")
+def _vr311():
+    """`split_mode: row` cannot load on CUDA with the pinned llama.cpp.
 
-    Row split spreads every weight matrix over all GPUs and keeps the KV cache and compute on the
-    main GPU, so the smallest or main GPU becomes the bottleneck (the seeds' "row is recommended"
-    for an 8 GB + 3 GB pair is the worst case). `layer` is the supported mode.
+    Row split needs the backend's split buffer type, which the pinned llama.cpp's CUDA (and RPC)
+    backends do not provide: llama.cpp stops with "device CUDA0 does not support split buffers".
+    Row split is also deprecated upstream (docs/multi-gpu.md) and llama.cpp's own fit refuses it.
+    (The seeds' "row is recommended" for an 8 GB + 3 GB pair was never a good idea: row split
+    keeps the KV cache and compute on the main GPU.) Use `layer`.
 
     Bad:
         settings: {split_mode: row, tensor_split: [8, 3]}
@@ -158,10 +153,6 @@ def split_mode_row(plan):
     Good:
         settings: {split_mode: layer, tensor_split: auto}
     """
-    if plan.engine != "vllm" and plan.dep.settings.split_mode == "row":
-        yield Finding("split_mode row is deprecated in llama.cpp (docs/multi-gpu.md) and planned "
-                      "only approximately by vramc", ("settings", "split_mode"),
-                      "use split_mode: layer")
 
 
 @rule("VR313", "ctx-rounded", Severity.INFO)
