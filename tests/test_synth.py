@@ -88,6 +88,44 @@ def test_deci_per_layer_arrays_and_tensors():
     assert dict(tensor_shapes(s))["blk.62.ffn_down.weight"] == (2816, 8192)
 
 
+def test_mla_tensors():
+    s = get_shape("deepseek-v2-lite-chat")
+    shapes = dict(tensor_shapes(s))
+    assert shapes["blk.0.attn_kv_a_mqa.weight"] == (2048, 512 + 64)
+    assert shapes["blk.0.attn_k_b.weight"] == (128, 512, 16)  # kv_b split, k part transposed
+    assert shapes["blk.0.attn_v_b.weight"] == (512, 128, 16)
+    assert shapes["blk.0.ffn_down.weight"] == (10944, 2048)  # first_k_dense_replace = 1
+    assert shapes["blk.1.ffn_down_exps.weight"] == (1408, 2048, 64)
+    assert shapes["blk.1.ffn_up_shexp.weight"] == (2048, 2 * 1408)
+    assert "blk.0.attn_kv_b.weight" not in shapes and "blk.1.ffn_down.weight" not in shapes
+    meta = model_meta(s, "Q4_K_M")
+    assert meta.hparams["attention.head_count_kv"] == 1 and meta.hparams["attention.key_length_mla"] == 192
+    by_name = {t.name: t.type for t in meta.tensors}
+    assert by_name["blk.3.attn_k_b.weight"] == "q5_0"  # 128-wide rows: Q4_K falls back
+
+
+def test_hybrid_tensors():
+    s = get_shape("nvidia-nemotron-nano-9b-v2")
+    kinds = {}
+    for name, _ in tensor_shapes(s):
+        if name.startswith("blk."):
+            il, rest = int(name.split(".")[1]), name.split(".", 2)[2]
+            kind = "M" if rest.startswith("ssm") else "*" if rest.startswith("attn_q") else \
+                "-" if rest.startswith("ffn") else None
+            if kind:
+                kinds.setdefault(il, set()).add(kind)
+    assert all(len(k) == 1 for k in kinds.values())
+    pattern = "".join(kinds[il].pop() for il in range(56))
+    assert pattern == "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+    shapes = dict(tensor_shapes(s))
+    assert shapes["blk.0.ssm_in.weight"] == (4480, 2 * 10240 + 2 * 8 * 128 + 128)
+    assert shapes["blk.0.ssm_norm.weight"] == (1280, 8) and shapes["blk.0.ssm_a"] == (1, 128)
+    types = {t.name: t.type for t in tensor_types(s, "Q4_K_M")}
+    assert types["blk.0.ssm_conv1d.weight"] == "f32" and types["blk.0.ssm_out.weight"] == "q4_k"
+    # n_embd 4480 is not a whole number of 256-blocks: Q4_K rows fall back, the output to Q8_0
+    assert types["blk.0.ssm_in.weight"] == "q5_0" and types["output.weight"] == "q8_0"
+
+
 # --- quantization type selection -------------------------------------------------------------
 
 def test_llama31_8b_q4_k_m_types():

@@ -138,6 +138,58 @@ def _deci(s: ModelShape) -> TensorShapes:
     return out + _output(s)
 
 
+def _deepseek2(s: ModelShape) -> TensorShapes:
+    """DeepSeek-V2 MLA: q (or q_a/q_b with a q LoRA), the compressed kv_a_mqa, and kv_b split by
+    the converter into attn_k_b (transposed) and attn_v_b; leading dense FFN blocks, then routed
+    experts plus shared experts of n_ff_exp * n_shared width."""
+    x, out = s.extra, _embeddings(s)
+    n_head, rank, rope, nope, v = (s.per_layer("n_head")[0], x["kv_lora_rank"], x["qk_rope_head_dim"],
+                                   x["qk_nope_head_dim"], x["v_head_dim"])
+    shared = s.n_ff_exp * x["n_shared_experts"]
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out += [_norm(p, "attn_norm", s.n_embd), _norm(p, "attn_kv_a_norm", rank),
+                (f"{p}.attn_q.weight", (s.n_embd, n_head * (nope + rope))),
+                (f"{p}.attn_kv_a_mqa.weight", (s.n_embd, rank + rope)),
+                (f"{p}.attn_k_b.weight", (nope, rank, n_head)),
+                (f"{p}.attn_v_b.weight", (rank, v, n_head)),
+                (f"{p}.attn_output.weight", (n_head * v, s.n_embd)),
+                _norm(p, "ffn_norm", s.n_embd)]
+        if il < x["leading_dense"]:
+            out += _ffn(s, il, p)
+        else:
+            out += _moe(s, il, p)
+            out += [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
+                    (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
+                    (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd))]
+    return out + _output(s)
+
+
+def _nemotron_h(s: ModelShape) -> TensorShapes:
+    """Nemotron-H (hybrid Mamba-2): each block is one of a Mamba-2 mixer (head_count_kv 0 and
+    feed_forward_length 0: recurrent), attention (head_count_kv > 0) or a squared-ReLU MLP with
+    no gate (feed_forward_length > 0); every block has attn_norm."""
+    x, out = s.extra, _embeddings(s)
+    d_inner, d_state, n_group, n_ssm_head = x["d_inner"], x["d_state"], x["n_group"], x["n_ssm_head"]
+    d_xbc = d_inner + 2 * n_group * d_state
+    heads_kv, ffs = s.per_layer("n_head_kv"), s.per_layer("n_ff")
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        if heads_kv[il] == 0 and ffs[il] == 0:
+            out += [(f"{p}.ssm_in.weight", (s.n_embd, 2 * d_inner + 2 * n_group * d_state + n_ssm_head)),
+                    (f"{p}.ssm_conv1d.weight", (x["d_conv"], d_xbc)), (f"{p}.ssm_conv1d.bias", (d_xbc,)),
+                    (f"{p}.ssm_dt.bias", (n_ssm_head,)), (f"{p}.ssm_a", (1, n_ssm_head)),
+                    (f"{p}.ssm_d", (1, n_ssm_head)),
+                    (f"{p}.ssm_norm.weight", (d_inner // n_group, n_group)),
+                    (f"{p}.ssm_out.weight", (d_inner, s.n_embd))]
+        elif ffs[il] == 0:
+            out += _attention(s, il, p)
+        else:
+            out += [(f"{p}.ffn_up.weight", (s.n_embd, ffs[il])), (f"{p}.ffn_down.weight", (ffs[il], s.n_embd))]
+    return out + _output(s)
+
+
 # --- metadata --------------------------------------------------------------------------------
 
 def _common_kv(s: ModelShape) -> dict[str, Any]:
@@ -202,6 +254,45 @@ def _phi3_kv(s: ModelShape) -> dict[str, Any]:
     return kv
 
 
+def _deepseek2_kv(s: ModelShape) -> dict[str, Any]:
+    x = s.extra
+    kv = _common_kv(s)
+    kv["attention.head_count_kv"] = 1  # MLA is converted as MQA over the compressed latent
+    kv.update({
+        "expert_group_count": x["n_group"], "expert_group_used_count": x["topk_group"],
+        "expert_gating_func": 1,  # softmax
+        "rope.scaling.type": "yarn", "rope.scaling.factor": x["yarn_factor"],
+        "rope.scaling.original_context_length": x["yarn_orig_ctx"],
+        "rope.scaling.yarn_beta_fast": x["yarn_beta_fast"], "rope.scaling.yarn_beta_slow": x["yarn_beta_slow"],
+        "leading_dense_block_count": x["leading_dense"], "vocab_size": s.n_vocab,
+        "attention.kv_lora_rank": x["kv_lora_rank"],
+        "attention.key_length": x["kv_lora_rank"] + x["qk_rope_head_dim"],
+        "attention.value_length": x["kv_lora_rank"],
+        "attention.key_length_mla": x["qk_nope_head_dim"] + x["qk_rope_head_dim"],
+        "attention.value_length_mla": x["v_head_dim"],
+        "expert_feed_forward_length": s.n_ff_exp, "expert_shared_count": x["n_shared_experts"],
+        "expert_weights_scale": x["routed_scaling_factor"],
+        "rope.dimension_count": x["qk_rope_head_dim"],
+        "rope.scaling.yarn_log_multiplier": 0.1 * x["mscale_all_dim"],
+    })
+    return kv
+
+
+def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
+    x = s.extra
+    kv = _common_kv(s)
+    del kv["rope.freq_base"], kv["attention.layer_norm_rms_epsilon"]  # config has neither
+    kv.update({
+        # GraniteHybridModel: a hybrid without rope claims a 2**20 context
+        "context_length": 2**20, "attention.layer_norm_epsilon": s.rms_eps,
+        "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
+        "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"],
+        "ssm.group_count": x["n_group"], "ssm.inner_size": x["d_inner"],
+        "ssm.time_step_rank": x["n_ssm_head"], "rope.scaling.finetuned": False,
+    })
+    return kv
+
+
 ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelShape], dict]]] = {
     "llama": (_llama_like, _llama_kv),
     "qwen2": (_llama_like, _common_kv),
@@ -210,6 +301,8 @@ ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelSha
     "qwen3moe": (_qwen3moe, _qwen3moe_kv),
     "phi3": (_phi3, _phi3_kv),
     "deci": (_deci, _llama_kv),
+    "deepseek2": (_deepseek2, _deepseek2_kv),
+    "nemotron_h": (_nemotron_h, _nemotron_h_kv),
 }
 
 

@@ -110,6 +110,26 @@ _NEMOTRON_SUPER_BLOCKS = (
 )
 
 
+def _nemotron_nano_9b_v2() -> ModelShape:
+    # M: Mamba-2, *: attention, -: MLP (27, 4 and 25 of 56 blocks)
+    pattern = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+    return ModelShape(
+        "nvidia-nemotron-nano-9b-v2", "nemotron_h",
+        "nvidia/NVIDIA-Nemotron-Nano-9B-v2 config.json: hidden_size=4480 num_hidden_layers=56 "
+        f"hybrid_override_pattern={pattern} num_attention_heads=40 num_key_value_heads=8 head_dim=128 "
+        "intermediate_size=15680 mamba_num_heads=128 mamba_head_dim=80 ssm_state_size=128 n_groups=8 "
+        "conv_kernel=4 use_conv_bias=true vocab_size=131072 layer_norm_epsilon=1e-5 "
+        "tie_word_embeddings=false (the architecture numbers as in NVIDIA Megatron-Bridge's "
+        "nemotron_nano_v2 recipe; the tokenizer pre-type is left at default)",
+        n_layer=56, n_embd=4480, n_head=40,
+        n_head_kv=tuple(8 if c == "*" else 0 for c in pattern),
+        n_ff=tuple(15680 if c == "-" else 0 for c in pattern), n_vocab=131072, n_ctx_train=131072,
+        tokenizer=Tokenizer("gpt2", "default", bos_id=1, eos_id=2, specials=(
+            (0, "<unk>"), (1, "<s>"), (2, "</s>"))),
+        head_dim=128, extra={"d_inner": 128 * 80, "d_state": 128, "n_group": 8, "n_ssm_head": 128,
+                             "d_conv": 4})
+
+
 def _deci_ffn(ffn_mult: float, n_embd: int) -> int:
     # conversion/deci.py _ffn_mult_to_intermediate_size: int(2*mult*n_embd/3) rounded up to 256
     n = int(2 * ffn_mult * n_embd / 3)
@@ -232,6 +252,26 @@ _SHAPES = [
         n_ctx_train=4096, tokenizer=PHI3_TOKENIZER, sliding_window=2047,
         extra={"orig_ctx": 4096}),
     _nemotron_super(),
+    _nemotron_nano_9b_v2(),
+    ModelShape(
+        "deepseek-v2-lite-chat", "deepseek2",
+        "deepseek-ai/DeepSeek-V2-Lite-Chat config.json: hidden_size=2048 intermediate_size=10944 "
+        "moe_intermediate_size=1408 num_hidden_layers=27 num_attention_heads=16 "
+        "num_key_value_heads=16 kv_lora_rank=512 q_lora_rank=null qk_nope_head_dim=128 "
+        "qk_rope_head_dim=64 v_head_dim=128 n_routed_experts=64 n_shared_experts=2 "
+        "num_experts_per_tok=6 first_k_dense_replace=1 n_group=1 topk_group=1 "
+        "scoring_func=softmax routed_scaling_factor=1.0 norm_topk_prob=false vocab_size=102400 "
+        "max_position_embeddings=163840 rope_theta=10000 rope_scaling yarn factor=40 "
+        "original_max_position_embeddings=4096 beta_fast=32 beta_slow=1 mscale_all_dim=0.707 "
+        "rms_norm_eps=1e-6 tie_word_embeddings=false",
+        n_layer=27, n_embd=2048, n_head=16, n_head_kv=16, n_ff=10944, n_vocab=102400,
+        n_ctx_train=163840, tokenizer=DEEPSEEK_TOKENIZER, rms_eps=1e-6, n_expert=64,
+        n_expert_used=6, n_ff_exp=1408,
+        extra={"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+               "v_head_dim": 128, "n_shared_experts": 2, "leading_dense": 1, "n_group": 1,
+               "topk_group": 1, "routed_scaling_factor": 1.0, "yarn_factor": 40.0,
+               "yarn_orig_ctx": 4096, "yarn_beta_fast": 32.0, "yarn_beta_slow": 1.0,
+               "mscale_all_dim": 0.707}),
 ]
 
 CATALOG: dict[str, ModelShape] = {s.name: s for s in _SHAPES}
