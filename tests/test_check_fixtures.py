@@ -13,11 +13,13 @@ from vramc.check import run_check
 from vramc.diagnostics import Severity
 
 BAD = sorted((Path(__file__).parent / "fixtures" / "profiles" / "bad").glob("*.yaml"))
-EXPECT_RE = re.compile(r"^# expect: (VR\d{3})@(\d+):(\d+)\s*$", re.M)
+# `# expect: CODE@LINE:COL`, or `CODE@other/file.yaml:LINE:COL` for a finding in a referenced file
+EXPECT_RE = re.compile(r"^# expect: (VR\d{3})@(?:([\w./-]+\.yaml):)?(\d+):(\d+)\s*$", re.M)
 
 
-def expectations(path: Path) -> set[tuple[str, int, int]]:
-    return {(c, int(line), int(col)) for c, line, col in EXPECT_RE.findall(path.read_text())}
+def expectations(path: Path) -> set[tuple[str, str, int, int]]:
+    return {(c, str(path.parent / f) if f else str(path), int(line), int(col))
+            for c, f, line, col in EXPECT_RE.findall(path.read_text())}
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
@@ -25,10 +27,11 @@ def test_bad_fixture_reports_exactly_what_it_expects(path):
     expected = expectations(path)
     assert expected, f"{path.name} declares no expectations"
     result = run_check([path])
-    found = {(d.code, d.line, d.column) for d in result.diagnostics if d.severity >= Severity.WARNING}
-    assert found == expected
+    found = {(d.code, str(Path(d.file).resolve()), d.line, d.column)
+             for d in result.diagnostics if d.severity >= Severity.WARNING}
+    assert found == {(c, str(Path(f).resolve()), line, col) for c, f, line, col in expected}
     # the file name starts with the code it is about
-    assert path.name.split("-")[0] in {c for c, _, _ in expected}
+    assert path.name.split("-")[0] in {c for c, _, _, _ in expected}
 
 
 @pytest.mark.parametrize("path", BAD[:3], ids=lambda p: p.name)

@@ -162,18 +162,19 @@ def test_kv_stays_on_host_without_offload_kqv():
     assert mib(est.host.kv_bytes) == 1024
 
 
-def test_gqa_per_layer_arrays_and_layers_without_kv():
-    heads_kv = [8, 0, 4, 8]  # a head_count_kv array; 0 = no attention in that layer
+def test_gqa_per_layer_arrays_and_layers_without_kv_heads():
+    heads_kv = [8, 0, 4, 8]  # a head_count_kv array; 0 = no attention in that layer (deci)
     meta = llama_meta(n_layer=4, extra={"attention.head_count_kv": heads_kv})
     hp = llama_hparams(meta)
     c = resolve_cparams(LlamaParams(n_ctx=4096), hp.n_ctx_train)
     caches = layer_caches(hp, c, [0] * 5, True, "f16", "f16", False)
-    assert [lc.il for lc in caches] == [0, 2, 3]
-    assert [lc.k_bytes for lc in caches] == [4096 * 128 * h * 2 for h in (8, 4, 8)]
-    # without flash attention V is transposed and padded to the widest layer
+    assert [lc.k_bytes for lc in caches] == [4096 * 128 * h * 2 for h in heads_kv]
+    assert [lc.v_bytes for lc in caches] == [4096 * 128 * h * 2 for h in heads_kv]
+    # without flash attention V is transposed and every layer's V is padded to the widest layer,
+    # even the layer without KV heads (llama_hparams::has_kv is true for all layers)
     c = resolve_cparams(LlamaParams(n_ctx=4096, flash_attn="off"), hp.n_ctx_train)
     caches = layer_caches(hp, c, [0] * 5, True, "f16", "f16", False)
-    assert [lc.v_bytes for lc in caches] == [4096 * 1024 * 2] * 3
+    assert [lc.v_bytes for lc in caches] == [4096 * 1024 * 2] * 4
 
 
 def test_sliding_window_cache_gemma3_pattern():

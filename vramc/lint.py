@@ -18,6 +18,12 @@ from vramc.diagnostics import Diagnostic, Severity
 CODE_RE = re.compile(r"^VR\d{3}$")
 # Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
 ESTIMATE_CODES = {"llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305"}
+# The setting each engine error is about, so the diagnostic points at it when the profile sets it.
+ESTIMATE_ANCHORS = {
+    "VR305": "cache_type_v", "VR311": "split_mode", "VR330": "gpu_memory_utilization",
+    "VR331": "max_model_len", "VR332": "gpu_memory_utilization", "VR333": "max_num_batched_tokens",
+    "VR334": "max_model_len", "VR337": "tensor_parallel_size",
+}
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,13 @@ def run_plan_rules(plans) -> list[Diagnostic]:
         out.extend(plan.diagnostics)
         for code, message in (plan.estimate.errors if plan.estimate else ()):
             r = rules.get(ESTIMATE_CODES.get(code, code)) or rules["VR320"]
-            anchor = ("settings",) if isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw else ("name",)
+            key = ESTIMATE_ANCHORS.get(r.code)
+            if key and key in plan.dep.settings.model_fields_set:
+                anchor = ("settings", key)
+            elif isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw:
+                anchor = ("settings",)
+            else:
+                anchor = ("name",)
             who = "vLLM" if plan.engine == "vllm" else "llama.cpp"
             out.extend(_to_diagnostics(r, Finding(f"{who} would stop with: {message}", anchor), plan.dep))
         for r in rules.values():

@@ -143,15 +143,16 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
     where = m.positions.locate(("gguf",)) or m.positions.locate(())
     diags: list[Diagnostic] = []
     path: Path | None = dep.gguf_path
+    unreadable = False
     if path is not None and path.is_file():
         from vramc.gguf import GGUFError, read_gguf
 
         try:
             meta = read_gguf(path)
         except GGUFError as e:
-            diags.append(Diagnostic("VR201", Severity.ERROR, f"cannot read GGUF {path}: {e}", m.file,
+            diags.append(Diagnostic("VR201", Severity.ERROR, f"cannot read GGUF {os.path.relpath(path)}: {e}", m.file,
                                     where, m.prefix + ("gguf",), "check the file, or remove `gguf` to use the lock"))
-            meta = None
+            meta, unreadable = None, True
         if meta is not None and lock is not None and lock.file is not None:
             reason = _lock_mismatch(meta, lock)
             if reason:
@@ -169,6 +170,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
                                     m.file, m.positions.locate(("lock",)), m.prefix + ("lock",),
                                     "regenerate it with `vramc analyze MODEL.gguf --write`"))
             return None, diags
+    if unreadable:
+        return None, diags
     if path is not None:
         diags.append(Diagnostic(
             "VR200", Severity.ERROR, f"model file {os.path.relpath(path)} not found and the model has no lock",

@@ -30,6 +30,8 @@ def _onoff(v: Any) -> Any:
 
 def _margin(v: Any) -> Any:
     # `25%` / 0.25 is a fraction of the GPU; `1GiB` / `512MiB` is absolute.
+    if isinstance(v, (dict, BaseModel)):
+        return v
     if isinstance(v, str) and v.strip().endswith("%"):
         return {"fraction": parse_fraction(v)}
     if isinstance(v, float) and 0 <= v < 1:

@@ -48,8 +48,8 @@ def does_not_fit(plan):
         model: deepseek-r1-distill-qwen-14b-q4_k_m
         settings: {ctx: 8192, gpu_layers: auto}
     """
-    if plan.estimate is None:
-        return
+    if plan.estimate is None or (plan.engine == "vllm" and plan.estimate.errors):
+        return  # vLLM stops before allocating anything: its own error says why
     for d in plan.estimate.devices:
         if d.free_bytes < 0:
             yield Finding(

@@ -1,0 +1,131 @@
+"""Lint behaviour beyond single fixtures: configuration, variants, info-level rules, engine errors
+that have no rule of their own, and the GGUF lock fingerprint."""
+
+import shutil
+import textwrap
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vramc.check import run_check
+from vramc.cli import app
+from vramc.lint import run_plan_rules
+from vramc.synth.writer import write_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA8B = ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).replace("LLAMA8B", str(LLAMA8B)))
+    return p
+
+
+def codes(path: Path) -> list[tuple[str, str, int, int]]:
+    return [(d.code, d.severity.label, d.line, d.column) for d in run_check([path]).diagnostics]
+
+
+def test_missing_path_is_vr000_and_exit_1(tmp_path):
+    res = CliRunner().invoke(app, ["check", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 1 and "VR000" in res.output
+
+
+def test_info_rules_partial_offload_and_ctx_rounding(tmp_path):
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        settings: {ctx: 10000, parallel: 3, gpu_layers: 20}
+        """)
+    found = codes(p)
+    assert ("VR309", "info", 5, 49) in found  # 20 of 33 layers on the GPU
+    assert ("VR313", "info", 5, 17) in found  # 10000 tokens over 3 slots
+    # info never fails a check, even with --strict
+    assert CliRunner().invoke(app, ["check", "--strict", str(p)]).exit_code == 0
+
+
+def test_lint_config_ignores_and_overrides(tmp_path):
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        settings: {ctx: 10000, parallel: 3, gpu_layers: 40}
+        lint:
+          ignore: [VR313]
+          severity: {VR302: error}
+        """)
+    found = {c[:2] for c in codes(p)}
+    assert ("VR302", "error") in found and not any(c == "VR313" for c, _ in found)
+    assert CliRunner().invoke(app, ["check", str(p)]).exit_code == 1
+
+
+def test_variant_findings_point_at_the_variant(tmp_path):
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        settings: {ctx: 4096, gpu_layers: all}
+        variants:
+          big:
+            settings:
+              gpu_layers: 99
+        """)
+    [(code, sev, line, col)] = codes(p)
+    assert (code, line, col) == ("VR302", 9, 19)
+    [d] = run_check([p]).diagnostics
+    assert d.deployment == "d@big" and d.path == ("variants", "big", "settings", "gpu_layers")
+
+
+def test_margin_warning_and_strict(tmp_path):
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4080, vram: 16GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        settings: {ctx: 40960, parallel: 1, gpu_layers: all, flash_attn: on}
+        lint: {margin: 25%}
+        """)
+    assert [c[0] for c in codes(p)] == ["VR301"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["check", str(p)]).exit_code == 0
+    assert runner.invoke(app, ["check", "--strict", str(p)]).exit_code == 1
+
+
+def test_engine_error_without_its_own_rule_is_vr320(tmp_path):
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        settings: {ctx: 4096, gpu_layers: all}
+        """)
+    plan = run_check([p]).plans[0]
+    plan.estimate.errors.append(("llama-new-failure", "some new refusal"))
+    [d] = [d for d in run_plan_rules([plan]) if d.code == "VR320"]
+    assert d.message == "llama.cpp would stop with: some new refusal" and d.severity.label == "error"
+
+
+def test_lock_fingerprint_mismatch_is_vr202(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    gguf = write_tiny_model(models / "tiny.gguf")
+    (tmp_path / "profiles" / "models").mkdir(parents=True)
+    shutil.copy(ROOT / "profiles" / "models" / "demo-tiny.yaml", tmp_path / "profiles" / "models" / "tiny.yaml")
+    lock = tmp_path / "profiles" / "models" / "tiny.yaml"
+    lock.write_text(lock.read_text().replace("gguf: models/demo-tiny.gguf", "gguf: models/tiny.gguf"))
+    dep = write(tmp_path / "profiles", "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: tiny
+        engine: llama-cpp-python
+        settings: {ctx: 256, gpu_layers: all}
+        """)
+    assert [c for c in codes(dep) if c[0] == "VR202"] == []  # the generated file matches its lock
+    with open(gguf, "ab") as f:  # the file changes under the lock
+        f.write(b"\0" * 64)
+    [(code, sev, line, col)] = [c for c in codes(dep) if c[0] == "VR202"]
+    assert sev == "warning" and line > 1
