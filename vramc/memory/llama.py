@@ -2,51 +2,40 @@
 
 Models what the pinned llama.cpp (llama-cpp-python 0.3.36, commit 0c1e570) allocates when it
 loads a model and creates a context: model buffers (llama_placement), KV cache and recurrent
-state (llama_kv), compute buffers (llama_compute) and the host output buffer. Checked against
-llama.cpp's own dry run by vramc.oracle and bench/accuracy; see docs/memory-model.md.
+state (llama_kv), compute buffers (llama_compute, which rebuilds the reserve graph and replays
+the scheduler and allocator) and the host output buffer. Checked against llama.cpp's own dry run
+by vramc.oracle and bench/accuracy; see docs/memory-model.md.
 """
 
 from __future__ import annotations
 
+from vramc.memory.llama_archs import graph_spec
+from vramc.memory.llama_compute import ComputeResult, estimate_compute
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
 from vramc.memory.llama_hparams import LlamaHparams, llama_hparams
-from vramc.memory.llama_kv import cache_bytes_by_device, layer_caches
+from vramc.memory.llama_kv import LayerCache, cache_bytes_by_device, layer_caches
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.llama_placement import HOST, Placement, backend_kind, buffer_rules, place_model
 from vramc.memory.usage import DeviceUse, GpuBudget, HostUse, MemoryEstimate
 from vramc.modelmeta import ModelMeta
 
-MiB = 1024 * 1024
+CUDA_NOTES = (
+    "CUDA: the CUDA context, cuBLAS workspaces and the driver's own memory are not part of these "
+    "figures (the planner adds the hardware profile's overhead)",
+    "CUDA: with layers on the CPU, prompt batches of 32+ tokens run the CPU layers' matrix "
+    "multiplications on the first GPU (op offload), which copies those weights through its compute "
+    "buffer; this is modelled, but the RPC oracle cannot show it",
+)
 
 
-def _flash_attn(p: LlamaParams, notes: list[str]) -> bool:
-    if p.flash_attn == "auto":
-        # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node lands on its
-        # layer's device, which holds on CPU, RPC and CUDA for the usual head sizes
-        notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
-        return True
-    return p.flash_attn == "on"
+def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
+                   dry_run: bool = False) -> MemoryEstimate:
+    """Bytes per device for loading `meta` with `p` on `gpus` (launch order; empty: CPU only).
 
-
-def _layer_span(layer_dev: list[int], dev: int, n_layer_all: int) -> tuple[tuple[int, int] | None, int, bool]:
-    held = [il for il, d in enumerate(layer_dev) if d == dev]
-    if not held:
-        return None, 0, False
-    return (held[0], held[-1]), len(held), layer_dev[n_layer_all] == dev
-
-
-def _kv_detail(caches, dev: int) -> dict:
-    out: dict[str, dict] = {}
-    for lc in caches:
-        if lc.device != dev:
-            continue
-        d = out.setdefault(lc.kind, {"layers": 0, "cells": lc.cells, "bytes": 0})
-        d["layers"] += 1
-        d["bytes"] += lc.bytes
-    return out
-
-
-def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams) -> MemoryEstimate:
+    dry_run=True models llama.cpp's own no_alloc projection (llama-fit-params, --fit) instead of
+    a real launch: the dry run loses the scheduler pins of graph_get_cb and --no-kv-offload, which
+    changes compute buffers at multi-device splits and without KV offload (see llama_compute).
+    """
     notes: list[str] = []
     errors: list[tuple[str, str]] = []
     hp = llama_hparams(meta)
@@ -64,8 +53,12 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams) -> Me
         errors.append(("llama-quantized-v-needs-fa",
                        "quantized V cache was requested, but this requires Flash Attention"))
     caches = layer_caches(hp, c, pl.layer_dev, p.offload_kqv, p.type_k, p.type_v, p.swa_full)
-    rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(gpus[d])) for d in range(len(gpus))}}
+    rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(g)) for d, g in enumerate(gpus)}}
     kv = cache_bytes_by_device(caches, rules)
+    cr = _compute(meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn, dry_run, notes, errors)
+    compute = cr.by_device if cr else {}
+    if any(backend_kind(gpus[d]) == "cuda" for d in pl.devices):
+        notes.extend(CUDA_NOTES)
 
     devices = []
     for i, g in enumerate(gpus):
@@ -73,29 +66,87 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams) -> Me
         devices.append(DeviceUse(
             id=g.id, name=g.name, gpu=g.gpu, capacity_bytes=g.capacity_bytes,
             reserve_bytes=g.reserve_bytes, tenants_bytes=g.tenants_bytes,
-            weights_bytes=pl.weights.get(i, 0), kv_bytes=kv.get(i, 0),
+            weights_bytes=pl.weights.get(i, 0), kv_bytes=kv.get(i, 0), compute_bytes=compute.get(i, 0),
             layers=span, n_layers=n_layers, output=output,
             detail={"kv": _kv_detail(caches, i)},
         ))
     host = HostUse(weights_bytes=pl.weights.get(HOST, 0), kv_bytes=kv.get(HOST, 0),
-                   other_bytes=_output_buffer_bytes(hp, c),
-                   detail={"kv": _kv_detail(caches, HOST)})
+                   compute_bytes=compute.get(HOST, 0), other_bytes=_output_buffer_bytes(hp, c),
+                   detail={"kv": _kv_detail(caches, HOST),
+                           "output_buffer_initial_bytes": 4 * hp.n_vocab * c.n_seq_max})
     return MemoryEstimate(devices=devices, host=host, notes=notes, errors=errors,
-                          resolved=_resolved(hp, c, pl, flash_attn))
+                          resolved=_resolved(c, pl, flash_attn, cr, hp))
+
+
+def _flash_attn(p: LlamaParams, notes: list[str]) -> bool:
+    if p.flash_attn == "auto":
+        # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node lands on its
+        # layer's device, which holds on CPU, RPC and CUDA for the usual head sizes
+        notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
+        return True
+    return p.flash_attn == "on"
+
+
+def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, caches: list[LayerCache],
+             gpus: list[GpuBudget], p: LlamaParams, split_mode: str, flash_attn: bool, dry_run: bool,
+             notes: list[str], errors: list[tuple[str, str]]) -> ComputeResult | None:
+    spec, exact = graph_spec(meta.architecture, (t.name for t in meta.tensors))
+    if spec is None or any(hp.is_recr) or hp.is_mla:
+        notes.append(f"compute buffers are not modelled for architecture {meta.architecture!r} "
+                     "(only weights, KV cache and recurrent state are); leave a margin")
+        return None
+    if not exact:
+        notes.append(f"compute buffers of architecture {meta.architecture!r} are approximated with "
+                     "the llama graph")
+    stray = sorted({gpus[d].id for devs in pl.tensor_dev.values() for d in devs
+                    if d != HOST and d not in pl.devices})
+    if stray:
+        # no backend of the context can use those buffers: ggml_backend_sched aborts
+        errors.append(("llama-override-device",
+                       f"tensor overrides target {', '.join(stray)}, which the model does not use "
+                       f"(split_mode {split_mode})"))
+        return None
+    return estimate_compute(
+        spec, meta, hp, c, pl, caches, {d: backend_kind(gpus[d]) for d in pl.devices},
+        flash_attn=flash_attn, offload_kqv=p.offload_kqv, type_k=p.type_k, type_v=p.type_v,
+        n_gpu_layers=p.n_gpu_layers, split_mode=split_mode, has_overrides=bool(p.overrides),
+        op_offload=p.op_offload, final_softcap=bool(meta.hp("final_logit_softcapping")),
+        dry_run=dry_run)
+
+
+def _layer_span(layer_dev: list[int], dev: int, n_layer_all: int) -> tuple[tuple[int, int] | None, int, bool]:
+    held = [il for il, d in enumerate(layer_dev) if d == dev]
+    if not held:
+        return None, 0, False
+    return (held[0], held[-1]), len(held), layer_dev[n_layer_all] == dev
+
+
+def _kv_detail(caches: list[LayerCache], dev: int) -> dict:
+    out: dict[str, dict] = {}
+    for lc in caches:
+        if lc.device != dev:
+            continue
+        d = out.setdefault(lc.kind, {"layers": 0, "cells": lc.cells, "bytes": 0})
+        d["layers"] += 1
+        d["bytes"] += lc.bytes
+    return out
 
 
 def _output_buffer_bytes(hp: LlamaHparams, c: Cparams) -> int:
-    """llama_context::output_reserve: logits for every output row, grown to the largest batch.
+    """llama_context::output_reserve: logits (f32) for the rows of the largest batch's outputs.
 
-    Starts at n_seq_max rows and grows on demand up to n_outputs_max (host memory, pinned on CUDA).
+    Starts at n_seq_max rows and grows on demand up to n_outputs_max; host memory (pinned on CUDA).
     """
     return 4 * hp.n_vocab * max(c.n_outputs_max, c.n_seq_max)
 
 
-def _resolved(hp: LlamaHparams, c: Cparams, pl: Placement, flash_attn: bool) -> dict:
-    return {
+def _resolved(c: Cparams, pl: Placement, flash_attn: bool, cr: ComputeResult | None, hp: LlamaHparams) -> dict:
+    out = {
         "n_ctx": c.n_ctx, "n_ctx_seq": c.n_ctx_seq, "n_seq_max": c.n_seq_max, "n_stream": c.n_stream,
         "n_batch": c.n_batch, "n_ubatch": c.n_ubatch, "n_outputs_max": c.n_outputs_max,
         "flash_attn": flash_attn, "n_gpu_layers": pl.n_gpu_layers, "i_gpu_start": pl.i_gpu_start,
         "n_layer": hp.n_layer_all,
     }
+    if cr is not None:
+        out.update({"pipeline_parallel": cr.n_copies > 1, "graph_splits": cr.n_splits})
+    return out

@@ -79,10 +79,12 @@ class LlamaHparams:
 
         Not: recurrent layers (Falcon-H1 has both in every layer), trailing NextN/MTP layers (the
         trunk never attends them), layers that reuse another layer's cache (llama_hparams::has_kv).
+        A layer without KV heads still gets its (empty) K and, when V is transposed, a V padded
+        to the widest layer.
         """
         if self.n_layer_kv_from_start >= 0 and il >= self.n_layer_kv_from_start:
             return False
-        return ((not self.is_recr[il] or self.arch == "falcon-h1") and self.n_head_kv[il] > 0
+        return ((not self.is_recr[il] or self.arch == "falcon-h1")
                 and (self.n_layer == self.n_layer_all or il < self.n_layer))
 
 

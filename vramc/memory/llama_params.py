@@ -28,6 +28,7 @@ class LlamaParams:
     swa_full: bool = False
     n_outputs_max: int | None = None  # None: n_batch (llama_context default)
     overrides: tuple[tuple[str, str], ...] = field(default=())  # (-ot regex, "CPU" or "CUDA1")
+    op_offload: bool = True  # --no-op-offload: CUDA runs host-weight ops of large batches itself
 
     def gpu_layers_for(self, n_layer: int) -> int:
         """Offloaded layers counting the output layer, as load_tensors computes them."""

@@ -1,0 +1,384 @@
+"""llama.cpp's prompt-processing graph for the decoder-only transformer families.
+
+Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
+and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3}.cpp)
+build for the worst-case reserve: build_inp_embd, build_attn with the KV store (set_rows into the
+cache), flash attention or KQ/softmax/KQV, build_ffn, build_moe_ffn, the output head. Tensor
+sizes and the order of sources decide what ggml-alloc can reuse, so both follow the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vramc.ggml import row_size
+from vramc.memory import llama_graph as gg
+from vramc.memory.llama_graph import OUTPUT, Graph, Tensor
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What distinguishes one family's layer from the llama layer."""
+
+    qk_norm: bool = False  # RMS norm of Q and K before RoPE (qwen3, gemma3)
+    q_scale: bool = False  # ggml_scale(Qcur) after RoPE (gemma2/3, phi3)
+    post_norms: bool = False  # attn_post_norm and ffn_post_norm (gemma2/3)
+    embd_scale: bool = False  # inpL scaled by sqrt(n_embd) (gemma)
+    gelu: bool = False  # GELU FFN (gemma) instead of SiLU
+    residual_first: bool = False  # phi3: ffn output added as add(residual, cur)
+    attn_softcap: bool = False  # gemma2: tanh soft-capping of KQ (without flash attention)
+    iswa: bool = False  # sliding-window layers have their own cache and mask
+    variable: bool = False  # deci: attention-free, "linear attention" and FFN-free layers
+
+
+LLAMA = ArchSpec()
+ARCHS: dict[str, ArchSpec] = {
+    "llama": LLAMA,  # Llama 2/3, Mistral, Mixtral (experts), ...
+    "qwen2": LLAMA,  # + q/k/v biases, picked up from the tensor table
+    "qwen3": ArchSpec(qk_norm=True),
+    "qwen3moe": ArchSpec(qk_norm=True),
+    "gemma2": ArchSpec(q_scale=True, post_norms=True, embd_scale=True, gelu=True, attn_softcap=True,
+                       iswa=True),
+    "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True, gelu=True, iswa=True),
+    "phi3": ArchSpec(q_scale=True, residual_first=True),
+    "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
+}
+
+
+@dataclass
+class LayerKV:
+    k: Tensor
+    v: Tensor | None
+    kv_size: int  # cells per stream
+    swa: bool
+
+
+@dataclass
+class GraphParams:
+    n_tokens: int
+    n_seqs: int  # sequences in the reserve ubatch (n_seq_max)
+    n_stream: int  # KV streams (1 if unified)
+    n_outputs: int
+    flash_attn: bool
+    v_trans: bool
+    offload_kqv: bool
+    type_k: str
+    type_v: str
+    final_softcap: bool = False
+    pin: dict = field(default_factory=dict)  # il -> backend the layer's "norm" nodes are pinned to
+    cpu_backend: int = 0
+
+
+def _is_contiguous(t: Tensor) -> bool:
+    return t.nb == gg._contiguous_nb(t.type, t.ne)
+
+
+def _rot_size(head: int) -> int:
+    """llama_kv_cache::build_input_k_rot: the largest power of two >= 64 dividing the head size."""
+    n = 64
+    while True:
+        n *= 2
+        if head % n:
+            break
+    return n // 2
+
+
+class _Builder:
+    def __init__(self, spec: ArchSpec, hp, w: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams):
+        self.spec, self.hp, self.w, self.kv, self.p = spec, hp, w, kv, p
+        self.g = Graph()
+
+    def W(self, name: str) -> Tensor | None:
+        return self.w.get(name)
+
+    def norm(self, x: Tensor, weight: Tensor | None, il: int, bias: Tensor | None = None) -> Tensor:
+        cur = gg.rms_norm(x)
+        if (weight is not None or bias is not None) and il >= 0 and il in self.p.pin:
+            cur.backend = self.p.pin[il]  # graph_get_cb pins "norm" to the layer's device
+        if weight is not None:
+            cur = gg.binary("MUL", cur, weight)
+        if bias is not None:
+            cur = gg.binary("ADD", cur, bias)
+        return cur
+
+    def mm(self, w: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        cur = gg.mul_mat(w, x)
+        return gg.binary("ADD", cur, bias) if bias is not None else cur
+
+    # --- inputs -------------------------------------------------------------------------------
+    def inputs(self) -> Tensor:
+        hp, p, g = self.hp, self.p, self.g
+        tokens = gg.input_tensor("i32", (p.n_tokens,), "inp_tokens")
+        embd = gg.input_tensor("f32", (hp.n_embd, p.n_tokens), "inp_embd")
+        cur = gg.get_rows(self.W("token_embd.weight"), tokens)
+        g.expand(cur)  # ggml_build_forward_select: the token path computes, the other is a leaf
+        g.expand(embd)
+        if self.spec.embd_scale:
+            cur = gg.unary(cur, "SCALE")
+        self.inp_pos = gg.input_tensor("i32", (p.n_tokens,), "inp_pos")
+        self.attn_in = {}
+        for swa in ((False, True) if self.spec.iswa else (False,)):
+            kvs = [x for x in self.kv.values() if x.swa == swa]
+            if not kvs:
+                continue
+            self.attn_in[swa] = self._attn_inputs(kvs)
+        self.out_ids = gg.input_tensor("i32", (p.n_outputs,), "out_ids")
+        return cur
+
+    def _attn_inputs(self, kvs: list[LayerKV]) -> dict:
+        hp, p = self.hp, self.p
+        n_kv = kvs[0].kv_size
+        v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
+        inp = {
+            "k_idxs": gg.input_tensor("i64", (p.n_tokens,), "attn_inp_k_idxs"),
+            "v_idxs": gg.input_tensor("i64", (p.n_tokens * (v_max if p.v_trans else 1),), "attn_inp_v_idxs"),
+            "mask": gg.input_tensor("f16" if p.flash_attn else "f32",
+                                    (n_kv, p.n_tokens // p.n_stream, 1, p.n_stream), "attn_inp_kq_mask"),
+            "k_rot": None, "v_rot": None,
+        }
+        heads_k = {hp.head_k[il] for il in self.kv if self.kv[il].swa == kvs[0].swa}
+        heads_v = {hp.head_v[il] for il in self.kv if self.kv[il].swa == kvs[0].swa}
+        quant_k = p.type_k not in ("f32", "f16", "bf16")
+        quant_v = p.type_v not in ("f32", "f16", "bf16")
+        if quant_k and len(heads_k) == 1 and hp.head_k[0] % 64 == 0:
+            n = _rot_size(heads_k.pop())
+            inp["k_rot"] = gg.input_tensor("f32", (n, n), "attn_inp_k_rot")
+        if quant_v and len(heads_v) == 1 and not hp.is_mla and hp.head_v[0] % 64 == 0:
+            inp["v_rot"] = gg.input_tensor("f32", (64, 64), "attn_inp_v_rot")
+        return inp
+
+    # --- attention ----------------------------------------------------------------------------
+    def qkv(self, il: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hp, W = self.hp, self.W
+        b = f"blk.{il}."
+        n_tok = x.ne[1]
+        hk, hv, nh, nkv = hp.head_k[il], hp.head_v[il], hp.n_head[il], hp.n_head_kv[il]
+        wqkv = W(b + "attn_qkv.weight")
+        if wqkv is not None:
+            qkv = self.mm(wqkv, x, W(b + "attn_qkv.bias"))
+            q = gg.view(qkv, (hk, nh, n_tok), (row_size("f32", hk), qkv.nb[1]), 0)
+            k = gg.view(qkv, (hk, nkv, n_tok), (row_size("f32", hk), qkv.nb[1]), row_size("f32", hk * nh))
+            v = gg.view(qkv, (hv, nkv, n_tok), (row_size("f32", hv), qkv.nb[1]),
+                        row_size("f32", hk * nh + hk * nkv))
+            return q, k, v
+        q = gg.reshape(self.mm(W(b + "attn_q.weight"), x, W(b + "attn_q.bias")), hk, nh, n_tok)
+        k = gg.reshape(self.mm(W(b + "attn_k.weight"), x, W(b + "attn_k.bias")), hk, nkv, n_tok)
+        v = gg.reshape(self.mm(W(b + "attn_v.weight"), x, W(b + "attn_v.bias")), hv, nkv, n_tok)
+        return q, k, v
+
+    def attention(self, il: int, x: Tensor) -> Tensor:
+        spec, W, b = self.spec, self.W, f"blk.{il}."
+        q, k, v = self.qkv(il, x)
+        freqs = W(f"rope_freqs.weight@{il}")
+        if spec.qk_norm:
+            q = self.norm(q, W(b + "attn_q_norm.weight"), il)
+        q = gg.rope(q, self.inp_pos, freqs)
+        if spec.qk_norm:
+            k = self.norm(k, W(b + "attn_k_norm.weight"), il)
+        k = gg.rope(k, self.inp_pos, freqs)
+        if spec.q_scale:
+            q = gg.unary(q, "SCALE")
+        cur = self.attn(il, q, k, v)
+        return self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+
+    def hadamard(self, cur: Tensor, rot: Tensor) -> Tensor:
+        n = rot.ne[0]
+        nel = cur.ne[0] * cur.ne[1] * cur.ne[2] * cur.ne[3]
+        res = gg.reshape(cur, n, nel // n) if _is_contiguous(cur) else gg.cont(cur, n, nel // n)
+        res = gg.mul_mat(rot, res)
+        return gg.reshape(res, *cur.ne)
+
+    def attn(self, il: int, q: Tensor, k_cur: Tensor, v_cur: Tensor) -> Tensor:
+        p, g, hp = self.p, self.g, self.hp
+        lkv = self.kv[il]
+        inp = self.attn_in[lkv.swa]
+        if inp["k_rot"] is not None:
+            q = self.hadamard(q, inp["k_rot"])
+            k_cur = self.hadamard(k_cur, inp["k_rot"])
+        if inp["v_rot"] is not None:
+            v_cur = self.hadamard(v_cur, inp["v_rot"])
+        # build_attn expands q, v, k; the iswa variant q, k, v
+        for t in ((q, k_cur, v_cur) if self.spec.iswa else (q, v_cur, k_cur)):
+            g.expand(t)
+        g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
+        g.expand(self.cpy_v(lkv, v_cur, inp["v_idxs"]))
+        k, v = self.get_k(il, lkv), self.get_v(il, lkv)
+        cur = self.mha(q, k, v, inp["mask"])
+        if inp["v_rot"] is not None:
+            cur = self.hadamard(cur, inp["v_rot"])
+        return cur
+
+    def cpy_k(self, lkv: LayerKV, k_cur: Tensor, idxs: Tensor) -> Tensor:
+        n_gqa = k_cur.ne[0] * k_cur.ne[1]
+        k_cur = gg.view(k_cur, (n_gqa, k_cur.ne[2]), (k_cur.nb[2],), 0)
+        k = lkv.k
+        if k.ne[2] > 1:
+            k = gg.reshape(k, n_gqa, lkv.kv_size * k.ne[2])
+        return gg.set_rows(k, k_cur, idxs)
+
+    def cpy_v(self, lkv: LayerKV, v_cur: Tensor, idxs: Tensor) -> Tensor:
+        n_gqa, n_tok = v_cur.ne[0] * v_cur.ne[1], v_cur.ne[2]
+        v = lkv.v
+        if not self.p.v_trans:
+            v_cur = gg.view(v_cur, (n_gqa, n_tok), (v_cur.nb[2],), 0)
+            if v.ne[2] > 1:
+                v = gg.reshape(v, n_gqa, lkv.kv_size * v.ne[2])
+            return gg.set_rows(v, v_cur, idxs)
+        if row_size(v_cur.type, n_gqa) == v_cur.nb[2]:
+            v_cur = gg.reshape(v_cur, n_gqa, n_tok)
+        else:
+            v_cur = gg.cont(v_cur, n_gqa, n_tok)
+        if n_gqa < v.ne[0]:
+            v_cur = gg.new_tensor(v_cur.type, (v.ne[0], n_tok), "PAD", [v_cur])
+        v_view = gg.reshape(v, 1, v.ne[0] * v.ne[1] * v.ne[2])
+        v_cur = gg.reshape(v_cur, 1, v_cur.ne[0] * v_cur.ne[1])
+        return gg.set_rows(v_view, v_cur, idxs)
+
+    def get_k(self, il: int, lkv: LayerKV) -> Tensor:
+        hp, k = self.hp, lkv.k
+        hk, nkv, ns, size = hp.head_k[il], hp.n_head_kv[il], k.ne[2], lkv.kv_size
+        return gg.view(k, (hk, nkv, size, ns),
+                       (row_size(k.type, hk), row_size(k.type, k.ne[0]), row_size(k.type, k.ne[0] * size)), 0)
+
+    def get_v(self, il: int, lkv: LayerKV) -> Tensor:
+        hp, v = self.hp, lkv.v
+        if v is None:  # MLA: V is a view of K (not modelled beyond the cache)
+            return self.get_k(il, lkv)
+        hv, nkv, ns, size = hp.head_v[il], hp.n_head_kv[il], v.ne[2], lkv.kv_size
+        if not self.p.v_trans:
+            return gg.view(v, (hv, nkv, size, ns),
+                           (row_size(v.type, hv), row_size(v.type, v.ne[0]), row_size(v.type, v.ne[0] * size)), 0)
+        return gg.view(v, (size, nkv, hv, ns),
+                       (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])), 0)
+
+    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        p, g = self.p, self.g
+        v_trans = v.nb[1] > v.nb[2]
+        ns = k.ne[3]
+        q = gg.view(q, (q.ne[0], q.ne[1], q.ne[2] // ns, ns), (q.nb[1], q.nb[2], q.nb[2] * (q.ne[2] // ns)), 0)
+        q = gg.permute(q, 0, 2, 1, 3)
+        k = gg.permute(k, 0, 2, 1, 3)
+        v = gg.permute(v, 0, 2, 1, 3)
+        if p.flash_attn:
+            if v_trans:
+                v = gg.transpose(v)
+            cur = gg.flash_attn_ext(q, k, v, mask)
+            cur = gg.reshape(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
+        else:
+            kq = gg.mul_mat(k, q)
+            if self.spec.attn_softcap:
+                kq = gg.unary(gg.unary(gg.unary(kq, "SCALE")), "SCALE")
+            kq = gg.soft_max(kq, mask)
+            if not v_trans:
+                v = gg.cont(gg.transpose(v))
+            kqv = gg.mul_mat(v, kq)
+            cur = gg.permute(kqv, 0, 2, 1, 3)
+            cur = gg.cont(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
+            if not p.offload_kqv:
+                cur.backend = p.cpu_backend  # "all nodes between the KV store and the output on the CPU"
+        g.expand(cur)
+        return cur
+
+    # --- feed-forward -------------------------------------------------------------------------
+    def ffn(self, il: int, x: Tensor) -> Tensor:
+        W, b = self.W, f"blk.{il}."
+        if W(b + "ffn_gate_inp.weight") is not None:
+            return self.moe(il, x)
+        up = self.mm(W(b + "ffn_up.weight"), x, W(b + "ffn_up.bias"))
+        gate_w = W(b + "ffn_gate.weight")
+        if gate_w is None:  # phi3: fused gate+up, LLM_FFN_SWIGLU
+            cur = gg.glu(up)
+        else:
+            gate = self.mm(gate_w, x, W(b + "ffn_gate.bias"))
+            cur = gg.glu_split(gate, up)
+        return self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
+
+    def moe(self, il: int, x: Tensor) -> Tensor:
+        g, W, b, hp = self.g, self.W, f"blk.{il}.", self.hp
+        n_embd, n_tok = x.ne[0], x.ne[1]
+        n_exp, n_used = hp.n_expert, hp.n_expert_used
+        logits = gg.mul_mat(W(b + "ffn_gate_inp.weight"), x)
+        probs = gg.soft_max(logits)
+        selected = gg.argsort_top_k(probs, n_used)
+        weights = gg.get_rows(gg.reshape(probs, 1, n_exp, n_tok), selected)
+        weights = gg.reshape(weights, n_used, n_tok)
+        wsum = gg.unary(gg.sum_rows(weights), "CLAMP")
+        weights = gg.binary("DIV", weights, wsum)
+        weights = gg.reshape(weights, 1, n_used, n_tok)
+        g.expand(weights)
+        cur = gg.reshape(x, n_embd, 1, n_tok)
+        up = gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected)
+        gate = gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected)
+        act = gg.glu_split(gate, up)
+        experts = gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected)
+        experts = gg.binary("MUL", experts, weights)
+        g.expand(experts)
+        views = [gg.view(experts, (n_embd, n_tok), (experts.nb[2],), i * experts.nb[1]) for i in range(n_used)]
+        for v in views:
+            g.expand(v)
+        out = views[0]
+        for v in views[1:]:
+            out = gg.binary("ADD", out, v)
+            g.expand(out)
+        if n_used == 1:
+            out = gg.cont(out)
+        return out
+
+    # --- the whole graph ----------------------------------------------------------------------
+    def build(self, layers: list[int]) -> Graph:
+        spec, W, hp, p, g = self.spec, self.W, self.hp, self.p, self.g
+        inp = self.inputs()
+        for il in layers:
+            b = f"blk.{il}."
+            no_attn = spec.variable and hp.n_head[il] == 0
+            cur = inp if no_attn else self.norm(inp, W(b + "attn_norm.weight"), il, W(b + "attn_norm.bias"))
+            if spec.variable and hp.n_head[il] > 0 and hp.n_head_kv[il] == 0:
+                cur = gg.mul_mat(W(b + "attn_output.weight"), cur)  # "linear attention"
+            elif not no_attn:
+                cur = self.attention(il, cur)
+            res = inp
+            if il == hp.n_layer - 1:
+                cur = gg.get_rows(cur, self.out_ids)
+                res = gg.get_rows(res, self.out_ids)
+            if spec.variable and hp.n_ff[il] == 0:
+                continue  # FFN-free layer: the graph drops its output and keeps inpL (deci.cpp)
+            if spec.post_norms:
+                cur = self.norm(cur, W(b + "post_attention_norm.weight"), il)
+            ffn_inp = cur if no_attn else gg.binary("ADD", cur, res)
+            cur = self.norm(ffn_inp, W(b + "ffn_norm.weight"), il, W(b + "ffn_norm.bias"))
+            cur = self.ffn(il, cur)
+            if spec.post_norms:
+                cur = self.norm(cur, W(b + "post_ffw_norm.weight"), -1)
+            inp = gg.binary("ADD", ffn_inp, cur) if spec.residual_first else gg.binary("ADD", cur, ffn_inp)
+        cur = self.norm(inp, W("output_norm.weight"), -1, W("output_norm.bias"))
+        cur.flags |= OUTPUT  # t_embd
+        out_w = W("output.weight")
+        cur = gg.mul_mat(out_w, cur)
+        if W("output.bias") is not None:
+            cur = gg.binary("ADD", cur, W("output.bias"))
+        if p.final_softcap:
+            cur = gg.unary(gg.unary(gg.unary(cur, "SCALE")), "SCALE")
+        cur.flags |= OUTPUT  # t_logits
+        g.expand(cur)
+        return g
+
+
+def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:
+    """(spec, exact): the family's spec, or the llama layer for an unknown architecture whose
+    layers have llama's tensors (an approximation), or None when the graph is not modelled."""
+    if arch in ARCHS:
+        return ARCHS[arch], True
+    names = set(tensor_names)
+    attn = "blk.0.attn_q.weight" in names or "blk.0.attn_qkv.weight" in names
+    ffn = "blk.0.ffn_down.weight" in names or "blk.0.ffn_down_exps.weight" in names
+    if attn and ffn and "blk.0.attn_output.weight" in names:
+        return LLAMA, False
+    return None, False
+
+
+def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
+                layers: list[int]) -> Graph:
+    """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute)."""
+    if spec.iswa and not any(x.swa for x in kv.values()):
+        spec = ArchSpec(**{**spec.__dict__, "iswa": False})
+    return _Builder(spec, hp, weights, kv, p).build(layers)

@@ -1,0 +1,170 @@
+"""Compute buffers: replay llama.cpp's worst-case graph reserve on the estimated placement.
+
+`llama_context::sched_reserve` (src/llama-context.cpp) builds the prompt graph for
+n_tokens = min(n_ctx, n_ubatch) tokens, n_seq_max sequences and min(n_tokens, n_outputs_max)
+outputs, and sizes one compute buffer per backend from it; in the no_alloc dry run that first
+reserve is what llama.cpp reports. This module sets up the same backends (the model's devices,
+then the CPU), pipeline parallelism and the layer pins of graph_get_cb, then hands the graph from
+llama_archs to llama_sched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramc.memory import llama_graph as gg
+from vramc.memory.llama_archs import ArchSpec, GraphParams, LayerKV, build_graph
+from vramc.memory.llama_cparams import Cparams
+from vramc.memory.llama_hparams import LlamaHparams
+from vramc.memory.llama_kv import LayerCache
+from vramc.memory.llama_placement import HOST, Placement
+from vramc.memory.llama_sched import Backend, allocate, schedule
+from vramc.modelmeta import ModelMeta
+
+GGML_SCHED_MAX_COPIES = 4
+
+
+@dataclass
+class ComputeResult:
+    by_device: dict[int, int]  # device (HOST included) -> compute buffer bytes
+    n_copies: int
+    n_splits: int
+    backends: list[str]
+
+
+def pipeline_parallel(n_devices: int, n_gpu_layers: int, n_layer_all: int, split_mode: str,
+                      offload_kqv: bool, has_overrides: bool) -> bool:
+    """llama_context ctor: more than one device, everything offloaded, layer split, no overrides
+    (RPC and CUDA devices support the async compute and events it also needs)."""
+    ngl = n_gpu_layers if n_gpu_layers >= 0 else n_layer_all + 1
+    return n_devices > 1 and ngl > n_layer_all and split_mode == "layer" and offload_kqv and not has_overrides
+
+
+def _signature(hp: LlamaHparams, il: int) -> tuple:
+    return (hp.is_swa[il], hp.n_head[il], hp.n_head_kv[il], hp.head_k[il], hp.head_v[il], hp.n_ff[il])
+
+
+def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> list[int]:
+    """The trunk with each device's run of identical layers shortened to its first `periods`
+    repetitions and its last one.
+
+    Within a run, every layer allocates and frees the same tensors, so ggml-alloc's free list
+    settles after a repetition or two and later layers reach the same peak; what differs is the
+    start of a run (split inputs), its end (the copy to the next device) and the model's last
+    layer (out_ids). tests/test_memory_llama.py checks the shortened graph against the full one.
+    """
+    out: list[int] = []
+    n = hp.n_layer
+    start = 0
+    while start < n:
+        end = start
+        while end < n and layer_dev[end] == layer_dev[start]:
+            end += 1
+        run = list(range(start, end))
+        sig = [_signature(hp, il) for il in run]
+        period = next(p for p in range(1, len(run) + 1)
+                      if all(sig[i] == sig[i + p] for i in range(len(run) - p)))
+        if len(run) > (periods + 1) * period:
+            run = run[:periods * period] + run[-period:]
+        out += run
+        start = end
+    return out
+
+
+class _Weights(dict):
+    """Weight leaves by GGUF name, created on first use with the device placement gave them."""
+
+    def __init__(self, meta: ModelMeta, hp: LlamaHparams, pl: Placement):
+        super().__init__()
+        self.by_name = {t.name: t for t in meta.tensors}
+        self.pl = pl
+        tok = self.get("token_embd.weight")
+        if "output.weight" not in self.by_name and tok is not None:
+            # tied embeddings: the output head reads the copy in the output device's buffer
+            devs = pl.tensor_dev["token_embd.weight"]
+            self["output.weight"] = tok if len(devs) == 1 else gg.weight(tok.type, tok.ne, devs[1], "output.weight")
+        # per-layer RoPE factors: each layer reads the copy in its own buffer (TENSOR_DUPLICATED)
+        name = next((n for n in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+                     if n in self.by_name), None)
+        if name is not None:
+            first = self.get(name)
+            copies = {first.dev: first}
+            for il in range(hp.n_layer):
+                dev = pl.layer_dev[il]
+                if dev not in copies:
+                    copies[dev] = gg.weight(first.type, first.ne, dev, name)
+                self[f"rope_freqs.weight@{il}"] = copies[dev]
+
+    def __missing__(self, name: str) -> gg.Tensor | None:
+        t = self.by_name.get(name)
+        devs = self.pl.tensor_dev.get(name) if t is not None else None
+        w = gg.weight(t.type, t.shape, devs[0], name) if devs else None
+        self[name] = w
+        return w
+
+    def get(self, name: str, default=None):
+        w = self[name]
+        return default if w is None else w
+
+
+def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_trans: bool,
+              hp: LlamaHparams) -> dict[int, LayerKV]:
+    v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
+    out = {}
+    for lc in caches:
+        if lc.kind == "rs":
+            continue
+        k = gg.new_tensor(type_k, (hp.n_embd_k_gqa(lc.il), lc.cells, c.n_stream), name=f"cache_k_l{lc.il}")
+        k.dev = lc.device
+        v = None
+        if not hp.is_mla:
+            v = gg.new_tensor(type_v, (v_max if v_trans else hp.n_embd_v_gqa(lc.il), lc.cells, c.n_stream),
+                              name=f"cache_v_l{lc.il}")
+            v.dev = lc.device
+        out[lc.il] = LayerKV(k, v, lc.cells, lc.kind == "kv_swa")
+    return out
+
+
+def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
+                     caches: list[LayerCache],
+                     backend_kinds: dict[int, str], *, flash_attn: bool, offload_kqv: bool, type_k: str,
+                     type_v: str, n_gpu_layers: int, split_mode: str, has_overrides: bool,
+                     op_offload: bool, final_softcap: bool, dry_run: bool = False,
+                     full_graph: bool = False) -> ComputeResult:
+    backends = []
+    for d in pl.devices:
+        kind = backend_kinds[d]
+        backends.append(Backend(f"dev{d}", f"dev{d}", kind, 128 if kind == "cuda" else 32,
+                                op_offload=kind == "cuda"))
+    backends.append(Backend("CPU", "host", "cpu", 32))
+    cpu = len(backends) - 1
+    dev_backend = {d: i for i, d in enumerate(pl.devices)}
+    dev_backend[HOST] = cpu
+
+    n_tokens = min(c.n_ctx, c.n_ubatch)
+    n_outputs = min(n_tokens, c.n_outputs_max)
+    n_seqs = c.n_seq_max
+    if n_tokens % n_seqs:
+        n_tokens = (n_tokens + n_seqs - 1) // n_seqs * n_seqs
+    ngl = n_gpu_layers if n_gpu_layers >= 0 else hp.n_layer_all + 1
+    full_offload = ngl > hp.n_layer_all
+    pin = {}
+    if full_offload or n_tokens < 32:  # graph_get_cb: "norm" runs on its layer's device
+        pin = {il: dev_backend[pl.layer_dev[il]] for il in range(hp.n_layer)}
+    v_trans = not c.flash_attn_requested
+    p = GraphParams(
+        n_tokens=n_tokens, n_seqs=n_seqs, n_stream=c.n_stream, n_outputs=n_outputs,
+        flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
+        final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
+    g = build_graph(spec, hp, _Weights(meta, hp, pl),
+                    _layer_kv(caches, c, type_k, type_v, v_trans, hp), p,
+                    list(range(hp.n_layer)) if full_graph else kept_layers(hp, pl.layer_dev))
+    pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)
+    n_copies = GGML_SCHED_MAX_COPIES if pp else 1
+    # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler
+    # after the graph (and its set_tensor_backend calls) was built
+    s = schedule(g, backends, dev_backend, n_copies, op_offload, pins=not dry_run)
+    sizes = allocate(s, backends)
+    by_device = {d: sizes[i] for i, d in enumerate(pl.devices)}
+    by_device[HOST] = sizes[cpu]
+    return ComputeResult(by_device, n_copies, len(s.splits), [b.name for b in backends])

@@ -1,0 +1,250 @@
+"""Just enough of ggml to rebuild llama.cpp's compute graphs without computing anything.
+
+A tensor carries what the scheduler and the graph allocator look at: type, shape, strides (for
+views and in-place reuse), op, sources, view source, flags and, for weights and KV cache, the
+device whose buffer already holds it. Shapes, strides and result types follow ggml/src/ggml.c of
+the pinned llama.cpp; `Graph.expand` is `ggml_build_forward_expand` (post-order DFS over sources
+in order), which fixes the node order the allocator walks.
+"""
+
+from __future__ import annotations
+
+from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
+
+INPUT, OUTPUT = 1, 2  # GGML_TENSOR_FLAG_INPUT / _OUTPUT
+
+# ggml_op_can_inplace (ggml-alloc.c): ops whose result may take over a source's memory
+INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1",
+                         "SUB", "MUL", "DIV", "SQR", "SQRT", "LOG", "UNARY", "ROPE", "ROPE_BACK",
+                         "SILU_BACK", "RMS_NORM", "RMS_NORM_BACK", "CLAMP", "SOFT_MAX",
+                         "SOFT_MAX_BACK"})
+VIEW_OPS = frozenset({"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
+
+
+def _blck_size(type_: str) -> tuple[int, int]:
+    _, blck, size = GGML_TYPES[TYPE_BY_NAME[type_]]
+    return blck, size
+
+
+class Tensor:
+    __slots__ = ("op", "src", "type", "ne", "nb", "view_src", "view_offs", "flags", "name", "dev",
+                 "weight", "nbytes", "backend", "il")
+
+    def __init__(self, op, type_, ne, nb, src=(), view_src=None, view_offs=0, name=""):
+        self.op = op
+        self.type = type_
+        self.ne = ne
+        self.nb = nb
+        self.src = list(src)
+        self.view_src = view_src
+        self.view_offs = view_offs
+        self.flags = 0
+        self.name = name
+        self.dev = None  # device whose buffer holds this tensor (weights, KV), None: not allocated
+        self.weight = False  # held by a GGML_BACKEND_BUFFER_USAGE_WEIGHTS buffer
+        self.backend = -1  # backend pinned by ggml_backend_sched_set_tensor_backend
+        self.il = -1
+        self.nbytes = _nbytes(type_, ne, nb)
+
+    @property
+    def is_view(self) -> bool:
+        return self.view_src is not None
+
+    def same_layout(self, other: "Tensor") -> bool:
+        return self.type == other.type and self.ne == other.ne and self.nb == other.nb
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"{self.name or self.op}{list(self.ne)}:{self.type}"
+
+
+def _nbytes(type_: str, ne, nb) -> int:
+    """ggml_nbytes: the span of a (possibly strided) tensor."""
+    if min(ne) <= 0:
+        return 0
+    blck, size = _blck_size(type_)
+    if blck == 1:
+        n = size
+        for i in range(4):
+            n += (ne[i] - 1) * nb[i]
+        return n
+    n = ne[0] * nb[0] // blck
+    for i in range(1, 4):
+        n += (ne[i] - 1) * nb[i]
+    return n
+
+
+def _contiguous_nb(type_: str, ne) -> tuple[int, int, int, int]:
+    blck, size = _blck_size(type_)
+    nb0 = size
+    nb1 = size * (ne[0] // blck)
+    nb2 = nb1 * ne[1]
+    return (nb0, nb1, nb2, nb2 * ne[2])
+
+
+def _ne4(ne) -> tuple[int, int, int, int]:
+    ne = tuple(ne)
+    return ne if len(ne) == 4 else ne + (1,) * (4 - len(ne))
+
+
+def new_tensor(type_: str, ne, op: str = "NONE", src=(), name: str = "") -> Tensor:
+    ne = _ne4(ne)
+    return Tensor(op, type_, ne, _contiguous_nb(type_, ne), src, name=name)
+
+
+def dup(a: Tensor, op: str, src=None, type_: str | None = None) -> Tensor:
+    """A new contiguous tensor shaped like `a` (ggml_dup_tensor), the result of `op`."""
+    return new_tensor(type_ or a.type, a.ne, op, [a] if src is None else src)
+
+
+def weight(type_: str, ne, dev: int, name: str = "") -> Tensor:
+    t = new_tensor(type_, ne, name=name)
+    t.dev = dev
+    t.weight = True
+    return t
+
+
+def input_tensor(type_: str, ne, name: str) -> Tensor:
+    t = new_tensor(type_, ne, name=name)
+    t.flags |= INPUT
+    return t
+
+
+def _view(a: Tensor, op: str, ne, nb, offset: int = 0, src=None) -> Tensor:
+    base = a.view_src if a.view_src is not None else a
+    offs = offset + (a.view_offs if a.view_src is not None else 0)
+    return Tensor(op, a.type, _ne4(ne), tuple(nb), [a] if src is None else src, base, offs)
+
+
+def view(a: Tensor, ne, nb_rest=(), offset: int = 0) -> Tensor:
+    """ggml_view_{1,2,3,4}d: ne and nb[1:] given, nb[0] = the type size."""
+    _, size = _blck_size(a.type)
+    ne = _ne4(ne)
+    nb = [size, *nb_rest]
+    while len(nb) < 4:
+        nb.append(nb[-1] * ne[len(nb) - 1])
+    return _view(a, "VIEW", ne, nb, offset)
+
+
+def view_tensor(a: Tensor) -> Tensor:
+    """ggml_view_tensor: a view that keeps op NONE (so ggml-alloc does not count it as a view)."""
+    return _view(a, "NONE", a.ne, a.nb)
+
+
+def reshape(a: Tensor, *ne) -> Tensor:
+    ne = _ne4(ne)
+    return _view(a, "RESHAPE", ne, _contiguous_nb(a.type, ne))
+
+
+def permute(a: Tensor, ax0: int, ax1: int, ax2: int, ax3: int) -> Tensor:
+    ne, nb = [0] * 4, [0] * 4
+    for i, ax in enumerate((ax0, ax1, ax2, ax3)):
+        ne[ax] = a.ne[i]
+        nb[ax] = a.nb[i]
+    return _view(a, "PERMUTE", ne, nb)
+
+
+def transpose(a: Tensor) -> Tensor:
+    return permute(a, 1, 0, 2, 3)
+
+
+def mul_mat(a: Tensor, b: Tensor) -> Tensor:
+    return new_tensor("f32", (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), "MUL_MAT", [a, b])
+
+
+def mul_mat_id(as_: Tensor, b: Tensor, ids: Tensor) -> Tensor:
+    return new_tensor("f32", (as_.ne[1], ids.ne[0], b.ne[2], 1), "MUL_MAT_ID", [as_, b, ids])
+
+
+def binary(op: str, a: Tensor, b: Tensor) -> Tensor:  # ADD, MUL, SUB, DIV
+    return dup(a, op, [a, b])
+
+
+def unary(a: Tensor, op: str = "UNARY") -> Tensor:  # silu, gelu, tanh, ... and SCALE, CLAMP, SQR
+    return dup(a, op)
+
+
+def rms_norm(a: Tensor) -> Tensor:
+    return dup(a, "RMS_NORM")
+
+
+def norm(a: Tensor) -> Tensor:
+    return dup(a, "NORM")
+
+
+def rope(a: Tensor, pos: Tensor, freqs: Tensor | None = None) -> Tensor:
+    return dup(a, "ROPE", [a, pos] + ([freqs] if freqs is not None else []))
+
+
+def soft_max(a: Tensor, mask: Tensor | None = None) -> Tensor:
+    return dup(a, "SOFT_MAX", [a] + ([mask] if mask is not None else []))
+
+
+def glu_split(a: Tensor, b: Tensor) -> Tensor:  # swiglu / geglu with separate gate and up
+    return new_tensor(a.type, a.ne, "GLU", [a, b])
+
+
+def glu(a: Tensor) -> Tensor:  # swiglu on a fused [2*n_ff] tensor
+    return new_tensor(a.type, (a.ne[0] // 2, *a.ne[1:]), "GLU", [a])
+
+
+def get_rows(a: Tensor, b: Tensor) -> Tensor:
+    type_ = "i32" if a.type == "i32" else "f32"
+    return new_tensor(type_, (a.ne[0], b.ne[0], b.ne[1], b.ne[2]), "GET_ROWS", [a, b])
+
+
+def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    t = view_tensor(a)
+    t.op = "SET_ROWS"
+    t.src = [b, c, a]
+    return t
+
+
+def cont(a: Tensor, *ne) -> Tensor:
+    return new_tensor(a.type, ne if ne else a.ne, "CONT", [a])
+
+
+def cast(a: Tensor, type_: str) -> Tensor:
+    return new_tensor(type_, a.ne, "CPY", [a])
+
+
+def flash_attn_ext(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sinks: Tensor | None = None) -> Tensor:
+    src = [q, k, v, mask] + ([sinks] if sinks is not None else [])
+    return new_tensor("f32", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), "FLASH_ATTN_EXT", src)
+
+
+def argsort_top_k(a: Tensor, k: int) -> Tensor:
+    s = new_tensor("i32", a.ne, "ARGSORT", [a])
+    return _view(s, "VIEW", (k, *s.ne[1:]), s.nb)
+
+
+def sum_rows(a: Tensor) -> Tensor:
+    return new_tensor(a.type, (1, *a.ne[1:]), "SUM_ROWS", [a])
+
+
+class Graph:
+    """A ggml_cgraph under construction: leafs (op NONE) and nodes in post-order."""
+
+    def __init__(self):
+        self.nodes: list[Tensor] = []
+        self.leafs: list[Tensor] = []
+        self._seen: set[int] = set()
+
+    def expand(self, t: Tensor) -> None:
+        """ggml_build_forward_expand: visit sources first, in order, each tensor once."""
+        seen = self._seen
+        if id(t) in seen:
+            return
+        stack = [(t, 0)]
+        seen.add(id(t))
+        while stack:
+            cur, i = stack.pop()
+            src = cur.src
+            while i < len(src) and (src[i] is None or id(src[i]) in seen):
+                i += 1
+            if i < len(src):
+                stack.append((cur, i + 1))
+                nxt = src[i]
+                seen.add(id(nxt))
+                stack.append((nxt, 0))
+                continue
+            (self.leafs if cur.op == "NONE" else self.nodes).append(cur)

@@ -1,0 +1,386 @@
+"""The backend scheduler and the graph allocator, replayed on a rebuilt graph.
+
+`schedule` is ggml_backend_sched_split_graph (ggml/src/ggml-backend.cpp): pass 1 puts nodes with
+pre-allocated tensors or weights on their buffer's backend (op offload: CUDA takes host-weight ops
+with a batch of 32 or more), passes 2-4 spread assignments to neighbours and sources, pass 5 cuts
+the graph into splits and creates the copies of inputs from other backends (n_copies of each with
+pipeline parallelism), pass 6 copies every graph input. `allocate` is ggml_gallocr_alloc_graph_impl
+with ggml_dyn_tallocr (ggml/src/ggml-alloc.c): best-fit free blocks, in-place reuse of a source's
+memory, freeing a tensor after its last consumer. The peak of each backend's allocator is the
+compute buffer llama.cpp reserves (`sched_reserve: ... compute buffer size`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vramc.ggml import row_size
+from vramc.memory.llama_graph import INPLACE_OPS, INPUT, OUTPUT, VIEW_OPS, Graph, Tensor, view_tensor
+
+HUGE = 1 << 62
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One entry of llama_context::backends: a model device, or the CPU (always last)."""
+
+    name: str
+    buft: str  # buffer type key: backends only share memory through identical keys
+    kind: str  # "cpu" | "rpc" | "cuda"
+    alignment: int
+    op_offload: bool = False  # ggml_backend_cuda_device_offload_op (op_offload_min_batch_size 32)
+
+    def offloads(self, op: Tensor) -> bool:
+        if not self.op_offload:
+            return False
+        if op.op == "GET_ROWS":
+            return False
+        if op.op == "MUL_MAT":
+            n = op.ne[1]
+        elif op.op in ("MUL_MAT_ID", "ROPE"):
+            n = op.ne[2]
+        else:
+            n = op.ne[1] * op.ne[2] * op.ne[3]
+        return n >= 32
+
+    def alloc_size(self, t: Tensor) -> int:
+        """ggml_backend_buft_get_alloc_size: ggml_nbytes, plus CUDA's extra room."""
+        size = t.nbytes
+        if self.kind != "cuda":
+            return size
+        if t.op == "FLASH_ATTN_EXT":
+            # ggml_cuda_flash_attn_ext_get_alloc_size: the MMA/tile kernels of a prompt batch
+            # convert a quantised K/V to f16 next to the result
+            end = size
+            k, v = t.src[1], t.src[2]
+            for x in (k, v):
+                if x.type not in ("f16", "f32", "bf16"):
+                    end = (end + 127) // 128 * 128 + 2 * x.ne[0] * x.ne[1] * x.ne[2] * x.ne[3]
+            size = end
+        if t.type not in ("f32", "f16", "bf16", "i32", "i64", "i16", "i8") and t.ne[0] % 512:
+            size += row_size(t.type, 512 - t.ne[0] % 512)
+        return size
+
+
+@dataclass
+class Split:
+    backend: int
+    i_start: int
+    i_end: int = 0
+    inputs: list[Tensor] = field(default_factory=list)
+
+
+class Scheduled:
+    """The scheduler's copy of the graph: what the allocator walks, with a backend per tensor."""
+
+    def __init__(self):
+        self.nodes: list[Tensor] = []
+        self.node_backend: list[int] = []
+        self.leafs: list[Tensor] = []
+        self.leaf_backend: list[int] = []
+        self.splits: list[Split] = []
+
+
+def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_copies: int,
+             op_offload: bool, pins: bool = True) -> Scheduled:
+    """`pins`: honour ggml_backend_sched_set_tensor_backend assignments made while building (the
+    no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first)."""
+    cpu = len(backends) - 1
+    bid: dict[int, int] = {}  # id(tensor) -> backend
+
+    def get(t: Tensor) -> int:
+        return bid.get(id(t), -1)
+
+    def buft_of(t: Tensor):
+        owner = t.view_src if t.view_src is not None else t
+        if owner.dev is not None:
+            return "host" if owner.dev < 0 else f"dev{owner.dev}"
+        b = get(t)
+        if b == -1 and t.view_src is not None:
+            b = get(t.view_src)
+        return backends[b].buft if b != -1 else None
+
+    def supported(t: Tensor, b: int) -> bool:
+        buft = buft_of(t)
+        return buft is not None and (buft == backends[b].buft or (b == cpu and buft == "host"))
+
+    def from_cur(t: Tensor) -> int:
+        if t.dev is not None:
+            return dev_backend[t.dev]
+        if t.view_src is not None and t.view_src.dev is not None:
+            return dev_backend[t.view_src.dev]
+        if t.flags & INPUT:
+            return cpu
+        if t.op != "ROPE" and t.op != "FLASH_ATTN_EXT":
+            for s in t.src:
+                if s is not None and s.weight:
+                    b = dev_backend[s.dev]
+                    if op_offload and b == cpu and s.dev < 0:
+                        for bb in range(cpu):
+                            if backends[bb].offloads(t):
+                                return bb
+                    return b
+        return -1
+
+    # pass 1: pre-allocated tensors and ops on weights
+    for t in g.leafs:
+        b = from_cur(t)
+        if b >= 0:
+            bid[id(t)] = b
+    for t in g.nodes:
+        b = t.backend if pins and t.backend >= 0 else from_cur(t)
+        if b >= 0:
+            bid[id(t)] = b
+
+    nodes = g.nodes
+    order = [n for n in nodes if n.op not in VIEW_OPS]
+    # pass 2: expand GPU assignments down and up, then every assignment down and up
+    for seq, skip_cpu in ((order, True), (order[::-1], True), (order, False), (order[::-1], False)):
+        cur = -1
+        for n in seq:
+            b = bid.get(id(n), -1)
+            if b != -1:
+                cur = -1 if (skip_cpu and b == cpu) else b
+            elif cur != -1:
+                bid[id(n)] = cur
+    # pass 3: unassigned nodes go where most of their inputs are (all ops are supported)
+    for n in order:
+        if get(n) == -1:
+            best, best_n = -1, -1
+            for b in range(len(backends)):
+                k = sum(1 for s in n.src if s is not None
+                        and (get(s) != -1 or (s.view_src is not None and get(s.view_src) != -1))
+                        and supported(s, b))
+                if k > best_n:
+                    best, best_n = b, k
+            bid[id(n)] = best
+    # pass 4: views follow their source, unassigned sources follow their consumer
+    for n in nodes:
+        if n.view_src is not None and get(n) == -1:
+            bid[id(n)] = get(n.view_src)
+        for s in n.src:
+            if s is not None and get(s) == -1:
+                bid[id(s)] = get(s.view_src) if s.view_src is not None else get(n)
+        if get(n) == -1:
+            bid[id(n)] = 0
+
+    # pass 5: splits and copies of inputs that live on another backend
+    out = Scheduled()
+    copies: dict[tuple[int, int], list[Tensor]] = {}
+    splits: list[Split] = []
+    split = None
+    for i, n in enumerate(nodes):
+        if n.op in VIEW_OPS:
+            continue
+        b = get(n)
+        if split is None:
+            split = Split(b, 0)
+            splits.append(split)
+        new = False
+        if b == split.backend and split.inputs:
+            for s in n.src:
+                if s is not None and s.weight and get(s) != split.backend and not supported(s, split.backend):
+                    new = True
+                    break
+        if b != split.backend or new:
+            split.i_end = i
+            split = Split(b, i)
+            splits.append(split)
+        for j, s in enumerate(n.src):
+            if s is None:
+                continue
+            if get(s) != b and not supported(s, b):
+                key = (id(s), b)
+                cps = copies.get(key)
+                if cps is None:
+                    cps = []
+                    for _c in range(n_copies):
+                        cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"{backends[b].name}#{s.name}")
+                        if n_copies > 1:
+                            cp.flags |= INPUT | OUTPUT
+                        cps.append(cp)
+                    copies[key] = cps
+                    split.inputs.append(s)
+                n.src[j] = cps[0]
+    if split is not None:
+        split.i_end = len(nodes)
+    out.splits = splits
+
+    # pass 6 (pipeline parallelism): n_copies of every graph input, the first one the leaf itself
+    graph_inputs: list[tuple[Tensor, list[Tensor]]] = []
+    if n_copies > 1:
+        for leaf in g.leafs:
+            if leaf.flags & INPUT:
+                leaf.flags |= OUTPUT
+                cps = [leaf]
+                for _c in range(1, n_copies):
+                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=leaf.name)
+                    cp.flags |= INPUT | OUTPUT
+                    cps.append(cp)
+                graph_inputs.append((leaf, cps))
+
+    for sp in splits:
+        for inp in sp.inputs:
+            dep = view_tensor(inp)  # keeps the source alive until the copy is made
+            out.nodes.append(dep)
+            out.node_backend.append(get(inp))
+            out.nodes.append(copies[(id(inp), sp.backend)][0])
+            out.node_backend.append(sp.backend)
+        for j in range(sp.i_start, sp.i_end):
+            out.nodes.append(nodes[j])
+            out.node_backend.append(get(nodes[j]))
+    if n_copies > 1:
+        for leaf, cps in graph_inputs:
+            for cp in cps:
+                out.leafs.append(cp)
+                out.leaf_backend.append(get(leaf))
+        for sp in splits:
+            for inp in sp.inputs:
+                for cp in copies[(id(inp), sp.backend)]:
+                    out.leafs.append(cp)
+                    out.leaf_backend.append(sp.backend)
+    for leaf in g.leafs:
+        out.leafs.append(leaf)
+        out.leaf_backend.append(get(leaf))
+    return out
+
+
+class _Talloc:
+    """ggml_dyn_tallocr with one chunk (every buffer type here has no maximum size)."""
+
+    __slots__ = ("alignment", "blocks", "max_size")
+
+    def __init__(self, alignment: int):
+        self.alignment = alignment
+        self.blocks = [[0, HUGE]]  # [offset, size], sorted by offset; the last one is open-ended
+        self.max_size = 0
+
+    def alloc(self, size: int) -> int:
+        a = self.alignment
+        size = (size + a - 1) // a * a
+        blocks = self.blocks
+        best, best_size = -1, HUGE * 2
+        for i in range(len(blocks) - 1):
+            bs = blocks[i][1]
+            if size <= bs <= best_size:
+                best, best_size = i, bs
+        if best == -1:
+            best = len(blocks) - 1
+        blk = blocks[best]
+        off = blk[0]
+        blk[0] += size
+        blk[1] -= size
+        if blk[1] == 0:
+            del blocks[best]
+        if off + size > self.max_size:
+            self.max_size = off + size
+        return off
+
+    def free(self, off: int, size: int) -> None:
+        a = self.alignment
+        size = (size + a - 1) // a * a
+        blocks = self.blocks
+        for i, blk in enumerate(blocks):
+            if blk[0] + blk[1] == off:
+                blk[1] += size
+                if i + 1 < len(blocks) and blk[0] + blk[1] == blocks[i + 1][0]:
+                    blk[1] += blocks[i + 1][1]
+                    del blocks[i + 1]
+                return
+            if off + size == blk[0]:
+                blk[0] = off
+                blk[1] += size
+                if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == blk[0]:
+                    blocks[i - 1][1] += blk[1]
+                    del blocks[i]
+                return
+        k = 0
+        while k < len(blocks) and blocks[k][0] < off:
+            k += 1
+        blocks.insert(k, [off, size])
+
+
+class _H:
+    __slots__ = ("n_children", "n_views", "buffer", "offset", "allocated")
+
+    def __init__(self):
+        self.n_children = 0
+        self.n_views = 0
+        self.buffer = -1
+        self.offset = 0
+        self.allocated = False
+
+
+def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
+    """Peak bytes of each backend's compute buffer for one reserve pass."""
+    tallocs = [_Talloc(b.alignment) for b in backends]
+    hs: dict[int, _H] = {}
+
+    def h(t: Tensor) -> _H:
+        x = hs.get(id(t))
+        if x is None:
+            x = hs[id(t)] = _H()
+        return x
+
+    def allocate_node(t: Tensor, buffer: int) -> None:
+        ht = h(t)
+        if t.dev is not None or ht.allocated or t.view_src is not None:
+            return
+        ht.allocated = True
+        if t.op in INPLACE_OPS:
+            for p in t.src:
+                if p is None:
+                    continue
+                hp = hs.get(id(p))
+                if hp is None or not hp.allocated:
+                    continue  # external, or a view (views are never owned)
+                if p.flags & OUTPUT or (p.view_src is not None and p.view_src.flags & OUTPUT):
+                    continue
+                if not t.same_layout(p):
+                    continue
+                if hp.n_children == 1 and hp.n_views == 0:
+                    ht.buffer, ht.offset = hp.buffer, hp.offset
+                    hp.allocated = False
+                    return  # same layout: no extra space to give back
+        ht.buffer = buffer
+        ht.offset = tallocs[buffer].alloc(backends[buffer].alloc_size(t))
+
+    def free_node(t: Tensor) -> None:
+        if t.flags & OUTPUT:
+            return
+        ht = h(t)
+        tallocs[ht.buffer].free(ht.offset, backends[ht.buffer].alloc_size(t))
+        ht.allocated = False
+
+    for t, b in zip(s.leafs, s.leaf_backend):
+        allocate_node(t, b)
+    for t, b in zip(s.nodes, s.node_backend):
+        if t.view_src is not None and t.op != "NONE":
+            h(t.view_src).n_views += 1
+        if t.flags & INPUT:
+            allocate_node(t, b)
+        for p in t.src:
+            if p is None:
+                continue
+            h(p).n_children += 1
+            if p.flags & INPUT:
+                allocate_node(p, b)
+    for t, b in zip(s.nodes, s.node_backend):
+        for p in t.src:
+            if p is not None:
+                allocate_node(p, b)
+        allocate_node(t, b)
+        for p in t.src:
+            if p is None:
+                continue
+            hp = h(p)
+            hp.n_children -= 1
+            if hp.n_children == 0 and hp.n_views == 0:
+                if p.view_src is not None:
+                    hv = h(p.view_src)
+                    hv.n_views -= 1
+                    if hv.n_views == 0 and hv.n_children == 0 and hv.allocated:
+                        free_node(p.view_src)
+                elif hp.allocated:
+                    free_node(p)
+    return [ta.max_size for ta in tallocs]
