@@ -43,7 +43,7 @@ class DeviceMemory:
 
 @dataclass
 class OracleResult:
-    devices: list[DeviceMemory]  # in launch order
+    devices: list[DeviceMemory]  # one per RPC device in launch order (zeros if the model skips it)
     host: DeviceMemory
     compute_precise: dict[str, int] = field(default_factory=dict)  # name -> bytes (0.01 MiB)
     command: list[str] = field(default_factory=list)
@@ -133,8 +133,16 @@ class RpcServers:
         self.endpoints.clear()
 
 
-def fit_print_args(params: LlamaParams, device_names: list[str]) -> list[str]:
+def rpc_buffer_names(endpoints: list[str]) -> list[str]:
+    """The buffer type name of each RPC device (every server exposes its CPU as device 0)."""
+    return [f"RPC0[{ep}]" for ep in endpoints]
+
+
+def fit_print_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
     """llama-fit-params flags for `params` on the given devices (see `llama-fit-params --help`).
+
+    `buffer_names[i]` is the buffer type of device i, which `-ot` names; LlamaParams names the
+    devices RPC0, RPC1, ... in launch order.
 
     `--fit off` keeps the parameters as given; `--no-repack` keeps host weights in the CPU buffer
     type, because common_fit_print leaves CPU_REPACK buffers (not host buffers) out of "Host".
@@ -158,25 +166,27 @@ def fit_print_args(params: LlamaParams, device_names: list[str]) -> list[str]:
         parts = []
         for pattern, target in params.overrides:
             if target.upper() != "CPU":
-                ids = [n for n in device_names if n.split("[")[0] == target]
-                if not ids:
+                i = int(target[3:]) if target.startswith("RPC") and target[3:].isdigit() else -1
+                if not 0 <= i < len(buffer_names):
                     raise OracleError(f"override target {target!r} is not an oracle device")
-                target = ids[0]
+                target = buffer_names[i]
             parts.append(f"{pattern}={target}")
         args += ["-ot", ",".join(parts)]
     return args
 
 
 def parse_fit_print(stdout: str, n_devices: int) -> tuple[list[DeviceMemory], DeviceMemory]:
-    rows = []
+    """The per-device lines; devices the model does not use (split_mode none) are not printed."""
+    rows = {}
     for line in stdout.splitlines():
         m = _LINE_RE.match(line.strip())
         if m:
             name, model, ctx, comp = m.group(1), *map(int, m.group(2, 3, 4))
-            rows.append(DeviceMemory(name, model * MiB, ctx * MiB, comp * MiB))
-    if len(rows) != n_devices + 1 or rows[-1].name != "Host":
+            rows[name] = DeviceMemory(name, model * MiB, ctx * MiB, comp * MiB)
+    names = [f"RPC{i}" for i in range(n_devices)]
+    if "Host" not in rows or set(rows) - set(names) - {"Host"}:
         raise OracleError(f"unexpected llama-fit-params output:\n{stdout}")
-    return rows[:-1], rows[-1]
+    return [rows.get(n, DeviceMemory(n, 0, 0, 0)) for n in names], rows["Host"]
 
 
 def parse_compute_log(log: str, endpoints: list[str]) -> dict[str, int]:
@@ -197,11 +207,10 @@ def parse_compute_log(log: str, endpoints: list[str]) -> dict[str, int]:
 def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path,
                   precise: bool = False, timeout_s: float = 60.0) -> OracleResult:
     """Run the dry run for `params` with one RPC device per endpoint (none: CPU only)."""
-    names = [f"RPC{i}" for i in range(len(endpoints))]
     cmd = [str(Path(bin_dir) / "llama-fit-params"), "-m", str(model)]
     if endpoints:
         cmd += ["--rpc", ",".join(endpoints)]
-    cmd += fit_print_args(params, names)
+    cmd += fit_print_args(params, rpc_buffer_names(endpoints))
     cmd += ["--fit-print", "on"]
     if precise:
         cmd += ["-lv", "5"]
