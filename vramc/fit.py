@@ -159,6 +159,8 @@ class Solver:
     def layout(self, choice, n_gpu: int, split_auto: bool):
         """Resolve tensor_split (when auto) for `n_gpu` offloaded layers; verify with the estimate."""
         c = replace(choice, gpu_layers=n_gpu)
+        if split_auto and len(self.gpus) == 1:
+            return c, self.estimate(replace(c, tensor_split=None))
         if not split_auto:
             est = self.estimate(c)
             return c, est
@@ -182,13 +184,43 @@ class Solver:
             compute = [max(a, b) for a, b in zip(compute, new)]
         return c, est
 
+    def guess_compute(self, choice) -> list[int] | None:
+        """Compute buffers per GPU with every GPU holding layers (what a full split needs)."""
+        guess = replace(choice, gpu_layers=self.hp.n_layer_all + 1,
+                        tensor_split=tuple(float(max(x, 1)) for x in self.limits))
+        est = self.estimate(guess)
+        return None if est.errors else self.compute_of(est)
+
     def max_layers(self, choice, split_auto: bool):
-        """The most layers (output first) that fit, by bisection on the verified estimate."""
+        """The most layers (output first) that fit, verified by the estimate the plan shows."""
         total = self.hp.n_layer_all + 1
         c, est = self.layout(choice, total, split_auto)
         if self.fits(est):
             return c, est, total
-        lo, hi, best = 0, total, None
+        if split_auto:
+            # the largest count that packs, by arithmetic on per-layer costs, then verified
+            compute = self.guess_compute(choice)
+            if compute is not None:
+                costs = self.costs(replace(choice, gpu_layers=total))
+                caps = [lim - cmp for lim, cmp in zip(self.limits, compute)]
+                n = total
+                while n > 0 and self.pack(costs, n, caps) is None:
+                    n -= 1
+                while n > 0:
+                    cn, en = self.layout(choice, n, split_auto)
+                    if self.fits(en):
+                        # the arithmetic is conservative (every GPU charged a full compute
+                        # buffer): climb while the verified estimate still fits
+                        while n < total - 1:
+                            cu, eu = self.layout(choice, n + 1, split_auto)
+                            if not self.fits(eu):
+                                break
+                            cn, en, n = cu, eu, n + 1
+                        return cn, en, n
+                    n -= 1
+            c0, e0 = self.layout(choice, 0, split_auto)
+            return c0, e0, 0
+        lo, hi, best = 0, total - 1, None
         while lo < hi:
             mid = (lo + hi + 1) // 2
             cm, em = self.layout(choice, mid, split_auto)
@@ -196,9 +228,9 @@ class Solver:
                 lo, best = mid, (cm, em)
             else:
                 hi = mid - 1
-        if best is None:
-            c0, e0 = self.layout(choice, 0, split_auto)
-            return c0, e0, 0
+        if best is None or best[0].gpu_layers != lo:
+            cm, em = self.layout(choice, lo, split_auto)
+            return cm, em, lo
         return best[0], best[1], lo
 
     def ctx_bounds(self, choice) -> tuple[int, int]:
@@ -209,22 +241,26 @@ class Solver:
         lo = min(self.ctx_min, hi)
         return lo, hi
 
-    def quick_fits(self, choice, n_gpu: int, split_auto: bool) -> bool:
-        """One estimate: do `n_gpu` layers fit at this context? (verified later in full)."""
+    def quick_fits(self, choice, n_gpu: int, split_auto: bool, compute: list[int] | None = None) -> bool:
+        """Do `n_gpu` layers fit at this context? With `compute` given (interpolated between
+        measured contexts) this is arithmetic only; the answer is verified in full later."""
         c = replace(choice, gpu_layers=n_gpu)
         if not split_auto:
             return self.fits(self.estimate(c))
-        guess = replace(c, tensor_split=tuple(float(max(x, 1)) for x in self.limits))
-        est = self.estimate(guess)
-        if est.errors:
-            return False
-        caps = [lim - cmp for lim, cmp in zip(self.limits, self.compute_of(est))]
+        if compute is None:
+            compute = self.guess_compute(c)
+            if compute is None:
+                return False
+        caps = [lim - cmp for lim, cmp in zip(self.limits, compute)]
         return self.pack(self.costs(c), n_gpu, caps) is not None
 
     def solve(self) -> FitResult:
         ch = self.choice
         layers_auto = ch.gpu_layers == "auto"
         split_auto = ch.tensor_split == "auto"
+        single = len(self.gpus) == 1 and not split_auto and ch.split_mode != "none"
+        if single:  # one GPU: every split is the same, so the arithmetic search applies
+            ch, split_auto = replace(ch, tensor_split="auto"), True
         ctx_auto = ch.ctx == "auto"
         if not self.gpus:
             ch = replace(ch, gpu_layers=0 if layers_auto else ch.gpu_layers,
@@ -255,12 +291,23 @@ class Solver:
                                     f"{n_lo} layers on GPUs")
                     ch, est = c_lo, e_lo
                 else:
-                    # bisect on one estimate per probe, then verify the answer in full
+                    # bisect with compute buffers interpolated between the two ends (they grow
+                    # about linearly with the context), then verify the answer in full
                     n_fixed = total if fixed_layers is None else fixed_layers
+                    comp_lo = self.guess_compute(replace(ch, ctx=lo)) if split_auto else None
+                    comp_hi = self.guess_compute(replace(ch, ctx=hi)) if split_auto else None
+
+                    def compute_at(ctx: int):
+                        if comp_lo is None or comp_hi is None:
+                            return None
+                        f = (ctx - lo) / max(1, hi - lo)
+                        return [int(a + (b - a) * f) for a, b in zip(comp_lo, comp_hi)]
+
                     a, b = lo // CTX_STEP, hi // CTX_STEP
                     while a < b:
                         mid = (a + b + 1) // 2
-                        if self.quick_fits(replace(ch, ctx=mid * CTX_STEP), n_fixed, split_auto):
+                        if self.quick_fits(replace(ch, ctx=mid * CTX_STEP), n_fixed, split_auto,
+                                           compute_at(mid * CTX_STEP)):
                             a = mid
                         else:
                             b = mid - 1
@@ -278,7 +325,9 @@ class Solver:
             ch, est, n = attempt(ch)
             if layers_auto:
                 self.log.append(f"{n} of {total} layers fit on GPUs" + (" (all)" if n == total else ""))
-        if split_auto:
+        if single:
+            ch = replace(ch, tensor_split=self.choice.tensor_split)
+        elif split_auto:
             self.log.append("tensor_split " + ",".join(f"{x:g}" for x in ch.tensor_split)
                             + " (layers per GPU, balancing the share of each GPU left free)")
         fits = self.fits(est)
