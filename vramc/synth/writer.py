@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vramc.ggml import TYPE_BY_NAME
-from vramc.modelmeta import ModelMeta, Tensor
+from vramc.modelmeta import ModelMeta
 from vramc.synth.arches import arch_metadata, tensor_shapes
 from vramc.synth.quant import FLOAT_FTYPES, FTYPE_ID, tensor_types
 from vramc.synth.shapes import SPM_TOKENIZER, ModelShape
@@ -29,15 +29,14 @@ def _pad(n: int, align: int = ALIGNMENT) -> int:
     return (n + align - 1) // align * align
 
 
-def file_metadata(shape: ModelShape, ftype: str, *, tokenizer: bool = True) -> dict[str, Any]:
+def file_metadata(shape: ModelShape, ftype: str) -> dict[str, Any]:
     """Every GGUF key of the file but general.architecture (the writer adds it), in file order."""
     ftype = ftype.upper()
     kv: dict[str, Any] = {"general.name": shape.name, "general.file_type": FTYPE_ID[ftype]}
     if ftype not in FLOAT_FTYPES:
         kv["general.quantization_version"] = QUANTIZATION_VERSION
     kv.update({f"{shape.arch}.{k}": v for k, v in arch_metadata(shape).items()})
-    if tokenizer:
-        kv.update(tokenizer_metadata(shape.tokenizer, shape.n_vocab))
+    kv.update(tokenizer_metadata(shape.tokenizer, shape.n_vocab))
     return kv
 
 
@@ -149,7 +148,3 @@ def write_tiny_model(path: str | os.PathLike, *, ftype: str = "F32", seed: int =
     writer.close()
     return path
 
-
-def sparse_tensor_bytes(tensors: list[Tensor]) -> int:
-    """Bytes of the data region for `tensors` (each tensor padded to the alignment)."""
-    return sum(_pad(t.nbytes) for t in tensors)
