@@ -41,3 +41,13 @@ def test_explain_and_rules_commands():
     assert runner.invoke(app, ["explain", "VR999"]).exit_code == 2
     md = runner.invoke(app, ["rules", "--format", "md"]).output
     assert md.splitlines()[0].startswith("| code |") and "| VR401 |" in md
+
+
+def test_readme_rules_table_is_current():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "update_readme.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,52 @@
+"""Regenerate the generated parts of README.md (between <!-- NAME:start --> and <!-- NAME:end -->).
+
+    python scripts/update_readme.py          # rewrite README.md
+    python scripts/update_readme.py --check  # exit 1 if README.md is stale (tests run this)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rules_table() -> str:
+    out = subprocess.run([sys.executable, "-m", "vramc", "rules", "--format", "md"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
+def bench_file(rel: str) -> str:
+    p = ROOT / rel
+    return p.read_text().strip() if p.exists() else f"(run the benchmark: {rel} is missing)"
+
+
+SECTIONS = {"rules": rules_table}
+
+
+def render(text: str) -> str:
+    for name, make in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = render(old)
+    if "--check" in sys.argv:
+        if new != old:
+            print("README.md is stale: run python scripts/update_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
