@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vramc.gguf import GGUFError, read_gguf, split_paths
-from vramc.modelmeta import ModelMeta, Tensor, _ranges
+from vramc.modelmeta import ModelMeta, Tensor, block_ranges
 
 REPORT_VERSION = 1
 _INPUT = ("token_embd.", "token_embd_norm.", "token_types.", "position_embd.")
@@ -273,7 +273,7 @@ def _by_layer(values: list) -> str:
 
 
 def _on_layers(indices: list[int]) -> str:
-    return f"on layer{'s' if len(indices) > 1 else ''} {_ranges(indices)}"
+    return f"on layer{'s' if len(indices) > 1 else ''} {block_ranges(indices)}"
 
 
 def _tensors(part: dict) -> str:

@@ -117,7 +117,8 @@ class ModelMeta:
         )
 
 
-def _ranges(blocks: list[int]) -> str:
+def block_ranges(blocks: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5": how locks and reports write sets of blocks."""
     parts, start, prev = [], blocks[0], blocks[0]
     for b in blocks[1:] + [None]:
         if b is not None and b == prev + 1:
@@ -153,7 +154,7 @@ def compress_tensors(tensors: list[Tensor]) -> dict[str, list]:
     for key in order:
         blocks = sorted(groups[key])
         suffix, type_, shape = key
-        rows.append((blocks[0], suffix, f"blk.{{{_ranges(blocks)}}}.{suffix}", [type_, *shape]))
+        rows.append((blocks[0], suffix, f"blk.{{{block_ranges(blocks)}}}.{suffix}", [type_, *shape]))
     for _, _, name, value in sorted(rows, key=lambda r: (r[0], r[1])):
         out[name] = value
     return out
