@@ -205,3 +205,103 @@ def test_host_output_buffer_holds_logits(n_seq, expected):
     est = estimate_llama(llama_meta(n_layer=2), [], LlamaParams(n_ctx=4096, n_seq_max=n_seq,
                                                                n_outputs_max=1))
     assert est.host.other_bytes == expected
+
+
+# --- compute buffers --------------------------------------------------------------------------
+
+def compute_mib(est):
+    return [round(d.compute_bytes / MiB, 2) for d in est.devices] + [round(est.host.compute_bytes / MiB, 2)]
+
+
+def test_compute_matches_the_oracle_to_the_hundredth_of_a_mib():
+    # `sched_reserve: ... compute buffer size` of llama-fit-params for the ORACLE.md case
+    est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, tensor_split=(3, 5)), dry_run=True)
+    assert compute_mib(est) == [172.04, 354.55, 72.05]
+
+
+@pytest.mark.parametrize("kw,device,host", [
+    ({}, 258.50, 24.01),  # ORACLE.md: 258 MiB with flash attention
+    ({"flash_attn": "off"}, 564.01, 36.01),  # 564: KQ of one layer, f32 [8192, 512, 32]
+    ({"n_ubatch": 2048}, 1034.00, 96.05),  # 1034
+    ({"flash_attn": "off", "n_ctx": 32768}, 2148.01, 84.01),  # 2148
+])
+def test_compute_single_device_oracle(kw, device, host):
+    est = estimate_llama(llama_meta(), rpc(1), LlamaParams(**{"n_ctx": 8192, **kw}), dry_run=True)
+    assert compute_mib(est) == [device, host]
+
+
+def test_launch_keeps_the_layer_pins_the_dry_run_loses():
+    """A real llama-server load over RPC reported 172.04 MiB on both devices for this case; the
+    no_alloc dry run copies layer 13's first norm too (graph_get_cb's pin is reset)."""
+    p = LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1, flash_attn="on")
+    assert compute_mib(estimate_llama(llama_meta(), rpc(2), p)) == [172.04, 172.04, 72.05]
+    assert compute_mib(estimate_llama(llama_meta(), rpc(2), p, dry_run=True)) == [172.04, 204.04, 72.05]
+
+
+def test_launch_without_kv_offload_runs_attention_on_the_host():
+    p = LlamaParams(n_ctx=8192, offload_kqv=False, tensor_split=(2, 1), flash_attn="off")
+    dry = estimate_llama(llama_meta(), rpc(2), p, dry_run=True)
+    assert compute_mib(dry) == [576.00, 592.00, 36.01]  # oracle: the pin to the CPU is lost
+    launch = estimate_llama(llama_meta(), rpc(2), p)
+    assert launch.host.compute_bytes > 512 * MiB  # KQ [8192, 512, 32] f32 on the CPU
+    assert compute_mib(launch)[:2] == [108.0, 266.5]  # RPC1 holds the 250.5 MiB of logits
+
+
+def test_pipeline_parallelism_needs_full_offload_on_several_devices():
+    full = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=4096, tensor_split=(1, 1)))
+    assert full.resolved["pipeline_parallel"]
+    for p in (LlamaParams(n_ctx=4096, tensor_split=(1, 1), n_gpu_layers=32),
+              LlamaParams(n_ctx=4096, tensor_split=(1, 1), offload_kqv=False),
+              LlamaParams(n_ctx=4096, tensor_split=(1, 1), overrides=(("ffn_down", "CPU"),))):
+        assert not estimate_llama(llama_meta(), rpc(2), p).resolved["pipeline_parallel"]
+    assert not estimate_llama(llama_meta(), rpc(1), LlamaParams(n_ctx=4096)).resolved["pipeline_parallel"]
+
+
+def test_logits_scale_with_outputs_on_the_output_device():
+    # llama-server reserves one output per slot, llama-fit-params n_batch (capped by n_ubatch)
+    server = estimate_llama(llama_meta(), rpc(1), LlamaParams(n_ctx=8192, n_outputs_max=1))
+    dry = estimate_llama(llama_meta(), rpc(1), LlamaParams(n_ctx=8192))
+    logits = 4 * 128256 * 512  # f32 logits of 512 outputs
+    assert dry.devices[0].compute_bytes >= logits > server.devices[0].compute_bytes
+
+
+def test_cuda_op_offload_streams_host_weights_through_the_first_gpu():
+    cuda = [GpuBudget("CUDA0", "gpu", 0, 24 * 1024 * MiB)]
+    p = LlamaParams(n_ctx=4096, n_gpu_layers=16, n_outputs_max=1)
+    on_cuda = estimate_llama(llama_meta(), cuda, p)
+    on_rpc = estimate_llama(llama_meta(), rpc(1), p)
+    ffn = make_tensor("w", "q8_0", (4096, 14336)).nbytes
+    # the CPU layers' matrix multiplications move to CUDA0, their weights copied in one at a time
+    assert on_cuda.devices[0].compute_bytes > ffn
+    assert on_cuda.devices[0].compute_bytes - on_rpc.devices[0].compute_bytes > 32 * MiB
+    assert on_cuda.host.compute_bytes < on_rpc.host.compute_bytes
+    off = estimate_llama(llama_meta(), cuda, LlamaParams(n_ctx=4096, n_gpu_layers=16, n_outputs_max=1,
+                                                        op_offload=False))
+    assert compute_mib(off) == compute_mib(on_rpc)
+
+
+@pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct",
+                                  "llama-3.3-nemotron-super-49b-v1.5"])
+def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
+    from vramc.memory import llama as llama_mod
+    from vramc.memory.llama_compute import estimate_compute
+    from vramc.synth import CATALOG, model_meta
+
+    meta = model_meta(CATALOG[name], "Q4_K_M")
+    cases = [LlamaParams(n_ctx=16384, tensor_split=(3, 1, 2), n_gpu_layers=ngl, flash_attn=fa, n_seq_max=np_)
+             for ngl in (-1, 30) for fa in ("on", "off") for np_ in (1, 4)]
+    short = [compute_mib(estimate_llama(meta, rpc(3), p)) for p in cases]
+    monkeypatch.setattr(llama_mod, "estimate_compute",
+                        lambda *a, **k: estimate_compute(*a, **k, full_graph=True))
+    assert short == [compute_mib(estimate_llama(meta, rpc(3), p)) for p in cases]
+
+
+def test_unmodelled_architectures_say_so():
+    meta = llama_meta(n_layer=4, arch="mamba", extra={
+        "ssm.conv_kernel": 4, "ssm.inner_size": 2048, "ssm.state_size": 16, "ssm.time_step_rank": 64})
+    est = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=4096))
+    assert est.devices[0].compute_bytes == 0
+    assert any("not modelled for architecture 'mamba'" in n for n in est.notes)
+    est = estimate_llama(llama_meta(n_layer=4, arch="granite"), rpc(1), LlamaParams(n_ctx=4096))
+    assert est.devices[0].compute_bytes > 0
+    assert any("approximated with the llama graph" in n for n in est.notes)

@@ -45,13 +45,17 @@ def _signature(hp: LlamaHparams, il: int) -> tuple:
 
 
 def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> list[int]:
-    """The trunk with each device's run of identical layers shortened to its first `periods`
-    repetitions and its last one.
+    """The trunk with repeated layers dropped where they cannot change a compute buffer.
 
-    Within a run, every layer allocates and frees the same tensors, so ggml-alloc's free list
-    settles after a repetition or two and later layers reach the same peak; what differs is the
-    start of a run (split inputs), its end (the copy to the next device) and the model's last
-    layer (out_ids). tests/test_memory_llama.py checks the shortened graph against the full one.
+    Within a device's run of layers, each repetition of the same layer (or of the same pattern
+    of layers, e.g. Gemma's five SWA layers and one global one) allocates and frees the same
+    tensors, so ggml-alloc's free list settles after a repetition or two into a layout that
+    repeats every one or two repetitions, and later ones reach the same peak. What differs is
+    the start of a run (split inputs), its end (the copy to the next device) and the model's
+    last layer (out_ids). A periodic run keeps its first `periods` periods and drops pairs of
+    periods after them; an irregular run (Nemotron's pruned layers) does the same within each
+    block of identical layers. tests/test_memory_llama.py checks the result against the full
+    graph.
     """
     out: list[int] = []
     n = hp.n_layer
@@ -64,9 +68,20 @@ def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> lis
         sig = [_signature(hp, il) for il in run]
         period = next(p for p in range(1, len(run) + 1)
                       if all(sig[i] == sig[i + p] for i in range(len(run) - p)))
-        if len(run) > (periods + 1) * period:
-            run = run[:periods * period] + run[-period:]
-        out += run
+        drop = (len(run) - (periods + 1) * period) // (2 * period) * (2 * period)
+        if drop > 0:
+            # whole pairs of periods: the free list may alternate between two layouts
+            out += run[:periods * period] + run[periods * period + drop:]
+        else:
+            i = 0
+            while i < len(run):
+                j = i
+                while j < len(run) and sig[j] == sig[i]:
+                    j += 1
+                block = run[i:j]
+                drop = (len(block) - periods - 1) // 2 * 2
+                out += block[:periods] + block[periods + drop:] if drop > 0 else block
+                i = j
         start = end
     return out
 
