@@ -1,10 +1,17 @@
-"""Cross-check against llama.cpp itself: `llama-fit-params --fit-print on` over RPC devices.
+"""Cross-check against llama.cpp itself, with RPC devices standing in for GPUs.
 
-`ggml-rpc-server` processes on loopback stand in for GPUs (placement, KV and compute buffers are
-decided by the same code as for CUDA devices); `llama-fit-params` loads only the model's metadata
-(`no_alloc`), so a sparse GGUF with the real tensor table is enough. It prints, per device and for
-the host, `NAME model context compute` in MiB (rounded down); with `precise=True` the compute
-buffers are read with two decimals from its debug log (`sched_reserve: ... compute buffer size`).
+`ggml-rpc-server` processes on loopback act as devices: placement, KV and compute buffers are
+decided by the same code as for CUDA devices. Two ways to ask llama.cpp:
+
+* `run_fit_print`: `llama-fit-params --fit-print on`, the no_alloc dry run (what `--fit`
+  projects). It loads only the model's metadata, so a sparse GGUF with the real tensor table is
+  enough, and takes a fraction of a second. It prints `NAME model context compute` in MiB
+  (rounded down) per device and for the host; `precise=True` also reads the compute buffers with
+  two decimals from its debug log.
+* `run_server_load`: a real `llama-server` load, stopped once its buffers are reserved. It moves
+  every weight to the RPC servers (seconds per GB), so it suits small models; its buffer sizes
+  (two decimals) are those of an actual launch, scheduler pins included.
+
 See ../shared/reference/ORACLE.md. The binaries come from scripts/build-llama.sh.
 """
 
@@ -27,6 +34,7 @@ _BINARIES = ("llama-fit-params", "ggml-rpc-server")
 
 _LINE_RE = re.compile(r"^(\S+) (\d+) (\d+) (\d+)\s*$")
 _COMPUTE_RE = re.compile(r"sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB")
+_BUFFER_RE = re.compile(r"(load_tensors|llama_kv_cache):\s+(\S+) (model|KV) buffer size =\s+([\d.]+) MiB")
 
 
 class OracleError(RuntimeError):
@@ -138,19 +146,11 @@ def rpc_buffer_names(endpoints: list[str]) -> list[str]:
     return [f"RPC0[{ep}]" for ep in endpoints]
 
 
-def fit_print_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
-    """llama-fit-params flags for `params` on the given devices (see `llama-fit-params --help`).
-
-    `buffer_names[i]` is the buffer type of device i, which `-ot` names; LlamaParams names the
-    devices RPC0, RPC1, ... in launch order.
-
+def _params_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
+    """Flags shared by llama-fit-params and llama-server. `buffer_names[i]` is the buffer type of
+    device i, which `-ot` names; LlamaParams names the devices RPC0, RPC1, ... in launch order.
     `--fit off` keeps the parameters as given; `--no-repack` keeps host weights in the CPU buffer
-    type, because common_fit_print leaves CPU_REPACK buffers (not host buffers) out of "Host".
-    """
-    if params.kv_unified:
-        raise OracleError("llama-fit-params has no --kv-unified flag")
-    if params.n_outputs_max not in (None, 0, params.n_batch):
-        raise OracleError("llama-fit-params reserves logits for n_batch outputs; n_outputs_max cannot be set")
+    type, because common_fit_print leaves CPU_REPACK buffers (not host buffers) out of "Host"."""
     ngl = "all" if params.n_gpu_layers < 0 else str(params.n_gpu_layers)
     args = ["-c", str(params.n_ctx), "-np", str(params.n_seq_max), "-b", str(params.n_batch),
             "-ub", str(params.n_ubatch), "-ngl", ngl, "-sm", params.split_mode, "-mg", str(params.main_gpu),
@@ -162,6 +162,8 @@ def fit_print_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
         args.append("--no-kv-offload")
     if params.swa_full:
         args.append("--swa-full")
+    if not params.op_offload:
+        args.append("--no-op-offload")
     if params.overrides:
         parts = []
         for pattern, target in params.overrides:
@@ -173,6 +175,22 @@ def fit_print_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
             parts.append(f"{pattern}={target}")
         args += ["-ot", ",".join(parts)]
     return args
+
+
+def fit_print_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
+    """llama-fit-params flags for `params` (see `llama-fit-params --help`)."""
+    if params.kv_unified:
+        raise OracleError("llama-fit-params has no --kv-unified flag")
+    if params.n_outputs_max not in (None, 0, params.n_batch):
+        raise OracleError("llama-fit-params reserves logits for n_batch outputs; n_outputs_max cannot be set")
+    return _params_args(params, buffer_names)
+
+
+def server_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
+    """llama-server flags for `params`; the server reserves one output per slot."""
+    if params.n_outputs_max != max(1, min(params.n_batch, params.n_seq_max)):
+        raise OracleError("llama-server reserves min(n_batch, n_parallel) outputs; set n_outputs_max to that")
+    return _params_args(params, buffer_names) + ["-kvu" if params.kv_unified else "-no-kvu", "--no-warmup"]
 
 
 def parse_fit_print(stdout: str, n_devices: int) -> tuple[list[DeviceMemory], DeviceMemory]:
@@ -189,18 +207,19 @@ def parse_fit_print(stdout: str, n_devices: int) -> tuple[list[DeviceMemory], De
     return [rows.get(n, DeviceMemory(n, 0, 0, 0)) for n in names], rows["Host"]
 
 
+def _device_name(buffer: str, endpoints: list[str]) -> str:
+    """RPC buffers are named after their endpoint; every host buffer (CPU, CPU_Mapped) is Host."""
+    for i, ep in enumerate(endpoints):
+        if ep in buffer:
+            return f"RPC{i}"
+    return "Host" if buffer.startswith("CPU") else buffer
+
+
 def parse_compute_log(log: str, endpoints: list[str]) -> dict[str, int]:
-    """sched_reserve's buffer lines: RPC buffers are named by endpoint, the host buffer CPU."""
+    """sched_reserve's compute buffer lines, by device name (the last line per buffer wins)."""
     out: dict[str, int] = {}
     for m in _COMPUTE_RE.finditer(log):
-        name, mib = m.group(1), float(m.group(2))
-        for i, ep in enumerate(endpoints):
-            if ep in name:
-                name = f"RPC{i}"
-                break
-        else:
-            name = "Host" if name.startswith("CPU") else name
-        out[name] = round(mib * MiB)
+        out[_device_name(m.group(1), endpoints)] = round(float(m.group(2)) * MiB)
     return out
 
 
@@ -226,6 +245,53 @@ def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list
     devices, host = parse_fit_print(proc.stdout, len(endpoints))
     precise_compute = parse_compute_log(proc.stderr, endpoints) if precise else {}
     return OracleResult(devices, host, precise_compute, cmd)
+
+
+def run_server_load(model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path,
+                    timeout_s: float = 300.0) -> OracleResult:
+    """Load for real with llama-server and stop once the compute buffers are reserved."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [str(Path(bin_dir) / "llama-server"), "-m", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "-lv", "4"]
+    if endpoints:
+        cmd += ["--rpc", ",".join(endpoints)]
+    cmd += server_args(params, rpc_buffer_names(endpoints))
+    env = dict(os.environ, LLAMA_ARG_LOG_COLORS="off")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "sched_reserve: graph" in line:
+                break
+            if time.monotonic() > deadline:
+                raise OracleError(f"llama-server did not reserve its buffers within {timeout_s} s")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = "".join(lines)
+    compute = parse_compute_log(log, endpoints)
+    if not compute:
+        tail = "\n".join(log.strip().splitlines()[-5:])
+        raise OracleError(f"llama-server stopped before reserving its buffers:\n{tail}")
+    sums: dict[str, list[int]] = {}
+    for m in _BUFFER_RE.finditer(log):
+        col = 0 if m.group(3) == "model" else 1
+        sums.setdefault(_device_name(m.group(2), endpoints), [0, 0])[col] += round(float(m.group(4)) * MiB)
+
+    def row(name: str) -> DeviceMemory:
+        model_b, ctx_b = sums.get(name, (0, 0))
+        return DeviceMemory(name, model_b, ctx_b, compute.get(name, 0))
+
+    return OracleResult([row(f"RPC{i}") for i in range(len(endpoints))], row("Host"), compute, cmd)
 
 
 def check(model: str | os.PathLike, params: LlamaParams, n_devices: int, bin_dir: Path | None = None,
