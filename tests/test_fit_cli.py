@@ -1,0 +1,64 @@
+"""`vramc fit`: what it prints, and `--write`, which must keep the profile's comments and layout."""
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vramc.check import run_check
+from vramc.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    return tmp_path / "profiles"
+
+
+def test_fit_prints_choices_and_search(tmp_path):
+    prof = project(tmp_path) / "deepseek-14b-split.yaml"
+    res = CliRunner().invoke(app, ["fit", str(prof)])
+    assert res.exit_code == 0, res.output
+    assert "chosen: gpu_layers: " in res.output and "tensor_split: [" in res.output
+    assert "search: " in res.output and "full estimates" in res.output
+
+
+def test_fit_json(tmp_path):
+    prof = project(tmp_path) / "16gb.yaml"
+    res = CliRunner().invoke(app, ["fit", str(prof), "--format", "json"])
+    doc = json.loads(res.stdout)
+    by = {(d["name"], d["variant"]): d for d in doc["deployments"]}
+    assert by[("16gb", "stable")]["chosen"] == {"gpu_layers": 33}
+    assert by[("16gb", None)]["fits"] is True and by[("16gb", None)]["plan"]["verdict"] == "fits"
+
+
+def test_fit_write_keeps_comments_and_layout(tmp_path):
+    prof = project(tmp_path) / "deepseek-14b-split.yaml"
+    before = prof.read_text()
+    plan_before = run_check([prof]).plans[0]
+    res = CliRunner().invoke(app, ["fit", str(prof), "--write"])
+    assert res.exit_code == 0, res.output
+    after = prof.read_text()
+    # only the two auto values changed, in place; every comment and other line is untouched
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert [a.split(":")[0] for a, _ in changed] == ["  gpu_layers", "  tensor_split"]
+    assert all(b.startswith(a.split(":")[0] + ": ") for a, b in changed)
+    plan_after = run_check([prof]).plans[0]
+    assert plan_after.auto == ()  # nothing left to choose: the values are fixed now
+    assert plan_after.params == plan_before.params  # and they give the same plan
+
+
+def test_fit_write_adds_keys_to_variants(tmp_path):
+    prof = project(tmp_path) / "16gb.yaml"
+    CliRunner().invoke(app, ["fit", str(prof), "--write"])
+    text = prof.read_text()
+    assert "  gpu_layers: 33   # num_gpu: chosen by vramc fit" in text
+    # the variants inherited `auto` and got the same answer, so they need no key of their own
+    import re
+
+    assert len(re.findall(r"^\s*gpu_layers:|[{,] gpu_layers:", text, re.M)) == 1
+    assert "settings: {ctx: 4096}" in text and "settings: {ctx: 2048, parallel: 1}" in text
+    assert [p.params.n_gpu_layers for p in run_check([prof]).plans] == [33, 33, 33]
