@@ -1,9 +1,10 @@
 """Write the locked model profiles that the shipped example profiles use.
 
-The real GGUF files are tens of GB, so these locks come from the published shapes in
-vramc.synth's catalog and llama.cpp's own quantisation rules: the same tensor table a real file
-has, without a file fingerprint (no header of ours would match the real download's). Lock a real
-file with `vramc analyze FILE --write profiles/models/NAME.yaml` to get one with a fingerprint.
+The real GGUF files are tens of GB, so each lock is what `vramc analyze` reads from a sparse GGUF
+that vramc.synth writes with the published shape and llama.cpp's own quantisation rules: the same
+tensor table a real file has. The lock keeps no file fingerprint (no header of ours would match
+the real download's): lock a real file with `vramc analyze FILE --write profiles/models/NAME.yaml`
+to get one with a fingerprint.
 
     python scripts/lock_shipped_models.py          # rewrite profiles/models/<these>.yaml
 """
@@ -11,11 +12,13 @@ file with `vramc analyze FILE --write profiles/models/NAME.yaml` to get one with
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from vramc.analyze import profile_yaml
+from vramc.gguf import read_gguf
 from vramc.synth.shapes import get_shape
-from vramc.synth.writer import model_meta
+from vramc.synth.writer import write_sparse_gguf
 from vramc.writer import write_atomic
 
 # profile name -> (catalog shape, llama.cpp file type, the file name people download)
@@ -35,8 +38,8 @@ COMMAND = "python scripts/lock_shipped_models.py"
 def lock_text(name: str) -> str:
     shape_name, ftype, gguf = SHIPPED[name]
     shape = get_shape(shape_name)
-    meta = model_meta(shape, ftype)
-    meta.file_size, meta.header_sha256 = 0, ""
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = read_gguf(write_sparse_gguf(Path(tmp) / Path(gguf).name, shape, ftype))
     text = profile_yaml(meta, gguf=gguf, name=name, command=COMMAND)
     # no fingerprint: see the module docstring
     text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("  file: "))
