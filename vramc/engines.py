@@ -96,7 +96,9 @@ def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
         ts = tuple(ts)
     overrides = tuple(_parse_override(o) for o in (s.override_tensor or []))
     if s.cpu_moe:
-        overrides += ((r"\.ffn_(up|down|gate)_(ch|)exps", "CPU"),)
+        overrides += ((FFN_EXPS_REGEX, "CPU"),)
+    elif s.n_cpu_moe:
+        overrides += (experts_on_cpu(range(s.n_cpu_moe)),)
     cache_k = s.cache_type_k or d.cache_type
     cache_v = s.cache_type_v or d.cache_type
     return LlamaChoice(
@@ -107,6 +109,17 @@ def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
         kv_offload=s.kv_offload if s.kv_offload is not None else True,
         swa_full=bool(s.swa_full), overrides=overrides,
     )
+
+
+# llama.cpp's own pattern for MoE expert tensors (common/common.h LLM_FFN_EXPS_REGEX), as
+# --cpu-moe and --n-cpu-moe use it.
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+def experts_on_cpu(blocks) -> tuple[str, str]:
+    """One --override-tensor that keeps the expert tensors of `blocks` in host memory."""
+    ids = "|".join(str(b) for b in blocks)
+    return (rf"blk\.({ids}){FFN_EXPS_REGEX}", "CPU")
 
 
 def _parse_override(spec: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ class FitResult:
     fits: bool
     log: list[str] = field(default_factory=list)
     estimates: int = 0  # full estimates computed, for the benchmark
+    moved_experts: int = 0  # blocks whose MoE expert tensors were put in host memory
 
 
 @dataclass
@@ -52,8 +53,9 @@ class Solver:
                        for g, m in zip(gpus, margins)]
         self.ctx_min = ctx_min or DEFAULT_CTX_MIN
         self.log: list[str] = []
+        self.moved_experts = 0  # blocks whose expert tensors the solver put in host memory
         self.n_estimates = 0
-        self._weights = None
+        self._weights: dict = {}
 
     # --- the memory model --------------------------------------------------------------------
     def params(self, choice):
@@ -87,7 +89,7 @@ class Solver:
         return _Costs(weights, kv, dup)
 
     def _layer_weights(self, p) -> tuple[list[int], int]:
-        if self._weights is None:
+        if p.overrides not in self._weights:
             from vramc.memory.llama_placement import (_tensor_role, backend_kind, buffer_rules,
                                                       place_model)
 
@@ -109,8 +111,8 @@ class Solver:
                     dup += size
                 else:  # the output layer, and token_embd again when embeddings are tied
                     weights[hp.n_layer_all] += size * n
-            self._weights = (weights, dup)
-        return self._weights
+            self._weights[p.overrides] = (weights, dup)
+        return self._weights[p.overrides]
 
     # --- placement arithmetic ----------------------------------------------------------------
     def pack(self, costs: _Costs, n_gpu: int, caps: list[float]) -> list[int] | None:
@@ -160,7 +162,8 @@ class Solver:
         """Resolve tensor_split (when auto) for `n_gpu` offloaded layers; verify with the estimate."""
         c = replace(choice, gpu_layers=n_gpu)
         if split_auto and len(self.gpus) == 1:
-            return c, self.estimate(replace(c, tensor_split=None))
+            c = replace(c, tensor_split=None)
+            return c, self.estimate(c)
         if not split_auto:
             est = self.estimate(c)
             return c, est
@@ -232,6 +235,40 @@ class Solver:
             cm, em = self.layout(choice, lo, split_auto)
             return cm, em, lo
         return best[0], best[1], lo
+
+    def moe_allowed(self, choice) -> bool:
+        """Expert offload needs --override-tensor (llama-server) and no overrides of the user's."""
+        return (choice.engine == "llama-server" and not self.choice.overrides
+                and self.hp.n_expert > 0 and bool(self.expert_blocks()))
+
+    def expert_blocks(self) -> list[int]:
+        return sorted({t.block for t in self.meta.tensors
+                       if t.block is not None and "_exps" in t.name and t.block < self.hp.n_layer})
+
+    def moe_offload(self, choice, split_auto: bool):
+        """All layers on GPUs with the expert tensors of the first k blocks in host memory, for
+        the smallest k that fits (llama.cpp's own fit moves experts to the host before layers:
+        attention and the dense parts stay fast). None if even all experts on the host don't fit."""
+        from vramc.engines import experts_on_cpu
+
+        blocks = self.expert_blocks()
+        total = self.hp.n_layer_all + 1
+
+        def with_k(k: int):
+            return replace(choice, overrides=choice.overrides + ((experts_on_cpu(blocks[:k]),) if k else ()))
+
+        c, est = self.layout(with_k(len(blocks)), total, split_auto)
+        if not self.fits(est):
+            return None
+        lo, hi, best = 1, len(blocks), (c, est, len(blocks))
+        while lo < hi:
+            mid = (lo + hi) // 2
+            cm, em = self.layout(with_k(mid), total, split_auto)
+            if self.fits(em):
+                hi, best = mid, (cm, em, mid)
+            else:
+                lo = mid + 1
+        return best
 
     def ctx_bounds(self, choice) -> tuple[int, int]:
         """The engine's `ctx` values to search: [ctx_min, trained context]."""
@@ -325,16 +362,25 @@ class Solver:
             ch, est, n = attempt(ch)
             if layers_auto:
                 self.log.append(f"{n} of {total} layers fit on GPUs" + (" (all)" if n == total else ""))
+        n_now = ch.gpu_layers if isinstance(ch.gpu_layers, int) else total
+        if layers_auto and n_now < total and self.moe_allowed(ch):
+            moe = self.moe_offload(ch, split_auto)
+            if moe is not None:
+                ch, est, k = moe
+                self.moved_experts = k
+                self.log.append(f"MoE: all {total} layers fit on GPUs with the expert tensors of the "
+                                f"first {k} of {len(self.expert_blocks())} blocks in host memory "
+                                "(instead of whole layers on the CPU)")
         if single:
             ch = replace(ch, tensor_split=self.choice.tensor_split)
-        elif split_auto:
+        elif split_auto and ch.tensor_split is not None:
             self.log.append("tensor_split " + ",".join(f"{x:g}" for x in ch.tensor_split)
                             + " (layers per GPU, balancing the share of each GPU left free)")
         fits = self.fits(est)
         if not fits:
             self.log.append("no choice of the auto settings fits; the plan shows the closest")
         self.log.append(f"{self.n_estimates} full estimates")
-        return FitResult(ch, fits, self.log, self.n_estimates)
+        return FitResult(ch, fits, self.log, self.n_estimates, self.moved_experts)
 
 
 def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> FitResult:

@@ -8,13 +8,16 @@ from pathlib import Path
 
 from vramc.diagnostics import Severity
 
-AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split")
+AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "override_tensor")
 
 
 def chosen(plan) -> dict:
     c = plan.choice
     out = {}
     for k in plan.auto:
+        if k == "override_tensor":
+            out[k] = [f"{pattern}={target}" for pattern, target in c.overrides]
+            continue
         v = getattr(c, k)
         out[k] = [float(x) for x in v] if isinstance(v, tuple) else v
     return out

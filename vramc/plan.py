@@ -222,7 +222,7 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
 
         result = solve(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
         plan.search = result.log
-        plan.auto = autos
+        plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
         choice = result.choice
     plan.choice = choice
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
