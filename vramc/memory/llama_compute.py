@@ -68,9 +68,10 @@ def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> lis
         sig = [_signature(hp, il) for il in run]
         period = next(p for p in range(1, len(run) + 1)
                       if all(sig[i] == sig[i + p] for i in range(len(run) - p)))
-        drop = (len(run) - (periods + 1) * period) // (2 * period) * (2 * period)
+        step = period if period % 2 == 0 else 2 * period
+        drop = (len(run) - (periods + 1) * period) // step * step
         if drop > 0:
-            # whole pairs of periods: the free list may alternate between two layouts
+            # an even number of layers: the free list may alternate between two layouts
             out += run[:periods * period] + run[periods * period + drop:]
         else:
             i = 0

@@ -9,7 +9,7 @@ in order), which fixes the node order the allocator walks.
 
 from __future__ import annotations
 
-from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
+from vramc.ggml import GGML_TYPES
 
 INPUT, OUTPUT = 1, 2  # GGML_TENSOR_FLAG_INPUT / _OUTPUT
 
@@ -21,14 +21,12 @@ INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "AD
 VIEW_OPS = frozenset({"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
 
 
-def _blck_size(type_: str) -> tuple[int, int]:
-    _, blck, size = GGML_TYPES[TYPE_BY_NAME[type_]]
-    return blck, size
+_TYPE_INFO = {name: (blck, size) for name, blck, size in GGML_TYPES.values()}
 
 
 class Tensor:
     __slots__ = ("op", "src", "type", "ne", "nb", "view_src", "view_offs", "flags", "name", "dev",
-                 "weight", "nbytes", "backend", "il")
+                 "weight", "nbytes", "backend", "sb", "n_children", "n_views", "buffer", "offset", "own")
 
     def __init__(self, op, type_, ne, nb, src=(), view_src=None, view_offs=0, name=""):
         self.op = op
@@ -43,8 +41,13 @@ class Tensor:
         self.dev = None  # device whose buffer holds this tensor (weights, KV), None: not allocated
         self.weight = False  # held by a GGML_BACKEND_BUFFER_USAGE_WEIGHTS buffer
         self.backend = -1  # backend pinned by ggml_backend_sched_set_tensor_backend
-        self.il = -1
         self.nbytes = _nbytes(type_, ne, nb)
+        # scratch of one scheduling and allocation pass (a graph is built for a single estimate)
+        self.sb = -1  # backend the scheduler assigned
+        self.n_children = self.n_views = 0
+        self.buffer = -1
+        self.offset = 0
+        self.own = False  # allocated by the graph allocator and not yet freed
 
     @property
     def is_view(self) -> bool:
@@ -59,22 +62,18 @@ class Tensor:
 
 def _nbytes(type_: str, ne, nb) -> int:
     """ggml_nbytes: the span of a (possibly strided) tensor."""
-    if min(ne) <= 0:
+    ne0, ne1, ne2, ne3 = ne
+    if ne0 <= 0 or ne1 <= 0 or ne2 <= 0 or ne3 <= 0:
         return 0
-    blck, size = _blck_size(type_)
+    blck, size = _TYPE_INFO[type_]
+    rest = (ne1 - 1) * nb[1] + (ne2 - 1) * nb[2] + (ne3 - 1) * nb[3]
     if blck == 1:
-        n = size
-        for i in range(4):
-            n += (ne[i] - 1) * nb[i]
-        return n
-    n = ne[0] * nb[0] // blck
-    for i in range(1, 4):
-        n += (ne[i] - 1) * nb[i]
-    return n
+        return size + (ne0 - 1) * nb[0] + rest
+    return ne0 * nb[0] // blck + rest
 
 
 def _contiguous_nb(type_: str, ne) -> tuple[int, int, int, int]:
-    blck, size = _blck_size(type_)
+    blck, size = _TYPE_INFO[type_]
     nb0 = size
     nb1 = size * (ne[0] // blck)
     nb2 = nb1 * ne[1]
@@ -117,7 +116,7 @@ def _view(a: Tensor, op: str, ne, nb, offset: int = 0, src=None) -> Tensor:
 
 def view(a: Tensor, ne, nb_rest=(), offset: int = 0) -> Tensor:
     """ggml_view_{1,2,3,4}d: ne and nb[1:] given, nb[0] = the type size."""
-    _, size = _blck_size(a.type)
+    _, size = _TYPE_INFO[a.type]
     ne = _ne4(ne)
     nb = [size, *nb_rest]
     while len(nb) < 4:
@@ -230,21 +229,22 @@ class Graph:
         self._seen: set[int] = set()
 
     def expand(self, t: Tensor) -> None:
-        """ggml_build_forward_expand: visit sources first, in order, each tensor once."""
+        """ggml_build_forward_expand: visit sources first, in order, each tensor once.
+
+        The post-order of ggml_visit_parents_graph, with an explicit stack: a graph without
+        intermediate expands (attention-free layers) can be deeper than Python's recursion."""
         seen = self._seen
         if id(t) in seen:
             return
-        stack = [(t, 0)]
         seen.add(id(t))
+        stack = [(t, iter(t.src))]
         while stack:
-            cur, i = stack.pop()
-            src = cur.src
-            while i < len(src) and (src[i] is None or id(src[i]) in seen):
-                i += 1
-            if i < len(src):
-                stack.append((cur, i + 1))
-                nxt = src[i]
-                seen.add(id(nxt))
-                stack.append((nxt, 0))
-                continue
-            (self.leafs if cur.op == "NONE" else self.nodes).append(cur)
+            cur, srcs = stack[-1]
+            for s in srcs:
+                if s is not None and id(s) not in seen:
+                    seen.add(id(s))
+                    stack.append((s, iter(s.src)))
+                    break
+            else:
+                stack.pop()
+                (self.leafs if cur.op == "NONE" else self.nodes).append(cur)

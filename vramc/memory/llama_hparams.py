@@ -84,6 +84,8 @@ class LlamaHparams:
         """
         if self.n_layer_kv_from_start >= 0 and il >= self.n_layer_kv_from_start:
             return False
+        if self.arch in ("nemotron_h", "nemotron_h_moe") and self.n_ff[il]:
+            return False  # create_memory's filter_attn: MLP layers hold neither KV nor state
         return ((not self.is_recr[il] or self.arch == "falcon-h1")
                 and (self.n_layer == self.n_layer_all or il < self.n_layer))
 

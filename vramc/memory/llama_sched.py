@@ -86,18 +86,14 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     """`pins`: honour ggml_backend_sched_set_tensor_backend assignments made while building (the
     no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first)."""
     cpu = len(backends) - 1
-    bid: dict[int, int] = {}  # id(tensor) -> backend
-
-    def get(t: Tensor) -> int:
-        return bid.get(id(t), -1)
 
     def buft_of(t: Tensor):
         owner = t.view_src if t.view_src is not None else t
         if owner.dev is not None:
             return "host" if owner.dev < 0 else f"dev{owner.dev}"
-        b = get(t)
+        b = t.sb
         if b == -1 and t.view_src is not None:
-            b = get(t.view_src)
+            b = t.view_src.sb
         return backends[b].buft if b != -1 else None
 
     def supported(t: Tensor, b: int) -> bool:
@@ -124,13 +120,9 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
 
     # pass 1: pre-allocated tensors and ops on weights
     for t in g.leafs:
-        b = from_cur(t)
-        if b >= 0:
-            bid[id(t)] = b
+        t.sb = from_cur(t)
     for t in g.nodes:
-        b = t.backend if pins and t.backend >= 0 else from_cur(t)
-        if b >= 0:
-            bid[id(t)] = b
+        t.sb = t.backend if pins and t.backend >= 0 else from_cur(t)
 
     nodes = g.nodes
     order = [n for n in nodes if n.op not in VIEW_OPS]
@@ -138,31 +130,31 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     for seq, skip_cpu in ((order, True), (order[::-1], True), (order, False), (order[::-1], False)):
         cur = -1
         for n in seq:
-            b = bid.get(id(n), -1)
+            b = n.sb
             if b != -1:
                 cur = -1 if (skip_cpu and b == cpu) else b
             elif cur != -1:
-                bid[id(n)] = cur
+                n.sb = cur
     # pass 3: unassigned nodes go where most of their inputs are (all ops are supported)
     for n in order:
-        if get(n) == -1:
+        if n.sb == -1:
             best, best_n = -1, -1
             for b in range(len(backends)):
                 k = sum(1 for s in n.src if s is not None
-                        and (get(s) != -1 or (s.view_src is not None and get(s.view_src) != -1))
+                        and (s.sb != -1 or (s.view_src is not None and s.view_src.sb != -1))
                         and supported(s, b))
                 if k > best_n:
                     best, best_n = b, k
-            bid[id(n)] = best
+            n.sb = best
     # pass 4: views follow their source, unassigned sources follow their consumer
     for n in nodes:
-        if n.view_src is not None and get(n) == -1:
-            bid[id(n)] = get(n.view_src)
+        if n.view_src is not None and n.sb == -1:
+            n.sb = n.view_src.sb
         for s in n.src:
-            if s is not None and get(s) == -1:
-                bid[id(s)] = get(s.view_src) if s.view_src is not None else get(n)
-        if get(n) == -1:
-            bid[id(n)] = 0
+            if s is not None and s.sb == -1:
+                s.sb = s.view_src.sb if s.view_src is not None else n.sb
+        if n.sb == -1:
+            n.sb = 0
 
     # pass 5: splits and copies of inputs that live on another backend
     out = Scheduled()
@@ -172,14 +164,14 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     for i, n in enumerate(nodes):
         if n.op in VIEW_OPS:
             continue
-        b = get(n)
+        b = n.sb
         if split is None:
             split = Split(b, 0)
             splits.append(split)
         new = False
         if b == split.backend and split.inputs:
             for s in n.src:
-                if s is not None and s.weight and get(s) != split.backend and not supported(s, split.backend):
+                if s is not None and s.weight and s.sb != split.backend and not supported(s, split.backend):
                     new = True
                     break
         if b != split.backend or new:
@@ -187,21 +179,21 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
             split = Split(b, i)
             splits.append(split)
         for j, s in enumerate(n.src):
-            if s is None:
+            if s is None or s.sb == b or supported(s, b):
                 continue
-            if get(s) != b and not supported(s, b):
-                key = (id(s), b)
-                cps = copies.get(key)
-                if cps is None:
-                    cps = []
-                    for _c in range(n_copies):
-                        cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"{backends[b].name}#{s.name}")
-                        if n_copies > 1:
-                            cp.flags |= INPUT | OUTPUT
-                        cps.append(cp)
-                    copies[key] = cps
-                    split.inputs.append(s)
-                n.src[j] = cps[0]
+            key = (id(s), b)
+            cps = copies.get(key)
+            if cps is None:
+                cps = []
+                for _c in range(n_copies):
+                    cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"{backends[b].name}#{s.name}")
+                    cp.sb = b
+                    if n_copies > 1:
+                        cp.flags |= INPUT | OUTPUT
+                    cps.append(cp)
+                copies[key] = cps
+                split.inputs.append(s)
+            n.src[j] = cps[0]
     if split is not None:
         split.i_end = len(nodes)
     out.splits = splits
@@ -223,17 +215,17 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
         for inp in sp.inputs:
             dep = view_tensor(inp)  # keeps the source alive until the copy is made
             out.nodes.append(dep)
-            out.node_backend.append(get(inp))
+            out.node_backend.append(inp.sb)
             out.nodes.append(copies[(id(inp), sp.backend)][0])
             out.node_backend.append(sp.backend)
         for j in range(sp.i_start, sp.i_end):
             out.nodes.append(nodes[j])
-            out.node_backend.append(get(nodes[j]))
+            out.node_backend.append(nodes[j].sb)
     if n_copies > 1:
         for leaf, cps in graph_inputs:
             for cp in cps:
                 out.leafs.append(cp)
-                out.leaf_backend.append(get(leaf))
+                out.leaf_backend.append(leaf.sb)
         for sp in splits:
             for inp in sp.inputs:
                 for cp in copies[(id(inp), sp.backend)]:
@@ -241,7 +233,7 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                     out.leaf_backend.append(sp.backend)
     for leaf in g.leafs:
         out.leafs.append(leaf)
-        out.leaf_backend.append(get(leaf))
+        out.leaf_backend.append(leaf.sb)
     return out
 
 
@@ -300,69 +292,46 @@ class _Talloc:
         blocks.insert(k, [off, size])
 
 
-class _H:
-    __slots__ = ("n_children", "n_views", "buffer", "offset", "allocated")
-
-    def __init__(self):
-        self.n_children = 0
-        self.n_views = 0
-        self.buffer = -1
-        self.offset = 0
-        self.allocated = False
-
-
 def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
     """Peak bytes of each backend's compute buffer for one reserve pass."""
     tallocs = [_Talloc(b.alignment) for b in backends]
-    hs: dict[int, _H] = {}
-
-    def h(t: Tensor) -> _H:
-        x = hs.get(id(t))
-        if x is None:
-            x = hs[id(t)] = _H()
-        return x
 
     def allocate_node(t: Tensor, buffer: int) -> None:
-        ht = h(t)
-        if t.dev is not None or ht.allocated or t.view_src is not None:
+        if t.dev is not None or t.own or t.view_src is not None:
             return
-        ht.allocated = True
+        t.own = True
         if t.op in INPLACE_OPS:
             for p in t.src:
-                if p is None:
-                    continue
-                hp = hs.get(id(p))
-                if hp is None or not hp.allocated:
+                if p is None or not p.own:
                     continue  # external, or a view (views are never owned)
                 if p.flags & OUTPUT or (p.view_src is not None and p.view_src.flags & OUTPUT):
                     continue
                 if not t.same_layout(p):
                     continue
-                if hp.n_children == 1 and hp.n_views == 0:
-                    ht.buffer, ht.offset = hp.buffer, hp.offset
-                    hp.allocated = False
+                if p.n_children == 1 and p.n_views == 0:
+                    t.buffer, t.offset = p.buffer, p.offset
+                    p.own = False
                     return  # same layout: no extra space to give back
-        ht.buffer = buffer
-        ht.offset = tallocs[buffer].alloc(backends[buffer].alloc_size(t))
+        t.buffer = buffer
+        t.offset = tallocs[buffer].alloc(backends[buffer].alloc_size(t))
 
     def free_node(t: Tensor) -> None:
         if t.flags & OUTPUT:
             return
-        ht = h(t)
-        tallocs[ht.buffer].free(ht.offset, backends[ht.buffer].alloc_size(t))
-        ht.allocated = False
+        tallocs[t.buffer].free(t.offset, backends[t.buffer].alloc_size(t))
+        t.own = False
 
     for t, b in zip(s.leafs, s.leaf_backend):
         allocate_node(t, b)
     for t, b in zip(s.nodes, s.node_backend):
         if t.view_src is not None and t.op != "NONE":
-            h(t.view_src).n_views += 1
+            t.view_src.n_views += 1
         if t.flags & INPUT:
             allocate_node(t, b)
         for p in t.src:
             if p is None:
                 continue
-            h(p).n_children += 1
+            p.n_children += 1
             if p.flags & INPUT:
                 allocate_node(p, b)
     for t, b in zip(s.nodes, s.node_backend):
@@ -373,14 +342,13 @@ def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
         for p in t.src:
             if p is None:
                 continue
-            hp = h(p)
-            hp.n_children -= 1
-            if hp.n_children == 0 and hp.n_views == 0:
-                if p.view_src is not None:
-                    hv = h(p.view_src)
-                    hv.n_views -= 1
-                    if hv.n_views == 0 and hv.n_children == 0 and hv.allocated:
-                        free_node(p.view_src)
-                elif hp.allocated:
+            p.n_children -= 1
+            if p.n_children == 0 and p.n_views == 0:
+                v = p.view_src
+                if v is not None:
+                    v.n_views -= 1
+                    if v.n_views == 0 and v.n_children == 0 and v.own:
+                        free_node(v)
+                elif p.own:
                     free_node(p)
     return [ta.max_size for ta in tallocs]
