@@ -1,0 +1,124 @@
+"""vramc's llama.cpp memory model against llama.cpp itself (needs scripts/build-llama.sh).
+
+The same comparison as bench/accuracy on a smaller grid: sparse GGUFs of catalog shapes on RPC
+devices. Weights and KV must equal llama-fit-params' whole MiB; compute buffers must match its
+log to within 0.05 MiB (the model replays the allocator, so anything looser is a regression).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vramc.memory.llama import estimate_llama
+from vramc.memory.llama_params import LlamaParams
+from vramc.memory.usage import GpuBudget
+from vramc.oracle import OracleError, RpcServers, check, find_binaries, run_fit_print, run_server_load
+
+pytestmark = pytest.mark.oracle
+
+MiB = 1024 * 1024
+BIN = find_binaries()
+if BIN is None:
+    pytest.skip("llama.cpp oracle binaries not built (scripts/build-llama.sh)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def rpc():
+    with RpcServers(3, BIN) as servers:
+        yield servers.endpoints
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from vramc.gguf import read_gguf
+    from vramc.synth import CATALOG, write_sparse_gguf
+
+    root = tmp_path_factory.mktemp("models")
+    cache = {}
+
+    def get(name: str, ftype: str = "Q4_K_M", **shape_changes):
+        key = (name, ftype, tuple(sorted(shape_changes.items())))
+        if key not in cache:
+            shape = CATALOG[name]
+            if shape_changes:
+                shape = dataclasses.replace(shape, name=f"{name}-small", **shape_changes)
+            path = write_sparse_gguf(root / f"{len(cache)}.gguf", shape, ftype)
+            cache[key] = (path, read_gguf(path))
+        return cache[key]
+
+    return get
+
+
+def rpc_gpus(n):
+    return [GpuBudget(f"RPC{i}", "rpc", i, 24 * 1024 * MiB) for i in range(n)]
+
+
+def compare(est, oracle, rounded=True):
+    ours = [(d.id, d.weights_bytes, d.kv_bytes, d.compute_bytes) for d in est.devices]
+    ours.append(("Host", est.host.weights_bytes, est.host.kv_bytes, est.host.compute_bytes))
+    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
+    for name, w, kv, comp in ours:
+        o = theirs[name]
+        if rounded:  # llama-fit-params prints whole MiB, rounded down
+            assert (name, w // MiB * MiB, kv // MiB * MiB) == (name, o.model_bytes, o.context_bytes)
+        else:
+            assert abs(w - o.model_bytes) < 0.05 * MiB and abs(kv - o.context_bytes) < 0.05 * MiB, name
+        assert abs(comp - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, comp / MiB)
+
+
+GRID = [
+    ("llama-3.1-8b-instruct", "Q8_0", 2, LlamaParams(n_ctx=8192, tensor_split=(3, 5))),
+    ("llama-3.1-8b-instruct", "Q4_K_M", 3, LlamaParams(n_ctx=32768, tensor_split=(1, 2, 1), n_gpu_layers=20,
+                                                       flash_attn="off", n_seq_max=4)),
+    ("llama-3.1-8b-instruct", "Q4_K_M", 0, LlamaParams(n_ctx=4096, n_gpu_layers=0)),
+    ("qwen2.5-32b-instruct", "Q4_K_M", 2, LlamaParams(n_ctx=16384, tensor_split=(1, 1), n_ubatch=2048,
+                                                      type_k="q8_0", type_v="q8_0")),
+    ("gemma-2-9b-it", "Q4_K_M", 2, LlamaParams(n_ctx=32768, tensor_split=(1, 3), n_seq_max=4)),
+    ("gemma-3-12b-it", "Q4_K_M", 1, LlamaParams(n_ctx=16384, flash_attn="off", n_gpu_layers=30)),
+    ("mixtral-8x7b-instruct-v0.1", "Q4_K_M", 3, LlamaParams(
+        n_ctx=8192, tensor_split=(1, 1, 1), overrides=((r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),))),
+    ("qwen3-30b-a3b", "Q4_K_M", 2, LlamaParams(n_ctx=8192, tensor_split=(2, 1), type_k="q4_0", type_v="q4_0")),
+    ("phi-3-mini-4k-instruct", "Q4_K_M", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), offload_kqv=False,
+                                                        flash_attn="off")),
+    ("llama-3.3-nemotron-super-49b-v1.5", "Q4_K_M", 3, LlamaParams(n_ctx=8192, tensor_split=(5, 3, 2))),
+    ("llama-3.3-70b-instruct", "Q4_K_M", 2, LlamaParams(n_ctx=4096, split_mode="none", main_gpu=1,
+                                                        n_gpu_layers=40)),
+]
+
+
+@pytest.mark.parametrize("name,ftype,n_dev,params", GRID, ids=lambda x: x if isinstance(x, str) else None)
+def test_dry_run_matches_llama_fit_params(rpc, models, name, ftype, n_dev, params):
+    path, meta = models(name, ftype)
+    est = estimate_llama(meta, rpc_gpus(n_dev), params, dry_run=True)
+    compare(est, run_fit_print(path, params, rpc[:n_dev], BIN, precise=True))
+
+
+def test_quantized_v_without_flash_attention_fails_in_both(rpc, models):
+    path, meta = models("llama-3.1-8b-instruct")
+    params = LlamaParams(n_ctx=4096, flash_attn="off", type_v="q8_0")
+    with pytest.raises(OracleError):
+        run_fit_print(path, params, rpc[:1], BIN)
+    assert estimate_llama(meta, rpc_gpus(1), params).errors[0][0] == "llama-quantized-v-needs-fa"
+
+
+def test_check_starts_and_stops_its_own_servers(models):
+    path, meta = models("phi-3-mini-4k-instruct")
+    params = LlamaParams(n_ctx=4096, tensor_split=(1, 1))
+    compare(estimate_llama(meta, rpc_gpus(2), params, dry_run=True), check(path, params, 2, precise=True))
+
+
+SMALL = dict(n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, n_ff=2048)
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
+    (3, LlamaParams(n_ctx=8192, tensor_split=(1, 2, 1), n_seq_max=4, kv_unified=True, n_outputs_max=4)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), offload_kqv=False, flash_attn="off", n_outputs_max=1)),
+])
+def test_launch_matches_a_real_llama_server_load(rpc, models, n_dev, params):
+    """Real buffers, scheduler pins included (what the dry run cannot show)."""
+    path, meta = models("llama-3.1-8b-instruct", "Q8_0", **SMALL)
+    compare(estimate_llama(meta, rpc_gpus(n_dev), params), run_server_load(path, params, rpc[:n_dev], BIN),
+            rounded=False)
