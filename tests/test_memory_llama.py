@@ -305,3 +305,15 @@ def test_unmodelled_architectures_say_so():
     est = estimate_llama(llama_meta(n_layer=4, arch="granite"), rpc(1), LlamaParams(n_ctx=4096))
     assert est.devices[0].compute_bytes > 0
     assert any("approximated with the llama graph" in n for n in est.notes)
+
+
+def test_flash_attn_auto_follows_cuda_kernel_head_sizes():
+    cuda = [GpuBudget("CUDA0", "gpu", 0, 24 * 1024 * MiB)]
+    est = estimate_llama(llama_meta(n_layer=2), cuda, LlamaParams(n_ctx=4096))
+    assert est.resolved["flash_attn"]  # head size 128
+    odd = llama_meta(n_layer=2, n_embd=4608, n_head=32, n_head_kv=8)  # head size 144
+    est = estimate_llama(odd, cuda, LlamaParams(n_ctx=4096, type_v="q8_0"))
+    assert not est.resolved["flash_attn"]
+    assert est.errors == [("llama-quantized-v-needs-fa",
+                           "quantized V cache was requested, but this requires Flash Attention")]
+    assert estimate_llama(odd, rpc(1), LlamaParams(n_ctx=4096)).resolved["flash_attn"]  # CPU kernels

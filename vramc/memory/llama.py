@@ -48,7 +48,7 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
         split_mode = "layer"
     pl = place_model(meta, gpus, hp.n_layer, hp.n_layer_all, p.n_gpu_layers, split_mode,
                      p.tensor_split, p.main_gpu, p.overrides)
-    flash_attn = _flash_attn(p, notes)
+    flash_attn = _flash_attn(p, hp, [backend_kind(gpus[d]) for d in pl.devices], notes)
     if not flash_attn and p.type_v in QUANTIZED_KV:
         errors.append(("llama-quantized-v-needs-fa",
                        "quantized V cache was requested, but this requires Flash Attention"))
@@ -78,13 +78,24 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
                           resolved=_resolved(c, pl, flash_attn, cr, hp))
 
 
-def _flash_attn(p: LlamaParams, notes: list[str]) -> bool:
-    if p.flash_attn == "auto":
-        # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node lands on its
-        # layer's device, which holds on CPU, RPC and CUDA for the usual head sizes
-        notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
-        return True
-    return p.flash_attn == "on"
+# Head sizes with a CUDA flash-attention kernel for K and V of the same size
+# (ggml_cuda_get_best_fattn_kernel; the MLA sizes 192/320/512/576 need more conditions).
+CUDA_FA_HEADS = frozenset({40, 64, 72, 80, 96, 112, 128, 256})
+
+
+def _flash_attn(p: LlamaParams, hp: LlamaHparams, kinds: list[str], notes: list[str]) -> bool:
+    if p.flash_attn != "auto":
+        return p.flash_attn == "on"
+    # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node runs on its
+    # layer's device; CPU and RPC devices support it, CUDA only has kernels for some head sizes
+    heads = {(hp.head_k[il], hp.head_v[il]) for il in range(hp.n_layer) if hp.n_head_kv[il]}
+    bad = sorted({k for k, v in heads if k != v or k not in CUDA_FA_HEADS})
+    if "cuda" in kinds and bad:
+        notes.append(f"flash_attn auto resolves to disabled: CUDA has no flash-attention kernel for "
+                     f"head size {bad[0]} (resolve_fused_ops)")
+        return False
+    notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
+    return True
 
 
 def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, caches: list[LayerCache],
