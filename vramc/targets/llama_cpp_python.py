@@ -66,3 +66,50 @@ def to_llama_kwargs(plan, absolute_path: bool = False) -> dict:
     if plan.dep.settings.threads:
         kwargs["n_threads"] = plan.dep.settings.threads
     return kwargs
+
+
+# --- the llama-cpp-python target: serve.py and a `python -m llama_cpp.server` config ------------
+
+NAME = "llama-cpp-python"
+FOLDER = "llama_cpp_python"
+CONFIG_FILE = "llama-cpp-server.yaml"
+# Llama() arguments that llama_cpp.server's ModelSettings has no field for: the server passes
+# nothing, so llama.cpp's own default applies there (serve.py passes them).
+NOT_IN_SERVER_SETTINGS = ("swa_full",)
+# ModelSettings defaults that differ from Llama()'s and that to_llama_kwargs leaves to Llama():
+# logits_all=True would keep logits for every token of the context (n_ctx x n_vocab floats).
+SERVER_PINNED = {"logits_all": False}
+
+
+def server_config(plan, ctx) -> tuple[dict, dict]:
+    """(ConfigFileSettings document, the planned arguments it cannot carry)."""
+    kwargs = to_llama_kwargs(plan)
+    model = {"model": str(kwargs.pop("model_path")), "model_alias": ctx.model_name}
+    missing = {k: kwargs.pop(k) for k in NOT_IN_SERVER_SETTINGS if k in kwargs}
+    model.update(kwargs)
+    model.update(SERVER_PINNED)
+    return {"host": ctx.host, "port": ctx.port, "models": [model]}, missing
+
+
+def service(plan, ctx) -> dict:
+    from vramc.render import PathArg
+    from vramc.targets.common import device_env, path_arg, process_env
+
+    return {"lines": [["python3", "-m", "llama_cpp.server"],
+                      ["--config_file", PathArg(path_arg(f"{ctx.folder}/{CONFIG_FILE}"))]],
+            "env": process_env(plan, device_env(plan), ctx),
+            "memlock": to_llama_kwargs(plan)["use_mlock"]}
+
+
+def outputs(plan) -> dict[str, str]:
+    return {"serve.py.j2": "serve.py", f"{CONFIG_FILE}.j2": CONFIG_FILE}
+
+
+def data(plan, ctx) -> dict:
+    from vramc.targets.common import device_env, model_file, process_env
+
+    model_file(plan)  # a model without a gguf path cannot be served
+    config, missing = server_config(plan, ctx)
+    return {"kwargs": to_llama_kwargs(plan), "config": config, "config_file": CONFIG_FILE,
+            "not_in_config": [f"{k}={v!r}" for k, v in sorted(missing.items())],
+            "env": process_env(plan, device_env(plan), ctx)}

@@ -1,0 +1,57 @@
+"""Ollama artifacts: the server environment names only variables Ollama reads (the allow-list in
+vramc.engine_env, from Ollama's envconfig), the env file and the drop-in say the same, and the
+Modelfile reads back, through a port of Ollama's own parser (build_support.parse_modelfile), as
+the planned parameters."""
+
+from __future__ import annotations
+
+from build_support import (FIXTURE, build, copy_fixture, parse_modelfile, read_env_file,
+                           unit_environment)
+from vramc.engine_env import OLLAMA_ENV, OLLAMA_SOURCE
+
+OUT = FIXTURE / "out"
+
+
+def test_server_environment_is_only_variables_ollama_reads():
+    envs = sorted(OUT.rglob("ollama.env"))
+    assert envs
+    for path in envs:
+        env = read_env_file(path)
+        assert set(env) <= OLLAMA_ENV, f"{path}: not in {OLLAMA_SOURCE}: {set(env) - OLLAMA_ENV}"
+        assert env == unit_environment((path.parent / "ollama.service.d" / "override.conf").read_text())
+    base = read_env_file(OUT / "mistral-ollama" / "ollama.env")
+    assert base["OLLAMA_NUM_PARALLEL"] == "2" and base["OLLAMA_KV_CACHE_TYPE"] == "q8_0"
+    assert base["OLLAMA_FLASH_ATTENTION"] == "1" and base["OLLAMA_HOST"] == "127.0.0.1:11434"
+    assert base["OLLAMA_ORIGINS"] == "http://localhost:*" and base["OLLAMA_KEEP_ALIVE"] == "30m"
+    assert base["CUDA_VISIBLE_DEVICES"].startswith("GPU-")
+
+
+def test_modelfile_carries_the_per_model_parameters():
+    from vramc.check import run_check
+
+    plans = {p.dep.label: p for p in run_check([FIXTURE / "profiles" / "ollama.yaml"]).plans}
+    gguf = FIXTURE / "models" / "mistral-7b-instruct-v0.3-Q4_K_M.gguf"
+    for label in ("mistral-ollama", "mistral-ollama@one-slot"):
+        path = OUT / label.replace("@", "/@") / "Modelfile"
+        commands = parse_modelfile(path.read_text())
+        assert (path.parent / dict(commands)["model"]).resolve() == gguf.resolve()
+        p = plans[label].params
+        params = dict(commands[1:])
+        assert params["num_ctx"] == str(p.n_ctx // p.n_seq_max)  # per slot
+        assert params["num_gpu"] == "33" and params["num_batch"] == str(p.n_batch)
+        assert params["temperature"] == "0.2"  # from the project's own template
+
+
+def test_made_up_variables_block_the_build_and_are_never_written(tmp_path, monkeypatch, capsys):
+    project = copy_fixture(tmp_path / "p")
+    profile = project / "profiles" / "ollama.yaml"
+    profile.write_text(profile.read_text().replace("env:\n", "env:\n  OLLAMA_GPU_LAYERS: 40\n"))
+    monkeypatch.chdir(project)
+    assert build(["profiles/ollama.yaml"]) == 1  # VR401: not an Ollama variable
+    assert "not built: mistral-ollama fails check (VR401)" in capsys.readouterr().err
+    assert not (project / "out").exists()
+    assert build(["profiles/ollama.yaml"], force=True) == 0
+    err = capsys.readouterr().err
+    assert "--force: BUILDING mistral-ollama ALTHOUGH CHECK FAILS (VR401)" in err
+    assert "env OLLAMA_GPU_LAYERS not written" in err
+    assert "OLLAMA_GPU_LAYERS" not in (project / "out" / "mistral-ollama" / "ollama.env").read_text()
