@@ -7,9 +7,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from bench.accuracy.compare import CaseResult, format_row, markdown, run_case, summarise, timing_line
+import time
+
+from bench.accuracy.compare import (CaseResult, format_row, markdown, rpc_gpus, run_case, summary_lines,
+                                    timing_line)
 from bench.accuracy.grid import MODELS, cases
 from vramc.gguf import read_gguf
+from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_params import LlamaParams
 from vramc.oracle import RpcServers, find_binaries
 from vramc.synth import CATALOG, write_sparse_gguf
@@ -86,15 +90,36 @@ def main(argv: list[str] | None = None) -> int:
         if not res:
             continue
         print(f"\n== {title}: {len(res)} cases, {sum(r.ok for r in res)} within the targets; {timing_line(res)}")
-        for w in summarise(res):
-            print(f"  {w.component:<8} {w.n_ok}/{w.n} within target; worst "
-                  + (f"{w.worst_mib.error_mib:+.2f} MiB ({w.worst_mib.case}, {w.worst_mib.device})" if w.worst_mib else "-")
-                  + (f"; worst {w.worst_pct.error_pct:+.2f}% ({w.worst_pct.case}, {w.worst_pct.device})" if w.worst_pct else ""))
+        print("\n".join(summary_lines(res)))
         ok = ok and all(r.ok for r in res)
+    speed = speed_lines()
+    print("\n== speed\n" + "\n".join(f"  {s}" for s in speed))
     command = "python -m bench.accuracy" + (" --full" if args.full else "") + (" --real" if args.real else "")
-    args.out.write_text(markdown(results, real, command))
+    args.out.write_text(markdown(results, real, command, speed))
     print(f"\nwrote {args.out}")
     return 0 if ok else 1
+
+
+SPEED_CASES = (
+    ("full offload, c=8192", LlamaParams(n_ctx=8192, tensor_split=(1, 1, 1))),
+    ("40 layers offloaded, c=32768, no flash attention",
+     LlamaParams(n_ctx=32768, tensor_split=(3, 2, 1), n_gpu_layers=40, flash_attn="off")),
+    ("4 slots, q8_0 KV, c=131072", LlamaParams(n_ctx=131072, tensor_split=(1, 2, 1), n_seq_max=4,
+                                               type_k="q8_0", type_v="q8_0")),
+)
+
+
+def speed_lines() -> list[str]:
+    meta = read_gguf(model_path("llama-3.3-70b-instruct", "Q4_K_M"))
+    out = []
+    for label, params in SPEED_CASES:
+        best = float("inf")
+        for _ in range(20):
+            t = time.perf_counter()
+            estimate_llama(meta, rpc_gpus(3), params)
+            best = min(best, time.perf_counter() - t)
+        out.append(f"{label}: {best * 1000:.1f} ms")
+    return out
 
 
 def _describe(p: LlamaParams) -> str:
