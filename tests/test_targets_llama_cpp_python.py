@@ -110,7 +110,7 @@ def test_serve_script_loads_to_llama_kwargs_and_serves(project, monkeypatch):
     with TestClient(serve.create_app()) as client:
         llama = server_app._llama_proxy._current_model
         assert os.path.samefile(llama.model_path, root / "models" / "tiny.gguf")
-        assert llama.n_ctx() == plan.params.n_ctx and llama.context_params.swa_full is False
+        assert llama.n_ctx() == plan.params.n_ctx and llama.context_params.swa_full is plan.params.swa_full
         ask(client)
     server_app._llama_proxy.free()
 

@@ -107,7 +107,9 @@ def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
         tensor_split=ts, main_gpu=s.main_gpu or 0, flash_attn=s.flash_attn or d.flash_attn,
         cache_type_k=cache_k, cache_type_v=cache_v,
         kv_offload=s.kv_offload if s.kv_offload is not None else True,
-        swa_full=bool(s.swa_full), overrides=overrides,
+        # llama_context_default_params() has swa_full true; llama-server's common params false
+        swa_full=s.swa_full if s.swa_full is not None else engine == "llama-cpp-python",
+        overrides=overrides,
     )
 
 

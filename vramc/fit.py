@@ -271,10 +271,10 @@ class Solver:
         return best
 
     def ctx_bounds(self, choice) -> tuple[int, int]:
-        """The engine's `ctx` values to search: [ctx_min, trained context]."""
+        """The engine's `ctx` values to search: [ctx_min, trained context per KV stream]."""
         hi = self.n_train
-        if choice.engine == "llama-server":
-            hi *= choice.parallel  # -c is the total over all slots
+        if choice.engine == "llama-server" and not choice.kv_unified:
+            hi *= choice.parallel  # -c is the total over all slots, each its own stream
         lo = min(self.ctx_min, hi)
         return lo, hi
 
@@ -317,14 +317,15 @@ class Solver:
 
         if ctx_auto:
             lo, hi = self.ctx_bounds(ch)
+            want = total if fixed_layers is None else fixed_layers
             c_hi, e_hi, n_hi = attempt(replace(ch, ctx=hi))
-            if n_hi == total and self.fits(e_hi):
-                self.log.append(f"ctx {hi} (the trained context) fits with all {total} layers on GPUs")
+            if n_hi == want and self.fits(e_hi):
+                self.log.append(f"ctx {hi} (the trained context) fits with {want} layers on GPUs")
                 ch, est = c_hi, e_hi
             else:
                 c_lo, e_lo, n_lo = attempt(replace(ch, ctx=lo))
-                if n_lo < total or not self.fits(e_lo):
-                    self.log.append(f"even ctx {lo} does not fit all {total} layers: ctx {lo}, "
+                if n_lo < want or not self.fits(e_lo):
+                    self.log.append(f"even ctx {lo} does not fit {want} layers: ctx {lo}, "
                                     f"{n_lo} layers on GPUs")
                     ch, est = c_lo, e_lo
                 else:
@@ -356,7 +357,7 @@ class Solver:
                             break
                         a -= 1
                     ch, est = best
-                    self.log.append(f"largest ctx with all {total} layers on GPUs: {ch.ctx} "
+                    self.log.append(f"largest ctx with {want} layers on GPUs: {ch.ctx} "
                                     f"(searched {lo}..{hi} in steps of {CTX_STEP})")
         else:
             ch, est, n = attempt(ch)

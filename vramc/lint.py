@@ -68,7 +68,7 @@ def rule(code: str, slug: str, severity: Severity, scope: str = "plan"):
 
 def load_rules() -> dict[str, Rule]:
     """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
-    from vramc.rules import engines, load, memory, settings, vllm  # noqa: F401
+    from vramc.rules import engines, load, memory, render, settings, vllm  # noqa: F401
 
     return RULES
 
