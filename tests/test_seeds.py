@@ -83,3 +83,18 @@ def test_seed_examples_plan_without_load_errors(path):
     result = run_check([path])
     assert all(p.estimate is not None for p in result.plans)
     assert not [d for d in result.diagnostics if d.code < "VR300" and d.severity == Severity.ERROR]
+
+
+def test_plans_reuse_the_solvers_estimate_faithfully():
+    """The plan shows the estimate the solver verified; it must equal a fresh estimate of the
+    resolved settings (the solver never plans with other parameters than the plan shows)."""
+    from vramc.memory.llama import estimate_llama
+
+    for plan in run_check([ROOT / "profiles"]).plans:
+        if plan.engine == "vllm" or plan.params is None:
+            continue
+        fresh = estimate_llama(plan.meta, plan.gpus, plan.params)
+        for a, b in zip(plan.estimate.devices, fresh.devices):
+            assert (a.weights_bytes, a.kv_bytes, a.compute_bytes, a.layers) == \
+                   (b.weights_bytes, b.kv_bytes, b.compute_bytes, b.layers), plan.dep.label
+        assert plan.estimate.host.total_bytes == fresh.host.total_bytes

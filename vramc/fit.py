@@ -28,6 +28,7 @@ class FitResult:
     log: list[str] = field(default_factory=list)
     estimates: int = 0  # full estimates computed, for the benchmark
     moved_experts: int = 0  # blocks whose MoE expert tensors were put in host memory
+    estimate: object = None  # the verified estimate of `choice` (the plan reuses it)
 
 
 @dataclass
@@ -381,7 +382,7 @@ class Solver:
         if not fits:
             self.log.append("no choice of the auto settings fits; the plan shows the closest")
         self.log.append(f"{self.n_estimates} full estimates")
-        return FitResult(ch, fits, self.log, self.n_estimates, self.moved_experts)
+        return FitResult(ch, fits, self.log, self.n_estimates, self.moved_experts, est)
 
 
 def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> FitResult:

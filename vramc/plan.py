@@ -217,29 +217,27 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
     total_vram = sum(g.capacity_bytes for g in plan.gpus)
     choice = engines.llama_choice(plan.engine, dep.settings, total_vram)
     autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split") if getattr(choice, k) == "auto")
+    est = None
     if autos:
         from vramc.fit import solve
 
         result = solve(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
         plan.search = result.log
         plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
-        choice = result.choice
+        choice, est = result.choice, result.estimate
     plan.choice = choice
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
     plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
-    plan.estimate = _estimate_llama(meta, plan.gpus, plan.params)
+    if est is None:  # the solver's answer was verified with this very estimate: reuse it
+        from vramc.memory.llama import estimate_llama
+
+        est = estimate_llama(meta, plan.gpus, plan.params)
+    add_overhead(est, plan.gpus)
+    plan.estimate = est
     if plan.verdict == "does-not-fit" and plan.gpus:
         from vramc.fit import suggest
 
         plan.fit_hint = suggest(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
-
-
-def _estimate_llama(meta, gpus: list[GpuBudget], params) -> MemoryEstimate:
-    from vramc.memory.llama import estimate_llama
-
-    est = estimate_llama(meta, gpus, params)
-    add_overhead(est, gpus)
-    return est
 
 
 def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:
