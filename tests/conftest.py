@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests compute every estimate afresh: the on-disk estimate cache has its own test, and must never
+# make a test pass on an entry written by other code.
+os.environ["VRAMC_NO_CACHE"] = "1"
+
 
 def write_gguf(path: Path, tensors, setup=None, *, arch: str = "llama",
                split_max_tensors: int = 0) -> list[Path]:

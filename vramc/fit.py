@@ -65,7 +65,7 @@ class Solver:
         return to_llama_params(choice, self.meta.n_layer, self.n_train)
 
     def estimate(self, choice):
-        from vramc.memory.llama import estimate_llama
+        from vramc.estimate_cache import estimate_llama
 
         self.n_estimates += 1
         return estimate_llama(self.meta, self.gpus, self.params(choice))

@@ -229,7 +229,7 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
     plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
     if est is None:  # the solver's answer was verified with this very estimate: reuse it
-        from vramc.memory.llama import estimate_llama
+        from vramc.estimate_cache import estimate_llama
 
         est = estimate_llama(meta, plan.gpus, plan.params)
     add_overhead(est, plan.gpus)
