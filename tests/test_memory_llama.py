@@ -151,8 +151,16 @@ def test_quantized_kv_oracle_and_v_needs_flash_attention():
     assert [mib(d.kv_bytes) for d in est.devices] == [227, 201]  # oracle
     assert est.errors == []
     est = estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, type_v="q4_0", flash_attn="off"))
-    assert est.errors == [("llama-quantized-v-needs-fa",
-                           "quantized V cache was requested, but this requires Flash Attention")]
+    assert est.errors == [("llama-quantized-v-needs-fa", "quantized V cache requires flash_attn to be enabled")]
+    # llama_init_from_model forces flash attention on for a quantized V when it is "auto"
+    assert estimate_llama(llama_meta(), rpc(2), LlamaParams(n_ctx=8192, type_v="q4_0")).resolved["flash_attn"]
+
+
+def test_quantized_kv_blocks_must_divide_the_head_size():
+    meta = llama_meta(n_layer=2, n_embd=2560, n_head=32, n_head_kv=8)  # head size 80
+    est = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=4096, type_k="q4_0", type_v="q4_0"))
+    assert ("llama-kv-type-block", "K cache type q4_0 with block size 32 does not divide n_embd_head_k=80") \
+        in est.errors
 
 
 def test_kv_stays_on_host_without_offload_kqv():
@@ -280,7 +288,7 @@ def test_cuda_op_offload_streams_host_weights_through_the_first_gpu():
     assert compute_mib(off) == compute_mib(on_rpc)
 
 
-@pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct",
+@pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct", "deepseek-v2-lite-chat",
                                   "llama-3.3-nemotron-super-49b-v1.5"])
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
@@ -288,12 +296,24 @@ def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.synth import CATALOG, model_meta
 
     meta = model_meta(CATALOG[name], "Q4_K_M")
-    cases = [LlamaParams(n_ctx=16384, tensor_split=(3, 1, 2), n_gpu_layers=ngl, flash_attn=fa, n_seq_max=np_)
-             for ngl in (-1, 30) for fa in ("on", "off") for np_ in (1, 4)]
-    short = [compute_mib(estimate_llama(meta, rpc(3), p)) for p in cases]
+    cuda = [GpuBudget(f"CUDA{i}", "gpu", i, 24 * 1024 * MiB) for i in range(3)]
+    cases = [(gpus, LlamaParams(n_ctx=16384, tensor_split=(3, 1, 2), n_gpu_layers=ngl, flash_attn=fa,
+                                n_seq_max=np_))
+             for gpus in (rpc(3), cuda) for ngl in (-1, 20) for fa in ("on", "off") for np_ in (1, 4)]
+    short = [compute_mib(estimate_llama(meta, g, p)) for g, p in cases]
     monkeypatch.setattr(llama_mod, "estimate_compute",
                         lambda *a, **k: estimate_compute(*a, **k, full_graph=True))
-    assert short == [compute_mib(estimate_llama(meta, rpc(3), p)) for p in cases]
+    assert short == [compute_mib(estimate_llama(meta, g, p)) for g, p in cases]
+
+
+def test_mla_needs_equal_k_and_v_cache_types():
+    from vramc.synth import CATALOG, model_meta
+
+    meta = model_meta(CATALOG["deepseek-v2-lite-chat"], "Q4_K_M")
+    est = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=4096, type_k="q8_0"))
+    assert est.errors == [("llama-kv-types-differ", "model does not support different K (q8_0) and V (f16) cache types")]
+    est = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=4096))
+    assert est.devices[0].kv_bytes == 27 * 4096 * 576 * 2  # K only: kv_lora_rank + rope dims, f16
 
 
 def test_unmodelled_architectures_say_so():
@@ -312,8 +332,7 @@ def test_flash_attn_auto_follows_cuda_kernel_head_sizes():
     est = estimate_llama(llama_meta(n_layer=2), cuda, LlamaParams(n_ctx=4096))
     assert est.resolved["flash_attn"]  # head size 128
     odd = llama_meta(n_layer=2, n_embd=4608, n_head=32, n_head_kv=8)  # head size 144
-    est = estimate_llama(odd, cuda, LlamaParams(n_ctx=4096, type_v="q8_0"))
+    est = estimate_llama(odd, cuda, LlamaParams(n_ctx=4096))
     assert not est.resolved["flash_attn"]
-    assert est.errors == [("llama-quantized-v-needs-fa",
-                           "quantized V cache was requested, but this requires Flash Attention")]
+    assert any("no flash-attention kernel for head size 144" in n for n in est.notes)
     assert estimate_llama(odd, rpc(1), LlamaParams(n_ctx=4096)).resolved["flash_attn"]  # CPU kernels

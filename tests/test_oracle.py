@@ -85,6 +85,8 @@ GRID = [
     ("llama-3.3-nemotron-super-49b-v1.5", "Q4_K_M", 3, LlamaParams(n_ctx=8192, tensor_split=(5, 3, 2))),
     ("llama-3.3-70b-instruct", "Q4_K_M", 2, LlamaParams(n_ctx=4096, split_mode="none", main_gpu=1,
                                                         n_gpu_layers=40)),
+    ("deepseek-v2-lite-chat", "Q4_K_M", 3, LlamaParams(n_ctx=16384, tensor_split=(1, 2, 1), type_k="q8_0",
+                                                       type_v="q8_0", n_ubatch=1024)),
 ]
 
 

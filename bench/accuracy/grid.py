@@ -26,9 +26,9 @@ MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("phi-3-mini-4k-instruct", ("Q4_K_M", "F16")),
     ("deepseek-r1-distill-qwen-14b", ("Q4_K_M",)),
     ("llama-3.3-nemotron-super-49b-v1.5", ("Q4_K_M",)),
-    # compute buffers not modelled (hybrid Mamba-2, MLA): weights and KV only
+    ("deepseek-v2-lite-chat", ("Q4_K_M", "Q8_0")),
+    # compute buffers not modelled (hybrid Mamba-2): weights and KV only
     ("nvidia-nemotron-nano-9b-v2", ("Q4_K_M",)),
-    ("deepseek-v2-lite-chat", ("Q4_K_M",)),
 )
 
 SPLITS = {0: (None,), 1: (None,), 2: ((3, 5), (1, 1)), 3: ((1, 2, 1), (5, 3, 2))}
@@ -67,7 +67,7 @@ def _params(n_dev: int, ts, ngl: int, ctx: int, ub: int, fa: str, kv: str, np_: 
 
 
 def _valid(fa: str, kv: str) -> bool:
-    return fa == "on" or kv == "f16"  # "quantized V cache was requested, but this requires FA"
+    return fa == "on" or kv == "f16"  # "quantized V cache requires flash_attn to be enabled"
 
 
 def cases(n_layers: dict[str, int], full: bool = False, models=None) -> list[Case]:

@@ -9,6 +9,7 @@ by vramc.oracle and bench/accuracy; see docs/memory-model.md.
 
 from __future__ import annotations
 
+from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
 from vramc.memory.llama_archs import graph_spec
 from vramc.memory.llama_compute import ComputeResult, estimate_compute
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
@@ -48,10 +49,8 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
         split_mode = "layer"
     pl = place_model(meta, gpus, hp.n_layer, hp.n_layer_all, p.n_gpu_layers, split_mode,
                      p.tensor_split, p.main_gpu, p.overrides)
+    errors += _context_errors(p, hp, meta.architecture)
     flash_attn = _flash_attn(p, hp, [backend_kind(gpus[d]) for d in pl.devices], notes)
-    if not flash_attn and p.type_v in QUANTIZED_KV:
-        errors.append(("llama-quantized-v-needs-fa",
-                       "quantized V cache was requested, but this requires Flash Attention"))
     caches = layer_caches(hp, c, pl.layer_dev, p.offload_kqv, p.type_k, p.type_v, p.swa_full)
     rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(g)) for d, g in enumerate(gpus)}}
     kv = cache_bytes_by_device(caches, rules)
@@ -83,9 +82,30 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
 CUDA_FA_HEADS = frozenset({40, 64, 72, 80, 96, 112, 128, 256})
 
 
+def _context_errors(p: LlamaParams, hp: LlamaHparams, arch: str) -> list[tuple[str, str]]:
+    """What llama_init_from_model refuses (src/llama-context.cpp), in its words."""
+    out = []
+    if (hp.is_mla or arch == "deepseek4") and p.type_k != p.type_v:
+        out.append(("llama-kv-types-differ",
+                    f"model does not support different K ({p.type_k}) and V ({p.type_v}) cache types"))
+    if p.type_v in QUANTIZED_KV and p.flash_attn == "off":
+        out.append(("llama-quantized-v-needs-fa", "quantized V cache requires flash_attn to be enabled"))
+    if p.flash_attn != "off":
+        for kind, type_, heads in (("K", p.type_k, hp.head_k), ("V", p.type_v, hp.head_v)):
+            blck = GGML_TYPES[TYPE_BY_NAME[type_]][1]
+            bad = next((h for h in heads[:hp.n_layer] if h % blck), None)
+            if bad is not None:
+                out.append(("llama-kv-type-block", f"{kind} cache type {type_} with block size {blck} "
+                            f"does not divide n_embd_head_{kind.lower()}={bad}"))
+    return out
+
+
 def _flash_attn(p: LlamaParams, hp: LlamaHparams, kinds: list[str], notes: list[str]) -> bool:
     if p.flash_attn != "auto":
         return p.flash_attn == "on"
+    if p.type_v in QUANTIZED_KV:
+        notes.append("flash_attn auto: enabled since it is required for quantized V cache")
+        return True
     # llama_context::resolve_fused_ops keeps FA when every FLASH_ATTN_EXT node runs on its
     # layer's device; CPU and RPC devices support it, CUDA only has kernels for some head sizes
     heads = {(hp.head_k[il], hp.head_v[il]) for il in range(hp.n_layer) if hp.n_head_kv[il]}
@@ -102,7 +122,7 @@ def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, cache
              gpus: list[GpuBudget], p: LlamaParams, split_mode: str, flash_attn: bool, dry_run: bool,
              notes: list[str], errors: list[tuple[str, str]]) -> ComputeResult | None:
     spec, exact = graph_spec(meta.architecture, (t.name for t in meta.tensors))
-    if spec is None or any(hp.is_recr) or hp.is_mla:
+    if spec is None or any(hp.is_recr) or (hp.is_mla and not spec.mla):
         notes.append(f"compute buffers are not modelled for architecture {meta.architecture!r} "
                      "(only weights, KV cache and recurrent state are); leave a margin")
         return None

@@ -29,6 +29,7 @@ class ArchSpec:
     attn_softcap: bool = False  # gemma2: tanh soft-capping of KQ (without flash attention)
     iswa: bool = False  # sliding-window layers have their own cache and mask
     variable: bool = False  # deci: attention-free, "linear attention" and FFN-free layers
+    mla: bool = False  # deepseek2: multi-head latent attention over a K-only cache, shared experts
 
 
 LLAMA = ArchSpec()
@@ -42,7 +43,30 @@ ARCHS: dict[str, ArchSpec] = {
     "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True, gelu=True, iswa=True),
     "phi3": ArchSpec(q_scale=True, residual_first=True),
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
+    "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
 }
+
+
+@dataclass(frozen=True)
+class MoeConf:
+    """build_moe_ffn's switches, from the GGUF (llama_model_deepseek2::load_arch_hparams etc.)."""
+
+    gating: str = "softmax"  # softmax | sigmoid | softmax_weight
+    norm_w: bool = True
+    w_scale: float = 0.0
+    n_groups: int = 0
+    n_group_used: int = 0
+
+
+def moe_conf(arch: str, hparams: dict) -> MoeConf:
+    if arch != "deepseek2":
+        # llama (Mixtral), qwen3moe, phi3 and the like: softmax, normalised weights
+        return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
+    gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or 0), "softmax")
+    return MoeConf(gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)),
+                   w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0),
+                   n_groups=int(hparams.get("expert_group_count", 0) or 0),
+                   n_group_used=int(hparams.get("expert_group_used_count", 0) or 0))
 
 
 @dataclass
@@ -84,8 +108,10 @@ def _rot_size(head: int) -> int:
 
 
 class _Builder:
-    def __init__(self, spec: ArchSpec, hp, w: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams):
+    def __init__(self, spec: ArchSpec, hp, w: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
+                 moe: MoeConf, mla: dict):
         self.spec, self.hp, self.w, self.kv, self.p = spec, hp, w, kv, p
+        self.moe_conf, self.mla = moe, mla
         self.g = Graph()
 
     def W(self, name: str) -> Tensor | None:
@@ -131,7 +157,8 @@ class _Builder:
         v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
         inp = {
             "k_idxs": gg.input_tensor("i64", (p.n_tokens,), "attn_inp_k_idxs"),
-            "v_idxs": gg.input_tensor("i64", (p.n_tokens * (v_max if p.v_trans else 1),), "attn_inp_v_idxs"),
+            "v_idxs": None if hp.is_mla else gg.input_tensor(
+                "i64", (p.n_tokens * (v_max if p.v_trans else 1),), "attn_inp_v_idxs"),
             "mask": gg.input_tensor("f16" if p.flash_attn else "f32",
                                     (n_kv, p.n_tokens // p.n_stream, 1, p.n_stream), "attn_inp_kq_mask"),
             "k_rot": None, "v_rot": None,
@@ -140,10 +167,10 @@ class _Builder:
         heads_v = {hp.head_v[il] for il in self.kv if self.kv[il].swa == kvs[0].swa}
         quant_k = p.type_k not in ("f32", "f16", "bf16")
         quant_v = p.type_v not in ("f32", "f16", "bf16")
-        if quant_k and len(heads_k) == 1 and hp.head_k[0] % 64 == 0:
+        if quant_k and len(heads_k) == 1 and hp.head_k[0] % 64 == 0 and not self.spec.mla:
             n = _rot_size(heads_k.pop())
             inp["k_rot"] = gg.input_tensor("f32", (n, n), "attn_inp_k_rot")
-        if quant_v and len(heads_v) == 1 and not hp.is_mla and hp.head_v[0] % 64 == 0:
+        if quant_v and len(heads_v) == 1 and not self.spec.mla and hp.head_v[0] % 64 == 0:
             inp["v_rot"] = gg.input_tensor("f32", (64, 64), "attn_inp_v_rot")
         return inp
 
@@ -168,6 +195,8 @@ class _Builder:
 
     def attention(self, il: int, x: Tensor) -> Tensor:
         spec, W, b = self.spec, self.W, f"blk.{il}."
+        if spec.mla:
+            return self.mla_attention(il, x)
         q, k, v = self.qkv(il, x)
         freqs = W(f"rope_freqs.weight@{il}")
         if spec.qk_norm:
@@ -180,6 +209,48 @@ class _Builder:
             q = gg.unary(q, "SCALE")
         cur = self.attn(il, q, k, v)
         return self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+
+    def mla_attention(self, il: int, x: Tensor) -> Tensor:
+        """deepseek2.cpp with MLA: absorbed q_nope, K = [kv_cmpr, k_pe] over a K-only cache."""
+        W, b, hp, m = self.W, f"blk.{il}.", self.hp, self.mla
+        n_tok, n_head = x.ne[1], hp.n_head[il]
+        rank, rope_d, head_k = m["kv_lora_rank"], hp.n_rot, m["head_k_mla"]
+        nope = head_k - rope_d
+        if W(b + "attn_q.weight") is not None:
+            q = gg.mul_mat(W(b + "attn_q.weight"), x)
+        else:  # a q LoRA
+            q = gg.mul_mat(W(b + "attn_q_a.weight"), x)
+            q = self.norm(q, W(b + "attn_q_a_norm.weight"), il)
+            q = gg.mul_mat(W(b + "attn_q_b.weight"), q)
+        q = gg.reshape(q, head_k, n_head, n_tok)
+        kv_pe = gg.mul_mat(W(b + "attn_kv_a_mqa.weight"), x)
+        row = row_size(kv_pe.type, rank + rope_d)
+        kv_cmpr = gg.view(kv_pe, (rank, n_tok), (row,), 0)
+        k_pe = gg.view(kv_pe, (rope_d, 1, n_tok), (row, row), row_size(kv_pe.type, rank))
+        k_pe = gg.rope(k_pe, self.inp_pos)
+        kv_cmpr = self.norm(kv_cmpr, W(b + "attn_kv_a_norm.weight"), il)
+        q_nope = gg.view(q, (nope, n_head, n_tok), (q.nb[1], q.nb[2]), 0)
+        q_pe = gg.view(q, (rope_d, n_head, n_tok), (q.nb[1], q.nb[2]), row_size(q.type, nope))
+        q_pe = gg.rope(q_pe, self.inp_pos)
+        q_nope = gg.permute(q_nope, 0, 2, 1, 3)
+        q_abs = gg.permute(gg.mul_mat(W(b + "attn_k_b.weight"), q_nope), 0, 2, 1, 3)
+        q_cur = gg.concat(q_abs, q_pe, 0)
+        kv_cmpr = gg.reshape(kv_cmpr, rank, 1, n_tok)
+        k_cur = gg.concat(kv_cmpr, k_pe, 0)
+        cur = self.attn_k(il, q_cur, k_cur, kv_cmpr, W(b + "attn_v_b.weight"))
+        return self.mm(W(b + "attn_output.weight"), cur)
+
+    def attn_k(self, il: int, q: Tensor, k_cur: Tensor, v_cur: Tensor, v_mla: Tensor) -> Tensor:
+        """build_attn over llm_graph_input_attn_k: V is a view of the K cache, no rotation."""
+        g = self.g
+        lkv = self.kv[il]
+        inp = self.attn_in[lkv.swa]
+        for t in (q, v_cur, k_cur):
+            g.expand(t)
+        g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
+        k = self.get_k(il, lkv)
+        v = gg.view(k, (v_cur.ne[0], k.ne[1], k.ne[2], k.ne[3]), k.nb[1:], 0)
+        return self.mha(q, k, v, inp["mask"], v_mla)
 
     def hadamard(self, cur: Tensor, rot: Tensor) -> Tensor:
         n = rot.ne[0]
@@ -251,7 +322,7 @@ class _Builder:
         return gg.view(v, (size, nkv, hv, ns),
                        (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])), 0)
 
-    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, v_mla: Tensor | None = None) -> Tensor:
         p, g = self.p, self.g
         v_trans = v.nb[1] > v.nb[2]
         ns = k.ne[3]
@@ -263,6 +334,9 @@ class _Builder:
             if v_trans:
                 v = gg.transpose(v)
             cur = gg.flash_attn_ext(q, k, v, mask)
+            if v_mla is not None:  # decompress the latent: a matrix product over the tokens
+                cur = gg.permute(gg.mul_mat(v_mla, gg.permute(cur, 0, 2, 1, 3)), 0, 2, 1, 3)
+                cur = gg.cont(cur)
             cur = gg.reshape(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
         else:
             kq = gg.mul_mat(k, q)
@@ -272,6 +346,8 @@ class _Builder:
             if not v_trans:
                 v = gg.cont(gg.transpose(v))
             kqv = gg.mul_mat(v, kq)
+            if v_mla is not None:
+                kqv = gg.mul_mat(v_mla, kqv)
             cur = gg.permute(kqv, 0, 2, 1, 3)
             cur = gg.cont(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
             if not p.offload_kqv:
@@ -283,7 +359,8 @@ class _Builder:
     def ffn(self, il: int, x: Tensor) -> Tensor:
         W, b = self.W, f"blk.{il}."
         if W(b + "ffn_gate_inp.weight") is not None:
-            return self.moe(il, x)
+            out = self.moe(il, x)
+            return self.shared_experts(il, x, out) if W(b + "ffn_up_shexp.weight") is not None else out
         up = self.mm(W(b + "ffn_up.weight"), x, W(b + "ffn_up.bias"))
         gate_w = W(b + "ffn_gate.weight")
         if gate_w is None:  # phi3: fused gate+up, LLM_FFN_SWIGLU
@@ -294,21 +371,54 @@ class _Builder:
         return self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
 
     def moe(self, il: int, x: Tensor) -> Tensor:
-        g, W, b, hp = self.g, self.W, f"blk.{il}.", self.hp
+        """build_moe_ffn: router, expert selection (optionally by groups), routed experts."""
+        g, W, b, hp, c = self.g, self.W, f"blk.{il}.", self.hp, self.moe_conf
         n_embd, n_tok = x.ne[0], x.ne[1]
         n_exp, n_used = hp.n_expert, hp.n_expert_used
-        logits = gg.mul_mat(W(b + "ffn_gate_inp.weight"), x)
-        probs = gg.soft_max(logits)
-        selected = gg.argsort_top_k(probs, n_used)
+        logits = self.mm(W(b + "ffn_gate_inp.weight"), x, W(b + "ffn_gate_inp.bias"))
+        if c.gating == "sigmoid":
+            probs = gg.unary(logits)
+        elif c.gating == "softmax_weight":
+            probs = logits
+        else:
+            probs = gg.soft_max(logits)
+        selection = probs
+        probs_b = W(b + "exp_probs_b.bias")
+        if probs_b is not None:
+            selection = gg.binary("ADD", probs, probs_b)
+        if c.n_groups > 1:
+            per_group = n_exp // c.n_groups
+            groups = gg.reshape(selection, per_group, c.n_groups, n_tok)
+            scores = gg.argsort_top_k(groups, 2)
+            scores = gg.get_rows(gg.reshape(groups, 1, per_group, c.n_groups, n_tok), scores)
+            scores = gg.sum_rows(gg.reshape(scores, scores.ne[1], scores.ne[2], scores.ne[3]))
+            scores = gg.reshape(scores, scores.ne[1], scores.ne[2])
+            top = gg.argsort_top_k(scores, c.n_group_used)
+            selection = gg.get_rows(groups, top)
+            filled = gg.dup(groups, "FILL")
+            selection = gg.reshape(gg.set_rows(filled, selection, top), n_exp, n_tok)
+        selected = gg.argsort_top_k(selection, n_used)
         weights = gg.get_rows(gg.reshape(probs, 1, n_exp, n_tok), selected)
-        weights = gg.reshape(weights, n_used, n_tok)
-        wsum = gg.unary(gg.sum_rows(weights), "CLAMP")
-        weights = gg.binary("DIV", weights, wsum)
-        weights = gg.reshape(weights, 1, n_used, n_tok)
+        if c.gating == "softmax_weight":
+            weights = gg.reshape(gg.soft_max(gg.reshape(weights, n_used, n_tok)), 1, n_used, n_tok)
+        if c.norm_w:
+            weights = gg.reshape(weights, n_used, n_tok)
+            wsum = gg.unary(gg.sum_rows(weights), "CLAMP")
+            weights = gg.reshape(gg.binary("DIV", weights, wsum), 1, n_used, n_tok)
+        if c.w_scale not in (0.0, 1.0):
+            weights = gg.unary(weights, "SCALE")
         g.expand(weights)
         cur = gg.reshape(x, n_embd, 1, n_tok)
-        up = gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected)
-        gate = gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected)
+        gate_up_w = W(b + "ffn_gate_up_exps.weight")
+        if gate_up_w is not None:
+            gate_up = gg.mul_mat_id(gate_up_w, cur, selected)
+            n_ff = gate_up.ne[0] // 2
+            gate = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]), 0)
+            up = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]),
+                         n_ff * gate_up.nb[0])
+        else:
+            up = gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected)
+            gate = gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected)
         act = gg.glu_split(gate, up)
         experts = gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected)
         experts = gg.binary("MUL", experts, weights)
@@ -323,6 +433,13 @@ class _Builder:
         if n_used == 1:
             out = gg.cont(out)
         return out
+
+    def shared_experts(self, il: int, x: Tensor, moe_out: Tensor) -> Tensor:
+        W, b = self.W, f"blk.{il}."
+        up = gg.mul_mat(W(b + "ffn_up_shexp.weight"), x)
+        gate = gg.mul_mat(W(b + "ffn_gate_shexp.weight"), x)
+        shexp = gg.mul_mat(W(b + "ffn_down_shexp.weight"), gg.glu_split(gate, up))
+        return gg.binary("ADD", moe_out, shexp)
 
     # --- the whole graph ----------------------------------------------------------------------
     def build(self, layers: list[int]) -> Graph:
@@ -377,8 +494,10 @@ def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:
 
 
 def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
-                layers: list[int]) -> Graph:
+                layers: list[int], arch: str, hparams: dict) -> Graph:
     """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute)."""
     if spec.iswa and not any(x.swa for x in kv.values()):
         spec = ArchSpec(**{**spec.__dict__, "iswa": False})
-    return _Builder(spec, hp, weights, kv, p).build(layers)
+    mla = {"kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
+           "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0)}
+    return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla).build(layers)

@@ -40,11 +40,20 @@ def pipeline_parallel(n_devices: int, n_gpu_layers: int, n_layer_all: int, split
     return n_devices > 1 and ngl > n_layer_all and split_mode == "layer" and offload_kqv and not has_overrides
 
 
-def _signature(hp: LlamaHparams, il: int) -> tuple:
-    return (hp.is_swa[il], hp.n_head[il], hp.n_head_kv[il], hp.head_k[il], hp.head_v[il], hp.n_ff[il])
+def layer_signatures(meta: ModelMeta, hp: LlamaHparams, with_types: bool) -> list[tuple]:
+    """What makes two layers' graphs allocate alike: their tensors' names and shapes (dense vs
+    MoE, NAS-pruned widths), the cache they attend, and, when host weights may be copied to a
+    GPU (CUDA op offload), the weights' types (the copies' sizes)."""
+    layers: list[list] = [[hp.is_swa[il], hp.n_head_kv[il]] for il in range(hp.n_layer_all)]
+    for t in meta.tensors:
+        il = t.block
+        if il is not None and il < hp.n_layer_all:
+            suffix = t.name.split(".", 2)[2]
+            layers[il].append((suffix, t.shape, t.type) if with_types else (suffix, t.shape))
+    return [tuple(x) for x in layers]
 
 
-def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> list[int]:
+def kept_layers(signatures: list[tuple], layer_dev: list[int], n_layer: int, periods: int = 2) -> list[int]:
     """The trunk with repeated layers dropped where they cannot change a compute buffer.
 
     Within a device's run of layers, each repetition of the same layer (or of the same pattern
@@ -58,14 +67,14 @@ def kept_layers(hp: LlamaHparams, layer_dev: list[int], periods: int = 2) -> lis
     graph.
     """
     out: list[int] = []
-    n = hp.n_layer
+    n = n_layer
     start = 0
     while start < n:
         end = start
         while end < n and layer_dev[end] == layer_dev[start]:
             end += 1
         run = list(range(start, end))
-        sig = [_signature(hp, il) for il in run]
+        sig = [signatures[il] for il in run]
         period = next(p for p in range(1, len(run) + 1)
                       if all(sig[i] == sig[i + p] for i in range(len(run) - p)))
         step = period if period % 2 == 0 else 2 * period
@@ -174,7 +183,10 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
         final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
     g = build_graph(spec, hp, _Weights(meta, hp, pl),
                     _layer_kv(caches, c, type_k, type_v, v_trans, hp), p,
-                    list(range(hp.n_layer)) if full_graph else kept_layers(hp, pl.layer_dev))
+                    list(range(hp.n_layer)) if full_graph else kept_layers(
+                        layer_signatures(meta, hp, with_types=op_offload and any(b.op_offload for b in backends)),
+                        pl.layer_dev, hp.n_layer),
+                    meta.architecture, meta.hparams)
     pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)
     n_copies = GGML_SCHED_MAX_COPIES if pp else 1
     # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler

@@ -211,6 +211,12 @@ def flash_attn_ext(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sinks: 
     return new_tensor("f32", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), "FLASH_ATTN_EXT", src)
 
 
+def concat(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    ne = list(a.ne)
+    ne[dim] += b.ne[dim]
+    return new_tensor(a.type, ne, "CONCAT", [a, b])
+
+
 def argsort_top_k(a: Tensor, k: int) -> Tensor:
     s = new_tensor("i32", a.ne, "ARGSORT", [a])
     return _view(s, "VIEW", (k, *s.ne[1:]), s.nb)
