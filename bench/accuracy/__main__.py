@@ -11,7 +11,7 @@ import time
 
 from bench.accuracy.compare import (CaseResult, format_row, markdown, rpc_gpus, run_case, summary_lines,
                                     timing_line)
-from bench.accuracy.grid import MODELS, cases
+from bench.accuracy.grid import MODELS, SAMPLES_PER_MODEL, cases
 from vramc.gguf import read_gguf
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_params import LlamaParams
@@ -57,6 +57,8 @@ def model_path(name: str, ftype: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
     ap.add_argument("--full", action="store_true", help="the whole cross product instead of a sample")
+    ap.add_argument("--samples", type=int, default=SAMPLES_PER_MODEL,
+                    help="cases sampled per model (default: %(default)s)")
     ap.add_argument("--real", action="store_true", help="also real llama-server loads (launch mode)")
     ap.add_argument("--models", nargs="*", help="only these catalog names")
     ap.add_argument("--out", type=Path, default=RESULTS, help="markdown results (default: %(default)s)")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print("oracle binaries not found: run scripts/build-llama.sh or set VRAMC_ORACLE_BIN", file=sys.stderr)
         return 2
     n_layers = {name: CATALOG[name].n_layer for name, _ in MODELS}
-    grid = cases(n_layers, full=args.full, models=args.models)
+    grid = cases(n_layers, full=args.full, models=args.models, samples=args.samples)
     metas: dict[Path, object] = {}
     results: list[CaseResult] = []
     real: list[CaseResult] = []
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and all(r.ok for r in res)
     speed = speed_lines()
     print("\n== speed\n" + "\n".join(f"  {s}" for s in speed))
-    command = "python -m bench.accuracy" + (" --full" if args.full else "") + (" --real" if args.real else "")
+    command = ("python -m bench.accuracy" + (" --full" if args.full else "")
+               + (f" --samples {args.samples}" if args.samples != SAMPLES_PER_MODEL and not args.full else "")
+               + (" --real" if args.real else ""))
     args.out.write_text(markdown(results, real, command, speed))
     print(f"\nwrote {args.out}")
     return 0 if ok else 1

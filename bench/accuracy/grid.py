@@ -38,7 +38,7 @@ UBATCHES = (512, 2048)
 FLASH_ATTN = ("on", "off")
 KV_TYPES = ("f16", "q8_0", "q4_0")
 PARALLEL = (1, 4)
-SAMPLES_PER_MODEL = 8
+SAMPLES_PER_MODEL = 24
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def _valid(fa: str, kv: str) -> bool:
     return fa == "on" or kv == "f16"  # "quantized V cache requires flash_attn to be enabled"
 
 
-def cases(n_layers: dict[str, int], full: bool = False, models=None) -> list[Case]:
+def cases(n_layers: dict[str, int], full: bool = False, models=None,
+          samples: int = SAMPLES_PER_MODEL) -> list[Case]:
     """The grid; `n_layers` gives each model's block count (for the partial offload)."""
     out: list[Case] = []
     for name, ftypes in MODELS:
@@ -80,17 +81,17 @@ def cases(n_layers: dict[str, int], full: bool = False, models=None) -> list[Cas
             ftypes, [(n, ts) for n in SPLITS for ts in SPLITS[n]], GPU_LAYERS, CONTEXTS, UBATCHES,
             FLASH_ATTN, KV_TYPES, PARALLEL) if _valid(c[5], c[6]) and (c[1][0] or c[2] == "all")]
         if not full:
-            combos = _sample(combos, name)
+            combos = _sample(combos, name, samples)
         for ftype, (n_dev, ts), ngl, ctx, ub, fa, kv, np_ in combos:
             params = _params(n_dev, ts, _gpu_layers(ngl, n_layers[name]), ctx, ub, fa, kv, np_)
             out.append(Case(name, ftype, n_dev, params))
     return out
 
 
-def _sample(combos: list, seed: str) -> list:
+def _sample(combos: list, seed: str, n: int) -> list:
     """A deterministic sample that still shows every device count and every quantisation."""
     rng = random.Random(seed)
-    picked = rng.sample(combos, min(SAMPLES_PER_MODEL, len(combos)))
+    picked = rng.sample(combos, min(n, len(combos)))
     for key in (lambda c: c[1][0], lambda c: c[0]):
         for value in sorted({key(c) for c in combos}, key=str):
             if not any(key(c) == value for c in picked):

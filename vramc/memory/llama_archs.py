@@ -1,10 +1,12 @@
 """llama.cpp's prompt-processing graph for the decoder-only transformer families.
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
-and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3}.cpp)
-build for the worst-case reserve: build_inp_embd, build_attn with the KV store (set_rows into the
-cache), flash attention or KQ/softmax/KQV, build_ffn, build_moe_ffn, the output head. Tensor
-sizes and the order of sources decide what ggml-alloc can reuse, so both follow the source.
+and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
+deepseek2}.cpp) build for the worst-case reserve: build_inp_embd, build_attn with the KV store
+(set_rows into the cache), flash attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the
+output head. Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both
+follow the source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a
+builder.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ class ArchSpec:
     q_scale: bool = False  # ggml_scale(Qcur) after RoPE (gemma2/3, phi3)
     post_norms: bool = False  # attn_post_norm and ffn_post_norm (gemma2/3)
     embd_scale: bool = False  # inpL scaled by sqrt(n_embd) (gemma)
-    gelu: bool = False  # GELU FFN (gemma) instead of SiLU
     residual_first: bool = False  # phi3: ffn output added as add(residual, cur)
     attn_softcap: bool = False  # gemma2: tanh soft-capping of KQ (without flash attention)
     iswa: bool = False  # sliding-window layers have their own cache and mask
@@ -38,9 +39,8 @@ ARCHS: dict[str, ArchSpec] = {
     "qwen2": LLAMA,  # + q/k/v biases, picked up from the tensor table
     "qwen3": ArchSpec(qk_norm=True),
     "qwen3moe": ArchSpec(qk_norm=True),
-    "gemma2": ArchSpec(q_scale=True, post_norms=True, embd_scale=True, gelu=True, attn_softcap=True,
-                       iswa=True),
-    "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True, gelu=True, iswa=True),
+    "gemma2": ArchSpec(q_scale=True, post_norms=True, embd_scale=True, attn_softcap=True, iswa=True),
+    "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True, iswa=True),
     "phi3": ArchSpec(q_scale=True, residual_first=True),
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
     "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
@@ -80,7 +80,6 @@ class LayerKV:
 @dataclass
 class GraphParams:
     n_tokens: int
-    n_seqs: int  # sequences in the reserve ubatch (n_seq_max)
     n_stream: int  # KV streams (1 if unified)
     n_outputs: int
     flash_attn: bool
@@ -91,10 +90,6 @@ class GraphParams:
     final_softcap: bool = False
     pin: dict = field(default_factory=dict)  # il -> backend the layer's "norm" nodes are pinned to
     cpu_backend: int = 0
-
-
-def _is_contiguous(t: Tensor) -> bool:
-    return t.nb == gg._contiguous_nb(t.type, t.ne)
 
 
 def _rot_size(head: int) -> int:
@@ -255,7 +250,7 @@ class _Builder:
     def hadamard(self, cur: Tensor, rot: Tensor) -> Tensor:
         n = rot.ne[0]
         nel = cur.ne[0] * cur.ne[1] * cur.ne[2] * cur.ne[3]
-        res = gg.reshape(cur, n, nel // n) if _is_contiguous(cur) else gg.cont(cur, n, nel // n)
+        res = gg.reshape(cur, n, nel // n) if gg.is_contiguous(cur) else gg.cont(cur, n, nel // n)
         res = gg.mul_mat(rot, res)
         return gg.reshape(res, *cur.ne)
 

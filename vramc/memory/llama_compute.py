@@ -29,7 +29,6 @@ class ComputeResult:
     by_device: dict[int, int]  # device (HOST included) -> compute buffer bytes
     n_copies: int
     n_splits: int
-    backends: list[str]
 
 
 def pipeline_parallel(n_devices: int, n_gpu_layers: int, n_layer_all: int, split_mode: str,
@@ -178,7 +177,7 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
         pin = {il: dev_backend[pl.layer_dev[il]] for il in range(hp.n_layer)}
     v_trans = not c.flash_attn_requested
     p = GraphParams(
-        n_tokens=n_tokens, n_seqs=n_seqs, n_stream=c.n_stream, n_outputs=n_outputs,
+        n_tokens=n_tokens, n_stream=c.n_stream, n_outputs=n_outputs,
         flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
         final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
     g = build_graph(spec, hp, _Weights(meta, hp, pl),
@@ -195,4 +194,4 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
     sizes = allocate(s, backends)
     by_device = {d: sizes[i] for i, d in enumerate(pl.devices)}
     by_device[HOST] = sizes[cpu]
-    return ComputeResult(by_device, n_copies, len(s.splits), [b.name for b in backends])
+    return ComputeResult(by_device, n_copies, len(s.splits))

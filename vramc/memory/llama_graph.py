@@ -80,6 +80,10 @@ def _contiguous_nb(type_: str, ne) -> tuple[int, int, int, int]:
     return (nb0, nb1, nb2, nb2 * ne[2])
 
 
+def is_contiguous(t: Tensor) -> bool:
+    return t.nb == _contiguous_nb(t.type, t.ne)
+
+
 def _ne4(ne) -> tuple[int, int, int, int]:
     ne = tuple(ne)
     return ne if len(ne) == 4 else ne + (1,) * (4 - len(ne))
