@@ -23,12 +23,16 @@ $(VENV)/.engine: $(STAMP) scripts/build-llama.sh
 	$(BIN)/python -m pip install -q --find-links "$$(scripts/build-llama.sh --wheel-dir)" -e '.[dev,run]'
 	touch $@
 
-demo: $(STAMP)
+# The tiny random-weight model that `vramc run demo-tiny` serves (generated, never downloaded).
+models/demo-tiny.gguf: | $(STAMP)
+	$(BIN)/python -m vramc.synth tiny $@
+
+demo: $(STAMP) models/demo-tiny.gguf
 	$(BIN)/vramc check profiles/
 	$(BIN)/vramc plan profiles/
 	$(BIN)/vramc build --check
 
-engine: $(VENV)/.engine
+engine: $(VENV)/.engine models/demo-tiny.gguf
 
 test: $(VENV)/.engine
 	$(BIN)/python -m pytest -q

@@ -216,6 +216,28 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         return
     total_vram = sum(g.capacity_bytes for g in plan.gpus)
     choice = engines.llama_choice(plan.engine, dep.settings, total_vram)
+    try:
+        _resolve_and_estimate(plan, meta, choice)
+    except ValueError as e:  # settings llama.cpp cannot place at all (no free memory to split by)
+        plan.diagnostics.append(Diagnostic(
+            "VR320", Severity.ERROR, f"these settings cannot be loaded: {e}", dep.doc.file,
+            dep.doc.positions.locate(("settings",)), dep.doc.prefix + ("settings",),
+            "check the GPUs' tenants and reserves, or give tensor_split"))
+        plan.estimate = None
+        return
+    if plan.verdict == "does-not-fit" and plan.gpus:
+        from vramc.fit import suggest
+
+        try:
+            plan.fit_hint = suggest(meta, plan.gpus, plan.choice, plan.margins, dep.settings.ctx_min)
+        except ValueError:
+            plan.fit_hint = ""
+
+
+def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
+    from vramc import engines
+
+    dep = plan.dep
     autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split") if getattr(choice, k) == "auto")
     est = None
     if autos:
@@ -234,10 +256,6 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         est = estimate_llama(meta, plan.gpus, plan.params)
     add_overhead(est, plan.gpus)
     plan.estimate = est
-    if plan.verdict == "does-not-fit" and plan.gpus:
-        from vramc.fit import suggest
-
-        plan.fit_hint = suggest(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
 
 
 def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:

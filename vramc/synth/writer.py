@@ -75,6 +75,7 @@ def write_sparse_gguf(path: str | os.PathLike, shape: ModelShape, ftype: str, *,
     from gguf import GGMLQuantizationType, GGUFWriter
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = tensor_types(shape, ftype, imatrix=imatrix)
     writer = GGUFWriter(path, shape.arch)
     for key, value in file_metadata(shape, ftype).items():
@@ -133,6 +134,7 @@ def write_tiny_model(path: str | os.PathLike, *, ftype: str = "F32", seed: int =
     if ftype not in TINY_FTYPES:
         raise ValueError(f"tiny model file types: {', '.join(TINY_FTYPES)}")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     writer = GGUFWriter(path, shape.arch)
     for key, value in file_metadata(shape, ftype).items():
         _add_kv(writer, key, value)
