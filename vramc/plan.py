@@ -262,6 +262,8 @@ def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:
     # Every visible GPU gets a CUDA context, even one that ends up holding no layers.
     for d, g in zip(est.devices, gpus):
         d.overhead_bytes = g.overhead_bytes
+    # the memory model's caveat that it leaves this overhead out is answered here
+    est.notes = [n for n in est.notes if not n.startswith("CUDA: the CUDA context")]
 
 
 def _plan_vllm(plan: Plan) -> None:
