@@ -67,11 +67,11 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
             reserve_bytes=g.reserve_bytes, tenants_bytes=g.tenants_bytes,
             weights_bytes=pl.weights.get(i, 0), kv_bytes=kv.get(i, 0), compute_bytes=compute.get(i, 0),
             layers=span, n_layers=n_layers, output=output,
-            detail={"kv": _kv_detail(caches, i)},
+            detail=_detail(pl, caches, cr, i),
         ))
     host = HostUse(weights_bytes=pl.weights.get(HOST, 0), kv_bytes=kv.get(HOST, 0),
                    compute_bytes=compute.get(HOST, 0), other_bytes=_output_buffer_bytes(hp, c),
-                   detail={"kv": _kv_detail(caches, HOST),
+                   detail={**_detail(pl, caches, cr, HOST),
                            "output_buffer_initial_bytes": 4 * hp.n_vocab * c.n_seq_max})
     return MemoryEstimate(devices=devices, host=host, notes=notes, errors=errors,
                           resolved=_resolved(c, pl, flash_attn, cr, hp))
@@ -150,6 +150,14 @@ def _layer_span(layer_dev: list[int], dev: int, n_layer_all: int) -> tuple[tuple
     if not held:
         return None, 0, False
     return (held[0], held[-1]), len(held), layer_dev[n_layer_all] == dev
+
+
+def _detail(pl: Placement, caches: list[LayerCache], cr: ComputeResult | None, dev: int) -> dict:
+    """Layers held (the output layer is n_layer), KV per cache kind, the compute buffer's peak."""
+    out = {"layers": [il for il, d in enumerate(pl.layer_dev) if d == dev], "kv": _kv_detail(caches, dev)}
+    if cr is not None and cr.peak.get(dev):
+        out["compute_peak"] = [{"tensor": name, "bytes": n} for name, n in cr.peak[dev]]
+    return out
 
 
 def _kv_detail(caches: list[LayerCache], dev: int) -> dict:

@@ -27,6 +27,7 @@ GGML_SCHED_MAX_COPIES = 4
 @dataclass
 class ComputeResult:
     by_device: dict[int, int]  # device (HOST included) -> compute buffer bytes
+    peak: dict[int, list[tuple[str, int]]]  # device -> the largest tensors live at its peak
     n_copies: int
     n_splits: int
 
@@ -191,7 +192,7 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
     # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler
     # after the graph (and its set_tensor_backend calls) was built
     s = schedule(g, backends, dev_backend, n_copies, op_offload, pins=not dry_run)
-    sizes = allocate(s, backends)
-    by_device = {d: sizes[i] for i, d in enumerate(pl.devices)}
-    by_device[HOST] = sizes[cpu]
-    return ComputeResult(by_device, n_copies, len(s.splits))
+    a = allocate(s, backends)
+    devices = [*pl.devices, HOST]  # in backend order: the CPU backend last
+    return ComputeResult({d: a.sizes[i] for i, d in enumerate(devices)},
+                         {d: a.peak[i] for i, d in enumerate(devices)}, n_copies, len(s.splits))

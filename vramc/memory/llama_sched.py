@@ -186,7 +186,7 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
             if cps is None:
                 cps = []
                 for _c in range(n_copies):
-                    cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"{backends[b].name}#{s.name}")
+                    cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"copy of {s.name or s.op.lower()}")
                     cp.sb = b
                     if n_copies > 1:
                         cp.flags |= INPUT | OUTPUT
@@ -206,7 +206,7 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                 leaf.flags |= OUTPUT
                 cps = [leaf]
                 for _c in range(1, n_copies):
-                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=leaf.name)
+                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=f"copy of {leaf.name}")
                     cp.flags |= INPUT | OUTPUT
                     cps.append(cp)
                 graph_inputs.append((leaf, cps))
@@ -292,9 +292,30 @@ class _Talloc:
         blocks.insert(k, [off, size])
 
 
-def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
-    """Peak bytes of each backend's compute buffer for one reserve pass."""
+def describe(t: Tensor) -> str:
+    shape = ", ".join(str(x) for x in t.ne[:max(i + 1 for i, x in enumerate(t.ne) if x != 1 or i == 0)])
+    what = t.name if t.op == "NONE" and t.name else t.op.lower()
+    return f"{what} [{shape}] {t.type}"
+
+
+@dataclass
+class Allocation:
+    sizes: list[int]  # peak bytes of each backend's compute buffer
+    peak: list[list[tuple[str, int]]]  # per backend: the largest (groups of) tensors at the peak
+
+
+def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocation:
+    """One reserve pass of the graph allocator over the scheduled graph."""
     tallocs = [_Talloc(b.alignment) for b in backends]
+    live: list[dict[int, Tensor]] = [{} for _ in backends]  # what occupies each buffer now
+    peak: list[list[tuple[str, int]]] = [[] for _ in backends]
+
+    def grew(buffer: int) -> None:
+        groups: dict[str, list[int]] = {}
+        for x in live[buffer].values():
+            groups.setdefault(describe(x), []).append(x.nbytes)
+        top = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:n_peak]
+        peak[buffer] = [(f"{len(n)} x {d}" if len(n) > 1 else d, sum(n)) for d, n in top]
 
     def allocate_node(t: Tensor, buffer: int) -> None:
         if t.dev is not None or t.own or t.view_src is not None:
@@ -311,14 +332,22 @@ def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
                 if p.n_children == 1 and p.n_views == 0:
                     t.buffer, t.offset = p.buffer, p.offset
                     p.own = False
+                    del live[p.buffer][id(p)]
+                    live[t.buffer][id(t)] = t
                     return  # same layout: no extra space to give back
         t.buffer = buffer
-        t.offset = tallocs[buffer].alloc(backends[buffer].alloc_size(t))
+        ta = tallocs[buffer]
+        before = ta.max_size
+        t.offset = ta.alloc(backends[buffer].alloc_size(t))
+        live[buffer][id(t)] = t
+        if ta.max_size > before:
+            grew(buffer)
 
     def free_node(t: Tensor) -> None:
         if t.flags & OUTPUT:
             return
         tallocs[t.buffer].free(t.offset, backends[t.buffer].alloc_size(t))
+        del live[t.buffer][id(t)]
         t.own = False
 
     for t, b in zip(s.leafs, s.leaf_backend):
@@ -351,4 +380,4 @@ def allocate(s: Scheduled, backends: list[Backend]) -> list[int]:
                         free_node(v)
                 elif p.own:
                     free_node(p)
-    return [ta.max_size for ta in tallocs]
+    return Allocation([ta.max_size for ta in tallocs], peak)
