@@ -124,3 +124,48 @@ def test_launch_matches_a_real_llama_server_load(rpc, models, n_dev, params):
     path, meta = models("llama-3.1-8b-instruct", "Q8_0", **SMALL)
     compare(estimate_llama(meta, rpc_gpus(n_dev), params), run_server_load(path, params, rpc[:n_dev], BIN),
             rounded=False)
+
+
+def gpt_oss_file(path, n_layer=4, n_embd=2880, n_head=64, n_head_kv=8, hd=64, n_exp=32, n_used=4, n_vocab=201088):
+    """A gpt-oss-20b-shaped file (fewer blocks): sinks, biases, MXFP4 experts, SWA every other layer."""
+    from conftest import write_gguf
+
+    def keys(w):
+        a = "gpt-oss"
+        w.add_string("tokenizer.ggml.model", "no_vocab")
+        for k, v in {"vocab_size": n_vocab, "context_length": 131072, "embedding_length": n_embd,
+                     "block_count": n_layer, "feed_forward_length": n_embd, "attention.head_count": n_head,
+                     "attention.head_count_kv": n_head_kv, "rope.dimension_count": hd, "attention.key_length": hd,
+                     "attention.value_length": hd, "attention.sliding_window": 128, "expert_count": n_exp,
+                     "expert_used_count": n_used, "expert_feed_forward_length": n_embd}.items():
+            w.add_uint32(f"{a}.{k}", v)
+        w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
+
+    t = [("token_embd.weight", "q8_0", (n_embd, n_vocab)), ("output_norm.weight", "f32", (n_embd,)),
+         ("output.weight", "q8_0", (n_embd, n_vocab))]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        t += [(p + "attn_norm.weight", "f32", (n_embd,)), (p + "post_attention_norm.weight", "f32", (n_embd,)),
+              (p + "attn_sinks.weight", "f32", (n_head,)),
+              (p + "ffn_gate_inp.weight", "f32", (n_embd, n_exp)), (p + "ffn_gate_inp.bias", "f32", (n_exp,))]
+        for name, rows in (("attn_q", n_head * hd), ("attn_k", n_head_kv * hd), ("attn_v", n_head_kv * hd)):
+            t += [(p + name + ".weight", "q8_0", (n_embd, rows)), (p + name + ".bias", "f32", (rows,))]
+        t += [(p + "attn_output.weight", "q8_0", (n_head * hd, n_embd)), (p + "attn_output.bias", "f32", (n_embd,))]
+        for name, shape in (("gate", (n_embd, n_embd, n_exp)), ("up", (n_embd, n_embd, n_exp)),
+                            ("down", (n_embd, n_embd, n_exp))):
+            t += [(p + f"ffn_{name}_exps.weight", "mxfp4", shape), (p + f"ffn_{name}_exps.bias", "f32", (n_embd, n_exp))]
+    return write_gguf(path, t, keys, arch="gpt-oss")[0]
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(1, 1))),
+    (2, LlamaParams(n_ctx=32768, tensor_split=(1, 2), n_seq_max=4, flash_attn="off", n_gpu_layers=3)),
+    (1, LlamaParams(n_ctx=8192, overrides=((r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),))),
+])
+def test_gpt_oss_matches_llama_fit_params(rpc, tmp_path, n_dev, params):
+    from vramc.gguf import read_gguf
+
+    path = gpt_oss_file(tmp_path / "gpt-oss.gguf")
+    est = estimate_llama(read_gguf(path), rpc_gpus(n_dev), params, dry_run=True)
+    assert not any("approximated" in n for n in est.notes)
+    compare(est, run_fit_print(path, params, rpc[:n_dev], BIN, precise=True))

@@ -2,7 +2,7 @@
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
 and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
-deepseek2}.cpp) build for the worst-case reserve: build_inp_embd, build_attn with the KV store
+deepseek2,openai-moe}.cpp) build for the worst-case reserve: build_inp_embd, build_attn with the KV store
 (set_rows into the cache), flash attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the
 output head. Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both
 follow the source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a
@@ -11,7 +11,7 @@ builder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vramc.ggml import row_size
 from vramc.memory import llama_graph as gg
@@ -28,9 +28,12 @@ class ArchSpec:
     embd_scale: bool = False  # inpL scaled by sqrt(n_embd) (gemma)
     residual_first: bool = False  # phi3: ffn output added as add(residual, cur)
     attn_softcap: bool = False  # gemma2: tanh soft-capping of KQ (without flash attention)
-    iswa: bool = False  # sliding-window layers have their own cache and mask
+    iswa: bool = False  # sliding-window layers have their own cache and mask (set from the cache)
     variable: bool = False  # deci: attention-free, "linear attention" and FFN-free layers
     mla: bool = False  # deepseek2: multi-head latent attention over a K-only cache, shared experts
+    ffn_norm: str = "ffn_norm"  # the FFN's input norm (gpt-oss calls it post_attention_norm)
+    out_ids_late: bool = False  # gpt-oss: out_ids picks the outputs after the trunk, whose output
+    #                              (t_h_nextn, kept for a draft head) is a graph output
 
 
 LLAMA = ArchSpec()
@@ -39,11 +42,12 @@ ARCHS: dict[str, ArchSpec] = {
     "qwen2": LLAMA,  # + q/k/v biases, picked up from the tensor table
     "qwen3": ArchSpec(qk_norm=True),
     "qwen3moe": ArchSpec(qk_norm=True),
-    "gemma2": ArchSpec(q_scale=True, post_norms=True, embd_scale=True, attn_softcap=True, iswa=True),
-    "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True, iswa=True),
+    "gemma2": ArchSpec(q_scale=True, post_norms=True, embd_scale=True, attn_softcap=True),
+    "gemma3": ArchSpec(qk_norm=True, q_scale=True, post_norms=True, embd_scale=True),
     "phi3": ArchSpec(q_scale=True, residual_first=True),
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
     "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
+    "gpt-oss": ArchSpec(ffn_norm="post_attention_norm", out_ids_late=True),  # + sinks, expert biases
 }
 
 
@@ -59,6 +63,9 @@ class MoeConf:
 
 
 def moe_conf(arch: str, hparams: dict) -> MoeConf:
+    w_scale = float(hparams.get("expert_weights_scale", 0.0) or 0.0)
+    if arch == "gpt-oss":
+        return MoeConf(gating="softmax_weight", norm_w=False, w_scale=w_scale)
     if arch != "deepseek2":
         # llama (Mixtral), qwen3moe, phi3 and the like: softmax, normalised weights
         return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
@@ -269,7 +276,7 @@ class _Builder:
         g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
         g.expand(self.cpy_v(lkv, v_cur, inp["v_idxs"]))
         k, v = self.get_k(il, lkv), self.get_v(il, lkv)
-        cur = self.mha(q, k, v, inp["mask"])
+        cur = self.mha(q, k, v, inp["mask"], sinks=self.W(f"blk.{il}.attn_sinks.weight"))
         if inp["v_rot"] is not None:
             cur = self.hadamard(cur, inp["v_rot"])
         return cur
@@ -317,7 +324,8 @@ class _Builder:
         return gg.view(v, (size, nkv, hv, ns),
                        (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])), 0)
 
-    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, v_mla: Tensor | None = None) -> Tensor:
+    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, v_mla: Tensor | None = None,
+            sinks: Tensor | None = None) -> Tensor:
         p, g = self.p, self.g
         v_trans = v.nb[1] > v.nb[2]
         ns = k.ne[3]
@@ -328,7 +336,7 @@ class _Builder:
         if p.flash_attn:
             if v_trans:
                 v = gg.transpose(v)
-            cur = gg.flash_attn_ext(q, k, v, mask)
+            cur = gg.flash_attn_ext(q, k, v, mask, sinks)
             if v_mla is not None:  # decompress the latent: a matrix product over the tokens
                 cur = gg.permute(gg.mul_mat(v_mla, gg.permute(cur, 0, 2, 1, 3)), 0, 2, 1, 3)
                 cur = gg.cont(cur)
@@ -337,7 +345,7 @@ class _Builder:
             kq = gg.mul_mat(k, q)
             if self.spec.attn_softcap:
                 kq = gg.unary(gg.unary(gg.unary(kq, "SCALE")), "SCALE")
-            kq = gg.soft_max(kq, mask)
+            kq = gg.soft_max(kq, mask, sinks)
             if not v_trans:
                 v = gg.cont(gg.transpose(v))
             kqv = gg.mul_mat(v, kq)
@@ -412,10 +420,13 @@ class _Builder:
             up = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]),
                          n_ff * gate_up.nb[0])
         else:
-            up = gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected)
-            gate = gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected)
+            up = self.add_id(gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected),
+                             W(b + "ffn_up_exps.bias"), selected)
+            gate = self.add_id(gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected),
+                               W(b + "ffn_gate_exps.bias"), selected)
         act = gg.glu_split(gate, up)
-        experts = gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected)
+        experts = self.add_id(gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected),
+                              W(b + "ffn_down_exps.bias"), selected)
         experts = gg.binary("MUL", experts, weights)
         g.expand(experts)
         views = [gg.view(experts, (n_embd, n_tok), (experts.nb[2],), i * experts.nb[1]) for i in range(n_used)]
@@ -428,6 +439,10 @@ class _Builder:
         if n_used == 1:
             out = gg.cont(out)
         return out
+
+    @staticmethod
+    def add_id(x: Tensor, bias: Tensor | None, ids: Tensor) -> Tensor:
+        return x if bias is None else gg.dup(x, "ADD_ID", [x, bias, ids])
 
     def shared_experts(self, il: int, x: Tensor, moe_out: Tensor) -> Tensor:
         W, b = self.W, f"blk.{il}."
@@ -449,7 +464,7 @@ class _Builder:
             elif not no_attn:
                 cur = self.attention(il, cur)
             res = inp
-            if il == hp.n_layer - 1:
+            if il == hp.n_layer - 1 and not spec.out_ids_late:
                 cur = gg.get_rows(cur, self.out_ids)
                 res = gg.get_rows(res, self.out_ids)
             if spec.variable and hp.n_ff[il] == 0:
@@ -457,11 +472,14 @@ class _Builder:
             if spec.post_norms:
                 cur = self.norm(cur, W(b + "post_attention_norm.weight"), il)
             ffn_inp = cur if no_attn else gg.binary("ADD", cur, res)
-            cur = self.norm(ffn_inp, W(b + "ffn_norm.weight"), il, W(b + "ffn_norm.bias"))
+            cur = self.norm(ffn_inp, W(b + spec.ffn_norm + ".weight"), il, W(b + spec.ffn_norm + ".bias"))
             cur = self.ffn(il, cur)
             if spec.post_norms:
                 cur = self.norm(cur, W(b + "post_ffw_norm.weight"), -1)
             inp = gg.binary("ADD", ffn_inp, cur) if spec.residual_first else gg.binary("ADD", cur, ffn_inp)
+        if spec.out_ids_late:
+            inp.flags |= OUTPUT  # res->t_h_nextn
+            inp = gg.get_rows(inp, self.out_ids)
         cur = self.norm(inp, W("output_norm.weight"), -1, W("output_norm.bias"))
         cur.flags |= OUTPUT  # t_embd
         out_w = W("output.weight")
@@ -491,8 +509,7 @@ def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:
 def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
                 layers: list[int], arch: str, hparams: dict) -> Graph:
     """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute)."""
-    if spec.iswa and not any(x.swa for x in kv.values()):
-        spec = ArchSpec(**{**spec.__dict__, "iswa": False})
+    spec = replace(spec, iswa=any(x.swa for x in kv.values()))
     mla = {"kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
            "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0)}
     return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla).build(layers)

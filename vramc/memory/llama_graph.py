@@ -178,8 +178,8 @@ def rope(a: Tensor, pos: Tensor, freqs: Tensor | None = None) -> Tensor:
     return dup(a, "ROPE", [a, pos] + ([freqs] if freqs is not None else []))
 
 
-def soft_max(a: Tensor, mask: Tensor | None = None) -> Tensor:
-    return dup(a, "SOFT_MAX", [a] + ([mask] if mask is not None else []))
+def soft_max(a: Tensor, mask: Tensor | None = None, sinks: Tensor | None = None) -> Tensor:
+    return dup(a, "SOFT_MAX", [a, mask, sinks] if sinks is not None else [a] + ([mask] if mask is not None else []))
 
 
 def glu_split(a: Tensor, b: Tensor) -> Tensor:  # swiglu / geglu with separate gate and up
