@@ -56,6 +56,7 @@ class Solver:
         self.log: list[str] = []
         self.moved_experts = 0  # blocks whose expert tensors the solver put in host memory
         self.n_estimates = 0
+        self._seen: dict = {}  # LlamaParams -> estimate, within this solve
         self._weights: dict = {}
 
     # --- the memory model --------------------------------------------------------------------
@@ -67,8 +68,11 @@ class Solver:
     def estimate(self, choice):
         from vramc.estimate_cache import estimate_llama
 
-        self.n_estimates += 1
-        return estimate_llama(self.meta, self.gpus, self.params(choice))
+        p = self.params(choice)
+        if p not in self._seen:  # searches revisit layouts: estimate each one once per solve
+            self.n_estimates += 1
+            self._seen[p] = estimate_llama(self.meta, self.gpus, p)
+        return self._seen[p]
 
     def fits(self, est) -> bool:
         return not est.errors and all(d.total_bytes <= lim for d, lim in zip(est.devices, self.limits))
@@ -159,8 +163,9 @@ class Solver:
         return [d.compute_bytes for d in est.devices]
 
     # --- the search ----------------------------------------------------------------------------
-    def layout(self, choice, n_gpu: int, split_auto: bool):
-        """Resolve tensor_split (when auto) for `n_gpu` offloaded layers; verify with the estimate."""
+    def layout(self, choice, n_gpu: int, split_auto: bool, compute: list[int] | None = None):
+        """Resolve tensor_split (when auto) for `n_gpu` offloaded layers; verify with the estimate.
+        `compute` is a known guess of each GPU's compute buffer (else one estimate finds it)."""
         c = replace(choice, gpu_layers=n_gpu)
         if split_auto and len(self.gpus) == 1:
             c = replace(c, tensor_split=None)
@@ -169,13 +174,17 @@ class Solver:
             est = self.estimate(c)
             return c, est
         costs = self.costs(c)
-        guess = replace(c, tensor_split=tuple(float(max(x, 1)) for x in self.limits))
-        compute = self.compute_of(self.estimate(guess)) if self.gpus else []
+        if compute is None:
+            guess = replace(c, tensor_split=tuple(float(max(x, 1)) for x in self.limits))
+            compute = self.compute_of(self.estimate(guess))
         est = None
         for _ in range(4):
             counts = self.balanced(costs, n_gpu, compute)
             if counts is None:
+                # nothing packs: larger compute guesses never will; show the closest layout once
                 counts = self.pack(costs, n_gpu, [float("inf")] * len(self.gpus)) or [n_gpu] + [0] * (len(self.gpus) - 1)
+                c = replace(c, tensor_split=tuple(float(x) for x in counts))
+                return c, self.estimate(c)
             c = replace(c, tensor_split=tuple(float(x) for x in counts))
             est = self.estimate(c)
             over = [d.total_bytes - lim for d, lim in zip(est.devices, self.limits)]
@@ -198,25 +207,27 @@ class Solver:
     def max_layers(self, choice, split_auto: bool):
         """The most layers (output first) that fit, verified by the estimate the plan shows."""
         total = self.hp.n_layer_all + 1
-        c, est = self.layout(choice, total, split_auto)
-        if self.fits(est):
-            return c, est, total
+        compute = self.guess_compute(choice) if split_auto else None
+        costs = self.costs(replace(choice, gpu_layers=total)) if compute is not None else None
+        caps = [lim - cmp for lim, cmp in zip(self.limits, compute)] if compute is not None else None
+        if compute is None or self.pack(costs, total, caps) is not None:
+            c, est = self.layout(choice, total, split_auto, compute)
+            if self.fits(est):
+                return c, est, total
         if split_auto:
             # the largest count that packs, by arithmetic on per-layer costs, then verified
-            compute = self.guess_compute(choice)
             if compute is not None:
-                costs = self.costs(replace(choice, gpu_layers=total))
-                caps = [lim - cmp for lim, cmp in zip(self.limits, compute)]
                 n = total
                 while n > 0 and self.pack(costs, n, caps) is None:
                     n -= 1
                 while n > 0:
-                    cn, en = self.layout(choice, n, split_auto)
+                    cn, en = self.layout(choice, n, split_auto, compute)
                     if self.fits(en):
                         # the arithmetic is conservative (every GPU charged a full compute
                         # buffer): climb while the verified estimate still fits
                         while n < total - 1:
-                            cu, eu = self.layout(choice, n + 1, split_auto)
+                            # the layout that fits knows its real compute buffers: start there
+                            cu, eu = self.layout(choice, n + 1, split_auto, self.compute_of(en))
                             if not self.fits(eu):
                                 break
                             cn, en, n = cu, eu, n + 1
@@ -319,8 +330,9 @@ class Solver:
         if ctx_auto:
             lo, hi = self.ctx_bounds(ch)
             want = total if fixed_layers is None else fixed_layers
-            c_hi, e_hi, n_hi = attempt(replace(ch, ctx=hi))
-            if n_hi == want and self.fits(e_hi):
+            # at the top only "do all the wanted layers fit?" matters, not how many would
+            c_hi, e_hi = self.layout(replace(ch, ctx=hi), want, split_auto)
+            if self.fits(e_hi):
                 self.log.append(f"ctx {hi} (the trained context) fits with {want} layers on GPUs")
                 ch, est = c_hi, e_hi
             else:
