@@ -17,10 +17,14 @@ from vramc.diagnostics import Diagnostic, Severity
 
 CODE_RE = re.compile(r"^VR\d{3}$")
 # Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
-ESTIMATE_CODES = {"llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305"}
+ESTIMATE_CODES = {
+    "llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305",
+    "llama-kv-types-differ": "VR321", "llama-kv-type-block": "VR321",
+    "llama-override-device": "VR322",
+}
 # The setting each engine error is about, so the diagnostic points at it when the profile sets it.
 ESTIMATE_ANCHORS = {
-    "VR305": "cache_type_v", "VR311": "split_mode", "VR330": "gpu_memory_utilization",
+    "VR305": "cache_type_v", "VR311": "split_mode", "VR321": "cache_type_v", "VR322": "override_tensor", "VR330": "gpu_memory_utilization",
     "VR331": "max_model_len", "VR332": "gpu_memory_utilization", "VR333": "max_num_batched_tokens",
     "VR334": "max_model_len", "VR337": "tensor_parallel_size",
 }

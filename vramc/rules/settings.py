@@ -88,7 +88,7 @@ def ctx_beyond_trained(plan):
 def _vr305():
     """A quantized V cache needs flash attention; llama.cpp refuses to start without it.
 
-    llama.cpp raises "quantized V cache was requested, but this requires Flash Attention".
+    llama.cpp refuses with "quantized V cache requires flash_attn to be enabled".
     The K cache alone may be quantized without flash attention.
 
     Bad:
@@ -96,6 +96,38 @@ def _vr305():
 
     Good:
         settings: {cache_type_v: q8_0, flash_attn: on}
+    """
+
+
+@rule("VR321", "kv-cache-types", Severity.ERROR, "estimate")
+def _vr321():
+    """The KV cache types cannot be used with this model.
+
+    llama.cpp refuses a quantized cache type whose block does not divide the attention head size
+    (with flash attention), and different K and V types for MLA models (DeepSeek V2/V3), whose K
+    and V share one latent cache.
+
+    Bad:
+        model: deepseek-v2-lite-chat-q4_k_m
+        settings: {cache_type_k: q8_0, cache_type_v: f16}
+
+    Good:
+        settings: {cache_type_k: q8_0, cache_type_v: q8_0}
+    """
+
+
+@rule("VR322", "override-unused-device", Severity.ERROR, "estimate")
+def _vr322():
+    """A tensor override sends weights to a GPU the model does not use.
+
+    With `split_mode: none` only `main_gpu` takes part; a `-ot ...=CUDA1` then points at a buffer
+    no backend of the context can use, and llama.cpp's scheduler aborts.
+
+    Bad:
+        settings: {split_mode: none, main_gpu: 0, override_tensor: ["blk\\.0\\..*=CUDA1"]}
+
+    Good:
+        settings: {split_mode: layer, override_tensor: ["blk\\.0\\..*=CUDA1"]}
     """
 
 
