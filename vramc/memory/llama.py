@@ -57,7 +57,9 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
     cr = _compute(meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn, dry_run, notes, errors)
     compute = cr.by_device if cr else {}
     if any(backend_kind(gpus[d]) == "cuda" for d in pl.devices):
-        notes.extend(CUDA_NOTES)
+        notes.append(CUDA_NOTES[0])
+        if HOST in pl.layer_dev:  # op offload only concerns layers left on the CPU
+            notes.append(CUDA_NOTES[1])
 
     devices = []
     for i, g in enumerate(gpus):
