@@ -13,6 +13,20 @@ class CheckResult:
     diagnostics: list[Diagnostic]
     plans: list = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    probed: set[str] = field(default_factory=set)  # every file the result depends on
+
+
+def cached_check(paths: list[Path], margin=None) -> CheckResult:
+    """`run_check` for `vramc check`, answered from the check cache when no input changed."""
+    from vramc import check_cache, profiles
+
+    discovered = [str(p) for p in profiles.discover(paths)[0]]
+    hit = check_cache.load(paths, margin, discovered)
+    if hit is not None:
+        return CheckResult(hit[0], [], hit[1])
+    result = run_check(paths, margin)
+    check_cache.store(paths, margin, discovered, result.probed, result.diagnostics, result.files)
+    return result
 
 
 def run_check(paths: list[Path], margin=None, deployments=None) -> CheckResult:
@@ -33,7 +47,7 @@ def run_check(paths: list[Path], margin=None, deployments=None) -> CheckResult:
     lint_by_file = {d.file: getattr(d.obj, "lint", None) for d in loaded.docs}
     diags = lint.apply_config_to_load(loaded.diagnostics, lint_by_file)
     diags += lint.run_plan_rules(plans)
-    return CheckResult(lint.dedupe(diags), plans, loaded.files)
+    return CheckResult(lint.dedupe(diags), plans, loaded.files, loaded.probed)
 
 
 def _variant_margin(dep) -> bool:

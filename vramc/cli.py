@@ -78,13 +78,13 @@ def check(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to a file instead of stdout."),
 ) -> None:
     """Validate profiles and lint their memory plans. Exit 0 clean, 1 findings, 2 usage error."""
-    from vramc.check import run_check
+    from vramc.check import cached_check
     from vramc.diagnostics import Severity
     from vramc.lint import load_rules
     from vramc.report import FORMATS, FORMATTERS, summary
 
     fmt = _output_format(fmt, FORMATS)
-    result = run_check(_default_paths(paths), margin=_margin_option(margin))
+    result = cached_check(_default_paths(paths), margin=_margin_option(margin))
     text = FORMATTERS[fmt](result.diagnostics, load_rules())
     if output is not None:
         from vramc.writer import write_atomic

@@ -78,26 +78,63 @@ def _from_json(text: str) -> MemoryEstimate:
 def estimate_llama(meta, gpus, params) -> MemoryEstimate:
     """`vramc.memory.llama.estimate_llama`, remembered. Returns a fresh copy every time (plans
     add their overhead to the result)."""
-    from vramc.memory import llama
 
-    if not _enabled():
+    def compute():
+        from vramc.memory import llama
+
         return llama.estimate_llama(meta, gpus, params)
-    key = _key(meta, gpus, params)
+
+    return remembered(_key(meta, gpus, params), compute, _to_json, _from_json)
+
+
+def solve(meta, gpus, choice, margins, ctx_min):
+    """`vramc.fit.solve`, remembered: a deployment whose inputs did not change is not searched
+    again (nor is the memory model even imported)."""
+    from vramc import fit
+
+    def compute():
+        return fit.solve(meta, gpus, choice, margins, ctx_min)
+
+    def to_json(r) -> str:
+        c = dataclasses.asdict(r.choice)
+        return json.dumps({"choice": c, "fits": r.fits, "log": r.log, "estimates": r.estimates,
+                           "moved_experts": r.moved_experts})
+
+    def from_json(text: str):
+        from vramc.engines import LlamaChoice, to_llama_params
+
+        d = json.loads(text)
+        c = d["choice"]
+        if isinstance(c["tensor_split"], list):
+            c["tensor_split"] = tuple(c["tensor_split"])
+        c["overrides"] = tuple(tuple(o) for o in c["overrides"])
+        ch = LlamaChoice(**c)
+        est = estimate_llama(meta, gpus, to_llama_params(ch, meta.n_layer, int(meta.hp("context_length", 0) or 0)))
+        return fit.FitResult(ch, d["fits"], d["log"], d["estimates"], d["moved_experts"], est)
+
+    key = hashlib.sha256(repr(("solve", _key(meta, gpus, choice), tuple(margins), ctx_min)).encode()).hexdigest()
+    return remembered(key, compute, to_json, from_json)
+
+
+def remembered(key: str, compute, to_json, from_json):
+    """from_json(the cached JSON for `key`), computing and storing it on a miss."""
+    if not _enabled():
+        return compute()
     text = _memory.get(key)
     if text is None:
         path = cache_dir() / key[:2] / f"{key}.json"
         try:
             text = path.read_text()
-            _from_json(text)
+            from_json(text)
         except (OSError, ValueError, KeyError, TypeError):
-            est = llama.estimate_llama(meta, gpus, params)
+            value = compute()
             try:
-                text = _to_json(est)
-            except TypeError:  # something in `detail` that JSON cannot hold: just don't cache
-                return est
+                text = to_json(value)
+            except TypeError:  # something JSON cannot hold: just don't cache it
+                return value
             _store(path, text)
         _memory[key] = text
-    return _from_json(text)
+    return from_json(text)
 
 
 def _store(path: Path, text: str) -> None:

@@ -19,6 +19,9 @@ from vramc.memory.usage import GpuBudget
 
 CTX_STEP = 256  # llama.cpp pads the context to 256 cells
 DEFAULT_CTX_MIN = 4096  # as llama.cpp's --fit-ctx
+# per-layer weight costs depend only on the model, the overrides and the GPUs' buffer rules:
+# variants of one deployment share them
+_WEIGHTS: dict[tuple, tuple[object, tuple[list[int], int]]] = {}  # key -> (meta, costs)
 
 
 @dataclass
@@ -94,6 +97,11 @@ class Solver:
         return _Costs(weights, kv, dup)
 
     def _layer_weights(self, p) -> tuple[list[int], int]:
+        from vramc.memory.llama_placement import backend_kind
+
+        key = (id(self.meta), p.overrides, backend_kind(self.gpus[0]))
+        if key in _WEIGHTS and _WEIGHTS[key][0] is self.meta:
+            self._weights[p.overrides] = _WEIGHTS[key][1]
         if p.overrides not in self._weights:
             from vramc.memory.llama_placement import (_tensor_role, backend_kind, buffer_rules,
                                                       place_model)
@@ -117,6 +125,7 @@ class Solver:
                 else:  # the output layer, and token_embd again when embeddings are tied
                     weights[hp.n_layer_all] += size * n
             self._weights[p.overrides] = (weights, dup)
+            _WEIGHTS[key] = (self.meta, self._weights[p.overrides])
         return self._weights[p.overrides]
 
     # --- placement arithmetic ----------------------------------------------------------------

@@ -26,7 +26,9 @@ SM_COUNT = {
     "gtx 1080 ti": 28, "gtx 1080": 20, "gtx 1070": 15, "gtx 1060 3gb": 9, "gtx 1060": 10,
     "gtx 980": 16,
 }
-_ORDER = sorted(SM_COUNT, key=len, reverse=True)
+# one alternation, longest names first, so "rtx 4080 laptop" wins over "rtx 4080"
+_NAME_RE = re.compile(r"(?:^|\b)(" + "|".join(re.escape(k) for k in sorted(SM_COUNT, key=len, reverse=True))
+                      + r")(?:\b|$)")
 
 CONTEXT_BASE = 250 * MiB
 CONTEXT_PER_SM = int(2.4 * MiB)
@@ -34,11 +36,9 @@ UNKNOWN_GPU_OVERHEAD = 768 * MiB  # covers every measurement in docs/cuda-overhe
 
 
 def sm_count(name: str) -> int | None:
-    key = re.sub(r"\s+", " ", name.lower().replace("nvidia", "").replace("geforce", "")).strip()
-    for known in _ORDER:
-        if re.search(rf"(^|\b){re.escape(known)}(\b|$)", key):
-            return SM_COUNT[known]
-    return None
+    key = " ".join(name.lower().replace("nvidia", "").replace("geforce", "").split())
+    m = _NAME_RE.search(key)
+    return SM_COUNT[m.group(1)] if m else None
 
 
 def default_overhead(name: str) -> int:

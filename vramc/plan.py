@@ -241,7 +241,7 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
     autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split") if getattr(choice, k) == "auto")
     est = None
     if autos:
-        from vramc.fit import solve
+        from vramc.estimate_cache import solve
 
         result = solve(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
         plan.search = result.log

@@ -12,9 +12,12 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Diagnostic, Severity
-from vramc.yamlpos import Loaded, Positions, load_file
+
+if TYPE_CHECKING:  # YAML is parsed only when a file is loaded, not to discover files
+    from vramc.yamlpos import Loaded, Positions
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 KINDS = ("hardware", "model", "deployment", "deployments")
@@ -67,6 +70,7 @@ class LoadResult:
     docs: list[Doc] = field(default_factory=list)  # every valid file, any kind
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    probed: set[str] = field(default_factory=set)  # every file read or looked for
 
 
 # --- discovering files --------------------------------------------------------------------------
@@ -293,12 +297,16 @@ class Loader:
         self._files: dict[Path, tuple[Loaded, Doc | None, str | None]] = {}
         self.diagnostics: list[Diagnostic] = []
         self._reported: set[Path] = set()
+        self.probed: set[str] = set()  # every file read or looked for (the check cache's inputs)
 
     def load(self, path: Path) -> tuple[Loaded, Doc | None, str | None]:
         key = path.resolve()
         if key in self._files:
             return self._files[key]
+        self.probed.add(str(key))
         display = display_path(path)
+        from vramc.yamlpos import load_file
+
         loaded = load_file(path, display)
         diags = list(loaded.diagnostics)
         doc, kind = None, None
@@ -339,6 +347,7 @@ class Loader:
         else:
             root = profiles_root(owner.path)
             candidates = [root / folder / f"{value}{s}" for s in PROFILE_SUFFIXES]
+        self.probed.update(str(c.resolve()) for c in candidates)
         target = next((c for c in candidates if c.is_file()), None)
         if target is None:
             looked = ", ".join(display_path(c) for c in candidates)
@@ -465,7 +474,23 @@ def load_paths(paths: list[Path]) -> LoadResult:
         if kind in ("deployment", "deployments"):
             result.deployments.extend(loader.deployments_of(doc, kind))
     result.diagnostics.extend(loader.diagnostics)
+    result.probed = loader.probed
+    for dep in result.deployments:
+        if dep.gguf_path is not None:
+            result.probed.update(_gguf_files(dep.gguf_path))
     return result
+
+
+def _gguf_files(path: Path) -> list[str]:
+    """A model file and, for a split model, every part next to it (the header reader reads all)."""
+    import re
+
+    out = [str(path.resolve())]
+    m = re.match(r"^(.*)-\d{5}-of-(\d{5})\.gguf$", path.name)
+    if m:
+        out += [str((path.parent / f"{m.group(1)}-{i:05d}-of-{m.group(2)}.gguf").resolve())
+                for i in range(1, int(m.group(2)) + 1)]
+    return out
 
 
 def find_deployment(name: str, roots: list[Path]) -> tuple[LoadResult, list[Deployment]]:

@@ -1,0 +1,98 @@
+"""A cache of whole `vramc check` results, as ruff and mypy keep one: in pre-commit most runs see
+exactly the files the last run saw.
+
+An entry is keyed by what the command was asked (paths, margin, working directory) and by vramc's
+own code; it records every file the check read or looked for (profiles, the hardware and model
+profiles they name, GGUF files, present or absent) with its size and modification time. It is
+used only if the same files are found again, unchanged. `VRAMC_NO_CACHE=1` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from vramc.diagnostics import Diagnostic, Severity, Span
+
+_code_hash: str | None = None
+
+
+def enabled() -> bool:
+    return not os.environ.get("VRAMC_NO_CACHE")
+
+
+def _code() -> str:
+    global _code_hash
+    if _code_hash is None:
+        h = hashlib.sha256()
+        root = Path(__file__).parent
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+        _code_hash = h.hexdigest()
+    return _code_hash
+
+
+def _entry_path(paths, margin) -> Path:
+    from vramc.estimate_cache import cache_dir
+
+    key = repr((_code(), os.getcwd(), [str(p) for p in paths], repr(margin)))
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return cache_dir().parent / "checks" / f"{digest}.json"
+
+
+def _stamp(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [path, st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [path, -1, 0]  # absent: appearing later must invalidate the entry
+
+
+def load(paths, margin, discovered: list[str]):
+    """(diagnostics, files) from a valid entry, else None."""
+    if not enabled():
+        return None
+    try:
+        entry = json.loads(_entry_path(paths, margin).read_text())
+        if entry["discovered"] != discovered:
+            return None
+        if any(_stamp(rec[0]) != rec for rec in entry["depends"]):
+            return None
+        return [_diagnostic(d) for d in entry["diagnostics"]], entry["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(paths, margin, discovered: list[str], depends: set[str], diagnostics, files) -> None:
+    if not enabled():
+        return
+    entry = {
+        "discovered": discovered,
+        "depends": [_stamp(p) for p in sorted(depends)],
+        "diagnostics": [_record(d) for d in diagnostics],
+        "files": files,
+    }
+    path = _entry_path(paths, margin)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):
+        pass  # the cache only ever saves time
+
+
+def _record(d: Diagnostic) -> dict:
+    s = d.span
+    return {"code": d.code, "severity": int(d.severity), "message": d.message, "file": d.file,
+            "span": [s.line, s.column, s.end_line, s.end_column] if s else None,
+            "path": list(d.path), "hint": d.hint, "deployment": d.deployment, "data": d.data}
+
+
+def _diagnostic(r: dict) -> Diagnostic:
+    return Diagnostic(r["code"], Severity(r["severity"]), r["message"], r["file"],
+                      Span(*r["span"]) if r["span"] else None, tuple(r["path"]), r["hint"],
+                      r["deployment"], r["data"])
