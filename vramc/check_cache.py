@@ -3,8 +3,9 @@ exactly the files the last run saw.
 
 An entry is keyed by what the command was asked (paths, margin, working directory) and by vramc's
 own code; it records every file the check read or looked for (profiles, the hardware and model
-profiles they name, GGUF files, present or absent) with its size and modification time. It is
-used only if the same files are found again, unchanged. `VRAMC_NO_CACHE=1` turns it off.
+profiles they name, GGUF files, present or absent) with its size and content hash (size and
+modification time for model files of gigabytes). It is used only if the same files are found
+again, unchanged. `VRAMC_NO_CACHE=1` turns it off.
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def _entry_path(paths, margin) -> Path:
 
 
 def _stamp(path: str) -> list:
+    """Size and content hash of a profile; size and mtime of a (multi-GB) model file."""
     try:
         st = os.stat(path)
+        if st.st_size <= 4 * 1024 * 1024:
+            with open(path, "rb") as f:
+                return [path, st.st_size, hashlib.sha256(f.read()).hexdigest()]
         return [path, st.st_size, st.st_mtime_ns]
     except OSError:
         return [path, -1, 0]  # absent: appearing later must invalidate the entry
