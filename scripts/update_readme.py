@@ -25,7 +25,19 @@ def bench_file(rel: str) -> str:
     return p.read_text().strip() if p.exists() else f"(run the benchmark: {rel} is missing)"
 
 
-SECTIONS = {"rules": rules_table}
+def speed() -> str:
+    parts = [("`vramc check profiles/` against `yamllint profiles/` (`python bench/check_speed.py`)",
+              "bench/results/check_speed.txt"),
+             ("GGUF header read (`python bench/header.py`)", "bench/results/header.txt"),
+             ("`vramc run --prompt` against a bare `llama_cpp.Llama` (`python bench/run_overhead.py`)",
+              "bench/results/run_overhead.txt")]
+    out = []
+    for title, rel in parts:
+        out += [f"{title}:", "", "```", bench_file(rel), "```", ""]
+    return "\n".join(out).strip()
+
+
+SECTIONS = {"rules": rules_table, "speed": speed}
 
 
 def render(text: str) -> str:
