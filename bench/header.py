@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 from vramc.ggml import TYPE_BY_NAME, tensor_nbytes  # noqa: E402
 from vramc.gguf import read_gguf, read_header  # noqa: E402
 
+from machine import cpus, package_version  # bench/machine.py (run as a script: bench/ is on sys.path)
+
 N_LAYER, N_EMBD, N_FF, N_HEAD, N_HEAD_KV = 32, 4096, 14336, 32, 8
 N_VOCAB, N_SPECIAL, N_MERGES = 128256, 256, 280147
 
@@ -78,7 +80,7 @@ def write_model(path: Path) -> None:
     w.add_bos_token_id(128000)
     w.add_eos_token_id(128009)
     w.add_chat_template("{{- bos_token }}\n" * 300)  # real templates are about 5 KB
-    w.add_quantization_version(2)
+    w.add_quantizationpackage_version(2)
 
     tensors = [("token_embd.weight", "q8_0", (N_EMBD, N_VOCAB)), ("rope_freqs.weight", "f32", (64,))]
     for i in range(N_LAYER):
@@ -140,13 +142,13 @@ def main() -> None:
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/header.py", *sys.argv[1:]])
     lines = [
         "GGUF header read: vramc.gguf.read_gguf vs gguf.GGUFReader (gguf-py "
-        f"{_version('gguf')})",
+        f"{package_version('gguf')})",
         f"command:  {command}",
         f"model:    {model}",
         f"          {len(meta.tensors)} tensors, {_count(header, 'tokens'):,} tokens, "
         f"{_count(header, 'merges'):,} merges, header {header.data_offset / 2**20:.1f} MiB, "
         f"file {meta.file_size / 2**30:.2f} GiB",
-        f"machine:  {platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
+        f"machine:  {platform.machine()}, {cpus()} CPUs, Python {platform.pythonpackage_version()}"
         + (" (no .pyc cache: imports compile)" if sys.dont_write_bytecode else ""),
         "",
         f"gguf.GGUFReader(path)       median {gguf_ms:9.1f} ms over {args.runs} runs "
@@ -175,15 +177,6 @@ def _import_ms(module: str) -> float:
                                  check=True, cwd=ROOT).stdout) * 1000 for _ in range(5)]
     return statistics.median(runs)
 
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_FF, CTX = 8, 1024, 16, 8, 2816, 1024
 BARE = """\
 import json, sys, time
 import llama_cpp
+
+from machine import cpus, package_version  # bench/machine.py (run as a script: bench/ is on sys.path)
 kwargs, prompt, n = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 llm = llama_cpp.Llama(**kwargs, verbose=False)
 t0, c0 = time.perf_counter(), time.process_time()
@@ -154,8 +156,8 @@ def main() -> None:
         f"settings: {json.dumps(shown, sort_keys=True)}",
         f"window:   one create_completion({PROMPT!r}, max_tokens={args.tokens}) per process, start-up and "
         f"load excluded; {args.reps} alternating runs per side after one warm-up each",
-        f"machine:  {platform.machine()}, {_cpus()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, "
-        f"Python {platform.python_version()}, llama-cpp-python {_version('llama-cpp-python')}",
+        f"machine:  {platform.machine()}, {cpus()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, "
+        f"Python {platform.pythonpackage_version()}, llama-cpp-python {package_version('llama-cpp-python')}",
         "",
         "tokens/s (wall clock) per run:",
         *(f"  {side:5}  " + ", ".join(f"{n / s:.1f}" for n, s, _ in runs[side]) for side in ("vramc", "bare")),
@@ -177,15 +179,6 @@ def main() -> None:
     args.out.write_text(text)
     print(text, end="")
 
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 if __name__ == "__main__":
