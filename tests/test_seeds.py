@@ -98,3 +98,13 @@ def test_plans_reuse_the_solvers_estimate_faithfully():
             assert (a.weights_bytes, a.kv_bytes, a.compute_bytes, a.layers) == \
                    (b.weights_bytes, b.kv_bytes, b.compute_bytes, b.layers), plan.dep.label
         assert plan.estimate.host.total_bytes == fresh.host.total_bytes
+
+
+def test_plan_text_shows_shared_gpus():
+    from typer.testing import CliRunner
+
+    from vramc.cli import app
+
+    out = CliRunner().invoke(app, ["plan", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
+    assert "CUDA0 is shared with general" in out and "CUDA0 is shared with coder" in out
+    assert "together" in out

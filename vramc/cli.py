@@ -125,7 +125,7 @@ def plan(
     if fmt == "json":
         sys.stdout.write(plans_json(plans))
     else:
-        sys.stdout.write("\n".join(plan_text(p) for p in plans))
+        sys.stdout.write("\n".join(plan_text(p, plans=result.plans) for p in plans))
     unplanned = [p for p in plans if p.estimate is None]
     load_failed = any(d.code < "VR300" for d in errors)
     raise typer.Exit(EXIT_FINDINGS if unplanned or (load_failed and not plans) else EXIT_OK)

@@ -130,7 +130,24 @@ def bar(d, width: int = 40) -> str:
     return f"[{body}]{over}"
 
 
-def plan_text(plan, color: bool = False) -> str:
+def shared_gpus(plan, plans) -> list[str]:
+    """Lines saying which GPUs the plan shares with the other deployments of its machine."""
+    if plan.estimate is None or plan.dep.variant is not None:
+        return []
+    out = []
+    for d in plan.estimate.devices:
+        others = [(p.dep.label, o) for p in plans if p is not plan and p.dep.variant is None
+                  and p.dep.group == plan.dep.group and p.estimate is not None
+                  for o in p.estimate.devices if o.gpu == d.gpu]
+        if others:
+            together = d.total_bytes + sum(o.total_bytes for _, o in others)
+            names = ", ".join(f"{label} ({o.total_bytes / GiB:.2f} GiB)" for label, o in others)
+            out.append(f"  {d.id} is shared with {names}: {together / GiB:.2f} of "
+                       f"{d.available_bytes / GiB:.2f} GiB together")
+    return out
+
+
+def plan_text(plan, color: bool = False, plans=()) -> str:
     est = plan.estimate
     title = f"{plan.dep.label}  ({plan.engine}, {plan.dep.doc.file})"
     verdict = plan.verdict
@@ -177,6 +194,7 @@ def plan_text(plan, color: bool = False) -> str:
         used = f"{d.total_bytes / GiB:5.2f}/{d.capacity_bytes / GiB:.2f} GiB"
         lines.append(f"  {d.id:<6} {bar(d)} {used}  {plan.device_verdict(i)}")
     lines.append("         █ weights  ▓ KV  ▒ compute  ░ overhead  ╳ reserve/others  · free")
+    lines.extend(shared_gpus(plan, plans))
     for n in est.notes:
         lines.append(f"  note: {n}")
     for code, msg in est.errors:
