@@ -62,3 +62,23 @@ def test_fit_write_adds_keys_to_variants(tmp_path):
     assert len(re.findall(r"^\s*gpu_layers:|[{,] gpu_layers:", text, re.M)) == 1
     assert "settings: {ctx: 4096}" in text and "settings: {ctx: 2048, parallel: 1}" in text
     assert [p.params.n_gpu_layers for p in run_check([prof]).plans] == [33, 33, 33]
+
+
+def _kv_profile(tmp_path, ctx) -> Path:
+    p = tmp_path / "kv.yaml"
+    p.write_text(f"name: kv\nhardware: {{gpus: [{{name: RTX 4080, vram: 16GiB}}]}}\n"
+                 f"model: {ROOT / 'profiles' / 'models' / 'llama-3.1-8b-instruct-q8_0.yaml'}\n"
+                 f"engine: llama-server\nsettings: {{ctx: {ctx}, parallel: 1, gpu_layers: auto, "
+                 f"cache_type_k: auto, cache_type_v: auto}}\n")
+    return p
+
+
+def test_cache_types_auto_prefer_f16_then_q8_0(tmp_path):
+    [fits_f16] = run_check([_kv_profile(tmp_path, 8192)]).plans
+    assert (fits_f16.params.type_k, fits_f16.params.type_v) == ("f16", "f16")
+    assert fits_f16.params.n_gpu_layers == 33
+    # 65536 tokens of f16 KV (8 GiB) plus the 7.4 GiB of weights do not fit 16 GiB; q8_0 does
+    [needs_q8] = run_check([_kv_profile(tmp_path, 65536)]).plans
+    assert (needs_q8.params.type_k, needs_q8.params.type_v) == ("q8_0", "q8_0")
+    assert needs_q8.params.n_gpu_layers == 33 and needs_q8.verdict in ("fits", "tight")
+    assert {"cache_type_k", "cache_type_v"} <= set(needs_q8.auto)

@@ -406,8 +406,47 @@ class Solver:
         return FitResult(ch, fits, self.log, self.n_estimates, self.moved_experts, est)
 
 
+# `cache_type_k/v: auto`: full precision first, then the 8-bit cache (about half the memory, a
+# negligible quality loss); 4-bit costs more quality than it is worth choosing silently.
+CACHE_TYPES = ("f16", "q8_0")
+
+
 def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> FitResult:
-    return Solver(meta, gpus, choice, margins, ctx_min).solve()
+    auto_k, auto_v = choice.cache_type_k == "auto", choice.cache_type_v == "auto"
+    if not (auto_k or auto_v):
+        return Solver(meta, gpus, choice, margins, ctx_min).solve()
+    best = None
+    for t in CACHE_TYPES:
+        c = replace(choice, cache_type_k=t if auto_k else choice.cache_type_k,
+                    cache_type_v=t if auto_v else choice.cache_type_v)
+        if t != "f16" and auto_v and c.flash_attn == "off":
+            break  # a quantized V cache needs flash attention (VR305)
+        r = Solver(meta, gpus, c, margins, ctx_min).solve()
+        r.log.insert(0, f"cache types K {c.cache_type_k}, V {c.cache_type_v}")
+        if best is None or _better(r, best, meta):
+            best = r
+        if r.fits and _all_layers(r, meta) and (choice.ctx != "auto" or r.choice.ctx >= _ctx_top(choice, meta)):
+            break  # nothing to gain from a smaller cache type
+    return best
+
+
+def _all_layers(r: FitResult, meta) -> bool:
+    n = r.choice.gpu_layers
+    return n == "all" or (isinstance(n, int) and n >= meta.n_layer + 1)
+
+
+def _ctx_top(choice, meta) -> int:
+    train = int(meta.hp("context_length", 0) or 0)
+    return train * (choice.parallel if choice.engine == "llama-server" and not choice.kv_unified else 1)
+
+
+def _better(a: FitResult, b: FitResult, meta) -> bool:
+    """Fits beats not; then more layers on GPUs; then a longer context."""
+    def rank(r):
+        n = r.choice.gpu_layers
+        layers = meta.n_layer + 1 if n == "all" else (n if isinstance(n, int) else 0)
+        return (r.fits, layers, r.choice.ctx if isinstance(r.choice.ctx, int) else 0)
+    return rank(a) > rank(b)
 
 
 def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vramc.diagnostics import Severity
 
-AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "override_tensor")
+AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor")
 
 
 def chosen(plan) -> dict:

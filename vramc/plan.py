@@ -238,7 +238,8 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
     from vramc import engines
 
     dep = plan.dep
-    autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split") if getattr(choice, k) == "auto")
+    autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v")
+                  if getattr(choice, k) == "auto")
     est = None
     if autos:
         from vramc.estimate_cache import solve
