@@ -129,3 +129,30 @@ def test_lock_fingerprint_mismatch_is_vr202(tmp_path):
         f.write(b"\0" * 64)
     [(code, sev, line, col)] = [c for c in codes(dep) if c[0] == "VR202"]
     assert sev == "warning" and line > 1
+
+
+def test_mmproj_and_draft_are_counted_on_the_first_gpu_and_by_the_solver(tmp_path):
+    import yaml
+
+    lock = yaml.safe_load(LLAMA8B.read_text())["lock"]
+    base = {"name": "mm", "hardware": {"gpus": [{"name": "RTX 4080", "vram": "16GiB"}]},
+            "engine": "llama-server", "settings": {"ctx": 8192, "gpu_layers": "all", "parallel": 1},
+            "model": {"gguf": "nowhere.gguf", "lock": lock}}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(base))
+    base["name"] = "mm2"
+    base["model"].update(mmproj="mm.gguf", mmproj_size="600MiB", draft="d.gguf", draft_size="1GiB")
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump(base))
+    [plain] = run_check([tmp_path / "plain.yaml"]).plans
+    [extra] = run_check([tmp_path / "extra.yaml"]).plans
+    added = extra.estimate.devices[0].weights_bytes - plain.estimate.devices[0].weights_bytes
+    assert added == (600 + 1024) * 1024 * 1024
+    assert any("mmproj mm.gguf" in n for n in extra.estimate.notes)
+    # with ctx auto the solver leaves room for them: less context, still within the margin
+    for name in ("plain", "extra"):
+        doc = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        doc["settings"]["ctx"] = "auto"
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    [plain] = run_check([tmp_path / "plain.yaml"]).plans
+    [extra] = run_check([tmp_path / "extra.yaml"]).plans
+    assert extra.params.n_ctx < plain.params.n_ctx
+    assert extra.verdict == "fits" and extra.estimate.devices[0].free_bytes >= extra.margins[0]

@@ -242,12 +242,18 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
                   if getattr(choice, k) == "auto")
     est = None
     if autos:
+        from dataclasses import replace
+
         from vramc.estimate_cache import solve
 
-        result = solve(meta, plan.gpus, choice, plan.margins, dep.settings.ctx_min)
+        extra = extra_model_bytes(dep.model.obj)
+        # the solver sees a projector or draft model as memory already taken on the first GPU
+        gpus = [replace(g, tenants_bytes=g.tenants_bytes + extra) if i == 0 else g
+                for i, g in enumerate(plan.gpus)]
+        result = solve(meta, gpus, choice, plan.margins, dep.settings.ctx_min)
         plan.search = result.log
         plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
-        choice, est = result.choice, result.estimate
+        choice, est = result.choice, (result.estimate if not extra else None)
     plan.choice = choice
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
     plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
@@ -256,7 +262,28 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
 
         est = estimate_llama(meta, plan.gpus, plan.params)
     add_overhead(est, plan.gpus)
+    add_extra_models(est, dep.model.obj)
     plan.estimate = est
+
+
+def extra_model_bytes(model) -> int:
+    return sum(size or 0 for path, size in ((model.mmproj, model.mmproj_size), (model.draft, model.draft_size))
+               if path)
+
+
+def add_extra_models(est: MemoryEstimate, model) -> None:
+    """A multimodal projector and a draft model load onto the first GPU next to the model
+    (llama.cpp's own fit leaves both out: ggml-org/llama.cpp#18111, #25408). Their weights are
+    counted; their compute buffers and the draft's KV cache are not modelled."""
+    if not est.devices:
+        return
+    d = est.devices[0]
+    for what, path, size in (("mmproj", model.mmproj, model.mmproj_size),
+                             ("draft model", model.draft, model.draft_size)):
+        if path and size:
+            d.weights_bytes += size
+            est.notes.append(f"{what} {path}: {fmt_size(size)} of weights counted on {d.id}; "
+                             "its compute buffers (and a draft's KV cache) are not, so keep a margin")
 
 
 def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:

@@ -144,8 +144,10 @@ class Model(Strict):
     description: str | None = None
     source: str | None = None  # where the locked figures came from
     gguf: str | None = None
-    mmproj: str | None = None
+    mmproj: str | None = None  # multimodal projector GGUF (llama-server --mmproj)
     mmproj_size: Bytes | None = None
+    draft: str | None = None  # draft model GGUF for speculative decoding (llama-server -md)
+    draft_size: Bytes | None = None
     lock: GGUFLock | None = None
     # vLLM (safetensors) models
     hf: str | None = None

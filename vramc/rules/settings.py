@@ -133,10 +133,10 @@ def _vr322():
 
 @rule("VR306", "unaccounted-model", Severity.WARNING)
 def unaccounted_model(plan):
-    """A multimodal projector (mmproj) is configured whose size vramc does not know.
+    """A multimodal projector (mmproj) or a draft model is configured whose size vramc does not know.
 
-    The projector is loaded onto the main GPU next to the model (hundreds of MiB to GBs) and
-    llama.cpp's own fit does not count it either. Give its size, or the file, so it is planned.
+    Both load onto the first GPU next to the model (hundreds of MiB to GBs), and llama.cpp's own
+    fit counts neither. Give the size (`mmproj_size`, `draft_size`) so it is planned.
 
     Bad:
         model: {gguf: models/gemma-3-12b.gguf, mmproj: models/mmproj.gguf}   # file not here
@@ -145,9 +145,12 @@ def unaccounted_model(plan):
         model: {gguf: models/gemma-3-12b.gguf, mmproj: models/mmproj.gguf, mmproj_size: 854MiB}
     """
     m = plan.dep.model.obj
-    if plan.engine != "vllm" and m.mmproj and m.mmproj_size is None:
-        yield Finding(f"mmproj {m.mmproj} is not counted in the plan", ("mmproj",),
-                      "add `mmproj_size:` to the model profile", target="model")
+    if plan.engine == "vllm":
+        return
+    for key, path, size in (("mmproj", m.mmproj, m.mmproj_size), ("draft", m.draft, m.draft_size)):
+        if path and size is None:
+            yield Finding(f"{key} {path} is not counted in the plan", (key,),
+                          f"add `{key}_size:` to the model profile", target="model")
 
 
 @rule("VR310", "main-gpu-out-of-range", Severity.ERROR)
