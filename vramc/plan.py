@@ -33,7 +33,6 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
     tp = settings.tensor_parallel_size or 1
     return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
 
-VERDICTS = ("fits", "tight", "does-not-fit", "unknown")
 
 
 @dataclass
@@ -86,10 +85,6 @@ class Plan:
             if order[v] > order[worst]:
                 worst = v
         return worst
-
-
-def engine_family(engine: str) -> str:
-    return "vllm" if engine == "vllm" else "llama.cpp"
 
 
 def gpu_budgets(dep) -> list[GpuBudget]:
@@ -312,8 +307,3 @@ def _plan_vllm(plan: Plan) -> None:
 def plan_all(deployments) -> list[Plan]:
     cache = MetaCache()
     return [plan_deployment(d, cache) for d in deployments]
-
-
-def describe_free(plan: Plan, i: int) -> str:
-    d = plan.estimate.devices[i]
-    return f"{d.id} ({d.name}) {fmt_size(d.total_bytes)} of {fmt_size(d.available_bytes)} available"
