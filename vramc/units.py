@@ -74,15 +74,6 @@ def parse_fraction(value: object) -> float:
     return f
 
 
-def mib(n_bytes: int | float) -> float:
-    return n_bytes / MiB
-
-
-def fmt_mib(n_bytes: int | float) -> str:
-    """Whole MiB with thousands separators, the unit llama.cpp and nvidia-smi print."""
-    return f"{n_bytes / MiB:,.0f}"
-
-
 def fmt_size(n_bytes: int | float) -> str:
     """Human size: GiB above 10 GiB with two decimals, MiB otherwise."""
     if abs(n_bytes) >= GiB:
