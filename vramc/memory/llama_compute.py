@@ -10,6 +10,7 @@ llama_archs to llama_sched.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from vramc.memory import llama_graph as gg
@@ -43,7 +44,7 @@ def pipeline_parallel(n_devices: int, n_gpu_layers: int, n_layer_all: int, split
 def layer_signatures(meta: ModelMeta, hp: LlamaHparams, with_types: bool) -> list[tuple]:
     """What makes two layers' graphs allocate alike: their tensors' names and shapes (dense vs
     MoE, NAS-pruned widths), the cache they attend, and, when host weights may be copied to a
-    GPU (CUDA op offload), the weights' types (the copies' sizes)."""
+    GPU (CUDA op offload), the weights' types (the copies' sizes). In the file's tensor order."""
     layers: list[list] = [[hp.is_swa[il], hp.n_head_kv[il]] for il in range(hp.n_layer_all)]
     for t in meta.tensors:
         il = t.block
@@ -51,6 +52,59 @@ def layer_signatures(meta: ModelMeta, hp: LlamaHparams, with_types: bool) -> lis
             suffix = t.name.split(".", 2)[2]
             layers[il].append((suffix, t.shape, t.type) if with_types else (suffix, t.shape))
     return [tuple(x) for x in layers]
+
+
+class _Model:
+    """What an estimate reads from a model's tensor table, read once per model (the fit solver
+    and `vramc check` estimate one model many times). Checked against the model on every use."""
+
+    def __init__(self, meta: ModelMeta):
+        self.meta = meta
+        self.tensors = tuple(meta.tensors)
+        self.by_name = {t.name: t for t in self.tensors}
+        self._sigs: dict[tuple, list[int]] = {}
+        self._ids: dict[tuple, int] = {}  # signature -> a small number (cheap to compare)
+
+    def holds(self, meta: ModelMeta) -> bool:
+        ts = meta.tensors
+        return self.meta is meta and len(ts) == len(self.tensors) and all(map(operator.is_, ts, self.tensors))
+
+    def _numbered(self, sigs: list[tuple]) -> list[int]:
+        ids = self._ids
+        return [ids.setdefault(x, len(ids)) for x in sigs]
+
+    def signatures(self, hp: LlamaHparams, with_types: bool) -> list[int]:
+        """layer_signatures, numbered: equal numbers for equal signatures."""
+        key = ("file", with_types, hp.n_layer_all, tuple(hp.is_swa), tuple(hp.n_head_kv))
+        sigs = self._sigs.get(key)
+        if sigs is None:
+            sigs = self._sigs[key] = self._numbered(layer_signatures(self.meta, hp, with_types))
+        return sigs
+
+    def kinds(self, hp: LlamaHparams, typed: list[bool]) -> list[int]:
+        """Numbered signatures whose tensors are in name order (a lock file lists a model's
+        tensors grouped by type, so its order differs from layer to layer), with the weights'
+        types where `typed` says so: layers whose weights CUDA's op offload copies."""
+        key = ("kind", hp.n_layer_all, tuple(hp.is_swa), tuple(hp.n_head_kv))
+        both = self._sigs.get(key)
+        if both is None:
+            plain = [tuple(x[:2]) + tuple(sorted(x[2:])) for x in layer_signatures(self.meta, hp, True)]
+            both = self._sigs[key] = (self._numbered([x[:2] + tuple(e[:2] for e in x[2:]) for x in plain]),
+                                      self._numbered(plain))
+        untyped, with_types = both
+        return [w if t else u for u, w, t in zip(untyped, with_types, typed)]
+
+
+_MODELS: dict[int, _Model] = {}
+
+
+def _model(meta: ModelMeta) -> _Model:
+    m = _MODELS.get(id(meta))
+    if m is None or not m.holds(meta):
+        if len(_MODELS) >= 16:
+            del _MODELS[next(iter(_MODELS))]
+        m = _MODELS[id(meta)] = _Model(meta)
+    return m
 
 
 def kept_layers(signatures: list[tuple], layer_dev: list[int], n_layer: int, periods: int = 2) -> list[int]:
@@ -96,18 +150,33 @@ def kept_layers(signatures: list[tuple], layer_dev: list[int], n_layer: int, per
     return out
 
 
-class _Weights(dict):
-    """Weight leaves by GGUF name, created on first use with the device placement gave them."""
+def _signatures(model: _Model, hp: LlamaHparams, pl: Placement, cuda_offload: bool,
+                has_overrides: bool) -> list[int]:
+    """The layer signatures kept_layers compares.
 
-    def __init__(self, meta: ModelMeta, hp: LlamaHparams, pl: Placement):
-        super().__init__()
-        self.by_name = {t.name: t for t in meta.tensors}
+    Weight types only matter where CUDA's op offload copies weights into a compute buffer: for
+    layers left on the CPU. Without tensor overrides every weight of a layer lives on the layer's
+    device, so only the CPU's layers carry their types, and the tensors' order in the file is
+    irrelevant. With overrides the signatures stay those of layer_signatures (the file's order,
+    every layer's types under CUDA op offload)."""
+    if has_overrides:
+        return model.signatures(hp, cuda_offload)
+    return model.kinds(hp, [cuda_offload and d == HOST for d in pl.layer_dev[:hp.n_layer_all]])
+
+
+class _Weights:
+    """Weight leaves by GGUF name, created on first use with the device placement gave them
+    (`get` returns None for a tensor the model does not have)."""
+
+    def __init__(self, model: _Model, hp: LlamaHparams, pl: Placement):
+        self.by_name = model.by_name
         self.pl = pl
+        self.made: dict[str, gg.Tensor | None] = {}
         tok = self.get("token_embd.weight")
         if "output.weight" not in self.by_name and tok is not None:
             # tied embeddings: the output head reads the copy in the output device's buffer
             devs = pl.tensor_dev["token_embd.weight"]
-            self["output.weight"] = tok if len(devs) == 1 else gg.weight(tok.type, tok.ne, devs[1], "output.weight")
+            self.made["output.weight"] = tok if len(devs) == 1 else gg.weight(tok.type, tok.ne, devs[1], "output.weight")
         # per-layer RoPE factors: each layer reads the copy in its own buffer (TENSOR_DUPLICATED)
         name = next((n for n in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
                      if n in self.by_name), None)
@@ -118,18 +187,16 @@ class _Weights(dict):
                 dev = pl.layer_dev[il]
                 if dev not in copies:
                     copies[dev] = gg.weight(first.type, first.ne, dev, name)
-                self[f"rope_freqs.weight@{il}"] = copies[dev]
+                self.made[f"rope_freqs.weight@{il}"] = copies[dev]
 
-    def __missing__(self, name: str) -> gg.Tensor | None:
+    def get(self, name: str) -> gg.Tensor | None:
+        made = self.made
+        if name in made:
+            return made[name]
         t = self.by_name.get(name)
         devs = self.pl.tensor_dev.get(name) if t is not None else None
-        w = gg.weight(t.type, t.shape, devs[0], name) if devs else None
-        self[name] = w
+        w = made[name] = gg.weight(t.type, t.shape, devs[0], name) if devs else None
         return w
-
-    def get(self, name: str, default=None):
-        w = self[name]
-        return default if w is None else w
 
 
 def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_trans: bool,
@@ -181,10 +248,11 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
         n_tokens=n_tokens, n_stream=c.n_stream, n_outputs=n_outputs,
         flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
         final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
-    g = build_graph(spec, hp, _Weights(meta, hp, pl),
+    g = build_graph(spec, hp, _Weights(_model(meta), hp, pl),
                     _layer_kv(caches, c, type_k, type_v, v_trans, hp), p,
                     list(range(hp.n_layer)) if full_graph else kept_layers(
-                        layer_signatures(meta, hp, with_types=op_offload and any(b.op_offload for b in backends)),
+                        _signatures(_model(meta), hp, pl, op_offload and any(b.op_offload for b in backends),
+                                    has_overrides),
                         pl.layer_dev, hp.n_layer),
                     meta.architecture, meta.hparams)
     pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)

@@ -5,9 +5,15 @@ views and in-place reuse), op, sources, view source, flags and, for weights and 
 device whose buffer already holds it. Shapes, strides and result types follow ggml/src/ggml.c of
 the pinned llama.cpp; `Graph.expand` is `ggml_build_forward_expand` (post-order DFS over sources
 in order), which fixes the node order the allocator walks.
+
+Speed: an estimate builds a few thousand tensors, so the constructors below take the shortest
+path (shapes, strides and sizes of contiguous tensors come from a table keyed by type and shape)
+and every source list is a fresh list the scheduler may rewrite.
 """
 
 from __future__ import annotations
+
+from itertools import count
 
 from vramc.ggml import GGML_TYPES
 
@@ -26,14 +32,15 @@ _TYPE_INFO = {name: (blck, size) for name, blck, size in GGML_TYPES.values()}
 
 class Tensor:
     __slots__ = ("op", "src", "type", "ne", "nb", "view_src", "view_offs", "flags", "name", "dev",
-                 "weight", "nbytes", "backend", "sb", "n_children", "n_views", "buffer", "offset", "own")
+                 "weight", "nbytes", "backend", "sb", "n_children", "n_views", "buffer", "offset", "own",
+                 "mark")
 
-    def __init__(self, op, type_, ne, nb, src=(), view_src=None, view_offs=0, name=""):
+    def __init__(self, op, type_, ne, nb, src=None, view_src=None, view_offs=0, name="", nbytes=-1):
         self.op = op
         self.type = type_
         self.ne = ne
         self.nb = nb
-        self.src = list(src)
+        self.src = [] if src is None else src  # owned by this tensor: the scheduler rewrites it
         self.view_src = view_src
         self.view_offs = view_offs
         self.flags = 0
@@ -41,13 +48,14 @@ class Tensor:
         self.dev = None  # device whose buffer holds this tensor (weights, KV), None: not allocated
         self.weight = False  # held by a GGML_BACKEND_BUFFER_USAGE_WEIGHTS buffer
         self.backend = -1  # backend pinned by ggml_backend_sched_set_tensor_backend
-        self.nbytes = _nbytes(type_, ne, nb)
+        self.nbytes = _nbytes(type_, ne, nb) if nbytes < 0 else nbytes
         # scratch of one scheduling and allocation pass (a graph is built for a single estimate)
         self.sb = -1  # backend the scheduler assigned
         self.n_children = self.n_views = 0
         self.buffer = -1
         self.offset = 0
         self.own = False  # allocated by the graph allocator and not yet freed
+        self.mark = 0  # the last graph whose expand visited this tensor
 
     @property
     def is_view(self) -> bool:
@@ -89,14 +97,47 @@ def _ne4(ne) -> tuple[int, int, int, int]:
     return ne if len(ne) == 4 else ne + (1,) * (4 - len(ne))
 
 
-def new_tensor(type_: str, ne, op: str = "NONE", src=(), name: str = "") -> Tensor:
-    ne = _ne4(ne)
-    return Tensor(op, type_, ne, _contiguous_nb(type_, ne), src, name=name)
+# (type, shape as given) -> (ne, nb, nbytes) of the contiguous tensor; shapes repeat across
+# layers and estimates, so this stays small (cleared if it ever grows large)
+_LAYOUTS: dict = {}
+
+
+def _layout(type_: str, ne: tuple) -> tuple:
+    key = (type_, ne)
+    r = _LAYOUTS.get(key)
+    if r is None:
+        ne4 = _ne4(ne)
+        nb = _contiguous_nb(type_, ne4)
+        r = (ne4, nb, _nbytes(type_, ne4, nb))
+        if len(_LAYOUTS) > 100_000:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = r
+    return r
+
+
+def new_tensor(type_: str, ne, op: str = "NONE", src=None, name: str = "") -> Tensor:
+    """A contiguous tensor; `src` becomes the tensor's own source list (pass a fresh list)."""
+    ne4, nb, nbytes = _layout(type_, tuple(ne))
+    return Tensor(op, type_, ne4, nb, src, None, 0, name, nbytes)
+
+
+def _new(type_: str, ne: tuple, op: str, src: list) -> Tensor:
+    """new_tensor for the builders below: `ne` a tuple, `src` a fresh list."""
+    r = _LAYOUTS.get((type_, ne))
+    if r is None:
+        r = _layout(type_, ne)
+    return Tensor(op, type_, r[0], r[1], src, None, 0, "", r[2])
 
 
 def dup(a: Tensor, op: str, src=None, type_: str | None = None) -> Tensor:
     """A new contiguous tensor shaped like `a` (ggml_dup_tensor), the result of `op`."""
-    return new_tensor(type_ or a.type, a.ne, op, [a] if src is None else src)
+    if type_ is None or type_ == a.type:
+        # same type and shape: same strides and size as a contiguous `a`
+        r = _LAYOUTS.get((a.type, a.ne))
+        if r is None:
+            r = _layout(a.type, a.ne)
+        return Tensor(op, a.type, a.ne, r[1], [a] if src is None else src, None, 0, "", r[2])
+    return _new(type_, a.ne, op, [a] if src is None else src)
 
 
 def weight(type_: str, ne, dev: int, name: str = "") -> Tensor:
@@ -113,9 +154,16 @@ def input_tensor(type_: str, ne, name: str) -> Tensor:
 
 
 def _view(a: Tensor, op: str, ne, nb, offset: int = 0, src=None) -> Tensor:
-    base = a.view_src if a.view_src is not None else a
-    offs = offset + (a.view_offs if a.view_src is not None else 0)
-    return Tensor(op, a.type, _ne4(ne), tuple(nb), [a] if src is None else src, base, offs)
+    base = a.view_src
+    if base is None:
+        base, offs = a, offset
+    else:
+        offs = offset + a.view_offs
+    nb = tuple(nb)
+    ne = tuple(ne)
+    if len(ne) != 4:
+        ne = _ne4(ne)
+    return Tensor(op, a.type, ne, nb, [a] if src is None else src, base, offs)
 
 
 def view(a: Tensor, ne, nb_rest=(), offset: int = 0) -> Tensor:
@@ -134,15 +182,17 @@ def view_tensor(a: Tensor) -> Tensor:
 
 
 def reshape(a: Tensor, *ne) -> Tensor:
-    ne = _ne4(ne)
-    return _view(a, "RESHAPE", ne, _contiguous_nb(a.type, ne))
+    ne4, nb, _ = _layout(a.type, ne)
+    return _view(a, "RESHAPE", ne4, nb)
 
 
 def permute(a: Tensor, ax0: int, ax1: int, ax2: int, ax3: int) -> Tensor:
     ne, nb = [0] * 4, [0] * 4
-    for i, ax in enumerate((ax0, ax1, ax2, ax3)):
-        ne[ax] = a.ne[i]
-        nb[ax] = a.nb[i]
+    ane, anb = a.ne, a.nb
+    ne[ax0], nb[ax0] = ane[0], anb[0]
+    ne[ax1], nb[ax1] = ane[1], anb[1]
+    ne[ax2], nb[ax2] = ane[2], anb[2]
+    ne[ax3], nb[ax3] = ane[3], anb[3]
     return _view(a, "PERMUTE", ne, nb)
 
 
@@ -151,11 +201,12 @@ def transpose(a: Tensor) -> Tensor:
 
 
 def mul_mat(a: Tensor, b: Tensor) -> Tensor:
-    return new_tensor("f32", (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), "MUL_MAT", [a, b])
+    bne = b.ne
+    return _new("f32", (a.ne[1], bne[1], bne[2], bne[3]), "MUL_MAT", [a, b])
 
 
 def mul_mat_id(as_: Tensor, b: Tensor, ids: Tensor) -> Tensor:
-    return new_tensor("f32", (as_.ne[1], ids.ne[0], b.ne[2], 1), "MUL_MAT_ID", [as_, b, ids])
+    return _new("f32", (as_.ne[1], ids.ne[0], b.ne[2], 1), "MUL_MAT_ID", [as_, b, ids])
 
 
 def binary(op: str, a: Tensor, b: Tensor) -> Tensor:  # ADD, MUL, SUB, DIV
@@ -175,7 +226,7 @@ def norm(a: Tensor) -> Tensor:
 
 
 def rope(a: Tensor, pos: Tensor, freqs: Tensor | None = None) -> Tensor:
-    return dup(a, "ROPE", [a, pos] + ([freqs] if freqs is not None else []))
+    return dup(a, "ROPE", [a, pos] if freqs is None else [a, pos, freqs])
 
 
 def soft_max(a: Tensor, mask: Tensor | None = None, sinks: Tensor | None = None) -> Tensor:
@@ -183,16 +234,16 @@ def soft_max(a: Tensor, mask: Tensor | None = None, sinks: Tensor | None = None)
 
 
 def glu_split(a: Tensor, b: Tensor) -> Tensor:  # swiglu / geglu with separate gate and up
-    return new_tensor(a.type, a.ne, "GLU", [a, b])
+    return _new(a.type, a.ne, "GLU", [a, b])
 
 
 def glu(a: Tensor) -> Tensor:  # swiglu on a fused [2*n_ff] tensor
-    return new_tensor(a.type, (a.ne[0] // 2, *a.ne[1:]), "GLU", [a])
+    return _new(a.type, (a.ne[0] // 2, *a.ne[1:]), "GLU", [a])
 
 
 def get_rows(a: Tensor, b: Tensor) -> Tensor:
     type_ = "i32" if a.type == "i32" else "f32"
-    return new_tensor(type_, (a.ne[0], b.ne[0], b.ne[1], b.ne[2]), "GET_ROWS", [a, b])
+    return _new(type_, (a.ne[0], b.ne[0], b.ne[1], b.ne[2]), "GET_ROWS", [a, b])
 
 
 def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -203,31 +254,34 @@ def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
 
 
 def cont(a: Tensor, *ne) -> Tensor:
-    return new_tensor(a.type, ne if ne else a.ne, "CONT", [a])
+    return _new(a.type, ne if ne else a.ne, "CONT", [a])
 
 
 def cast(a: Tensor, type_: str) -> Tensor:
-    return new_tensor(type_, a.ne, "CPY", [a])
+    return _new(type_, a.ne, "CPY", [a])
 
 
 def flash_attn_ext(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sinks: Tensor | None = None) -> Tensor:
-    src = [q, k, v, mask] + ([sinks] if sinks is not None else [])
-    return new_tensor("f32", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), "FLASH_ATTN_EXT", src)
+    src = [q, k, v, mask] if sinks is None else [q, k, v, mask, sinks]
+    return _new("f32", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), "FLASH_ATTN_EXT", src)
 
 
 def concat(a: Tensor, b: Tensor, dim: int) -> Tensor:
     ne = list(a.ne)
     ne[dim] += b.ne[dim]
-    return new_tensor(a.type, ne, "CONCAT", [a, b])
+    return _new(a.type, tuple(ne), "CONCAT", [a, b])
 
 
 def argsort_top_k(a: Tensor, k: int) -> Tensor:
-    s = new_tensor("i32", a.ne, "ARGSORT", [a])
+    s = _new("i32", a.ne, "ARGSORT", [a])
     return _view(s, "VIEW", (k, *s.ne[1:]), s.nb)
 
 
 def sum_rows(a: Tensor) -> Tensor:
-    return new_tensor(a.type, (1, *a.ne[1:]), "SUM_ROWS", [a])
+    return _new(a.type, (1, *a.ne[1:]), "SUM_ROWS", [a])
+
+
+_graph_ids = count(1)
 
 
 class Graph:
@@ -236,25 +290,30 @@ class Graph:
     def __init__(self):
         self.nodes: list[Tensor] = []
         self.leafs: list[Tensor] = []
-        self._seen: set[int] = set()
+        self._mark = next(_graph_ids)  # tensors visited by this graph's expand carry it
 
     def expand(self, t: Tensor) -> None:
         """ggml_build_forward_expand: visit sources first, in order, each tensor once.
 
         The post-order of ggml_visit_parents_graph, with an explicit stack: a graph without
         intermediate expands (attention-free layers) can be deeper than Python's recursion."""
-        seen = self._seen
-        if id(t) in seen:
+        mark = self._mark
+        if t.mark == mark:
             return
-        seen.add(id(t))
+        t.mark = mark
+        nodes, leafs = self.nodes, self.leafs
         stack = [(t, iter(t.src))]
+        push, pop = stack.append, stack.pop
         while stack:
             cur, srcs = stack[-1]
             for s in srcs:
-                if s is not None and id(s) not in seen:
-                    seen.add(id(s))
-                    stack.append((s, iter(s.src)))
+                if s is not None and s.mark != mark:
+                    s.mark = mark
+                    push((s, iter(s.src)))
                     break
             else:
-                stack.pop()
-                (self.leafs if cur.op == "NONE" else self.nodes).append(cur)
+                pop()
+                if cur.op == "NONE":
+                    leafs.append(cur)
+                else:
+                    nodes.append(cur)

@@ -86,48 +86,63 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     """`pins`: honour ggml_backend_sched_set_tensor_backend assignments made while building (the
     no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first)."""
     cpu = len(backends) - 1
+    bufts = [b.buft for b in backends]
+    dev_bufts = {d: "host" if d < 0 else f"dev{d}" for d in dev_backend}
+    # CUDA's op offload: the first backend that may take a host-weight op (whether it does
+    # depends on the op only, ggml_backend_cuda_device_offload_op)
+    off_b = next((bb for bb in range(cpu) if backends[bb].op_offload), -1) if op_offload else -1
 
     def buft_of(t: Tensor):
-        owner = t.view_src if t.view_src is not None else t
-        if owner.dev is not None:
-            return "host" if owner.dev < 0 else f"dev{owner.dev}"
+        v = t.view_src
+        owner = t if v is None else v
+        d = owner.dev
+        if d is not None:
+            bt = dev_bufts.get(d)
+            return bt if bt is not None else ("host" if d < 0 else f"dev{d}")
         b = t.sb
-        if b == -1 and t.view_src is not None:
-            b = t.view_src.sb
-        return backends[b].buft if b != -1 else None
+        if b == -1 and v is not None:
+            b = v.sb
+        return bufts[b] if b != -1 else None
 
     def supported(t: Tensor, b: int) -> bool:
         buft = buft_of(t)
-        return buft is not None and (buft == backends[b].buft or (b == cpu and buft == "host"))
+        return buft is not None and (buft == bufts[b] or (b == cpu and buft == "host"))
 
     def from_cur(t: Tensor) -> int:
-        if t.dev is not None:
-            return dev_backend[t.dev]
-        if t.view_src is not None and t.view_src.dev is not None:
-            return dev_backend[t.view_src.dev]
+        d = t.dev
+        if d is not None:
+            return dev_backend[d]
+        v = t.view_src
+        if v is not None and v.dev is not None:
+            return dev_backend[v.dev]
         if t.flags & INPUT:
             return cpu
-        if t.op != "ROPE" and t.op != "FLASH_ATTN_EXT":
+        op = t.op
+        if op != "ROPE" and op != "FLASH_ATTN_EXT":
             for s in t.src:
                 if s is not None and s.weight:
                     b = dev_backend[s.dev]
-                    if op_offload and b == cpu and s.dev < 0:
-                        for bb in range(cpu):
-                            if backends[bb].offloads(t):
-                                return bb
+                    if off_b != -1 and b == cpu and s.dev < 0 and backends[off_b].offloads(t):
+                        return off_b
                     return b
         return -1
 
     # pass 1: pre-allocated tensors and ops on weights
     for t in g.leafs:
         t.sb = from_cur(t)
-    for t in g.nodes:
-        t.sb = t.backend if pins and t.backend >= 0 else from_cur(t)
+    if pins:
+        for t in g.nodes:
+            b = t.backend
+            t.sb = b if b >= 0 else from_cur(t)
+    else:
+        for t in g.nodes:
+            t.sb = from_cur(t)
 
     nodes = g.nodes
     order = [n for n in nodes if n.op not in VIEW_OPS]
     # pass 2: expand GPU assignments down and up, then every assignment down and up
-    for seq, skip_cpu in ((order, True), (order[::-1], True), (order, False), (order[::-1], False)):
+    rev = order[::-1]
+    for seq, skip_cpu in ((order, True), (rev, True), (order, False), (rev, False)):
         cur = -1
         for n in seq:
             b = n.sb
@@ -161,39 +176,45 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     copies: dict[tuple[int, int], list[Tensor]] = {}
     splits: list[Split] = []
     split = None
+    view_ops = VIEW_OPS
     for i, n in enumerate(nodes):
-        if n.op in VIEW_OPS:
+        if n.op in view_ops:
             continue
         b = n.sb
         if split is None:
             split = Split(b, 0)
             splits.append(split)
-        new = False
-        if b == split.backend and split.inputs:
-            for s in n.src:
-                if s is not None and s.weight and s.sb != split.backend and not supported(s, split.backend):
-                    new = True
-                    break
-        if b != split.backend or new:
+        sbk = split.backend
+        if b != sbk:
             split.i_end = i
             split = Split(b, i)
             splits.append(split)
-        for j, s in enumerate(n.src):
+        elif split.inputs:
+            for s in n.src:
+                if s is not None and s.weight and s.sb != sbk and not supported(s, sbk):
+                    split.i_end = i
+                    split = Split(b, i)
+                    splits.append(split)
+                    break
+        srcs = n.src
+        for j in range(len(srcs)):
+            s = srcs[j]
             if s is None or s.sb == b or supported(s, b):
                 continue
             key = (id(s), b)
             cps = copies.get(key)
             if cps is None:
                 cps = []
+                name = f"copy of {s.name or s.op.lower()}"
                 for _c in range(n_copies):
-                    cp = Tensor("NONE", s.type, s.ne, s.nb, name=f"copy of {s.name or s.op.lower()}")
+                    cp = Tensor("NONE", s.type, s.ne, s.nb, name=name, nbytes=s.nbytes)
                     cp.sb = b
                     if n_copies > 1:
                         cp.flags |= INPUT | OUTPUT
                     cps.append(cp)
                 copies[key] = cps
                 split.inputs.append(s)
-            n.src[j] = cps[0]
+            srcs[j] = cps[0]
     if split is not None:
         split.i_end = len(nodes)
     out.splits = splits
@@ -206,21 +227,23 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                 leaf.flags |= OUTPUT
                 cps = [leaf]
                 for _c in range(1, n_copies):
-                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=f"copy of {leaf.name}")
+                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=f"copy of {leaf.name}",
+                                nbytes=leaf.nbytes)
                     cp.flags |= INPUT | OUTPUT
                     cps.append(cp)
                 graph_inputs.append((leaf, cps))
 
+    out_nodes, out_backend = out.nodes, out.node_backend
     for sp in splits:
         for inp in sp.inputs:
             dep = view_tensor(inp)  # keeps the source alive until the copy is made
-            out.nodes.append(dep)
-            out.node_backend.append(inp.sb)
-            out.nodes.append(copies[(id(inp), sp.backend)][0])
-            out.node_backend.append(sp.backend)
-        for j in range(sp.i_start, sp.i_end):
-            out.nodes.append(nodes[j])
-            out.node_backend.append(nodes[j].sb)
+            out_nodes.append(dep)
+            out_backend.append(inp.sb)
+            out_nodes.append(copies[(id(inp), sp.backend)][0])
+            out_backend.append(sp.backend)
+        part = nodes[sp.i_start:sp.i_end]
+        out_nodes += part
+        out_backend += [n.sb for n in part]
     if n_copies > 1:
         for leaf, cps in graph_inputs:
             for cp in cps:
@@ -307,72 +330,77 @@ class Allocation:
 def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocation:
     """One reserve pass of the graph allocator over the scheduled graph."""
     tallocs = [_Talloc(b.alignment) for b in backends]
-    live: list[dict[int, Tensor]] = [{} for _ in backends]  # what occupies each buffer now
-    peak: list[list[tuple[str, int]]] = [[] for _ in backends]
-
-    def grew(buffer: int) -> None:
-        groups: dict[str, list[int]] = {}
-        for x in live[buffer].values():
-            groups.setdefault(describe(x), []).append(x.nbytes)
-        top = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:n_peak]
-        peak[buffer] = [(f"{len(n)} x {d}" if len(n) > 1 else d, sum(n)) for d, n in top]
+    # what occupies each buffer now, in allocation order (the peak detail groups in this order)
+    live: list[dict[Tensor, None]] = [{} for _ in backends]
+    at_peak: list[list[Tensor] | None] = [None] * len(backends)  # live when each buffer last grew
+    sizer = [b.alloc_size if b.kind == "cuda" else None for b in backends]  # None: ggml_nbytes
+    inplace_ops = INPLACE_OPS
 
     def allocate_node(t: Tensor, buffer: int) -> None:
-        if t.dev is not None or t.own or t.view_src is not None:
-            return
+        # callers checked: not pre-allocated (dev), not already allocated (own), not a view
         t.own = True
-        if t.op in INPLACE_OPS:
+        if t.op in inplace_ops:
             for p in t.src:
                 if p is None or not p.own:
                     continue  # external, or a view (views are never owned)
                 if p.flags & OUTPUT or (p.view_src is not None and p.view_src.flags & OUTPUT):
                     continue
-                if not t.same_layout(p):
+                if not (t.type == p.type and t.ne == p.ne and t.nb == p.nb):
                     continue
                 if p.n_children == 1 and p.n_views == 0:
                     t.buffer, t.offset = p.buffer, p.offset
                     p.own = False
-                    del live[p.buffer][id(p)]
-                    live[t.buffer][id(t)] = t
+                    del live[p.buffer][p]
+                    live[t.buffer][t] = None
                     return  # same layout: no extra space to give back
         t.buffer = buffer
         ta = tallocs[buffer]
         before = ta.max_size
-        t.offset = ta.alloc(backends[buffer].alloc_size(t))
-        live[buffer][id(t)] = t
+        f = sizer[buffer]
+        t.offset = ta.alloc(t.nbytes if f is None else f(t))
+        lv = live[buffer]
+        lv[t] = None
         if ta.max_size > before:
-            grew(buffer)
+            at_peak[buffer] = list(lv)
 
     def free_node(t: Tensor) -> None:
         if t.flags & OUTPUT:
             return
-        tallocs[t.buffer].free(t.offset, backends[t.buffer].alloc_size(t))
-        del live[t.buffer][id(t)]
+        buffer = t.buffer
+        f = sizer[buffer]
+        tallocs[buffer].free(t.offset, t.nbytes if f is None else f(t))
+        del live[buffer][t]
         t.own = False
 
     for t, b in zip(s.leafs, s.leaf_backend):
-        allocate_node(t, b)
-    for t, b in zip(s.nodes, s.node_backend):
-        if t.view_src is not None and t.op != "NONE":
-            t.view_src.n_views += 1
-        if t.flags & INPUT:
+        if t.dev is None and not t.own and t.view_src is None:
+            allocate_node(t, b)
+    nodes, node_backend = s.nodes, s.node_backend
+    for t, b in zip(nodes, node_backend):
+        v = t.view_src
+        if v is not None and t.op != "NONE":
+            v.n_views += 1
+        if t.flags & INPUT and t.dev is None and not t.own and v is None:
             allocate_node(t, b)
         for p in t.src:
             if p is None:
                 continue
             p.n_children += 1
-            if p.flags & INPUT:
+            if p.flags & INPUT and p.dev is None and not p.own and p.view_src is None:
                 allocate_node(p, b)
-    for t, b in zip(s.nodes, s.node_backend):
-        for p in t.src:
-            if p is not None:
+    for t, b in zip(nodes, node_backend):
+        srcs = t.src
+        for p in srcs:
+            if p is not None and p.dev is None and not p.own and p.view_src is None:
                 allocate_node(p, b)
-        allocate_node(t, b)
-        for p in t.src:
+        if t.dev is None and not t.own and t.view_src is None:
+            allocate_node(t, b)
+        for p in srcs:
             if p is None:
                 continue
-            p.n_children -= 1
-            if p.n_children == 0 and p.n_views == 0:
+            n = p.n_children - 1
+            p.n_children = n
+            if n == 0 and p.n_views == 0:
                 v = p.view_src
                 if v is not None:
                     v.n_views -= 1
@@ -380,4 +408,12 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
                         free_node(v)
                 elif p.own:
                     free_node(p)
+
+    peak: list[list[tuple[str, int]]] = []
+    for held in at_peak:
+        groups: dict[str, list[int]] = {}
+        for x in held or ():
+            groups.setdefault(describe(x), []).append(x.nbytes)
+        top = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:n_peak]
+        peak.append([(f"{len(n)} x {d}" if len(n) > 1 else d, sum(n)) for d, n in top])
     return Allocation([ta.max_size for ta in tallocs], peak)
