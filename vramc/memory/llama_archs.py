@@ -78,7 +78,7 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
 
 @dataclass
 class LayerKV:
-    k: Tensor
+    k: Tensor | None  # None for a layer the graph leaves out
     v: Tensor | None
     kv_size: int  # cells per stream
     swa: bool
@@ -115,6 +115,7 @@ class _Builder:
         self.spec, self.hp, self.w, self.kv, self.p = spec, hp, w, kv, p
         self.moe_conf, self.mla = moe, mla
         self.g = Graph()
+        self.W = w.get  # the method below, without a call in between
 
     def W(self, name: str) -> Tensor | None:
         return self.w.get(name)

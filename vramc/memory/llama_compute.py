@@ -10,6 +10,7 @@ llama_archs to llama_sched.
 
 from __future__ import annotations
 
+import gc
 import operator
 from dataclasses import dataclass
 
@@ -200,19 +201,23 @@ class _Weights:
 
 
 def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_trans: bool,
-              hp: LlamaHparams) -> dict[int, LayerKV]:
+              hp: LlamaHparams, layers=None) -> dict[int, LayerKV]:
+    """The KV cache of every layer; K and V tensors only for `layers` (None: all), the ones the
+    graph reads."""
     v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
+    wanted = None if layers is None else set(layers)
     out = {}
     for lc in caches:
         if lc.kind == "rs":
             continue
-        k = gg.new_tensor(type_k, (hp.n_embd_k_gqa(lc.il), lc.cells, c.n_stream), name=f"cache_k_l{lc.il}")
-        k.dev = lc.device
-        v = None
-        if not hp.is_mla:
-            v = gg.new_tensor(type_v, (v_max if v_trans else hp.n_embd_v_gqa(lc.il), lc.cells, c.n_stream),
-                              name=f"cache_v_l{lc.il}")
-            v.dev = lc.device
+        k = v = None
+        if wanted is None or lc.il in wanted:
+            k = gg.new_tensor(type_k, (hp.n_embd_k_gqa(lc.il), lc.cells, c.n_stream), name=f"cache_k_l{lc.il}")
+            k.dev = lc.device
+            if not hp.is_mla:
+                v = gg.new_tensor(type_v, (v_max if v_trans else hp.n_embd_v_gqa(lc.il), lc.cells, c.n_stream),
+                                  name=f"cache_v_l{lc.il}")
+                v.dev = lc.device
         out[lc.il] = LayerKV(k, v, lc.cells, lc.kind == "kv_swa")
     return out
 
@@ -223,6 +228,22 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
                      type_v: str, n_gpu_layers: int, split_mode: str, has_overrides: bool,
                      op_offload: bool, final_softcap: bool, dry_run: bool = False,
                      full_graph: bool = False) -> ComputeResult:
+    # the replay makes and drops thousands of tensors, none of them in reference cycles: the
+    # cyclic garbage collector would only rescan the caller's heap (a quarter of the time)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k,
+                                 type_v, n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap,
+                                 dry_run, full_graph)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k, type_v,
+                      n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap, dry_run,
+                      full_graph) -> ComputeResult:
     backends = []
     for d in pl.devices:
         kind = backend_kinds[d]
@@ -248,13 +269,12 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
         n_tokens=n_tokens, n_stream=c.n_stream, n_outputs=n_outputs,
         flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
         final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
-    g = build_graph(spec, hp, _Weights(_model(meta), hp, pl),
-                    _layer_kv(caches, c, type_k, type_v, v_trans, hp), p,
-                    list(range(hp.n_layer)) if full_graph else kept_layers(
-                        _signatures(_model(meta), hp, pl, op_offload and any(b.op_offload for b in backends),
-                                    has_overrides),
-                        pl.layer_dev, hp.n_layer),
-                    meta.architecture, meta.hparams)
+    model = _model(meta)
+    layers = list(range(hp.n_layer)) if full_graph else kept_layers(
+        _signatures(model, hp, pl, op_offload and any(b.op_offload for b in backends), has_overrides),
+        pl.layer_dev, hp.n_layer)
+    g = build_graph(spec, hp, _Weights(model, hp, pl), _layer_kv(caches, c, type_k, type_v, v_trans, hp, layers),
+                    p, layers, meta.architecture, meta.hparams)
     pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)
     n_copies = GGML_SCHED_MAX_COPIES if pp else 1
     # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler

@@ -309,8 +309,14 @@ class Graph:
             for s in srcs:
                 if s is not None and s.mark != mark:
                     s.mark = mark
-                    push((s, iter(s.src)))
-                    break
+                    if s.src:
+                        push((s, iter(s.src)))
+                        break
+                    # no sources: visited at once, and the scan of cur's sources goes on
+                    if s.op == "NONE":
+                        leafs.append(s)
+                    else:
+                        nodes.append(s)
             else:
                 pop()
                 if cur.op == "NONE":

@@ -127,19 +127,40 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                     return b
         return -1
 
-    # pass 1: pre-allocated tensors and ops on weights
+    # pass 1: pre-allocated tensors and ops on weights (from_cur, inlined for the nodes)
     for t in g.leafs:
         t.sb = from_cur(t)
-    if pins:
-        for t in g.nodes:
-            b = t.backend
-            t.sb = b if b >= 0 else from_cur(t)
-    else:
-        for t in g.nodes:
-            t.sb = from_cur(t)
-
     nodes = g.nodes
-    order = [n for n in nodes if n.op not in VIEW_OPS]
+    order = []  # the nodes that are not views
+    view_ops = VIEW_OPS
+    for t in nodes:
+        op = t.op
+        if op not in view_ops:
+            order.append(t)
+        if pins and t.backend >= 0:
+            t.sb = t.backend
+            continue
+        d = t.dev
+        if d is not None:
+            t.sb = dev_backend[d]
+            continue
+        v = t.view_src
+        if v is not None and v.dev is not None:
+            t.sb = dev_backend[v.dev]
+            continue
+        if t.flags & INPUT:
+            t.sb = cpu
+            continue
+        b = -1
+        if op != "ROPE" and op != "FLASH_ATTN_EXT":
+            for s in t.src:
+                if s is not None and s.weight:
+                    b = dev_backend[s.dev]
+                    if off_b != -1 and b == cpu and s.dev < 0 and backends[off_b].offloads(t):
+                        b = off_b
+                    break
+        t.sb = b
+
     # pass 2: expand GPU assignments down and up, then every assignment down and up
     rev = order[::-1]
     for seq, skip_cpu in ((order, True), (rev, True), (order, False), (rev, False)):
@@ -176,7 +197,6 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     copies: dict[tuple[int, int], list[Tensor]] = {}
     splits: list[Split] = []
     split = None
-    view_ops = VIEW_OPS
     for i, n in enumerate(nodes):
         if n.op in view_ops:
             continue
@@ -363,15 +383,6 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
         if ta.max_size > before:
             at_peak[buffer] = list(lv)
 
-    def free_node(t: Tensor) -> None:
-        if t.flags & OUTPUT:
-            return
-        buffer = t.buffer
-        f = sizer[buffer]
-        tallocs[buffer].free(t.offset, t.nbytes if f is None else f(t))
-        del live[buffer][t]
-        t.own = False
-
     for t, b in zip(s.leafs, s.leaf_backend):
         if t.dev is None and not t.own and t.view_src is None:
             allocate_node(t, b)
@@ -400,14 +411,24 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
                 continue
             n = p.n_children - 1
             p.n_children = n
-            if n == 0 and p.n_views == 0:
-                v = p.view_src
-                if v is not None:
-                    v.n_views -= 1
-                    if v.n_views == 0 and v.n_children == 0 and v.own:
-                        free_node(v)
-                elif p.own:
-                    free_node(p)
+            if n or p.n_views:
+                continue
+            v = p.view_src
+            if v is not None:
+                v.n_views -= 1
+                if v.n_views or v.n_children or not v.own:
+                    continue
+                p = v
+            elif not p.own:
+                continue
+            # free p (ggml_gallocr_free_node): graph outputs stay
+            if p.flags & OUTPUT:
+                continue
+            buffer = p.buffer
+            f = sizer[buffer]
+            tallocs[buffer].free(p.offset, p.nbytes if f is None else f(p))
+            del live[buffer][p]
+            p.own = False
 
     peak: list[list[tuple[str, int]]] = []
     for held in at_peak:
