@@ -336,7 +336,11 @@ class _Talloc:
 
 
 def describe(t: Tensor) -> str:
-    shape = ", ".join(str(x) for x in t.ne[:max(i + 1 for i, x in enumerate(t.ne) if x != 1 or i == 0)])
+    ne = t.ne
+    n = len(ne)
+    while n > 1 and ne[n - 1] == 1:  # trailing ones dropped, ne[0] always shown
+        n -= 1
+    shape = ", ".join(map(str, ne[:n]))
     what = t.name if t.op == "NONE" and t.name else t.op.lower()
     return f"{what} [{shape}] {t.type}"
 
