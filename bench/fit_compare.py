@@ -691,12 +691,14 @@ def differences(results: list[Result]) -> list[str]:
         "part-way (ffn_down, or gate/up, to the host or the next card). vramc offers expert offload only to "
         "llama-server (llama-cpp-python has no --override-tensor), so with llama-fit-params' settings it "
         "moves whole layers, which keeps fewer bytes on the GPUs and runs attention of those layers on the "
-        "CPU. The comparison also runs vramc's expert offload (engine check lifted): it moves the experts "
-        "of whole blocks, the first k, so the blocks that keep their experts are the last ones and land on "
-        "the last cards. On one card that costs at most about one block's experts against llama.cpp's "
-        "part-way split; on several cards of different sizes the heavy blocks all go to the last card, "
-        "which whole heavy blocks may fill badly, while llama.cpp moves the experts of the last blocks of "
-        "each card's range and so fills every card." + _moe_gap(results),
+        "CPU. The comparison also runs vramc's expert offload (engine check lifted): like llama.cpp it "
+        "splits the layers as if everything were on the GPUs, sends the experts of each card's first "
+        "blocks to the host until the card fits, and keeps part of one more block (ffn_up, ffn_gate or "
+        "ffn_down) on a card that has room for it, 64 MiB short of the brim (llama.cpp's dry run "
+        "reserves that much more compute around a split block than a launch does). What remains is "
+        "granularity: llama.cpp also moves single expert tensors to the next card rather than to the "
+        "host, "
+        "which vramc does not." + _moe_gap(results),
     ]
     return out
 

@@ -264,9 +264,10 @@ def test_moe_llama_server_moves_expert_tensors_before_layers():
     c = choice(8192, tensor_split=None, engine="llama-server", parallel=1)
     r = solve(m, gpus, c, [0])
     assert r.fits and r.choice.gpu_layers == n_total(m) and r.moved_experts > 0
-    assert len(r.choice.overrides) == 1 and r.choice.overrides[0][1] == "CPU"
+    assert r.choice.overrides and all(target == "CPU" for _, target in r.choice.overrides)
     assert fits(m, gpus, r.choice, [0])
-    # the fewest blocks: one block fewer on the host does not fit
+    # the fewest blocks: one whole block fewer on the host does not fit (the card's leftover may
+    # hold part of one more block: llama.cpp's fit splits a block the same way)
     from vramc.engines import experts_on_cpu
 
     fewer = replace(r.choice, overrides=(experts_on_cpu(range(r.moved_experts - 1)),))

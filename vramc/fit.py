@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from vramc.memory.usage import GpuBudget
 
 CTX_STEP = 256  # llama.cpp pads the context to 256 cells
+PARTIAL_BLOCK_SLACK = 64 * 1024 * 1024
 DEFAULT_CTX_MIN = 4096  # as llama.cpp's --fit-ctx
 # per-layer weight costs depend only on the model, the overrides and the GPUs' buffer rules:
 # variants of one deployment share them
@@ -267,29 +268,111 @@ class Solver:
                        if t.block is not None and "_exps" in t.name and t.block < self.hp.n_layer})
 
     def moe_offload(self, choice, split_auto: bool):
-        """All layers on GPUs with the expert tensors of the first k blocks in host memory, for
-        the smallest k that fits (llama.cpp's own fit moves experts to the host before layers:
-        attention and the dense parts stay fast). None if even all experts on the host don't fit."""
+        """All layers on GPUs, with expert tensors in host memory where the GPUs run out.
+
+        Like llama.cpp's own fit: the layers are split as if everything were on the GPUs (each
+        card equally over-full), then each card sends the experts of its own first blocks to the
+        host until it fits, so every card ends up full whatever the mix of card sizes. None if
+        even all experts on the host don't fit."""
         from vramc.engines import experts_on_cpu
+        from vramc.memory.llama_placement import backend_kind, buffer_rules
 
         blocks = self.expert_blocks()
         total = self.hp.n_layer_all + 1
+        n_gpus = len(self.gpus)
 
-        def with_k(k: int):
-            return replace(choice, overrides=choice.overrides + ((experts_on_cpu(blocks[:k]),) if k else ()))
+        def with_cpu(cpu: set[int]):
+            extra = (experts_on_cpu(sorted(cpu)),) if cpu else ()
+            return replace(choice, overrides=choice.overrides + extra)
 
-        c, est = self.layout(with_k(len(blocks)), total, split_auto)
-        if not self.fits(est):
+        c_all, e_all = self.layout(with_cpu(set(blocks)), total, split_auto)
+        if not self.fits(e_all):
             return None
-        lo, hi, best = 1, len(blocks), (c, est, len(blocks))
-        while lo < hi:
-            mid = (lo + hi) // 2
-            cm, em = self.layout(with_k(mid), total, split_auto)
-            if self.fits(em):
-                hi, best = mid, (cm, em, mid)
-            else:
-                lo = mid + 1
-        return best
+        rules = buffer_rules(backend_kind(self.gpus[0]))
+        experts = {b: 0 for b in blocks}
+        for t in self.meta.tensors:
+            if t.block in experts and "_exps" in t.name:
+                experts[t.block] += rules.padded(rules.alloc_size(t))
+        full = self.costs(replace(choice, gpu_layers=total))
+        compute = self.compute_of(e_all)
+        caps = [lim - cmp for lim, cmp in zip(self.limits, compute)]
+        if split_auto and n_gpus > 1:
+            lo, hi = 1.0, 1.0
+            while self.pack(full, total, [hi * cap for cap in caps]) is None and hi < 1e6:
+                hi *= 2
+            for _ in range(30):  # the least over-fullness at which the whole model packs
+                mid = (lo + hi) / 2
+                if self.pack(full, total, [mid * cap for cap in caps]) is None:
+                    lo = mid
+                else:
+                    hi = mid
+            counts = self.pack(full, total, [hi * cap for cap in caps])
+            split = tuple(float(x) for x in counts)
+        else:
+            counts = [d.n_layers for d in e_all.devices]
+            split = c_all.tensor_split
+        cpu: set[int] = set()
+        end = total
+        for g in range(n_gpus - 1, -1, -1):  # cards hold consecutive layers, the last one the output
+            layers = list(range(end - counts[g], end))
+            end -= counts[g]
+            excess = sum(full.layer(il) for il in layers) + (full.dup if layers else 0) - caps[g]
+            for b in layers:
+                if excess <= 0:
+                    break
+                if b in experts:
+                    cpu.add(b)
+                    excess -= experts[b]
+        for _ in range(len(blocks) + 1):
+            cand = replace(with_cpu(cpu), gpu_layers=total, tensor_split=split)
+            cest = self.estimate(cand)
+            if self.fits(cest):
+                return self.partial_blocks(cand, cest, cpu, rules) + (len(cpu),)
+            # compute buffers moved with the experts: send one more block on each card that is over
+            moved = False
+            for dev, lim in zip(cest.devices, self.limits):
+                left = [b for b in blocks if dev.layers and dev.layers[0] <= b <= dev.layers[1] and b not in cpu]
+                if dev.total_bytes > lim and left:
+                    cpu.add(left[0])
+                    moved = True
+            if not moved:
+                break
+        return c_all, e_all, len(blocks)
+
+    def partial_blocks(self, cand, cest, cpu: set[int], rules):
+        """Fill what whole blocks leave free: on each card, keep some expert tensors of its last
+        host-side block (ffn_up, ffn_gate or ffn_down) on the card, as llama.cpp's fit does."""
+        import re
+
+        from vramc.engines import experts_on_cpu
+
+        parts: dict[int, list] = {}
+        for dev, lim in zip(cest.devices, self.limits):
+            # a split block adds graph splits; llama.cpp's own dry run then reserves up to ~64 MiB
+            # more compute than the launch does: stay that far from the brim
+            room = lim - dev.total_bytes - PARTIAL_BLOCK_SLACK
+            mine = sorted(b for b in cpu if dev.layers and dev.layers[0] <= b <= dev.layers[1])
+            if not mine:
+                continue
+            b = mine[-1]
+            tensors = sorted((t for t in self.meta.tensors if t.block == b and "_exps" in t.name),
+                             key=lambda t: rules.padded(rules.alloc_size(t)))
+            kept = []
+            for t in tensors:
+                size = rules.padded(rules.alloc_size(t))
+                if size <= room and len(kept) < len(tensors) - 1:
+                    room -= size
+                    kept.append(t)
+            if kept:
+                parts[b] = [t for t in tensors if t not in kept]
+        if not parts:
+            return cand, cest
+        whole = sorted(cpu - set(parts))
+        overrides = ((experts_on_cpu(whole),) if whole else ()) + tuple(
+            (rf"blk\.{b}\.{re.escape(t.name.split('.')[2])}", "CPU") for b in sorted(parts) for t in parts[b])
+        trial = replace(cand, overrides=self.choice.overrides + overrides)
+        test = self.estimate(trial)
+        return (trial, test) if self.fits(test) else (cand, cest)
 
     def ctx_bounds(self, choice) -> tuple[int, int]:
         """The engine's `ctx` values to search: [ctx_min, trained context per KV stream]."""
@@ -391,8 +474,8 @@ class Solver:
             if moe is not None:
                 ch, est, k = moe
                 self.moved_experts = k
-                self.log.append(f"MoE: all {total} layers fit on GPUs with the expert tensors of the "
-                                f"first {k} of {len(self.expert_blocks())} blocks in host memory "
+                self.log.append(f"MoE: all {total} layers fit on GPUs with the expert tensors of "
+                                f"{k} of {len(self.expert_blocks())} blocks in host memory "
                                 "(instead of whole layers on the CPU)")
         if single:
             ch = replace(ch, tensor_split=self.choice.tensor_split)
