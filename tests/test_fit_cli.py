@@ -82,3 +82,26 @@ def test_cache_types_auto_prefer_f16_then_q8_0(tmp_path):
     assert (needs_q8.params.type_k, needs_q8.params.type_v) == ("q8_0", "q8_0")
     assert needs_q8.params.n_gpu_layers == 33 and needs_q8.verdict in ("fits", "tight")
     assert {"cache_type_k", "cache_type_v"} <= set(needs_q8.auto)
+
+
+def test_moe_expert_offload_is_written_and_planned_back(tmp_path):
+    from vramc.analyze import profile_yaml
+    from vramc.synth.shapes import get_shape
+    from vramc.synth.writer import model_meta
+
+    (tmp_path / "profiles" / "models").mkdir(parents=True)
+    meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")
+    meta.file_size, meta.header_sha256 = 0, ""
+    lock = "".join(line for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test")
+                   .splitlines(keepends=True) if not line.startswith("  file: "))
+    (tmp_path / "profiles" / "models" / "qwen3.yaml").write_text(lock)
+    prof = tmp_path / "profiles" / "moe.yaml"
+    prof.write_text("name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
+                    "engine: llama-server\nsettings: {ctx: 8192, parallel: 1, gpu_layers: auto}\n")
+    [before] = run_check([prof]).plans
+    assert "override_tensor" in before.auto and before.params.n_gpu_layers == 49
+    res = CliRunner().invoke(app, ["fit", str(prof), "--write"])
+    assert res.exit_code == 0, res.output
+    [after] = run_check([prof]).plans
+    assert after.auto == () and after.params == before.params
+    assert after.estimate.devices[0].weights_bytes == before.estimate.devices[0].weights_bytes

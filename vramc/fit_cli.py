@@ -121,5 +121,5 @@ def _fit_text(plan) -> str:
 
 def _show(v) -> str:
     if isinstance(v, list):
-        return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+        return "[" + ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) + "]"
     return str(v)

@@ -170,6 +170,9 @@ def plan_text(plan, color: bool = False, plans=()) -> str:
                 v = ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
             star = "*" if k in plan.auto else ""
             shown.append(f"{k}={v}{star}")
+    if plan.engine != "vllm" and plan.params is not None and plan.params.overrides:
+        star = "*" if "override_tensor" in plan.auto else ""
+        shown.append(f"override_tensor={len(plan.params.overrides)} pattern(s){star}")
     lines.append("  " + "  ".join(shown) + ("   (* chosen by vramc)" if plan.auto else ""))
     header = ("device", "name", "weights", "KV", "compute", "overhead", "total", "capacity", "free", "layers")
     rows = []
