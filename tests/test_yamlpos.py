@@ -39,3 +39,18 @@ def test_scalars_match_safe_load():
 
     text = "a: on\nb: 0x10\nc: 1.5\nd: ~\ne: '12'\nf: 2024-01-01\n"
     assert load_text(text, "p.yaml").data == yaml.safe_load(text)
+
+
+def test_hostile_yaml_is_refused_quickly():
+    import time
+
+    t = time.perf_counter()
+    recursive = load_text("a: &x\n  b: *x\n", "p.yaml")
+    assert [d.code for d in recursive.diagnostics] == ["VR003"] and "alias" in recursive.diagnostics[0].message
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+    bomb = load_text(laughs, "p.yaml")
+    assert bomb.data is None and [d.code for d in bomb.diagnostics] == ["VR003"]
+    deep = load_text("a: " + "[" * 3000 + "]" * 3000 + "\n", "p.yaml")
+    assert deep.data is None and deep.diagnostics and deep.diagnostics[0].code in ("VR001", "VR003")
+    assert time.perf_counter() - t < 5

@@ -226,7 +226,8 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
 
     out: list[Diagnostic] = []
     if isinstance(data, dict):
-        for i, g in enumerate(data.get("gpus") or []):
+        gpus = data.get("gpus")
+        for i, g in enumerate(gpus if isinstance(gpus, list) else []):
             v = g.get("vram") if isinstance(g, dict) else None
             if size_unit(v) in DECIMAL_UNITS:
                 p = path + ("gpus", i, "vram")

@@ -14,6 +14,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from vramc.units import parse_fraction, parse_size
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Bounds keep absurd values from becoming absurd work: no engine takes more tokens than this.
+MAX_TOKENS = 1 << 24
 
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 Fraction = Annotated[float, BeforeValidator(parse_fraction)]
@@ -162,15 +164,15 @@ GpuLayers = Union[Annotated[int, Field(ge=0)], Literal["all", "auto"]]
 
 class Settings(Strict):
     # shared by the llama.cpp family
-    ctx: Union[Annotated[int, Field(ge=0)], Literal["auto"], None] = None
-    ctx_min: int | None = Field(default=None, ge=256)  # smallest context `auto` may choose (vramc)
-    parallel: Union[Annotated[int, Field(ge=1)], Literal["auto"], None] = None
-    batch: int | None = Field(default=None, ge=1)
-    ubatch: int | None = Field(default=None, ge=1)
+    ctx: Union[Annotated[int, Field(ge=0, le=MAX_TOKENS)], Literal["auto"], None] = None
+    ctx_min: int | None = Field(default=None, ge=256, le=MAX_TOKENS)  # smallest context `auto` may choose (vramc)
+    parallel: Union[Annotated[int, Field(ge=1, le=256)], Literal["auto"], None] = None  # LLAMA_MAX_SEQ
+    batch: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    ubatch: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     gpu_layers: GpuLayers | None = None
     split_mode: Literal["none", "layer", "row"] | None = None
     tensor_split: Union[list[Annotated[float, Field(ge=0)]], Literal["auto"], None] = None
-    main_gpu: int | None = Field(default=None, ge=0)
+    main_gpu: int | None = Field(default=None, ge=0, le=255)
     flash_attn: OnOffAuto | None = None
     cache_type_k: Union[CacheType, Literal["auto"], None] = None
     cache_type_v: Union[CacheType, Literal["auto"], None] = None
@@ -180,8 +182,8 @@ class Settings(Strict):
     load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] | None = None
     override_tensor: list[str] | None = None
     cpu_moe: bool | None = None
-    n_cpu_moe: int | None = Field(default=None, ge=0)
-    threads: int | None = Field(default=None, ge=1)
+    n_cpu_moe: int | None = Field(default=None, ge=0, le=512)  # LLAMA_MAX_LAYERS
+    threads: int | None = Field(default=None, ge=1, le=4096)
     # serving
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -192,14 +194,14 @@ class Settings(Strict):
     max_loaded_models: int | None = Field(default=None, ge=0)
     # vllm
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    max_model_len: Union[Annotated[int, Field(ge=1)], Literal["auto"], None] = None
-    max_num_seqs: int | None = Field(default=None, ge=1)
-    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    max_model_len: Union[Annotated[int, Field(ge=1, le=MAX_TOKENS)], Literal["auto"], None] = None
+    max_num_seqs: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
-    tensor_parallel_size: int | None = Field(default=None, ge=1)
-    cpu_offload_gb: float | None = Field(default=None, ge=0)
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=256)
+    cpu_offload_gb: float | None = Field(default=None, ge=0, le=2**20)
     enforce_eager: bool | None = None
-    block_size: int | None = Field(default=None, ge=1)
+    block_size: int | None = Field(default=None, ge=1, le=4096)
     dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
     # CUDA device ordering for the process (CUDA_VISIBLE_DEVICES)
     device_order: Literal["index", "free_desc", "total_desc"] | None = None

@@ -78,14 +78,41 @@ class Loaded:
     diagnostics: list[Diagnostic]
 
 
+# Aliases may repeat a node many times ("billion laughs"); no profile needs anywhere near this.
+MAX_NODES = 200_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class _Walker:
     def __init__(self, file: str):
         self.file = file
         self.positions = Positions()
         self.diagnostics: list[Diagnostic] = []
+        self.nodes = 0
+        self.open: set[int] = set()  # collections being walked: an alias back to one is a cycle
 
     def walk(self, node, path: tuple):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge
         self.positions.values[path] = _span(node)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if id(node) in self.open:
+                self.diagnostics.append(Diagnostic(
+                    "VR003", Severity.ERROR, "a YAML alias refers to the collection that contains it",
+                    self.file, _span(node), path, "remove the recursive alias"))
+                return None
+            self.open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.open.discard(id(node))
+        return _scalar(node)
+
+    def _collection(self, node, path: tuple):
         if isinstance(node, yaml.MappingNode):
             out: dict = {}
             for key_node, value_node in node.value:
@@ -114,9 +141,7 @@ class _Walker:
                 self.positions.keys[child] = _span(key_node)
                 out[key] = self.walk(value_node, child)
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
-        return _scalar(node)
+        return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
 
 
 def load_text(text: str, file: str) -> Loaded:
@@ -137,6 +162,16 @@ def load_text(text: str, file: str) -> Loaded:
     except yaml.YAMLError as e:
         walker.diagnostics.append(Diagnostic(
             "VR001", Severity.ERROR, f"YAML error: {e}", file, None, ()))
+        data = None
+    except _TooLarge:
+        walker.diagnostics.append(Diagnostic(
+            "VR003", Severity.ERROR, f"the YAML expands to more than {MAX_NODES} values (aliases?)",
+            file, None, (), "write the profile out without aliases"))
+        data = None
+    except RecursionError:
+        walker.diagnostics.append(Diagnostic(
+            "VR003", Severity.ERROR, "the YAML is nested too deeply", file, None, (),
+            "a profile needs a few levels of nesting, not hundreds"))
         data = None
     except (ValueError, TypeError) as e:  # e.g. a timestamp PyYAML cannot construct
         walker.diagnostics.append(Diagnostic(
