@@ -102,7 +102,8 @@ class ModelMeta:
 
     @classmethod
     def from_lock(cls, lock) -> "ModelMeta":
-        """Build from a validated `schema.GGUFLock`."""
+        """Build from a validated `schema.GGUFLock` (ValueError names what is implausible)."""
+        _check_plausible(lock.hparams, lock.vocab_size)
         f = lock.file
         return cls(
             architecture=lock.architecture,
@@ -115,6 +116,27 @@ class ModelMeta:
             header_sha256=f.header_sha256 if f else None,
             splits=f.splits if f else 1,
         )
+
+
+# The limits llama.cpp itself enforces (LLAMA_MAX_LAYERS) or that no model comes near; a lock is
+# hand-editable YAML, and a block_count of a billion must be an error, not a billion-entry list.
+MAX_LAYERS = 512
+MAX_DIM = 1 << 24
+
+
+def _check_plausible(hparams: dict, vocab_size: int) -> None:
+    n = hparams.get("block_count")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_LAYERS:
+        raise ValueError(f"block_count must be an integer from 1 to {MAX_LAYERS}, not {n!r}")
+    if vocab_size > MAX_DIM:
+        raise ValueError(f"vocab_size {vocab_size} is implausible (more than {MAX_DIM})")
+    for key, v in hparams.items():
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and len(v) > MAX_LAYERS:
+            raise ValueError(f"{key} has {len(v)} values, more than {MAX_LAYERS} layers")
+        for x in values:
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_DIM * 1024:
+                raise ValueError(f"{key} = {x} is implausible")
 
 
 def block_ranges(blocks: list[int]) -> str:
@@ -167,7 +189,7 @@ def _expand_range(spec: str) -> list[int]:
         if "-" in part:
             a, b = part.split("-", 1)
             a, b = int(a), int(b)
-            if b < a or b - a > 100_000:
+            if b < a or b >= MAX_LAYERS * 2:
                 raise ValueError(f"bad block range {part!r}")
             out.extend(range(a, b + 1))
         else:
