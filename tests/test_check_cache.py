@@ -29,11 +29,11 @@ def test_cache_hits_and_invalidation(tmp_path):
                    "settings: {ctx: 8192, gpu_layers: all}\n")
     first = check(project, cache)
     assert first.returncode == 1 and "VR110" in first.stdout  # hardware/box.yaml does not exist
-    [entry] = entries(cache)
-    stamp = entry.stat().st_mtime_ns
+    stamps = {e: e.stat().st_mtime_ns for e in entries(cache)}
+    assert len(stamps) == 2  # one entry per checked file: d.yaml and the model profile
     again = check(project, cache)
     assert (again.returncode, again.stdout) == (first.returncode, first.stdout)
-    assert entry.stat().st_mtime_ns == stamp  # answered from the cache, not rewritten
+    assert {e: e.stat().st_mtime_ns for e in entries(cache)} == stamps  # answered from the cache
 
     # a file that was looked for and missing appears: the answer changes
     (project / "profiles" / "hardware").mkdir()
@@ -46,10 +46,14 @@ def test_cache_hits_and_invalidation(tmp_path):
     small = check(project, cache)
     assert small.returncode == 1 and "VR300" in small.stdout
 
-    # a new profile in the folder is checked too
+    # a new profile in the folder is checked too, and only it is checked again
+    stamps = {e: e.stat().st_mtime_ns for e in entries(cache)}
     (project / "profiles" / "e.yaml").write_text("name: e\nhardware: box\nmodel: nowhere\nengine: ollama\n")
     more = check(project, cache)
     assert "e.yaml" in more.stdout and "VR110" in more.stdout
+    assert "d.yaml" in more.stdout  # d.yaml's own (cached) finding is still reported
+    after = {e: e.stat().st_mtime_ns for e in entries(cache)}
+    assert len(after) == len(stamps) + 1 and all(after[e] == t for e, t in stamps.items())
 
 
 def test_model_file_appearing_invalidates(tmp_path):

@@ -13,20 +13,28 @@ class CheckResult:
     diagnostics: list[Diagnostic]
     plans: list = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    probed: set[str] = field(default_factory=set)  # every file the result depends on
+    by_file: dict = field(default_factory=dict)  # checked file (resolved) -> its diagnostics
+    depends: dict = field(default_factory=dict)  # checked file (resolved) -> files its result read
 
 
 def cached_check(paths: list[Path], margin=None) -> CheckResult:
-    """`run_check` for `vramc check`, answered from the check cache when no input changed."""
-    from vramc import check_cache, profiles
+    """`run_check` for `vramc check`: files whose inputs did not change answer from the check
+    cache, and only the others are loaded and planned (pre-commit mostly sees one edited file)."""
+    from vramc import check_cache, lint, profiles
 
-    discovered = [str(p) for p in profiles.discover(paths)[0]]
-    hit = check_cache.load(paths, margin, discovered)
-    if hit is not None:
-        return CheckResult(hit[0], [], hit[1])
-    result = run_check(paths, margin)
-    check_cache.store(paths, margin, discovered, result.probed, result.diagnostics, result.files)
-    return result
+    found, problems = profiles.discover(paths)
+    files = [str(f.resolve()) for f in found]
+    cached = {f: check_cache.load(f, margin) for f in files}
+    misses = [f for f in files if cached[f] is None]
+    diags = list(problems)
+    if misses:
+        fresh = run_check([Path(f) for f in misses], margin)
+        for f in misses:
+            check_cache.store(f, margin, fresh.depends.get(f, {f}), fresh.by_file.get(f, []))
+            cached[f] = fresh.by_file.get(f, [])
+    for f in files:
+        diags.extend(cached[f])
+    return CheckResult(lint.dedupe(diags), [], [profiles.display_path(f) for f in found])
 
 
 def run_check(paths: list[Path], margin=None, deployments=None) -> CheckResult:
@@ -45,9 +53,33 @@ def run_check(paths: list[Path], margin=None, deployments=None) -> CheckResult:
                 d.margin = margin
     plans = plan_all(deps)
     lint_by_file = {d.file: getattr(d.obj, "lint", None) for d in loaded.docs}
-    diags = lint.apply_config_to_load(loaded.diagnostics, lint_by_file)
-    diags += lint.run_plan_rules(plans)
-    return CheckResult(lint.dedupe(diags), plans, loaded.files, loaded.probed)
+    load_diags = lint.apply_config_to_load(loaded.diagnostics, lint_by_file)
+    by_file = _by_file(loaded, load_diags, plans)
+    diags = [d for ds in by_file.values() for d in ds]
+    depends = {f: {f} | loaded.refs.get(f, set()) for f in by_file}
+    return CheckResult(lint.dedupe(diags), plans, loaded.files, by_file, depends)
+
+
+def _by_file(loaded, load_diags, plans) -> dict[str, list[Diagnostic]]:
+    """Each diagnostic under the file whose checking produced it: a deployment's findings under
+    the file that defines it (even those that point into the model profile it uses); a file's
+    load problems under that file, or, for a referenced file outside the checked ones, under
+    every file that refers to it."""
+    from vramc import lint
+
+    checked = {str(Path(f).resolve()) for f in loaded.files}
+    out: dict[str, list[Diagnostic]] = {f: [] for f in checked}
+    for d in load_diags:
+        f = str(Path(d.file).resolve())
+        owners = [f] if f in checked else [o for o, refs in loaded.refs.items() if f in refs] or list(checked)
+        for o in owners:
+            out.setdefault(o, []).append(d)
+    per_file: dict[str, list] = {}
+    for p in plans:
+        per_file.setdefault(str(p.dep.doc.path.resolve()), []).append(p)
+    for f, ps in per_file.items():
+        out.setdefault(f, []).extend(lint.run_plan_rules(ps))
+    return out
 
 
 def _variant_margin(dep) -> bool:

@@ -1,11 +1,12 @@
-"""A cache of whole `vramc check` results, as ruff and mypy keep one: in pre-commit most runs see
-exactly the files the last run saw.
+"""A cache of `vramc check` results per file, as ruff and mypy keep one: in pre-commit most runs
+see the files the last run saw, and an edit touches one or two of them.
 
-An entry is keyed by what the command was asked (paths, margin, working directory) and by vramc's
-own code; it records every file the check read or looked for (profiles, the hardware and model
-profiles they name, GGUF files, present or absent) with its size and content hash (size and
-modification time for model files of gigabytes). It is used only if the same files are found
-again, unchanged. `VRAMC_NO_CACHE=1` turns it off.
+An entry is keyed by the checked file, the working directory, the margin and vramc's own code;
+it records every file that checking it read or looked for (the file itself, the hardware and
+model profiles it names, candidates for names that did not resolve, GGUF files, present or
+absent) with its size and content hash (size and modification time for model files of
+gigabytes), and is used only if all of them are found again, unchanged. `VRAMC_NO_CACHE=1` turns
+it off.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ def _code() -> str:
     return _code_hash
 
 
-def _entry_path(paths, margin) -> Path:
+def _entry_path(file: str, margin) -> Path:
     from vramc.estimate_cache import cache_dir
 
-    key = repr((_code(), os.getcwd(), [str(p) for p in paths], repr(margin)))
+    key = repr((_code(), os.getcwd(), file, repr(margin)))
     digest = hashlib.sha256(key.encode()).hexdigest()
     return cache_dir().parent / "checks" / f"{digest}.json"
 
@@ -56,31 +57,25 @@ def _stamp(path: str) -> list:
         return [path, -1, 0]  # absent: appearing later must invalidate the entry
 
 
-def load(paths, margin, discovered: list[str]):
-    """(diagnostics, files) from a valid entry, else None."""
+def load(file: str, margin) -> list[Diagnostic] | None:
+    """The diagnostics of checking `file`, if nothing it depends on changed; else None."""
     if not enabled():
         return None
     try:
-        entry = json.loads(_entry_path(paths, margin).read_text())
-        if entry["discovered"] != discovered:
-            return None
+        entry = json.loads(_entry_path(file, margin).read_text())
         if any(_stamp(rec[0]) != rec for rec in entry["depends"]):
             return None
-        return [_diagnostic(d) for d in entry["diagnostics"]], entry["files"]
+        return [_diagnostic(d) for d in entry["diagnostics"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def store(paths, margin, discovered: list[str], depends: set[str], diagnostics, files) -> None:
+def store(file: str, margin, depends: set[str], diagnostics) -> None:
     if not enabled():
         return
-    entry = {
-        "discovered": discovered,
-        "depends": [_stamp(p) for p in sorted(depends)],
-        "diagnostics": [_record(d) for d in diagnostics],
-        "files": files,
-    }
-    path = _entry_path(paths, margin)
+    entry = {"depends": [_stamp(p) for p in sorted(depends)],
+             "diagnostics": [_record(d) for d in diagnostics]}
+    path = _entry_path(file, margin)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

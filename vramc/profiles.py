@@ -70,7 +70,7 @@ class LoadResult:
     docs: list[Doc] = field(default_factory=list)  # every valid file, any kind
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    probed: set[str] = field(default_factory=set)  # every file read or looked for
+    refs: dict[str, set[str]] = field(default_factory=dict)  # file -> files its references looked at
 
 
 # --- discovering files --------------------------------------------------------------------------
@@ -298,13 +298,12 @@ class Loader:
         self._files: dict[Path, tuple[Loaded, Doc | None, str | None]] = {}
         self.diagnostics: list[Diagnostic] = []
         self._reported: set[Path] = set()
-        self.probed: set[str] = set()  # every file read or looked for (the check cache's inputs)
+        self.refs: dict[str, set[str]] = {}  # file -> what its references read or looked for (the check cache's inputs)
 
     def load(self, path: Path) -> tuple[Loaded, Doc | None, str | None]:
         key = path.resolve()
         if key in self._files:
             return self._files[key]
-        self.probed.add(str(key))
         display = display_path(path)
         from vramc.yamlpos import load_file
 
@@ -348,7 +347,8 @@ class Loader:
         else:
             root = profiles_root(owner.path)
             candidates = [root / folder / f"{value}{s}" for s in PROFILE_SUFFIXES]
-        self.probed.update(str(c.resolve()) for c in candidates)
+        looked = {str(c.resolve()) for c in candidates}
+        self.refs.setdefault(str(owner.path.resolve()), set()).update(looked)
         target = next((c for c in candidates if c.is_file()), None)
         if target is None:
             looked = ", ".join(display_path(c) for c in candidates)
@@ -475,10 +475,11 @@ def load_paths(paths: list[Path]) -> LoadResult:
         if kind in ("deployment", "deployments"):
             result.deployments.extend(loader.deployments_of(doc, kind))
     result.diagnostics.extend(loader.diagnostics)
-    result.probed = loader.probed
+    result.refs = loader.refs
     for dep in result.deployments:
         if dep.gguf_path is not None:
-            result.probed.update(_gguf_files(dep.gguf_path))
+            ggufs = _gguf_files(dep.gguf_path)
+            result.refs.setdefault(str(dep.doc.path.resolve()), set()).update(ggufs)
     return result
 
 
