@@ -288,22 +288,60 @@ def test_cuda_op_offload_streams_host_weights_through_the_first_gpu():
     assert compute_mib(off) == compute_mib(on_rpc)
 
 
+# Configurations where dropping repeated layers once changed a compute buffer: the allocator's free
+# list took three layers to repeat (DeepSeek-R1-Distill-Qwen-14B's host layers under CUDA op offload
+# with a quantised KV cache and four sequences; Phi-3 on three GPUs with the KV cache on the host),
+# and tensor overrides that the layer signatures did not tell apart.
+HARD_CASES = {
+    "deepseek-r1-distill-qwen-14b": [
+        (2, "cuda", False, dict(n_ctx=2048, n_ubatch=2048, tensor_split=(1, 1), n_gpu_layers=1, flash_attn="on",
+                                type_k="q4_0", type_v="q4_0", n_seq_max=4))],
+    "phi-3-mini-4k-instruct": [
+        (3, "cuda", True, dict(n_ctx=4096, tensor_split=(2, 2, 5), flash_attn="on", offload_kqv=False, n_seq_max=2,
+                               kv_unified=True))],
+    "deepseek-v2-lite-chat": [  # MoE experts of some blocks on the CPU, or on another device
+        (3, "cuda", False, dict(n_ctx=0, n_batch=64, n_ubatch=128, tensor_split=(16, 16, 24), type_k="q4_0",
+                                type_v="q4_0", op_offload=False,
+                                overrides=((r"blk\.(%s)\.ffn_(up|down|gate)_exps" % "|".join(map(str, range(19))),
+                                            "CPU"),))),
+        (3, "rpc", False, dict(n_ctx=8192, tensor_split=(80, 12, 80), flash_attn="off",
+                               overrides=((r"blk\.[0-5]\.ffn_.*_exps", "RPC1"),)))],
+}
+
+
 @pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct", "deepseek-v2-lite-chat",
-                                  "llama-3.3-nemotron-super-49b-v1.5"])
+                                  "llama-3.3-nemotron-super-49b-v1.5", "deepseek-r1-distill-qwen-14b"])
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute
     from vramc.synth import CATALOG, model_meta
 
     meta = model_meta(CATALOG[name], "Q4_K_M")
-    cuda = [GpuBudget(f"CUDA{i}", "gpu", i, 24 * 1024 * MiB) for i in range(3)]
+
+    def cuda(n):
+        return [GpuBudget(f"CUDA{i}", "gpu", i, 24 * 1024 * MiB) for i in range(n)]
+
     cases = [(gpus, LlamaParams(n_ctx=16384, tensor_split=(3, 1, 2), n_gpu_layers=ngl, flash_attn=fa,
-                                n_seq_max=np_))
-             for gpus in (rpc(3), cuda) for ngl in (-1, 20) for fa in ("on", "off") for np_ in (1, 4)]
-    short = [compute_mib(estimate_llama(meta, g, p)) for g, p in cases]
+                                n_seq_max=np_), False)
+             for gpus in (rpc(3), cuda(3)) for ngl in (-1, 20) for fa in ("on", "off") for np_ in (1, 4)]
+    # tensor overrides (the FFN of the first blocks on the CPU, the attention of two blocks on the
+    # third GPU) and the KV cache on the host, launched and dry run
+    ov = ((r"blk\.[0-3]\.ffn_(up|down|gate)", "CPU"), (r"blk\.(6|7)\.attn_", "CUDA2"))
+    for ngl, dry in ((-1, False), (20, True)):
+        cases.append((cuda(3), LlamaParams(n_ctx=8192, n_gpu_layers=ngl, overrides=ov), dry))
+        cases.append((cuda(3), LlamaParams(n_ctx=8192, tensor_split=(2, 2, 5), n_gpu_layers=ngl, offload_kqv=False,
+                                           flash_attn="on", n_seq_max=2), not dry))
+    for n, kind, dry, kw in HARD_CASES.get(name, ()):
+        cases.append((cuda(n) if kind == "cuda" else rpc(n), LlamaParams(**kw), dry))
+
+    def compute(g, p, dry):
+        est = estimate_llama(meta, g, p, dry_run=dry)
+        return [d.compute_bytes for d in est.devices] + [est.host.compute_bytes, est.resolved.get("graph_splits")]
+
+    short = [compute(*case) for case in cases]
     monkeypatch.setattr(llama_mod, "estimate_compute",
                         lambda *a, **k: estimate_compute(*a, **k, full_graph=True))
-    assert short == [compute_mib(estimate_llama(meta, g, p)) for g, p in cases]
+    assert short == [compute(*case) for case in cases]
 
 
 def test_mla_needs_equal_k_and_v_cache_types():

@@ -456,10 +456,14 @@ class _Builder:
     def build(self, layers: list[int]) -> Graph:
         spec, W, hp, p, g = self.spec, self.W, self.hp, self.p, self.g
         inp = self.inputs()
+        entry = g.entry
         for il in layers:
             b = f"blk.{il}."
             no_attn = spec.variable and hp.n_head[il] == 0
             cur = inp if no_attn else self.norm(inp, W(b + "attn_norm.weight"), il, W(b + "attn_norm.bias"))
+            if not no_attn:
+                # the layer's first node: its input norm, on which the rest of the layer depends
+                entry[il] = _first_norm(cur)
             if spec.variable and hp.n_head[il] > 0 and hp.n_head_kv[il] == 0:
                 cur = gg.mul_mat(W(b + "attn_output.weight"), cur)  # "linear attention"
             elif not no_attn:
@@ -474,6 +478,8 @@ class _Builder:
                 cur = self.norm(cur, W(b + "post_attention_norm.weight"), il)
             ffn_inp = cur if no_attn else gg.binary("ADD", cur, res)
             cur = self.norm(ffn_inp, W(b + spec.ffn_norm + ".weight"), il, W(b + spec.ffn_norm + ".bias"))
+            if no_attn:
+                entry[il] = _first_norm(cur)
             cur = self.ffn(il, cur)
             if spec.post_norms:
                 cur = self.norm(cur, W(b + "post_ffw_norm.weight"), -1)
@@ -492,6 +498,13 @@ class _Builder:
         cur.flags |= OUTPUT  # t_logits
         g.expand(cur)
         return g
+
+
+def _first_norm(cur: Tensor) -> Tensor:
+    """The RMS_NORM under a norm's weight and bias (_Builder.norm)."""
+    while cur.op != "RMS_NORM":
+        cur = cur.src[0]
+    return cur
 
 
 def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:

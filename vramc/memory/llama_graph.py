@@ -33,7 +33,7 @@ _TYPE_INFO = {name: (blck, size) for name, blck, size in GGML_TYPES.values()}
 class Tensor:
     __slots__ = ("op", "src", "type", "ne", "nb", "view_src", "view_offs", "flags", "name", "dev",
                  "weight", "nbytes", "backend", "sb", "n_children", "n_views", "buffer", "offset", "own",
-                 "mark")
+                 "mark", "pos")
 
     def __init__(self, op, type_, ne, nb, src=None, view_src=None, view_offs=0, name="", nbytes=-1):
         self.op = op
@@ -56,6 +56,8 @@ class Tensor:
         self.offset = 0
         self.own = False  # allocated by the graph allocator and not yet freed
         self.mark = 0  # the last graph whose expand visited this tensor
+        # self.pos: set by the allocator, the position in the scheduled graph where it allocated
+        # this tensor (-1: before the nodes); read only for allocated tensors
 
     @property
     def is_view(self) -> bool:
@@ -290,6 +292,7 @@ class Graph:
     def __init__(self):
         self.nodes: list[Tensor] = []
         self.leafs: list[Tensor] = []
+        self.entry: dict[int, Tensor] = {}  # layer -> its first node (set by the graph builders)
         self._mark = next(_graph_ids)  # tensors visited by this graph's expand carry it
 
     def expand(self, t: Tensor) -> None:

@@ -13,6 +13,8 @@ compute buffer llama.cpp reserves (`sched_reserve: ... compute buffer size`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import count
+from operator import attrgetter
 
 from vramc.ggml import row_size
 from vramc.memory.llama_graph import INPLACE_OPS, INPUT, OUTPUT, VIEW_OPS, Graph, Tensor, view_tensor
@@ -79,12 +81,16 @@ class Scheduled:
         self.leafs: list[Tensor] = []
         self.leaf_backend: list[int] = []
         self.splits: list[Split] = []
+        self.split_starts: list[int] = []  # where each split (its input copies first) begins in nodes
+        self.entry_split: list = []  # pass 5's state at each checkpoint (see schedule)
+        self.checkpoint_pos: list[int] = []  # where each checkpoint is in nodes
 
 
 def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_copies: int,
-             op_offload: bool, pins: bool = True) -> Scheduled:
+             op_offload: bool, pins: bool = True, checkpoints=()) -> Scheduled:
     """`pins`: honour ggml_backend_sched_set_tensor_backend assignments made while building (the
-    no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first)."""
+    no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first).
+    `checkpoints`: nodes, in graph order, at which to record the state of pass 5 (`entry_split`)."""
     cpu = len(backends) - 1
     bufts = [b.buft for b in backends]
     dev_bufts = {d: "host" if d < 0 else f"dev{d}" for d in dev_backend}
@@ -197,9 +203,19 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
     copies: dict[tuple[int, int], list[Tensor]] = {}
     splits: list[Split] = []
     split = None
+    marks = iter(checkpoints)
+    mark = next(marks, None)
+    entry_split = out.entry_split
+    mark_index: list[int] = []
     for i, n in enumerate(nodes):
         if n.op in view_ops:
             continue
+        if n is mark:
+            # what decides how the nodes from here on are split: the current split's backend and
+            # whether it has inputs yet (a weight from elsewhere then starts a new split)
+            entry_split.append(None if split is None else (split.backend, bool(split.inputs)))
+            mark_index.append(i)
+            mark = next(marks, None)
         b = n.sb
         if split is None:
             split = Split(b, 0)
@@ -254,13 +270,20 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                 graph_inputs.append((leaf, cps))
 
     out_nodes, out_backend = out.nodes, out.node_backend
+    split_starts, mark_pos = out.split_starts, out.checkpoint_pos
+    mark_index.append(len(nodes))
+    m = 0
     for sp in splits:
+        split_starts.append(len(out_nodes))
         for inp in sp.inputs:
             dep = view_tensor(inp)  # keeps the source alive until the copy is made
             out_nodes.append(dep)
             out_backend.append(inp.sb)
             out_nodes.append(copies[(id(inp), sp.backend)][0])
             out_backend.append(sp.backend)
+        while mark_index[m] < sp.i_end:
+            mark_pos.append(len(out_nodes) + mark_index[m] - sp.i_start)
+            m += 1
         part = nodes[sp.i_start:sp.i_end]
         out_nodes += part
         out_backend += [n.sb for n in part]
@@ -346,23 +369,47 @@ def describe(t: Tensor) -> str:
 
 
 @dataclass
+class AllocState:
+    """Every allocator's state before a node: how many allocations came before, each buffer's
+    free blocks, and the tensors each buffer holds, with the consumers and views each has left
+    (their `offset` and `pos` say where they are and how many allocations came before theirs;
+    graph outputs allocated before the nodes, the same in every state, are left out). Nothing
+    else the allocator keeps decides where it puts the following tensors."""
+
+    pos: int
+    blocks: list[tuple]
+    live: list[list[Tensor]]
+    left: list[list[tuple[int, int]]]  # (consumers, views) left, as live
+
+
+@dataclass
 class Allocation:
     sizes: list[int]  # peak bytes of each backend's compute buffer
     peak: list[list[tuple[str, int]]]  # per backend: the largest (groups of) tensors at the peak
+    # the allocator's state when it reached each checkpoint (see allocate)
+    states: list[AllocState] = field(default_factory=list)
 
 
-def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocation:
-    """One reserve pass of the graph allocator over the scheduled graph."""
+def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4, checkpoints=()) -> Allocation:
+    """One reserve pass of the graph allocator over the scheduled graph; `checkpoints`: positions
+    in `s.nodes`, in order, before which to record the allocators' states."""
     tallocs = [_Talloc(b.alignment) for b in backends]
     # what occupies each buffer now, in allocation order (the peak detail groups in this order)
     live: list[dict[Tensor, None]] = [{} for _ in backends]
     at_peak: list[list[Tensor] | None] = [None] * len(backends)  # live when each buffer last grew
+    # graph outputs allocated before the nodes (pipeline parallelism's copies of inputs), held to
+    # the end: kept apart from `live`, before it (their allocation order)
+    fixed: list[list[Tensor]] = [[] for _ in backends]
     sizer = [b.alloc_size if b.kind == "cuda" else None for b in backends]  # None: ggml_nbytes
     inplace_ops = INPLACE_OPS
+
+    tick = count().__next__  # numbers the allocations (and the states recorded), in order
+    left = attrgetter("n_children", "n_views")
 
     def allocate_node(t: Tensor, buffer: int) -> None:
         # callers checked: not pre-allocated (dev), not already allocated (own), not a view
         t.own = True
+        t.pos = tick()
         if t.op in inplace_ops:
             for p in t.src:
                 if p is None or not p.own:
@@ -385,7 +432,7 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
         lv = live[buffer]
         lv[t] = None
         if ta.max_size > before:
-            at_peak[buffer] = list(lv)
+            at_peak[buffer] = fixed[buffer] + list(lv)
 
     for t, b in zip(s.leafs, s.leaf_backend):
         if t.dev is None and not t.own and t.view_src is None:
@@ -403,36 +450,48 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
             p.n_children += 1
             if p.flags & INPUT and p.dev is None and not p.own and p.view_src is None:
                 allocate_node(p, b)
-    for t, b in zip(nodes, node_backend):
-        srcs = t.src
-        for p in srcs:
-            if p is not None and p.dev is None and not p.own and p.view_src is None:
-                allocate_node(p, b)
-        if t.dev is None and not t.own and t.view_src is None:
-            allocate_node(t, b)
-        for p in srcs:
-            if p is None:
-                continue
-            n = p.n_children - 1
-            p.n_children = n
-            if n or p.n_views:
-                continue
-            v = p.view_src
-            if v is not None:
-                v.n_views -= 1
-                if v.n_views or v.n_children or not v.own:
+    for lv, fx in zip(live, fixed):
+        if checkpoints and lv and all(x.flags & OUTPUT for x in lv):
+            fx += lv  # the states recorded leave them out: they are the same in all
+            lv.clear()
+    states: list[AllocState] = []
+    start = 0
+    n_nodes = len(nodes)
+    for end in (*checkpoints, n_nodes):  # the nodes up to the next checkpoint
+        for t, b in zip(nodes[start:end], node_backend[start:end]):
+            srcs = t.src
+            for p in srcs:
+                if p is not None and p.dev is None and not p.own and p.view_src is None:
+                    allocate_node(p, b)
+            if t.dev is None and not t.own and t.view_src is None:
+                allocate_node(t, b)
+            for p in srcs:
+                if p is None:
                     continue
-                p = v
-            elif not p.own:
-                continue
-            # free p (ggml_gallocr_free_node): graph outputs stay
-            if p.flags & OUTPUT:
-                continue
-            buffer = p.buffer
-            f = sizer[buffer]
-            tallocs[buffer].free(p.offset, p.nbytes if f is None else f(p))
-            del live[buffer][p]
-            p.own = False
+                n = p.n_children - 1
+                p.n_children = n
+                if n or p.n_views:
+                    continue
+                v = p.view_src
+                if v is not None:
+                    v.n_views -= 1
+                    if v.n_views or v.n_children or not v.own:
+                        continue
+                    p = v
+                elif not p.own:
+                    continue
+                # free p (ggml_gallocr_free_node): graph outputs stay
+                if p.flags & OUTPUT:
+                    continue
+                buffer = p.buffer
+                f = sizer[buffer]
+                tallocs[buffer].free(p.offset, p.nbytes if f is None else f(p))
+                del live[buffer][p]
+                p.own = False
+        if end < n_nodes:
+            states.append(AllocState(tick(), [tuple(map(tuple, ta.blocks)) for ta in tallocs],
+                                     [list(lv) for lv in live], [list(map(left, lv)) for lv in live]))
+        start = end
 
     peak: list[list[tuple[str, int]]] = []
     for held in at_peak:
@@ -441,4 +500,4 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4) -> Allocati
             groups.setdefault(describe(x), []).append(x.nbytes)
         top = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:n_peak]
         peak.append([(f"{len(n)} x {d}" if len(n) > 1 else d, sum(n)) for d, n in top])
-    return Allocation([ta.max_size for ta in tallocs], peak)
+    return Allocation([ta.max_size for ta in tallocs], peak, states)
