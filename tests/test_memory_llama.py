@@ -306,11 +306,16 @@ HARD_CASES = {
                                             "CPU"),))),
         (3, "rpc", False, dict(n_ctx=8192, tensor_split=(80, 12, 80), flash_attn="off",
                                overrides=((r"blk\.[0-5]\.ffn_.*_exps", "RPC1"),)))],
+    "nvidia-nemotron-nano-9b-v2": [  # Mamba-2 projections on the CPU or another device
+        (3, "rpc", False, dict(n_ctx=8192, tensor_split=(1, 1, 1), n_seq_max=3,
+                               overrides=((r"blk\.(1|3|5)\.ssm_in", "CPU"), (r"blk\.(7|9)\.", "RPC2")))),
+        (2, "cuda", True, dict(n_ctx=8192, n_ubatch=16, tensor_split=(1, 1), n_gpu_layers=30))],
 }
 
 
 @pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct", "deepseek-v2-lite-chat",
-                                  "llama-3.3-nemotron-super-49b-v1.5", "deepseek-r1-distill-qwen-14b"])
+                                  "llama-3.3-nemotron-super-49b-v1.5", "deepseek-r1-distill-qwen-14b",
+                                  "nvidia-nemotron-nano-9b-v2"])
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute

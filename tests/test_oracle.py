@@ -87,6 +87,19 @@ GRID = [
                                                         n_gpu_layers=40)),
     ("deepseek-v2-lite-chat", "Q4_K_M", 3, LlamaParams(n_ctx=16384, tensor_split=(1, 2, 1), type_k="q8_0",
                                                        type_v="q8_0", n_ubatch=1024)),
+    # the attention output projection of GPU layers on the CPU, the KV cache too: the scheduler runs
+    # flash attention on the CPU, so "auto" resolves to disabled
+    ("llama-3.1-8b-instruct", "Q4_K_M", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), offload_kqv=False,
+                                                       overrides=((r"blk\.[0-3]\.attn_output", "CPU"),))),
+    # Nemotron-H: Mamba-2, attention and MLP blocks
+    ("nvidia-nemotron-nano-9b-v2", "Q4_K_M", 1, LlamaParams(n_ctx=8192)),
+    ("nvidia-nemotron-nano-9b-v2", "Q4_K_M", 3, LlamaParams(n_ctx=16384, tensor_split=(1, 2, 1), n_ubatch=1024,
+                                                            n_seq_max=4, flash_attn="off")),
+    # a host attention layer before a GPU Mamba layer: flash attention auto resolves to disabled
+    ("nvidia-nemotron-nano-9b-v2", "Q4_K_M", 2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_gpu_layers=25)),
+    ("nvidia-nemotron-nano-9b-v2", "Q8_0", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), offload_kqv=False,
+                                                          type_k="q8_0", type_v="q8_0", n_seq_max=2)),
+    ("nvidia-nemotron-nano-9b-v2", "Q4_K_M", 0, LlamaParams(n_ctx=4096, n_gpu_layers=0, n_ubatch=256)),
 ]
 
 
@@ -124,6 +137,37 @@ def test_launch_matches_a_real_llama_server_load(rpc, models, n_dev, params):
     path, meta = models("llama-3.1-8b-instruct", "Q8_0", **SMALL)
     compare(estimate_llama(meta, rpc_gpus(n_dev), params), run_server_load(path, params, rpc[:n_dev], BIN),
             rounded=False)
+
+
+NEMOTRON_SMALL = "M-M*M-M*"  # Mamba-2 (M), MLP (-) and attention (*) blocks
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
+    (3, LlamaParams(n_ctx=8192, tensor_split=(1, 2, 1), n_seq_max=4, kv_unified=True, n_outputs_max=4)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), n_ubatch=16, n_gpu_layers=5, n_outputs_max=1)),
+])
+def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
+    """Compute buffers of a real load, with the pins of small batches (llama-server's log names the
+    recurrent state "RS buffer", which run_server_load does not read: KV is checked by the dry runs)."""
+    from vramc.gguf import read_gguf
+    from vramc.synth import CATALOG, write_sparse_gguf
+
+    pat = NEMOTRON_SMALL
+    shape = dataclasses.replace(
+        CATALOG["nvidia-nemotron-nano-9b-v2"], name="nemotron-h-small", n_layer=len(pat), n_embd=1024, n_head=16,
+        head_dim=64, n_head_kv=tuple(4 if c == "*" else 0 for c in pat),
+        n_ff=tuple(2048 if c == "-" else 0 for c in pat),
+        extra={"d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "d_conv": 4})
+    path = write_sparse_gguf(tmp_path / "nemotron-h.gguf", shape, "Q8_0")
+    meta = read_gguf(path)
+    est = estimate_llama(meta, rpc_gpus(n_dev), params)
+    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
+    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
+    for d in [*est.devices, est.host]:
+        name = getattr(d, "id", "Host")
+        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
+        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
 
 
 def gpt_oss_file(path, n_layer=4, n_embd=2880, n_head=64, n_head_kv=8, hd=64, n_exp=32, n_used=4, n_vocab=201088):

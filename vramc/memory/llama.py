@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
 from vramc.memory.llama_archs import graph_spec
-from vramc.memory.llama_compute import ComputeResult, estimate_compute
+from vramc.memory.llama_compute import ComputeResult, estimate_compute, flash_attn_strays
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
 from vramc.memory.llama_hparams import LlamaHparams, llama_hparams
 from vramc.memory.llama_kv import LayerCache, cache_bytes_by_device, layer_caches
@@ -54,7 +54,7 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
     caches = layer_caches(hp, c, pl.layer_dev, p.offload_kqv, p.type_k, p.type_v, p.swa_full)
     rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(g)) for d, g in enumerate(gpus)}}
     kv = cache_bytes_by_device(caches, rules)
-    cr = _compute(meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn, dry_run, notes, errors)
+    cr, flash_attn = _compute(meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn, dry_run, notes, errors)
     compute = cr.by_device if cr else {}
     if any(backend_kind(gpus[d]) == "cuda" for d in pl.devices):
         notes.append(CUDA_NOTES[0])
@@ -122,12 +122,13 @@ def _flash_attn(p: LlamaParams, hp: LlamaHparams, kinds: list[str], notes: list[
 
 def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, caches: list[LayerCache],
              gpus: list[GpuBudget], p: LlamaParams, split_mode: str, flash_attn: bool, dry_run: bool,
-             notes: list[str], errors: list[tuple[str, str]]) -> ComputeResult | None:
+             notes: list[str], errors: list[tuple[str, str]]) -> tuple[ComputeResult | None, bool]:
+    """The compute buffers (None where not modelled) and whether flash attention is on."""
     spec, exact = graph_spec(meta.architecture, (t.name for t in meta.tensors))
-    if spec is None or any(hp.is_recr) or (hp.is_mla and not spec.mla):
+    if spec is None or (any(hp.is_recr) and not spec.blocks) or (hp.is_mla and not spec.mla):
         notes.append(f"compute buffers are not modelled for architecture {meta.architecture!r} "
                      "(only weights, KV cache and recurrent state are); leave a margin")
-        return None
+        return None, flash_attn
     if not exact:
         notes.append(f"compute buffers of architecture {meta.architecture!r} are approximated with "
                      "the llama graph")
@@ -138,13 +139,29 @@ def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, cache
         errors.append(("llama-override-device",
                        f"tensor overrides target {', '.join(stray)}, which the model does not use "
                        f"(split_mode {split_mode})"))
-        return None
+        return None, flash_attn
+    kinds = {d: backend_kind(gpus[d]) for d in pl.devices}
+    # resolve_fused_ops keeps auto FA if the scheduler runs every FLASH_ATTN_EXT node on its layer's
+    # device. Attention ops use no weights; in the transformer layers the node sits between the
+    # KV store (the cache's device) and the output projection (the layer's device), so it does,
+    # unless tensor overrides move weights; a hybrid graph interleaves the next layer's state
+    # reads, so there the scheduler is asked (when the layers span more than one backend).
+    if flash_attn and p.flash_attn == "auto" and p.type_v not in QUANTIZED_KV and (
+            spec.blocks or p.overrides) and len(set(pl.layer_dev)) > 1:
+        il = flash_attn_strays(spec, meta, hp, c, pl, caches, kinds, offload_kqv=p.offload_kqv, type_k=p.type_k,
+                               type_v=p.type_v, n_gpu_layers=p.n_gpu_layers, op_offload=p.op_offload,
+                               has_overrides=bool(p.overrides))
+        if il is not None:
+            flash_attn = False
+            notes[:] = [n for n in notes if not n.startswith("flash_attn auto resolves to enabled")]
+            notes.append(f"flash_attn auto resolves to disabled: the scheduler runs layer {il}'s flash "
+                         "attention off the layer's device (resolve_fused_ops)")
     return estimate_compute(
-        spec, meta, hp, c, pl, caches, {d: backend_kind(gpus[d]) for d in pl.devices},
+        spec, meta, hp, c, pl, caches, kinds,
         flash_attn=flash_attn, offload_kqv=p.offload_kqv, type_k=p.type_k, type_v=p.type_v,
         n_gpu_layers=p.n_gpu_layers, split_mode=split_mode, has_overrides=bool(p.overrides),
         op_offload=p.op_offload, final_softcap=bool(meta.hp("final_logit_softcapping")),
-        dry_run=dry_run)
+        dry_run=dry_run), flash_attn
 
 
 def _layer_span(layer_dev: list[int], dev: int, n_layer_all: int) -> tuple[tuple[int, int] | None, int, bool]:

@@ -2,11 +2,11 @@
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
 and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
-deepseek2,openai-moe}.cpp) build for the worst-case reserve: build_inp_embd, build_attn with the KV store
-(set_rows into the cache), flash attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the
-output head. Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both
-follow the source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a
-builder.
+deepseek2,openai-moe,nemotron-h}.cpp) build for the worst-case reserve: build_inp_embd,
+build_attn with the KV store (set_rows into the cache), flash attention or KQ/softmax/KQV, MLA,
+build_ffn, build_moe_ffn, the Mamba-2 mixer of the hybrids (llama_mamba), the output head.
+Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both follow the
+source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a builder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from vramc.ggml import row_size
 from vramc.memory import llama_graph as gg
 from vramc.memory.llama_graph import OUTPUT, Graph, Tensor
+from vramc.memory.llama_mamba import LayerRS, SsmConf, mamba2_layer, rs_inputs, ssm_conf
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ArchSpec:
     ffn_norm: str = "ffn_norm"  # the FFN's input norm (gpt-oss calls it post_attention_norm)
     out_ids_late: bool = False  # gpt-oss: out_ids picks the outputs after the trunk, whose output
     #                              (t_h_nextn, kept for a draft head) is a graph output
+    blocks: bool = False  # nemotron_h: each layer is one block, a Mamba-2 mixer, attention or an MLP
 
 
 LLAMA = ArchSpec()
@@ -48,6 +50,7 @@ ARCHS: dict[str, ArchSpec] = {
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
     "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
     "gpt-oss": ArchSpec(ffn_norm="post_attention_norm", out_ids_late=True),  # + sinks, expert biases
+    "nemotron_h": ArchSpec(blocks=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
 }
 
 
@@ -95,6 +98,7 @@ class GraphParams:
     type_k: str
     type_v: str
     final_softcap: bool = False
+    n_seqs: int = 1  # the reserve ubatch's sequences (n_seq_max)
     pin: dict = field(default_factory=dict)  # il -> backend the layer's "norm" nodes are pinned to
     cpu_backend: int = 0
 
@@ -111,9 +115,10 @@ def _rot_size(head: int) -> int:
 
 class _Builder:
     def __init__(self, spec: ArchSpec, hp, w: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
-                 moe: MoeConf, mla: dict):
+                 moe: MoeConf, mla: dict, rs: dict[int, LayerRS], ssm: SsmConf):
         self.spec, self.hp, self.w, self.kv, self.p = spec, hp, w, kv, p
         self.moe_conf, self.mla = moe, mla
+        self.rs, self.ssm = rs, ssm
         self.g = Graph()
         self.W = w.get  # the method below, without a call in between
 
@@ -151,6 +156,8 @@ class _Builder:
             if not kvs:
                 continue
             self.attn_in[swa] = self._attn_inputs(kvs)
+        if self.rs:  # the recurrent memory holds one state row per sequence (mem_size = n_seq_max)
+            self.rs_in = rs_inputs(next(iter(self.rs.values())).r.ne[1], p.n_seqs)
         self.out_ids = gg.input_tensor("i32", (p.n_outputs,), "out_ids")
         return cur
 
@@ -253,7 +260,7 @@ class _Builder:
         g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
         k = self.get_k(il, lkv)
         v = gg.view(k, (v_cur.ne[0], k.ne[1], k.ne[2], k.ne[3]), k.nb[1:], 0)
-        return self.mha(q, k, v, inp["mask"], v_mla)
+        return self.mha(q, k, v, inp["mask"], v_mla, il=il)
 
     def hadamard(self, cur: Tensor, rot: Tensor) -> Tensor:
         n = rot.ne[0]
@@ -277,7 +284,7 @@ class _Builder:
         g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
         g.expand(self.cpy_v(lkv, v_cur, inp["v_idxs"]))
         k, v = self.get_k(il, lkv), self.get_v(il, lkv)
-        cur = self.mha(q, k, v, inp["mask"], sinks=self.W(f"blk.{il}.attn_sinks.weight"))
+        cur = self.mha(q, k, v, inp["mask"], sinks=self.W(f"blk.{il}.attn_sinks.weight"), il=il)
         if inp["v_rot"] is not None:
             cur = self.hadamard(cur, inp["v_rot"])
         return cur
@@ -326,7 +333,7 @@ class _Builder:
                        (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])), 0)
 
     def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, v_mla: Tensor | None = None,
-            sinks: Tensor | None = None) -> Tensor:
+            sinks: Tensor | None = None, il: int = -1) -> Tensor:
         p, g = self.p, self.g
         v_trans = v.nb[1] > v.nb[2]
         ns = k.ne[3]
@@ -338,6 +345,7 @@ class _Builder:
             if v_trans:
                 v = gg.transpose(v)
             cur = gg.flash_attn_ext(q, k, v, mask, sinks)
+            g.flash[il] = cur
             if v_mla is not None:  # decompress the latent: a matrix product over the tokens
                 cur = gg.permute(gg.mul_mat(v_mla, gg.permute(cur, 0, 2, 1, 3)), 0, 2, 1, 3)
                 cur = gg.cont(cur)
@@ -455,6 +463,8 @@ class _Builder:
     # --- the whole graph ----------------------------------------------------------------------
     def build(self, layers: list[int]) -> Graph:
         spec, W, hp, p, g = self.spec, self.W, self.hp, self.p, self.g
+        if spec.blocks:
+            return self.build_blocks(layers)
         inp = self.inputs()
         entry = g.entry
         for il in layers:
@@ -500,6 +510,36 @@ class _Builder:
         return g
 
 
+    def build_blocks(self, layers: list[int]) -> Graph:
+        """nemotron-h.cpp: a residual around every block; out_ids picks the outputs after the
+        output norm, whose result (t_h_nextn) is a graph output."""
+        W, hp, g = self.W, self.hp, self.g
+        inp = self.inputs()
+        for il in layers:
+            b = f"blk.{il}."
+            cur = self.norm(inp, W(b + "attn_norm.weight"), il)
+            g.entry[il] = _first_norm(cur)
+            if hp.is_recr[il]:
+                cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
+                                   lambda name: W(b + name), lambda x, w: self.norm(x, w, il))
+            elif hp.n_ff[il] == 0:
+                cur = self.attn(il, *self.qkv(il, cur))  # no RoPE
+                cur = self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+            else:  # LLM_FFN_RELU_SQR without a gate
+                cur = self.mm(W(b + "ffn_up.weight"), cur, W(b + "ffn_up.bias"))
+                cur = gg.unary(gg.unary(cur), "SQR")
+                cur = self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
+            inp = gg.binary("ADD", cur, inp)
+        cur = self.norm(inp, W("output_norm.weight"), -1)
+        cur.flags |= OUTPUT  # t_h_nextn
+        cur = gg.get_rows(cur, self.out_ids)
+        cur.flags |= OUTPUT  # t_embd
+        cur = gg.mul_mat(W("output.weight"), cur)
+        cur.flags |= OUTPUT  # t_logits
+        g.expand(cur)
+        return g
+
+
 def _first_norm(cur: Tensor) -> Tensor:
     """The RMS_NORM under a norm's weight and bias (_Builder.norm)."""
     while cur.op != "RMS_NORM":
@@ -521,9 +561,11 @@ def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:
 
 
 def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
-                layers: list[int], arch: str, hparams: dict) -> Graph:
-    """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute)."""
+                layers: list[int], arch: str, hparams: dict, rs: dict[int, LayerRS] | None = None) -> Graph:
+    """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute);
+    `rs`: the recurrent layers' state tensors."""
     spec = replace(spec, iswa=any(x.swa for x in kv.values()))
     mla = {"kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
            "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0)}
-    return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla).build(layers)
+    return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla, rs or {},
+                    ssm_conf(hparams)).build(layers)

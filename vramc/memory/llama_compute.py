@@ -22,6 +22,7 @@ from vramc.memory.llama_archs import ArchSpec, GraphParams, LayerKV, build_graph
 from vramc.memory.llama_cparams import Cparams
 from vramc.memory.llama_hparams import LlamaHparams
 from vramc.memory.llama_kv import LayerCache
+from vramc.memory.llama_mamba import LayerRS
 from vramc.memory.llama_placement import HOST, Placement
 from vramc.memory.llama_sched import AllocState, Backend, Scheduled, allocate, schedule
 from vramc.modelmeta import ModelMeta
@@ -372,6 +373,19 @@ def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_
     return out
 
 
+def _layer_rs(caches: list[LayerCache], hp: LlamaHparams, layers) -> dict[int, LayerRS]:
+    """The recurrent state tensors (f32 R and S rows) of the recurrent layers among `layers`."""
+    wanted = set(layers)
+    out = {}
+    for lc in caches:
+        if lc.kind == "rs" and lc.il in wanted:
+            r = gg.new_tensor("f32", (hp.n_embd_r, lc.cells), name=f"cache_r_l{lc.il}")
+            s = gg.new_tensor("f32", (hp.n_embd_s, lc.cells), name=f"cache_s_l{lc.il}")
+            r.dev = s.dev = lc.device
+            out[lc.il] = LayerRS(r, s)
+    return out
+
+
 def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
                      caches: list[LayerCache],
                      backend_kinds: dict[int, str], *, flash_attn: bool, offload_kqv: bool, type_k: str,
@@ -392,34 +406,83 @@ def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpara
             gc.enable()
 
 
-def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k, type_v,
-                      n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap, dry_run,
-                      full_graph) -> ComputeResult:
+def _backends(pl: Placement, backend_kinds: dict[int, str]) -> tuple[list[Backend], dict[int, int]]:
+    """llama_context's backends (the model's devices, then the CPU) and each device's index."""
     backends = []
     for d in pl.devices:
         kind = backend_kinds[d]
         backends.append(Backend(f"dev{d}", f"dev{d}", kind, 128 if kind == "cuda" else 32,
                                 op_offload=kind == "cuda"))
     backends.append(Backend("CPU", "host", "cpu", 32))
-    cpu = len(backends) - 1
     dev_backend = {d: i for i, d in enumerate(pl.devices)}
-    dev_backend[HOST] = cpu
+    dev_backend[HOST] = len(backends) - 1
+    return backends, dev_backend
 
+
+def _pins(hp: LlamaHparams, pl: Placement, dev_backend: dict[int, int], n_gpu_layers: int,
+          n_tokens: int) -> dict[int, int]:
+    """graph_get_cb: with everything offloaded, or a batch under 32 tokens, each layer's "norm"
+    nodes run on the layer's device."""
+    ngl = n_gpu_layers if n_gpu_layers >= 0 else hp.n_layer_all + 1
+    if ngl > hp.n_layer_all or n_tokens < 32:
+        return {il: dev_backend[pl.layer_dev[il]] for il in range(hp.n_layer)}
+    return {}
+
+
+def flash_attn_strays(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
+                      caches: list[LayerCache], backend_kinds: dict[int, str], *, offload_kqv: bool,
+                      type_k: str, type_v: str, n_gpu_layers: int, op_offload: bool,
+                      has_overrides: bool) -> int | None:
+    """llama_context::resolve_fused_ops for flash_attn auto: the probe graph (one token per
+    sequence, flash attention on, split but not allocated, the pins of its build kept) must run
+    every FLASH_ATTN_EXT node on its layer's device. Returns the first layer whose node the
+    scheduler put elsewhere (FA is then disabled), or None.
+
+    Attention ops use no weights, so the scheduler places them by their neighbours: in a hybrid
+    graph the next recurrent layer's state reads (which come before the attention's output
+    projection in graph order) can pull a host layer's attention onto the next layer's GPU.
+
+    The probe leaves out repeated layers as the compute replay does (plan_layers): every layer
+    has ops on weights, which bound how far the scheduler carries an assignment, so a dropped
+    middle period is placed as the kept middle periods are."""
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        backends, dev_backend = _backends(pl, backend_kinds)
+        n_seqs = c.n_seq_max
+        p = GraphParams(
+            n_tokens=n_seqs, n_stream=c.n_stream, n_outputs=n_seqs, flash_attn=True,
+            v_trans=not c.flash_attn_requested, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
+            n_seqs=n_seqs, pin=_pins(hp, pl, dev_backend, n_gpu_layers, n_seqs), cpu_backend=dev_backend[HOST])
+        model = _model(meta)
+        sigs = _signatures(model, hp, pl, op_offload and any(b.op_offload for b in backends), has_overrides)
+        layers, _ = plan_layers(sigs, pl.layer_dev, hp.n_layer, frozenset(), frozenset())
+        g = build_graph(spec, hp, _Weights(model, hp, pl),
+                        _layer_kv(caches, c, type_k, type_v, p.v_trans, hp, layers),
+                        p, layers, meta.architecture, meta.hparams, _layer_rs(caches, hp, layers))
+        schedule(g, backends, dev_backend, 1, op_offload)
+        return next((il for il, t in g.flash.items() if t.sb != dev_backend[pl.layer_dev[il]]), None)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k, type_v,
+                      n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap, dry_run,
+                      full_graph) -> ComputeResult:
+    backends, dev_backend = _backends(pl, backend_kinds)
+    cpu = dev_backend[HOST]
     n_tokens = min(c.n_ctx, c.n_ubatch)
     n_outputs = min(n_tokens, c.n_outputs_max)
     n_seqs = c.n_seq_max
     if n_tokens % n_seqs:
         n_tokens = (n_tokens + n_seqs - 1) // n_seqs * n_seqs
-    ngl = n_gpu_layers if n_gpu_layers >= 0 else hp.n_layer_all + 1
-    full_offload = ngl > hp.n_layer_all
-    pin = {}
-    if full_offload or n_tokens < 32:  # graph_get_cb: "norm" runs on its layer's device
-        pin = {il: dev_backend[pl.layer_dev[il]] for il in range(hp.n_layer)}
+    pin = _pins(hp, pl, dev_backend, n_gpu_layers, n_tokens)
     v_trans = not c.flash_attn_requested
     p = GraphParams(
         n_tokens=n_tokens, n_stream=c.n_stream, n_outputs=n_outputs,
         flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
-        final_softcap=final_softcap, pin=pin, cpu_backend=cpu)
+        final_softcap=final_softcap, n_seqs=n_seqs, pin=pin, cpu_backend=cpu)
     model = _model(meta)
     pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)
     n_copies = GGML_SCHED_MAX_COPIES if pp else 1
@@ -436,7 +499,7 @@ def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, 
             layers, stretches = plan_layers(sigs, pl.layer_dev, hp.n_layer, retry, whole)
         g = build_graph(spec, hp, _Weights(model, hp, pl),
                         _layer_kv(caches, c, type_k, type_v, v_trans, hp, layers),
-                        p, layers, meta.architecture, meta.hparams)
+                        p, layers, meta.architecture, meta.hparams, _layer_rs(caches, hp, layers))
         # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler
         # after the graph (and its set_tensor_backend calls) was built
         plan = _checkpoints(stretches, g.entry)

@@ -293,6 +293,7 @@ class Graph:
         self.nodes: list[Tensor] = []
         self.leafs: list[Tensor] = []
         self.entry: dict[int, Tensor] = {}  # layer -> its first node (set by the graph builders)
+        self.flash: dict[int, Tensor] = {}  # layer -> its FLASH_ATTN_EXT node (the fused nodes)
         self._mark = next(_graph_ids)  # tensors visited by this graph's expand carry it
 
     def expand(self, t: Tensor) -> None:
