@@ -54,6 +54,29 @@ def llama_meta(n_layer=32, n_embd=4096, n_head=32, n_head_kv=8, n_ff=14336, n_vo
     return ModelMeta(arch, hp, n_vocab, t)
 
 
+def mamba2_meta(n_layer=64, n_embd=4096, d_inner=8192, d_state=128, n_group=8, n_head=128, d_conv=4,
+                n_vocab=32768, wtype="q8_0"):
+    """A Mamba-Codestral-7B-shaped tensor table (Mamba-2 blocks only)."""
+    d_xbc = d_inner + 2 * n_group * d_state
+    t = [make_tensor("token_embd.weight", wtype, (n_embd, n_vocab)),
+         make_tensor("output_norm.weight", "f32", (n_embd,)),
+         make_tensor("output.weight", wtype, (n_embd, n_vocab))]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        t += [make_tensor(p + "attn_norm.weight", "f32", (n_embd,)),
+              make_tensor(p + "ssm_in.weight", wtype, (n_embd, d_inner + d_xbc + n_head)),
+              make_tensor(p + "ssm_conv1d.weight", "f32", (d_conv, d_xbc)),
+              make_tensor(p + "ssm_conv1d.bias", "f32", (d_xbc,)),
+              make_tensor(p + "ssm_dt.bias", "f32", (n_head,)),
+              make_tensor(p + "ssm_a", "f32", (1, n_head)), make_tensor(p + "ssm_d", "f32", (1, n_head)),
+              make_tensor(p + "ssm_norm.weight", "f32", (d_inner // n_group, n_group)),
+              make_tensor(p + "ssm_out.weight", wtype, (d_inner, n_embd))]
+    hp = {"block_count": n_layer, "context_length": 2**20, "embedding_length": n_embd, "feed_forward_length": 0,
+          "attention.head_count": 0, "ssm.conv_kernel": d_conv, "ssm.inner_size": d_inner,
+          "ssm.state_size": d_state, "ssm.time_step_rank": n_head, "ssm.group_count": n_group}
+    return ModelMeta("mamba2", hp, n_vocab, t)
+
+
 def rpc(n, free_mib=24105):
     return [GpuBudget(f"RPC{i}", "rpc", i, free_mib * MiB) for i in range(n)]
 
@@ -315,13 +338,13 @@ HARD_CASES = {
 
 @pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct", "deepseek-v2-lite-chat",
                                   "llama-3.3-nemotron-super-49b-v1.5", "deepseek-r1-distill-qwen-14b",
-                                  "nvidia-nemotron-nano-9b-v2"])
+                                  "nvidia-nemotron-nano-9b-v2", "mamba2"])
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute
     from vramc.synth import CATALOG, model_meta
 
-    meta = model_meta(CATALOG[name], "Q4_K_M")
+    meta = mamba2_meta() if name == "mamba2" else model_meta(CATALOG[name], "Q4_K_M")
 
     def cuda(n):
         return [GpuBudget(f"CUDA{i}", "gpu", i, 24 * 1024 * MiB) for i in range(n)]

@@ -170,6 +170,50 @@ def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev
         assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
 
 
+def mamba2_file(path, n_layer=6, n_embd=4096, d_inner=8192, d_state=128, n_group=8, n_head=128, d_conv=4,
+                n_vocab=32768):
+    """A Mamba-Codestral-7B-shaped file (fewer blocks): Mamba-2 blocks only."""
+    from conftest import write_gguf
+
+    def keys(w):
+        w.add_string("tokenizer.ggml.model", "no_vocab")
+        for k, v in {"vocab_size": n_vocab, "context_length": 2**20, "embedding_length": n_embd,
+                     "block_count": n_layer, "feed_forward_length": 0, "attention.head_count": 0,
+                     "ssm.conv_kernel": d_conv, "ssm.inner_size": d_inner, "ssm.state_size": d_state,
+                     "ssm.time_step_rank": n_head, "ssm.group_count": n_group}.items():
+            w.add_uint32(f"mamba2.{k}", v)
+        w.add_float32("mamba2.attention.layer_norm_rms_epsilon", 1e-5)
+
+    d_xbc = d_inner + 2 * n_group * d_state
+    t = [("token_embd.weight", "q8_0", (n_embd, n_vocab)), ("output_norm.weight", "f32", (n_embd,)),
+         ("output.weight", "q8_0", (n_embd, n_vocab))]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        t += [(p + "attn_norm.weight", "f32", (n_embd,)),
+              (p + "ssm_in.weight", "q8_0", (n_embd, d_inner + d_xbc + n_head)),
+              (p + "ssm_conv1d.weight", "f32", (d_conv, d_xbc)), (p + "ssm_conv1d.bias", "f32", (d_xbc,)),
+              (p + "ssm_dt.bias", "f32", (n_head,)), (p + "ssm_a", "f32", (1, n_head)),
+              (p + "ssm_d", "f32", (1, n_head)), (p + "ssm_norm.weight", "f32", (d_inner // n_group, n_group)),
+              (p + "ssm_out.weight", "q8_0", (d_inner, n_embd))]
+    return write_gguf(path, t, keys, arch="mamba2")[0]
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (0, LlamaParams(n_ctx=8192)),
+    (2, LlamaParams(n_ctx=16384, tensor_split=(3, 5), n_ubatch=1024, n_seq_max=4)),
+    (3, LlamaParams(n_ctx=4096, tensor_split=(1, 2, 1), n_ubatch=16, n_seq_max=2, n_gpu_layers=3)),
+    (2, LlamaParams(n_ctx=8192, tensor_split=(1, 1), offload_kqv=False,
+                    overrides=((r"blk\.[0-1]\.ssm_in", "CPU"), (r"blk\.3\.", "RPC0")))),
+])
+def test_mamba2_matches_llama_fit_params(rpc, tmp_path, n_dev, params):
+    from vramc.gguf import read_gguf
+
+    path = mamba2_file(tmp_path / "mamba2.gguf")
+    est = estimate_llama(read_gguf(path), rpc_gpus(n_dev), params, dry_run=True)
+    assert not any("not modelled" in n for n in est.notes)
+    compare(est, run_fit_print(path, params, rpc[:n_dev], BIN, precise=True))
+
+
 def gpt_oss_file(path, n_layer=4, n_embd=2880, n_head=64, n_head_kv=8, hd=64, n_exp=32, n_used=4, n_vocab=201088):
     """A gpt-oss-20b-shaped file (fewer blocks): sinks, biases, MXFP4 experts, SWA every other layer."""
     from conftest import write_gguf

@@ -35,7 +35,9 @@ class ArchSpec:
     ffn_norm: str = "ffn_norm"  # the FFN's input norm (gpt-oss calls it post_attention_norm)
     out_ids_late: bool = False  # gpt-oss: out_ids picks the outputs after the trunk, whose output
     #                              (t_h_nextn, kept for a draft head) is a graph output
-    blocks: bool = False  # nemotron_h: each layer is one block, a Mamba-2 mixer, attention or an MLP
+    blocks: bool = False  # nemotron_h, mamba2: each layer is one block, a Mamba-2 mixer, attention or an MLP
+    h_nextn: bool = False  # nemotron_h: out_ids picks the outputs after the output norm, whose result
+    #                         (t_h_nextn) is a graph output
 
 
 LLAMA = ArchSpec()
@@ -50,7 +52,8 @@ ARCHS: dict[str, ArchSpec] = {
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
     "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
     "gpt-oss": ArchSpec(ffn_norm="post_attention_norm", out_ids_late=True),  # + sinks, expert biases
-    "nemotron_h": ArchSpec(blocks=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
+    "nemotron_h": ArchSpec(blocks=True, h_nextn=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
+    "mamba2": ArchSpec(blocks=True),  # Mamba-2 (Mamba-Codestral): Mamba-2 blocks only (mamba.cpp)
 }
 
 
@@ -511,9 +514,8 @@ class _Builder:
 
 
     def build_blocks(self, layers: list[int]) -> Graph:
-        """nemotron-h.cpp: a residual around every block; out_ids picks the outputs after the
-        output norm, whose result (t_h_nextn) is a graph output."""
-        W, hp, g = self.W, self.hp, self.g
+        """nemotron-h.cpp and mamba.cpp: a residual around every block."""
+        W, hp, g, spec = self.W, self.hp, self.g, self.spec
         inp = self.inputs()
         for il in layers:
             b = f"blk.{il}."
@@ -529,10 +531,14 @@ class _Builder:
                 cur = self.mm(W(b + "ffn_up.weight"), cur, W(b + "ffn_up.bias"))
                 cur = gg.unary(gg.unary(cur), "SQR")
                 cur = self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
+            if il == hp.n_layer - 1 and not spec.h_nextn:
+                cur = gg.get_rows(cur, self.out_ids)
+                inp = gg.get_rows(inp, self.out_ids)
             inp = gg.binary("ADD", cur, inp)
         cur = self.norm(inp, W("output_norm.weight"), -1)
-        cur.flags |= OUTPUT  # t_h_nextn
-        cur = gg.get_rows(cur, self.out_ids)
+        if spec.h_nextn:
+            cur.flags |= OUTPUT  # t_h_nextn
+            cur = gg.get_rows(cur, self.out_ids)
         cur.flags |= OUTPUT  # t_embd
         cur = gg.mul_mat(W("output.weight"), cur)
         cur.flags |= OUTPUT  # t_logits
