@@ -89,6 +89,8 @@ def mamba2_layer(g: Graph, c: SsmConf, rs: LayerRS, inp: RsInputs, n_seqs: int, 
     xbc = gg.view(zx, (d_xbc, n_seq_tokens, n_seqs), (zx.nb[1], zx.nb[2]), c.d_inner * F32)
     dt = gg.view(zx, (c.n_head, n_seq_tokens, n_seqs), (zx.nb[1], zx.nb[2]), (c.d_inner + d_xbc) * F32)
 
+    # the convolution's window: the previous d_conv - 1 inputs (the state), then this ubatch's;
+    # its last d_conv - 1 columns become the new state
     conv_x = gg.concat(conv, gg.transpose(xbc), 0)
     last = gg.view(conv_x, (c.d_conv - 1, d_xbc, n_seqs), (conv_x.nb[1], conv_x.nb[2]), n_seq_tokens * F32)
     g.expand(_cpy(last, gg.view(rs.r, ((c.d_conv - 1) * d_xbc, n_seqs), (rs.r.nb[1],), 0)))
@@ -99,9 +101,9 @@ def mamba2_layer(g: Graph, c: SsmConf, rs: LayerRS, inp: RsInputs, n_seqs: int, 
     xbc = gg.unary(xbc)  # silu
 
     x = gg.view(xbc, (head_dim, c.n_head, n_seq_tokens, n_seqs), (head_dim * F32, xbc.nb[1], xbc.nb[2]), 0)
-    bc = (c.d_state, c.n_group, n_seq_tokens, n_seqs), (c.d_state * F32, xbc.nb[1], xbc.nb[2])
-    b = gg.view(xbc, *bc, c.d_inner * F32)
-    c_ = gg.view(xbc, *bc, (c.d_inner + c.n_group * c.d_state) * F32)
+    bc_shape = (c.d_state, c.n_group, n_seq_tokens, n_seqs), (c.d_state * F32, xbc.nb[1], xbc.nb[2])
+    ssm_b = gg.view(xbc, *bc_shape, c.d_inner * F32)
+    ssm_c = gg.view(xbc, *bc_shape, (c.d_inner + c.n_group * c.d_state) * F32)
     dt = gg.binary("ADD", gg.cont(dt), w("ssm_dt.bias"))
     n_x = head_dim * c.n_head * n_seq_tokens * n_seqs
 
@@ -109,7 +111,7 @@ def mamba2_layer(g: Graph, c: SsmConf, rs: LayerRS, inp: RsInputs, n_seqs: int, 
         ssm = gg.reshape(states, c.d_state, head_dim, c.n_head, rs.s.ne[1])
         # y for every token, then the final state of every sequence
         n = n_x + c.d_state * head_dim * c.n_head * ids.ne[0]
-        return gg.new_tensor("f32", (n,), "SSM_SCAN", [ssm, x, dt, w("ssm_a"), b, c_, ids])
+        return gg.new_tensor("f32", (n,), "SSM_SCAN", [ssm, x, dt, w("ssm_a"), ssm_b, ssm_c, ids])
 
     y_ssm = build_rs(g, rs.s, inp, n_seqs, scan)
     d = c.d_state * c.d_inner
