@@ -42,6 +42,7 @@ def test_plan_json_has_the_documented_shape(project, monkeypatch):
     [dep] = doc["deployments"]
     assert {"name", "engine", "devices", "host", "verdict"} <= set(dep)
     assert (dep["name"], dep["engine"], dep["verdict"]) == ("llama8b-split", "llama-server", "fits")
+    assert dep["compute_model"] == "exact"  # Llama's graph is replayed, not approximated
     for d in dep["devices"]:
         assert {"id", "name", "capacity_bytes", "weights_bytes", "kv_bytes", "compute_bytes",
                 "overhead_bytes", "total_bytes", "layers"} <= set(d)

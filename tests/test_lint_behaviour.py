@@ -156,3 +156,30 @@ def test_mmproj_and_draft_are_counted_on_the_first_gpu_and_by_the_solver(tmp_pat
     [extra] = run_check([tmp_path / "extra.yaml"]).plans
     assert extra.params.n_ctx < plain.params.n_ctx
     assert extra.verdict == "fits" and extra.estimate.devices[0].free_bytes >= extra.margins[0]
+
+
+def test_compute_approximated_for_an_unknown_architecture_with_llama_tensors(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    text = LLAMA8B.read_text().replace("architecture: llama\n", "architecture: llamalike\n")
+    (models / "llamalike-8b.yaml").write_text(text.replace("name: llama-3.1-8b-instruct-q8_0", "name: llamalike-8b"))
+    p = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: llamalike-8b
+        engine: llama-server
+        settings: {ctx: 8192}
+        """)
+    found = [d for d in run_check([p]).diagnostics if d.code == "VR315"]
+    assert [(d.severity.label, d.line, d.column) for d in found] == [("warning", 3, 8)]
+    assert "approximated with the llama graph" in found[0].message
+    # the approximation is the llama graph's figure, not zero
+    plan = run_check([p]).plans[0]
+    assert plan.estimate.compute_model == "approximate" and plan.estimate.devices[0].compute_bytes > 0
+    # the real llama architecture is replayed exactly: no finding
+    assert "VR315" not in {c for c, *_ in codes(write(tmp_path, "e.yaml", """\
+        name: e
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: LLAMA8B
+        engine: llama-server
+        """))}

@@ -72,7 +72,8 @@ def _from_json(text: str) -> MemoryEstimate:
             dev["layers"] = tuple(dev["layers"])
         devices.append(DeviceUse(**dev))
     return MemoryEstimate(devices=devices, host=HostUse(**d["host"]), notes=d["notes"],
-                          errors=[tuple(e) for e in d["errors"]], resolved=d["resolved"])
+                          errors=[tuple(e) for e in d["errors"]], resolved=d["resolved"],
+                          compute_model=d.get("compute_model"))
 
 
 def estimate_llama(meta, gpus, params) -> MemoryEstimate:

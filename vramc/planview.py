@@ -53,6 +53,7 @@ def plan_record(plan) -> dict:
         "auto": list(plan.auto),
         "devices": [],
         "host": None,
+        "compute_model": est.compute_model if est else None,
         "notes": list(est.notes) if est else [],
         "errors": [{"code": c, "message": m} for c, m in (est.errors if est else [])],
     }

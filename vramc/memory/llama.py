@@ -10,7 +10,7 @@ by vramc.oracle and bench/accuracy; see docs/memory-model.md.
 from __future__ import annotations
 
 from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
-from vramc.memory.llama_archs import graph_spec
+from vramc.memory.llama_archs import ArchSpec, graph_spec
 from vramc.memory.llama_compute import ComputeResult, estimate_compute, flash_attn_strays
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
 from vramc.memory.llama_hparams import LlamaHparams, llama_hparams
@@ -54,7 +54,9 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
     caches = layer_caches(hp, c, pl.layer_dev, p.offload_kqv, p.type_k, p.type_v, p.swa_full)
     rules = {HOST: buffer_rules("host"), **{d: buffer_rules(backend_kind(g)) for d, g in enumerate(gpus)}}
     kv = cache_bytes_by_device(caches, rules)
-    cr, flash_attn = _compute(meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn, dry_run, notes, errors)
+    spec, compute_model = compute_model_of(meta, hp)
+    cr, flash_attn = _compute(spec, compute_model, meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn,
+                              dry_run, notes, errors)
     compute = cr.by_device if cr else {}
     if any(backend_kind(gpus[d]) == "cuda" for d in pl.devices):
         notes.append(CUDA_NOTES[0])
@@ -76,7 +78,7 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
                    detail={**_detail(pl, caches, cr, HOST),
                            "output_buffer_initial_bytes": 4 * hp.n_vocab * c.n_seq_max})
     return MemoryEstimate(devices=devices, host=host, notes=notes, errors=errors,
-                          resolved=_resolved(c, pl, flash_attn, cr, hp))
+                          resolved=_resolved(c, pl, flash_attn, cr, hp), compute_model=compute_model)
 
 
 # Head sizes with a CUDA flash-attention kernel for K and V of the same size
@@ -120,16 +122,24 @@ def _flash_attn(p: LlamaParams, hp: LlamaHparams, kinds: list[str], notes: list[
     return True
 
 
-def _compute(meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement, caches: list[LayerCache],
-             gpus: list[GpuBudget], p: LlamaParams, split_mode: str, flash_attn: bool, dry_run: bool,
-             notes: list[str], errors: list[tuple[str, str]]) -> tuple[ComputeResult | None, bool]:
-    """The compute buffers (None where not modelled) and whether flash attention is on."""
+def compute_model_of(meta: ModelMeta, hp: LlamaHparams) -> tuple[ArchSpec | None, str]:
+    """The graph that sizes the compute buffers, and how well: "exact", "approximate" (the llama
+    graph for an unknown architecture with llama's tensors) or "none" (not modelled)."""
     spec, exact = graph_spec(meta.architecture, (t.name for t in meta.tensors))
     if spec is None or (any(hp.is_recr) and not spec.blocks) or (hp.is_mla and not spec.mla):
+        return None, "none"
+    return spec, "exact" if exact else "approximate"
+
+
+def _compute(spec: ArchSpec | None, how: str, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
+             caches: list[LayerCache], gpus: list[GpuBudget], p: LlamaParams, split_mode: str, flash_attn: bool,
+             dry_run: bool, notes: list[str], errors: list[tuple[str, str]]) -> tuple[ComputeResult | None, bool]:
+    """The compute buffers (None where not modelled) and whether flash attention is on."""
+    if spec is None:
         notes.append(f"compute buffers are not modelled for architecture {meta.architecture!r} "
                      "(only weights, KV cache and recurrent state are); leave a margin")
         return None, flash_attn
-    if not exact:
+    if how == "approximate":
         notes.append(f"compute buffers of architecture {meta.architecture!r} are approximated with "
                      "the llama graph")
     stray = sorted({gpus[d].id for devs in pl.tensor_dev.values() for d in devs

@@ -75,3 +75,7 @@ class MemoryEstimate:
     notes: list[str] = field(default_factory=list)  # facts the user should know (e.g. FA auto -> on)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (code, message) the engine would fail with
     resolved: dict = field(default_factory=dict)  # concrete engine settings this estimate used
+    # how the compute buffers were sized (llama.cpp engines): "exact" (the architecture's graph is
+    # replayed), "approximate" (an unknown architecture with llama's tensors: the llama graph) or
+    # "none" (not modelled: compute_bytes are 0 and the plan is short by them)
+    compute_model: str | None = None

@@ -170,6 +170,39 @@ def partial_offload(plan):
                       ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else _anchor(plan))
 
 
+@rule("VR315", "compute-unmodelled", Severity.WARNING)
+def compute_unmodelled(plan):
+    """vramc cannot size this architecture's compute buffers exactly, so the plan may be short.
+
+    vramc replays llama.cpp's compute graph for the architectures it models (docs/memory-model.md
+    lists them). For an unknown architecture whose layers have llama's tensors it replays the
+    llama graph instead (an approximation); for the others (recurrent and hybrid models such as
+    Mamba or RWKV, unknown layer layouts) it plans weights, KV cache and recurrent state only,
+    and the compute buffers (hundreds of MiB to GBs, growing with `ubatch` and the vocabulary)
+    are missing. Leave that much room: a larger margin for this deployment, or measure the real
+    figures once with `vramc run` or llama.cpp's own `llama-fit-params --fit-print on`.
+
+    Bad:
+        model: rwkv7-2.9b            # compute buffers not modelled
+        lint: {margin: 5%}
+
+    Good:
+        model: rwkv7-2.9b
+        lint: {margin: 2GiB}         # room for the compute buffers the plan does not count
+    """
+    est = plan.estimate
+    if est is None or est.compute_model not in ("none", "approximate"):
+        return
+    arch = plan.meta.architecture if plan.meta is not None else "this model"
+    if est.compute_model == "none":
+        msg = (f"compute buffers are not modelled for architecture {arch!r}: the plan counts "
+               "weights, KV cache and recurrent state only, and is short by the compute buffers")
+    else:
+        msg = (f"compute buffers of architecture {arch!r} are approximated with the llama graph, "
+               "not replayed from its own")
+    yield Finding(msg, ("model",), "leave room for them: a larger `lint: {margin: ...}` for this deployment")
+
+
 @rule("VR312", "gpu-oversubscribed", Severity.ERROR, "group")
 def oversubscribed(plans):
     """Deployments that run together on one machine need more of a GPU than it has.
