@@ -37,7 +37,7 @@ def test_shape_tensor_table_is_consistent(name):
     emb = dict(tensor_shapes(s))["token_embd.weight"]
     assert emb == (s.n_embd, s.n_vocab)
     blocks = {int(n.split(".")[1]) for n in names if n.startswith("blk.")}
-    assert blocks == set(range(s.n_layer))
+    assert blocks == set(range(s.n_layer + s.n_nextn))
     for ftype in ("Q4_K_M", "BF16"):
         assert all(t.nbytes > 0 for t in tensor_types(s, ftype))
 
@@ -102,6 +102,22 @@ def test_mla_tensors():
     assert meta.hparams["attention.head_count_kv"] == 1 and meta.hparams["attention.key_length_mla"] == 192
     by_name = {t.name: t.type for t in meta.tensors}
     assert by_name["blk.3.attn_k_b.weight"] == "q5_0"  # 128-wide rows: Q4_K falls back
+
+
+def test_glm4moe_tensors():
+    s = get_shape("glm-4.5-air")
+    shapes = dict(tensor_shapes(s))
+    counts = Counter(int(t.split(".")[1]) for t in shapes if t.startswith("blk."))
+    # dense layer 0 (q/k/v biases, post-attention norm), MoE layers with a shared expert and a
+    # selection bias, and the NextN layer's MTP head on top of a MoE layer
+    assert (counts[0], counts[1], counts[45], counts[46]) == (12, 17, 17, 21)
+    assert shapes["blk.0.ffn_down.weight"] == (10944, 4096)
+    assert shapes["blk.1.ffn_down_exps.weight"] == (1408, 4096, 128)
+    assert shapes["blk.1.exp_probs_b.bias"] == (128,)
+    assert shapes["blk.46.nextn.eh_proj.weight"] == (8192, 4096)
+    meta = model_meta(s, "Q4_K_M")
+    hp = meta.hparams
+    assert (hp["block_count"], hp["nextn_predict_layers"], hp["rope.dimension_count"]) == (47, 1, 64)
 
 
 def test_hybrid_tensors():

@@ -165,6 +165,39 @@ def _deepseek2(s: ModelShape) -> TensorShapes:
     return out + _output(s)
 
 
+def _shared_expert(s: ModelShape, p: str) -> TensorShapes:
+    shared = s.n_ff_exp * s.extra["n_shared_experts"]
+    return [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
+            (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
+            (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd))]
+
+
+def _glm4moe(s: ModelShape) -> TensorShapes:
+    """GLM-4.5 (llama_model_glm4_moe::load_arch_tensors): q/k/v with biases, attn_post_norm as the
+    FFN's input norm, leading dense FFN blocks, then routed experts with a selection bias
+    (e_score_correction_bias) and a shared expert. The trailing NextN layers add the MTP head's
+    eh_proj, enorm, hnorm and shared_head_norm to a full MoE layer."""
+    out = _embeddings(s)
+    for il in range(s.n_layer + s.n_nextn):
+        p, trunk = f"blk.{il}", min(il, s.n_layer - 1)
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        out += _attention(s, trunk, p)
+        if s.extra.get("qk_norm"):
+            out += [_norm(p, "attn_q_norm", s.n_embd_head), _norm(p, "attn_k_norm", s.n_embd_head)]
+        out.append(_norm(p, "post_attention_norm", s.n_embd))
+        if il < s.extra["leading_dense"]:
+            out += _ffn(s, trunk, p)
+        else:
+            out += _moe(s, trunk, p)
+            out.append((f"{p}.exp_probs_b.bias", (s.n_expert,)))
+            out += _shared_expert(s, p)
+        if il >= s.n_layer:
+            out += [(f"{p}.nextn.eh_proj.weight", (2 * s.n_embd, s.n_embd)),
+                    _norm(p, "nextn.enorm", s.n_embd), _norm(p, "nextn.hnorm", s.n_embd),
+                    _norm(p, "nextn.shared_head_norm", s.n_embd)]
+    return out + _output(s)
+
+
 def _nemotron_h(s: ModelShape) -> TensorShapes:
     """Nemotron-H (hybrid Mamba-2): each block is one of a Mamba-2 mixer (head_count_kv 0 and
     feed_forward_length 0: recurrent), attention (head_count_kv > 0) or a squared-ReLU MLP with
@@ -278,6 +311,24 @@ def _deepseek2_kv(s: ModelShape) -> dict[str, Any]:
     return kv
 
 
+def _glm4moe_kv(s: ModelShape) -> dict[str, Any]:
+    x = s.extra
+    kv = _common_kv(s)
+    kv.update({
+        # Glm4MoeModel counts the NextN layers in block_count; rope covers part of each head
+        "block_count": s.n_layer + s.n_nextn,
+        "rope.dimension_count": int(s.n_embd_head * x["partial_rotary_factor"]),
+        "expert_group_count": x["n_group"], "expert_group_used_count": x["topk_group"],
+        "expert_feed_forward_length": s.n_ff_exp, "expert_shared_count": x["n_shared_experts"],
+        "leading_dense_block_count": x["leading_dense"],
+        "expert_gating_func": 2,  # sigmoid
+        "expert_weights_scale": x["routed_scaling_factor"],
+        "expert_weights_norm": x["norm_topk_prob"],
+        "nextn_predict_layers": s.n_nextn,
+    })
+    return kv
+
+
 def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
     x = s.extra
     kv = _common_kv(s)
@@ -303,6 +354,7 @@ ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelSha
     "deci": (_deci, _llama_kv),
     "deepseek2": (_deepseek2, _deepseek2_kv),
     "nemotron_h": (_nemotron_h, _nemotron_h_kv),
+    "glm4moe": (_glm4moe, _glm4moe_kv),
 }
 
 

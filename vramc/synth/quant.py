@@ -117,7 +117,7 @@ class _State:
         cats = [_category(n) for n in names]
         self.n_attention_wv = sum(c in ("attn_v", "attn_qkv", "attn_kv_b") for c in cats)
         self.tied = "output" not in cats
-        self.n_layer = s.n_layer  # n_layer_all: no catalog entry has MTP/nextn layers
+        self.n_layer = s.n_layer + s.n_nextn  # n_layer_all: the NextN layers count
         self.i_attention_wv = self.i_ffn_down = self.i_ffn_gate = self.i_ffn_up = 0
 
     def layer(self, counter: int, name: str) -> int:

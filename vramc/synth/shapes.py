@@ -51,6 +51,10 @@ PHI3_TOKENIZER = Tokenizer("llama", "default", bos_id=1, eos_id=32000, unk_id=0,
     (32006, "<|system|>"), (32007, "<|end|>"), (32010, "<|user|>")))
 DEEPSEEK_TOKENIZER = Tokenizer("gpt2", "deepseek-llm", bos_id=100000, eos_id=100001, specials=(
     (100000, "<｜begin▁of▁sentence｜>"), (100001, "<｜end▁of▁sentence｜>")))
+# GLM-4.5: tokenizer.json's added tokens; _set_vocab_glm sets bos [gMASK], eot <|user|>, unk and
+# (from the config's eos_token_id) eos <|endoftext|>, eom <|observation|>
+GLM4_TOKENIZER = Tokenizer("gpt2", "glm4", bos_id=151331, eos_id=151329, unk_id=151329, specials=(
+    (151329, "<|endoftext|>"), (151331, "[gMASK]"), (151336, "<|user|>"), (151338, "<|observation|>")))
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class ModelShape:
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 0  # expert FFN width where the arch stores it apart from feed_forward_length
+    n_nextn: int = 0  # trailing NextN/MTP layers, after the n_layer trunk layers
     sliding_window: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # arch-specific numbers (see arches.py)
 
@@ -272,6 +277,25 @@ _SHAPES = [
                "topk_group": 1, "routed_scaling_factor": 1.0, "yarn_factor": 40.0,
                "yarn_orig_ctx": 4096, "yarn_beta_fast": 32.0, "yarn_beta_slow": 1.0,
                "mscale_all_dim": 0.707}),
+    ModelShape(
+        "glm-4.5-air", "glm4moe",
+        "zai-org/GLM-4.5-Air config.json (Glm4MoeForCausalLM): hidden_size=4096 "
+        "intermediate_size=10944 moe_intermediate_size=1408 num_hidden_layers=46 "
+        "num_nextn_predict_layers=1 num_attention_heads=96 num_key_value_heads=8 head_dim=128 "
+        "partial_rotary_factor=0.5 attention_bias=true use_qk_norm=false n_routed_experts=128 "
+        "n_shared_experts=1 num_experts_per_tok=8 first_k_dense_replace=1 n_group=1 topk_group=1 "
+        "norm_topk_prob=true routed_scaling_factor=1.0 vocab_size=151552 "
+        "max_position_embeddings=131072 rope_theta=1000000 rms_norm_eps=1e-5 "
+        "tie_word_embeddings=false. The config.json itself was not at hand: the numbers are "
+        "those of copies of it (a 100B Glm4MoeForCausalLM config in a conversion script, an "
+        "inference library's GLM45_AIR_CONFIG, a Megatron recipe for glm4.5-106B-A12B with "
+        "--rotary-base 1000000 --rotary-percent 0.5 --add-qkv-bias) and llama.cpp's own "
+        "LLM_TYPE_106B_A12B case for 46 trunk layers",
+        n_layer=46, n_embd=4096, n_head=96, n_head_kv=8, n_ff=10944, n_vocab=151552,
+        n_ctx_train=131072, tokenizer=GLM4_TOKENIZER, head_dim=128, rope_theta=1000000.0,
+        qkv_bias=True, n_expert=128, n_expert_used=8, n_ff_exp=1408, n_nextn=1,
+        extra={"n_shared_experts": 1, "leading_dense": 1, "n_group": 1, "topk_group": 1,
+               "routed_scaling_factor": 1.0, "norm_topk_prob": True, "partial_rotary_factor": 0.5}),
 ]
 
 CATALOG: dict[str, ModelShape] = {s.name: s for s in _SHAPES}
