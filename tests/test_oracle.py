@@ -100,6 +100,12 @@ GRID = [
     ("nvidia-nemotron-nano-9b-v2", "Q8_0", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), offload_kqv=False,
                                                           type_k="q8_0", type_v="q8_0", n_seq_max=2)),
     ("nvidia-nemotron-nano-9b-v2", "Q4_K_M", 0, LlamaParams(n_ctx=4096, n_gpu_layers=0, n_ubatch=256)),
+    # GLM-4.5-Air: a dense first layer, MoE layers with a shared expert; the NextN layer (no KV, not
+    # in the graph, its weights not loaded) alone with the output on the third device
+    ("glm-4.5-air", "Q4_K_M", 3, LlamaParams(n_ctx=8192, tensor_split=(23, 23, 2), n_seq_max=4, flash_attn="off")),
+    ("glm-4.5-air", "Q4_K_M", 2, LlamaParams(n_ctx=32768, tensor_split=(1, 1), n_ubatch=2048, type_k="q8_0",
+                                             type_v="q8_0", overrides=((r"blk\.(1[0-9])\.ffn_.*_exps", "CPU"),))),
+    ("glm-4.5-air", "Q8_0", 1, LlamaParams(n_ctx=16384, n_gpu_layers=20)),
 ]
 
 
@@ -137,6 +143,39 @@ def test_launch_matches_a_real_llama_server_load(rpc, models, n_dev, params):
     path, meta = models("llama-3.1-8b-instruct", "Q8_0", **SMALL)
     compare(estimate_llama(meta, rpc_gpus(n_dev), params), run_server_load(path, params, rpc[:n_dev], BIN),
             rounded=False)
+
+
+def glm45_small(path, ftype="Q8_0"):
+    """A small GLM-4.5-shaped file: q/k norms and a routed scaling factor (the 355B model's), two
+    dense leading layers, a NextN layer."""
+    from vramc.synth import CATALOG, write_sparse_gguf
+
+    air = CATALOG["glm-4.5-air"]
+    shape = dataclasses.replace(
+        air, name="glm-4.5-small", n_layer=6, n_embd=1024, n_head=16, n_head_kv=4, head_dim=64, n_ff=2048,
+        n_expert=16, n_expert_used=4, n_ff_exp=256,
+        extra={**air.extra, "qk_norm": True, "routed_scaling_factor": 2.5, "leading_dense": 2})
+    return write_sparse_gguf(path, shape, ftype)
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
+    (3, LlamaParams(n_ctx=8192, tensor_split=(1, 2, 1), n_seq_max=4, flash_attn="off", n_outputs_max=4)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), offload_kqv=False, n_outputs_max=1)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), n_ubatch=16, n_gpu_layers=5, n_outputs_max=1)),
+])
+def test_glm4moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
+    from vramc.gguf import read_gguf
+
+    path = glm45_small(tmp_path / "glm.gguf")
+    meta = read_gguf(path)
+    dry = dataclasses.replace(params, n_outputs_max=None)  # llama-fit-params reserves n_batch outputs
+    for est, oracle, rounded in (
+            (estimate_llama(meta, rpc_gpus(n_dev), params), run_server_load(path, params, rpc[:n_dev], BIN), False),
+            (estimate_llama(meta, rpc_gpus(n_dev), dry, dry_run=True),
+             run_fit_print(path, dry, rpc[:n_dev], BIN, precise=True), True)):
+        assert est.compute_model == "exact"
+        compare(est, oracle, rounded=rounded)
 
 
 NEMOTRON_SMALL = "M-M*M-M*"  # Mamba-2 (M), MLP (-) and attention (*) blocks

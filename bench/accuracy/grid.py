@@ -27,6 +27,7 @@ MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deepseek-r1-distill-qwen-14b", ("Q4_K_M",)),
     ("llama-3.3-nemotron-super-49b-v1.5", ("Q4_K_M",)),
     ("deepseek-v2-lite-chat", ("Q4_K_M", "Q8_0")),
+    ("glm-4.5-air", ("Q4_K_M", "Q8_0")),
     # compute buffers not modelled (hybrid Mamba-2): weights and KV only
     ("nvidia-nemotron-nano-9b-v2", ("Q4_K_M",)),
 )

@@ -2,7 +2,7 @@
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
 and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
-deepseek2,openai-moe,nemotron-h}.cpp) build for the worst-case reserve: build_inp_embd,
+deepseek2,glm4-moe,openai-moe,nemotron-h}.cpp) build for the worst-case reserve: build_inp_embd,
 build_attn with the KV store (set_rows into the cache), flash attention or KQ/softmax/KQV, MLA,
 build_ffn, build_moe_ffn, the Mamba-2 mixer of the hybrids (llama_mamba), the output head.
 Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both follow the
@@ -24,6 +24,8 @@ class ArchSpec:
     """What distinguishes one family's layer from the llama layer."""
 
     qk_norm: bool = False  # RMS norm of Q and K before RoPE (qwen3, gemma3)
+    qk_norm_if_present: bool = False  # glm4moe: the norms are optional tensors (GLM-4.5 has them,
+    #                                    GLM-4.5-Air not), applied where the GGUF holds them
     q_scale: bool = False  # ggml_scale(Qcur) after RoPE (gemma2/3, phi3)
     post_norms: bool = False  # attn_post_norm and ffn_post_norm (gemma2/3)
     embd_scale: bool = False  # inpL scaled by sqrt(n_embd) (gemma)
@@ -51,6 +53,9 @@ ARCHS: dict[str, ArchSpec] = {
     "phi3": ArchSpec(q_scale=True, residual_first=True),
     "deci": ArchSpec(variable=True),  # Llama-3.x-Nemotron (NAS-pruned layers)
     "deepseek2": ArchSpec(mla=True),  # DeepSeek-V2/V3/R1, Kimi-K2 (MLA with the absorption)
+    # GLM-4.5/4.5-Air/4.6 (glm4-moe.cpp): the FFN's input norm is attn_post_norm, dense leading
+    # layers, routed + shared experts; the NextN layers are left to the MTP graph
+    "glm4moe": ArchSpec(qk_norm_if_present=True, ffn_norm="post_attention_norm"),
     "gpt-oss": ArchSpec(ffn_norm="post_attention_norm", out_ids_late=True),  # + sinks, expert biases
     "nemotron_h": ArchSpec(blocks=True, h_nextn=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
     "mamba2": ArchSpec(blocks=True),  # Mamba-2 (Mamba-Codestral): Mamba-2 blocks only (mamba.cpp)
@@ -72,10 +77,12 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
     w_scale = float(hparams.get("expert_weights_scale", 0.0) or 0.0)
     if arch == "gpt-oss":
         return MoeConf(gating="softmax_weight", norm_w=False, w_scale=w_scale)
-    if arch != "deepseek2":
+    if arch not in ("deepseek2", "glm4moe"):
         # llama (Mixtral), qwen3moe, phi3 and the like: softmax, normalised weights
         return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
-    gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or 0), "softmax")
+    # llama_model_glm4_moe::load_arch_hparams: a file without a gating function gets sigmoid
+    default = 2 if arch == "glm4moe" else 0
+    gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or default), "softmax")
     return MoeConf(gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)),
                    w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0),
                    n_groups=int(hparams.get("expert_group_count", 0) or 0),
@@ -212,10 +219,12 @@ class _Builder:
             return self.mla_attention(il, x)
         q, k, v = self.qkv(il, x)
         freqs = W(f"rope_freqs.weight@{il}")
-        if spec.qk_norm:
+        q_norm = spec.qk_norm or (spec.qk_norm_if_present and W(b + "attn_q_norm.weight") is not None)
+        k_norm = spec.qk_norm or (spec.qk_norm_if_present and W(b + "attn_k_norm.weight") is not None)
+        if q_norm:
             q = self.norm(q, W(b + "attn_q_norm.weight"), il)
         q = gg.rope(q, self.inp_pos, freqs)
-        if spec.qk_norm:
+        if k_norm:
             k = self.norm(k, W(b + "attn_k_norm.weight"), il)
         k = gg.rope(k, self.inp_pos, freqs)
         if spec.q_scale:
