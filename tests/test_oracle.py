@@ -106,6 +106,15 @@ GRID = [
     ("glm-4.5-air", "Q4_K_M", 2, LlamaParams(n_ctx=32768, tensor_split=(1, 1), n_ubatch=2048, type_k="q8_0",
                                              type_v="q8_0", overrides=((r"blk\.(1[0-9])\.ffn_.*_exps", "CPU"),))),
     ("glm-4.5-air", "Q8_0", 1, LlamaParams(n_ctx=16384, n_gpu_layers=20)),
+    # Nemotron 3 Nano: Mamba-2, attention and MoE blocks (sigmoid router, squared-ReLU experts)
+    ("nvidia-nemotron-3-nano-30b-a3b", "Q4_K_M", 1, LlamaParams(n_ctx=32768)),
+    ("nvidia-nemotron-3-nano-30b-a3b", "Q8_0", 3, LlamaParams(n_ctx=8192, tensor_split=(1, 2, 1), n_ubatch=2048,
+                                                              n_seq_max=4, flash_attn="off")),
+    ("nvidia-nemotron-3-nano-30b-a3b", "Q4_K_M", 2, LlamaParams(
+        n_ctx=16384, tensor_split=(3, 5), type_k="q8_0", type_v="q8_0",
+        overrides=((r"blk\.(1|3|7|9|14)\.ffn_(up|down)_exps", "CPU"),))),
+    ("nvidia-nemotron-3-nano-30b-a3b", "Q4_K_M", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), n_gpu_layers=20,
+                                                                n_ubatch=16, op_offload=False)),
 ]
 
 
@@ -199,6 +208,36 @@ def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev
         n_ff=tuple(2048 if c == "-" else 0 for c in pat),
         extra={"d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "d_conv": 4})
     path = write_sparse_gguf(tmp_path / "nemotron-h.gguf", shape, "Q8_0")
+    meta = read_gguf(path)
+    est = estimate_llama(meta, rpc_gpus(n_dev), params)
+    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
+    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
+    for d in [*est.devices, est.host]:
+        name = getattr(d, "id", "Host")
+        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
+        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+
+
+NEMOTRON_MOE_SMALL = "MEM*EMEM*E"  # Mamba-2 (M), MoE (E) and attention (*) blocks
+
+
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), n_ubatch=16, n_gpu_layers=6, n_outputs_max=1,
+                    overrides=((r"blk\.(1|4)\.ffn_.*_exps", "CPU"),))),
+])
+def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
+    from vramc.gguf import read_gguf
+    from vramc.synth import CATALOG, write_sparse_gguf
+
+    pat = NEMOTRON_MOE_SMALL
+    base = CATALOG["nvidia-nemotron-3-nano-30b-a3b"]
+    shape = dataclasses.replace(
+        base, name="nemotron-h-moe-small", n_layer=len(pat), n_embd=1024, n_head=16, head_dim=64,
+        n_head_kv=tuple(2 if c == "*" else 0 for c in pat), n_ff=tuple(512 if c == "E" else 0 for c in pat),
+        n_expert=16, n_expert_used=4, n_ff_exp=512,
+        extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "n_ff_shexp": 1024})
+    path = write_sparse_gguf(tmp_path / "nemotron-h-moe.gguf", shape, "Q8_0")
     meta = read_gguf(path)
     est = estimate_llama(meta, rpc_gpus(n_dev), params)
     oracle = run_server_load(path, params, rpc[:n_dev], BIN)

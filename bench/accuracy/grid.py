@@ -28,8 +28,8 @@ MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("llama-3.3-nemotron-super-49b-v1.5", ("Q4_K_M",)),
     ("deepseek-v2-lite-chat", ("Q4_K_M", "Q8_0")),
     ("glm-4.5-air", ("Q4_K_M", "Q8_0")),
-    # compute buffers not modelled (hybrid Mamba-2): weights and KV only
     ("nvidia-nemotron-nano-9b-v2", ("Q4_K_M",)),
+    ("nvidia-nemotron-3-nano-30b-a3b", ("Q4_K_M", "Q8_0")),
 )
 
 SPLITS = {0: (None,), 1: (None,), 2: ((3, 5), (1, 1)), 3: ((1, 2, 1), (5, 3, 2))}

@@ -2,9 +2,10 @@
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
 and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
-deepseek2,glm4-moe,openai-moe,nemotron-h}.cpp) build for the worst-case reserve: build_inp_embd,
-build_attn with the KV store (set_rows into the cache), flash attention or KQ/softmax/KQV, MLA,
-build_ffn, build_moe_ffn, the Mamba-2 mixer of the hybrids (llama_mamba), the output head.
+deepseek2,glm4-moe,openai-moe,nemotron-h}.cpp; nemotron_h_moe uses nemotron-h's) build for the
+worst-case reserve: build_inp_embd, build_attn with the KV store (set_rows into the cache), flash
+attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the Mamba-2 mixer of the hybrids
+(llama_mamba), the output head.
 Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both follow the
 source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a builder.
 """
@@ -58,6 +59,7 @@ ARCHS: dict[str, ArchSpec] = {
     "glm4moe": ArchSpec(qk_norm_if_present=True, ffn_norm="post_attention_norm"),
     "gpt-oss": ArchSpec(ffn_norm="post_attention_norm", out_ids_late=True),  # + sinks, expert biases
     "nemotron_h": ArchSpec(blocks=True, h_nextn=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
+    "nemotron_h_moe": ArchSpec(blocks=True, h_nextn=True),  # Nemotron 3 (nemotron_h's graph, MoE blocks)
     "mamba2": ArchSpec(blocks=True),  # Mamba-2 (Mamba-Codestral): Mamba-2 blocks only (mamba.cpp)
 }
 
@@ -71,12 +73,22 @@ class MoeConf:
     w_scale: float = 0.0
     n_groups: int = 0
     n_group_used: int = 0
+    relu_sqr: bool = False  # nemotron_h_moe: LLM_FFN_RELU_SQR experts with no gate
+
+
+def _groups(hparams: dict) -> dict:
+    """llama_model_base::load_hparams reads the expert groups for every architecture."""
+    return {"n_groups": int(hparams.get("expert_group_count", 0) or 0),
+            "n_group_used": int(hparams.get("expert_group_used_count", 0) or 0)}
 
 
 def moe_conf(arch: str, hparams: dict) -> MoeConf:
     w_scale = float(hparams.get("expert_weights_scale", 0.0) or 0.0)
     if arch == "gpt-oss":
         return MoeConf(gating="softmax_weight", norm_w=False, w_scale=w_scale)
+    if arch == "nemotron_h_moe":  # nemotron-h.cpp passes the gating and the activation itself
+        return MoeConf(gating="sigmoid", norm_w=bool(hparams.get("expert_weights_norm", False)),
+                       w_scale=w_scale, relu_sqr=True, **_groups(hparams))
     if arch not in ("deepseek2", "glm4moe"):
         # llama (Mixtral), qwen3moe, phi3 and the like: softmax, normalised weights
         return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
@@ -84,9 +96,7 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
     default = 2 if arch == "glm4moe" else 0
     gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or default), "softmax")
     return MoeConf(gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)),
-                   w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0),
-                   n_groups=int(hparams.get("expert_group_count", 0) or 0),
-                   n_group_used=int(hparams.get("expert_group_used_count", 0) or 0))
+                   w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0), **_groups(hparams))
 
 
 @dataclass
@@ -394,12 +404,14 @@ class _Builder:
             cur = gg.glu_split(gate, up)
         return self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
 
-    def moe(self, il: int, x: Tensor) -> Tensor:
-        """build_moe_ffn: router, expert selection (optionally by groups), routed experts."""
+    def moe(self, il: int, x: Tensor, logits: Tensor | None = None) -> Tensor:
+        """build_moe_ffn: router (unless given its `logits`), expert selection (optionally by
+        groups), routed experts."""
         g, W, b, hp, c = self.g, self.W, f"blk.{il}.", self.hp, self.moe_conf
         n_embd, n_tok = x.ne[0], x.ne[1]
         n_exp, n_used = hp.n_expert, hp.n_expert_used
-        logits = self.mm(W(b + "ffn_gate_inp.weight"), x, W(b + "ffn_gate_inp.bias"))
+        if logits is None:
+            logits = self.mm(W(b + "ffn_gate_inp.weight"), x, W(b + "ffn_gate_inp.bias"))
         if c.gating == "sigmoid":
             probs = gg.unary(logits)
         elif c.gating == "softmax_weight":
@@ -443,9 +455,9 @@ class _Builder:
         else:
             up = self.add_id(gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected),
                              W(b + "ffn_up_exps.bias"), selected)
-            gate = self.add_id(gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected),
-                               W(b + "ffn_gate_exps.bias"), selected)
-        act = gg.glu_split(gate, up)
+            gate = None if c.relu_sqr else self.add_id(
+                gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"), selected)
+        act = gg.unary(gg.unary(up), "SQR") if c.relu_sqr else gg.glu_split(gate, up)
         experts = self.add_id(gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected),
                               W(b + "ffn_down_exps.bias"), selected)
         experts = gg.binary("MUL", experts, weights)
@@ -536,10 +548,11 @@ class _Builder:
             elif hp.n_ff[il] == 0:
                 cur = self.attn(il, *self.qkv(il, cur))  # no RoPE
                 cur = self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+            elif W(b + "ffn_gate_inp.weight") is not None:
+                cur = self.moe_block(il, cur)
             else:  # LLM_FFN_RELU_SQR without a gate
-                cur = self.mm(W(b + "ffn_up.weight"), cur, W(b + "ffn_up.bias"))
-                cur = gg.unary(gg.unary(cur), "SQR")
-                cur = self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
+                cur = self.relu_sqr_ffn(cur, W(b + "ffn_up.weight"), W(b + "ffn_down.weight"),
+                                        W(b + "ffn_up.bias"), W(b + "ffn_down.bias"))
             if il == hp.n_layer - 1 and not spec.h_nextn:
                 cur = gg.get_rows(cur, self.out_ids)
                 inp = gg.get_rows(inp, self.out_ids)
@@ -553,6 +566,24 @@ class _Builder:
         cur.flags |= OUTPUT  # t_logits
         g.expand(cur)
         return g
+
+    def relu_sqr_ffn(self, x: Tensor, up: Tensor, down: Tensor, up_b: Tensor | None = None,
+                     down_b: Tensor | None = None) -> Tensor:
+        cur = gg.unary(gg.unary(self.mm(up, x, up_b)), "SQR")
+        return self.mm(down, cur, down_b)
+
+    def moe_block(self, il: int, x: Tensor) -> Tensor:
+        """nemotron-h.cpp build_ffn_layer with experts: the router reads the block's input, the
+        experts an optional latent projection of it, the shared expert the input again."""
+        W, b = self.W, f"blk.{il}."
+        latent_down, latent_up = W(b + "ffn_latent_down.weight"), W(b + "ffn_latent_up.weight")
+        inp = gg.mul_mat(latent_down, x) if latent_down is not None else x
+        logits = gg.mul_mat(W(b + "ffn_gate_inp.weight"), x)
+        out = self.moe(il, inp, logits)
+        if latent_up is not None:
+            out = gg.mul_mat(latent_up, out)
+        shexp = self.relu_sqr_ffn(x, W(b + "ffn_up_shexp.weight"), W(b + "ffn_down_shexp.weight"))
+        return gg.binary("ADD", out, shexp)
 
 
 def _first_norm(cur: Tensor) -> Tensor:

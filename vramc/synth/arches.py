@@ -201,7 +201,8 @@ def _glm4moe(s: ModelShape) -> TensorShapes:
 def _nemotron_h(s: ModelShape) -> TensorShapes:
     """Nemotron-H (hybrid Mamba-2): each block is one of a Mamba-2 mixer (head_count_kv 0 and
     feed_forward_length 0: recurrent), attention (head_count_kv > 0) or a squared-ReLU MLP with
-    no gate (feed_forward_length > 0); every block has attn_norm."""
+    no gate (feed_forward_length > 0; nemotron_h_moe: routed experts plus a shared expert, all
+    without a gate); every block has attn_norm."""
     x, out = s.extra, _embeddings(s)
     d_inner, d_state, n_group, n_ssm_head = x["d_inner"], x["d_state"], x["n_group"], x["n_ssm_head"]
     d_xbc = d_inner + 2 * n_group * d_state
@@ -218,9 +219,19 @@ def _nemotron_h(s: ModelShape) -> TensorShapes:
                     (f"{p}.ssm_out.weight", (d_inner, s.n_embd))]
         elif ffs[il] == 0:
             out += _attention(s, il, p)
+        elif s.n_expert:
+            out += _nemotron_h_experts(s, p)
         else:
             out += [(f"{p}.ffn_up.weight", (s.n_embd, ffs[il])), (f"{p}.ffn_down.weight", (ffs[il], s.n_embd))]
     return out + _output(s)
+
+
+def _nemotron_h_experts(s: ModelShape, p: str) -> TensorShapes:
+    n_ff, shexp = s.n_ff_exp, s.extra["n_ff_shexp"]
+    return [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)), (f"{p}.exp_probs_b.bias", (s.n_expert,)),
+            (f"{p}.ffn_up_exps.weight", (s.n_embd, n_ff, s.n_expert)),
+            (f"{p}.ffn_down_exps.weight", (n_ff, s.n_embd, s.n_expert)),
+            (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -344,6 +355,14 @@ def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
     return kv
 
 
+def _nemotron_h_moe_kv(s: ModelShape) -> dict[str, Any]:
+    x = s.extra
+    return {**_nemotron_h_kv(s), "expert_feed_forward_length": s.n_ff_exp,
+            "expert_shared_feed_forward_length": x["n_ff_shexp"], "expert_shared_count": x["n_shared"],
+            "expert_weights_norm": x["norm_topk_prob"], "expert_weights_scale": x["routed_scaling_factor"],
+            "expert_group_count": x["n_expert_group"]}
+
+
 ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelShape], dict]]] = {
     "llama": (_llama_like, _llama_kv),
     "qwen2": (_llama_like, _common_kv),
@@ -355,6 +374,7 @@ ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelSha
     "deepseek2": (_deepseek2, _deepseek2_kv),
     "nemotron_h": (_nemotron_h, _nemotron_h_kv),
     "glm4moe": (_glm4moe, _glm4moe_kv),
+    "nemotron_h_moe": (_nemotron_h, _nemotron_h_moe_kv),
 }
 
 

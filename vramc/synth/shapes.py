@@ -135,6 +135,30 @@ def _nemotron_nano_9b_v2() -> ModelShape:
                              "d_conv": 4})
 
 
+def _nemotron_3_nano() -> ModelShape:
+    # M: Mamba-2, *: attention, E: MoE (23, 6 and 23 of 52 blocks)
+    pattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
+    return ModelShape(
+        "nvidia-nemotron-3-nano-30b-a3b", "nemotron_h_moe",
+        "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 config.json: hidden_size=2688 num_hidden_layers=52 "
+        f"hybrid_override_pattern={pattern} num_attention_heads=32 num_key_value_heads=2 head_dim=128 "
+        "n_routed_experts=128 num_experts_per_tok=6 moe_intermediate_size=1856 n_shared_experts=1 "
+        "moe_shared_expert_intermediate_size=3712 norm_topk_prob=true routed_scaling_factor=2.5 n_group=1 "
+        "mamba_num_heads=64 mamba_head_dim=64 ssm_state_size=128 n_groups=8 conv_kernel=4 "
+        "use_conv_bias=true vocab_size=131072 layer_norm_epsilon=1e-5 tie_word_embeddings=false (the "
+        "config.json as copied in public test suites; the same numbers in NVIDIA Megatron-Bridge's "
+        "Nemotron3NanoProvider; the tokenizer pre-type is left at default)",
+        n_layer=52, n_embd=2688, n_head=32,
+        n_head_kv=tuple(2 if c == "*" else 0 for c in pattern),
+        n_ff=tuple(1856 if c == "E" else 0 for c in pattern), n_vocab=131072, n_ctx_train=262144,
+        tokenizer=Tokenizer("gpt2", "default", bos_id=1, eos_id=2, specials=(
+            (0, "<unk>"), (1, "<s>"), (2, "</s>"))),
+        head_dim=128, n_expert=128, n_expert_used=6, n_ff_exp=1856,
+        extra={"d_inner": 64 * 64, "d_state": 128, "n_group": 8, "n_ssm_head": 64, "d_conv": 4,
+               "n_ff_shexp": 3712, "n_shared": 1, "norm_topk_prob": True, "routed_scaling_factor": 2.5,
+               "n_expert_group": 1})
+
+
 def _deci_ffn(ffn_mult: float, n_embd: int) -> int:
     # conversion/deci.py _ffn_mult_to_intermediate_size: int(2*mult*n_embd/3) rounded up to 256
     n = int(2 * ffn_mult * n_embd / 3)
@@ -258,6 +282,7 @@ _SHAPES = [
         extra={"orig_ctx": 4096}),
     _nemotron_super(),
     _nemotron_nano_9b_v2(),
+    _nemotron_3_nano(),
     ModelShape(
         "deepseek-v2-lite-chat", "deepseek2",
         "deepseek-ai/DeepSeek-V2-Lite-Chat config.json: hidden_size=2048 intermediate_size=10944 "
