@@ -344,13 +344,19 @@ HARD_CASES = {
                                           (r"blk\.(9|12)\.ffn_.*_shexp", "RPC2")))),
         (2, "cuda", True, dict(n_ctx=8192, n_ubatch=16, tensor_split=(1, 1), n_gpu_layers=30,
                                overrides=((r"ffn_.*_exps", "CPU"),)))],
+    "granite-4.0-h-small": [  # a mixer's experts elsewhere, the shared experts on the CPU
+        (3, "rpc", False, dict(n_ctx=8192, tensor_split=(1, 1, 1), n_seq_max=2,
+                               overrides=((r"blk\.(1|3|7)\.ffn_(gate|up|down)_exps", "RPC2"),
+                                          (r"blk\.(9|12)\.ffn_.*_shexp", "CPU")))),
+        (2, "cuda", True, dict(n_ctx=8192, n_ubatch=1, tensor_split=(1, 1), n_gpu_layers=30,
+                               overrides=((r"ffn_.*_exps", "CPU"),)))],
 }
 
 
 @pytest.mark.parametrize("name", ["gemma-3-12b-it", "phi-3-mini-4k-instruct", "deepseek-v2-lite-chat",
                                   "llama-3.3-nemotron-super-49b-v1.5", "deepseek-r1-distill-qwen-14b",
-                                  "nvidia-nemotron-nano-9b-v2", "nvidia-nemotron-3-nano-30b-a3b", "mamba2",
-                                  "glm-4.5-air"])
+                                  "nvidia-nemotron-nano-9b-v2", "nvidia-nemotron-3-nano-30b-a3b",
+                                  "granite-4.0-h-small", "mamba2", "glm-4.5-air"])
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute

@@ -115,6 +115,14 @@ GRID = [
         overrides=((r"blk\.(1|3|7|9|14)\.ffn_(up|down)_exps", "CPU"),))),
     ("nvidia-nemotron-3-nano-30b-a3b", "Q4_K_M", 2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), n_gpu_layers=20,
                                                                 n_ubatch=16, op_offload=False)),
+    # Granite 4.0-H: a Mamba-2 mixer or attention in every layer, then experts and a shared expert;
+    # build_inp_embd expands its embedding scale at once (with the experts on the CPU, 4 MiB apart)
+    ("granite-4.0-h-small", "Q4_K_M", 1, LlamaParams(n_ctx=4096, flash_attn="off", overrides=((r"ffn_.*_exps", "CPU"),))),
+    ("granite-4.0-h-small", "Q4_K_M", 3, LlamaParams(n_ctx=65536, tensor_split=(1, 2, 1), n_seq_max=4)),
+    ("granite-4.0-h-small", "Q8_0", 2, LlamaParams(n_ctx=8192, tensor_split=(1, 2), n_ubatch=1, n_seq_max=4,
+                                                   overrides=((r"blk\.[0-9]\.ffn_down_exps", "RPC1"),))),
+    ("granite-4.0-h-small", "Q4_K_M", 2, LlamaParams(n_ctx=16384, tensor_split=(1, 1), n_gpu_layers=25,
+                                                     n_ubatch=2048, type_k="q8_0", type_v="q8_0")),
 ]
 
 
@@ -238,6 +246,33 @@ def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
         n_expert=16, n_expert_used=4, n_ff_exp=512,
         extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "n_ff_shexp": 1024})
     path = write_sparse_gguf(tmp_path / "nemotron-h-moe.gguf", shape, "Q8_0")
+    meta = read_gguf(path)
+    est = estimate_llama(meta, rpc_gpus(n_dev), params)
+    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
+    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
+    for d in [*est.devices, est.host]:
+        name = getattr(d, "id", "Host")
+        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
+        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+
+
+@pytest.mark.parametrize("n_expert", [8, 0])  # Granite 4.0-H-Tiny/Small-like, and H-Micro-like (dense FFN)
+@pytest.mark.parametrize("n_dev,params", [
+    (2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
+    (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), n_ubatch=16, n_gpu_layers=4, n_outputs_max=1,
+                    overrides=((r"blk\.1\.ffn_(up|down)", "CPU"),))),
+])
+def test_granite_hybrid_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, n_expert):
+    from vramc.gguf import read_gguf
+    from vramc.synth import CATALOG, write_sparse_gguf
+
+    base = CATALOG["granite-4.0-h-small"]
+    shape = dataclasses.replace(
+        base, name="granite-hybrid-small", n_layer=6, n_embd=1024, n_head=16,
+        n_head_kv=tuple(4 if il == 2 else 0 for il in range(6)), n_ff=512 if n_expert else 2048,
+        n_expert=n_expert, n_expert_used=2 if n_expert else 0,
+        extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 1, "n_ssm_head": 32, "n_ff_shexp": 1024})
+    path = write_sparse_gguf(tmp_path / "granite-hybrid.gguf", shape, "Q8_0")
     meta = read_gguf(path)
     est = estimate_llama(meta, rpc_gpus(n_dev), params)
     oracle = run_server_load(path, params, rpc[:n_dev], BIN)

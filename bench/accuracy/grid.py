@@ -30,6 +30,7 @@ MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("glm-4.5-air", ("Q4_K_M", "Q8_0")),
     ("nvidia-nemotron-nano-9b-v2", ("Q4_K_M",)),
     ("nvidia-nemotron-3-nano-30b-a3b", ("Q4_K_M", "Q8_0")),
+    ("granite-4.0-h-small", ("Q4_K_M", "Q8_0")),
 )
 
 SPLITS = {0: (None,), 1: (None,), 2: ((3, 5), (1, 1)), 3: ((1, 2, 1), (5, 3, 2))}

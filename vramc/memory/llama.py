@@ -126,7 +126,7 @@ def compute_model_of(meta: ModelMeta, hp: LlamaHparams) -> tuple[ArchSpec | None
     """The graph that sizes the compute buffers, and how well: "exact", "approximate" (the llama
     graph for an unknown architecture with llama's tensors) or "none" (not modelled)."""
     spec, exact = graph_spec(meta.architecture, (t.name for t in meta.tensors))
-    if spec is None or (any(hp.is_recr) and not spec.blocks) or (hp.is_mla and not spec.mla):
+    if spec is None or (any(hp.is_recr) and not (spec.blocks or spec.mixers)) or (hp.is_mla and not spec.mla):
         return None, "none"
     return spec, "exact" if exact else "approximate"
 
@@ -157,7 +157,7 @@ def _compute(spec: ArchSpec | None, how: str, meta: ModelMeta, hp: LlamaHparams,
     # unless tensor overrides move weights; a hybrid graph interleaves the next layer's state
     # reads, so there the scheduler is asked (when the layers span more than one backend).
     if flash_attn and p.flash_attn == "auto" and p.type_v not in QUANTIZED_KV and (
-            spec.blocks or p.overrides) and len(set(pl.layer_dev)) > 1:
+            spec.blocks or spec.mixers or p.overrides) and len(set(pl.layer_dev)) > 1:
         il = flash_attn_strays(spec, meta, hp, c, pl, caches, kinds, offload_kqv=p.offload_kqv, type_k=p.type_k,
                                type_v=p.type_v, n_gpu_layers=p.n_gpu_layers, op_offload=p.op_offload,
                                has_overrides=bool(p.overrides))

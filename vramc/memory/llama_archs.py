@@ -2,10 +2,10 @@
 
 Rebuilds, node for node and in llama.cpp's order, what `llm_graph_context` (src/llama-graph.cpp)
 and the per-architecture graphs (src/models/{llama,qwen2,qwen3,qwen3moe,gemma2,gemma3,phi3,deci,
-deepseek2,glm4-moe,openai-moe,nemotron-h}.cpp; nemotron_h_moe uses nemotron-h's) build for the
-worst-case reserve: build_inp_embd, build_attn with the KV store (set_rows into the cache), flash
-attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the Mamba-2 mixer of the hybrids
-(llama_mamba), the output head.
+deepseek2,glm4-moe,openai-moe,nemotron-h,granite-hybrid}.cpp; nemotron_h_moe uses nemotron-h's)
+build for the worst-case reserve: build_inp_embd, build_attn with the KV store (set_rows into the
+cache), flash attention or KQ/softmax/KQV, MLA, build_ffn, build_moe_ffn, the Mamba-2 mixer of
+the hybrids (llama_mamba), the output head.
 Tensor sizes and the order of sources decide what ggml-alloc can reuse, so both follow the
 source; ops that only differ in arithmetic (SiLU or GELU gating, scales) share a builder.
 """
@@ -41,6 +41,12 @@ class ArchSpec:
     blocks: bool = False  # nemotron_h, mamba2: each layer is one block, a Mamba-2 mixer, attention or an MLP
     h_nextn: bool = False  # nemotron_h: out_ids picks the outputs after the output norm, whose result
     #                         (t_h_nextn) is a graph output
+    mixers: bool = False  # granitehybrid: a layer without KV heads mixes with Mamba-2 instead of attention
+    granite: bool = False  # granitehybrid: build_graph reads the four switches below from the GGUF
+    rope: bool = True  # rope.scaling.finetuned: the Mamba hybrids attend without RoPE
+    inp_embd_scale: bool = False  # embedding_scale: build_inp_embd scales, then expands at once
+    residual_scale: bool = False  # residual_scale: a ggml_scale before each residual add
+    logit_scale: bool = False  # logit_scale: a ggml_scale of the logits
 
 
 LLAMA = ArchSpec()
@@ -61,6 +67,7 @@ ARCHS: dict[str, ArchSpec] = {
     "nemotron_h": ArchSpec(blocks=True, h_nextn=True),  # Nemotron-H, Nemotron-Nano-9B-v2 (hybrid Mamba-2)
     "nemotron_h_moe": ArchSpec(blocks=True, h_nextn=True),  # Nemotron 3 (nemotron_h's graph, MoE blocks)
     "mamba2": ArchSpec(blocks=True),  # Mamba-2 (Mamba-Codestral): Mamba-2 blocks only (mamba.cpp)
+    "granitehybrid": ArchSpec(mixers=True, granite=True),  # Granite 4.0-H: Mamba-2 or attention, then an FFN
 }
 
 
@@ -90,7 +97,7 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
         return MoeConf(gating="sigmoid", norm_w=bool(hparams.get("expert_weights_norm", False)),
                        w_scale=w_scale, relu_sqr=True, **_groups(hparams))
     if arch not in ("deepseek2", "glm4moe"):
-        # llama (Mixtral), qwen3moe, phi3 and the like: softmax, normalised weights
+        # llama (Mixtral), qwen3moe, phi3, granitehybrid and the like: softmax, normalised weights
         return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
     # llama_model_glm4_moe::load_arch_hparams: a file without a gating function gets sigmoid
     default = 2 if arch == "glm4moe" else 0
@@ -169,6 +176,9 @@ class _Builder:
         g.expand(embd)
         if self.spec.embd_scale:
             cur = gg.unary(cur, "SCALE")
+        if self.spec.inp_embd_scale:
+            cur = gg.unary(cur, "SCALE")
+            g.expand(cur)  # "make sure the produced embeddings are immediately materialized"
         self.inp_pos = gg.input_tensor("i32", (p.n_tokens,), "inp_pos")
         self.attn_in = {}
         for swa in ((False, True) if self.spec.iswa else (False,)):
@@ -233,10 +243,12 @@ class _Builder:
         k_norm = spec.qk_norm or (spec.qk_norm_if_present and W(b + "attn_k_norm.weight") is not None)
         if q_norm:
             q = self.norm(q, W(b + "attn_q_norm.weight"), il)
-        q = gg.rope(q, self.inp_pos, freqs)
+        if spec.rope:
+            q = gg.rope(q, self.inp_pos, freqs)
         if k_norm:
             k = self.norm(k, W(b + "attn_k_norm.weight"), il)
-        k = gg.rope(k, self.inp_pos, freqs)
+        if spec.rope:
+            k = gg.rope(k, self.inp_pos, freqs)
         if spec.q_scale:
             q = gg.unary(q, "SCALE")
         cur = self.attn(il, q, k, v)
@@ -500,6 +512,9 @@ class _Builder:
                 entry[il] = _first_norm(cur)
             if spec.variable and hp.n_head[il] > 0 and hp.n_head_kv[il] == 0:
                 cur = gg.mul_mat(W(b + "attn_output.weight"), cur)  # "linear attention"
+            elif spec.mixers and hp.is_recr[il]:
+                cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
+                                   lambda name, b=b: W(b + name), lambda x, w, il=il: self.norm(x, w, il))
             elif not no_attn:
                 cur = self.attention(il, cur)
             res = inp
@@ -510,6 +525,8 @@ class _Builder:
                 continue  # FFN-free layer: the graph drops its output and keeps inpL (deci.cpp)
             if spec.post_norms:
                 cur = self.norm(cur, W(b + "post_attention_norm.weight"), il)
+            if spec.residual_scale:
+                cur = gg.unary(cur, "SCALE")
             ffn_inp = cur if no_attn else gg.binary("ADD", cur, res)
             cur = self.norm(ffn_inp, W(b + spec.ffn_norm + ".weight"), il, W(b + spec.ffn_norm + ".bias"))
             if no_attn:
@@ -517,6 +534,8 @@ class _Builder:
             cur = self.ffn(il, cur)
             if spec.post_norms:
                 cur = self.norm(cur, W(b + "post_ffw_norm.weight"), -1)
+            if spec.residual_scale:
+                cur = gg.unary(cur, "SCALE")
             inp = gg.binary("ADD", ffn_inp, cur) if spec.residual_first else gg.binary("ADD", cur, ffn_inp)
         if spec.out_ids_late:
             inp.flags |= OUTPUT  # res->t_h_nextn
@@ -529,6 +548,8 @@ class _Builder:
             cur = gg.binary("ADD", cur, W("output.bias"))
         if p.final_softcap:
             cur = gg.unary(gg.unary(gg.unary(cur, "SCALE")), "SCALE")
+        if spec.logit_scale:
+            cur = gg.unary(cur, "SCALE")
         cur.flags |= OUTPUT  # t_logits
         g.expand(cur)
         return g
@@ -611,6 +632,11 @@ def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, La
     """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute);
     `rs`: the recurrent layers' state tensors."""
     spec = replace(spec, iswa=any(x.swa for x in kv.values()))
+    if spec.granite:
+        spec = replace(spec, inp_embd_scale=bool(hparams.get("embedding_scale")),
+                       residual_scale=bool(hparams.get("residual_scale")),
+                       logit_scale=bool(hparams.get("logit_scale")),
+                       rope=bool(hparams.get("rope.scaling.finetuned", True)))
     mla = {"kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
            "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0)}
     return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla, rs or {},

@@ -177,9 +177,9 @@ def compute_unmodelled(plan):
     vramc replays llama.cpp's compute graph for the architectures it models (docs/memory-model.md
     lists them). For an unknown architecture whose layers have llama's tensors it replays the
     llama graph instead (an approximation); for the others (recurrent and hybrid models other
-    than Mamba-2, Nemotron-H and Nemotron 3, such as RWKV, Jamba, Falcon-H1 or Granite 4.0-H,
-    and unknown layer layouts) it plans weights, KV cache and recurrent state only, and the
-    compute buffers (hundreds of MiB to GBs, growing with `ubatch` and the vocabulary)
+    than Mamba-2, Nemotron-H, Nemotron 3 and Granite 4.0-H, such as RWKV, Jamba, Falcon-H1 or
+    Qwen3-Next, and unknown layer layouts) it plans weights, KV cache and recurrent state only,
+    and the compute buffers (hundreds of MiB to GBs, growing with `ubatch` and the vocabulary)
     are missing. Leave that much room: a larger margin for this deployment, or measure the real
     figures once with `vramc run` or llama.cpp's own `llama-fit-params --fit-print on`.
 

@@ -198,25 +198,49 @@ def _glm4moe(s: ModelShape) -> TensorShapes:
     return out + _output(s)
 
 
+def _mamba2_mixer(s: ModelShape, p: str) -> TensorShapes:
+    x = s.extra
+    d_inner, d_state, n_group, n_ssm_head = x["d_inner"], x["d_state"], x["n_group"], x["n_ssm_head"]
+    d_xbc = d_inner + 2 * n_group * d_state
+    return [(f"{p}.ssm_in.weight", (s.n_embd, 2 * d_inner + 2 * n_group * d_state + n_ssm_head)),
+            (f"{p}.ssm_conv1d.weight", (x["d_conv"], d_xbc)), (f"{p}.ssm_conv1d.bias", (d_xbc,)),
+            (f"{p}.ssm_dt.bias", (n_ssm_head,)), (f"{p}.ssm_a", (1, n_ssm_head)),
+            (f"{p}.ssm_d", (1, n_ssm_head)),
+            (f"{p}.ssm_norm.weight", (d_inner // n_group, n_group)),
+            (f"{p}.ssm_out.weight", (d_inner, s.n_embd))]
+
+
+def _granite_hybrid(s: ModelShape) -> TensorShapes:
+    """Granite 4.0-H: a Mamba-2 mixer (head_count_kv 0) or attention, then ffn_norm and SwiGLU
+    experts with a SwiGLU shared expert (or a dense SwiGLU FFN without experts)."""
+    out = _embeddings(s)
+    for il in range(s.n_layer):
+        p = f"blk.{il}"
+        out.append(_norm(p, "attn_norm", s.n_embd))
+        out += _attention(s, il, p) if s.per_layer("n_head_kv")[il] else _mamba2_mixer(s, p)
+        out.append(_norm(p, "ffn_norm", s.n_embd))
+        if not s.n_expert:
+            out += _ffn(s, il, p)
+            continue
+        shexp = s.extra["n_ff_shexp"]
+        out += _moe(s, il, p)
+        out += [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)),
+                (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
+    return out + _output(s)
+
+
 def _nemotron_h(s: ModelShape) -> TensorShapes:
     """Nemotron-H (hybrid Mamba-2): each block is one of a Mamba-2 mixer (head_count_kv 0 and
     feed_forward_length 0: recurrent), attention (head_count_kv > 0) or a squared-ReLU MLP with
     no gate (feed_forward_length > 0; nemotron_h_moe: routed experts plus a shared expert, all
     without a gate); every block has attn_norm."""
-    x, out = s.extra, _embeddings(s)
-    d_inner, d_state, n_group, n_ssm_head = x["d_inner"], x["d_state"], x["n_group"], x["n_ssm_head"]
-    d_xbc = d_inner + 2 * n_group * d_state
+    out = _embeddings(s)
     heads_kv, ffs = s.per_layer("n_head_kv"), s.per_layer("n_ff")
     for il in range(s.n_layer):
         p = f"blk.{il}"
         out.append(_norm(p, "attn_norm", s.n_embd))
         if heads_kv[il] == 0 and ffs[il] == 0:
-            out += [(f"{p}.ssm_in.weight", (s.n_embd, 2 * d_inner + 2 * n_group * d_state + n_ssm_head)),
-                    (f"{p}.ssm_conv1d.weight", (x["d_conv"], d_xbc)), (f"{p}.ssm_conv1d.bias", (d_xbc,)),
-                    (f"{p}.ssm_dt.bias", (n_ssm_head,)), (f"{p}.ssm_a", (1, n_ssm_head)),
-                    (f"{p}.ssm_d", (1, n_ssm_head)),
-                    (f"{p}.ssm_norm.weight", (d_inner // n_group, n_group)),
-                    (f"{p}.ssm_out.weight", (d_inner, s.n_embd))]
+            out += _mamba2_mixer(s, p)
         elif ffs[il] == 0:
             out += _attention(s, il, p)
         elif s.n_expert:
@@ -355,6 +379,21 @@ def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
     return kv
 
 
+def _granite_hybrid_kv(s: ModelShape) -> dict[str, Any]:
+    """GraniteMoeModel (LlamaModel's keys, the multipliers, the shared expert) and GraniteHybridModel
+    (the Mamba-2 keys; a hybrid without rope claims a 2**20 context)."""
+    x = s.extra
+    kv = {**_common_kv(s), "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
+          "attention.scale": x["attention_multiplier"], "embedding_scale": x["embedding_multiplier"],
+          "residual_scale": x["residual_multiplier"], "logit_scale": x["logits_scaling"],
+          "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"], "ssm.group_count": x["n_group"],
+          "ssm.inner_size": x["d_inner"], "ssm.time_step_rank": x["n_ssm_head"],
+          "rope.scaling.finetuned": False, "context_length": 2**20}
+    if s.n_expert:
+        kv["expert_shared_feed_forward_length"] = x["n_ff_shexp"]
+    return kv
+
+
 def _nemotron_h_moe_kv(s: ModelShape) -> dict[str, Any]:
     x = s.extra
     return {**_nemotron_h_kv(s), "expert_feed_forward_length": s.n_ff_exp,
@@ -375,6 +414,7 @@ ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelSha
     "nemotron_h": (_nemotron_h, _nemotron_h_kv),
     "glm4moe": (_glm4moe, _glm4moe_kv),
     "nemotron_h_moe": (_nemotron_h, _nemotron_h_moe_kv),
+    "granitehybrid": (_granite_hybrid, _granite_hybrid_kv),
 }
 
 

@@ -159,6 +159,29 @@ def _nemotron_3_nano() -> ModelShape:
                "n_expert_group": 1})
 
 
+def _granite_4_h_small() -> ModelShape:
+    attn = (5, 15, 25, 35)
+    return ModelShape(
+        "granite-4.0-h-small", "granitehybrid",
+        "ibm-granite/granite-4.0-h-small config.json: hidden_size=4096 num_hidden_layers=40 "
+        "num_attention_heads=32 num_key_value_heads=8 num_local_experts=72 num_experts_per_tok=10 "
+        "intermediate_size=768 shared_intermediate_size=1536 mamba_d_state=128 mamba_d_conv=4 "
+        "mamba_expand=2 tie_word_embeddings=true vocab_size=100352 (as quoted in public notes; "
+        "layer_types has 36 mamba and 4 attention entries). Not at hand, so taken from the published "
+        "granite-4.0-h-micro config.json: the attention layers at 5, 15, 25 and 35, mamba_d_head=64 "
+        "(mamba_n_heads = 2*4096/64), mamba_n_groups=1, rms_norm_eps=1e-5, and the multipliers "
+        "(embedding 12, residual 0.22, attention 0.015625, logits_scaling 8: only their presence "
+        "changes the graph); the tokenizer pre-type is left at default",
+        n_layer=40, n_embd=4096, n_head=32, n_head_kv=tuple(8 if il in attn else 0 for il in range(40)),
+        n_ff=768, n_vocab=100352, n_ctx_train=131072,
+        tokenizer=Tokenizer("gpt2", "default", bos_id=100257, eos_id=100257, specials=(
+            (100257, "<|end_of_text|>"),)),
+        tied_embeddings=True, n_expert=72, n_expert_used=10,
+        extra={"d_inner": 8192, "d_state": 128, "n_group": 1, "n_ssm_head": 128, "d_conv": 4,
+               "n_ff_shexp": 1536, "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+               "attention_multiplier": 0.015625, "logits_scaling": 8.0})
+
+
 def _deci_ffn(ffn_mult: float, n_embd: int) -> int:
     # conversion/deci.py _ffn_mult_to_intermediate_size: int(2*mult*n_embd/3) rounded up to 256
     n = int(2 * ffn_mult * n_embd / 3)
@@ -283,6 +306,7 @@ _SHAPES = [
     _nemotron_super(),
     _nemotron_nano_9b_v2(),
     _nemotron_3_nano(),
+    _granite_4_h_small(),
     ModelShape(
         "deepseek-v2-lite-chat", "deepseek2",
         "deepseek-ai/DeepSeek-V2-Lite-Chat config.json: hidden_size=2048 intermediate_size=10944 "
