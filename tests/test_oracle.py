@@ -234,7 +234,8 @@ NEMOTRON_MOE_SMALL = "MEM*EMEM*E"  # Mamba-2 (M), MoE (E) and attention (*) bloc
     (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), n_ubatch=16, n_gpu_layers=6, n_outputs_max=1,
                     overrides=((r"blk\.(1|4)\.ffn_.*_exps", "CPU"),))),
 ])
-def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
+@pytest.mark.parametrize("latent", [{}, {"moe_latent_size": 256}])  # Nemotron 3 Super's LatentMoE
+def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, latent):
     from vramc.gguf import read_gguf
     from vramc.synth import CATALOG, write_sparse_gguf
 
@@ -244,7 +245,8 @@ def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
         base, name="nemotron-h-moe-small", n_layer=len(pat), n_embd=1024, n_head=16, head_dim=64,
         n_head_kv=tuple(2 if c == "*" else 0 for c in pat), n_ff=tuple(512 if c == "E" else 0 for c in pat),
         n_expert=16, n_expert_used=4, n_ff_exp=512,
-        extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "n_ff_shexp": 1024})
+        extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "n_ff_shexp": 1024,
+               **latent})
     path = write_sparse_gguf(tmp_path / "nemotron-h-moe.gguf", shape, "Q8_0")
     meta = read_gguf(path)
     est = estimate_llama(meta, rpc_gpus(n_dev), params)

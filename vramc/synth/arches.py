@@ -251,11 +251,16 @@ def _nemotron_h(s: ModelShape) -> TensorShapes:
 
 
 def _nemotron_h_experts(s: ModelShape, p: str) -> TensorShapes:
-    n_ff, shexp = s.n_ff_exp, s.extra["n_ff_shexp"]
-    return [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)), (f"{p}.exp_probs_b.bias", (s.n_expert,)),
-            (f"{p}.ffn_up_exps.weight", (s.n_embd, n_ff, s.n_expert)),
-            (f"{p}.ffn_down_exps.weight", (n_ff, s.n_embd, s.n_expert)),
-            (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
+    """Nemotron 3 Super's LatentMoE (moe_latent_size) runs the experts in a smaller width, with a
+    projection down before them and up after."""
+    n_ff, shexp, latent = s.n_ff_exp, s.extra["n_ff_shexp"], s.extra.get("moe_latent_size")
+    moe_embd = latent or s.n_embd
+    out = [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)), (f"{p}.exp_probs_b.bias", (s.n_expert,))]
+    if latent:
+        out += [(f"{p}.ffn_latent_down.weight", (s.n_embd, latent)), (f"{p}.ffn_latent_up.weight", (latent, s.n_embd))]
+    return out + [(f"{p}.ffn_up_exps.weight", (moe_embd, n_ff, s.n_expert)),
+                  (f"{p}.ffn_down_exps.weight", (n_ff, moe_embd, s.n_expert)),
+                  (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -399,7 +404,8 @@ def _nemotron_h_moe_kv(s: ModelShape) -> dict[str, Any]:
     return {**_nemotron_h_kv(s), "expert_feed_forward_length": s.n_ff_exp,
             "expert_shared_feed_forward_length": x["n_ff_shexp"], "expert_shared_count": x["n_shared"],
             "expert_weights_norm": x["norm_topk_prob"], "expert_weights_scale": x["routed_scaling_factor"],
-            "expert_group_count": x["n_expert_group"]}
+            "expert_group_count": x["n_expert_group"],
+            **({"moe_latent_size": x["moe_latent_size"]} if "moe_latent_size" in x else {})}
 
 
 ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelShape], dict]]] = {
