@@ -195,6 +195,21 @@ def test_glm4moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, p
         compare(est, oracle, rounded=rounded)
 
 
+def assert_load_matches(path, endpoints, params):
+    """Weights and compute buffers of a real llama-server load against vramc's launch estimate
+    (llama-server's log names the recurrent state "RS buffer", which run_server_load does not
+    read: KV is checked by the dry runs)."""
+    from vramc.gguf import read_gguf
+
+    est = estimate_llama(read_gguf(path), rpc_gpus(len(endpoints)), params)
+    oracle = run_server_load(path, params, endpoints, BIN)
+    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
+    for d in [*est.devices, est.host]:
+        name = getattr(d, "id", "Host")
+        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
+        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+
+
 NEMOTRON_SMALL = "M-M*M-M*"  # Mamba-2 (M), MLP (-) and attention (*) blocks
 
 
@@ -204,9 +219,7 @@ NEMOTRON_SMALL = "M-M*M-M*"  # Mamba-2 (M), MLP (-) and attention (*) blocks
     (2, LlamaParams(n_ctx=4096, tensor_split=(2, 1), n_ubatch=16, n_gpu_layers=5, n_outputs_max=1)),
 ])
 def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
-    """Compute buffers of a real load, with the pins of small batches (llama-server's log names the
-    recurrent state "RS buffer", which run_server_load does not read: KV is checked by the dry runs)."""
-    from vramc.gguf import read_gguf
+    """Compute buffers of a real load, with the pins of small batches."""
     from vramc.synth import CATALOG, write_sparse_gguf
 
     pat = NEMOTRON_SMALL
@@ -215,15 +228,7 @@ def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev
         head_dim=64, n_head_kv=tuple(4 if c == "*" else 0 for c in pat),
         n_ff=tuple(2048 if c == "-" else 0 for c in pat),
         extra={"d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "d_conv": 4})
-    path = write_sparse_gguf(tmp_path / "nemotron-h.gguf", shape, "Q8_0")
-    meta = read_gguf(path)
-    est = estimate_llama(meta, rpc_gpus(n_dev), params)
-    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
-    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
-    for d in [*est.devices, est.host]:
-        name = getattr(d, "id", "Host")
-        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
-        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+    assert_load_matches(write_sparse_gguf(tmp_path / "nemotron-h.gguf", shape, "Q8_0"), rpc[:n_dev], params)
 
 
 NEMOTRON_MOE_SMALL = "MEM*EMEM*E"  # Mamba-2 (M), MoE (E) and attention (*) blocks
@@ -236,7 +241,6 @@ NEMOTRON_MOE_SMALL = "MEM*EMEM*E"  # Mamba-2 (M), MoE (E) and attention (*) bloc
 ])
 @pytest.mark.parametrize("latent", [{}, {"moe_latent_size": 256}])  # Nemotron 3 Super's LatentMoE
 def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, latent):
-    from vramc.gguf import read_gguf
     from vramc.synth import CATALOG, write_sparse_gguf
 
     pat = NEMOTRON_MOE_SMALL
@@ -247,15 +251,7 @@ def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
         n_expert=16, n_expert_used=4, n_ff_exp=512,
         extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 4, "n_ssm_head": 32, "n_ff_shexp": 1024,
                **latent})
-    path = write_sparse_gguf(tmp_path / "nemotron-h-moe.gguf", shape, "Q8_0")
-    meta = read_gguf(path)
-    est = estimate_llama(meta, rpc_gpus(n_dev), params)
-    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
-    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
-    for d in [*est.devices, est.host]:
-        name = getattr(d, "id", "Host")
-        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
-        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+    assert_load_matches(write_sparse_gguf(tmp_path / "nemotron-h-moe.gguf", shape, "Q8_0"), rpc[:n_dev], params)
 
 
 @pytest.mark.parametrize("n_expert", [8, 0])  # Granite 4.0-H-Tiny/Small-like, and H-Micro-like (dense FFN)
@@ -265,7 +261,6 @@ def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
                     overrides=((r"blk\.1\.ffn_(up|down)", "CPU"),))),
 ])
 def test_granite_hybrid_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, n_expert):
-    from vramc.gguf import read_gguf
     from vramc.synth import CATALOG, write_sparse_gguf
 
     base = CATALOG["granite-4.0-h-small"]
@@ -274,15 +269,7 @@ def test_granite_hybrid_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
         n_head_kv=tuple(4 if il == 2 else 0 for il in range(6)), n_ff=512 if n_expert else 2048,
         n_expert=n_expert, n_expert_used=2 if n_expert else 0,
         extra={**base.extra, "d_inner": 2048, "d_state": 64, "n_group": 1, "n_ssm_head": 32, "n_ff_shexp": 1024})
-    path = write_sparse_gguf(tmp_path / "granite-hybrid.gguf", shape, "Q8_0")
-    meta = read_gguf(path)
-    est = estimate_llama(meta, rpc_gpus(n_dev), params)
-    oracle = run_server_load(path, params, rpc[:n_dev], BIN)
-    theirs = {d.name: d for d in [*oracle.devices, oracle.host]}
-    for d in [*est.devices, est.host]:
-        name = getattr(d, "id", "Host")
-        assert abs(d.weights_bytes - theirs[name].model_bytes) < 0.05 * MiB, name
-        assert abs(d.compute_bytes - oracle.compute_precise.get(name, 0)) <= 0.05 * MiB, (name, d.compute_bytes / MiB)
+    assert_load_matches(write_sparse_gguf(tmp_path / "granite-hybrid.gguf", shape, "Q8_0"), rpc[:n_dev], params)
 
 
 def mamba2_file(path, n_layer=6, n_embd=4096, d_inner=8192, d_state=128, n_group=8, n_head=128, d_conv=4,
