@@ -115,6 +115,16 @@ _NEMOTRON_SUPER_BLOCKS = (
 )
 
 
+# NVIDIA's Nemotron-H tokenizer as llama.cpp's converter writes it
+NEMOTRON_H_TOKENIZER = Tokenizer("gpt2", "default", bos_id=1, eos_id=2, specials=(
+    (0, "<unk>"), (1, "<s>"), (2, "</s>")))
+
+
+def _per_block(pattern: str, values: dict[str, int]) -> tuple[int, ...]:
+    """A per-layer value from a hybrid_override_pattern: `values` of each block's type, else 0."""
+    return tuple(values.get(c, 0) for c in pattern)
+
+
 def _nemotron_nano_9b_v2() -> ModelShape:
     # M: Mamba-2, *: attention, -: MLP (27, 4 and 25 of 56 blocks)
     pattern = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
@@ -127,10 +137,8 @@ def _nemotron_nano_9b_v2() -> ModelShape:
         "tie_word_embeddings=false (the architecture numbers as in NVIDIA Megatron-Bridge's "
         "nemotron_nano_v2 recipe; the tokenizer pre-type is left at default)",
         n_layer=56, n_embd=4480, n_head=40,
-        n_head_kv=tuple(8 if c == "*" else 0 for c in pattern),
-        n_ff=tuple(15680 if c == "-" else 0 for c in pattern), n_vocab=131072, n_ctx_train=131072,
-        tokenizer=Tokenizer("gpt2", "default", bos_id=1, eos_id=2, specials=(
-            (0, "<unk>"), (1, "<s>"), (2, "</s>"))),
+        n_head_kv=_per_block(pattern, {"*": 8}), n_ff=_per_block(pattern, {"-": 15680}),
+        n_vocab=131072, n_ctx_train=131072, tokenizer=NEMOTRON_H_TOKENIZER,
         head_dim=128, extra={"d_inner": 128 * 80, "d_state": 128, "n_group": 8, "n_ssm_head": 128,
                              "d_conv": 4})
 
@@ -149,10 +157,8 @@ def _nemotron_3_nano() -> ModelShape:
         "config.json as copied in public test suites; the same numbers in NVIDIA Megatron-Bridge's "
         "Nemotron3NanoProvider; the tokenizer pre-type is left at default)",
         n_layer=52, n_embd=2688, n_head=32,
-        n_head_kv=tuple(2 if c == "*" else 0 for c in pattern),
-        n_ff=tuple(1856 if c == "E" else 0 for c in pattern), n_vocab=131072, n_ctx_train=262144,
-        tokenizer=Tokenizer("gpt2", "default", bos_id=1, eos_id=2, specials=(
-            (0, "<unk>"), (1, "<s>"), (2, "</s>"))),
+        n_head_kv=_per_block(pattern, {"*": 2}), n_ff=_per_block(pattern, {"E": 1856}),
+        n_vocab=131072, n_ctx_train=262144, tokenizer=NEMOTRON_H_TOKENIZER,
         head_dim=128, n_expert=128, n_expert_used=6, n_ff_exp=1856,
         extra={"d_inner": 64 * 64, "d_state": 128, "n_group": 8, "n_ssm_head": 64, "d_conv": 4,
                "n_ff_shexp": 3712, "n_shared": 1, "norm_topk_prob": True, "routed_scaling_factor": 2.5,
