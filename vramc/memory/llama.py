@@ -57,6 +57,8 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *,
     spec, compute_model = compute_model_of(meta, hp)
     cr, flash_attn = _compute(spec, compute_model, meta, hp, c, pl, caches, gpus, p, split_mode, flash_attn,
                               dry_run, notes, errors)
+    if flash_attn and p.flash_attn == "auto" and p.type_v not in QUANTIZED_KV:
+        notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
     compute = cr.by_device if cr else {}
     if any(backend_kind(gpus[d]) == "cuda" for d in pl.devices):
         notes.append(CUDA_NOTES[0])
@@ -118,8 +120,7 @@ def _flash_attn(p: LlamaParams, hp: LlamaHparams, kinds: list[str], notes: list[
         notes.append(f"flash_attn auto resolves to disabled: CUDA has no flash-attention kernel for "
                      f"head size {bad[0]} (resolve_fused_ops)")
         return False
-    notes.append("flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)")
-    return True
+    return True  # unless the scheduler moves an attention op (_compute); estimate_llama says which
 
 
 def compute_model_of(meta: ModelMeta, hp: LlamaHparams) -> tuple[ArchSpec | None, str]:
@@ -163,7 +164,6 @@ def _compute(spec: ArchSpec | None, how: str, meta: ModelMeta, hp: LlamaHparams,
                                has_overrides=bool(p.overrides))
         if il is not None:
             flash_attn = False
-            notes[:] = [n for n in notes if not n.startswith("flash_attn auto resolves to enabled")]
             notes.append(f"flash_attn auto resolves to disabled: the scheduler runs layer {il}'s flash "
                          "attention off the layer's device (resolve_fused_ops)")
     return estimate_compute(
