@@ -420,3 +420,18 @@ def test_flash_attn_auto_follows_cuda_kernel_head_sizes():
     assert not est.resolved["flash_attn"]
     assert any("no flash-attention kernel for head size 144" in n for n in est.notes)
     assert estimate_llama(odd, rpc(1), LlamaParams(n_ctx=4096)).resolved["flash_attn"]  # CPU kernels
+
+
+def test_flash_attn_auto_is_reported_as_the_scheduler_decides_it():
+    from vramc.synth import CATALOG, model_meta
+
+    meta = model_meta(CATALOG["nvidia-nemotron-nano-9b-v2"], "Q4_K_M")
+    # a host attention layer before a GPU Mamba layer: llama.cpp's test graph turns auto FA off
+    est = estimate_llama(meta, rpc(2), LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_gpu_layers=25))
+    assert not est.resolved["flash_attn"]
+    fa = [n for n in est.notes if n.startswith("flash_attn auto")]
+    assert len(fa) == 1 and "resolves to disabled" in fa[0] and "off the layer's device" in fa[0]
+    est = estimate_llama(meta, rpc(2), LlamaParams(n_ctx=8192, tensor_split=(3, 5)))
+    assert est.resolved["flash_attn"]
+    assert [n for n in est.notes if n.startswith("flash_attn auto")] == [
+        "flash_attn auto resolves to enabled (llama_context::resolve_fused_ops)"]
