@@ -98,12 +98,12 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
                        w_scale=w_scale, relu_sqr=True, **_groups(hparams))
     if arch not in ("deepseek2", "glm4moe"):
         # llama (Mixtral), qwen3moe, phi3, granitehybrid and the like: softmax, normalised weights
-        return MoeConf(w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0))
+        return MoeConf(w_scale=w_scale)
     # llama_model_glm4_moe::load_arch_hparams: a file without a gating function gets sigmoid
     default = 2 if arch == "glm4moe" else 0
     gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or default), "softmax")
     return MoeConf(gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)),
-                   w_scale=float(hparams.get("expert_weights_scale", 0.0) or 0.0), **_groups(hparams))
+                   w_scale=w_scale, **_groups(hparams))
 
 
 @dataclass
@@ -147,10 +147,7 @@ class _Builder:
         self.moe_conf, self.mla = moe, mla
         self.rs, self.ssm = rs, ssm
         self.g = Graph()
-        self.W = w.get  # the method below, without a call in between
-
-    def W(self, name: str) -> Tensor | None:
-        return self.w.get(name)
+        self.W = w.get  # a weight by name, None where the file has none
 
     def norm(self, x: Tensor, weight: Tensor | None, il: int, bias: Tensor | None = None) -> Tensor:
         cur = gg.rms_norm(x)

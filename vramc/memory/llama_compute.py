@@ -505,6 +505,8 @@ def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, 
         plan = _checkpoints(stretches, g.entry)
         checkpoints = [t for _, nodes in plan for t in nodes]
         s = schedule(g, backends, dev_backend, n_copies, op_offload, pins=not dry_run, checkpoints=checkpoints)
+        # a checkpoint the scheduler skipped would shift every later state against its stretch
+        assert len(s.checkpoint_pos) == len(checkpoints), "a checkpoint node is not in the scheduled graph"
         a = allocate(s, backends, checkpoints=s.checkpoint_pos)
         failed, kept_whole, extra_splits = _verify(plan, a.states, s, n_copies)
         if not failed and not kept_whole:

@@ -158,15 +158,12 @@ def _deepseek2(s: ModelShape) -> TensorShapes:
         if il < x["leading_dense"]:
             out += _ffn(s, il, p)
         else:
-            out += _moe(s, il, p)
-            out += [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
-                    (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
-                    (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd))]
+            out += _moe(s, il, p) + _shared_expert(s, p, shared)
     return out + _output(s)
 
 
-def _shared_expert(s: ModelShape, p: str) -> TensorShapes:
-    shared = s.n_ff_exp * s.extra["n_shared_experts"]
+def _shared_expert(s: ModelShape, p: str, shared: int) -> TensorShapes:
+    """A SwiGLU shared expert `shared` wide (DeepSeek, GLM, Granite)."""
     return [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
             (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
             (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd))]
@@ -190,7 +187,7 @@ def _glm4moe(s: ModelShape) -> TensorShapes:
         else:
             out += _moe(s, trunk, p)
             out.append((f"{p}.exp_probs_b.bias", (s.n_expert,)))
-            out += _shared_expert(s, p)
+            out += _shared_expert(s, p, s.n_ff_exp * s.extra["n_shared_experts"])
         if il >= s.n_layer:
             out += [(f"{p}.nextn.eh_proj.weight", (2 * s.n_embd, s.n_embd)),
                     _norm(p, "nextn.enorm", s.n_embd), _norm(p, "nextn.hnorm", s.n_embd),
@@ -222,10 +219,7 @@ def _granite_hybrid(s: ModelShape) -> TensorShapes:
         if not s.n_expert:
             out += _ffn(s, il, p)
             continue
-        shexp = s.extra["n_ff_shexp"]
-        out += _moe(s, il, p)
-        out += [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)),
-                (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
+        out += _moe(s, il, p) + _shared_expert(s, p, s.extra["n_ff_shexp"])
     return out + _output(s)
 
 
@@ -369,31 +363,29 @@ def _glm4moe_kv(s: ModelShape) -> dict[str, Any]:
     return kv
 
 
-def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
+def _mamba2_hybrid_kv(s: ModelShape) -> dict[str, Any]:
+    """GraniteHybridModel's keys, which NemotronHModel inherits: the Mamba-2 state sizes, and a
+    hybrid without rope claims a 2**20 context."""
     x = s.extra
+    return {"context_length": 2**20, "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
+            "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"], "ssm.group_count": x["n_group"],
+            "ssm.inner_size": x["d_inner"], "ssm.time_step_rank": x["n_ssm_head"],
+            "rope.scaling.finetuned": False}
+
+
+def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
     kv = _common_kv(s)
     del kv["rope.freq_base"], kv["attention.layer_norm_rms_epsilon"]  # config has neither
-    kv.update({
-        # GraniteHybridModel: a hybrid without rope claims a 2**20 context
-        "context_length": 2**20, "attention.layer_norm_epsilon": s.rms_eps,
-        "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
-        "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"],
-        "ssm.group_count": x["n_group"], "ssm.inner_size": x["d_inner"],
-        "ssm.time_step_rank": x["n_ssm_head"], "rope.scaling.finetuned": False,
-    })
-    return kv
+    return {**kv, "attention.layer_norm_epsilon": s.rms_eps, **_mamba2_hybrid_kv(s)}
 
 
 def _granite_hybrid_kv(s: ModelShape) -> dict[str, Any]:
     """GraniteMoeModel (LlamaModel's keys, the multipliers, the shared expert) and GraniteHybridModel
-    (the Mamba-2 keys; a hybrid without rope claims a 2**20 context)."""
+    (the Mamba-2 keys)."""
     x = s.extra
-    kv = {**_common_kv(s), "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
-          "attention.scale": x["attention_multiplier"], "embedding_scale": x["embedding_multiplier"],
-          "residual_scale": x["residual_multiplier"], "logit_scale": x["logits_scaling"],
-          "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"], "ssm.group_count": x["n_group"],
-          "ssm.inner_size": x["d_inner"], "ssm.time_step_rank": x["n_ssm_head"],
-          "rope.scaling.finetuned": False, "context_length": 2**20}
+    kv = {**_common_kv(s), "attention.scale": x["attention_multiplier"],
+          "embedding_scale": x["embedding_multiplier"], "residual_scale": x["residual_multiplier"],
+          "logit_scale": x["logits_scaling"], **_mamba2_hybrid_kv(s)}
     if s.n_expert:
         kv["expert_shared_feed_forward_length"] = x["n_ff_shexp"]
     return kv
