@@ -34,3 +34,31 @@ def test_a_corrupt_entry_is_recomputed(tmp_path):
     healed, entries = run_plan(tmp_path, cache=True)
     assert healed == fresh
     assert all(json.loads(e.read_text()) for e in entries)
+
+
+def test_a_solver_change_invalidates_cached_solutions(tmp_path, monkeypatch):
+    from vramc import estimate_cache, fit
+    from vramc.engines import llama_choice
+    from vramc.memory.usage import GpuBudget
+    from vramc.synth import CATALOG, model_meta
+
+    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path))
+    monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
+    meta = model_meta(CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
+    gpus = [GpuBudget("CUDA0", "RTX 4070", 0, 12 << 30)]
+    from vramc.schema import Settings
+
+    choice = llama_choice("llama-server", Settings(ctx="auto", gpu_layers="auto"))
+    calls = []
+    real = fit.solve
+    monkeypatch.setattr(fit, "solve", lambda *a: calls.append(1) or real(*a))
+
+    def solve():
+        estimate_cache._memory.clear()  # as a new process: only the disk remembers
+        return estimate_cache.solve(meta, gpus, choice, [0], None)
+
+    first = solve()
+    assert solve().choice == first.choice and len(calls) == 1  # answered from disk
+    estimate_cache._code()  # the hashes are computed once per process
+    monkeypatch.setattr(estimate_cache, "_solver_code_hash", "fit.py edited")
+    assert solve().choice == first.choice and len(calls) == 2  # the old answer is not reused

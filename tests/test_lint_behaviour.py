@@ -183,3 +183,36 @@ def test_compute_approximated_for_an_unknown_architecture_with_llama_tensors(tmp
         model: LLAMA8B
         engine: llama-server
         """))}
+
+
+def test_plan_and_build_of_a_missing_path_say_so_and_exit_1(tmp_path):
+    for cmd in (["plan"], ["build", "--out", str(tmp_path / "out")]):
+        res = CliRunner().invoke(app, [*cmd, str(tmp_path / "nope.yaml")])
+        assert res.exit_code == 1, (cmd, res.output)
+        assert "VR000" in res.output and "nope.yaml" in res.output
+
+
+def test_a_cached_check_does_not_depend_on_what_was_checked_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
+    (tmp_path / "models").mkdir()
+    bad = LLAMA8B.read_text().replace("kind: model\n", "kind: model\ncolour: blue\n")
+    (tmp_path / "models" / "llama8b.yaml").write_text(bad)
+    dep = write(tmp_path, "d.yaml", """\
+        name: d
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: llama8b
+        engine: llama-server
+        """)
+
+    def check(*paths):
+        res = CliRunner().invoke(app, ["check", *map(str, paths)])
+        return res.exit_code, sorted(line.split(": ")[1].split()[0] for line in res.output.splitlines()
+                                     if "d.yaml" in line or "llama8b.yaml" in line)
+
+    monkeypatch.setenv("VRAMC_NO_CACHE", "1")
+    alone = check(dep)
+    assert alone[0] == 1 and "VR100" in alone[1]  # the model profile's unknown key
+    monkeypatch.delenv("VRAMC_NO_CACHE")
+    check(tmp_path)  # the model file checked together with the deployment fills the cache
+    assert check(dep) == alone  # answered from the cache, with the model's own finding

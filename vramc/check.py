@@ -63,15 +63,17 @@ def run_check(paths: list[Path], margin=None, deployments=None) -> CheckResult:
 def _by_file(loaded, load_diags, plans) -> dict[str, list[Diagnostic]]:
     """Each diagnostic under the file whose checking produced it: a deployment's findings under
     the file that defines it (even those that point into the model profile it uses); a file's
-    load problems under that file, or, for a referenced file outside the checked ones, under
-    every file that refers to it."""
+    load problems under that file and under every file that refers to it (so a file's cached
+    result does not depend on what was checked with it; lint.dedupe drops the repeats)."""
     from vramc import lint
 
     checked = {str(Path(f).resolve()) for f in loaded.files}
     out: dict[str, list[Diagnostic]] = {f: [] for f in checked}
     for d in load_diags:
         f = str(Path(d.file).resolve())
-        owners = [f] if f in checked else [o for o, refs in loaded.refs.items() if f in refs] or list(checked)
+        owners = ([f] if f in checked else []) + [o for o, refs in loaded.refs.items() if f in refs]
+        # a path that could not be read at all is its own owner
+        owners = owners or list(checked) or [f]
         for o in owners:
             out.setdefault(o, []).append(d)
     per_file: dict[str, list] = {}

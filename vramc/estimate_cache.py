@@ -19,6 +19,7 @@ from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
 
 _memory: dict[str, str] = {}  # key -> the estimate as JSON (copies are cheap and independent)
 _code_hash: str | None = None
+_solver_code_hash: str | None = None
 _meta_keys: dict[int, str] = {}
 
 
@@ -31,16 +32,24 @@ def cache_dir() -> Path:
     return Path(root) / "estimates"
 
 
-def _code() -> str:
-    global _code_hash
+def _code(solver: bool = False) -> str:
+    """The hash of the code an entry depends on: the memory model, and for solver results also the
+    solver and the engine mapping it searches with (fit.py, engines.py)."""
+    global _code_hash, _solver_code_hash
     if _code_hash is None:
-        h = hashlib.sha256()
         here = Path(__file__).parent
-        for p in sorted((here / "memory").glob("*.py")) + [here / "ggml.py", here / "modelmeta.py"]:
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-        _code_hash = h.hexdigest()
-    return _code_hash
+        memory = sorted((here / "memory").glob("*.py")) + [here / "ggml.py", here / "modelmeta.py"]
+        _code_hash = _hash_files(memory)
+        _solver_code_hash = _hash_files([*memory, here / "fit.py", here / "engines.py"])
+    return _solver_code_hash if solver else _code_hash
+
+
+def _hash_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def _meta_key(meta) -> str:
@@ -113,7 +122,8 @@ def solve(meta, gpus, choice, margins, ctx_min):
         est = estimate_llama(meta, gpus, to_llama_params(ch, meta.n_layer, int(meta.hp("context_length", 0) or 0)))
         return fit.FitResult(ch, d["fits"], d["log"], d["estimates"], d["moved_experts"], est)
 
-    key = hashlib.sha256(repr(("solve", _key(meta, gpus, choice), tuple(margins), ctx_min)).encode()).hexdigest()
+    key = hashlib.sha256(repr(("solve", _code(solver=True), _key(meta, gpus, choice), tuple(margins),
+                               ctx_min)).encode()).hexdigest()
     return remembered(key, compute, to_json, from_json)
 
 
@@ -122,20 +132,21 @@ def remembered(key: str, compute, to_json, from_json):
     if not _enabled():
         return compute()
     text = _memory.get(key)
-    if text is None:
-        path = cache_dir() / key[:2] / f"{key}.json"
+    if text is not None:
+        return from_json(text)  # a fresh copy: callers change what they get
+    path = cache_dir() / key[:2] / f"{key}.json"
+    try:
+        text = path.read_text()
+        value = from_json(text)
+    except (OSError, ValueError, KeyError, TypeError):
+        value = compute()
         try:
-            text = path.read_text()
-            from_json(text)
-        except (OSError, ValueError, KeyError, TypeError):
-            value = compute()
-            try:
-                text = to_json(value)
-            except TypeError:  # something JSON cannot hold: just don't cache it
-                return value
-            _store(path, text)
-        _memory[key] = text
-    return from_json(text)
+            text = to_json(value)
+        except TypeError:  # something JSON cannot hold: just don't cache it
+            return value
+        _store(path, text)
+    _memory[key] = text
+    return value
 
 
 def _store(path: Path, text: str) -> None:

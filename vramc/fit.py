@@ -534,6 +534,8 @@ def _better(a: FitResult, b: FitResult, meta) -> bool:
 
 def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> str:
     """What would fit when the fixed settings do not: fewer GPU layers, or a smaller context."""
+    from vramc.estimate_cache import solve  # remembered: a deployment that does not fit is checked often
+
     ideas = []
     prefix = ""
     if choice.split_mode == "row":  # cannot load at all (VR311): suggest the layer split
