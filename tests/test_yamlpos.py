@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 from vramc.yamlpos import load_text
 
 
@@ -54,3 +57,16 @@ def test_hostile_yaml_is_refused_quickly():
     deep = load_text("a: " + "[" * 3000 + "]" * 3000 + "\n", "p.yaml")
     assert deep.data is None and deep.diagnostics and deep.diagnostics[0].code in ("VR001", "VR003")
     assert time.perf_counter() - t < 5
+
+
+def test_flow_nesting_that_would_crash_libyaml_is_refused_before_parsing():
+    # 100,000 levels crash libyaml's C composer (the process dies, no exception): run it apart
+    code = ("from vramc.yamlpos import load_text\n"
+            "r = load_text('a: ' + '[' * 100000 + ']' * 100000, 'p.yaml')\n"
+            "print(r.data, [d.code for d in r.diagnostics])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None ['VR003']"
+    # ordinary flow style and brackets inside strings are untouched
+    ok = load_text('gpus: [{name: "RTX [4090]", vram: 24GiB}]\n', "p.yaml")
+    assert ok.diagnostics == [] and ok.data["gpus"][0]["name"] == "RTX [4090]"

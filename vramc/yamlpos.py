@@ -8,6 +8,7 @@ report duplicate keys at the key and refuse merge keys, instead of PyYAML silent
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -144,10 +145,26 @@ class _Walker:
         return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
 
 
+# Deeper flow nesting is refused before parsing: libyaml's composer recurses in C and crashes the
+# process (no RecursionError) somewhere past 50,000 levels; a profile needs a handful.
+MAX_FLOW_DEPTH = 1000
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ ] and { } (quotes ignored: an overestimate at worst)."""
+    depth = deepest = 0
+    for c in re.sub(r"[^\[\]{}]+", "", text):
+        depth = depth + 1 if c in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_text(text: str, file: str) -> Loaded:
     walker = _Walker(file)
     data: object = None
     try:
+        if _flow_depth(text) > MAX_FLOW_DEPTH:
+            raise RecursionError
         node = yaml.compose(text, Loader=_Loader)
         if node is not None:
             data = walker.walk(node, ())
