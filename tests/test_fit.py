@@ -123,6 +123,19 @@ def test_all_layers_on_gpus_when_possible():
         assert r.fits and r.choice.gpu_layers == n_total(m) == 33
 
 
+def test_all_layers_are_reached_when_the_packing_arithmetic_is_too_cautious(monkeypatch):
+    from vramc import fit
+
+    # the arithmetic charges every GPU a full compute buffer, so it may rule out all layers
+    # where the verified estimate has room: the climb must still reach them
+    real = fit.Solver.pack
+    monkeypatch.setattr(fit.Solver, "pack", lambda self, costs, n, caps: None if n >= n_total(m) else
+                        real(self, costs, n, caps))
+    m = meta()
+    r = solve(m, cuda(12, 12), choice(8192), [0, 0])
+    assert r.fits and r.choice.gpu_layers == n_total(m) == 33
+
+
 def test_one_gpu_the_most_layers_that_fit():
     """One GPU has one split, so `n fits and n + 1 does not` proves the count is the best."""
     m = meta("llama-3.3-70b-instruct", "Q4_K_M")

@@ -220,7 +220,10 @@ class Solver:
         compute = self.guess_compute(choice) if split_auto else None
         costs = self.costs(replace(choice, gpu_layers=total)) if compute is not None else None
         caps = [lim - cmp for lim, cmp in zip(self.limits, compute)] if compute is not None else None
-        if compute is None or self.pack(costs, total, caps) is not None:
+        # all layers are verified unless the (conservative) arithmetic rules them out; then the
+        # climb below may still reach them
+        tried_all = compute is None or self.pack(costs, total, caps) is not None
+        if tried_all:
             c, est = self.layout(choice, total, split_auto, compute)
             if self.fits(est):
                 return c, est, total
@@ -235,7 +238,7 @@ class Solver:
                     if self.fits(en):
                         # the arithmetic is conservative (every GPU charged a full compute
                         # buffer): climb while the verified estimate still fits
-                        while n < total - 1:
+                        while n < (total - 1 if tried_all else total):
                             # the layout that fits knows its real compute buffers: start there
                             cu, eu = self.layout(choice, n + 1, split_auto, self.compute_of(en))
                             if not self.fits(eu):
