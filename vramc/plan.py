@@ -237,18 +237,16 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
                   if getattr(choice, k) == "auto")
     est = None
     if autos:
-        from dataclasses import replace
-
         from vramc.estimate_cache import solve
 
+        # a projector or draft model loads onto the first GPU after the model (so it does not
+        # change the split by free memory): the solver keeps room for it there
         extra = extra_model_bytes(dep.model.obj)
-        # the solver sees a projector or draft model as memory already taken on the first GPU
-        gpus = [replace(g, tenants_bytes=g.tenants_bytes + extra) if i == 0 else g
-                for i, g in enumerate(plan.gpus)]
-        result = solve(meta, gpus, choice, plan.margins, dep.settings.ctx_min)
+        margins = [m + extra if i == 0 else m for i, m in enumerate(plan.margins)]
+        result = solve(meta, plan.gpus, choice, margins, dep.settings.ctx_min)
         plan.search = result.log
         plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
-        choice, est = result.choice, (result.estimate if not extra else None)
+        choice, est = result.choice, result.estimate
     plan.choice = choice
     n_ctx_train = int(meta.hp("context_length", 0) or 0)
     plan.params = engines.to_llama_params(choice, meta.n_layer, n_ctx_train)
