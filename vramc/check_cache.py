@@ -16,13 +16,10 @@ import json
 import os
 from pathlib import Path
 
+from vramc.cache import cache_root, enabled, write_atomic
 from vramc.diagnostics import Diagnostic, Severity, Span
 
 _code_hash: str | None = None
-
-
-def enabled() -> bool:
-    return not os.environ.get("VRAMC_NO_CACHE")
 
 
 def _code() -> str:
@@ -38,11 +35,9 @@ def _code() -> str:
 
 
 def _entry_path(file: str, margin) -> Path:
-    from vramc.estimate_cache import cache_dir
-
     key = repr((_code(), os.getcwd(), file, repr(margin)))
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return cache_dir().parent / "checks" / f"{digest}.json"
+    return cache_root() / "checks" / f"{digest}.json"
 
 
 def _stamp(path: str) -> list:
@@ -75,14 +70,11 @@ def store(file: str, margin, depends: set[str], diagnostics) -> None:
         return
     entry = {"depends": [_stamp(p) for p in sorted(depends)],
              "diagnostics": [_record(d) for d in diagnostics]}
-    path = _entry_path(file, margin)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entry))
-        os.replace(tmp, path)
-    except (OSError, TypeError, ValueError):
-        pass  # the cache only ever saves time
+        text = json.dumps(entry)
+    except (TypeError, ValueError):
+        return  # something JSON cannot hold: the cache only ever saves time
+    write_atomic(_entry_path(file, margin), text)
 
 
 def _record(d: Diagnostic) -> dict:

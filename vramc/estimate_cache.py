@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from vramc.cache import cache_root, enabled, write_atomic
 from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
 
 _memory: dict[str, str] = {}  # key -> the estimate as JSON (copies are cheap and independent)
@@ -23,13 +23,8 @@ _solver_code_hash: str | None = None
 _meta_keys: dict[int, str] = {}
 
 
-def _enabled() -> bool:
-    return not os.environ.get("VRAMC_NO_CACHE")
-
-
 def cache_dir() -> Path:
-    root = os.environ.get("VRAMC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vramc")
-    return Path(root) / "estimates"
+    return cache_root() / "estimates"
 
 
 def _code(solver: bool = False) -> str:
@@ -129,7 +124,7 @@ def solve(meta, gpus, choice, margins, ctx_min):
 
 def remembered(key: str, compute, to_json, from_json):
     """from_json(the cached JSON for `key`), computing and storing it on a miss."""
-    if not _enabled():
+    if not enabled():
         return compute()
     text = _memory.get(key)
     if text is not None:
@@ -144,16 +139,6 @@ def remembered(key: str, compute, to_json, from_json):
             text = to_json(value)
         except TypeError:  # something JSON cannot hold: just don't cache it
             return value
-        _store(path, text)
+        write_atomic(path, text)
     _memory[key] = text
     return value
-
-
-def _store(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home or a full disk only costs speed

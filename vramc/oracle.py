@@ -25,13 +25,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vramc.cache import cache_root
 from vramc.memory.llama_params import LlamaParams
 
 MiB = 1024 * 1024
 ORACLE_VERSION = "0.3.36"  # llama-cpp-python whose vendored llama.cpp the binaries are built from
 # where scripts/build-llama.sh puts them: $VRAMC_CACHE (default ~/.cache/vramc)/oracle-VERSION/bin
-DEFAULT_BIN = (Path(os.environ.get("VRAMC_CACHE") or Path.home() / ".cache" / "vramc")
-               / f"oracle-{ORACLE_VERSION}" / "bin")
+DEFAULT_BIN = cache_root() / f"oracle-{ORACLE_VERSION}" / "bin"
 _BINARIES = ("llama-fit-params", "ggml-rpc-server")
 
 _LINE_RE = re.compile(r"^(\S+) (\d+) (\d+) (\d+)\s*$")
