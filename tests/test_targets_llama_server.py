@@ -151,8 +151,12 @@ def serve_and_ask(argv: list[str], project, tmp_path, env_extra: dict | None = N
     env = {**os.environ, "LLAMA_ARG_LOG_VERBOSITY": "5", **(env_extra or {})}  # logs the context
     with Server(argv, cwd=root, env=env, log=tmp_path / "server.log") as server:
         server.wait_healthy(port)
+        # greedy: the tiny model's weights are random, and a sampled byte token that is not valid
+        # UTF-8 on its own makes llama-server answer 500 (json type_error.316); its greedy answer is
+        # the same every run
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
-                       json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
+                       json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4,
+                             "temperature": 0})
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["role"] == "assistant"
         props = httpx.get(f"http://127.0.0.1:{port}/props", timeout=5).json()
