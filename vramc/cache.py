@@ -18,10 +18,9 @@ def enabled() -> bool:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a cache entry so that a reader never sees half of it; failing only costs speed."""
+    from vramc import writer  # the one atomic writer; imported only when an entry is written
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        writer.write_atomic(path, text.encode("utf-8"), durable=False)
     except OSError:
         pass  # a read-only home or a full disk

@@ -31,8 +31,12 @@ def _settings_path(plan) -> tuple:
 
 
 def write_choices(plans) -> dict[str, int]:
-    """Put each plan's chosen values into its profile; returns edits per file."""
-    from vramc.writer import write_atomic
+    """Put each plan's chosen values into its profile; returns edits per file.
+
+    Every file is edited and checked in memory before any is written, through vramc.yamledit:
+    EditRefused (an edit that cannot be made safely) or OSError (a file that cannot be read or
+    replaced) leave every file as it was, except files already saved when the OSError came.
+    """
     from vramc.yamledit import Editor
 
     base_values: dict[tuple, dict] = {}
@@ -40,6 +44,7 @@ def write_choices(plans) -> dict[str, int]:
         if p.dep.variant is None:
             base_values[(p.dep.doc.file, p.dep.name)] = chosen(p)
     by_file: dict[Path, list] = {}
+    display: dict[Path, str] = {}
     for p in plans:
         values = chosen(p)
         if p.dep.variant is not None:
@@ -48,17 +53,21 @@ def write_choices(plans) -> dict[str, int]:
             values = {k: v for k, v in values.items() if base.get(k) != v or _variant_sets(p, k)}
         if values:
             by_file.setdefault(p.dep.doc.path, []).append((_settings_path(p), values))
-    counts = {}
+            display[p.dep.doc.path] = p.dep.doc.file
+    editors = []
     for path, edits in by_file.items():
-        editor = Editor(path.read_text(encoding="utf-8"), str(path))
+        editor = Editor.open(path, display[path])
         n = 0
-        for mapping_path, values in edits:
+        for mapping_path, values in edits:  # mapping_path: ("deployments", 1, "settings") and the like
             for k in AUTO_KEYS:
                 if k in values:
                     editor.set(mapping_path, k, values[k])
                     n += 1
-        write_atomic(path, editor.text.encode("utf-8"))
-        counts[str(path)] = n
+        editors.append((editor, n))
+    counts = {}
+    for editor, n in editors:
+        editor.save()
+        counts[editor.file] = n
     return counts
 
 
@@ -97,7 +106,17 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str) -> 
         for p in plans:
             sys.stdout.write(_fit_text(p) + plan_text(p) + "\n")
     if write:
-        counts = write_choices(plans)
+        from vramc.yamledit import EditRefused
+
+        try:
+            counts = write_choices(plans)
+        except EditRefused as e:
+            print(f"vramc fit: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"{e.filename or profile}: cannot write: {e.strerror or e}; the file was left as it was",
+                  file=sys.stderr)
+            return 1
         for file, n in sorted(counts.items()):
             print(f"wrote {n} setting{'s' if n != 1 else ''} into {file}", file=sys.stderr)
     return 0 if all(p.verdict in ("fits", "tight") for p in plans) else 1

@@ -1,32 +1,79 @@
-"""Atomic file writes: a killed vramc never leaves a half-written file behind."""
+"""Atomic file writes: a killed vramc never leaves a half-written file behind.
+
+The one writer for everything vramc puts on disk (profiles, locks, build artifacts, reports and,
+without the fsync, cache entries). What it keeps of the file it replaces:
+- its mode and, where the process may set it, its owner and group;
+- a symlink: the link stays and the file it points to is replaced (a profile kept in a dotfiles
+  repository and linked into place stays linked);
+- the old content, whole, whenever anything fails: the new bytes go to a temporary file in the
+  same directory, are fsynced, and only then renamed over the old file with os.replace.
+Failures (a read-only directory, a read-only file system, a directory at the path, a full disk)
+raise OSError with errno and filename set; callers turn that into a message and an exit code.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+def resolve_target(path: Path) -> Path:
+    """The file a write to `path` replaces: `path` itself, or what it links to."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None, *, durable: bool = True) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    `mode` sets the file's mode; without it an existing file keeps its own and a new one gets 0644.
+    `durable=False` skips the fsyncs, for caches, where losing the write only costs time.
+    """
+    target = resolve_target(Path(path))
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = target.stat()
+    except FileNotFoundError:
+        old = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        elif path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+            if durable:
+                os.fsync(f.fileno())
+        if mode is None:
+            mode = old.st_mode & 0o7777 if old is not None else 0o644
+        if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, old.st_uid, old.st_gid)
+            except OSError:
+                pass  # only root may give a file away; the content still lands
+        os.chmod(tmp, mode)  # after chown, which clears set-id bits
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    if durable:
+        _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; some file systems cannot open a directory, which is fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
