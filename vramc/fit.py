@@ -20,6 +20,7 @@ from vramc.memory.usage import GpuBudget
 CTX_STEP = 256  # llama.cpp pads the context to 256 cells
 PARTIAL_BLOCK_SLACK = 64 * 1024 * 1024
 DEFAULT_CTX_MIN = 4096  # as llama.cpp's --fit-ctx
+CTX_SINGLE_STEPS = 4  # verified single steps below the arithmetic's context before galloping
 # per-layer weight costs depend only on the model, the overrides and the GPUs' buffer rules:
 # variants of one deployment share them
 _WEIGHTS: dict[tuple, tuple[object, tuple[list[int], int]]] = {}  # key -> (meta, costs)
@@ -398,6 +399,48 @@ class Solver:
         caps = [lim - cmp for lim, cmp in zip(self.limits, compute)]
         return self.pack(self.costs(c), n_gpu, caps) is not None
 
+    def verify_ctx(self, ch, a: int, lo: int, n_fixed: int, split_auto: bool, attempt, at_lo):
+        """The largest verified context at or below `a` steps (the arithmetic's answer).
+
+        The arithmetic interpolates compute buffers, so the full estimate may disagree near the
+        top. A few single steps down settle the usual case; beyond them the search gallops down
+        and bisects, so its work is bounded by the logarithm of the range searched, never by the
+        context length itself (a 10M-token model once took 40,000 steps of 256). `at_lo` is the
+        verified answer at `lo` (which fits)."""
+        def full(k: int):
+            cm, em, nm = attempt(replace(ch, ctx=k * CTX_STEP))
+            return (cm, em) if nm == n_fixed and self.fits(em) else None
+
+        def quick(k: int):  # all `n_fixed` layers at this context, verified: no layer search
+            cm, em = self.layout(replace(ch, ctx=k * CTX_STEP), n_fixed, split_auto)
+            return (cm, em) if self.fits(em) else None
+
+        k, fail = a, None
+        for _ in range(CTX_SINGLE_STEPS):
+            if k * CTX_STEP <= lo:
+                return at_lo
+            got = full(k)
+            if got is not None:
+                return got
+            fail, k = k, k - 1
+        good, found, step = lo // CTX_STEP, at_lo, 2
+        while k * CTX_STEP > lo:  # gallop down to a context that fits
+            got = quick(k)
+            if got is not None:
+                good, found = k, got
+                break
+            fail, k, step = k, k - step, step * 2
+        while fail - good > 1:  # the boundary lies between `good` (fits) and `fail` (does not)
+            mid = (good + fail) // 2
+            got = quick(mid)
+            if got is not None:
+                good, found = mid, got
+            else:
+                fail = mid
+        if found is at_lo:
+            return at_lo
+        return full(good) or found
+
     def solve(self) -> FitResult:
         ch = self.choice
         layers_auto = ch.gpu_layers == "auto"
@@ -457,14 +500,7 @@ class Solver:
                             a = mid
                         else:
                             b = mid - 1
-                    best = (c_lo, e_lo)
-                    while a * CTX_STEP > lo:
-                        cm, em, nm = attempt(replace(ch, ctx=a * CTX_STEP))
-                        if nm == n_fixed and self.fits(em):
-                            best = (cm, em)
-                            break
-                        a -= 1
-                    ch, est = best
+                    ch, est = self.verify_ctx(ch, a, lo, n_fixed, split_auto, attempt, (c_lo, e_lo))
                     self.log.append(f"largest ctx with {want} layers on GPUs: {ch.ctx} "
                                     f"(searched {lo}..{hi} in steps of {CTX_STEP})")
         else:
