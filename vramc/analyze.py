@@ -383,12 +383,15 @@ def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name:
         command += ["--name", name] if name else []
         text = profile_yaml(meta, gguf=str(path), name=name or default_name(path),
                             command=" ".join(shlex.quote(a) for a in command))
-        from vramc.writer import write_atomic
+        from vramc.yamledit import EditRefused, write_new
 
         try:
-            write_atomic(write, text.encode())
+            write_new(write, text)
+        except EditRefused as e:
+            sys.stderr.write(f"vramc analyze: {e}\n")
+            return 2
         except OSError as e:
-            sys.stderr.write(f"{write}: cannot write: {e.strerror or e}\n")
+            sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
             return 1
         sys.stderr.write(f"wrote {write}\n")
     return 0

@@ -35,6 +35,18 @@ def _root(
     pass
 
 
+def _write_output(output: Path, text: str) -> None:
+    """check --output FILE, written atomically. A file that cannot be written exits 2, not 1: for
+    check, 1 means findings, and a CI step must not read a lost report as one."""
+    from vramc.writer import write_atomic
+
+    try:
+        write_atomic(output, text.encode())
+    except OSError as e:
+        typer.echo(f"{output}: cannot write: {e.strerror or e}; nothing was written", err=True)
+        raise typer.Exit(EXIT_USAGE)
+
+
 def _fail_usage(message: str) -> None:
     typer.echo(f"vramc: {message}", err=True)
     raise typer.Exit(EXIT_USAGE)
@@ -87,9 +99,7 @@ def check(
     result = cached_check(_default_paths(paths), margin=_margin_option(margin))
     text = FORMATTERS[fmt](result.diagnostics, load_rules())
     if output is not None:
-        from vramc.writer import write_atomic
-
-        write_atomic(output, text.encode())
+        _write_output(output, text)
     else:
         sys.stdout.write(text)
     if fmt == "text":
@@ -198,9 +208,14 @@ def detect(
     if output is None:
         sys.stdout.write(text)
     else:
-        from vramc.writer import write_atomic
+        from vramc.yamledit import EditRefused, write_new
 
-        write_atomic(output, text.encode())
+        try:
+            write_new(output, text)
+        except (OSError, EditRefused) as e:
+            reason = e.strerror or e if isinstance(e, OSError) else e.reason
+            typer.echo(f"{output}: cannot write: {reason}; nothing was written", err=True)
+            raise typer.Exit(EXIT_FINDINGS)
         typer.echo(f"wrote {output} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})", err=True)
 
 

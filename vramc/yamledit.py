@@ -420,8 +420,10 @@ def _content_end(mapping) -> int:
             continue
         seen.add(id(n))
         if lo <= n.start_mark.index < hi:
-            end = max(end, n.end_mark.index)
-            stack.extend(_children(n))
+            if isinstance(n, yaml.ScalarNode) or n.flow_style:
+                end = max(end, n.end_mark.index)
+            else:  # a block collection ends at the next token, after any comments: look inside
+                stack.extend(_children(n))
     if mapping.flow_style:
         end = min(end, hi - 1)  # before the closing brace
     return end
