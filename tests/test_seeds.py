@@ -43,6 +43,13 @@ def test_16gb_ollama_guide():
     # Ollama allocates num_ctx x num_parallel: 2 x 8192 tokens x 128 KiB per token at f16
     assert plans["16gb"].estimate.devices[0].kv_bytes == 2 * 8192 * 128 * 1024
     assert plans["16gb@conservative"].estimate.devices[0].kv_bytes == 2048 * 128 * 1024
+    # num_batch is left to Ollama, which picks its automatic batch for num_ctx x parallel (server/
+    # sched.go automaticGenerationBatch) and passes it as -b and -ub: 1024 above 4096 tokens
+    assert {label: (p.params.n_batch, p.params.n_ubatch) for label, p in plans.items()} == {
+        "16gb": (1024, 1024), "16gb@stable": (1024, 1024), "16gb@conservative": (512, 512)}
+    assert plans["16gb"].engine_choices["batch"].value == 1024
+    # the larger micro-batch doubles the compute buffer of the 512 the guide's plan assumed
+    assert 200 * 2**20 < plans["16gb"].estimate.devices[0].compute_bytes < 260 * 2**20
     f = findings(ROOT / "examples" / "seeds" / "16gb-as-written.yaml")
     for label in ("16gb-as-written", "16gb-as-written@stable", "16gb-as-written@conservative"):
         assert "VR401" in f[label]  # OLLAMA_GPU_LAYERS is not an Ollama variable

@@ -72,7 +72,7 @@ def rule(code: str, slug: str, severity: Severity, scope: str = "plan"):
 
 def load_rules() -> dict[str, Rule]:
     """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
-    from vramc.rules import engines, load, memory, render, settings, vllm  # noqa: F401
+    from vramc.rules import engines, load, memory, ollama, render, settings, vllm  # noqa: F401
 
     return RULES
 
@@ -178,7 +178,11 @@ def dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 
 def parse_rule_doc(doc: str) -> dict:
-    """Split a rule docstring into summary, body, bad and good examples."""
+    """Split a rule docstring into summary, body, bad and good examples.
+
+    Examples keep their relative indentation (they are YAML): `textwrap.dedent` removes only the
+    margin all their lines share, where `inspect.cleandoc` would strip the first line on its own.
+    """
     import inspect
 
     text = inspect.cleandoc(doc)
@@ -187,5 +191,6 @@ def parse_rule_doc(doc: str) -> dict:
     summary, _, body = head.partition("\n")
     out = {"summary": summary.strip(), "body": body.strip(), "bad": "", "good": ""}
     for label, content in zip(parts[1::2], parts[2::2]):
-        out[label.lower()] = inspect.cleandoc(content.strip("\n"))
+        out[label.lower()] = textwrap.dedent(content.strip("\n")).rstrip()
+    import textwrap
     return out

@@ -49,6 +49,8 @@ class Plan:
     search: list[str] = field(default_factory=list)  # what the fit solver tried
     auto: tuple[str, ...] = ()  # settings the solver chose
     fit_hint: str = ""  # when fixed settings do not fit: what would (from the solver)
+    # settings the engine itself decides (Ollama's scheduler), by setting: ollama_sched.EngineChoice
+    engine_choices: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -211,6 +213,10 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         return
     total_vram = sum(g.capacity_bytes for g in plan.gpus)
     choice = engines.llama_choice(plan.engine, dep.settings, total_vram)
+    if plan.engine == "ollama":  # what Ollama's scheduler decides before it starts llama-server
+        from vramc import ollama_sched
+
+        choice = ollama_sched.before_solve(plan, meta, choice)
     try:
         _resolve_and_estimate(plan, meta, choice)
     except ValueError as e:  # settings llama.cpp cannot place at all (no free memory to split by)
@@ -220,6 +226,8 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
             "check the GPUs' tenants and reserves, or give tensor_split"))
         plan.estimate = None
         return
+    if plan.engine == "ollama":
+        ollama_sched.after_solve(plan, meta)
     if plan.verdict == "does-not-fit" and plan.gpus:
         from vramc.fit import suggest
 
@@ -244,6 +252,15 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
         extra = extra_model_bytes(dep.model.obj)
         margins = [m + extra if i == 0 else m for i, m in enumerate(plan.margins)]
         result = solve(meta, plan.gpus, choice, margins, dep.settings.ctx_min)
+        if plan.engine == "ollama":  # Ollama's automatic batch follows the context the solver chose
+            from dataclasses import replace
+
+            from vramc import ollama_sched
+
+            batch = ollama_sched.rebatch(plan, meta, result.choice)
+            if batch is not None:
+                result = solve(meta, plan.gpus, replace(choice, batch=batch, ubatch=batch), margins,
+                               dep.settings.ctx_min)
         plan.search = result.log
         plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
         choice, est = result.choice, result.estimate

@@ -51,6 +51,8 @@ def plan_record(plan) -> dict:
         "verdict": plan.verdict,
         "settings": resolved_settings(plan),
         "auto": list(plan.auto),
+        # settings the engine decides itself (Ollama's scheduler), which the plan assumes
+        "engine_choices": {k: c.record() for k, c in sorted(plan.engine_choices.items())},
         "devices": [],
         "host": None,
         "compute_model": est.compute_model if est else None,
@@ -148,6 +150,20 @@ def shared_gpus(plan, plans) -> list[str]:
     return out
 
 
+def _engine_pin(plan) -> str:
+    from vramc.ollama_sched import PIN
+
+    return PIN if plan.engine == "ollama" else plan.engine
+
+
+def _choice_value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
 def plan_text(plan, color: bool = False, plans=()) -> str:
     est = plan.estimate
     title = f"{plan.dep.label}  ({plan.engine}, {plan.dep.doc.file})"
@@ -170,11 +186,15 @@ def plan_text(plan, color: bool = False, plans=()) -> str:
             if isinstance(v, list):
                 v = ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
             star = "*" if k in plan.auto else ""
+            if not star and k in plan.engine_choices:
+                star = "†"  # the engine's own choice, not the user's
             shown.append(f"{k}={v}{star}")
     if plan.engine != "vllm" and plan.params is not None and plan.params.overrides:
         star = "*" if "override_tensor" in plan.auto else ""
         shown.append(f"override_tensor={len(plan.params.overrides)} pattern(s){star}")
-    lines.append("  " + "  ".join(shown) + ("   (* chosen by vramc)" if plan.auto else ""))
+    marks = (["* chosen by vramc"] if plan.auto else []) + (
+        [f"† chosen by {_engine_pin(plan)}"] if any(k in plan.engine_choices for k in keys) else [])
+    lines.append("  " + "  ".join(shown) + (f"   ({'; '.join(marks)})" if marks else ""))
     header = ("device", "name", "weights", "KV", "compute", "overhead", "total", "capacity", "free", "layers")
     rows = []
     for d in est.devices:
@@ -199,6 +219,8 @@ def plan_text(plan, color: bool = False, plans=()) -> str:
         lines.append(f"  {d.id:<6} {bar(d)} {used}  {plan.device_verdict(i)}")
     lines.append("         █ weights  ▓ KV  ▒ compute  ░ overhead  ╳ reserve/others  · free")
     lines.extend(shared_gpus(plan, plans))
+    for k, c in sorted(plan.engine_choices.items()):
+        lines.append(f"  {plan.engine}: {k}={_choice_value(c.value)}: {c.why}")
     for n in est.notes:
         lines.append(f"  note: {n}")
     for code, msg in est.errors:

@@ -78,6 +78,15 @@ def ctx_beyond_trained(plan):
     train = int(plan.meta.hp("context_length", 0) or 0)
     p = plan.params
     per_seq = p.n_ctx if p.kv_unified else p.n_ctx // max(1, p.n_seq_max)
+    if plan.engine == "ollama":
+        # Ollama caps num_ctx at the trained context itself (llm/server.go NewLlamaServer), so the
+        # plan never exceeds it; only a ctx the user wrote is worth a word, and its default never is
+        ctx = plan.dep.settings.ctx
+        if isinstance(ctx, int) and train and ctx > train:
+            yield Finding(f"ctx {ctx} is beyond the model's trained context of {train}: Ollama caps "
+                          f"num_ctx at {train} (llm/server.go NewLlamaServer), which the plan uses",
+                          ("settings", "ctx"), f"use ctx {train} or less")
+        return
     if train and per_seq > train:
         yield Finding(f"{per_seq} tokens per sequence is beyond the model's trained context of {train}",
                       ("settings", "ctx") if plan.dep.settings.ctx is not None else ("model",),
@@ -167,9 +176,12 @@ def main_gpu_out_of_range(plan):
         settings: {split_mode: none, main_gpu: 0}
     """
     mg = plan.dep.settings.main_gpu
-    if mg is not None and mg >= len(plan.gpus):
-        yield Finding(f"main_gpu {mg} is out of range: the deployment has {len(plan.gpus)} GPU(s)",
-                      ("settings", "main_gpu"), f"use 0..{max(0, len(plan.gpus) - 1)}")
+    n = len(plan.gpus)
+    if plan.engine == "ollama" and "gpus" in plan.engine_choices:  # Ollama kept main_gpu's GPU alone
+        n = len(plan.dep.doc.obj.gpus or plan.dep.hardware.obj.gpus)
+    if mg is not None and mg >= n:
+        yield Finding(f"main_gpu {mg} is out of range: the deployment has {n} GPU(s)",
+                      ("settings", "main_gpu"), f"use 0..{max(0, n - 1)}")
 
 
 @rule("VR311", "split-mode-row", Severity.ERROR, "estimate")

@@ -4,8 +4,14 @@ a Modelfile with the per-model parameters.
 Ollama splits the settings in two: the server reads OLLAMA_* variables (only those in
 vramc.engine_env.OLLAMA_ENV exist; the rest are silently ignored, hence VR401), and each model
 carries its load parameters (num_ctx, num_gpu, num_batch, ...) in its Modelfile. Since 0.30 Ollama
-starts llama-server with them:
-`-c num_ctx*OLLAMA_NUM_PARALLEL -np OLLAMA_NUM_PARALLEL -ngl num_gpu`.
+starts llama-server with them (llm/llama_server.go startLlamaServer):
+`-c num_ctx*OLLAMA_NUM_PARALLEL -np OLLAMA_NUM_PARALLEL -b num_batch -ub num_batch -ngl num_gpu`.
+
+Everything Ollama would otherwise decide for itself is written down as the plan assumed it
+(vramc.ollama_sched, for the pinned Ollama): num_ctx and num_batch even where they are Ollama's own
+defaults, num_gpu (which also stops llama-server's fit), LLAMA_ARG_FIT=off (it applies: Ollama
+passes no --fit argument), and OLLAMA_SCHED_SPREAD=1 when the plan uses several GPUs (else Ollama
+loads a model that fits one GPU on that GPU alone).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import posixpath
 
 from vramc.engine_env import OLLAMA_ENV, OLLAMA_SOURCE
+from vramc.ollama_sched import PIN
 from vramc.targets.common import Context, env_text, model_file
 
 NAME = "ollama"
@@ -28,8 +35,11 @@ def server_env(plan, ctx: Context) -> dict[str, str]:
         "OLLAMA_KV_CACHE_TYPE": p.type_k,  # one type for K and V (VR404 checks they agree)
         "CUDA_VISIBLE_DEVICES": plan.cuda_visible_devices(),
         # num_gpu and num_ctx are exact already: llama-server's fit must not shrink anything else
+        # (Ollama passes no --fit argument, so this environment variable takes effect)
         "LLAMA_ARG_FIT": "off",
     }
+    if len(plan.gpus) > 1:  # server/sched.go selectLlamaServerPlacement: else one GPU if it fits
+        computed["OLLAMA_SCHED_SPREAD"] = "1"
     if p.flash_attn in FLASH_ATTENTION:
         computed["OLLAMA_FLASH_ATTENTION"] = FLASH_ATTENTION[p.flash_attn]
     if s.keep_alive is not None:
@@ -66,7 +76,8 @@ def parameters(plan) -> list[tuple[str, str]]:
     params = [("num_ctx", str(p.n_ctx // p.n_seq_max)),  # per slot: Ollama multiplies by parallel
               ("num_gpu", str(ngl)), ("num_batch", str(p.n_batch))]
     if s.main_gpu is not None:  # Ollama turns main_gpu into --split-mode none: only when asked
-        params.append(("main_gpu", str(s.main_gpu)))
+        # the plan keeps that GPU alone (CUDA_VISIBLE_DEVICES), where it is GPU 0
+        params.append(("main_gpu", str(p.main_gpu)))
     if s.load_mode == "none":
         params.append(("use_mmap", "false"))
     if s.threads:
@@ -81,4 +92,4 @@ def outputs(plan) -> dict[str, str]:
 
 def data(plan, ctx: Context) -> dict:
     return {"env": server_env(plan, ctx), "from": model_from(plan, ctx),
-            "parameters": parameters(plan)}
+            "parameters": parameters(plan), "ollama": PIN}
