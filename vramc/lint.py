@@ -184,6 +184,7 @@ def parse_rule_doc(doc: str) -> dict:
     margin all their lines share, where `inspect.cleandoc` would strip the first line on its own.
     """
     import inspect
+    import textwrap
 
     text = inspect.cleandoc(doc)
     parts = re.split(r"^(Bad|Good):\s*$", text, flags=re.M)
@@ -192,5 +193,4 @@ def parse_rule_doc(doc: str) -> dict:
     out = {"summary": summary.strip(), "body": body.strip(), "bad": "", "good": ""}
     for label, content in zip(parts[1::2], parts[2::2]):
         out[label.lower()] = textwrap.dedent(content.strip("\n")).rstrip()
-    import textwrap
     return out
