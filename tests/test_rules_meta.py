@@ -43,6 +43,17 @@ def test_explain_and_rules_commands():
     assert md.splitlines()[0].startswith("| code |") and "| VR401 |" in md
 
 
+def test_explain_keeps_the_examples_indentation():
+    # inspect.cleandoc once stripped an example's first line on its own, so that VR100's
+    # `settings:\n  parallel: 2` printed as two top-level keys: another structure
+    import yaml
+
+    out = CliRunner().invoke(app, ["explain", "VR100"]).output
+    assert "Good:\n    settings:\n      parallel: 2\n" in out
+    good = out.split("Good:\n", 1)[1]
+    assert yaml.safe_load("\n".join(line[4:] for line in good.splitlines())) == {"settings": {"parallel": 2}}
+
+
 def test_readme_rules_table_is_current():
     import subprocess
     import sys

@@ -72,7 +72,7 @@ def unknown_env(plan):
 
     Good:
         engine: ollama
-        settings: {gpu_layers: 40}
+        settings: {gpu_layers: all}   # written as PARAMETER num_gpu in the Modelfile
     """
     env = plan.dep.env
     for key in sorted(env):

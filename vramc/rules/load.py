@@ -59,14 +59,22 @@ def _vr003():
     Use variants for shared settings instead of `<<:` merges.
 
     Bad:
-        settings:
-          <<: *base
-          ctx: 4096
-
-    Good:
+        settings: &base
+          ctx: 8192
+          parallel: 2
         variants:
           small:
-            settings: {ctx: 4096}
+            settings:
+              <<: *base
+              ctx: 4096
+
+    Good:
+        settings:
+          ctx: 8192
+          parallel: 2
+        variants:
+          small:
+            settings: {ctx: 4096}   # the other settings are the deployment's
     """
 
 
@@ -179,7 +187,7 @@ def _vr111():
     Fix the referenced file; its own diagnostics say what is wrong.
 
     Bad:
-        model: workstation     # a hardware profile
+        model: hardware/workstation.yaml     # a hardware profile
 
     Good:
         model: llama-3.1-8b-instruct-q8_0
@@ -194,13 +202,13 @@ def _vr112():
 
     Bad:
         deployments:
-          - {name: chat, model: a, engine: vllm}
-          - {name: chat, model: b, engine: vllm}
+          - {name: chat, model: mistral-7b-instruct-awq, engine: vllm, gpus: [0]}
+          - {name: chat, model: qwen2.5-7b-instruct, engine: vllm, gpus: [1]}
 
     Good:
         deployments:
-          - {name: coder, model: a, engine: vllm}
-          - {name: chat, model: b, engine: vllm}
+          - {name: coder, model: mistral-7b-instruct-awq, engine: vllm, gpus: [0]}
+          - {name: chat, model: qwen2.5-7b-instruct, engine: vllm, gpus: [1]}
     """
 
 
@@ -244,12 +252,14 @@ def _vr202():
     lock that other checkouts use is stale: regenerate it with `vramc analyze FILE --write PROFILE`.
 
     Bad:
+        gguf: models/demo-tiny.gguf
         lock:
-          file: {size: 8540770304, header_sha256: 0f3c...}   # of an older file
+          file: {size: 437184, header_sha256: 0f3c...}   # of an older file
 
     Good:
-        lock:
-          file: {size: 8540775840, header_sha256: 9a41...}   # re-locked
+        gguf: models/demo-tiny.gguf
+        lock:   # re-locked: vramc analyze models/demo-tiny.gguf --write profiles/models/demo-tiny.yaml
+          file: {size: 437216, header_sha256: 53f02e9c8bd656a6939f02e0dd6a03fdfc95492f6e0a82983155f9fbb38165ef}
     """
 
 
@@ -260,10 +270,12 @@ def _vr203():
     Locks are written by `vramc analyze --write`; regenerate rather than edit them by hand.
 
     Bad:
-        tensors:
-          token_embd.weight: [q9_9, 4096, 128256]
+        lock:
+          tensors:
+            token_embd.weight: [q9_9, 4096, 128256]
 
     Good:
-        tensors:
-          token_embd.weight: [q8_0, 4096, 128256]
+        lock:
+          tensors:
+            token_embd.weight: [q8_0, 4096, 128256]
     """

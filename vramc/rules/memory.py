@@ -69,12 +69,16 @@ def below_margin(plan):
     The margin is `lint.margin` (default 5% of each GPU), or a variant's `margin`.
 
     Bad:
+        hardware: {gpus: [{name: RTX 4080, vram: 16GiB}]}
+        model: llama-3.1-8b-instruct-q8_0
         lint: {margin: 10%}
-        settings: {ctx: 16384}     # leaves 300 MiB of a 16 GiB card
+        settings: {ctx: 61440, gpu_layers: all}     # leaves 498 MiB of 16 GiB
 
     Good:
+        hardware: {gpus: [{name: RTX 4080, vram: 16GiB}]}
+        model: llama-3.1-8b-instruct-q8_0
         lint: {margin: 10%}
-        settings: {ctx: 8192}      # leaves 2.1 GiB
+        settings: {ctx: 49152, gpu_layers: all}     # leaves 2.0 GiB
     """
     if plan.estimate is None:
         return
@@ -97,12 +101,14 @@ def host_memory(plan):
     With `load_mode: none` or `mlock` the memory is really allocated, which is an error.
 
     Bad:
-        hardware: {host_ram: 16GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
-        settings: {gpu_layers: 4, load_mode: none}   # 30 GiB of weights on the host
+        hardware: {host_ram: 6GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
+        model: llama-3.1-8b-instruct-q8_0
+        settings: {ctx: 4096, gpu_layers: 4, load_mode: none}   # 6.8 GiB of weights on the host
 
     Good:
-        hardware: {host_ram: 64GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
-        settings: {gpu_layers: 4}
+        hardware: {host_ram: 16GiB, gpus: [{name: GTX 1060, vram: 3GiB}]}
+        model: llama-3.1-8b-instruct-q8_0
+        settings: {ctx: 4096, gpu_layers: 4}
     """
     host_ram = plan.dep.hardware.obj.host_ram
     if plan.estimate is None or not host_ram:
@@ -184,12 +190,14 @@ def compute_unmodelled(plan):
     figures once with `vramc run` or llama.cpp's own `llama-fit-params --fit-print on`.
 
     Bad:
-        model: rwkv7-2.9b            # compute buffers not modelled
+        model: mystery-mixer-3b      # an architecture vramc does not know: compute not modelled
         lint: {margin: 5%}
 
     Good:
-        model: rwkv7-2.9b
-        lint: {margin: 2GiB}         # room for the compute buffers the plan does not count
+        model: mystery-mixer-3b
+        lint:
+          margin: 2GiB               # room for the compute buffers the plan does not count
+          ignore: [VR315]            # accepted: the margin above stands in for them
     """
     est = plan.estimate
     if est is None or est.compute_model not in ("none", "approximate"):
@@ -212,14 +220,28 @@ def oversubscribed(plans):
     `deployments:` file shares the file's hardware and runs at the same time.
 
     Bad:
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         deployments:
-          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
-          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
+          - name: coder
+            model: llama-3.1-8b-instruct-q8_0
+            engine: llama-server
+            settings: {ctx: 32768, gpu_layers: all}
+          - name: chat
+            model: llama-3.1-8b-instruct-q8_0
+            engine: llama-server
+            settings: {ctx: 32768, gpu_layers: all}
 
     Good:
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         deployments:
-          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.55}}
-          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.35}}
+          - name: coder
+            model: llama-3.1-8b-instruct-q8_0
+            engine: llama-server
+            settings: {ctx: 8192, gpu_layers: all}
+          - name: chat
+            model: llama-3.1-8b-instruct-q8_0
+            engine: llama-server
+            settings: {ctx: 8192, gpu_layers: all}
     """
     if len(plans) < 2:
         return
@@ -249,11 +271,18 @@ def oversubscribed(plans):
 def _engine_refuses():
     """The engine itself would refuse to start with these settings.
 
-    The message quotes the engine's own error, as the engine would print it.
+    The message quotes the engine's own error, as the engine would print it. Engine errors that
+    have a rule of their own (VR305, VR311, VR321, VR322, VR33x) use that code; this one is for
+    the others, such as a GPU whose memory other processes hold entirely, which leaves llama.cpp
+    nothing to split the layers by.
 
     Bad:
-        settings: {cache_type_v: q4_0, flash_attn: off}
+        hardware:
+          gpus: [{name: RTX 3060, vram: 12GiB, tenants: [{name: another server, vram: 12GiB}]}]
+        settings: {ctx: 4096, gpu_layers: all}
 
     Good:
-        settings: {cache_type_v: q4_0, flash_attn: on}
+        hardware:
+          gpus: [{name: RTX 3060, vram: 12GiB, tenants: [{name: another server, vram: 2GiB}]}]
+        settings: {ctx: 4096, gpu_layers: all}
     """

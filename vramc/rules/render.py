@@ -103,13 +103,13 @@ def port_conflict(plans):
 
     Bad:
         deployments:
-          - {name: chat, engine: vllm, settings: {port: 8000}}
-          - {name: coder, engine: vllm, settings: {port: 8000}}
+          - {name: chat, engine: vllm, settings: {port: 8000, gpu_memory_utilization: 0.45}}
+          - {name: coder, engine: vllm, settings: {port: 8000, gpu_memory_utilization: 0.45}}
 
     Good:
         deployments:
-          - {name: chat, engine: vllm, settings: {port: 8000}}
-          - {name: coder, engine: vllm, settings: {port: 8001}}
+          - {name: chat, engine: vllm, settings: {port: 8000, gpu_memory_utilization: 0.45}}
+          - {name: coder, engine: vllm, settings: {port: 8001, gpu_memory_utilization: 0.45}}
     """
     by_port: dict[int, list] = {}
     for plan in plans:

@@ -47,6 +47,7 @@ def tensor_split_length(plan):
         settings: {tensor_split: [0.6, 0.4]}
 
     Good:
+        hardware: {gpus: [{name: A, vram: 24GiB}, {name: B, vram: 24GiB}, {name: C, vram: 12GiB}]}
         settings: {tensor_split: [0.4, 0.4, 0.2]}
     """
     ts = plan.dep.settings.tensor_split
@@ -67,11 +68,12 @@ def ctx_beyond_trained(plan):
     the KV cache grows for nothing.
 
     Bad:
-        model: mistral-7b-instruct-v0.3   # trained for 32768
-        settings: {ctx: 65536}
+        model: llama-3.1-8b-instruct-q8_0   # trained for 131072
+        settings: {ctx: 262144}
 
     Good:
-        settings: {ctx: 32768}
+        model: llama-3.1-8b-instruct-q8_0
+        settings: {ctx: 131072}
     """
     if not _llama(plan) or plan.params is None:
         return
@@ -133,10 +135,10 @@ def _vr322():
     no backend of the context can use, and llama.cpp's scheduler aborts.
 
     Bad:
-        settings: {split_mode: none, main_gpu: 0, override_tensor: ["blk\\.0\\..*=CUDA1"]}
+        settings: {split_mode: none, main_gpu: 0, override_tensor: ['blk\\.0\\..*=CUDA1']}
 
     Good:
-        settings: {split_mode: layer, override_tensor: ["blk\\.0\\..*=CUDA1"]}
+        settings: {split_mode: layer, override_tensor: ['blk\\.0\\..*=CUDA1']}
     """
 
 
@@ -173,6 +175,7 @@ def main_gpu_out_of_range(plan):
         settings: {split_mode: none, main_gpu: 1}
 
     Good:
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         settings: {split_mode: none, main_gpu: 0}
     """
     mg = plan.dep.settings.main_gpu

@@ -31,11 +31,14 @@ def _vr331():
     number. Lower `max_model_len`, raise `gpu_memory_utilization`, or use `max_model_len: auto`.
 
     Bad:
+        hardware: gpu-96gb
         model: deepseek-coder-33b-instruct-awq    # 65536 tokens by default
-        settings: {gpu_memory_utilization: 0.45}
+        settings: {gpu_memory_utilization: 0.3}
 
     Good:
-        settings: {gpu_memory_utilization: 0.45, max_model_len: 16384}
+        hardware: gpu-96gb
+        model: deepseek-coder-33b-instruct-awq
+        settings: {gpu_memory_utilization: 0.3, max_model_len: 16384}
     """
 
 
@@ -46,10 +49,13 @@ def _vr332():
     vLLM says "No available memory for the cache blocks". The weights alone use the share.
 
     Bad:
+        hardware: gpu-96gb
         model: qwen2.5-coder-32b-instruct-awq
         settings: {gpu_memory_utilization: 0.2}    # of a 96 GiB GPU
 
     Good:
+        hardware: gpu-96gb
+        model: qwen2.5-coder-32b-instruct-awq
         settings: {gpu_memory_utilization: 0.5}
     """
 
@@ -107,11 +113,13 @@ def colocated_oversubscribed(plans):
     0.88 (the seeds' 96 GB example) ask for 1.76 of it, plus one CUDA context each.
 
     Bad:
+        hardware: gpu-96gb
         deployments:
           - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
           - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.88}}
 
     Good:
+        hardware: gpu-96gb
         deployments:
           - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.55}}
           - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.4}}
@@ -128,14 +136,28 @@ def colocated_start_order(plans):
     works, if one does.
 
     Bad:
-        deployments:   # the 0.6 instance starts second and finds only 0.35 free
-          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.35}}
-          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.6}}
+        hardware: gpu-96gb
+        deployments:   # chat starts first; coder then finds less than its 0.6 free
+          - name: chat
+            model: mistral-7b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: 0.39}
+          - name: coder
+            model: deepseek-coder-33b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: 0.6, max_num_batched_tokens: 32768}
 
     Good:
+        hardware: gpu-96gb
         deployments:
-          - {name: coder, engine: vllm, settings: {gpu_memory_utilization: 0.6}}
-          - {name: chat, engine: vllm, settings: {gpu_memory_utilization: 0.35}}
+          - name: coder
+            model: deepseek-coder-33b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: 0.6, max_num_batched_tokens: 32768}
+          - name: chat
+            model: mistral-7b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: 0.35}
     """
     yield from _colocated(plans, "VR336")
 
