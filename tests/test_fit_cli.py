@@ -55,7 +55,8 @@ def test_fit_write_adds_keys_to_variants(tmp_path):
     prof = project(tmp_path) / "16gb.yaml"
     CliRunner().invoke(app, ["fit", str(prof), "--write"])
     text = prof.read_text()
-    assert "  gpu_layers: 33   # num_gpu: chosen by vramc fit" in text
+    # the written value carries the marker `vramc fit --refit` looks for; the user's comment stays
+    assert "  gpu_layers: 33  # vramc fit: auto   # num_gpu: chosen by vramc fit" in text
     # the variants inherited `auto` and got the same answer, so they need no key of their own
     import re
 

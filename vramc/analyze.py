@@ -365,11 +365,11 @@ def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name:
     if fmt not in ("text", "json"):
         return _usage(f"--format must be text or json, not {fmt!r}")
     if name is not None:
-        from vramc.schema import NAME_RE
+        from vramc.schema import valid_name
 
         if write is None:
             return _usage("--name names the profile that --write writes; give --write too")
-        if not re.match(NAME_RE, name):
+        if not valid_name(name):
             return _usage(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
     try:
         meta = read_gguf(path)

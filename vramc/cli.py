@@ -223,13 +223,19 @@ def detect(
 def fit(
     profile: Path = typer.Argument(..., help="A deployment profile."),
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
-    write: bool = typer.Option(False, "--write", help="Write the chosen settings into the profile, keeping its comments and layout."),
+    write: bool = typer.Option(False, "--write", help="Write the chosen settings into the profile, keeping its comments and layout, each marked `# vramc fit: auto`; nothing is written if `vramc check` would reject the result."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    relax: Optional[str] = typer.Option(None, "--relax", metavar="KEY[,KEY]", help="Let the solver change these fixed settings too: ctx, gpu_layers, tensor_split, cache_type_k, cache_type_v."),
+    refit: bool = typer.Option(False, "--refit", help="Solve again the values an earlier --write marked `# vramc fit: auto` (after a new GPU or a longer context); with --write, write the new answers."),
 ) -> None:
-    """Choose settings that fit (every `auto`, or gpu_layers/tensor_split/ctx left to the engine)."""
+    """Choose settings that fit (every `auto`, or gpu_layers/tensor_split/ctx left to the engine).
+
+    Deployments that run at the same time (a `deployments:` file, in each combination of their
+    variants) are fitted together, so that they share each GPU with its margin left free.
+    """
     from vramc.fit_cli import cli_fit
 
-    raise typer.Exit(cli_fit(profile, deployment=deployment, write=write, fmt=fmt))
+    raise typer.Exit(cli_fit(profile, deployment=deployment, write=write, fmt=fmt, relax=relax, refit=refit))
 
 
 @app.command()

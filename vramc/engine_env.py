@@ -1,19 +1,20 @@
 """Environment variables each engine actually reads, so a made-up one is caught before launch.
 
-Sources (see ../shared/reference/engines.md): Ollama 0.33 `envconfig/config.go` (AsMap) plus the
-device-visibility and llama-server pass-through variables it lists; the pinned llama-server
+Sources: Ollama 0.32.15 (commit b7871fc, unchanged in 0.33.0-rc2) `envconfig/config.go` `AsMap`, on
+Linux, with the device-visibility and llama-server pass-through variables it lists; the pinned llama-server
 (llama.cpp 0c1e570, common/arg.cpp: every option's `set_env`, plus LLAMA_API_KEY).
 """
 
 from __future__ import annotations
 
-OLLAMA_SOURCE = "Ollama 0.33 envconfig/config.go"
+OLLAMA_SOURCE = "Ollama 0.32.15 envconfig/config.go"
 OLLAMA_ENV = frozenset({
     "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_QUEUE",
     "OLLAMA_FLASH_ATTENTION", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_GPU_OVERHEAD", "OLLAMA_SCHED_SPREAD",
     "OLLAMA_CONTEXT_LENGTH", "OLLAMA_KEEP_ALIVE", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_MODELS",
     "OLLAMA_ORIGINS", "OLLAMA_DEBUG", "OLLAMA_NOPRUNE", "OLLAMA_LLM_LIBRARY", "OLLAMA_VULKAN",
-    "OLLAMA_IGPU_ENABLE", "OLLAMA_NO_CLOUD", "OLLAMA_REMOTES",
+    "OLLAMA_IGPU_ENABLE", "OLLAMA_NO_CLOUD", "OLLAMA_REMOTES", "OLLAMA_DEBUG_LOG_REQUESTS",
+    "OLLAMA_GO_TEMPLATE", "OLLAMA_MAX_TRANSFER_STREAMS", "OLLAMA_EDITOR", "OLLAMA_NOHISTORY",
     "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
     "GPU_DEVICE_ORDINAL", "HSA_OVERRIDE_GFX_VERSION", "LLAMA_ARG_FIT", "LLAMA_ARG_FIT_TARGET",
     "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",

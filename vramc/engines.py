@@ -4,8 +4,10 @@ The same profile keys mean what the engine means by them, so a user can translat
 key for key: `ctx` is llama-server's `-c` (the total across slots), Ollama's `num_ctx` (per slot:
 Ollama launches llama-server with `-c num_ctx*num_parallel`), llama-cpp-python's `n_ctx`.
 Sources: the pinned llama.cpp (common/common.h, common/arg.cpp, tools/server/server.cpp,
-tools/server/server-context.cpp), llama-cpp-python 0.3.36 llama_cpp/llama.py, Ollama >= 0.30
-llm/llama_server.go (see ../shared/reference/engines.md).
+tools/server/server-context.cpp), llama-cpp-python 0.3.36 llama_cpp/llama.py, and Ollama 0.32.15
+(commit b7871fc) api/types.go DefaultOptions and llm/llama_server.go startLlamaServer; what Ollama's
+scheduler decides on top of these defaults (batch, context cap, GPUs, parallel) is
+vramc.ollama_sched, applied by vramc.plan.
 """
 
 from __future__ import annotations
@@ -37,19 +39,18 @@ DEFAULTS = {
     # llama_cpp.Llama(): n_ctx 512, n_batch 512, n_gpu_layers 0 (CPU only!), flash_attn False.
     "llama-cpp-python": EngineDefaults(512, 1, False, 512, 512, 0, "off", "f16", 8000),
     # Ollama: num_ctx from OLLAMA_CONTEXT_LENGTH (0: by VRAM), OLLAMA_NUM_PARALLEL 1,
-    # num_gpu -1 = llama-server's fit, num_batch 512, flash attention auto.
+    # num_gpu -1 = llama-server's fit, num_batch 512 (api.DefaultOptions; unset, the scheduler
+    # replaces it: ollama_sched.automatic_generation_batch), flash attention auto.
     "ollama": EngineDefaults("vram-tier", 1, False, 512, 512, "auto", "auto", "f16", 11434),
 }
 
 
 def ollama_default_ctx(total_vram_bytes: int) -> int:
-    """OLLAMA_CONTEXT_LENGTH=0: a tier on total VRAM (docs/context-length.mdx)."""
-    gib = total_vram_bytes / 1024**3
-    if gib >= 47:
-        return 262144
-    if gib >= 23:
-        return 32768
-    return 4096
+    """OLLAMA_CONTEXT_LENGTH=0: a tier on total VRAM (server/routes.go Serve); the plan then applies
+    the rest of Ollama's context decision (env, cap at the trained length: ollama_sched)."""
+    from vramc.ollama_sched import default_context
+
+    return default_context(total_vram_bytes, 1)
 
 
 @dataclass(frozen=True)

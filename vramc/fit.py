@@ -571,26 +571,162 @@ def _better(a: FitResult, b: FitResult, meta) -> bool:
     return rank(a) > rank(b)
 
 
-def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None) -> str:
-    """What would fit when the fixed settings do not: fewer GPU layers, or a smaller context."""
+def suggestions(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None):
+    """What would fit when the fixed settings do not: fewer GPU layers, or a smaller context.
+
+    Returns (a step to take first, or ""; [(the settings `vramc fit --relax` would change, the
+    values it would choose)]): each answer is exactly the solve that `--relax` runs."""
     from vramc.estimate_cache import solve  # remembered: a deployment that does not fit is checked often
 
+    first = ""
+    if choice.split_mode == "row":  # cannot load at all (VR311): the layer split first
+        choice, first = replace(choice, split_mode="layer"), "set split_mode: layer"
     ideas = []
-    prefix = ""
-    if choice.split_mode == "row":  # cannot load at all (VR311): suggest the layer split
-        choice, prefix = replace(choice, split_mode="layer"), "split_mode layer with "
     split = "auto" if choice.split_mode != "none" else choice.tensor_split
     r = solve(meta, gpus, replace(choice, gpu_layers="auto", tensor_split=split), margins, ctx_min)
     if r.fits:
-        c = r.choice
-        text = f"{prefix}gpu_layers {c.gpu_layers}"
-        if split == "auto" and len(gpus) > 1:
-            text += " with tensor_split " + ",".join(f"{x:g}" for x in c.tensor_split)
-        ideas.append(text)
+        keys = ("gpu_layers",) + (("tensor_split",) if split == "auto" and len(gpus) > 1 else ())
+        ideas.append((keys, {k: getattr(r.choice, k) for k in keys}))
     if choice.ctx != "auto":
         r = solve(meta, gpus, replace(choice, ctx="auto"), margins, ctx_min)
         if r.fits and isinstance(r.choice.ctx, int) and r.choice.ctx < (choice.ctx or 10**9):
-            ideas.append(f"{prefix}ctx {r.choice.ctx}")
+            ideas.append((("ctx",), {"ctx": r.choice.ctx}))
+    return first, ideas
+
+
+def relax_command(keys, profile: str | None) -> str:
+    return f"vramc fit --relax {','.join(keys)} {profile or 'PROFILE'}"
+
+
+def show_value(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return str(v)
+
+
+def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None,
+            profile: str | None = None) -> str:
+    """`suggestions` in words, each with the command that writes it (`profile`: its argument)."""
+    first, ideas = suggestions(meta, gpus, choice, margins, ctx_min)
     if not ideas:
         return "nothing fits on these GPUs at this context; use a smaller quantisation or more GPUs"
-    return " or ".join(ideas) + " would fit (vramc fit shows the plan)"
+    said = " or ".join(" with ".join(f"{k} {show_value(v)}" for k, v in values.items())
+                       + f" would fit (`{relax_command(keys, profile)}`)" for keys, values in ideas)
+    return f"{first}; then {said}" if first else said
+
+
+def fit_together(combo, refit) -> None:
+    """Fit the `auto` settings of deployments that run at the same time (a plan.Combination) so
+    that together they leave each shared GPU its margin (the largest of theirs) free.
+
+    The members' own answers stand when they fit together. Otherwise each shared GPU's memory,
+    less its margin, what the fixed members use and every member's CUDA overhead, is shared out
+    among the members whose settings are `auto`: each first gets what it needs at its floor (all
+    layers at the context it asks for, or at `ctx_min` when the context is `auto`), in proportion
+    to that need when the floors do not fit together; the rest goes to the members whose context
+    is `auto` (they can use it), and what a fixed-context member leaves of its share is handed on
+    to them once. Each is then solved again within its share (`refit`), so the members fit
+    together by construction; one that cannot fit its share is reported by VR312."""
+    from vramc.units import fmt_size
+
+    members = [p for p in combo.members if p.estimate is not None]
+    uses: dict[int, list] = {}
+    for p in members:
+        for i, d in enumerate(p.estimate.devices):
+            uses.setdefault(d.gpu, []).append((p, i))
+    shared = {g: u for g, u in uses.items() if len(u) > 1}
+    adj = [p for p in combo.adjustable() if p.estimate is not None and p.auto and p.meta is not None
+           and p.requested is not None and p.engine in ("llama-server", "llama-cpp-python")
+           and any(d.gpu in shared for d in p.estimate.devices)]
+    if not adj:
+        return
+    margin = {g: max(p.margins[i] for p, i in u) for g, u in shared.items()}
+    avail = {g: min(p.estimate.devices[i].available_bytes for p, i in u) for g, u in shared.items()}
+
+    def total(g: int) -> int:
+        return sum(p.estimate.devices[i].total_bytes for p, i in shared[g])
+
+    if all(total(g) <= avail[g] - margin[g] for g in shared):
+        return
+    ids = {id(p) for p in adj}
+    pool = {}
+    for g, u in shared.items():
+        fixed = sum(p.estimate.devices[i].total_bytes for p, i in u if id(p) not in ids)
+        overhead = sum(p.estimate.devices[i].overhead_bytes for p, i in u if id(p) in ids)
+        pool[g] = max(0, avail[g] - margin[g] - fixed - overhead)
+    need = {id(p): _floor_need(p) for p in adj}
+    elastic = {id(p) for p in adj if p.requested.ctx == "auto"}
+    share: dict[tuple[int, int], int] = {}  # (plan id, gpu) -> bytes for weights, KV, compute
+
+    def split(g: int, who: list, amount: int, weight) -> None:
+        w = [weight(p) for p in who]
+        for p, x in zip(who, w):
+            share[(id(p), g)] = share.get((id(p), g), 0) + (amount * x // sum(w) if sum(w) else amount // len(who))
+
+    for g, u in shared.items():
+        here = [p for p, i in u if id(p) in ids]
+        if not here:
+            continue
+        floors = {id(p): need[id(p)].get(g, 0) for p in here}
+        if sum(floors.values()) >= pool[g]:
+            split(g, here, pool[g], lambda p: floors[id(p)])
+            continue
+        for p in here:
+            share[(id(p), g)] = floors[id(p)]
+        growing = [p for p in here if id(p) in elastic] or here
+        split(g, growing, pool[g] - sum(floors.values()), lambda p: floors[id(p)] or 1)
+
+    def solve_within(p) -> None:
+        keep = list(p.margins)
+        notes = []
+        for i, (d, b) in enumerate(zip(p.estimate.devices, p.gpus)):
+            if d.gpu in shared:
+                s = share[(id(p), d.gpu)]
+                keep[i] = b.capacity_bytes - b.reserve_bytes - b.tenants_bytes - b.overhead_bytes - s
+                others = ", ".join(q.dep.label for q, _ in shared[d.gpu] if q is not p)
+                notes.append(f"{d.id} is shared with {others}: fitted within {fmt_size(s)} of it")
+        refit(p, keep, "run together (" + combo.label + "): " + "; ".join(notes))
+
+    for p in adj:
+        solve_within(p)
+    # a fixed context leaves part of its share unused: the members that can grow take it, once
+    handed = False
+    for g, u in shared.items():
+        here = [p for p, i in u if id(p) in ids]
+        growing = [p for p in here if id(p) in elastic]
+        if not growing or len(growing) == len(here):
+            continue
+        spare = 0
+        for p, i in u:
+            if id(p) in ids and id(p) not in elastic:
+                d = p.estimate.devices[i]
+                spare += max(0, share[(id(p), g)] - (d.total_bytes - d.overhead_bytes))
+                share[(id(p), g)] = d.total_bytes - d.overhead_bytes
+        if spare > 0:
+            split(g, growing, spare, lambda p: need[id(p)].get(g, 0) or 1)
+            handed = True
+    if handed:
+        for p in adj:
+            if id(p) in elastic:
+                solve_within(p)
+
+
+def _floor_need(plan) -> dict[int, int]:
+    """Bytes (weights, KV, compute, extra models) each GPU of `plan` needs with its requested
+    settings, the context at its floor when it is `auto`: what the plan asks of a shared GPU
+    before a longer context."""
+    from vramc.estimate_cache import solve as remembered_solve
+    from vramc.plan import extra_model_bytes
+
+    c = plan.requested
+    if c.ctx == "auto":
+        top = _ctx_top(c, plan.meta)
+        low = plan.dep.settings.ctx_min or DEFAULT_CTX_MIN
+        c = replace(c, ctx=min(low, top) if top > 0 else low)
+    extra = extra_model_bytes(plan.dep.model.obj)
+    margins = [m + extra if i == 0 else m for i, m in enumerate(plan.margins)]
+    try:
+        r = remembered_solve(plan.meta, plan.gpus, c, margins, plan.dep.settings.ctx_min)
+    except ValueError:
+        return {}
+    return {d.gpu: d.total_bytes + (extra if i == 0 else 0) for i, d in enumerate(r.estimate.devices)}

@@ -133,15 +133,23 @@ def run_plan_rules(plans) -> list[Diagnostic]:
                 continue
             for f in r.func(plan) or ():
                 out.extend(_to_diagnostics(r, f, plan.dep))
-    groups: dict[str, list] = {}
-    for plan in plans:
-        if plan.dep.variant is None:  # variants are alternatives, not extra processes
-            groups.setdefault(plan.dep.group, []).append(plan)
+    from dataclasses import replace
+
+    from vramc.plan import combinations
+
+    # a machine's deployments run together in each combination of their variants (plan.Combination)
+    combos = combinations(plans)
     for r in rules.values():
         if r.scope != "group":
             continue
-        for members in groups.values():
-            for plan, f in r.func(members) or ():
+        said: set = set()  # a base combination's finding met again in a variant's is said once
+        for combo in combos:
+            for plan, f in r.func(combo.members) or ():
+                if (id(plan), f.message) in said:
+                    continue
+                said.add((id(plan), f.message))
+                if combo.variant is not None:
+                    f = replace(f, message=f"with variant {combo.variant} ({combo.label}): {f.message}")
                 out.extend(_to_diagnostics(r, f, plan.dep))
     return out
 

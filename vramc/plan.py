@@ -49,6 +49,7 @@ class Plan:
     search: list[str] = field(default_factory=list)  # what the fit solver tried
     auto: tuple[str, ...] = ()  # settings the solver chose
     fit_hint: str = ""  # when fixed settings do not fit: what would (from the solver)
+    requested: object = None  # the engine choice before the solver: a joint fit solves it again
     # settings the engine itself decides (Ollama's scheduler), by setting: ollama_sched.EngineChoice
     engine_choices: dict = field(default_factory=dict)
 
@@ -232,15 +233,19 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         from vramc.fit import suggest
 
         try:
-            plan.fit_hint = suggest(meta, plan.gpus, plan.choice, plan.margins, dep.settings.ctx_min)
+            plan.fit_hint = suggest(meta, plan.gpus, plan.choice, plan.margins, dep.settings.ctx_min,
+                                    fit_target(dep))
         except ValueError:
             plan.fit_hint = ""
 
 
-def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
+def _resolve_and_estimate(plan: Plan, meta, choice, keep_free: list[int] | None = None) -> None:
+    """Solve `choice`'s `auto` settings so that `keep_free` (default: the margins) stays free on
+    each GPU, and estimate the answer."""
     from vramc import engines
 
     dep = plan.dep
+    plan.requested = choice
     autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v")
                   if getattr(choice, k) == "auto")
     est = None
@@ -250,7 +255,8 @@ def _resolve_and_estimate(plan: Plan, meta, choice) -> None:
         # a projector or draft model loads onto the first GPU after the model (so it does not
         # change the split by free memory): the solver keeps room for it there
         extra = extra_model_bytes(dep.model.obj)
-        margins = [m + extra if i == 0 else m for i, m in enumerate(plan.margins)]
+        margins = [m + extra if i == 0 else m
+                   for i, m in enumerate(plan.margins if keep_free is None else keep_free)]
         result = solve(meta, plan.gpus, choice, margins, dep.settings.ctx_min)
         if plan.engine == "ollama":  # Ollama's automatic batch follows the context the solver chose
             from dataclasses import replace
@@ -320,5 +326,74 @@ def _plan_vllm(plan: Plan) -> None:
 
 
 def plan_all(deployments) -> list[Plan]:
+    """Plan every deployment; those that run at the same time on one machine (a `deployments:`
+    file, in each combination of its variants) have their `auto` settings fitted together."""
     cache = MetaCache()
-    return [plan_deployment(d, cache) for d in deployments]
+    plans = [plan_deployment(d, cache) for d in deployments]
+    combos = combinations(plans)
+    if combos:
+        from vramc.fit import fit_together
+
+        for combo in combos:  # a group's base combination first: its variants run with its answers
+            fit_together(combo, refit)
+    return plans
+
+
+@dataclass
+class Combination:
+    """Deployments that run at the same time on one machine.
+
+    A `deployments:` file is one machine. Its base combination runs every deployment's base
+    settings; each variant name V of any of its deployments is one more combination, in which
+    the deployments that have V run it and the others run their base alongside."""
+
+    group: str
+    variant: str | None  # None: the base combination
+    members: list[Plan]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(p.dep.label for p in self.members)
+
+    def adjustable(self) -> list[Plan]:
+        """The members whose `auto` settings this combination decides: every member in the base
+        combination; in a variant's, the members running the variant (the others run their base
+        settings, decided with the base combination)."""
+        return [p for p in self.members if p.dep.variant == self.variant]
+
+
+def combinations(plans: list[Plan]) -> list[Combination]:
+    groups: dict[str, list[Plan]] = {}
+    for p in plans:
+        groups.setdefault(p.dep.group, []).append(p)
+    out = []
+    for group, ps in groups.items():
+        bases = [p for p in ps if p.dep.variant is None]
+        if len(bases) < 2:  # one deployment: its variants are alternatives, never run together
+            continue
+        out.append(Combination(group, None, bases))
+        for v in sorted({p.dep.variant for p in ps if p.dep.variant is not None}):
+            members = [next((q for q in ps if q.dep.doc is b.dep.doc and q.dep.variant == v), b)
+                       for b in bases]
+            out.append(Combination(group, v, members))
+    return out
+
+
+def fit_target(dep) -> str:
+    """What `vramc fit` is given to fit this deployment (and only it): `[-d NAME] FILE`."""
+    import shlex
+
+    one = not dep.variant and not dep.doc.prefix  # the file holds this deployment alone
+    return ("" if one else f"-d {shlex.quote(dep.label)} ") + shlex.quote(dep.doc.file)
+
+
+def refit(plan: Plan, keep_free: list[int], note: str) -> None:
+    """Solve `plan`'s `auto` settings again within what the deployments it runs with leave it:
+    `keep_free` bytes per GPU (its margin, plus the others' share where a GPU is shared)."""
+    solo = (plan.choice, plan.params, plan.estimate, plan.search, plan.auto)
+    try:
+        _resolve_and_estimate(plan, plan.meta, plan.requested, keep_free)
+    except ValueError:  # nothing can be placed in that share: the group rules say so (VR312)
+        plan.choice, plan.params, plan.estimate, plan.search, plan.auto = solo
+        return
+    plan.search = [note] + plan.search

@@ -91,7 +91,9 @@ def plan_record(plan) -> dict:
 
 def plans_json(plans) -> str:
     doc = {"version": PLAN_JSON_VERSION, "deployments": [plan_record(p) for p in plans]}
-    return json.dumps(doc, indent=2) + "\n"
+    # JSON has no NaN or Infinity (Python would print them, and parsers refuse the document); the
+    # schema refuses non-finite input, so one here is a bug to surface, not output to emit
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 # --- text ---------------------------------------------------------------------------------------

@@ -296,6 +296,8 @@ class Loader:
 
     def __init__(self) -> None:
         self._files: dict[Path, tuple[Loaded, Doc | None, str | None]] = {}
+        # resolved path -> text read instead of the file (fit --write checks its edit before writing)
+        self.texts: dict[Path, str] = {}
         self.diagnostics: list[Diagnostic] = []
         self._reported: set[Path] = set()
         self.refs: dict[str, set[str]] = {}  # file -> what its references read or looked for (the check cache's inputs)
@@ -305,9 +307,9 @@ class Loader:
         if key in self._files:
             return self._files[key]
         display = display_path(path)
-        from vramc.yamlpos import load_file
+        from vramc.yamlpos import load_file, load_text
 
-        loaded = load_file(path, display)
+        loaded = load_text(self.texts[key], display) if key in self.texts else load_file(path, display)
         diags = list(loaded.diagnostics)
         doc, kind = None, None
         if loaded.data is None and not diags:
@@ -462,10 +464,12 @@ def _merge_lint(*configs):
     return schema.LintConfig(margin=margin, ignore=ignore, severity=severity)
 
 
-def load_paths(paths: list[Path]) -> LoadResult:
+def load_paths(paths: list[Path], texts: dict | None = None) -> LoadResult:
+    """Load `paths`; `texts` (path -> text) stands in for what some files hold."""
     files, problems = discover(paths)
     result = LoadResult(diagnostics=problems)
     loader = Loader()
+    loader.texts = {Path(p).resolve(): t for p, t in (texts or {}).items()}
     for f in files:
         loaded, doc, kind = loader.load(f)
         result.files.append(display_path(f))

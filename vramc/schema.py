@@ -9,11 +9,83 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from vramc.units import parse_fraction, parse_size
 
+# pydantic's `pattern` runs Rust's regex, where `$` is the end of the text; Python's re.match lets
+# `$` match before a final newline ("ok\n"), so Python code checks names with `valid_name`.
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+CODE_PATTERN = r"VR\d{3}"
+
+
+def valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_RE, name) is not None
+
+
+# Linux's NAME_MAX and PATH_MAX (macOS: 255 and 1024): longer names cannot be opened at all.
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def path_problem(text: str) -> str | None:
+    """Why `text` cannot name a file on any system vramc runs on, or None."""
+    if "\0" in text:
+        return "a path cannot contain a NUL character (\\0)"
+    longest = max((len(part.encode("utf-8", "surrogatepass")) for part in re.split(r"[/\\]", text)), default=0)
+    if longest > NAME_MAX:
+        return f"a path component is {longest} bytes long; file systems allow at most {NAME_MAX}"
+    if len(text.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        return f"the path is longer than {PATH_MAX} bytes"
+    return None
+
+
+def _path(v: str) -> str:
+    problem = path_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
+def _override(spec: str) -> str:
+    # llama.cpp's -ot takes PATTERN=BUFFER, PATTERN a regular expression searched in tensor names
+    # (std::regex_search); vramc reads it with Python's re, which refuses what std::regex refuses
+    pattern = spec.rpartition("=")[0] or spec
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(
+            f"{pattern!r} is not a regular expression ({e.msg} at position {e.pos}): override_tensor "
+            "takes llama.cpp's -ot form PATTERN=DEVICE, PATTERN a regular expression searched in "
+            "tensor names; write `.*` for anything (not `*`), `\\.` for a dot, e.g. "
+            "'blk\\.[0-9]+\\.ffn_.*_exps=CPU'") from None
+    return spec
+
+
+def _finite_tree(v: Any) -> Any:
+    """Free-form maps (a lock's hparams, config.json's rope_scaling) hold no NaN or infinity."""
+    import math
+
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ValueError(f"numbers must be finite, not {x}")
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return v
+
+
+def _variant_name(name: str) -> str:
+    # a variant's name becomes a directory (out/NAME@VARIANT) and part of `vramc run NAME@VARIANT`
+    if not valid_name(name):
+        raise ValueError(f"variant name {name!r} must be letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+PathStr = Annotated[str, AfterValidator(_path)]
 # Bounds keep absurd values from becoming absurd work: no engine takes more tokens than this.
 MAX_TOKENS = 1 << 24
 
@@ -48,12 +120,14 @@ ENGINES = ("llama-server", "llama-cpp-python", "ollama", "vllm")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or infinity in any float field would reach the planner's arithmetic and
+    # the plan JSON (which has no spelling for them)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Margin(Strict):
-    fraction: float | None = None
-    bytes: int | None = None
+    fraction: float | None = Field(default=None, ge=0, le=1)
+    bytes: int | None = Field(default=None, ge=0)
 
     def of(self, capacity: int) -> int:
         return int(self.fraction * capacity) if self.fraction is not None else int(self.bytes or 0)
@@ -99,7 +173,7 @@ class Hardware(Strict):
 class FileLock(Strict):
     size: int = Field(ge=0)
     header_sha256: str
-    splits: int = 1
+    splits: int = Field(default=1, ge=1)
 
 
 class GGUFLock(Strict):
@@ -109,7 +183,7 @@ class GGUFLock(Strict):
     architecture: str
     name: str | None = None
     file_type: str | None = None
-    hparams: dict[str, Any] = {}
+    hparams: Annotated[dict[str, Any], AfterValidator(_finite_tree)] = {}
     vocab_size: int = Field(ge=0)
     tensors: dict[str, list] = {}
 
@@ -126,18 +200,18 @@ class HFConfig(Strict):
     intermediate_size: int | None = Field(default=None, gt=0)
     vocab_size: int = Field(gt=0)
     max_position_embeddings: int = Field(gt=0)
-    sliding_window: int | None = None
+    sliding_window: int | None = Field(default=None, ge=0)
     torch_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
-    kv_lora_rank: int | None = None
-    qk_rope_head_dim: int | None = None
-    rope_scaling: dict[str, Any] | None = None  # as in config.json; vLLM scales max_model_len by it
+    kv_lora_rank: int | None = Field(default=None, ge=0)
+    qk_rope_head_dim: int | None = Field(default=None, ge=0)
+    rope_scaling: Annotated[dict[str, Any], AfterValidator(_finite_tree)] | None = None  # as in config.json; vLLM scales max_model_len by it
     tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (no second copy)
 
 
 class Quantization(Strict):
     method: Literal["awq", "gptq", "fp8", "bitsandbytes", "none"] = "none"
-    bits: int | None = None
-    group_size: int | None = None
+    bits: int | None = Field(default=None, ge=1)
+    group_size: int | None = Field(default=None, ge=-1)  # -1: one group per column (GPTQ)
 
 
 class Model(Strict):
@@ -145,10 +219,10 @@ class Model(Strict):
     name: str | None = None
     description: str | None = None
     source: str | None = None  # where the locked figures came from
-    gguf: str | None = None
-    mmproj: str | None = None  # multimodal projector GGUF (llama-server --mmproj)
+    gguf: PathStr | None = None
+    mmproj: PathStr | None = None  # multimodal projector GGUF (llama-server --mmproj)
     mmproj_size: Bytes | None = None
-    draft: str | None = None  # draft model GGUF for speculative decoding (llama-server -md)
+    draft: PathStr | None = None  # draft model GGUF for speculative decoding (llama-server -md)
     draft_size: Bytes | None = None
     lock: GGUFLock | None = None
     # vLLM (safetensors) models
@@ -180,14 +254,14 @@ class Settings(Strict):
     kv_offload: bool | None = None
     swa_full: bool | None = None
     load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] | None = None
-    override_tensor: list[str] | None = None
+    override_tensor: list[Annotated[str, AfterValidator(_override)]] | None = None
     cpu_moe: bool | None = None
     n_cpu_moe: int | None = Field(default=None, ge=0, le=512)  # LLAMA_MAX_LAYERS
     threads: int | None = Field(default=None, ge=1, le=4096)
     # serving
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
-    api_key_file: str | None = None
+    api_key_file: PathStr | None = None
     alias: str | None = None
     # ollama
     keep_alive: str | int | None = None
@@ -207,18 +281,19 @@ class Settings(Strict):
     device_order: Literal["index", "free_desc", "total_desc"] | None = None
 
 
+def _code(code: str) -> str:
+    if not re.fullmatch(CODE_PATTERN, code):
+        raise ValueError(f"{code!r} is not a rule code (VR followed by three digits)")
+    return code
+
+
+RuleCode = Annotated[str, AfterValidator(_code)]
+
+
 class LintConfig(Strict):
     margin: MarginSpec | None = None
-    ignore: list[str] = []
-    severity: dict[str, Literal["error", "warning", "info"]] = {}
-
-    @field_validator("ignore")
-    @classmethod
-    def _codes(cls, v: list[str]) -> list[str]:
-        for code in v:
-            if not re.match(r"^VR\d{3}$", code):
-                raise ValueError(f"{code!r} is not a rule code (VR followed by three digits)")
-        return v
+    ignore: list[RuleCode] = []
+    severity: dict[RuleCode, Literal["error", "warning", "info"]] = {}
 
 
 class Variant(Strict):
@@ -237,17 +312,11 @@ class DeploymentBody(Strict):
     engine: Engine
     settings: Settings = Settings()
     env: dict[str, str | int | float | bool] = {}
-    variants: dict[str, Variant] = {}
+    variants: dict[Annotated[str, AfterValidator(_variant_name)], Variant] = {}
     lint: LintConfig | None = None
-    gpus: list[int] | None = None  # which GPUs of the hardware this deployment may use
-
-    @field_validator("variants")
-    @classmethod
-    def _variant_names(cls, v: dict) -> dict:
-        for name in v:
-            if not re.match(NAME_RE, str(name)):
-                raise ValueError(f"variant name {name!r} must be letters, digits, '.', '_' or '-'")
-        return v
+    # which GPUs of the hardware this deployment may use: positions in its `gpus` list (checked
+    # against the hardware by the loader, VR113/VR114); [] is CPU-only for the llama.cpp engines
+    gpus: list[StrictInt] | None = None
 
 
 class DeploymentFile(Strict):

@@ -159,6 +159,23 @@ def _flow_depth(text: str) -> int:
     return deepest
 
 
+def _tab_at(text: str, line: int, column: int) -> tuple[int, int, bool] | None:
+    """The tab that a syntax error at (line, column) is about: (line, column, in the indentation).
+
+    Both PyYAML and libyaml stop at a tab with "found character that cannot start any token",
+    which does not tell a person that the character is an invisible tab."""
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    row = lines[line]
+    if column < len(row) and row[column] == "\t":
+        return line, column, not row[:column].strip()
+    lead = row[:len(row) - len(row.lstrip(" \t"))]
+    if "\t" in lead:
+        return line, lead.index("\t"), True
+    return None
+
+
 def load_text(text: str, file: str) -> Loaded:
     walker = _Walker(file)
     data: object = None
@@ -172,9 +189,15 @@ def load_text(text: str, file: str) -> Loaded:
         mark = e.problem_mark or e.context_mark
         span = Span(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1) if mark else None
         problem = e.problem or e.context or "invalid YAML"
+        hint = "fix the YAML syntax (yamllint shows more detail)"
+        tab = _tab_at(text, mark.line, mark.column) if mark else None
+        if tab is not None:
+            line, col, indent = tab
+            span = Span(line + 1, col + 1, line + 1, col + 2)
+            problem = ("YAML forbids tabs for indentation" if indent else "YAML does not allow a tab here")
+            hint = "indent with spaces" if indent else "use spaces"
         walker.diagnostics.append(Diagnostic(
-            "VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (),
-            "fix the YAML syntax (yamllint shows more detail)"))
+            "VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (), hint))
         data = None
     except yaml.YAMLError as e:
         walker.diagnostics.append(Diagnostic(

@@ -23,9 +23,11 @@ ENGINE_SETTINGS = {
                        "cpu_offload_gb", "enforce_eager", "block_size", "dtype", "api_key_file"},
 }
 _WHY = {
-    ("ollama", "tensor_split"): "Ollama has no way to pass a tensor split; its scheduler (llama-server's fit) decides",
+    ("ollama", "tensor_split"): "Ollama has no way to pass a tensor split: llama-server splits the layers "
+                                "by the GPUs' free memory",
     ("ollama", "split_mode"): "Ollama sets the split mode itself (main_gpu implies split mode none)",
-    ("ollama", "ubatch"): "Ollama passes num_batch only",
+    ("ollama", "ubatch"): "Ollama passes -b num_batch -ub num_batch (llm/llama_server.go appendBatchArgs), "
+                          "so the micro-batch is always `batch`",
     ("ollama", "kv_unified"): "Ollama starts llama-server with an explicit -np, so the KV cache is never unified",
     ("llama-cpp-python", "parallel"): "llama_cpp.Llama serves one sequence at a time",
     ("llama-cpp-python", "kv_unified"): "llama_cpp.Llama has no unified KV option",

@@ -116,7 +116,12 @@ def _vr100():
 def _vr101():
     """A value of the wrong type or outside its allowed range.
 
-    Sizes take a unit (`24GiB`, `512MiB`) or a bare number of MiB; fractions take `0.25` or `25%`.
+    Sizes take a unit or are a bare number of MiB: B; K or KiB, M or MiB, G or GiB, T or TiB
+    (powers of 1024); KB, MB, GB, TB (powers of 1000); any case, a space before the unit optional
+    (`24GiB`, `24 gib`, `24G` are the same). A size is finite, not negative and at most 1 PiB.
+    Fractions take `0.25` or `25%`. Numbers are finite everywhere (no `.inf` or `.nan`). Paths
+    hold no NUL character and no component longer than 255 bytes; `override_tensor` patterns are
+    regular expressions, as llama.cpp's `-ot` takes them (`.*`, not `*`).
 
     Bad:
         settings:
@@ -158,6 +163,26 @@ def _vr103():
     Bad:
         gpus:
           - {name: RTX 4090, vram: 24 GB}
+
+    Good:
+        gpus:
+          - {name: RTX 4090, vram: 24GiB}
+    """
+
+
+@rule("VR104", "implausible-size", Severity.WARNING, "load")
+def _vr104():
+    """A GPU's memory or the host's RAM is implausibly small or large, usually a missing unit.
+
+    A bare number is MiB (the unit nvidia-smi prints), so `vram: 24` is 24 MiB, not 24 GiB, and
+    `24T` is 24 TiB. vramc warns when a GPU's `vram` is under 1 GiB or over 1 TiB, or `host_ram`
+    under 1 GiB or over 64 TiB, and says how it read the value and which spelling was probably
+    meant. Units: B; K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024); KB, MB, GB, TB (powers of
+    1000); any case, a space before the unit optional.
+
+    Bad:
+        gpus:
+          - {name: RTX 4090, vram: 24}
 
     Good:
         gpus:
@@ -209,6 +234,40 @@ def _vr112():
         deployments:
           - {name: coder, model: mistral-7b-instruct-awq, engine: vllm, gpus: [0]}
           - {name: chat, model: qwen2.5-7b-instruct, engine: vllm, gpus: [1]}
+    """
+
+
+@rule("VR113", "gpu-index-invalid", Severity.ERROR, "load")
+def _vr113():
+    """A deployment's `gpus` names a GPU the hardware does not have, a negative index, or one GPU twice.
+
+    `gpus` counts positions in the hardware profile's `gpus` list from 0 (not the GPUs' `index`
+    fields). Planned on the GPUs that remain, such a deployment would look fine while the engine
+    sees other devices (or none, CPU-only); a repeated GPU would count as several devices. The
+    error sits at the index and lists the GPUs that exist.
+
+    Bad:
+        gpus: [0, 2]     # the workstation has GPUs 0 and 1
+
+    Good:
+        gpus: [0, 1]
+    """
+
+
+@rule("VR114", "no-gpus-selected", Severity.ERROR, "load")
+def _vr114():
+    """A vLLM deployment has no GPU to run on: `gpus: []`, or hardware without GPUs.
+
+    `gpus: []` hides every GPU (`CUDA_VISIBLE_DEVICES=`). llama-server, llama-cpp-python and
+    Ollama then run on the CPU, and vramc plans them so; vLLM needs a GPU and cannot start.
+
+    Bad:
+        engine: vllm
+        gpus: []
+
+    Good:
+        engine: vllm
+        gpus: [0]
     """
 
 
