@@ -11,6 +11,7 @@ untouched. The CLI tests run the real `vramc` in a subprocess.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import random
@@ -67,7 +68,8 @@ def line_starts(text: str) -> list[int]:
 
 
 def offset(text: str, starts: list[int], line: int, col: int) -> int:
-    return starts[line - 1] + col - 1
+    bom = text.startswith("\ufeff") and line == 1  # libyaml's columns do not count a byte-order mark
+    return starts[line - 1] + col - 1 + bom
 
 
 def breaks(text: str) -> set[str]:
@@ -82,7 +84,7 @@ def get(data, path):
 
 def check_set(text: str, path: tuple, key, value, *, comment=None, must_refuse=False, allow_refuse=None):
     """Apply one set to `text` and check every guarantee; returns the new text (or None if refused)."""
-    before = load_text(text, "t.yaml")
+    before = _load_before(text)
     assert not before.diagnostics
     ed = Editor(text, "t.yaml")
     full = path + (key,)
@@ -130,6 +132,11 @@ def check_set(text: str, path: tuple, key, value, *, comment=None, must_refuse=F
         again.set(path, key, value, comment=comment)
         assert again.text == after  # setting it again: one marker, nothing else moves
     return after
+
+
+@functools.lru_cache(maxsize=8)
+def _load_before(text: str):
+    return load_text(text, "t.yaml")
 
 
 def _has(data, path) -> bool:
@@ -240,6 +247,12 @@ def test_unsafe_writes_are_refused(text, path, key, reason):
     with pytest.raises(EditRefused, match=re.escape(reason)):
         ed.set(path, key, 5)
     assert ed.text == text
+
+
+def test_a_byte_order_mark_stays_and_is_not_counted():
+    after = check_set("\ufeffa: 1\nb: {c: 2}\n", (), "a", 5, comment=MARK)
+    assert after == "\ufeffa: 5  # vramc fit: auto\nb: {c: 2}\n"
+    assert check_set(after, ("b",), "d", 1) == "\ufeffa: 5  # vramc fit: auto\nb: {c: 2, d: 1}\n"
 
 
 def test_an_unused_anchor_is_not_shared():
@@ -461,6 +474,8 @@ class Gen:
             text = text.rstrip("\n")
         if r.random() < 0.3:
             text = text.replace("\n", "\r\n")
+        if r.random() < 0.05:
+            text = "\ufeff" + text
         return text
 
 
@@ -559,7 +574,8 @@ def test_fit_write_on_a_deployments_list(tmp_path):
     res = vramc("fit", "--write", prof)
     assert res.returncode == 0, res.stderr
     after = prof.read_text()
-    assert after == before.replace("gpu_layers: auto", "gpu_layers: 33")
+    # fit may mark what it chose with a comment on the value's line; nothing else may change
+    assert re.sub(r"  # vramc fit: [^\r\n]*", "", after) == before.replace("gpu_layers: auto", "gpu_layers: 33")
     res = vramc("check", prof)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "{0:" not in after
@@ -573,7 +589,7 @@ def test_fit_write_keeps_crlf(tmp_path):
     res = vramc("fit", "--write", prof)
     assert res.returncode == 0, res.stderr
     after = prof.read_bytes()
-    assert after == before.replace(b"gpu_layers: auto", b"gpu_layers: 33")
+    assert re.sub(rb"  # vramc fit: [^\r\n]*", b"", after) == before.replace(b"gpu_layers: auto", b"gpu_layers: 33")
     assert after.count(b"\r\n") == after.count(b"\n") and (prof.stat().st_mode & 0o777) == 0o600
 
 

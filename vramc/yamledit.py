@@ -48,6 +48,9 @@ import yaml
 from vramc.yamlpos import _Loader, _scalar, load_text
 
 
+BOM = "\ufeff"
+
+
 class EditRefused(ValueError):
     """An edit vramc will not make, because it could not be made safely; nothing was changed."""
 
@@ -82,8 +85,16 @@ def _plain_numbers(value):
     return value
 
 
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NOT_PLAIN = {"yes", "no", "true", "false", "on", "off", "null"}  # PyYAML reads these as bools/null
+
+
 def flow(value) -> str:
     """A value in YAML flow style, on one line: 33, [16, 12], auto, '0755' (whole floats as ints)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and _PLAIN.fullmatch(value) and value.lower() not in _NOT_PLAIN:
+        return value
     # Dumped as the only item of a flow list, so strings get the quoting a flow context needs
     # (a plain `a, b` would split in `{k: a, b}`).
     text = yaml.safe_dump([_plain_numbers(value)], default_flow_style=True, width=10**9,
@@ -117,8 +128,8 @@ def _comment_parts(comment: str) -> list[str]:
 class _Doc:
     """One parse of the text: its data (as vramc loads it) and its node graph (for positions)."""
 
-    def __init__(self, text: str, file: str):
-        loaded = load_text(text, file)
+    def __init__(self, text: str, file: str, loaded=None):
+        loaded = loaded or load_text(text, file)
         if loaded.diagnostics:
             d = loaded.diagnostics[0]
             raise EditRefused(file, (), None, f"it does not load cleanly ({d.code}: {d.message})",
@@ -170,6 +181,7 @@ class Editor:
         self._original = text
         self._doc: _Doc | None = None
         self._doc_text: str | None = None
+        self._verified = None  # what the last edit's reload check loaded, reused by the next edit
 
     @classmethod
     def open(cls, path, display: str | None = None) -> "Editor":
@@ -207,7 +219,8 @@ class Editor:
     # --- reading ---------------------------------------------------------------------------------
     def _parse(self) -> _Doc:
         if self._doc is None or self._doc_text != self.text:
-            self._doc, self._doc_text = _Doc(self.text, self.file), self.text
+            loaded = self._verified if self._verified and self._verified.text == self.text else None
+            self._doc, self._doc_text = _Doc(self.text, self.file, loaded), self.text
         return self._doc
 
     def _line_end(self, i: int) -> int:
@@ -224,6 +237,8 @@ class Editor:
 
     def marked(self, marker: str) -> list[tuple[tuple, object]]:
         """The (mapping path, key) of every block-style value whose line comment holds `marker`."""
+        if self.text.startswith(BOM):
+            return Editor(self.text[1:], self.file).marked(marker)
         doc = self._parse()
         out: list[tuple[tuple, object]] = []
         seen: set[int] = set()
@@ -257,6 +272,11 @@ class Editor:
     # --- writing ---------------------------------------------------------------------------------
     def set(self, path: tuple, key, value, comment: str | None = None) -> bool:
         """Set `key` in the mapping at `path` to `value` (see the module docstring)."""
+        if self.text.startswith(BOM):  # libyaml's marks do not count a byte-order mark: edit after it
+            inner = Editor(self.text[1:], self.file)
+            placed = inner.set(path, key, value, comment)
+            self.text = BOM + inner.text
+            return placed
         path = tuple(path)
         if comment is not None and (not comment.strip() or re.search(r"[\r\n\x85\u2028\u2029]", comment)):
             raise ValueError(f"a comment must be one non-empty line, not {comment!r}")
@@ -273,7 +293,7 @@ class Editor:
         node = doc.root
         if node is None:
             refuse("the file is empty")
-        expected = copy.deepcopy(doc.data)
+        expected = _shallow(doc.data)  # copied along the path only; the rest is shared, never changed
         target = expected
         missing: tuple = ()
         for i, seg in enumerate(path):
@@ -285,6 +305,7 @@ class Editor:
                     refuse(f"{_show(here)} is not a list", node)
                 if not 0 <= seg < len(node.value):
                     refuse(f"{_show(here)} has no item {seg}", node)
+                target[seg] = _shallow(target[seg])
                 node, target = node.value[seg], target[seg]
                 continue
             if not isinstance(node, yaml.MappingNode):
@@ -295,6 +316,7 @@ class Editor:
                 if any(not isinstance(s, str) for s in missing):
                     refuse(f"{_show(path[:i + 1])} does not exist", node)
                 break
+            target[seg] = _shallow(target[seg])
             node, target = found[1], target[seg]
         else:
             if doc.shared(node):
@@ -318,7 +340,7 @@ class Editor:
                 new_text, placed = self._replace(doc, node, found, path, key, value, text_value, comment, refuse)
         if new_text == self.text:
             return placed
-        self._verify(new_text, expected, path, key)
+        self._verified = self._verify(new_text, expected, path, key)
         self.text = new_text
         return placed
 
@@ -390,6 +412,11 @@ class Editor:
             d = loaded.diagnostics[0].message if loaded.diagnostics else "other values would change"
             raise EditRefused(self.file, path, key, f"the edited file would not load back as intended ({d}); "
                               "edit it by hand")
+        return loaded
+
+
+def _shallow(data):
+    return dict(data) if isinstance(data, dict) else list(data) if isinstance(data, list) else data
 
 
 def _show(path: tuple) -> str:
