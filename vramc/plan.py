@@ -224,6 +224,7 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         plan.diagnostics.append(Diagnostic(
             "VR320", Severity.ERROR, f"these settings cannot be loaded: {e}", dep.doc.file,
             dep.doc.positions.locate(("settings",)), dep.doc.prefix + ("settings",),
+            "check the GPUs' tenants and reserves" if plan.engine == "ollama" else  # no tensor_split
             "check the GPUs' tenants and reserves, or give tensor_split"))
         plan.estimate = None
         return

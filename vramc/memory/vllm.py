@@ -176,8 +176,10 @@ def _check_parallel(cfg: schema.HFConfig, tp: int, n_gpus: int, errors: list) ->
     if n_gpus < tp:
         errors.append((PARALLEL_INVALID, f"World size ({tp}) is larger than the number of "
                        f"available GPUs ({n_gpus}) in this node. If this is intentional and you "
-                       "are using:\n- ray, set '--distributed-executor-backend ray'.\n"
-                       "- multiprocessing, set '--nnodes' appropriately."))
+                       # vLLM's words, its line breaks and bullets made one line: a diagnostic
+                       # is one line (report._one_line would print them as a literal \n)
+                       "are using: ray, set '--distributed-executor-backend ray'; "
+                       "multiprocessing, set '--nnodes' appropriately."))
 
 
 def _check_scheduler(tokens: int, seqs: int, max_model_len: int, errors: list, notes: list) -> None:

@@ -19,6 +19,22 @@ def _breakdown(d) -> str:
     return ", ".join(f"{k} {fmt_size(v)}" for k, v in parts if v)
 
 
+# What lowers a deployment's GPU memory, in each engine's own settings (hints must name settings
+# the engine has: vLLM has no context or GPU layers, Ollama no tensor split).
+_SHRINK = {
+    "vllm": "lower gpu_memory_utilization (vLLM fills its share of the whole GPU with KV cache; "
+            "then lower max_model_len or max_num_seqs if a request no longer fits the smaller cache)",
+    "ollama": "lower ctx (num_ctx), parallel (OLLAMA_NUM_PARALLEL) or gpu_layers (num_gpu), or "
+              "quantize the KV cache (cache_type_k and cache_type_v: q8_0, OLLAMA_KV_CACHE_TYPE)",
+}
+_SHRINK_LLAMA = ("lower ctx or gpu_layers, or quantize the KV cache (cache_type_k and cache_type_v: "
+                 "q8_0)")
+
+
+def shrink_hint(engine: str) -> str:
+    return _SHRINK.get(engine, _SHRINK_LLAMA)
+
+
 def _available(d) -> str:
     text = fmt_size(d.capacity_bytes)
     if d.reserve_bytes:
@@ -88,7 +104,7 @@ def below_margin(plan):
                 f"{d.id} ({d.name}) keeps {fmt_size(d.free_bytes)} free, less than the "
                 f"{plan.dep.margin.describe()} margin ({fmt_size(plan.margins[i])})",
                 ("margin",) if plan.dep.variant else _anchor(plan),
-                "lower the context or the GPU layers, or accept a smaller margin",
+                f"{shrink_hint(plan.engine)}, or accept a smaller margin",
                 data={"device": d.id, "free_bytes": d.free_bytes})
 
 
@@ -117,13 +133,18 @@ def host_memory(plan):
     if h.total_bytes <= host_ram:
         return
     mapped = plan.engine != "vllm" and (plan.dep.settings.load_mode or "auto") in ("auto", "mmap", "dio")
+    more = "raise gpu_layers (num_gpu)" if plan.engine == "ollama" else "raise gpu_layers"
+    if plan.engine == "vllm":
+        hint = "lower cpu_offload_gb (the weights vLLM keeps in host memory), or use GPUs with more memory"
+    elif mapped:
+        hint = f"mapped weights will page from disk; {more} to keep more of them on GPUs"
+    else:
+        hint = f"{more} to keep more weights on GPUs, or use load_mode: mmap"
     yield Finding(
         f"the host needs {fmt_size(h.total_bytes)} (weights {fmt_size(h.weights_bytes)}, KV "
         f"{fmt_size(h.kv_bytes)}, compute {fmt_size(h.compute_bytes)}, other {fmt_size(h.other_bytes)}) "
         f"but has {fmt_size(host_ram)} of RAM",
-        _anchor(plan),
-        "mapped weights will page from disk; offload more layers to GPUs" if mapped else
-        "offload more layers to GPUs, or use load_mode: mmap",
+        _anchor(plan), hint,
         severity=Severity.WARNING if mapped else None)
 
 
@@ -151,6 +172,7 @@ def gpu_unused(plan):
             yield Finding(f"{d.id} ({d.name}) holds no layers but still pays "
                           f"{fmt_size(d.overhead_bytes)} of CUDA overhead",
                           ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),
+                          "leave it out with `gpus:`" if plan.engine == "ollama" else  # no tensor_split
                           "leave it out with `gpus:` or give it a share of the split")
 
 
@@ -263,7 +285,8 @@ def oversubscribed(plans):
                 yield plan, Finding(
                     f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
                     f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
-                    _anchor(plan), "give each deployment a smaller share, or move one to another GPU")
+                    _anchor(plan), f"{shrink_hint(plan.engine)} for one of them, or move one to "
+                    "another GPU (`gpus:`)")
 
 
 

@@ -1,0 +1,91 @@
+"""Messages a user can act on: hints name the settings of the deployment's own engine, and no
+diagnostic carries escape artefacts (a literal \\n, a control character, an unfilled `{name}`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vramc.check import run_check
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "profiles" / "models"
+
+# One deployment per engine that fits but leaves less than the margin free (VR301).
+BELOW_MARGIN = {
+    "llama-server": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
+                     "{ctx: 61440, gpu_layers: all}"),
+    "llama-cpp-python": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
+                         "{ctx: 57344, gpu_layers: all, flash_attn: on}"),
+    "ollama": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
+               "{ctx: 61440, gpu_layers: all}"),
+    "vllm": ("{gpus: [{name: RTX 4090, vram: 24GiB}]}", "mistral-7b-instruct-awq",
+             "{gpu_memory_utilization: 0.97}"),
+}
+# What the hint must name, and what it must not (settings the engine does not have).
+NAMES = {
+    "llama-server": (("ctx", "gpu_layers", "cache_type_k", "cache_type_v"), ("num_ctx", "gpu_memory_utilization")),
+    "llama-cpp-python": (("ctx", "gpu_layers", "cache_type_k"), ("num_ctx", "gpu_memory_utilization")),
+    "ollama": (("num_ctx", "num_gpu", "OLLAMA_NUM_PARALLEL", "OLLAMA_KV_CACHE_TYPE"), ("gpu_memory_utilization",)),
+    "vllm": (("gpu_memory_utilization", "max_model_len", "max_num_seqs"), ("gpu_layers", "ctx ", "context")),
+}
+
+
+@pytest.mark.parametrize("engine", sorted(BELOW_MARGIN))
+def test_below_margin_hint_names_the_engines_own_settings(engine, tmp_path):
+    hardware, model, settings = BELOW_MARGIN[engine]
+    f = tmp_path / "dep.yaml"
+    f.write_text(f"name: tight\nhardware: {hardware}\nmodel: {MODELS / model}.yaml\nengine: {engine}\n"
+                 f"lint: {{margin: 10%}}\nsettings: {settings}\n")
+    found = [d for d in run_check([f]).diagnostics if d.code == "VR301"]
+    assert found, f"no VR301 for {engine}"
+    must, must_not = NAMES[engine]
+    for d in found:
+        assert all(name in d.hint for name in must), (engine, d.hint)
+        assert not any(name in d.hint for name in must_not), (engine, d.hint)
+        assert d.hint.endswith("or accept a smaller margin")
+
+
+def _all_fixture_diagnostics():
+    fixtures = Path(__file__).parent / "fixtures"
+    files = sorted(fixtures.rglob("*.yaml"))
+    # one check per file, as a user would run them (a broken file must not hide another's findings)
+    out = []
+    for path in [p for p in files if "/out/" not in p.as_posix()] + [ROOT / "profiles"]:
+        out += run_check([path]).diagnostics
+    return out
+
+
+# Python's repr of a profile value (a quoted string) may show an escape: that is the value, shown
+# safely. Outside such quotes, an escape or a control character is an artefact.
+QUOTED = re.compile(r"""(?<![\w])'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\"""")
+ESCAPE = re.compile(r"\\[nrtxu0abfv]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# an f-string that lost its `f`: `{name}`, `{d.id}`, `{x!r}`, `{n:.2f}` (not YAML's `{margin: 5%}`)
+PLACEHOLDER = re.compile(r"(?<![{$])\{[a-z_][a-z_0-9.]*(?:\[[^\]]*\])?(?:![rsa])?(?::[^}\s][^}]*)?\}")
+
+
+def test_no_escape_artefacts_in_any_fixture_message():
+    diags = _all_fixture_diagnostics()
+    assert len({d.code for d in diags}) > 30  # the fixtures reach most rules
+    bad = []
+    for d in diags:
+        for part in (d.message, d.hint):
+            bare = QUOTED.sub("''", part)
+            if CONTROL.search(part) or ESCAPE.search(bare) or PLACEHOLDER.search(bare):
+                bad.append((d.code, d.file, part))
+    assert bad == []
+
+
+def test_vllm_parallel_message_is_one_line(tmp_path):
+    # vLLM's own error text has line breaks and bullets; `check` printed them as a literal \n
+    from typer.testing import CliRunner
+
+    from vramc.cli import app
+
+    fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "VR337-vllm-parallel.yaml"
+    out = CliRunner().invoke(app, ["check", str(fixture)]).output
+    line = next(ln for ln in out.splitlines() if " VR337 " in ln)
+    assert "\\n" not in line and "World size (2)" in line and "'--nnodes' appropriately" in line
