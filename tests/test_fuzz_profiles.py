@@ -15,7 +15,11 @@ BASE = {"name": "f", "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB"}
                                            {"name": "RTX 3060", "vram": "12GiB"}]},
         "model": LLAMA8B, "engine": "llama-server", "settings": {"ctx": 8192, "gpu_layers": "all"}}
 VALUES = [None, 0, -1, 1, 3, 2**40, 1e30, "", "x", [], {}, [1], {"a": 1}, True, "auto", "all",
-          "24GiB", "0MiB", 0.0, "-5GiB", "nan", [0, 0], [1e-9, 1e9], "a\nb", "$(id)"]
+          "24GiB", "0MiB", 0.0, "-5GiB", "nan", [0, 0], [1e-9, 1e9], "a\nb", "$(id)",
+          # non-finite and huge numbers, a glob where a regex belongs, a newline-ended name, GPU
+          # indices the hardware lacks, names no file system takes
+          float("inf"), float("nan"), 1e308, [float("inf"), 1], ["*=CPU"], "ok\n", {"ok\n": {}},
+          [5], [0, 0, 0], [-1], "x" * 300, "a\0b", "24T", 24]
 SETTINGS = ["ctx", "parallel", "batch", "ubatch", "gpu_layers", "split_mode", "tensor_split",
             "main_gpu", "flash_attn", "cache_type_k", "cache_type_v", "kv_unified", "kv_offload",
             "load_mode", "override_tensor", "n_cpu_moe", "cpu_moe", "port", "ctx_min", "host",
