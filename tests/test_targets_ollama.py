@@ -55,3 +55,29 @@ def test_made_up_variables_block_the_build_and_are_never_written(tmp_path, monke
     assert "--force: BUILDING mistral-ollama ALTHOUGH CHECK FAILS (VR401)" in err
     assert "env OLLAMA_GPU_LAYERS not written" in err
     assert "OLLAMA_GPU_LAYERS" not in (project / "out" / "mistral-ollama" / "ollama.env").read_text()
+
+
+def test_every_ollama_choice_the_plan_assumes_is_written():
+    """Each decision Ollama would make itself and the plan relies on (vramc.ollama_sched) is pinned
+    in the artifacts as its `pinned` says: a PARAMETER in the Modelfile, a variable in the env."""
+    from build_support import ROOT
+    from vramc.check import run_check
+
+    seen = 0
+    for project, profile in ((FIXTURE, FIXTURE / "profiles" / "ollama.yaml"), (ROOT, ROOT / "profiles" / "16gb.yaml")):
+        for plan in run_check([profile]).plans:
+            folder = project / "out" / plan.dep.label.replace("@", "/@")
+            params = dict(parse_modelfile((folder / "Modelfile").read_text())[1:])
+            env = read_env_file(folder / "ollama.env")
+            assert params["num_batch"] == str(plan.params.n_batch) == str(plan.params.n_ubatch)
+            for key, choice in plan.engine_choices.items():
+                for pin in (choice.pinned or "").split(", "):
+                    if pin.startswith("PARAMETER "):
+                        _, name, value = pin.split()
+                        assert params[name] == value, (plan.dep.label, key, pin)
+                        seen += 1
+                    elif "=" in pin:
+                        name, value = pin.split("=")
+                        assert env[name] == value, (plan.dep.label, key, pin)
+                        seen += 1
+    assert seen >= 5 * 3  # batch, ubatch, num_gpu, LLAMA_ARG_FIT for each of 5 plans, at least
