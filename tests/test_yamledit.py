@@ -594,16 +594,39 @@ def test_fit_write_keeps_crlf(tmp_path):
 
 
 def test_fit_write_refuses_an_anchored_setting(tmp_path):
+    # the first edit (deployment a) can be made, the second (its variant, whose settings deployment
+    # b shares through an alias) cannot: nothing is written at all
     prof = tmp_path / "anchored.yaml"
     prof.write_text(f"kind: deployments\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\n"
                     f"deployments:\n  - name: a\n    model: {LLAMA8B}\n    engine: llama-server\n"
-                    f"    settings: &s {{ctx: 4096, parallel: 1, gpu_layers: auto}}\n"
+                    f"    settings:\n      ctx: 4096\n      parallel: 1\n      gpu_layers: auto\n"
+                    f"    variants:\n      v: {{settings: &s {{ctx: 2048, parallel: 1, gpu_layers: auto}}}}\n"
                     f"  - name: b\n    model: {LLAMA8B}\n    engine: llama-server\n    settings: *s\n")
     before = prof.read_bytes()
     res = vramc("fit", "--write", prof)
     assert res.returncode == 2, res.stderr
-    assert f"{prof}:7:15: cannot set deployments[0].settings.gpu_layers: it is inside a YAML anchor" in res.stderr
+    assert (f"{prof}:12:21: cannot set deployments[0].variants.v.settings.gpu_layers: it is inside a "
+            "YAML anchor that an alias shares") in res.stderr
     assert "Traceback" not in res.stderr and prof.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anchored.yaml"]
+
+
+def test_hostile_files_are_refused_not_damaged(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(EditRefused, match="not UTF-8"):
+        Editor.open(bad)
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")) + "s: {k: 1}\n"
+    deep = "s: {k: 1}\nd: " + "[" * 2000 + "]" * 2000 + "\n"
+    for text in (laughs, deep, "s: {k: 1}\n---\nt: 2\n"):
+        ed = Editor(text, "h.yaml")
+        with pytest.raises(EditRefused, match="does not load cleanly"):
+            ed.set(("s",), "k", 2)
+        assert ed.text == text
+    # a tag is only text to vramc's loader (nothing is constructed from it), and it stays
+    tagged = "s: !!python/object:os.system {k: 1}\n"
+    assert check_set(tagged, ("s",), "k", 2) == "s: !!python/object:os.system {k: 2}\n"
 
 
 def test_fit_write_that_cannot_replace_the_file(tmp_path):
