@@ -319,3 +319,24 @@ def test_auto_ctx_gets_the_batch_of_the_context_the_solver_chose(tmp_path):
     predicted = o.predict_server_vram(o.model_file_size(meta), meta, ctx)
     assert p.params.n_batch == p.params.n_ubatch == o.automatic_generation_batch(
         ctx, predicted, o.available_for_placement(gpus), False, [16 * GiB])
+
+
+def test_cpu_only_and_the_trained_context(tmp_path):
+    # ctx 0 is vramc's "the trained context", written as num_ctx: Ollama's batch is that of 131072;
+    # no GPU: Ollama turns mmap off (disableMmapDefaultReason "cpu"); no free memory to step down by
+    path = _profile(tmp_path, "cpu", "hardware: {gpus: [], host_ram: 64GiB}\nsettings: {ctx: 0}\n")
+    _, plans = _plan(path)
+    p = plans["cpu"]
+    assert p.params.n_ctx == 131072 and p.params.n_batch == p.params.n_ubatch == 2048
+    assert p.engine_choices["mmap"].value is False and "gpus" not in p.engine_choices
+
+
+def test_old_gpu_gets_flash_attention_off_and_the_small_batch(tmp_path):
+    # ml/device.go cudaFlashAttentionSupported: a GTX 980 (5.2) has none, so Ollama passes
+    # --flash-attn off and, on 8 GiB or less above 4096 tokens, a batch of 256
+    path = _profile(tmp_path, "old", "hardware: {gpus: [{name: GTX 980, vram: 4GiB}]}\n"
+                                     "settings: {ctx: 8192, gpu_layers: auto}\n")
+    _, plans = _plan(path)
+    p = plans["old"]
+    assert p.params.flash_attn == "off" and p.params.n_batch == p.params.n_ubatch == 256
+    assert p.engine_choices["coresident"].value is False  # 8.95 GiB predicted on a 4 GiB card

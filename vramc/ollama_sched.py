@@ -350,6 +350,8 @@ def before_solve(plan, meta, choice):
 
     # context (server/routes.go Serve; llm/server.go NewLlamaServer)
     ctx = choice.ctx
+    if ctx == 0 and train:  # vramc's "the trained context", which it writes as num_ctx
+        ctx = train
     if s.ctx is None:
         env_ctx = _env_uint(env, "OLLAMA_CONTEXT_LENGTH")
         total = sum(g.capacity_bytes for g in plan.gpus)
