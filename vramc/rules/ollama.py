@@ -88,3 +88,35 @@ def ollama_main_gpu_alone(plan):
     yield Finding(c.why, ("settings", "main_gpu"),
                   f"list only that GPU (`gpus: [{c.value[0]}]`) and drop main_gpu, or drop main_gpu "
                   "to spread the model over every GPU")
+
+
+@rule("VR317", "ollama-projector-on-cpu", Severity.WARNING)
+def ollama_projector_on_cpu(plan):
+    """Ollama runs the vision projector on the CPU, not on the GPU where the plan counts it.
+
+    With part of the model on the CPU (`num_gpu` below the model's layers) or a GPU with less free
+    memory than the projector plus 1 GiB, Ollama starts llama-server with `--no-mmproj-offload`
+    (llm/llama_server.go `shouldDisableMMProjOffload`): images are encoded on the CPU, slowly, and
+    the projector's weights take host memory. The plan keeps counting it on the first GPU (the
+    safe side for the GPU; the host figure is short by the projector).
+
+    Bad:
+        hardware: {gpus: [{name: RTX 4060, vram: 8GiB}]}
+        model: llama8b-vision
+        engine: ollama
+        settings: {ctx: 8192, gpu_layers: 20}
+
+    Good:
+        hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+        model: llama8b-vision
+        engine: ollama
+        settings: {ctx: 8192, gpu_layers: all}
+    """
+    c = plan.engine_choices.get("mmproj_offload") if plan.engine == "ollama" else None
+    if c is None:
+        return
+    at = ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else ("model",)
+    yield Finding(f"the projector runs on the CPU: {c.why.split(': Ollama passes')[0]} makes Ollama pass "
+                  "--no-mmproj-offload (llm/llama_server.go shouldDisableMMProjOffload)", at,
+                  "put every layer on the GPUs (a shorter ctx or a quantized KV cache makes room), or accept "
+                  "CPU image encoding and its host memory")
