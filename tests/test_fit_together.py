@@ -213,3 +213,17 @@ def test_solver_answer_is_what_relax_writes(tmp_path):
     assert fit(prof, "--relax", "gpu_layers", "--write").exit_code == 0
     [after] = run_check([prof]).plans
     assert after.choice == replace(p.choice, gpu_layers=values["gpu_layers"])
+
+
+def test_refit_ignores_markers_outside_the_settings(tmp_path):
+    """Markers a user copied onto other keys (or onto the settings block itself) free nothing."""
+    p = tmp_path / "odd.yaml"
+    p.write_text(f"name: odd\nhardware:\n  gpus:\n    - name: RTX 3060\n      vram: 12GiB   # vramc fit: auto\n"
+                 f"model: {CHAT}\nengine: llama-server\nsettings:   # vramc fit: auto\n  ctx: 8192\n"
+                 "  parallel: 1\n  gpu_layers: 20   # vramc fit: autox\n")  # not the marker: another word
+    before = p.read_bytes()
+    res = fit(p, "--refit", "--write")
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output and "nothing to re-fit" in res.output
+    assert p.read_bytes() == before
+    assert run_check([p]).plans[0].params.n_gpu_layers == 20

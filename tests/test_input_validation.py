@@ -378,6 +378,14 @@ def test_newline_ended_codes_and_names(proj):
     _, diags = findings(deployment(proj, "c", 'lint: {ignore: ["VR101\\n"], severity: {"VR302\\n": error}}\n'))
     assert at(diags, "VR101") == [(5, 17), (5, 40)]  # at the code, at the key
     assert cli_analyze(proj / "none.gguf", layers=False, fmt="text", write=proj / "m.yaml", name="ok\n") == 2
+    from vramc.lint import CODE_RE
+    from vramc.render import UnsafeValue, check_env_name
+
+    assert not CODE_RE.match("VR101\n")
+    with pytest.raises(UnsafeValue):
+        check_env_name("LLAMA_ARG_CTX_SIZE\n")  # else a name line in env files and units
+    _, diags = findings(deployment(proj, "e", 'env: {"LLAMA_ARG_CTX_SIZE\\n": 1}\n'))
+    assert at(diags, "VR403") == [(5, 31)]  # `check` passed it before: `$` matched before the final newline
     p = proj / "n.yaml"
     p.write_text(f'name: "ok\\n"\nhardware: two\nmodel: {LLAMA8B}\nengine: llama-server\n')
     _, diags = findings(p)

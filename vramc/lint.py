@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from vramc.diagnostics import Diagnostic, Severity
 
-CODE_RE = re.compile(r"^VR\d{3}$")
+CODE_RE = re.compile(r"^VR\d{3}\Z")
 # Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
 ESTIMATE_CODES = {
     "llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305",

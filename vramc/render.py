@@ -57,7 +57,7 @@ def shquote(value: object) -> str:
 
 # --- systemd (systemd.syntax, systemd.service "Command lines", systemd.exec "Environment=") -------
 
-_SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_+=:,./@-]+$")
+_SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_+=:,./@-]+\Z")
 
 
 def _systemd_quoted(text: str) -> str:
@@ -86,8 +86,8 @@ def systemd_env(pair: tuple[str, object]) -> str:
 
 # --- env files: POSIX sh `.` and systemd EnvironmentFile= read them the same way ------------------
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_SAFE = re.compile(r"^[A-Za-z0-9_+=:,./@%-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: `$` also matches before a final newline
+_ENV_SAFE = re.compile(r"^[A-Za-z0-9_+=:,./@%-]*\Z")
 
 
 def check_env_name(name: object) -> str:

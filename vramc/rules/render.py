@@ -13,7 +13,7 @@ from vramc.diagnostics import Severity
 from vramc.lint import Finding, rule
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: `$` also matches before a final newline
 
 
 def _control(text: str) -> str | None:
