@@ -151,11 +151,14 @@ class _Doc:
     def shared(self, node) -> bool:
         return self.refs.get(id(node), 0) > 1
 
-    def any_shared(self, node) -> bool:
-        seen, stack = set(), [node]
+    def anchors_shared_inside(self, node) -> bool:
+        """Whether replacing `node`'s text would drop an anchor that an alias elsewhere uses.
+        (An alias inside it is no node of its own: its node lies where the anchor is.)"""
+        lo, hi = node.start_mark.index, node.end_mark.index
+        seen, stack = set(), list(_children(node))
         while stack:
             n = stack.pop()
-            if id(n) in seen:
+            if id(n) in seen or not lo <= n.start_mark.index < hi:
                 continue
             seen.add(id(n))
             if self.shared(n):
@@ -353,7 +356,7 @@ class Editor:
                 refuse("its value is a block scalar (| or >); edit it by hand", vnode)
         elif not vnode.flow_style:
             refuse("its value is a block collection over several lines; edit it by hand", vnode)
-        elif doc.any_shared(vnode):
+        elif doc.anchors_shared_inside(vnode):
             refuse("its value holds a YAML anchor that an alias shares; edit it by hand", vnode)
         if vnode.start_mark.line != vnode.end_mark.line:
             refuse("its value spans several lines; edit it by hand", vnode)
@@ -383,12 +386,12 @@ class Editor:
             if not mapping.value:
                 brace = text.index("{", mapping.start_mark.index)
                 return text[:brace + 1] + entry + text[brace + 1:], comment is None
-            end = _content_end(mapping)
+            end = _content_end(text, mapping)
             return text[:end] + ", " + entry + text[end:], comment is None
         # a block mapping: new lines after its last content, at its keys' indentation
         indent = mapping.value[0][0].start_mark.column
         step = _indent_step(doc.root, mapping)
-        end = _content_end(mapping)
+        end = _content_end(text, mapping)
         if end > 0 and text[end - 1] in "\n\r":  # the content ends with its line break (a block scalar)
             at = end
         else:
@@ -406,7 +409,7 @@ class Editor:
             return text + "".join(nl + x for x in lines), True
         return text[:at] + "".join(x + nl for x in lines) + text[at:], True
 
-    def _verify(self, new_text: str, expected, path: tuple, key) -> None:
+    def _verify(self, new_text: str, expected, path: tuple, key):
         loaded = load_text(new_text, self.file)
         if loaded.diagnostics or not _same(loaded.data, expected):
             d = loaded.diagnostics[0].message if loaded.diagnostics else "other values would change"
@@ -436,10 +439,18 @@ def _plain_value(data, path: tuple, key):
     return data[key]
 
 
-def _content_end(mapping) -> int:
+_ALIAS_VALUE = re.compile(r"[ \t]*:[ \t]*\*[^\s,\[\]{}]+")
+
+
+def _content_end(text: str, mapping) -> int:
     """Where the mapping's last content ends in the text (nodes shared from elsewhere skipped)."""
     lo, hi = mapping.start_mark.index, mapping.end_mark.index
     end = mapping.value[-1][0].end_mark.index if mapping.value else lo
+    for k, v in mapping.value:
+        if not lo <= v.start_mark.index < hi:  # `key: *alias`: the alias has no node of its own here
+            m = _ALIAS_VALUE.match(text, k.end_mark.index)
+            if m:
+                end = max(end, m.end())
     stack, seen = [n for pair in mapping.value for n in pair], set()
     while stack:
         n = stack.pop()
