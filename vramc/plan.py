@@ -93,8 +93,11 @@ class Plan:
 def gpu_budgets(dep) -> list[GpuBudget]:
     """The deployment's GPUs in launch order (CUDA_VISIBLE_DEVICES), as the engine will see them."""
     hw = dep.hardware.obj
-    chosen = list(range(len(hw.gpus))) if dep.doc.obj.gpus is None else [
-        i for i in dep.doc.obj.gpus if 0 <= i < len(hw.gpus)]
+    chosen = list(range(len(hw.gpus))) if dep.doc.obj.gpus is None else list(dep.doc.obj.gpus)
+    # the loader refuses unknown, negative and repeated indices (VR113) instead of planning on the
+    # GPUs that remain; dropping them here would plan other devices than the engine will see
+    if any(not 0 <= i < len(hw.gpus) for i in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"gpus {chosen} do not name distinct GPUs of {len(hw.gpus)} (VR113 was not checked)")
     order = dep.settings.device_order or hw.device_order
     if order == "free_desc":
         chosen.sort(key=lambda i: (-(_free(hw.gpus[i])), i))
