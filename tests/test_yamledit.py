@@ -655,7 +655,7 @@ def test_fit_write_that_cannot_replace_the_file(tmp_path):
     before = prof.read_bytes()
     res = vramc("fit", "--write", prof, fsize=64)
     assert res.returncode == 1, res.stderr
-    assert "cannot write: File too large; the file was left as it was" in res.stderr
+    assert "two.yaml: cannot write: File too large; the file was left as it was" in res.stderr
     assert "Traceback" not in res.stderr
     assert prof.read_bytes() == before and sorted(p.name for p in prof.parent.iterdir()) == ["two.yaml"]
 

@@ -30,8 +30,18 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None, *, durable: b
 
     `mode` sets the file's mode; without it an existing file keeps its own and a new one gets 0644.
     `durable=False` skips the fsyncs, for caches, where losing the write only costs time.
+    An OSError names `path` (not the temporary file, which the user never asked for).
     """
-    target = resolve_target(Path(path))
+    try:
+        _write(Path(path), data, mode, durable)
+    except OSError as e:
+        if e.errno is None or e.filename == str(path):
+            raise
+        raise type(e)(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+
+
+def _write(path: Path, data: bytes, mode: int | None, durable: bool) -> None:
+    target = resolve_target(path)
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     target.parent.mkdir(parents=True, exist_ok=True)
