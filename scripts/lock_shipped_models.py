@@ -19,7 +19,7 @@ from vramc.analyze import profile_yaml
 from vramc.gguf import read_gguf
 from vramc.synth.shapes import get_shape
 from vramc.synth.writer import write_sparse_gguf
-from vramc.writer import write_atomic
+from vramc.yamledit import write_new
 
 # profile name -> (catalog shape, llama.cpp file type, the file name people download)
 SHIPPED = {
@@ -58,7 +58,7 @@ def _quote(text: str) -> str:
 def main() -> int:
     root = Path(__file__).resolve().parent.parent / "profiles" / "models"
     for name in SHIPPED:
-        write_atomic(root / f"{name}.yaml", lock_text(name).encode())
+        write_new(root / f"{name}.yaml", lock_text(name))
         print(f"wrote profiles/models/{name}.yaml")
     return 0
 
