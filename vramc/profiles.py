@@ -577,7 +577,7 @@ class Loader:
             return None
         if target is None:
             looked = ", ".join(display_path(c) for c in candidates)
-            close = _close_names(value, candidates[0].parent, folder)
+            close = _close_names(value, candidates[0].parent)
             self.diagnostics.append(Diagnostic(
                 "VR110", Severity.ERROR, f"{kind} profile {value!r} not found", owner.file, span, where,
                 (f"did you mean {close!r}? " if close else "") + f"looked for {looked}; create it or fix the name"))
@@ -661,7 +661,7 @@ class Loader:
 DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free
 
 
-def _close_names(value: str, folder: Path, kind_folder: str) -> str | None:
+def _close_names(value: str, folder: Path) -> str | None:
     """The existing profile name nearest to a misspelt reference ("workstaton" -> "workstation")."""
     try:
         entries = os.listdir(folder)

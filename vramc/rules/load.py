@@ -195,7 +195,9 @@ def _vr110():
     """A named hardware or model profile does not exist.
 
     `hardware: NAME` resolves to `hardware/NAME.yaml` and `model: NAME` to `models/NAME.yaml` in
-    the profiles folder (the nearest folder above the deployment that has them).
+    the profiles folder (the nearest folder above the deployment that has them). The hint names
+    the closest existing profile ("did you mean 'workstation'?"). A profile that exists but
+    cannot be read (a symlink loop, no permission) is VR000 instead.
 
     Bad:
         hardware: workstaton
