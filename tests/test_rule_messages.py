@@ -48,6 +48,18 @@ def test_below_margin_hint_names_the_engines_own_settings(engine, tmp_path):
         assert d.hint.endswith("or accept a smaller margin")
 
 
+@pytest.mark.parametrize("engine", ["llama-server", "ollama"])
+def test_does_not_fit_hint_suggests_only_what_the_engine_can_set(engine, tmp_path):
+    # the solver's answer for two GPUs is layers and a split; Ollama cannot pass a split (VR400)
+    f = tmp_path / "dep.yaml"
+    f.write_text(f"name: big\nhardware: {{gpus: [{{name: A, vram: 8GiB}}, {{name: B, vram: 6GiB}}]}}\n"
+                 f"model: {MODELS}/deepseek-r1-distill-qwen-14b-q4_k_m.yaml\nengine: {engine}\n"
+                 "settings: {ctx: 32768, gpu_layers: all}\n")
+    hints = {d.hint for d in run_check([f]).diagnostics if d.code == "VR300"}
+    assert hints and all("gpu_layers" in h and "--relax ctx" in h for h in hints)
+    assert all(("tensor_split" in h) == (engine != "ollama") for h in hints), hints
+
+
 def _all_fixture_diagnostics():
     fixtures = Path(__file__).parent / "fixtures"
     files = sorted(fixtures.rglob("*.yaml"))

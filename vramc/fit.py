@@ -582,7 +582,8 @@ def suggestions(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min
     if choice.split_mode == "row":  # cannot load at all (VR311): the layer split first
         choice, first = replace(choice, split_mode="layer"), "set split_mode: layer"
     ideas = []
-    split = "auto" if choice.split_mode != "none" else choice.tensor_split
+    # Ollama has no tensor split to write (VR400): llama-server splits by free memory there
+    split = "auto" if choice.split_mode != "none" and choice.engine != "ollama" else choice.tensor_split
     r = solve(meta, gpus, replace(choice, gpu_layers="auto", tensor_split=split), margins, ctx_min)
     if r.fits:
         keys = ("gpu_layers",) + (("tensor_split",) if split == "auto" and len(gpus) > 1 else ())
