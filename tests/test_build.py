@@ -38,22 +38,47 @@ def test_layout_variants_and_reported_status(project, capsys):
 
 
 def test_changed_and_stale_files_are_reported_and_repaired(project, capsys):
+    """A generated file that was edited is regenerated; a file vramc wrote and no longer
+    generates (a variant taken out of the profile) is removed with its folder; a file vramc did
+    not write, or one it would remove but that was edited since, is reported and kept."""
     build(["profiles"])
     capsys.readouterr()
     launch = project / "out" / "qwen-chat" / "launch.sh"
     launch.write_text(launch.read_text().replace("--port 8000", "--port 9999"))
-    extra = project / "out" / "qwen-chat" / "notes.txt"
-    extra.write_text("hand-written\n")
-    old_variant = project / "out" / "mistral-split" / "@gone" / "launch.sh"
-    old_variant.parent.mkdir()
-    old_variant.write_text("#!/bin/sh\n")
+    notes = project / "out" / "qwen-chat" / "notes.txt"
+    notes.write_text("hand-written\n")
+    hand_made = project / "out" / "mistral-split" / "@gone" / "launch.sh"
+    hand_made.parent.mkdir()
+    hand_made.write_text("#!/bin/sh\n")
+    profile = project / "profiles" / "ollama.yaml"
+    profile.write_text(profile.read_text().split("variants:")[0])  # @one-slot is gone
+    one_slot = project / "out" / "mistral-ollama" / "@one-slot"
+    (one_slot / "app.env").write_text("EDITED=1\n")
     assert build(["profiles"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "changed    out/qwen-chat/launch.sh" in out
-    assert "removed    out/qwen-chat/notes.txt" in out
-    assert "removed    out/mistral-split/@gone/launch.sh" in out
-    assert not old_variant.parent.exists()
-    assert read_tree(project / "out") == GOLDEN
+    assert "removed    out/mistral-ollama/@one-slot/Modelfile" in out
+    assert "removed    out/mistral-ollama/@one-slot/ollama.service.d/override.conf" in out
+    assert "removed    out/mistral-ollama/ollama.env.one-slot" in out  # its flat copy
+    assert "removed    out/mistral-ollama/@one-slot/.vramc-manifest" in out
+    assert not (one_slot / "ollama.service.d").exists()
+    assert "left alone: out/qwen-chat/notes.txt (vramc build did not write it)" in captured.err
+    assert "left alone: out/mistral-split/@gone/launch.sh (vramc build did not write it)" in captured.err
+    assert ("left alone: out/mistral-ollama/@one-slot/app.env (no longer generated, and changed "
+            "since vramc wrote it)") in captured.err
+    assert notes.read_text() == "hand-written\n" and hand_made.read_text() == "#!/bin/sh\n"
+    assert (one_slot / "app.env").read_text() == "EDITED=1\n"
+    notes.unlink()
+    shutil.rmtree(hand_made.parent)
+    shutil.rmtree(one_slot)
+    expected = {k: v for k, v in GOLDEN.items() if "one-slot" not in k}
+    built = read_tree(project / "out")
+    assert {k for k in built if k.startswith("mistral-ollama/")} == {
+        k for k in expected if k.startswith("mistral-ollama/")}
+    assert {k: v for k, v in built.items() if not k.startswith("mistral-ollama/")} == {
+        k: v for k, v in expected.items() if not k.startswith("mistral-ollama/")}
+    assert build(["profiles"], check_only=True) == 0
 
 
 def test_check_mode_writes_nothing_and_shows_a_diff(project, capsys):
@@ -73,7 +98,7 @@ def test_check_mode_writes_nothing_and_shows_a_diff(project, capsys):
     captured = capsys.readouterr()
     assert "-OLLAMA_NUM_PARALLEL=4\n+OLLAMA_NUM_PARALLEL=2\n" in captured.out
     assert "--- out/mistral-ollama/ollama.env (on disk)" in captured.out
-    assert "stale: out/qwen-batch/stale.conf" in captured.err
+    assert "unknown: out/qwen-batch/stale.conf (vramc build did not write it)" in captured.err
     assert "mode differs: out/qwen-chat/launch.sh should be executable" in captured.err
     assert read_tree(project / "out") == before  # --check wrote nothing
 

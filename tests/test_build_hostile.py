@@ -205,3 +205,230 @@ def test_values_with_no_safe_form_are_vr403_and_never_built(where, tmp_path, mon
         assert build(["profiles"], force=True) == 1
         assert "not built: d:" in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+# --- Unicode: characters that are not printable --------------------------------------------------
+
+# One of each Unicode category that str.isprintable() rejects, besides the spaces: C1 control
+# (NEL, a YAML line break), bidi override, line and paragraph separators (YAML line breaks),
+# private use, unassigned. (Surrogates cannot be written to a UTF-8 profile at all.)
+UNPRINTABLE = {"Cc": "\x85", "Cf": "\u202e", "Zl": "\u2028", "Zp": "\u2029", "Co": "\ue000",
+               "Cn": "\u0378"}
+NBSP = "\xa0"  # Zs: carried by every artifact, except an Ollama FROM path (the parser drops it)
+STANDIN = "Q"
+
+
+def unicode_project(root, ch: str):
+    """The fixture project with `ch` in every string that reaches an artifact, one deployment
+    per field (so that each must be reported on its own), plus a GPU uuid, a profile file name
+    and an Ollama model path in files of their own."""
+    from build_support import copy_fixture
+
+    root = copy_fixture(root)
+    for own in (root / "profiles").glob("*.yaml"):  # only hardware/ and models/ are used
+        own.unlink()
+    models = root / "profiles" / "models"
+
+    def model(name, **change):
+        doc = yaml.safe_load((models / f"{name}.yaml").read_text())
+        for key in ("kind", "name", "source"):
+            doc.pop(key, None)
+        return {**doc, **change}
+
+    v = f"a{ch}b"
+    gguf = {"llama-server": {"ctx": 4096, "gpu_layers": "all"}, "ollama": {"ctx": 4096},
+            "llama-cpp-python": {"ctx": 4096, "gpu_layers": "all"}}
+    fields = {
+        "ls": ("llama-server", {"host": {"settings": {"host": v}}, "alias": {"settings": {"alias": v}},
+                                "key": {"settings": {"api_key_file": f"keys/{v}.txt"}},
+                                "override": {"settings": {"override_tensor": [f"blk\\.31\\.ffn_up{ch}=CPU"]}},
+                                "gguf": {"gguf": f"models/{v}.gguf"}, "env": {"env": {"HOSTILE": v}}}),
+        "py": ("llama-cpp-python", {"host": {"settings": {"host": v}},
+                                    "alias": {"settings": {"alias": v}},
+                                    "gguf": {"gguf": f"models/{v}.gguf"},
+                                    "env": {"env": {"HOSTILE": v}}}),
+        "ol": ("ollama", {"host": {"settings": {"host": v}}, "keep": {"settings": {"keep_alive": v}},
+                          "env": {"env": {"OLLAMA_ORIGINS": v}}}),
+        "vl": ("vllm", {"host": {"settings": {"host": v}}, "alias": {"settings": {"alias": v}},
+                        "hf": {"hf": f"org/{v}"}, "env": {"env": {"HOSTILE": v}}}),
+    }
+    deployments = []
+    for prefix, (engine, cases) in fields.items():
+        for field, change in cases.items():
+            if engine == "vllm":
+                m = model("qwen2.5-7b-instruct-awq", **({"hf": change["hf"]} if "hf" in change else {}))
+                settings = {"gpu_memory_utilization": 0.9, "max_model_len": 4096}
+            else:
+                m = model("mistral-7b-q4_k_m", **({"gguf": change["gguf"]} if "gguf" in change else {}))
+                settings = dict(gguf[engine])
+            settings.update(change.get("settings", {}))
+            deployments.append({"name": f"{prefix}-{field}", "engine": engine, "model": m,
+                                "settings": settings, "env": change.get("env", {})})
+    profiles = root / "profiles"
+    for d in deployments:  # a file each: deployments of one file would share the GPU
+        (profiles / f"{d['name']}.yaml").write_text(yaml.safe_dump(
+            {"kind": "deployment", "hardware": "rtx4090", **d}, sort_keys=False))
+    single = {"kind": "deployment", "engine": "llama-server", "model": "mistral-7b-q4_k_m",
+              "settings": gguf["llama-server"]}
+    (profiles / "uuid.yaml").write_text(yaml.safe_dump({
+        **single, "name": "hw-uuid",
+        "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB", "uuid": f"GPU-{v}"}]}},
+    ))
+    (profiles / f"file{ch}name.yaml").write_text(yaml.safe_dump({**single, "name": "file-name",
+                                                                 "hardware": "rtx4090"}))
+    (profiles / "ollama-gguf.yaml").write_text(yaml.safe_dump({
+        **single, "name": "ol-gguf", "engine": "ollama", "hardware": "rtx4090", "settings": gguf["ollama"],
+        "model": model("mistral-7b-q4_k_m", gguf=f"models/{v}.gguf")}))
+    shutil.rmtree(root / "templates" / "app")  # the fixture's project template: not needed here
+    return root, [d["name"] for d in deployments] + ["hw-uuid", "file-name", "ol-gguf"]
+
+
+def vr403_by_deployment(root) -> dict[str, set[str]]:
+    from vramc.check import run_check
+    from vramc.lint import run_plan_rules
+
+    result = run_check([root / "profiles"])
+    errors = [d for d in result.diagnostics + run_plan_rules(result.plans)
+              if d.severity.label == "error"]
+    found: dict[str, set[str]] = {}
+    for d in errors:
+        found.setdefault(d.deployment, set()).add(d.code)
+    return found
+
+
+@pytest.mark.parametrize("category", sorted(UNPRINTABLE))
+def test_unprintable_characters_are_vr403_everywhere_and_never_built(category, tmp_path, monkeypatch, capsys):
+    ch = UNPRINTABLE[category]
+    root, labels = unicode_project(tmp_path / "p", ch)
+    found = vr403_by_deployment(root)
+    assert {label: found.get(label, set()) for label in labels} == {label: {"VR403"} for label in labels}
+    monkeypatch.chdir(root)
+    capsys.readouterr()
+    assert build(["profiles"], force=True) == 1  # the build refuses them even when forced
+    err = capsys.readouterr().err
+    for label in labels:
+        assert f"not built: {label}: " in err, label
+    assert not (root / "out").exists()
+
+
+def consumed(path, tmp_path, unit_root):
+    """An artifact as what consumes it reads it (and its syntax checked by that consumer)."""
+    name, text = path.name, path.read_text()
+    if name.endswith(".yaml"):
+        return yaml.safe_load(text)
+    if name.endswith(".env") or ".env." in name:
+        return read_env_file(path)
+    if name.endswith(".args"):
+        return args_file_lines(path)
+    if name == "launch.sh":
+        for shell in ("sh", "dash", "bash"):
+            if shutil.which(shell):
+                proc = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
+                assert proc.returncode == 0, (shell, path, proc.stderr)
+        variable = "VLLM" if "vllm" in text else "LLAMA_SERVER"
+        return recorded_argv(path, None, tmp_path, variable)
+    if name.endswith(".service") or name == "override.conf":
+        if unit_root is not None:
+            unit, dropin = (("ollama.service", name) if name == "override.conf" else (name, None))
+            assert verify_unit(unit_root, unit, text, dropin=dropin) == "", path
+        argv = execstart_argv(text) if "ExecStart=" in text else None
+        return unit_environment(text), argv
+    if name == "Modelfile":
+        return parse_modelfile(text)
+    if name == "serve.py":
+        spec = importlib.util.spec_from_file_location("unicode_serve", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.ENV, module.LLAMA_KWARGS, module.HOST, module.PORT, module.MODEL_ALIAS
+    return None  # the manifest: hashes
+
+
+def swapped(data, ch):
+    if isinstance(data, str):
+        return data.replace(ch, STANDIN)
+    if isinstance(data, dict):
+        return {swapped(k, ch): swapped(v, ch) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [swapped(x, ch) for x in data]
+    return data
+
+
+def test_spaces_other_than_ascii_round_trip_except_in_an_ollama_model_path(tmp_path, monkeypatch, capsys):
+    """NBSP is printable to every artifact format but Ollama's Modelfile: each artifact, read by
+    its consumer (YAML loader, sh/dash/bash, env files sourced, systemd, Ollama's parser,
+    Python), gives back exactly what the same project with a plain character instead gives."""
+    root, labels = unicode_project(tmp_path / "nbsp", NBSP)
+    plain, _ = unicode_project(tmp_path / "plain", STANDIN)
+    found = vr403_by_deployment(root)
+    assert {label: codes for label, codes in found.items() if label in labels} == {"ol-gguf": {"VR403"}}
+    monkeypatch.chdir(root)
+    assert build(["profiles"]) == 1
+    assert "not built: ol-gguf fails check (VR403)" in capsys.readouterr().err
+    monkeypatch.chdir(plain)
+    assert build(["profiles"]) == 0
+    unit_root = systemd_root(tmp_path / "sd") if shutil.which("systemd-analyze") else None
+    built = sorted(p for p in (root / "out").rglob("*") if p.is_file())
+    assert len(built) > 60
+    for path in built:
+        rel = path.relative_to(root / "out").as_posix()
+        twin = plain / "out" / rel.replace(NBSP, STANDIN)
+        assert twin.is_file(), rel
+        got = consumed(path, tmp_path, unit_root)
+        assert swapped(got, NBSP) == swapped(consumed(twin, tmp_path, None), NBSP), rel
+    no_injection(root)
+
+
+def test_a_variant_name_with_a_trailing_newline_is_refused(tmp_path, monkeypatch, capsys):
+    """The variant name pattern ends in `$`, which Python's re also matches before a final
+    newline: such a name must not become a folder or a header line."""
+    from build_support import copy_fixture
+
+    root = copy_fixture(tmp_path / "p")
+    profile = root / "profiles" / "ollama.yaml"
+    doc = yaml.safe_load(profile.read_text())
+    doc["variants"] = {"one-slot\n": doc["variants"]["one-slot"]}
+    profile.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(root)
+    assert build(["profiles/ollama.yaml"], force=True) == 1
+    assert not [p for p in (root / "out").rglob("*") if "one-slot" in p.name]
+
+
+def vllm_project(root, file_name: str, hf: str):
+    from build_support import copy_fixture
+
+    root = copy_fixture(root)
+    for own in (root / "profiles").glob("*.yaml"):
+        own.unlink()
+    doc = {"kind": "deployment", "name": "coder", "engine": "vllm", "hardware": "rtx4090",
+           "model": "qwen2.5-7b-instruct-awq", "settings": {"max_model_len": 4096}}
+    if hf:
+        model = yaml.safe_load((root / "profiles" / "models" / "qwen2.5-7b-instruct-awq.yaml").read_text())
+        doc["model"] = {k: v for k, v in model.items() if k not in ("kind", "name")} | {"hf": hf}
+    (root / "profiles" / file_name).write_text(yaml.safe_dump(doc))
+    return root
+
+
+def test_a_profile_file_name_cannot_add_keys_to_the_vllm_config(tmp_path, monkeypatch, capsys):
+    """The reported injection: YAML breaks lines at U+2028, so this name in vllm.yaml's header
+    comment would have made `trust-remote-code: true` a key of the config."""
+    name = "coder\u2028trust-remote-code: true\u2028#.yaml"
+    root = vllm_project(tmp_path / "p", name, hf="")
+    assert vr403_by_deployment(root) == {"coder": {"VR403"}}
+    monkeypatch.chdir(root)
+    assert build(["profiles"], force=True) == 1
+    assert "not built: coder: " in capsys.readouterr().err
+    assert not (root / "out").exists()
+
+
+def test_a_model_id_starting_with_a_hash_survives_the_args_file_reader(tmp_path, monkeypatch):
+    """vllm.args is read with `sed -n '/^[^#]/,$p'`, which drops leading lines that start with
+    `#`: the model (the first argument) is written `./#team/model`, the same folder."""
+    root = vllm_project(tmp_path / "p", "coder.yaml", hf="#team/model")
+    monkeypatch.chdir(root)
+    assert build(["profiles"]) == 0
+    args = root / "out" / "coder" / "vllm.args"
+    sed = subprocess.run(["sed", "-n", "/^[^#]/,$p", str(args)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert sed[0] == "./#team/model" and sed[1] == "--served-model-name"
+    assert sed == recorded_argv(root / "out" / "coder" / "launch.sh", root, tmp_path, "VLLM")[1:]
+    assert yaml.safe_load((root / "out" / "coder" / "vllm.yaml").read_text())["model"] == "./#team/model"

@@ -9,8 +9,9 @@ Templates come from two folders, searched in this order:
 
 Every value a template writes into a shell script, a unit or an env file goes through one of the
 filters below. Each either produces a form the consumer reads back as exactly the value, or raises
-`UnsafeValue` (a control character such as a newline has no safe form in these files); lint rule
-VR403 reports such values at `check` time, so the exception is only the last line of defence.
+`UnsafeValue` (a character that is not printable has no safe form in these files, see
+`unsafe_char`); lint rule VR403 reports such values at `check` time, so the exception is only the
+last line of defence.
 """
 
 from __future__ import annotations
@@ -19,23 +20,56 @@ import json
 import pprint
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 TEMPLATE_SUFFIX = ".j2"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UnsafeValue(ValueError):
     """A value that no quoting can carry safely into the artifact being rendered."""
 
 
-def check_safe(value: object) -> str:
+def unsafe_char(text: str, spaces: bool = False) -> tuple[int, str] | None:
+    """(index, character) of the first character no artifact can carry, or None.
+
+    That is every character Python's str.isprintable() rejects (Unicode categories Cc, Cf, Zl,
+    Zp, Co, Cs, Cn) except the spaces (Zs): controls, C1 included, which end or corrupt a line
+    (U+0085 NEL is a line break to YAML, and PyYAML does not even read its own output back);
+    U+2028/U+2029, line breaks to YAML, so a value or a file name in a YAML comment would start
+    a key of its own; format characters (bidi overrides, zero-width, BOM) that make a file read
+    differently from how it displays; private-use, surrogate and unassigned code points. With
+    `spaces`, spaces other than U+0020 too (NBSP, ...): Ollama's Modelfile parser drops every
+    character that Go's unicode.IsPrint rejects, which are these same ones plus those spaces, so
+    a FROM path would name another file."""
+    if text.isprintable():
+        return None
+    for i, ch in enumerate(text):
+        if not ch.isprintable() and (spaces or unicodedata.category(ch) != "Zs"):
+            return i, ch
+    return None
+
+
+def describe_char(ch: str) -> str:
+    """'a newline', 'U+2028 LINE SEPARATOR': what the user has to look for."""
+    names = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+    if ch in names:
+        return names[ch]
+    name = unicodedata.name(ch, "") or {"Cc": "a control character", "Cs": "a surrogate",
+                                        "Co": "a private-use character"}.get(
+                                            unicodedata.category(ch), "an unassigned code point")
+    return f"U+{ord(ch):04X} ({name})"
+
+
+def check_safe(value: object, spaces: bool = False) -> str:
     text = str(value)
-    m = _CONTROL.search(text)
-    if m:
-        raise UnsafeValue(f"{text!r} contains the control character {m.group()!r}")
+    found = unsafe_char(text, spaces)
+    if found:
+        i, ch = found
+        raise UnsafeValue(f"{text!r} contains {describe_char(ch)} at character {i + 1}, which "
+                          "no artifact can carry")
     return text
 
 
@@ -109,7 +143,7 @@ def envquote(value: object) -> str:
 # --- Ollama Modelfile (parser/parser.go: unquote strips "..." or """...""", knows no escapes) ----
 
 def modelfile_value(value: object) -> str:
-    text = check_safe(value)
+    text = check_safe(value, spaces=True)
     if '"""' in text:
         raise UnsafeValue(f'{text!r} contains """, which a Modelfile cannot quote')
     if text.startswith('"') or text != text.strip() or not text:
@@ -119,14 +153,29 @@ def modelfile_value(value: object) -> str:
 
 # --- data formats ---------------------------------------------------------------------------------
 
+def _check_strings(data: object) -> None:
+    """check_safe every string (key or value) of a plain data structure."""
+    if isinstance(data, str):
+        check_safe(data)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            _check_strings(key)
+            _check_strings(value)
+    elif isinstance(data, (list, tuple)):
+        for item in data:
+            _check_strings(item)
+
+
 def to_yaml(data: object) -> str:
     import yaml
 
+    _check_strings(data)  # PyYAML writes U+0085 unescaped and then cannot read the file back
     return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True,
                           width=100)
 
 
 def to_json(data: object) -> str:
+    _check_strings(data)
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)
 
 

@@ -7,21 +7,25 @@ would have to refuse it.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from vramc.diagnostics import Severity
 from vramc.lint import Finding, rule
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: `$` also matches before a final newline
 
 
-def _control(text: str) -> str | None:
-    m = _CONTROL.search(text)
-    if m is None:
+def _control(text: str, spaces: bool = False) -> str | None:
+    """What unsafe character `text` holds and where (vramc.render.unsafe_char), or None."""
+    from vramc.render import describe_char, unsafe_char
+
+    found = unsafe_char(text, spaces)
+    if found is None:
         return None
-    names = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
-    return names.get(m.group(), f"the control character {m.group()!r}")
+    i, ch = found
+    return f"{describe_char(ch)} at character {i + 1}"
 
 
 def _values(plan):
@@ -51,12 +55,18 @@ def unsafe_value(plan):
 
     `vramc build` quotes paths and names for the shell, for systemd and for env files, so spaces,
     quotes, `$()`, backticks and `%` are all fine. Some values have no safe form at all: a newline
-    (or another control character) would end the line of a unit or env file, an environment
-    variable name must be a name, a comma inside an `override_tensor` pattern would split it in
-    two (llama-server takes a comma-separated list), and a GPU uuid with a comma would add a
-    device to CUDA_VISIBLE_DEVICES. Engine-specific: an Ollama Modelfile cannot quote `\"\"\"`,
-    and vLLM's config file hands values to its parser as separate arguments, where a leading `-`
-    reads as an option.
+    (or another control character) would end the line of a unit or env file; YAML also breaks
+    lines at U+0085, U+2028 and U+2029, so such a value (or profile file name, which every
+    artifact's header names) would add keys to a YAML config; bidi overrides, zero-width and other
+    invisible characters make a file say something else than it shows. Any character that is not
+    printable is refused (Unicode categories Cc, Cf, Zl, Zp, Co, Cs, Cn), in values, in the
+    profile's file name and in variant names; for Ollama, a model path may not hold a space other
+    than U+0020 either (Ollama's Modelfile parser drops them, and would open another file).
+    An environment variable name must be a name, a comma inside an `override_tensor` pattern
+    would split it in two (llama-server takes a comma-separated list), and a GPU uuid with a comma
+    would add a device to CUDA_VISIBLE_DEVICES. Engine-specific: an Ollama Modelfile cannot quote
+    `\"\"\"`, and vLLM's config file hands values to its parser as separate arguments, where a
+    leading `-` reads as an option.
 
     Bad:
         model: {gguf: "models/qwen.gguf\\nExecStartPre=/bin/sh -c id"}
@@ -67,13 +77,19 @@ def unsafe_value(plan):
         env: {LLAMA_ARG_THREADS: 8}
     """
     f = plan.dep.doc.path.as_posix()
+    if plan.dep.project_root is not None:  # what the artifacts' headers name
+        f = Path(os.path.relpath(plan.dep.doc.path, plan.dep.project_root)).as_posix()
     if (what := _control(f)) is not None:
-        yield Finding(f"the profile's file name contains {what}, and artifacts name their profile",
-                      ("name",), "rename the file")
+        yield Finding(f"the profile's file name {f!r} contains {what}, and every artifact names "
+                      "its profile", ("name",), "rename the file")
+    if plan.dep.variant is not None and (what := _control(plan.dep.variant)) is not None:
+        yield Finding(f"variant name {plan.dep.variant!r} contains {what}",
+                      ("variants", plan.dep.variant), "rename the variant")
     for what, value, target, path in _values(plan):
-        if (bad := _control(value)) is not None:
-            yield Finding(f"{what} {value!r} contains {bad}: no quoting can carry it into a unit "
-                          "or env file", path, "remove it", target)
+        spaces = plan.engine == "ollama" and what == "model gguf"  # Modelfile FROM
+        if (bad := _control(value, spaces)) is not None:
+            yield Finding(f"{what} {value!r} contains {bad}: no quoting can carry it into every "
+                          "artifact (units, env files, YAML, Modelfile)", path, "remove it", target)
         elif what.startswith("env ") and not _ENV_NAME.match(what[4:]):
             yield Finding(f"{what[4:]!r} is not an environment variable name (letters, digits, _)",
                           path, "rename it", target)

@@ -107,8 +107,10 @@ def process_env(plan, computed: dict[str, str], ctx: Context) -> dict[str, str]:
 
 
 def path_arg(path: str) -> str:
-    """A path that can never be read as an option: `-x.gguf` becomes `./-x.gguf` (same file)."""
-    return "./" + path if path.startswith("-") else path
+    """A path that can never be read as an option: `-x.gguf` becomes `./-x.gguf` (same file).
+    Nor as a comment: the args files are read with `sed -n '/^[^#]/,$p'`, which would drop a first
+    argument `#x` (vLLM's model); `./#x` is the same folder, and a Hugging Face id has no `#`."""
+    return "./" + path if path.startswith(("-", "#")) else path
 
 
 def model_file(plan) -> str:
