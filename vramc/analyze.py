@@ -360,6 +360,17 @@ def fingerprint_status(gguf_path: str | os.PathLike, lock) -> str | None:
     return None
 
 
+def meta_problem(meta: ModelMeta) -> str | None:
+    """Why `check` would refuse to plan with this header (modelmeta.validate_meta), or None."""
+    from vramc.modelmeta import MetaError, validate_meta
+
+    try:
+        validate_meta(meta)
+    except MetaError as e:
+        return str(e)
+    return None
+
+
 # --- command -------------------------------------------------------------------------------
 def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name: str | None) -> int:
     if fmt not in ("text", "json"):
@@ -376,6 +387,9 @@ def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name:
     except GGUFError as e:
         sys.stderr.write(f"{e.path}: {e}\n")
         return 1
+    problem = meta_problem(meta)
+    if problem:  # the header is described all the same: it shows what is wrong
+        sys.stderr.write(f"{path}: warning: vramc cannot plan with this model (VR201): {problem}\n")
     report = build_report(meta, path)
     sys.stdout.write(render_json(report) if fmt == "json" else render_text(report, layers))
     if write is not None:

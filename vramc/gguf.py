@@ -99,16 +99,29 @@ def read_header(path: str | os.PathLike, *, array_limit: int | None = ARRAY_LIMI
     """Parse one GGUF file's header. `array_limit=None` reads every array (tests, debugging)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        # Only a regular file is opened: opening a FIFO blocks until a writer comes, and a device
+        # such as /dev/zero never ends. O_NONBLOCK covers a FIFO swapped in after the stat.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise GGUFError(path, None, "cannot read: Is a directory")
+        if not stat.S_ISREG(mode):
+            raise GGUFError(path, None, _NOT_REGULAR)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise GGUFError(path, None, "not a regular file")
+                raise GGUFError(path, None, _NOT_REGULAR)
             if st.st_size == 0:
                 raise GGUFError(path, 0, "empty file, not a GGUF model")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _Parser(path, buf, st.st_size, array_limit).header()
     except OSError as e:
         raise GGUFError(path, None, f"cannot read: {e.strerror or e}") from None
+    except ValueError as e:  # a path with a NUL byte
+        raise GGUFError(path, None, f"cannot read: {e}") from None
+
+
+_NOT_REGULAR = "not a regular file (a device or a pipe): give the path of the .gguf file"
 
 
 def read_gguf(path: str | os.PathLike) -> ModelMeta:
@@ -134,7 +147,8 @@ def read_gguf(path: str | os.PathLike) -> ModelMeta:
         # llama.cpp sizes the vocabulary by its token list; <arch>.vocab_size only without one
         vocab_size = len(tokens) if isinstance(tokens, list) else tokens.count
     else:
-        vocab_size = int(hparams.get("vocab_size", 0))
+        vocab_size = hparams.get("vocab_size", 0)
+        vocab_size = vocab_size if type(vocab_size) is int and vocab_size >= 0 else 0
     ftype = kv.get("general.file_type")
     if len(parts) == 1:
         digest = head.header_sha256

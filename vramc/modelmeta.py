@@ -7,6 +7,7 @@ stands for the same type and shape in blocks 0..31.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ class ModelMeta:
     header_sha256: str | None = None
     splits: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # other header keys worth showing
+    origin: str = field(default="gguf", compare=False)  # "lock" when built from a model profile's lock
 
     # --- hyper-parameters -------------------------------------------------------------------
     def hp(self, key: str, default: Any = None) -> Any:
@@ -102,10 +104,10 @@ class ModelMeta:
 
     @classmethod
     def from_lock(cls, lock) -> "ModelMeta":
-        """Build from a validated `schema.GGUFLock` (ValueError names what is implausible)."""
-        _check_plausible(lock.hparams, lock.vocab_size)
+        """Build from a validated `schema.GGUFLock`; MetaError (a ValueError) names what is
+        implausible and where in the lock it is."""
         f = lock.file
-        return cls(
+        meta = cls(
             architecture=lock.architecture,
             hparams=dict(lock.hparams),
             vocab_size=lock.vocab_size,
@@ -115,28 +117,183 @@ class ModelMeta:
             file_size=f.size if f else None,
             header_sha256=f.header_sha256 if f else None,
             splits=f.splits if f else 1,
+            origin="lock",
         )
+        validate_meta(meta)
+        return meta
 
 
-# The limits llama.cpp itself enforces (LLAMA_MAX_LAYERS) or that no model comes near; a lock is
-# hand-editable YAML, and a block_count of a billion must be an error, not a billion-entry list.
+# The limits llama.cpp itself enforces (LLAMA_MAX_LAYERS, LLAMA_MAX_EXPERTS) or that no model
+# comes near; a lock is hand-editable YAML and a GGUF header can say anything, and a block_count of
+# a billion must be an error, not a billion-entry list.
 MAX_LAYERS = 512
+MAX_EXPERTS = 512
 MAX_DIM = 1 << 24
+_U32_MAX = 2**32 - 1
+_ARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+# Hyper-parameters the memory model reads as whole numbers: True where a per-layer array is allowed.
+_INT_KEYS = {
+    "block_count": False, "context_length": False, "embedding_length": False, "vocab_size": False,
+    "feed_forward_length": True, "attention.head_count": True, "attention.head_count_kv": True,
+    "attention.key_length": False, "attention.value_length": False,
+    "attention.key_length_swa": False, "attention.value_length_swa": False,
+    "attention.key_length_mla": False, "attention.value_length_mla": False,
+    "attention.kv_lora_rank": False, "attention.sliding_window": False,
+    "attention.shared_kv_layers": False, "rope.dimension_count": False, "expert_count": False,
+    "expert_used_count": True, "expert_group_count": False, "expert_group_used_count": False,
+    "expert_gating_func": False, "nextn_predict_layers": False, "full_attention_interval": False,
+    "wkv.head_size": False, "token_shift_count": False, "shortconv.l_cache": False,
+    "ssm.conv_kernel": False, "ssm.inner_size": False, "ssm.state_size": False,
+    "ssm.time_step_rank": False, "ssm.group_count": False,
+}
+_U32_KEYS = ("context_length", "attention.sliding_window")
+# Other keys the memory model reads as numbers; the pattern may also be a per-layer list of flags.
+_LIST_OR_NUMBER = ("attention.sliding_window_pattern",)
+_NUMBER_KEYS = ("expert_weights_scale", *_LIST_OR_NUMBER)  # token counts: llama.cpp's u32
+# Architectures whose graph runs llama.cpp's Mamba-2 mixer (build_mamba2_layer), which divides the
+# inner size by the SSM heads and the groups.
+_MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h", "nemotron_h_moe", "falcon-h1"})
+_SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.time_step_rank",
+             "ssm.group_count")
 
 
-def _check_plausible(hparams: dict, vocab_size: int) -> None:
-    n = hparams.get("block_count")
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_LAYERS:
-        raise ValueError(f"block_count must be an integer from 1 to {MAX_LAYERS}, not {n!r}")
-    if vocab_size > MAX_DIM:
-        raise ValueError(f"vocab_size {vocab_size} is implausible (more than {MAX_DIM})")
-    for key, v in hparams.items():
-        values = v if isinstance(v, list) else [v]
-        if isinstance(v, list) and len(v) > MAX_LAYERS:
-            raise ValueError(f"{key} has {len(v)} values, more than {MAX_LAYERS} layers")
-        for x in values:
-            if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_DIM * 1024:
-                raise ValueError(f"{key} = {x} is implausible")
+class MetaError(ValueError):
+    """Model metadata that llama.cpp would refuse or that cannot be planned with.
+
+    `path` is where the value sits in a lock (`("hparams", "embedding_length")`, `("tensors",)`),
+    so a lock's diagnostic can point at it; a GGUF's diagnostic points at the file.
+    """
+
+    def __init__(self, message: str, path: tuple = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def validate_meta(meta: ModelMeta) -> None:
+    """Raise MetaError unless `meta` can be planned: the one check for a lock and a GGUF header.
+
+    Types and ranges first (a lock is YAML, a header any bytes), then what llama.cpp derives from
+    them (llama_model_base::load_hparams): at least one block, attention layers with a head size,
+    a Mamba-2 mixer with its state sizes, experts within LLAMA_MAX_EXPERTS.
+    """
+    arch = meta.architecture
+    if not isinstance(arch, str) or not _ARCH_RE.match(arch):
+        why = "is not valid UTF-8" if isinstance(arch, str) and "\ufffd" in arch else "is not an architecture name"
+        raise MetaError(f"general.architecture {str(arch)[:80]!r} {why}", ("architecture",))
+    hp = meta.hparams
+    if not isinstance(hp, dict):
+        raise MetaError("hparams must be a mapping of hyper-parameters", ("hparams",))
+    n = hp.get("block_count")
+    if type(n) is not int or not 0 < n <= MAX_LAYERS:
+        where = "is missing" if n is None else f"is {_show(n)}"
+        raise MetaError(f"block_count {where}: it must be a whole number from 1 to {MAX_LAYERS}",
+                        ("hparams", "block_count") if n is not None else ("hparams",))
+    if type(meta.vocab_size) is not int or not 0 <= meta.vocab_size <= MAX_DIM:
+        raise MetaError(f"vocab_size {_show(meta.vocab_size)} is implausible (a whole number up to "
+                        f"{MAX_DIM})", ("vocab_size",))
+    for key, v in hp.items():
+        _check_value(str(key), v, n)
+    if "embedding_length" not in hp:
+        raise MetaError("embedding_length is missing: llama.cpp needs the model's width", ("hparams",))
+    if hp["embedding_length"] < 1:
+        raise MetaError("embedding_length is 0: it must be at least 1", ("hparams", "embedding_length"))
+    if not meta.tensors:
+        raise MetaError("the model has no tensors", ("tensors",))
+    _check_derived(meta)
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_value(key: str, v: Any, n_layer: int) -> None:
+    path = ("hparams", key)
+    if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v)):
+        raise MetaError(f"{key} is {_show(v)}: a hyper-parameter is a number, a string, a boolean "
+                        "or a list of numbers", path)
+    if isinstance(v, list):
+        if len(v) > MAX_LAYERS:
+            raise MetaError(f"{key} has {len(v)} values, more than {MAX_LAYERS} layers", path)
+        if not all(isinstance(x, (int, float)) for x in v):
+            raise MetaError(f"{key} is {_show(v)}: a per-layer value is a list of numbers", path)
+    values = v if isinstance(v, list) else [v]
+    for x in values:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise MetaError(f"{key} is {x}, not a finite number", path)
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_DIM * 1024 \
+                and key not in _U32_KEYS:
+            raise MetaError(f"{key} = {_show(x)} is implausible", path)
+    if key in _NUMBER_KEYS and not isinstance(v, (int, float)) and not (
+            key in _LIST_OR_NUMBER and isinstance(v, list)):
+        raise MetaError(f"{key} is {_show(v)}: it must be a number", path)
+    per_layer = _INT_KEYS.get(key)
+    if per_layer is None:
+        return
+    bound = _U32_MAX if key in _U32_KEYS else MAX_DIM
+    if isinstance(v, list):
+        if not per_layer:
+            raise MetaError(f"{key} is {_show(v)}: llama.cpp reads one whole number here, not a list", path)
+        if len(v) < n_layer:
+            raise MetaError(f"{key} has {len(v)} values for {n_layer} layers", path)
+    for x in values:
+        if type(x) is not int or not 0 <= x <= bound:
+            raise MetaError(f"{key} is {_show(v)}: it must be a whole number from 0 to {bound:,}"
+                            + (", or one per layer" if per_layer else ""), path)
+
+
+def _check_derived(meta: ModelMeta) -> None:
+    from vramc.memory.llama_hparams import RECURRENT_ARCHS, llama_hparams
+
+    hp = meta.hparams
+    n_layer = hp["block_count"]
+    nextn = hp.get("nextn_predict_layers", 0)
+    if nextn >= n_layer:
+        raise MetaError(f"nextn_predict_layers ({nextn}) must be fewer than block_count ({n_layer})",
+                        ("hparams", "nextn_predict_layers"))
+    if hp.get("full_attention_interval", 1) < 1:
+        raise MetaError("full_attention_interval is 0: it must be at least 1",
+                        ("hparams", "full_attention_interval"))
+    n_expert, used = hp.get("expert_count", 0), hp.get("expert_used_count", 0)
+    used = max(used) if isinstance(used, list) else used
+    if n_expert > MAX_EXPERTS:
+        raise MetaError(f"expert_count {n_expert} is more than llama.cpp's {MAX_EXPERTS}",
+                        ("hparams", "expert_count"))
+    if used > n_expert or (n_expert and not used):
+        raise MetaError(f"expert_used_count {used} must be from 1 to expert_count ({n_expert})",
+                        ("hparams", "expert_used_count" if "expert_used_count" in hp else "expert_count"))
+    groups, groups_used = hp.get("expert_group_count", 0), hp.get("expert_group_used_count", 0)
+    if groups > 1 and (n_expert % groups or not 0 < groups_used <= groups):
+        raise MetaError(f"expert_group_count {groups} must divide expert_count ({n_expert}) and "
+                        f"expert_group_used_count ({groups_used}) be from 1 to it",
+                        ("hparams", "expert_group_count"))
+    h = llama_hparams(meta)
+    recurrent = meta.architecture in RECURRENT_ARCHS or any(h.is_recr)
+    if not recurrent and max(h.n_head, default=0) == 0:
+        raise MetaError(f"attention.head_count is 0 (or missing): a {meta.architecture} model "
+                        "needs attention heads", ("hparams", "attention.head_count")
+                        if "attention.head_count" in hp else ("hparams",))
+    for il in range(h.n_layer_all):
+        if not (h.has_kv(il) and h.n_head_kv[il] > 0):
+            continue
+        for kind, size in (("key", h.head_k[il]), ("value", h.head_v[il])):
+            if size < 1:
+                key = next((k for k in (f"attention.{kind}_length_swa" if h.is_swa[il] else "",
+                                        f"attention.{kind}_length") if k in hp), "embedding_length")
+                raise MetaError(f"layer {il} has attention heads of {kind} length 0 ({key} is "
+                                f"{hp.get(key)}): a head needs at least one element", ("hparams", key))
+    if meta.architecture in _MAMBA2_ARCHS and any(h.is_recr):
+        values = {k: hp.get(k, 0) for k in _SSM_KEYS}
+        missing = [k for k, x in values.items() if x < 1]
+        if missing:
+            raise MetaError(f"{', '.join(missing)} must be at least 1: the Mamba-2 layers of a "
+                            f"{meta.architecture} model need them", ("hparams", missing[0])
+                            if missing[0] in hp else ("hparams",))
+        inner = values["ssm.inner_size"]
+        for k in ("ssm.time_step_rank", "ssm.group_count"):
+            if inner % values[k]:
+                raise MetaError(f"{k} ({values[k]}) must divide ssm.inner_size ({inner})", ("hparams", k))
 
 
 def block_ranges(blocks: list[int]) -> str:
@@ -198,22 +355,29 @@ def _expand_range(spec: str) -> list[int]:
 
 
 def expand_tensors(table: dict[str, list]) -> list[Tensor]:
-    """Inverse of compress_tensors; raises ValueError with the offending key."""
+    """Inverse of compress_tensors; raises MetaError with the offending key."""
     out: list[Tensor] = []
     for key, value in table.items():
+        path = ("tensors", key)
         if not isinstance(value, list) or len(value) < 2 or not isinstance(value[0], str):
-            raise ValueError(f"tensor {key!r}: expected [type, dim0, dim1, ...]")
+            raise MetaError(f"tensor {key!r}: expected [type, dim0, dim1, ...]", path)
         type_ = value[0].lower()
         if type_ not in TYPE_BY_NAME:
-            raise ValueError(f"tensor {key!r}: unknown ggml type {value[0]!r}")
+            raise MetaError(f"tensor {key!r}: unknown ggml type {value[0]!r}", path)
         shape = value[1:]
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ValueError(f"tensor {key!r}: dimensions must be non-negative integers")
+            raise MetaError(f"tensor {key!r}: dimensions must be non-negative integers", path)
+        if len(shape) > 4 or math.prod(shape) > 2**63 - 1:
+            raise MetaError(f"tensor {key!r}: ggml allows 4 dimensions of at most 2^63-1 elements "
+                            "in all", path)
         m = _RANGE_KEY_RE.match(key)
-        names = [f"blk.{b}.{m.group(2)}" for b in _expand_range(m.group(1))] if m else [key]
+        try:
+            names = [f"blk.{b}.{m.group(2)}" for b in _expand_range(m.group(1))] if m else [key]
+        except ValueError as e:
+            raise MetaError(f"tensor {key!r}: {e}", path) from None
         for name in names:
             try:
                 out.append(make_tensor(name, type_, shape))
-            except ZeroDivisionError:  # pragma: no cover
-                raise ValueError(f"tensor {key!r}: bad shape") from None
+            except (ZeroDivisionError, ValueError) as e:
+                raise MetaError(f"tensor {key!r}: bad shape ({e})", path) from None
     return out

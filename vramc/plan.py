@@ -145,13 +145,17 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     path: Path | None = dep.gguf_path
     unreadable = False
-    if path is not None and path.is_file():
+    # a path that exists but is no regular file (a FIFO, /dev/zero, a folder) is read_gguf's to refuse
+    if path is not None and (path.is_file() or os.path.lexists(path)):
         from vramc.gguf import GGUFError, read_gguf
+        from vramc.modelmeta import MetaError, validate_meta
 
         try:
             meta = read_gguf(path)
-        except GGUFError as e:
-            diags.append(Diagnostic("VR201", Severity.ERROR, f"cannot read GGUF {os.path.relpath(path)}: {e}", m.file,
+            validate_meta(meta)
+        except (GGUFError, MetaError) as e:
+            what = "cannot read GGUF" if isinstance(e, GGUFError) else "cannot plan with the header of"
+            diags.append(Diagnostic("VR201", Severity.ERROR, f"{what} {os.path.relpath(path)}: {e}", m.file,
                                     where, m.prefix + ("gguf",), "check the file, or remove `gguf` to use the lock"))
             meta, unreadable = None, True
         if meta is not None and lock is not None and lock.file is not None:
@@ -167,8 +171,9 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
         try:
             return ModelMeta.from_lock(lock), diags
         except (ValueError, KeyError) as e:
+            at = ("lock",) + getattr(e, "path", ())  # MetaError says where in the lock
             diags.append(Diagnostic("VR203", Severity.ERROR, f"the locked metadata is inconsistent: {e}",
-                                    m.file, m.positions.locate(("lock",)), m.prefix + ("lock",),
+                                    m.file, m.positions.locate(at) or m.positions.locate(("lock",)), m.prefix + at,
                                     "regenerate it with `vramc analyze MODEL.gguf --write`"))
             return None, diags
     if unreadable:
@@ -184,6 +189,17 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             "VR200", Severity.ERROR, "the model has neither a gguf path nor locked metadata",
             m.file, m.positions.locate(()), m.prefix, "add `gguf:` or a lock written by `vramc analyze`"))
     return None, diags
+
+
+def _missing_tensor(dep, meta, e) -> Diagnostic:
+    m = dep.model
+    if getattr(meta, "origin", None) == "lock":
+        return Diagnostic("VR203", Severity.ERROR, f"the locked metadata is inconsistent: {e}", m.file,
+                          m.positions.locate(("lock", "tensors")) or m.positions.locate(("lock",)),
+                          m.prefix + ("lock", "tensors"), "regenerate it with `vramc analyze MODEL.gguf --write`")
+    return Diagnostic("VR201", Severity.ERROR, f"cannot use GGUF {os.path.relpath(dep.gguf_path)}: {e}", m.file,
+                      m.positions.locate(("gguf",)) or m.positions.locate(()), m.prefix + ("gguf",),
+                      "the file is incomplete or of another architecture: convert it again")
 
 
 def _lock_mismatch(meta, lock) -> str | None:
@@ -221,8 +237,14 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         from vramc import ollama_sched
 
         choice = ollama_sched.before_solve(plan, meta, choice)
+    from vramc.memory.llama_archs import MissingTensor
+
     try:
         _resolve_and_estimate(plan, meta, choice)
+    except MissingTensor as e:  # the model's fault, not the settings': said where the model is
+        plan.diagnostics.append(_missing_tensor(dep, meta, e))
+        plan.estimate = None
+        return
     except ValueError as e:  # settings llama.cpp cannot place at all (no free memory to split by)
         plan.diagnostics.append(Diagnostic(
             "VR320", Severity.ERROR, f"these settings cannot be loaded: {e}", dep.doc.file,

@@ -130,14 +130,27 @@ class GraphParams:
     cpu_backend: int = 0
 
 
+class MissingTensor(ValueError):
+    """A tensor the architecture's graph needs is not in the model (llama.cpp: "missing tensor")."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"missing tensor {name!r}, which llama.cpp needs to build this model's graph")
+        self.name = name
+
+
+_MIXER_OPTIONAL = frozenset({"ssm_conv1d.bias", "ssm_norm.weight"})
+
+
 def _rot_size(head: int) -> int:
-    """llama_kv_cache::build_input_k_rot: the largest power of two >= 64 dividing the head size."""
+    """llama_kv_cache::build_input_k_rot: the largest power of two >= 64 dividing the head size.
+
+    Bounded by the head size itself: every power of two divides 0, and a head of 0 (metadata that
+    validate_meta refuses) must not spin here forever.
+    """
     n = 64
-    while True:
+    while n * 2 <= head and head % (n * 2) == 0:
         n *= 2
-        if head % n:
-            break
-    return n // 2
+    return n
 
 
 class _Builder:
@@ -159,6 +172,17 @@ class _Builder:
             cur = gg.binary("ADD", cur, bias)
         return cur
 
+    def need(self, name: str) -> Tensor:
+        """A weight the graph cannot do without; llama.cpp's loader refuses a file without it."""
+        t = self.W(name)
+        if t is None:
+            raise MissingTensor(name)
+        return t
+
+    def mixer_weights(self, prefix: str):
+        """build_mamba2_layer's weights of one layer: all required but the conv bias and the norm."""
+        return lambda name: self.W(prefix + name) if name in _MIXER_OPTIONAL else self.need(prefix + name)
+
     def mm(self, w: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
         cur = gg.mul_mat(w, x)
         return gg.binary("ADD", cur, bias) if bias is not None else cur
@@ -168,7 +192,7 @@ class _Builder:
         hp, p, g = self.hp, self.p, self.g
         tokens = gg.input_tensor("i32", (p.n_tokens,), "inp_tokens")
         embd = gg.input_tensor("f32", (hp.n_embd, p.n_tokens), "inp_embd")
-        cur = gg.get_rows(self.W("token_embd.weight"), tokens)
+        cur = gg.get_rows(self.need("token_embd.weight"), tokens)
         g.expand(cur)  # ggml_build_forward_select: the token path computes, the other is a leaf
         g.expand(embd)
         if self.spec.embd_scale:
@@ -225,9 +249,9 @@ class _Builder:
             v = gg.view(qkv, (hv, nkv, n_tok), (row_size("f32", hv), qkv.nb[1]),
                         row_size("f32", hk * nh + hk * nkv))
             return q, k, v
-        q = gg.reshape(self.mm(W(b + "attn_q.weight"), x, W(b + "attn_q.bias")), hk, nh, n_tok)
-        k = gg.reshape(self.mm(W(b + "attn_k.weight"), x, W(b + "attn_k.bias")), hk, nkv, n_tok)
-        v = gg.reshape(self.mm(W(b + "attn_v.weight"), x, W(b + "attn_v.bias")), hv, nkv, n_tok)
+        q = gg.reshape(self.mm(self.need(b + "attn_q.weight"), x, W(b + "attn_q.bias")), hk, nh, n_tok)
+        k = gg.reshape(self.mm(self.need(b + "attn_k.weight"), x, W(b + "attn_k.bias")), hk, nkv, n_tok)
+        v = gg.reshape(self.mm(self.need(b + "attn_v.weight"), x, W(b + "attn_v.bias")), hv, nkv, n_tok)
         return q, k, v
 
     def attention(self, il: int, x: Tensor) -> Tensor:
@@ -249,7 +273,7 @@ class _Builder:
         if spec.q_scale:
             q = gg.unary(q, "SCALE")
         cur = self.attn(il, q, k, v)
-        return self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+        return self.mm(self.need(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
 
     def mla_attention(self, il: int, x: Tensor) -> Tensor:
         """deepseek2.cpp with MLA: absorbed q_nope, K = [kv_cmpr, k_pe] over a K-only cache."""
@@ -258,13 +282,13 @@ class _Builder:
         rank, rope_d, head_k = m["kv_lora_rank"], hp.n_rot, m["head_k_mla"]
         nope = head_k - rope_d
         if W(b + "attn_q.weight") is not None:
-            q = gg.mul_mat(W(b + "attn_q.weight"), x)
+            q = gg.mul_mat(self.need(b + "attn_q.weight"), x)
         else:  # a q LoRA
-            q = gg.mul_mat(W(b + "attn_q_a.weight"), x)
+            q = gg.mul_mat(self.need(b + "attn_q_a.weight"), x)
             q = self.norm(q, W(b + "attn_q_a_norm.weight"), il)
-            q = gg.mul_mat(W(b + "attn_q_b.weight"), q)
+            q = gg.mul_mat(self.need(b + "attn_q_b.weight"), q)
         q = gg.reshape(q, head_k, n_head, n_tok)
-        kv_pe = gg.mul_mat(W(b + "attn_kv_a_mqa.weight"), x)
+        kv_pe = gg.mul_mat(self.need(b + "attn_kv_a_mqa.weight"), x)
         row = row_size(kv_pe.type, rank + rope_d)
         kv_cmpr = gg.view(kv_pe, (rank, n_tok), (row,), 0)
         k_pe = gg.view(kv_pe, (rope_d, 1, n_tok), (row, row), row_size(kv_pe.type, rank))
@@ -274,12 +298,12 @@ class _Builder:
         q_pe = gg.view(q, (rope_d, n_head, n_tok), (q.nb[1], q.nb[2]), row_size(q.type, nope))
         q_pe = gg.rope(q_pe, self.inp_pos)
         q_nope = gg.permute(q_nope, 0, 2, 1, 3)
-        q_abs = gg.permute(gg.mul_mat(W(b + "attn_k_b.weight"), q_nope), 0, 2, 1, 3)
+        q_abs = gg.permute(gg.mul_mat(self.need(b + "attn_k_b.weight"), q_nope), 0, 2, 1, 3)
         q_cur = gg.concat(q_abs, q_pe, 0)
         kv_cmpr = gg.reshape(kv_cmpr, rank, 1, n_tok)
         k_cur = gg.concat(kv_cmpr, k_pe, 0)
         cur = self.attn_k(il, q_cur, k_cur, kv_cmpr, W(b + "attn_v_b.weight"))
-        return self.mm(W(b + "attn_output.weight"), cur)
+        return self.mm(self.need(b + "attn_output.weight"), cur)
 
     def attn_k(self, il: int, q: Tensor, k_cur: Tensor, v_cur: Tensor, v_mla: Tensor) -> Tensor:
         """build_attn over llm_graph_input_attn_k: V is a view of the K cache, no rotation."""
@@ -404,14 +428,14 @@ class _Builder:
         if W(b + "ffn_gate_inp.weight") is not None:
             out = self.moe(il, x)
             return self.shared_experts(il, x, out) if W(b + "ffn_up_shexp.weight") is not None else out
-        up = self.mm(W(b + "ffn_up.weight"), x, W(b + "ffn_up.bias"))
+        up = self.mm(self.need(b + "ffn_up.weight"), x, W(b + "ffn_up.bias"))
         gate_w = W(b + "ffn_gate.weight")
         if gate_w is None:  # phi3: fused gate+up, LLM_FFN_SWIGLU
             cur = gg.glu(up)
         else:
             gate = self.mm(gate_w, x, W(b + "ffn_gate.bias"))
             cur = gg.glu_split(gate, up)
-        return self.mm(W(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
+        return self.mm(self.need(b + "ffn_down.weight"), cur, W(b + "ffn_down.bias"))
 
     def moe(self, il: int, x: Tensor, logits: Tensor | None = None) -> Tensor:
         """build_moe_ffn: router (unless given its `logits`), expert selection (optionally by
@@ -420,7 +444,7 @@ class _Builder:
         n_embd, n_tok = x.ne[0], x.ne[1]
         n_exp, n_used = hp.n_expert, hp.n_expert_used
         if logits is None:
-            logits = self.mm(W(b + "ffn_gate_inp.weight"), x, W(b + "ffn_gate_inp.bias"))
+            logits = self.mm(self.need(b + "ffn_gate_inp.weight"), x, W(b + "ffn_gate_inp.bias"))
         if c.gating == "sigmoid":
             probs = gg.unary(logits)
         elif c.gating == "softmax_weight":
@@ -462,12 +486,12 @@ class _Builder:
             up = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]),
                          n_ff * gate_up.nb[0])
         else:
-            up = self.add_id(gg.mul_mat_id(W(b + "ffn_up_exps.weight"), cur, selected),
+            up = self.add_id(gg.mul_mat_id(self.need(b + "ffn_up_exps.weight"), cur, selected),
                              W(b + "ffn_up_exps.bias"), selected)
             gate = None if c.relu_sqr else self.add_id(
-                gg.mul_mat_id(W(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"), selected)
+                gg.mul_mat_id(self.need(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"), selected)
         act = gg.unary(gg.unary(up), "SQR") if c.relu_sqr else gg.glu_split(gate, up)
-        experts = self.add_id(gg.mul_mat_id(W(b + "ffn_down_exps.weight"), act, selected),
+        experts = self.add_id(gg.mul_mat_id(self.need(b + "ffn_down_exps.weight"), act, selected),
                               W(b + "ffn_down_exps.bias"), selected)
         experts = gg.binary("MUL", experts, weights)
         g.expand(experts)
@@ -488,9 +512,9 @@ class _Builder:
 
     def shared_experts(self, il: int, x: Tensor, moe_out: Tensor) -> Tensor:
         W, b = self.W, f"blk.{il}."
-        up = gg.mul_mat(W(b + "ffn_up_shexp.weight"), x)
-        gate = gg.mul_mat(W(b + "ffn_gate_shexp.weight"), x)
-        shexp = gg.mul_mat(W(b + "ffn_down_shexp.weight"), gg.glu_split(gate, up))
+        up = gg.mul_mat(self.need(b + "ffn_up_shexp.weight"), x)
+        gate = gg.mul_mat(self.need(b + "ffn_gate_shexp.weight"), x)
+        shexp = gg.mul_mat(self.need(b + "ffn_down_shexp.weight"), gg.glu_split(gate, up))
         return gg.binary("ADD", moe_out, shexp)
 
     # --- the whole graph ----------------------------------------------------------------------
@@ -508,10 +532,10 @@ class _Builder:
                 # the layer's first node: its input norm, on which the rest of the layer depends
                 entry[il] = _first_norm(cur)
             if spec.variable and hp.n_head[il] > 0 and hp.n_head_kv[il] == 0:
-                cur = gg.mul_mat(W(b + "attn_output.weight"), cur)  # "linear attention"
+                cur = gg.mul_mat(self.need(b + "attn_output.weight"), cur)  # "linear attention"
             elif spec.mixers and hp.is_recr[il]:
                 cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
-                                   lambda name, b=b: W(b + name), lambda x, w, il=il: self.norm(x, w, il))
+                                   self.mixer_weights(b), lambda x, w, il=il: self.norm(x, w, il))
             elif not no_attn:
                 cur = self.attention(il, cur)
             res = inp
@@ -539,8 +563,7 @@ class _Builder:
             inp = gg.get_rows(inp, self.out_ids)
         cur = self.norm(inp, W("output_norm.weight"), -1, W("output_norm.bias"))
         cur.flags |= OUTPUT  # t_embd
-        out_w = W("output.weight")
-        cur = gg.mul_mat(out_w, cur)
+        cur = gg.mul_mat(self.need("output.weight"), cur)
         if W("output.bias") is not None:
             cur = gg.binary("ADD", cur, W("output.bias"))
         if p.final_softcap:
@@ -562,14 +585,14 @@ class _Builder:
             g.entry[il] = _first_norm(cur)
             if hp.is_recr[il]:
                 cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
-                                   lambda name: W(b + name), lambda x, w: self.norm(x, w, il))
+                                   self.mixer_weights(b), lambda x, w: self.norm(x, w, il))
             elif hp.n_ff[il] == 0:
                 cur = self.attn(il, *self.qkv(il, cur))  # no RoPE
-                cur = self.mm(W(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
+                cur = self.mm(self.need(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
             elif W(b + "ffn_gate_inp.weight") is not None:
                 cur = self.moe_block(il, cur)
             else:  # LLM_FFN_RELU_SQR without a gate
-                cur = self.relu_sqr_ffn(cur, W(b + "ffn_up.weight"), W(b + "ffn_down.weight"),
+                cur = self.relu_sqr_ffn(cur, self.need(b + "ffn_up.weight"), self.need(b + "ffn_down.weight"),
                                         W(b + "ffn_up.bias"), W(b + "ffn_down.bias"))
             if il == hp.n_layer - 1 and not spec.h_nextn:
                 cur = gg.get_rows(cur, self.out_ids)
@@ -580,7 +603,7 @@ class _Builder:
             cur.flags |= OUTPUT  # t_h_nextn
             cur = gg.get_rows(cur, self.out_ids)
         cur.flags |= OUTPUT  # t_embd
-        cur = gg.mul_mat(W("output.weight"), cur)
+        cur = gg.mul_mat(self.need("output.weight"), cur)
         cur.flags |= OUTPUT  # t_logits
         g.expand(cur)
         return g
@@ -596,11 +619,11 @@ class _Builder:
         W, b = self.W, f"blk.{il}."
         latent_down, latent_up = W(b + "ffn_latent_down.weight"), W(b + "ffn_latent_up.weight")
         inp = gg.mul_mat(latent_down, x) if latent_down is not None else x
-        logits = gg.mul_mat(W(b + "ffn_gate_inp.weight"), x)
+        logits = gg.mul_mat(self.need(b + "ffn_gate_inp.weight"), x)
         out = self.moe(il, inp, logits)
         if latent_up is not None:
             out = gg.mul_mat(latent_up, out)
-        shexp = self.relu_sqr_ffn(x, W(b + "ffn_up_shexp.weight"), W(b + "ffn_down_shexp.weight"))
+        shexp = self.relu_sqr_ffn(x, self.need(b + "ffn_up_shexp.weight"), self.need(b + "ffn_down_shexp.weight"))
         return gg.binary("ADD", out, shexp)
 
 
