@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from vramc.cache import cache_root, enabled, write_atomic
+from vramc.cache import cache_root, enabled, read_entry, write_entry
 from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
 
 _memory: dict[str, str] = {}  # key -> the estimate as JSON (copies are cheap and independent)
@@ -69,15 +69,65 @@ def _to_json(est: MemoryEstimate) -> str:
 
 
 def _from_json(text: str) -> MemoryEstimate:
+    """The estimate stored as `text`; ValueError unless every field has the type it was stored
+    with (an entry is only ever a hint: a wrong one must be a miss, not a crash later on)."""
     d = json.loads(text)
+    _expect(isinstance(d, dict) and isinstance(d["devices"], list), "estimate")
     devices = []
     for dev in d["devices"]:
-        if dev.get("layers") is not None:
-            dev["layers"] = tuple(dev["layers"])
+        _expect(isinstance(dev, dict) and set(dev) == _DEVICE_FIELDS, "device")
+        _expect(all(isinstance(dev[k], str) for k in ("id", "name")), "device name")
+        _expect(all(_is_int(dev[k]) for k in _DEVICE_FIELDS - {"id", "name", "layers", "output", "detail"}),
+                "device figures")
+        _expect(type(dev["output"]) is bool and isinstance(dev["detail"], dict), "device output")
+        layers = dev["layers"]
+        _expect(layers is None or (isinstance(layers, list) and len(layers) == 2 and all(map(_is_int, layers))),
+                "device layers")
+        dev["layers"] = tuple(layers) if layers is not None else None
         devices.append(DeviceUse(**dev))
-    return MemoryEstimate(devices=devices, host=HostUse(**d["host"]), notes=d["notes"],
-                          errors=[tuple(e) for e in d["errors"]], resolved=d["resolved"],
-                          compute_model=d.get("compute_model"))
+    host = d["host"]
+    _expect(isinstance(host, dict) and set(host) == _HOST_FIELDS and isinstance(host["detail"], dict)
+            and all(_is_int(host[k]) for k in _HOST_FIELDS - {"detail"}), "host")
+    notes, errors, resolved, how = d["notes"], d["errors"], d["resolved"], d.get("compute_model")
+    _expect(isinstance(notes, list) and all(isinstance(n, str) for n in notes), "notes")
+    _expect(isinstance(errors, list) and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
+                                             for e in errors), "errors")
+    _expect(isinstance(resolved, dict) and all(isinstance(v, (int, float, str, bool)) or v is None
+                                               for v in resolved.values()), "resolved")
+    _expect(how is None or isinstance(how, str), "compute_model")
+    return MemoryEstimate(devices=devices, host=HostUse(**host), notes=notes,
+                          errors=[tuple(e) for e in errors], resolved=resolved, compute_model=how)
+
+
+_DEVICE_FIELDS = {f.name for f in dataclasses.fields(DeviceUse)}
+_HOST_FIELDS = {f.name for f in dataclasses.fields(HostUse)}
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float)
+
+
+_CHOICE_TYPES = {  # engines.LlamaChoice's fields as JSON holds them
+    "engine": lambda v: isinstance(v, str), "ctx": lambda v: type(v) in (int, str),
+    "parallel": lambda v: _is_int(v), "kv_unified": lambda v: type(v) is bool,
+    "batch": lambda v: _is_int(v), "ubatch": lambda v: _is_int(v),
+    "gpu_layers": lambda v: type(v) in (int, str), "split_mode": lambda v: isinstance(v, str),
+    "tensor_split": lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(map(_number, v))),
+    "main_gpu": lambda v: _is_int(v), "flash_attn": lambda v: isinstance(v, str),
+    "cache_type_k": lambda v: isinstance(v, str), "cache_type_v": lambda v: isinstance(v, str),
+    "kv_offload": lambda v: type(v) is bool, "swa_full": lambda v: type(v) is bool,
+    "overrides": lambda v: isinstance(v, list) and all(
+        isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o) for o in v),
+}
+
+
+def _is_int(v) -> bool:
+    return type(v) is int
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"cache entry: bad {what}")
 
 
 def estimate_llama(meta, gpus, params) -> MemoryEstimate:
@@ -110,6 +160,11 @@ def solve(meta, gpus, choice, margins, ctx_min):
 
         d = json.loads(text)
         c = d["choice"]
+        _expect(isinstance(c, dict) and set(c) == {f.name for f in dataclasses.fields(LlamaChoice)}
+                and all(_CHOICE_TYPES[k](v) for k, v in c.items()), "solver choice")
+        _expect(isinstance(d["log"], list) and all(isinstance(x, str) for x in d["log"])
+                and type(d["fits"]) is bool and _is_int(d["moved_experts"]) and _is_int(d["estimates"]),
+                "solver result")
         if isinstance(c["tensor_split"], list):
             c["tensor_split"] = tuple(c["tensor_split"])
         c["overrides"] = tuple(tuple(o) for o in c["overrides"])
@@ -130,15 +185,17 @@ def remembered(key: str, compute, to_json, from_json):
     if text is not None:
         return from_json(text)  # a fresh copy: callers change what they get
     path = cache_dir() / key[:2] / f"{key}.json"
+    text = read_entry(path)  # None if absent, not a regular file, or not intact
     try:
-        text = path.read_text()
+        if text is None:
+            raise ValueError("miss")
         value = from_json(text)
-    except (OSError, ValueError, KeyError, TypeError):
-        value = compute()
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        value = compute()  # a miss, or an entry of another shape: computed again and replaced
         try:
             text = to_json(value)
-        except TypeError:  # something JSON cannot hold: just don't cache it
+        except (TypeError, ValueError):  # something JSON cannot hold: just don't cache it
             return value
-        write_atomic(path, text)
+        write_entry(path, text)
     _memory[key] = text
     return value
