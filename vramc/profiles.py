@@ -116,38 +116,30 @@ def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
     """Profile files below `root`, hidden folders skipped, unreadable folders reported (rglob
     skips a folder it may not list without a word, and its profiles would go unchecked)."""
     found: list[Path] = []
-    for folder, dirs, names in os.walk(root, onerror=lambda e: problems.append(
-            _unreadable(Path(e.filename or root), f"cannot list the folder: {e.strerror}"))):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for n in names:
-            f = Path(folder) / n
-            if n.startswith(".") or f.suffix not in PROFILE_SUFFIXES:
-                continue
-            kind, reason = probe(f)
-            if kind == "file":
-                found.append(f)
-            elif kind == "error":
-                problems.append(_unreadable(f, reason))
-            else:  # a dangling link, a FIFO, a device: named like a profile, so say why it is skipped
-                problems.extend(_not_a_profile(f, kind))
-    return sorted(found)
-
-
-def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
-    """VR000 for a path that probe() found missing or not a regular file, when that is worth
-    saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
-    if kind == "other":
-        return [Diagnostic("VR000", Severity.ERROR, "not a regular file (a pipe, a device or a socket)",
-                           display_path(path), None, (), "profiles are regular YAML files: remove it or "
-                           "rename it so that it does not end in .yaml")]
-    if kind == "missing" and os.path.islink(path):
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
         try:
-            target = os.readlink(path)
-        except OSError:
-            target = "?"
-        return [Diagnostic("VR000", Severity.ERROR, f"a symbolic link to {target}, which does not exist",
-                           display_path(path), None, (), "fix or remove the link")]
-    return []
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            problems.append(_unreadable(Path(folder), f"cannot list the folder: {e.strerror}"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():  # only links cost a stat: a loop or a dangling link shows here
+                if entry.name.endswith(PROFILE_SUFFIXES):
+                    kind, reason = probe(Path(entry.path))
+                    if kind == "file":
+                        found.append(Path(entry.path))
+                    elif kind == "error":
+                        problems.append(_unreadable(Path(entry.path), reason))
+            elif entry.is_dir():
+                stack.append(entry.path)
+            elif entry.name.endswith(PROFILE_SUFFIXES) and entry.is_file():
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
 def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
