@@ -7,8 +7,8 @@ becomes files that `vramc check` reads is fixed here, in one place:
 
 - command: an example whose lines start with `vramc ` is a command line. It runs through the CLI
   in the context folder and the diagnostics it prints are read. VR000 is about a path that cannot
-  be read, which no profile can show; its example is such a command (`test_vr000_*` below also
-  covers a file that is not UTF-8).
+  be read, which no profile can show; its examples are such commands (see
+  test_vr000_examples_are_commands; tests/fixtures/unreadable/ covers a file that is not UTF-8).
 - raw: a fragment that vramc's YAML loader itself rejects (syntax, duplicate keys, merge keys:
   VR001-VR003) cannot be merged as data. It is appended as text to BASE_DEPLOYMENT, less the
   top-level keys it writes itself.
@@ -35,6 +35,7 @@ first 4 KiB) and models/gemma-3-12b.gguf (Gemma 3 12B Q4_K_M, sparse).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -52,6 +53,7 @@ FIXTURE_MODELS = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "mode
 WORKSTATION = {"kind": "hardware", "name": "workstation",
                "gpus": [{"name": "RTX 4090", "vram": "24GiB"}, {"name": "RTX 4090", "vram": "24GiB"}]}
 BASE_HARDWARE = WORKSTATION
+BASE_DEPLOYMENT = {"name": "example", "hardware": "workstation"}  # + engine and model: complete()
 ENGINE_ORDER = ("llama-server", "vllm", "ollama", "llama-cpp-python")
 DEFAULT_MODEL = {"vllm": "mistral-7b-instruct-awq"}  # the others: a GGUF model
 GGUF_MODEL = "llama-3.1-8b-instruct-q8_0"
@@ -157,22 +159,21 @@ def run_example(code: str, text: str, folder: Path) -> set[str]:
     if kind == "command":
         lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
         codes: set[str] = set()
-        import os
-
         cwd = os.getcwd()
         os.chdir(folder)
         try:
             for argv in (shlex.split(ln) for ln in lines if ln):
                 assert argv[0] == "vramc", text
                 res = runner.invoke(app, argv[1:])
-                assert res.exit_code in (0, 1), res.output
+                assert res.exit_code in (0, 1) and isinstance(res.exception, (SystemExit, type(None))), (
+                    text, res.output, res.exception)
                 codes |= set(DIAG_RE.findall(res.output))
         finally:
             os.chdir(cwd)
         return codes
     dep_file = profiles / "example.yaml"
     checked = [dep_file]
-    base = complete({"name": "example", "hardware": "workstation"})
+    base = complete(BASE_DEPLOYMENT)
     if kind == "raw":
         own = set(re.findall(r"^([A-Za-z_][\w.-]*)\s*:", text, re.M))
         dep_file.write_text(yaml.safe_dump({k: v for k, v in base.items() if k not in own},
@@ -185,7 +186,7 @@ def run_example(code: str, text: str, folder: Path) -> set[str]:
             doc = merge({"hardware": "workstation"}, data)
             doc["deployments"] = [complete(d) for d in doc["deployments"]]
         elif kind == "deployment":
-            doc = complete(merge({"name": "example", "hardware": "workstation"}, data))
+            doc = complete(merge(BASE_DEPLOYMENT, data))
         else:
             doc = base
             if kind == "hardware":
@@ -220,3 +221,11 @@ def test_printed_examples_raise_their_rule(code, context_template, tmp_path):
         f"{sorted(found['bad'])}\n{examples['bad']}")
     assert code not in found["good"], (
         f"{code}'s Good example ({context_of(code, examples['good'])} context) raises it\n{examples['good']}")
+
+
+def test_vr000_examples_are_commands():
+    # A path that cannot be read (missing, not UTF-8) is not a profile: no fragment merged into
+    # one can show it. VR000's examples are `vramc check PATH` command lines, run as commands by
+    # the test above; test_check_fixtures runs tests/fixtures/unreadable/VR000-not-utf8.yaml.
+    ex = printed_examples("VR000")
+    assert [context_of("VR000", ex[k]) for k in ("bad", "good")] == ["command", "command"]
