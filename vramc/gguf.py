@@ -30,6 +30,11 @@ ARRAY_LIMIT = 1024  # arrays longer than this are stepped over (vocabularies), n
 MAX_NAME = 64  # GGML_MAX_NAME: a tensor name must be shorter
 MAX_DIMS = 4
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS: per-layer hyper-parameters are arrays of this size
+# Bounds on what a hostile length makes the reader copy or hash; real files are far below them
+# (the longest strings are chat templates of some KiB, the biggest headers vocabularies of MBs).
+STRING_LIMIT = 1 << 24  # longer string values are stepped over, not copied
+MAX_KEY = 1 << 16  # a longer key is refused
+MAX_HEADER = 1 << 28  # a longer header (metadata and tensor table) is refused, not read
 _MAX_NESTING = 8  # llama.cpp refuses nested arrays; gguf-py writes them, so read a few levels
 _INT64_MAX = 2**63 - 1
 
@@ -81,6 +86,13 @@ class SkippedArray:
 
     type: str  # GGUF value type name: "str", "f32", "arr", ...
     count: int
+
+
+@dataclass(frozen=True)
+class SkippedString:
+    """A string value longer than STRING_LIMIT that the reader stepped over: only its length."""
+
+    length: int
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,7 @@ def _is_hparam(value: Any) -> bool:
     # scalars and small numeric arrays (per-layer head counts, SWA patterns); not string lists
     if isinstance(value, list):
         return all(isinstance(x, (int, float)) for x in value)
-    return not isinstance(value, SkippedArray)
+    return not isinstance(value, (SkippedArray, SkippedString))
 
 
 def _short_f32(x: float) -> float:
@@ -265,8 +277,14 @@ class _Parser:
         if n > self.size - start:
             self.fail(f"{what} needs {n} bytes, but only {self.size - start} are left "
                       "(truncated or corrupt file)")
+        if start + n > MAX_HEADER:
+            self._too_long()
         self.pos = start + n
         return start
+
+    def _too_long(self) -> NoReturn:
+        self.fail(f"the header (metadata and tensor table) runs past {MAX_HEADER} bytes; no "
+                  "model's comes near: a corrupt length or count?")
 
     def u32(self, what: str) -> int:
         return _U32.unpack_from(self.buf, self.take(4, what))[0]
@@ -274,14 +292,25 @@ class _Parser:
     def u64(self, what: str) -> int:
         return _U64.unpack_from(self.buf, self.take(8, what))[0]
 
-    def raw_string(self, what: str) -> bytes:
+    def raw_string(self, what: str, limit: tuple[int, str] | None = None) -> bytes | SkippedString:
+        """A string's bytes; one longer than `limit` (bytes, who says so) fails, one longer than
+        STRING_LIMIT is stepped over (copying a length the file claims could take gigabytes)."""
+        at = self.pos
         n = self.u64(f"length of {what}")
         start = self.take(n, what)
+        if limit is not None and n > limit[0]:
+            self.fail(f"{what} is {n} bytes; {limit[1]} allows at most {limit[0]}", at)
+        if n > STRING_LIMIT:
+            return SkippedString(n)
         return self.buf[start:start + n]
 
-    def name(self, what: str) -> str:
-        at = self.pos
+    def text(self, what: str) -> str | SkippedString:
         raw = self.raw_string(what)
+        return raw if isinstance(raw, SkippedString) else raw.decode("utf-8", "replace")
+
+    def name(self, what: str, limit: tuple[int, str]) -> str:
+        at = self.pos
+        raw = self.raw_string(what, limit)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -316,6 +345,8 @@ class _Parser:
             self.fail(f"the data section would start at byte {data_offset}, past the end of the "
                       f"file ({self.size} bytes)")
         self.check_placement(tensors, offsets, data_offset, alignment)
+        if data_offset > MAX_HEADER:
+            self._too_long()
         with memoryview(self.buf) as view, view[:data_offset] as head:
             digest = hashlib.sha256(head).hexdigest()
         return GGUFHeader(self.path, version, kv, tensors, alignment, data_offset, self.size,
@@ -325,7 +356,7 @@ class _Parser:
         kv: dict[str, Any] = {}
         for i in range(n_kv):
             at = self.pos
-            key = self.name(f"key {i}")
+            key = self.name(f"key {i}", (MAX_KEY, "vramc"))
             if not key:
                 self.fail(f"key {i} is empty", at)
             if key in kv:
@@ -353,7 +384,7 @@ class _Parser:
             v = s.unpack_from(self.buf, self.take(s.size, what))[0]
             return _short_f32(v) if vtype == _F32 else v
         if vtype == _STRING:
-            return self.raw_string(what).decode("utf-8", "replace")
+            return self.text(what)
         if vtype == _ARRAY:
             return self.array(what, 0, keep=True)
         self.fail(f"{what} has unknown value type {vtype}", at)
@@ -371,6 +402,8 @@ class _Parser:
         if count * min_size > left:
             self.fail(f"{what} claims {count} elements of type {ename} (at least "
                       f"{count * min_size} bytes), but only {left} bytes are left", at)
+        if self.pos + count * min_size > MAX_HEADER:
+            self._too_long()
         if not keep or (self.array_limit is not None and count > self.array_limit):
             self.skip(etype, count, what, depth)
             return SkippedArray(ename, count)
@@ -380,7 +413,7 @@ class _Parser:
             values = list(struct.unpack_from(f"<{count}{s.format[1:]}", self.buf, start))
             return [_short_f32(v) for v in values] if etype == _F32 else values
         if etype == _STRING:
-            return [self.raw_string(what).decode("utf-8", "replace") for _ in range(count)]
+            return [self.text(what) for _ in range(count)]
         return [self.array(what, depth + 1, keep=True) for _ in range(count)]
 
     def skip(self, etype: int, count: int, what: str, depth: int) -> None:
@@ -419,10 +452,7 @@ class _Parser:
         seen: set[str] = set()
         for i in range(n_tensors):
             at = self.pos
-            name = self.name(f"name of tensor {i}")
-            if len(name.encode()) >= MAX_NAME:
-                self.fail(f"tensor name {name[:80]!r} is {len(name.encode())} bytes; "
-                          f"llama.cpp allows at most {MAX_NAME - 1}", at)
+            name = self.name(f"name of tensor {i}", (MAX_NAME - 1, "llama.cpp"))
             if name in seen:
                 self.fail(f"duplicate tensor {name!r}", at)
             seen.add(name)
