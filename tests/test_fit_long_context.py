@@ -90,3 +90,23 @@ def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
     assert bounded.fits and stepwise.fits
     assert bounded.choice == stepwise.choice
     assert bounded.estimates < stepwise.estimates
+
+
+def test_descent_is_bounded_however_wrong_the_arithmetic(monkeypatch):
+    """The worst case: the arithmetic says every context up to 10,485,760 fits. Stepping down
+    from there to the real answer was 36,790 steps of 256 tokens (about 147,000 estimates: the
+    issue's minutes); the bounded descent needs a few dozen and lands on the same answer."""
+    from vramc import fit
+
+    gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
+    margins = [int(0.05 * g.capacity_bytes) for g in gpus]
+    choice = LlamaChoice(engine="llama-server", ctx="auto", parallel=4, kv_unified=True, batch=2048,
+                         ubatch=512, gpu_layers="auto", split_mode="layer", tensor_split="auto", main_gpu=0,
+                         flash_attn="auto", cache_type_k="q8_0", cache_type_v="q8_0", kv_offload=True,
+                         swa_full=False, overrides=())
+    monkeypatch.setenv("VRAMC_NO_CACHE", "1")
+    right = fit.solve(scout_like(), gpus, choice, margins)
+    monkeypatch.setattr(fit.Solver, "quick_fits", lambda self, *args, **kw: True)
+    wrong = fit.solve(scout_like(), gpus, choice, margins)
+    assert wrong.choice == right.choice and wrong.fits
+    assert wrong.estimates <= 100
