@@ -227,3 +227,14 @@ def test_refit_ignores_markers_outside_the_settings(tmp_path):
     assert "Traceback" not in res.output and "nothing to re-fit" in res.output
     assert p.read_bytes() == before
     assert run_check([p]).plans[0].params.n_gpu_layers == 20
+
+
+def test_vr312_names_the_command_that_shares_the_card(tmp_path):
+    prof = pair(tmp_path, settings(ctx=16384, parallel=1, gpu_layers="all"),
+                settings(ctx=16384, parallel=1, gpu_layers="all"))
+    found = [d for d in errors(prof) if d.code == "VR312"]
+    assert len(found) == 2
+    [cmd] = {re.search(r"`(vramc fit --relax gpu_layers \S+)`", d.hint).group(1) for d in found}
+    res = fit(*cmd.split()[2:], "--write")
+    assert res.exit_code == 0, res.output
+    assert errors(prof) == []

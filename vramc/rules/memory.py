@@ -239,7 +239,11 @@ def oversubscribed(plans):
     """Deployments that run together on one machine need more of a GPU than it has.
 
     Each deployment may fit on its own while together they do not: every deployment in a
-    `deployments:` file shares the file's hardware and runs at the same time.
+    `deployments:` file shares the file's hardware and runs at the same time, in each combination
+    of their variants (a variant runs with the others' variant of the same name, or with their
+    base where they have none; the message names the combination). Their `auto` settings are
+    fitted together, so `gpu_layers: auto` (or `vramc fit --relax gpu_layers FILE`) shares the
+    card between llama.cpp deployments.
 
     Bad:
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
@@ -286,7 +290,16 @@ def oversubscribed(plans):
                     f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
                     f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
                     _anchor(plan), f"{shrink_hint(plan.engine)} for one of them, or move one to "
-                    "another GPU (`gpus:`)")
+                    "another GPU (`gpus:`)" + _share_hint(plan, uses))
+
+
+def _share_hint(plan, uses) -> str:
+    """llama.cpp deployments' `auto` settings are fitted together: the solver can share the card."""
+    import shlex
+
+    if all(p.engine in ("llama-server", "llama-cpp-python") for p, _ in uses):  # the whole file
+        return f"; or let `vramc fit --relax gpu_layers {shlex.quote(plan.dep.doc.file)}` share it between them"
+    return ""
 
 
 
