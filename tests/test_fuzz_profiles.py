@@ -1,8 +1,15 @@
 """Malformed profiles of every kind give diagnostics, never an exception: a seeded random walk over
-the profile's keys with values of the wrong type, size, sign and shape (nested, aliased, huge)."""
+the profile's keys with values of the wrong type, size, sign and shape (nested, aliased, huge),
+the model's locked metadata included. A larger run goes through a child process with an address
+space limit and a per-case alarm: no exit 3, no hang, bounded memory."""
 
 import copy
+import json
+import os
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -30,8 +37,25 @@ PATHS = ([("settings", k) for k in SETTINGS]
          + [(k,) for k in ("hardware", "model", "engine", "settings", "variants", "env", "lint", "gpus", "name")])
 
 
+LOCK_KEYS = ["block_count", "context_length", "embedding_length", "attention.head_count",
+             "attention.head_count_kv", "attention.key_length", "feed_forward_length", "expert_count",
+             "rope.dimension_count", "vocab_size"]
+PATHS += [("model", "lock", "hparams", k) for k in LOCK_KEYS] + [("model", "lock", k) for k in (
+    "vocab_size", "architecture", "tensors", "hparams")] + [("model", "lock", "tensors", "output.weight")]
+
+
+def _inline_model() -> dict:
+    doc = yaml.safe_load(Path(LLAMA8B).read_text())
+    return {k: doc[k] for k in ("lock",)}
+
+
+INLINE_MODEL = _inline_model()
+
+
 def mutate(rng: random.Random) -> dict:
     doc = copy.deepcopy(BASE)
+    if rng.random() < 0.25:  # the model's lock inline, where the walk can reach its values
+        doc["model"] = copy.deepcopy(INLINE_MODEL)
     for _ in range(rng.randint(1, 3)):
         path, value = rng.choice(PATHS), copy.deepcopy(rng.choice(VALUES))
         node = doc
@@ -56,3 +80,82 @@ def test_random_malformed_profiles_never_raise(tmp_path):
         p.write_text(yaml.safe_dump(mutate(rng)))
         result = run_check([p])  # must not raise
         assert all(d.file and d.line >= 1 for d in result.diagnostics)
+
+
+# --- the same walk, longer, bounded in time and memory ---------------------------------------
+CHILD_CASES = 2500
+CASE_SECONDS = 10
+MEMORY_LIMIT = 4 << 30
+RSS_LIMIT_MIB = 1024
+
+
+def run_cases(folder: Path, n: int) -> dict:
+    """run_check on p0.yaml .. p{n-1}.yaml with an alarm per case; what went wrong."""
+    import resource
+    import signal
+    import traceback
+
+    class Timeout(Exception):
+        pass
+
+    def alarm(*_):
+        raise Timeout()
+
+    signal.signal(signal.SIGALRM, alarm)
+    failures, slowest = [], (0.0, "")
+    for i in range(n):
+        p = folder / f"p{i}.yaml"
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
+        try:
+            result = run_check([p])
+            if not all(d.file and d.line >= 1 for d in result.diagnostics):
+                failures.append(f"{p.name}: a diagnostic without a place")
+        except Timeout:
+            failures.append(f"{p.name}: still running after {CASE_SECONDS} s")
+        except BaseException:
+            failures.append(f"{p.name}: {traceback.format_exc(limit=-6)}")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        slowest = max(slowest, (time.perf_counter() - start, p.name))
+    return {"failures": failures, "slowest": slowest,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def test_many_malformed_profiles_in_bounded_time_and_memory(tmp_path):
+    rng = random.Random(20261206)
+    for i in range(CHILD_CASES):
+        (tmp_path / f"p{i}.yaml").write_text(yaml.safe_dump(mutate(rng)))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, str(tmp_path), str(CHILD_CASES)], capture_output=True,
+                          text=True, timeout=CHILD_CASES * CASE_SECONDS, cwd=tmp_path)
+    took = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["failures"] == [], "\n".join(summary["failures"][:5])
+    assert summary["rss_mib"] < RSS_LIMIT_MIB, summary
+    assert summary["slowest"][0] < CASE_SECONDS / 2, summary["slowest"]
+    print(f"{CHILD_CASES} profiles in {took:.1f} s, slowest {summary['slowest']}, "
+          f"peak RSS {summary['rss_mib']:.0f} MiB")
+
+
+def test_malformed_profiles_through_the_cli_never_exit_3(tmp_path):
+    rng = random.Random(20261207)
+    env = {k: v for k, v in os.environ.items() if k != "VRAMC_CACHE"}
+    env["VRAMC_NO_CACHE"] = "1"
+    for i in range(8):
+        p = tmp_path / f"p{i}.yaml"
+        p.write_text(yaml.safe_dump(mutate(rng)))
+        for args in (["check", p.name], ["plan", "--format", "json", p.name]):
+            r = subprocess.run([sys.executable, "-m", "vramc", *args], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode in (0, 1), f"{p.read_text()}\n{args}: {r.returncode}\n{r.stderr[-2000:]}"
+            assert "Traceback" not in r.stderr
+
+
+if __name__ == "__main__":
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    os.environ["VRAMC_NO_CACHE"] = "1"
+    print(json.dumps(run_cases(Path(sys.argv[1]), int(sys.argv[2]))))

@@ -228,6 +228,54 @@ def test_read_header_never_opens_a_fifo_for_blocking(tmp_path):
     assert done.wait(10), "read_header blocked on a FIFO"
 
 
+def _sparse(path: Path, header: bytes, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(size)  # a hole: the length a corrupt field claims is "there"
+    return path
+
+
+def test_a_huge_tensor_name_length_is_refused_before_it_is_read(tmp_path):
+    """A corrupt name length inside an 8 GiB (sparse) file: once 30 s and gigabytes copied."""
+    import struct
+
+    from vramc.gguf import GGUFError, read_gguf
+
+    header, _ = __import__("gguf_craft").encode(llama_kv(), [])
+    header = header[:8] + struct.pack("<Q", 1) + header[16:]  # one tensor
+    header += struct.pack("<Q", 6 << 30) + b"blk.0"  # ... whose name claims 6 GiB
+    path = _sparse(tmp_path / "m.gguf", header, 8 << 30)
+    start = time.perf_counter()
+    with pytest.raises(GGUFError, match="name of tensor 0 is 6442450944 bytes; llama.cpp allows at most 63"):
+        read_gguf(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_a_huge_string_value_is_stepped_over_not_copied(tmp_path):
+    from vramc.gguf import SkippedString, read_header
+
+    kv = llama_kv() + [("tokenizer.chat_template", STR, b"")]
+    header, _ = __import__("gguf_craft").encode(kv, [])
+    header = header[:-8] + (32 << 20).to_bytes(8, "little")  # the template claims 32 MiB
+    path = _sparse(tmp_path / "m.gguf", header, len(header) + (32 << 20))
+    h = read_header(path)
+    assert h.kv["tokenizer.chat_template"] == SkippedString(32 << 20)
+    assert h.kv["llama.block_count"] == 2
+
+
+def test_a_header_past_its_bound_is_refused(tmp_path):
+    from vramc.gguf import MAX_HEADER, GGUFError, read_gguf
+
+    kv = llama_kv() + [("x.pad", STR, b"")]
+    header, _ = __import__("gguf_craft").encode(kv, [])
+    header = header[:-8] + MAX_HEADER.to_bytes(8, "little")
+    path = _sparse(tmp_path / "m.gguf", header, len(header) + MAX_HEADER + 64)
+    start = time.perf_counter()
+    with pytest.raises(GGUFError, match="runs past 268435456 bytes"):
+        read_gguf(path)
+    assert time.perf_counter() - start < 1
+
+
 # --- 5. the check cache notices what changes the answer --------------------------------------
 def small_card_project(tmp_path: Path) -> tuple[Path, Path]:
     project = tmp_path / "p"

@@ -297,9 +297,9 @@ class _Parser:
         STRING_LIMIT is stepped over (copying a length the file claims could take gigabytes)."""
         at = self.pos
         n = self.u64(f"length of {what}")
-        start = self.take(n, what)
-        if limit is not None and n > limit[0]:
+        if limit is not None and limit[0] < n <= self.size - self.pos:  # past the end: take() says so
             self.fail(f"{what} is {n} bytes; {limit[1]} allows at most {limit[0]}", at)
+        start = self.take(n, what)
         if n > STRING_LIMIT:
             return SkippedString(n)
         return self.buf[start:start + n]

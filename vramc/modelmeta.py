@@ -186,9 +186,9 @@ def validate_meta(meta: ModelMeta) -> None:
         raise MetaError("hparams must be a mapping of hyper-parameters", ("hparams",))
     n = hp.get("block_count")
     if type(n) is not int or not 0 < n <= MAX_LAYERS:
-        where = "is missing" if n is None else f"is {_show(n)}"
+        where = "is missing" if "block_count" not in hp else f"is {_show(n)}"
         raise MetaError(f"block_count {where}: it must be a whole number from 1 to {MAX_LAYERS}",
-                        ("hparams", "block_count") if n is not None else ("hparams",))
+                        ("hparams", "block_count") if "block_count" in hp else ("hparams",))
     if type(meta.vocab_size) is not int or not 0 <= meta.vocab_size <= MAX_DIM:
         raise MetaError(f"vocab_size {_show(meta.vocab_size)} is implausible (a whole number up to "
                         f"{MAX_DIM})", ("vocab_size",))

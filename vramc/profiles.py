@@ -135,11 +135,33 @@ def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
                         found.append(Path(entry.path))
                     elif kind == "error":
                         problems.append(_unreadable(Path(entry.path), reason))
+                    else:
+                        problems.extend(_not_a_profile(Path(entry.path), kind))
             elif entry.is_dir():
                 stack.append(entry.path)
-            elif entry.name.endswith(PROFILE_SUFFIXES) and entry.is_file():
-                found.append(Path(entry.path))
+            elif entry.name.endswith(PROFILE_SUFFIXES):
+                if entry.is_file():
+                    found.append(Path(entry.path))
+                else:  # a FIFO or a device named like a profile
+                    problems.extend(_not_a_profile(Path(entry.path), "other"))
     return sorted(found)
+
+
+def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
+    """VR000 for a path that probe() found missing or not a regular file, when that is worth
+    saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
+    if kind == "other":
+        return [Diagnostic("VR000", Severity.ERROR, "not a regular file (a pipe, a device or a socket)",
+                           display_path(path), None, (), "profiles are regular YAML files: remove it or "
+                           "rename it so that it does not end in .yaml")]
+    if kind == "missing" and os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return [Diagnostic("VR000", Severity.ERROR, f"a symbolic link to {target}, which does not exist",
+                           display_path(path), None, (), "fix or remove the link")]
+    return []
 
 
 def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
