@@ -238,3 +238,18 @@ def test_vr312_names_the_command_that_shares_the_card(tmp_path):
     res = fit(*cmd.split()[2:], "--write")
     assert res.exit_code == 0, res.output
     assert errors(prof) == []
+
+
+def test_vllm_instances_are_checked_in_each_combination(tmp_path):
+    """VR335 per combination: `general@long` asks for more of the card beside coder's base."""
+    import shutil
+
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    prof = tmp_path / "profiles" / "vllm-96gb.yaml"
+    text = prof.read_text()
+    assert "      port: 8001\n" in text
+    prof.write_text(text.replace("      port: 8001\n", "      port: 8001\n    variants:\n"
+                                 "      long: {settings: {gpu_memory_utilization: 0.5}}\n"))
+    found = [d for d in errors(prof) if d.code == "VR335"]
+    assert found and all(d.message.startswith("with variant long (coder, general@long): ") for d in found)
+    assert {d.deployment for d in found} <= {"coder", "general@long"}
