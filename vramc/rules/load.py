@@ -293,7 +293,10 @@ def _vr200():
 def _vr201():
     """The GGUF file exists but its header cannot be read.
 
-    The file may be truncated (an interrupted download) or not a GGUF file at all.
+    The file may be truncated (an interrupted download) or not a GGUF file at all. A path that is
+    no regular file (a FIFO, a device) is never opened. A header that reads but that llama.cpp
+    would refuse (no blocks or tensors, a value of the wrong type, an attention head of size 0, a
+    Mamba-2 model without its ssm sizes, a tensor its architecture needs) is reported here too.
 
     Bad:
         model:
@@ -328,7 +331,10 @@ def _vr202():
 def _vr203():
     """The locked metadata is inconsistent (unknown tensor type, malformed tensor entry).
 
-    Locks are written by `vramc analyze --write`; regenerate rather than edit them by hand.
+    Locks are written by `vramc analyze --write`; regenerate rather than edit them by hand. The
+    lock is checked as a GGUF header is (VR201): whole numbers where llama.cpp reads them, one per
+    layer only where it allows, head sizes of at least 1, the tensors the architecture needs. The
+    diagnostic points at the offending value.
 
     Bad:
         lock:
