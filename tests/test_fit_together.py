@@ -253,3 +253,28 @@ def test_vllm_instances_are_checked_in_each_combination(tmp_path):
     found = [d for d in errors(prof) if d.code == "VR335"]
     assert found and all(d.message.startswith("with variant long (coder, general@long): ") for d in found)
     assert {d.deployment for d in found} <= {"coder", "general@long"}
+
+
+def test_refit_takes_back_expert_overrides_a_bigger_card_no_longer_needs(tmp_path):
+    from vramc.analyze import profile_yaml
+    from vramc.synth.shapes import get_shape
+    from vramc.synth.writer import model_meta
+
+    (tmp_path / "profiles" / "models").mkdir(parents=True)
+    meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")
+    meta.file_size, meta.header_sha256 = 0, ""
+    lock = "".join(line for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test")
+                   .splitlines(keepends=True) if not line.startswith("  file: "))
+    (tmp_path / "profiles" / "models" / "qwen3.yaml").write_text(lock)
+    prof = tmp_path / "profiles" / "moe.yaml"
+    prof.write_text("name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
+                    "engine: llama-server\nsettings:\n  ctx: 8192\n  parallel: 1\n  gpu_layers: auto\n")
+    assert fit(prof, "--write").exit_code == 0
+    assert re.search(r"\n  override_tensor: \[.+=CPU\]  # vramc fit: auto\n", prof.read_text())
+    prof.write_text(prof.read_text().replace("12GiB", "24GiB"))
+    res = fit(prof, "--refit", "--write")
+    assert res.exit_code == 0, res.output
+    assert "\n  override_tensor: []  # vramc fit: auto\n" in prof.read_text()
+    [after] = run_check([prof]).plans
+    assert after.choice.overrides == () and after.params.n_gpu_layers == 49
+    assert errors(prof) == []
