@@ -474,3 +474,20 @@ def test_an_unreadable_folder_is_reported(tmp_path):
     finally:
         os.chmod(profiles / "locked", 0o755)
     assert r.returncode == 1 and "VR000" in r.stdout and "profiles/locked" in r.stdout
+
+
+def test_an_estimate_key_is_never_inherited_by_a_model_at_a_reused_address():
+    """Keys were remembered by id(meta): a model freed and another allocated at its address got
+    the first one's key, and with it the first one's cached estimates."""
+    from vramc import estimate_cache
+    from vramc.modelmeta import ModelMeta, expand_tensors
+
+    def model(n_layer: int) -> ModelMeta:
+        return ModelMeta("llama", {"block_count": n_layer, "embedding_length": 64}, 10,
+                         expand_tensors({"token_embd.weight": ["f32", 64, 10]}))
+
+    keys: dict[int, set] = {}
+    for i in range(500):
+        n = 1 + i % 5
+        keys.setdefault(n, set()).add(estimate_cache._meta_key(model(n)))  # freed at once
+    assert all(len(k) == 1 for k in keys.values()) and len(set().union(*keys.values())) == 5

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import weakref
 from pathlib import Path
 
 from vramc.cache import cache_root, enabled, read_entry, write_entry
@@ -20,7 +21,7 @@ from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
 _memory: dict[str, str] = {}  # key -> the estimate as JSON (copies are cheap and independent)
 _code_hash: str | None = None
 _solver_code_hash: str | None = None
-_meta_keys: dict[int, str] = {}
+_meta_keys: dict[int, tuple] = {}  # id(meta) -> (weak reference to it, its key)
 
 
 def cache_dir() -> Path:
@@ -48,14 +49,17 @@ def _hash_files(paths: list[Path]) -> str:
 
 
 def _meta_key(meta) -> str:
-    key = _meta_keys.get(id(meta))
+    # by id, checked against a weak reference: a model freed and another allocated at the same
+    # address (a long-lived process, a test run) must not inherit the first one's key
+    held = _meta_keys.get(id(meta))
+    key = held[1] if held is not None and held[0]() is meta else None
     if key is None:
         h = hashlib.sha256()
         h.update(repr((meta.architecture, sorted(meta.hparams.items()), meta.vocab_size)).encode())
         for t in meta.tensors:
             h.update(f"{t.name}|{t.type}|{t.shape}\n".encode())
         key = h.hexdigest()
-        _meta_keys[id(meta)] = key
+        _meta_keys[id(meta)] = (weakref.ref(meta), key)
     return key
 
 
