@@ -491,3 +491,26 @@ def test_an_estimate_key_is_never_inherited_by_a_model_at_a_reused_address():
         n = 1 + i % 5
         keys.setdefault(n, set()).add(estimate_cache._meta_key(model(n)))  # freed at once
     assert all(len(k) == 1 for k in keys.values()) and len(set().union(*keys.values())) == 5
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_even_as_root(tmp_path):
+    """Permissions deny root nothing, a path over PATH_MAX denies everyone: the folder that cannot
+    be listed is VR000, not silently skipped with its profiles unchecked."""
+    (tmp_path / "profiles").mkdir()
+    fd = os.open(tmp_path / "profiles", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(22):  # 22 x 201 bytes: past Linux's 4096
+            os.mkdir("d" * 200, dir_fd=fd)
+            deeper = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        f = os.open("x.yaml", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(f, b"name: x\n")
+        os.close(f)
+    finally:
+        os.close(fd)
+    r = vramc(["check", "profiles/"], tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    [line] = r.stdout.splitlines()
+    assert line.startswith("profiles/ddd") and line.endswith(
+        ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; check the path")
