@@ -514,3 +514,23 @@ def test_a_folder_that_cannot_be_listed_is_reported_even_as_root(tmp_path):
     [line] = r.stdout.splitlines()
     assert line.startswith("profiles/ddd") and line.endswith(
         ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; check the path")
+
+
+def test_a_dangling_gguf_link_uses_the_lock_and_a_looping_one_is_vr201(tmp_path):
+    """A model linked in from a disk not mounted here is absent (the lock answers), as a missing
+    file is; a link that loops is there but unreadable."""
+    model = tmp_path / "profiles" / "models" / "m.yaml"
+    model.parent.mkdir(parents=True)
+    text = LLAMA8B.read_text()
+    model.write_text(text.replace(text[text.index("gguf:"):].split("\n")[0], "gguf: models/m.gguf"))
+    (tmp_path / "models").mkdir()
+    os.symlink("/nonexistent/disk/m.gguf", tmp_path / "models" / "m.gguf")
+    p = tmp_path / "profiles" / "d.yaml"
+    p.write_text("name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: m\n"
+                 "engine: llama-server\nsettings: {ctx: 512}\n")
+    diags = run_check([p]).diagnostics
+    assert not found(diags, "VR201") and not found(diags, "VR200"), diags
+    (tmp_path / "models" / "m.gguf").unlink()
+    os.symlink("m.gguf", tmp_path / "models" / "m.gguf")
+    [d] = found(run_check([p]).diagnostics, "VR201")
+    assert "Too many levels of symbolic links" in d.message

@@ -136,6 +136,22 @@ def read_header(path: str | os.PathLike, *, array_limit: int | None = ARRAY_LIMI
 _NOT_REGULAR = "not a regular file (a device or a pipe): give the path of the .gguf file"
 
 
+def present(path: str | os.PathLike) -> bool:
+    """Whether something is at `path` for read_header to read or to refuse with a reason.
+
+    A missing file (or a symlink to one: a model linked in from a disk not mounted here) is
+    absent, and its profile's lock is used; anything else is present, whatever it is (a FIFO, a
+    device, a file that may not be read, a symlink loop), so that it is reported, not skipped.
+    """
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
+
+
 def read_gguf(path: str | os.PathLike) -> ModelMeta:
     """The model in a GGUF file, or in all parts of a split model given any one of its parts.
 

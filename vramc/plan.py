@@ -145,8 +145,10 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     path: Path | None = dep.gguf_path
     unreadable = False
-    # a path that exists but is no regular file (a FIFO, /dev/zero, a folder) is read_gguf's to refuse
-    if path is not None and (path.is_file() or os.path.lexists(path)):
+    from vramc.gguf import present
+
+    # what is there but no regular file (a FIFO, /dev/zero, a folder) is read_gguf's to refuse
+    if path is not None and present(path):
         from vramc.gguf import GGUFError, read_gguf
         from vramc.modelmeta import MetaError, validate_meta
 
