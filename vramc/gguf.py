@@ -221,7 +221,7 @@ def _read_parts(given: GGUFHeader) -> list[GGUFHeader]:
     for no, p in enumerate(paths):
         if no == given_no:
             part = given
-        elif not p.exists():
+        elif not present(p):
             raise GGUFError(p, None, f"part {no + 1} of {count} of {given.path.name} is missing")
         else:
             part = read_header(p)
