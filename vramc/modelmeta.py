@@ -147,10 +147,10 @@ _INT_KEYS = {
     "ssm.conv_kernel": False, "ssm.inner_size": False, "ssm.state_size": False,
     "ssm.time_step_rank": False, "ssm.group_count": False,
 }
-_U32_KEYS = ("context_length", "attention.sliding_window")
+_U32_KEYS = ("context_length", "attention.sliding_window")  # token counts: llama.cpp's u32
 # Other keys the memory model reads as numbers; the pattern may also be a per-layer list of flags.
 _LIST_OR_NUMBER = ("attention.sliding_window_pattern",)
-_NUMBER_KEYS = ("expert_weights_scale", *_LIST_OR_NUMBER)  # token counts: llama.cpp's u32
+_NUMBER_KEYS = ("expert_weights_scale", *_LIST_OR_NUMBER)
 # Architectures whose graph runs llama.cpp's Mamba-2 mixer (build_mamba2_layer), which divides the
 # inner size by the SSM heads and the groups.
 _MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h", "nemotron_h_moe", "falcon-h1"})
