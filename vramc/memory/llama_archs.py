@@ -489,7 +489,8 @@ class _Builder:
             up = self.add_id(gg.mul_mat_id(self.need(b + "ffn_up_exps.weight"), cur, selected),
                              W(b + "ffn_up_exps.bias"), selected)
             gate = None if c.relu_sqr else self.add_id(
-                gg.mul_mat_id(self.need(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"), selected)
+                gg.mul_mat_id(self.need(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"),
+                selected)
         act = gg.unary(gg.unary(up), "SQR") if c.relu_sqr else gg.glu_split(gate, up)
         experts = self.add_id(gg.mul_mat_id(self.need(b + "ffn_down_exps.weight"), act, selected),
                               W(b + "ffn_down_exps.bias"), selected)
