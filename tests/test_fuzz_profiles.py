@@ -156,6 +156,9 @@ def test_malformed_profiles_through_the_cli_never_exit_3(tmp_path):
 if __name__ == "__main__":
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    except (ValueError, OSError):  # a platform without the limit: the RSS check still holds
+        pass
     os.environ["VRAMC_NO_CACHE"] = "1"
     print(json.dumps(run_cases(Path(sys.argv[1]), int(sys.argv[2]))))
