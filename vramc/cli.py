@@ -112,7 +112,7 @@ def check(
 @app.command()
 def plan(
     paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text, json or markdown."),
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
     margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
 ) -> None:
@@ -121,7 +121,7 @@ def plan(
     from vramc.diagnostics import Severity
     from vramc.planview import plan_text, plans_json
 
-    fmt = _output_format(fmt, ("text", "json"))
+    fmt = _output_format(fmt, ("text", "json", "markdown"))
     result = run_check(_default_paths(paths), margin=_margin_option(margin))
     plans = result.plans
     if deployment:
@@ -134,11 +134,37 @@ def plan(
         typer.echo(f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}", err=True)
     if fmt == "json":
         sys.stdout.write(plans_json(plans))
+    elif fmt == "markdown":
+        from vramc.diff.formats import plans_markdown
+        from vramc.planview import plan_record
+
+        sys.stdout.write(plans_markdown([plan_record(p) for p in plans]))
     else:
         sys.stdout.write("\n".join(plan_text(p, plans=result.plans) for p in plans))
     unplanned = [p for p in plans if p.estimate is None]
     load_failed = any(d.code < "VR300" for d in errors)
     raise typer.Exit(EXIT_FINDINGS if unplanned or (load_failed and not plans) else EXIT_OK)
+
+
+@app.command()
+def diff(
+    args: Optional[List[str]] = typer.Argument(None, metavar="[BASE] [HEAD] [PATH...]", help="Git revisions (BASE: the merge base with the upstream branch, else HEAD; HEAD: the working tree) and profiles or folders (default: profiles/); `--` ends the revisions."),
+    base_dir: Optional[Path] = typer.Option(None, "--base-dir", help="Compare this folder (without git) ..."),
+    head_dir: Optional[Path] = typer.Option(None, "--head-dir", help="... with this one."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text, markdown, json, github or auto (github under GitHub Actions)."),
+    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="worse-verdict (default), tight, growth:N% or never; repeatable."),
+    margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
+    show_unchanged: bool = typer.Option(False, "--all", help="Text: list unchanged deployments too."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="A side without profiles counts every deployment as added or removed."),
+) -> None:
+    """What a change does to every GPU: memory plans of two revisions, deployment by deployment.
+    Exit 0 nothing regressed, 1 a regression (--fail-on), 2 usage error."""
+    from vramc.diff import FORMATS, cli_diff
+
+    fmt = _output_format(fmt, FORMATS)
+    raise typer.Exit(cli_diff(list(args or []), base_dir=base_dir, head_dir=head_dir, fmt=fmt,
+                              fail_on=list(fail_on or []), margin=_margin_option(margin),
+                              show_unchanged=show_unchanged, allow_empty=allow_empty))
 
 
 @app.command()

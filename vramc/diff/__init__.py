@@ -1,0 +1,180 @@
+"""`vramc diff`: what a change does to every GPU, between two git revisions or two folders.
+
+revisions.py reads each side's profiles (from git's objects, never through a checkout),
+compare.py plans both sides as `vramc plan --format json` does and pairs and diffs the
+deployments, formats.py shows the result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .revisions import DiffError
+
+EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
+FORMATS = ("text", "markdown", "json", "github")
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _repo_paths(root: Path, paths: list[str]) -> list[str]:
+    """PATHs as the user typed them (relative to the working directory) -> relative to the
+    repository's top, refused when they lead outside it."""
+    out = []
+    real_root = os.path.realpath(root)
+    for p in paths:
+        if "\0" in p:
+            raise DiffError(f"{p!r} is not a path")
+        absolute = os.path.normpath(os.path.join(os.getcwd(), p))
+        rel = os.path.relpath(absolute, real_root) if absolute.startswith(real_root) else \
+            os.path.relpath(absolute, root)
+        if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
+            raise DiffError(f"{p}: outside the repository ({root}); give paths inside it")
+        out.append(Path(rel).as_posix())
+    return out
+
+
+def _has_profiles(side, paths: list[str]) -> bool:
+    from vramc.profiles import PROFILE_SUFFIXES
+
+    for p in paths:
+        full = side.root / p
+        if full.is_file() and p.endswith(PROFILE_SUFFIXES):
+            return True
+        if full.is_dir():
+            for _, _, files in os.walk(full):
+                if any(f.endswith(PROFILE_SUFFIXES) for f in files):
+                    return True
+    return False
+
+
+def _side_doc(side) -> dict:
+    return {"rev": side.label, "commit": side.commit}
+
+
+def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, fmt: str,
+             fail_on: list[str], margin=None, show_unchanged: bool = False,
+             allow_empty: bool = False, artifacts: bool = True) -> int:
+    from . import formats, revisions
+    from .compare import diff_deployments, parse_policy, plan_side, regressions
+
+    if fmt not in FORMATS:
+        _say(f"vramc diff: --format must be one of {', '.join(FORMATS)}")
+        return EXIT_USAGE
+    try:
+        policy = parse_policy(fail_on)
+    except ValueError as e:
+        _say(f"vramc diff: {e}")
+        return EXIT_USAGE
+    sides = []
+    try:
+        base, head, paths = _sides(args, base_dir, head_dir, sides)
+        for side in (base, head):
+            if not _has_profiles(side, paths):
+                where = ", ".join(paths)
+                msg = f"{side.label} has no profiles under {where}"
+                if not allow_empty:
+                    raise DiffError(f"{msg}; give the PATH of the profiles, another revision, or "
+                                    "--allow-empty to count every deployment as added or removed")
+                _say(f"vramc diff: note: {msg}")
+        planned = []
+        for side in (base, head):
+            planned.append(plan_side(side, paths, margin=margin, artifacts=artifacts)
+                           if _has_profiles(side, paths) else None)
+    except DiffError as e:
+        _say(f"vramc diff: {e}")
+        return EXIT_USAGE
+    finally:
+        for s in sides:
+            s.close()
+    from .compare import SidePlans
+
+    bp, hp = (p or SidePlans() for p in planned)
+    for side, p in zip((base, head), (bp, hp)):
+        for e in p.errors:
+            _say(f"{side.label}: {e}")
+    deps = diff_deployments(bp, hp)
+    flagged = regressions(deps, policy)
+    doc = formats.document(_side_doc(base), _side_doc(head), deps, flagged)
+    if fmt == "json":
+        out = formats.to_json(doc)
+    elif fmt == "markdown":
+        out = formats.markdown(doc)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            try:
+                with open(summary, "a", encoding="utf-8") as f:
+                    f.write(out)
+            except OSError as e:
+                _say(f"vramc diff: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e.strerror or e}")
+    elif fmt == "github":
+        out = formats.github(doc, failing=bool(flagged))
+    else:
+        out = formats.text(doc, show_unchanged=show_unchanged)
+    sys.stdout.write(out)
+    if fmt == "github" and not flagged:
+        _say(f"vramc diff: {formats.counts(deps)}; no regression")
+    return EXIT_REGRESSED if flagged else EXIT_OK
+
+
+def _sides(args: list[str], base_dir, head_dir, sides: list):
+    """(base, head, paths) from the command line; each opened side is appended to `sides` so
+    that the caller removes its temporary folder whatever happens."""
+    from . import revisions
+
+    if base_dir is not None or head_dir is not None:
+        if base_dir is None or head_dir is None:
+            raise DiffError("--base-dir and --head-dir go together")
+        return _folders(base_dir, head_dir, args, sides)
+    try:
+        root = revisions.repo_root(Path.cwd())
+    except DiffError:
+        if len(args) == 2 and all(Path(a).is_dir() for a in args):
+            return _folders(Path(args[0]), Path(args[1]), [], sides)
+        raise
+    revs, paths = [], []
+    rest = list(args)
+    if "--" in rest:
+        i = rest.index("--")
+        revs, paths = rest[:i], rest[i + 1:]
+        if len(revs) > 2:
+            raise DiffError(f"at most two revisions before --, got {len(revs)}")
+    else:
+        while rest and len(revs) < 2 and revisions.is_rev(root, rest[0]):
+            revs.append(rest.pop(0))
+        for a in rest:
+            if not os.path.lexists(a):
+                raise DiffError(f"{a!r} is neither a revision git knows nor a path that exists")
+        paths = rest
+    for r in revs:
+        revisions.resolve_rev(root, r)  # a clear error for a bad revision before --
+    rel = _repo_paths(root, paths) if paths else ["profiles"]
+    base_rev = revs[0] if revs else revisions.default_base(root)
+    base = revisions.revision(root, base_rev)
+    sides.append(base)
+    if len(revs) == 2:
+        head = revisions.revision(root, revs[1])
+        sides.append(head)
+    else:
+        head = revisions.working_tree(root)
+    if not revs:
+        base.label = "HEAD" if base_rev == "HEAD" else f"merge base ({base_rev[:12]})"
+    return base, head, rel
+
+
+def _folders(base_dir: Path, head_dir: Path, paths: list[str], sides: list):
+    from . import revisions
+
+    base, head = revisions.folder(base_dir), revisions.folder(head_dir)
+    rel = paths or ["profiles"]
+    for side in (base, head):
+        for p in rel:
+            if os.path.isabs(p) or ".." in Path(p).parts:
+                raise DiffError(f"{p}: give paths relative to the folders")
+    if not paths and not (base.root / "profiles").is_dir() and not (head.root / "profiles").is_dir():
+        rel = ["."]
+    return base, head, rel

@@ -1,0 +1,294 @@
+"""Plan both sides exactly as `vramc plan --format json` does, pair deployments, and diff them.
+
+Each side goes through check.run_check (the pipeline and caches behind `vramc plan`) and
+planview.plan_record (the records of `plan --format json`), from the side's project folder, so
+a record's `file` and every number are what `plan --format json` prints there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VERDICT_ORDER = {None: -1, "fits": 0, "tight": 1, "does-not-fit": 2, "unknown": 3}
+COMPONENTS = ("total_bytes", "weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes", "free_bytes")
+HOST_COMPONENTS = ("total_bytes", "weights_bytes", "kv_bytes", "compute_bytes", "other_bytes")
+DIFF_JSON_VERSION = 1
+
+
+@dataclass
+class Planned:
+    """One deployment (or variant) on one side."""
+
+    record: dict  # planview.plan_record
+    inputs: dict  # profile file (project-relative) -> sha256: the deployment, its hardware and model
+    artifacts: dict  # out/... path -> bytes, or {} when it cannot be built
+    lines: dict  # what -> (file, line): anchors for annotations
+
+
+@dataclass
+class SidePlans:
+    planned: dict = field(default_factory=dict)  # (file, name, variant) -> Planned
+    errors: list = field(default_factory=list)  # "file:line:col: CODE error: message"
+    files: int = 0
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def plan_side(side, paths: list[str], margin=None, artifacts: bool = True) -> SidePlans:
+    """Load and plan `paths` (relative to the side's project folder) as `vramc plan` would."""
+    from vramc.check import run_check
+    from vramc.diagnostics import Severity
+    from vramc.planview import plan_record
+
+    from .revisions import link_models
+
+    out = SidePlans()
+    with _cwd(side.root):
+        def adjust(dep) -> None:
+            if dep.gguf_path is not None:
+                link_models(side, dep.gguf_path)
+
+        result = run_check([Path(p) for p in paths], margin=margin, adjust=adjust)
+        out.files = len(result.files)
+        out.errors = [f"{d.file}:{d.line}:{d.column}: {d.code} error: {d.full_message()}"
+                      for d in result.diagnostics if d.severity == Severity.ERROR]
+        rendered = _render_all(result.plans, side.root) if artifacts else {}
+        for plan in result.plans:
+            rec = plan_record(plan)
+            dep = plan.dep
+            inputs = {}
+            for doc in (dep.doc, dep.hardware, dep.model):
+                rel = _project_rel(doc.path, side.root)
+                inputs[rel] = side.digest(Path(os.path.abspath(doc.path)))
+            key = (rec["file"], rec["name"], rec["variant"])
+            out.planned[key] = Planned(rec, inputs, rendered.get(id(plan), {}), _anchors(plan))
+    return out
+
+
+def _project_rel(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+
+
+def _anchors(plan) -> dict:
+    """Lines a reviewer's annotation can point at: each setting as written, the deployment's name,
+    its hardware and model references."""
+    dep = plan.dep
+    doc = dep.doc
+    out = {}
+
+    def at(key: str, path: tuple) -> None:
+        span = doc.positions.locate(path)
+        if span is not None:
+            out[key] = (doc.file, span.line)
+
+    at("deployment", ("name",))
+    at("hardware", ("hardware",))
+    at("model", ("model",))
+    raw = doc.raw if isinstance(doc.raw, dict) else {}
+    for k in (raw.get("settings") or {}) if isinstance(raw.get("settings"), dict) else {}:
+        at(f"settings.{k}", ("settings", k))
+    if dep.variant_path:
+        at("deployment", dep.variant_path)
+        vraw = raw.get("variants", {}).get(dep.variant, {}) if isinstance(raw.get("variants"), dict) else {}
+        vset = vraw.get("settings") if isinstance(vraw, dict) else None
+        for k in vset if isinstance(vset, dict) else {}:
+            at(f"settings.{k}", dep.variant_path + ("settings", k))
+    return out
+
+
+def _render_all(plans, root: Path) -> dict:
+    """Each plan's built files as `vramc build` would write them under out/ (in memory)."""
+    try:
+        from vramc.build import _job, _render
+        from vramc.targets.common import assign_ports
+    except ImportError:  # pragma: no cover - build moved: artifacts are then not compared
+        return {}
+    ports = assign_ports(plans)
+    out_dir = root / "out"
+    rendered = {}
+    for plan in plans:
+        if plan.estimate is None:
+            continue
+        job = _job(out_dir, plan)
+        try:
+            _render(job, ports, out_dir)
+        except ValueError:  # the build refuses it; `vramc build` says why
+            continue
+        files = {}
+        for rel, (data, _) in job.files.items():
+            path = _project_rel(job.folder / rel, root)
+            files[path] = data
+        rendered[id(plan)] = files
+    return rendered
+
+
+# --- pairing and deltas --------------------------------------------------------------------------
+
+def _components(d: dict | None, keys) -> dict | None:
+    return None if d is None else {k: d.get(k) for k in keys}
+
+
+def _device_rows(b: dict | None, h: dict | None) -> list[dict]:
+    bdev = {d["id"]: d for d in (b or {}).get("devices", [])}
+    hdev = {d["id"]: d for d in (h or {}).get("devices", [])}
+    ids = list(bdev) + [i for i in hdev if i not in bdev]
+    rows = []
+    for i in ids:
+        bd, hd = bdev.get(i), hdev.get(i)
+        bc, hc = _components(bd, COMPONENTS), _components(hd, COMPONENTS)
+        row = {
+            "id": i,
+            "name": (hd or bd)["name"],
+            "base": bc,
+            "head": hc,
+            "delta_bytes": (hc or {}).get("total_bytes", 0) - (bc or {}).get("total_bytes", 0),
+            "deltas": {k: (hc or {}).get(k, 0) - (bc or {}).get(k, 0) for k in COMPONENTS},
+            "capacity_bytes": {"base": bd and bd["capacity_bytes"], "head": hd and hd["capacity_bytes"]},
+            "verdict": {"base": bd and bd["verdict"], "head": hd and hd["verdict"]},
+            "layers": {"base": bd and bd["layers"], "head": hd and hd["layers"]},
+        }
+        rows.append(row)
+    return rows
+
+
+def _host(b: dict | None, h: dict | None) -> dict:
+    bh, hh = (b or {}).get("host"), (h or {}).get("host")
+    bc, hc = _components(bh, HOST_COMPONENTS), _components(hh, HOST_COMPONENTS)
+    return {"base": bc, "head": hc,
+            "delta_bytes": (hc or {}).get("total_bytes", 0) - (bc or {}).get("total_bytes", 0),
+            "deltas": {k: (hc or {}).get(k, 0) - (bc or {}).get(k, 0) for k in HOST_COMPONENTS}}
+
+
+def _settings(b: dict | None, h: dict | None) -> list[dict]:
+    bs, hs = (b or {}).get("settings", {}), (h or {}).get("settings", {})
+    out = []
+    for k in list(bs) + [k for k in hs if k not in bs]:
+        if bs.get(k) != hs.get(k):
+            out.append({"key": k, "base": bs.get(k), "head": hs.get(k)})
+    return out
+
+
+def _artifacts(b: Planned | None, h: Planned | None) -> list[dict]:
+    ba, ha = (b.artifacts if b else {}), (h.artifacts if h else {})
+    out = []
+    for path in sorted(set(ba) | set(ha)):
+        if ba.get(path) != ha.get(path):
+            change = "added" if path not in ba else "removed" if path not in ha else "changed"
+            out.append({"path": path, "change": change})
+    return out
+
+
+def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
+    keys = list(head.planned) + [k for k in base.planned if k not in head.planned]
+    order = {k: i for i, k in enumerate(sorted(keys, key=lambda k: (k[0], k[1], k[2] or "")))}
+    out = []
+    for key in sorted(keys, key=order.get):
+        file, name, variant = key
+        b, h = base.planned.get(key), head.planned.get(key)
+        br, hr = (b.record if b else None), (h.record if h else None)
+        inputs_changed = sorted(f for f in set(b.inputs if b else {}) | set(h.inputs if h else {})
+                                if (b.inputs.get(f) if b else None) != (h.inputs.get(f) if h else None)) \
+            if b and h else []
+        arts = _artifacts(b, h)
+        if b is None:
+            change = "added"
+        elif h is None:
+            change = "removed"
+        # the profiles a deployment refers to count even when its numbers stay the same; its
+        # own file only through what it plans and builds (a comment or a new variant beside it
+        # does not change it)
+        elif br != hr or arts or any(f != file for f in inputs_changed):
+            change = "changed"
+        else:
+            change = "unchanged"
+        out.append({
+            "name": name,
+            "variant": variant,
+            "file": file,
+            "change": change,
+            "engine": (hr or br)["engine"],
+            "verdict": {"base": br["verdict"] if br else None, "head": hr["verdict"] if hr else None},
+            "settings": _settings(br, hr),
+            "devices": _device_rows(br, hr),
+            "host": _host(br, hr),
+            "layers_moved": _layers_moved(br, hr),
+            "inputs_changed": inputs_changed,
+            "artifacts": arts,
+            "_anchors": (h or b).lines,
+        })
+    return out
+
+
+def _layers_moved(b: dict | None, h: dict | None) -> list[dict]:
+    if b is None or h is None:
+        return []
+    rows = _device_rows(b, h)
+    return [{"id": r["id"], "base": r["layers"]["base"], "head": r["layers"]["head"]}
+            for r in rows if r["layers"]["base"] != r["layers"]["head"]]
+
+
+def worse(d: dict) -> bool:
+    """The verdict got worse; an added deployment counts as coming from `fits`."""
+    v = d["verdict"]
+    return v["head"] is not None and VERDICT_ORDER[v["head"]] > VERDICT_ORDER[v["base"] or "fits"]
+
+
+def regressions(deployments: list[dict], policies: list) -> list[tuple[dict, str]]:
+    """(deployment, why) for each deployment the policy counts as a regression."""
+    out = []
+    for d in deployments:
+        if d["change"] in ("removed", "unchanged") or "never" in policies:
+            continue
+        v = d["verdict"]
+        if worse(d):
+            out.append((d, f"verdict {v['base'] or 'new'} -> {v['head']}"))
+            continue
+        if "tight" in policies and VERDICT_ORDER[v["head"]] >= VERDICT_ORDER["tight"]:
+            out.append((d, f"verdict is {v['head']}"))
+            continue
+        for p in policies:
+            if isinstance(p, float):
+                grown = [r for r in d["devices"] if r["base"] and r["head"]
+                         and r["delta_bytes"] > r["base"]["total_bytes"] * p / 100]
+                if grown:
+                    r = grown[0]
+                    pct = 100 * r["delta_bytes"] / max(r["base"]["total_bytes"], 1)
+                    out.append((d, f"{r['id']} total grew {pct:.1f}% (more than {p:g}%)"))
+                    break
+    return out
+
+
+def parse_policy(values: list[str]) -> list:
+    """--fail-on values: worse-verdict, tight, growth:N%, never. A verdict that got worse fails
+    under every policy but `never`."""
+    out: list = []
+    for v in values or ["worse-verdict"]:
+        for part in v.split(","):
+            part = part.strip()
+            if part in ("worse-verdict", "tight", "never"):
+                out.append(part)
+            elif part.startswith("growth:"):
+                n = part[len("growth:"):].rstrip("%")
+                try:
+                    pct = float(n)
+                except ValueError:
+                    pct = -1.0
+                if not (0 <= pct < 1e6) or pct != pct:
+                    raise ValueError(f"--fail-on {part!r}: growth takes a percentage, e.g. growth:5%")
+                out.append(pct)
+            else:
+                raise ValueError(f"--fail-on {part!r}: use worse-verdict, tight, growth:N% or never")
+    if "never" in out and len(out) > 1:
+        raise ValueError("--fail-on never cannot be combined with another policy")
+    return out
