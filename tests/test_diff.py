@@ -284,3 +284,29 @@ def test_plan_markdown(repo):
     assert res.exit_code == 0
     assert "### assistant" in res.stdout and "| CUDA0 | 16 GB GPU |" in res.stdout
     assert "**fits**" in res.stdout
+
+
+def test_model_files_come_from_the_working_tree(tmp_path):
+    """A GGUF file is not in git: both revisions read the working tree's (models/ is ignored)."""
+    import sys
+
+    r = tmp_path / "g"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    write(r, ".gitignore", "/models/\n")
+    (r / "models").mkdir()
+    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(r / "models/tiny.gguf")], check=True)
+    write(r, "profiles/models/tiny.yaml", "kind: model\nname: tiny\ngguf: models/tiny.gguf\n")
+    write(r, "profiles/hardware/gpu16.yaml", "kind: hardware\nname: gpu16\ngpus:\n  - name: G\n    vram: 1GiB\n")
+    write(r, "profiles/t.yaml", "name: t\nhardware: gpu16\nmodel: tiny\nengine: llama-server\n"
+                                "settings: {ctx: 512, gpu_layers: 3}\n")
+    commit(r, "base")
+    edit(r, "profiles/t.yaml", "ctx: 512", "ctx: 1024")
+    commit(r, "ctx")
+    res = run(r, "diff", "HEAD~1", "HEAD", "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert "VR2" not in res.output and "error" not in res.stderr
+    d = json.loads(res.stdout)["deployments"][0]
+    assert d["verdict"] == {"base": "fits", "head": "fits"}
+    assert d["devices"][0]["deltas"]["kv_bytes"] == d["devices"][0]["base"]["kv_bytes"] > 0
+    assert sorted(p.name for p in r.rglob("*") if ".git" not in p.parts and p.is_symlink()) == []

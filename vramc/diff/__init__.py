@@ -136,20 +136,18 @@ def _sides(args: list[str], base_dir, head_dir, sides: list):
         if len(args) == 2 and all(Path(a).is_dir() for a in args):
             return _folders(Path(args[0]), Path(args[1]), [], sides)
         raise
-    revs, paths = [], []
-    rest = list(args)
-    if "--" in rest:
-        i = rest.index("--")
-        revs, paths = rest[:i], rest[i + 1:]
-        if len(revs) > 2:
-            raise DiffError(f"at most two revisions before --, got {len(revs)}")
-    else:
-        while rest and len(revs) < 2 and revisions.is_rev(root, rest[0]):
-            revs.append(rest.pop(0))
-        for a in rest:
-            if not os.path.lexists(a):
-                raise DiffError(f"{a!r} is neither a revision git knows nor a path that exists")
-        paths = rest
+    # click takes `--` itself, so revisions are told from paths as git does: the leading
+    # arguments git resolves to commits (at most two), then paths that exist
+    revs, rest = [], list(args)
+    while rest and len(revs) < 2 and revisions.is_rev(root, rest[0]):
+        revs.append(rest.pop(0))
+    for a in rest:
+        if not os.path.lexists(a):
+            if revisions.is_rev(root, a):
+                raise DiffError(f"{a!r}: at most two revisions (BASE HEAD), then paths")
+            raise DiffError(f"unknown revision {a!r}: git cannot resolve it to a commit, and no "
+                            "file or folder has that name")
+    paths = rest
     for r in revs:
         revisions.resolve_rev(root, r)  # a clear error for a bad revision before --
     rel = _repo_paths(root, paths) if paths else ["profiles"]

@@ -1,0 +1,165 @@
+"""`vramc diff` on hostile input: every problem is a clear message and exit 2 (never 3, never a
+traceback), and the user's working tree, index and HEAD are left exactly as they were."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vramc.cli import app
+
+from test_diff import CHAT, GIT_ENV, ROOT, commit, git, write
+
+
+def _repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    write(r, "README", "no profiles yet\n")
+    commit(r, "empty")
+    write(r, "profiles/hardware/gpu16.yaml", "kind: hardware\nname: gpu16\ngpus:\n  - name: G\n    vram: 16GiB\n")
+    model = (ROOT / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
+    write(r, "profiles/models/llama8b.yaml", model.replace("name: llama-3.1-8b-instruct-q8_0", "name: llama8b"))
+    write(r, "profiles/chat.yaml", CHAT)
+    commit(r, "profiles")
+    return r
+
+
+def _state(r: Path):
+    return (git(r, "status", "--porcelain", "--ignored"), git(r, "rev-parse", "HEAD"),
+            (r / ".git/index").read_bytes(), sorted(str(p) for p in r.rglob("*") if ".git" not in p.parts))
+
+
+def _ours() -> list[str]:
+    import tempfile
+
+    return sorted(n for n in os.listdir(tempfile.gettempdir()) if n.startswith("vramc-diff-"))
+
+
+def run(cwd: Path, *args: str, env=None):
+    is_repo = (cwd / ".git").exists()
+    before = _state(cwd) if is_repo else None
+    temps = _ours()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(app, ["diff", *args], env=env)
+    finally:
+        os.chdir(old)
+    if is_repo:
+        assert _state(cwd) == before, "vramc diff changed the user's repository"
+    assert _ours() == temps, "a temporary copy was left behind"
+    assert res.exit_code != 3 and not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), res.output
+    return res
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return _repo(tmp_path)
+
+
+def test_not_a_git_repository(tmp_path):
+    res = run(tmp_path)
+    assert res.exit_code == 2 and "not in a git repository" in res.output and "--base-dir" in res.output
+
+
+def test_bad_revisions(repo):
+    res = run(repo, "no-such-branch")
+    assert res.exit_code == 2 and "unknown revision 'no-such-branch'" in res.output
+    res = run(repo, "no-such-branch", "profiles")
+    assert res.exit_code == 2 and "unknown revision 'no-such-branch'" in res.output
+    res = run(repo, "HEAD~99", "HEAD")
+    assert res.exit_code == 2 and "unknown revision 'HEAD~99'" in res.output
+    res = run(repo, "HEAD", "HEAD", "HEAD")
+    assert res.exit_code == 2 and "at most two revisions" in res.output
+    res = run(repo, "--", "--upload-pack=touch /tmp/x")  # no option smuggled into git
+    assert res.exit_code == 2
+
+
+def test_revision_without_profiles(repo):
+    res = run(repo, "HEAD~1", "HEAD")
+    assert res.exit_code == 2 and "HEAD~1 has no profiles under profiles" in res.output
+    res = run(repo, "HEAD~1", "HEAD", "--allow-empty", "--format", "json")
+    assert res.exit_code == 0 and '"change": "added"' in res.stdout
+
+
+def test_path_outside_the_repository(repo, tmp_path):
+    res = run(repo, "HEAD", "--", str(tmp_path))
+    assert res.exit_code == 2 and "outside the repository" in res.output
+    res = run(repo, "HEAD", "--", "../..")
+    assert res.exit_code == 2 and "outside the repository" in res.output
+
+
+@pytest.mark.parametrize("target,why", [
+    ("/etc/passwd", "absolute path"),
+    ("../../outside.yaml", "outside the repository"),
+    ("loop.yaml", "loop"),
+    ("missing.yaml", "does not have"),
+])
+def test_symbolic_links_in_git_objects(repo, target, why):
+    os.symlink(target, repo / ("profiles/loop.yaml" if target == "loop.yaml" else "profiles/evil.yaml"))
+    commit(repo, "link")
+    res = run(repo, "HEAD~1", "HEAD")
+    assert res.exit_code == 2 and why in res.output and "symbolic link" in res.output
+
+
+def test_a_link_inside_the_repository_is_followed(repo):
+    os.symlink("hardware/gpu16.yaml", repo / "profiles/hw-link.yaml")
+    edit_chat = (repo / "profiles/chat.yaml").read_text().replace("hardware: gpu16", "hardware: hw-link.yaml")
+    (repo / "profiles/chat.yaml").write_text(edit_chat)
+    commit(repo, "link inside")
+    res = run(repo, "HEAD~1", "HEAD", "--format", "json")
+    assert res.exit_code == 0, res.output
+    import json
+
+    d = json.loads(res.stdout)["deployments"][0]
+    assert d["verdict"] == {"base": "fits", "head": "fits"}
+    assert [r["delta_bytes"] for r in d["devices"]] == [0]  # the same GPU, read through the link
+    assert "profiles/hw-link.yaml" in d["inputs_changed"]
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
+
+
+def test_huge_and_binary_blobs(repo):
+    write(repo, "profiles/big.yaml", "# " + "x" * (5 * 1024 * 1024) + "\n")
+    commit(repo, "big")
+    res = run(repo, "HEAD~1", "HEAD")
+    assert res.exit_code == 2 and "HEAD:profiles/big.yaml is 5,242,883 bytes" in res.output
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
+    (repo / "profiles/bin.yaml").write_bytes(b"name: x\0\x01\x02")
+    commit(repo, "binary")
+    res = run(repo, "HEAD~1", "HEAD")
+    assert res.exit_code == 2 and "HEAD:profiles/bin.yaml is binary" in res.output
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
+
+
+def test_broken_profile_in_one_revision_is_reported_not_fatal(repo):
+    write(repo, "profiles/chat.yaml", "name: chat\nsettings: [unclosed\n")
+    commit(repo, "broken")
+    res = run(repo, "HEAD~1", "HEAD", "--format", "json")
+    assert res.exit_code == 0  # the deployment is gone from HEAD: removed, not a regression
+    assert '"change": "removed"' in res.stdout
+    assert "HEAD: profiles/chat.yaml" in res.output  # the load error, on stderr
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
+
+
+def test_bad_options(repo, tmp_path):
+    assert run(repo, "--format", "yaml").exit_code == 2
+    assert run(repo, "--base-dir", str(tmp_path)).exit_code == 2
+    res = run(repo, "--base-dir", str(tmp_path / "nope"), "--head-dir", str(tmp_path))
+    assert res.exit_code == 2 and "not a folder" in res.output
+    res = run(repo, "HEAD~1", "HEAD", "--allow-empty", "--format", "markdown",
+              env={"GITHUB_STEP_SUMMARY": str(tmp_path / "no/such/dir/summary.md")})
+    assert res.exit_code == 0 and "cannot append to $GITHUB_STEP_SUMMARY" in res.output
+
+
+def test_subprocess_exit_codes_and_stderr(repo):
+    """As a process: exit 2 with one line on stderr, nothing on stdout, no traceback."""
+    vramc = Path(os.sys.executable).parent / "vramc"
+    p = subprocess.run([str(vramc), "diff", "nope", "--"], cwd=repo, capture_output=True, text=True,
+                       env={**os.environ, **GIT_ENV})
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert p.stderr.startswith("vramc diff: unknown revision 'nope'")
