@@ -128,7 +128,8 @@ def test_memory_table_matches_llama_log(project, tmp_path):
 @pytest.fixture(scope="module")
 def server(project, tmp_path_factory):
     logs = tmp_path_factory.mktemp("server")
-    proc, url = start_server(project, logs, "--api-key-file", "key.txt")
+    # --queue 32: test_sixteen_concurrent_requests must not meet the queue's limit
+    proc, url = start_server(project, logs, "--api-key-file", "key.txt", "--queue", "32")
     try:
         yield url
     finally:
@@ -236,16 +237,17 @@ def test_sixteen_concurrent_requests(server):
 
 
 @pytest.mark.parametrize("path, body, status", [
-    ("/v1/chat/completions", b"{not json", 422),
-    ("/v1/chat/completions", b'{"messages": 3}', 422),
-    ("/v1/completions", b'"just a string"', 422),
-    ("/v1/completions", b'{"prompt": "x", "max_tokens": "many"}', 422),
+    ("/v1/chat/completions", b"{not json", 400),  # OpenAI's status and error format (test_run_server)
+    ("/v1/chat/completions", b'{"messages": 3}', 400),
+    ("/v1/completions", b'"just a string"', 400),
+    ("/v1/completions", b'{"prompt": "x", "max_tokens": "many"}', 400),
     ("/v1/completions", json.dumps({"prompt": "a " * 1500, "max_tokens": 4}).encode(), 400),  # > ctx
     ("/v1/nothing", b"{}", 404),
 ])
 def test_malformed_requests_get_4xx_and_server_keeps_serving(server, path, body, status):
     r = httpx.post(server + path, headers={**auth(), "content-type": "application/json"}, content=body, timeout=30)
     assert r.status_code == status, r.text
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     ok = httpx.post(f"{server}/v1/completions", headers=auth(), json={"prompt": "x", "max_tokens": 2}, timeout=30)
     assert ok.status_code == 200
 
@@ -341,8 +343,11 @@ def test_check_errors_refuse_with_diagnostics(project):
 
 @pytest.mark.parametrize("engine", ["llama-server", "ollama", "vllm"])
 def test_other_engines_are_refused(project, engine):
-    add_profile(project, f"e-{engine}", DEPLOYMENT.replace("name: tiny", f"name: e-{engine}").replace(
-        "llama-cpp-python", engine).replace("flash_attn: off", "port: 9000"))
+    text = DEPLOYMENT.replace("name: tiny", f"name: e-{engine}").replace(
+        "llama-cpp-python", engine).replace("flash_attn: off", "port: 9000")
+    if engine == "vllm":  # a vLLM deployment without a GPU is invalid (VR114), not refused
+        text = text.replace("gpus: []", "gpus: [{name: RTX 4090, vram: 24GiB}]")
+    add_profile(project, f"e-{engine}", text)
     r = vramc_run(project, f"e-{engine}", "--prompt", "x")
     assert r.returncode == 2, r.stderr
     assert re.search(rf"is an? \S+ deployment; vramc run loads llama-cpp-python deployments only", r.stderr)

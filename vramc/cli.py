@@ -289,13 +289,17 @@ def run(
     api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key clients must send."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
     threshold: str = typer.Option("5%", "--threshold", help="Warn when actual memory differs from the plan by more than this."),
+    max_body: str = typer.Option("1MiB", "--max-body", help="Largest request body the server reads (413 beyond)."),
+    queue: int = typer.Option(8, "--queue", help="Requests that may wait while one runs (503 beyond)."),
+    allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="Also accept this Host header name (repeatable; * for any)."),
 ) -> None:
     """Load a compiled deployment in-process with llama-cpp-python and serve it (or run one prompt)."""
     from vramc.run import cli_run
 
     raise typer.Exit(cli_run(name, variant=variant, profiles_dir=profiles_dir, prompt=prompt,
                              max_tokens=max_tokens, host=host, port=port, api_key_file=api_key_file,
-                             insecure=insecure, threshold=threshold))
+                             insecure=insecure, threshold=threshold, max_body=max_body, queue=queue,
+                             allow_hosts=allow_host or []))
 
 
 @app.command()

@@ -21,6 +21,11 @@ profile's `api_key_file`, relative to the project folder; one key per line) unle
 With a key, every path, /health included, needs `Authorization: Bearer KEY`. --port 0 picks a
 free port. VRAMC_LLAMA_LOG=FILE writes llama.cpp's whole log to FILE.
 
+The server checks requests before they reach the model (run_serve): the Host header (421 unless
+it names this server or an --allow-host NAME), request bodies (at most --max-body, default 1MiB:
+413), OpenAI's parameter rules (400 in OpenAI's error format), and a bounded queue: one request
+runs, at most --queue (default 8) wait, the next gets 503 with Retry-After.
+
 Exit codes:
     0    --prompt done; or the server was stopped with Ctrl-C / SIGTERM and shut down cleanly
     1    the deployment fails `vramc check` at error level, or cannot be planned
@@ -95,12 +100,17 @@ class Options:
     api_key_file: Path | None
     insecure: bool
     threshold: str
+    max_body: str = "1MiB"
+    queue: int = 8
+    allow_hosts: tuple[str, ...] = ()
 
 
 def cli_run(name: str, *, variant: str | None, profiles_dir: Path, prompt: str | None, max_tokens: int,
-            host: str, port: int | None, api_key_file: Path | None, insecure: bool, threshold: str) -> int:
+            host: str, port: int | None, api_key_file: Path | None, insecure: bool, threshold: str,
+            max_body: str = "1MiB", queue: int = 8, allow_hosts: list[str] | tuple[str, ...] = ()) -> int:
     console = Console()
-    opts = Options(name, variant, profiles_dir, prompt, max_tokens, host, port, api_key_file, insecure, threshold)
+    opts = Options(name, variant, profiles_dir, prompt, max_tokens, host, port, api_key_file, insecure, threshold,
+                   max_body, queue, tuple(allow_hosts))
     try:
         return _run(console, opts)
     except KeyboardInterrupt:
@@ -121,6 +131,10 @@ def _run(console: Console, opts: Options) -> int:
         return EXIT_USAGE
     if opts.port is not None and not 0 <= opts.port <= 65535:
         console.say(f"--port {opts.port}: use 1 to 65535, or 0 for any free port")
+        return EXIT_USAGE
+    problem = server_option_problem(opts)
+    if problem:
+        console.say(problem)
         return EXIT_USAGE
     dep, code = _find(console, opts.name, opts.variant, opts.profiles_dir)
     if dep is None:
@@ -149,6 +163,35 @@ def _run(console: Console, opts: Options) -> int:
     finally:
         if sock is not None:
             sock.close()
+
+
+def max_body_bytes(text: str) -> int:
+    """--max-body: a size with its unit (a bare number would be MiB in a profile, bytes to some)."""
+    from vramc.units import parse_size, size_unit
+
+    size = parse_size(text)
+    if size_unit(text) == "":
+        raise ValueError("give a unit, e.g. 1MiB or 512KiB")
+    if size < 1024:
+        raise ValueError("at least 1KiB: a chat request does not fit in less")
+    return size
+
+
+def server_option_problem(opts: Options) -> str | None:
+    """What is wrong with --max-body, --queue or --allow-host, said before anything loads."""
+    from vramc.run_serve import valid_allow_host
+
+    try:
+        max_body_bytes(opts.max_body)
+    except ValueError as e:
+        return f"--max-body {opts.max_body!r}: {e}"
+    if opts.queue < 0:
+        return f"--queue {opts.queue}: how many requests may wait while one runs; 0 or more"
+    for name in opts.allow_hosts:
+        if not valid_allow_host(name):
+            return (f"--allow-host {name!r}: give a host name or address as clients write it, optionally with "
+                    "a port (example.lan, 192.168.1.5:8000, [::1]), or * to accept any Host")
+    return None
 
 
 def _listen_socket(console: Console, dep, opts: Options):
@@ -361,7 +404,7 @@ def _load_and_go(console: Console, dep, plan, opts: Options, sock, api_keys, thr
     try:
         if opts.prompt is not None:
             return _prompt(console, llm, opts.prompt, opts.max_tokens)
-        return _serve(console, llm, dep, sock, api_keys)
+        return _serve(console, llm, dep, sock, api_keys, opts)
     finally:
         llm.close()
 
@@ -391,15 +434,16 @@ def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
     return EXIT_OK
 
 
-def _serve(console: Console, llm, dep, sock, api_keys) -> int:
+def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> int:
     from vramc.run_serve import build_app, serve, url_of
 
     alias = dep.settings.alias or dep.label
-    app = build_app(llm, alias, api_keys)
+    app = build_app(llm, alias, api_keys, host=opts.host, port=sock.getsockname()[1],
+                    allow_hosts=list(opts.allow_hosts), max_body=max_body_bytes(opts.max_body), queue=opts.queue)
     url = url_of(sock)
     auth = "API key required" if api_keys else "no API key"
     console.say(f"serving {alias} on {url} ({auth}): /v1/models, /v1/chat/completions, "
-                "/v1/completions, /health; Ctrl-C stops")
+                f"/v1/completions, /health; one request at a time, {opts.queue} may wait; Ctrl-C stops")
     serve(app, sock, console)
     console.say("stopped")
     return EXIT_OK
