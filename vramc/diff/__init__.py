@@ -60,7 +60,7 @@ def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, f
              fail_on: list[str], margin=None, show_unchanged: bool = False,
              allow_empty: bool = False, artifacts: bool = True) -> int:
     from . import formats, revisions
-    from .compare import diff_deployments, parse_policy, plan_side, regressions
+    from .compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
 
     if fmt not in FORMATS:
         _say(f"vramc diff: --format must be one of {', '.join(FORMATS)}")
@@ -81,19 +81,18 @@ def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, f
                     raise DiffError(f"{msg}; give the PATH of the profiles, another revision, or "
                                     "--allow-empty to count every deployment as added or removed")
                 _say(f"vramc diff: note: {msg}")
-        planned = []
-        for side in (base, head):
-            planned.append(plan_side(side, paths, margin=margin, artifacts=artifacts)
-                           if _has_profiles(side, paths) else None)
+        bp, hp = (plan_side(side, paths, margin=margin) if _has_profiles(side, paths) else SidePlans()
+                  for side in (base, head))
+        if artifacts:  # before the temporary copies go: rendering reads the project's templates/
+            keys = to_render(bp, hp)
+            render(base, bp, keys)
+            render(head, hp, keys)
     except DiffError as e:
         _say(f"vramc diff: {e}")
         return EXIT_USAGE
     finally:
         for s in sides:
             s.close()
-    from .compare import SidePlans
-
-    bp, hp = (p or SidePlans() for p in planned)
     for side, p in zip((base, head), (bp, hp)):
         for e in p.errors:
             _say(f"{side.label}: {e}")

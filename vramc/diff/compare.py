@@ -33,6 +33,9 @@ class SidePlans:
     planned: dict = field(default_factory=dict)  # (file, name, variant) -> Planned
     errors: list = field(default_factory=list)  # "file:line:col: CODE error: message"
     files: int = 0
+    plans: dict = field(default_factory=dict)  # key -> the Plan, to render its files on demand
+    all_plans: list = field(default_factory=list)
+    templates: str | None = None  # a digest of the project's templates/ folder
 
 
 @contextlib.contextmanager
@@ -45,7 +48,7 @@ def _cwd(path: Path):
         os.chdir(old)
 
 
-def plan_side(side, paths: list[str], margin=None, artifacts: bool = True) -> SidePlans:
+def plan_side(side, paths: list[str], margin=None) -> SidePlans:
     """Load and plan `paths` (relative to the side's project folder) as `vramc plan` would."""
     from vramc.check import run_check
     from vramc.diagnostics import Severity
@@ -63,7 +66,7 @@ def plan_side(side, paths: list[str], margin=None, artifacts: bool = True) -> Si
         out.files = len(result.files)
         out.errors = [f"{d.file}:{d.line}:{d.column}: {d.code} error: {d.full_message()}"
                       for d in result.diagnostics if d.severity == Severity.ERROR]
-        rendered = _render_all(result.plans, side.root) if artifacts else {}
+        out.all_plans = result.plans
         for plan in result.plans:
             rec = plan_record(plan)
             dep = plan.dep
@@ -72,7 +75,50 @@ def plan_side(side, paths: list[str], margin=None, artifacts: bool = True) -> Si
                 rel = _project_rel(doc.path, side.root)
                 inputs[rel] = side.digest(Path(os.path.abspath(doc.path)))
             key = (rec["file"], rec["name"], rec["variant"])
-            out.planned[key] = Planned(rec, inputs, rendered.get(id(plan), {}), _anchors(plan))
+            out.planned[key] = Planned(rec, inputs, {}, _anchors(plan))
+            out.plans[key] = plan
+    out.templates = _templates_digest(side.root)
+    return out
+
+
+def _templates_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    base = root / "templates"
+    for folder, dirs, files in sorted(os.walk(base)):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(folder, name)
+            h.update(os.path.relpath(p, base).encode() + b"\0")
+            try:
+                with open(p, "rb") as f:
+                    h.update(f.read(4 * 1024 * 1024))
+            except OSError:
+                h.update(b"?")
+    return h.hexdigest()
+
+
+def render(side, sp: SidePlans, keys) -> None:
+    """Render the files of the deployments `keys` as `vramc build` would (in memory), from the
+    side's project folder, which must still exist."""
+    keys = [k for k in keys if k in sp.plans]
+    if not keys:
+        return
+    with _cwd(side.root):
+        rendered = _render_all(sp.all_plans, [sp.plans[k] for k in keys], side.root)
+    for k in keys:
+        sp.planned[k].artifacts = rendered.get(id(sp.plans[k]), {})
+
+
+def to_render(base: SidePlans, head: SidePlans) -> list:
+    """Deployments on both sides whose built files may differ: a different record, a changed
+    input or templates/. The others would render the same bytes (the same inputs and code)."""
+    out = []
+    for k in head.planned:
+        b, h = base.planned.get(k), head.planned[k]
+        if b is not None and (b.record != h.record or b.inputs != h.inputs or base.templates != head.templates):
+            out.append(k)
     return out
 
 
@@ -107,8 +153,9 @@ def _anchors(plan) -> dict:
     return out
 
 
-def _render_all(plans, root: Path) -> dict:
-    """Each plan's built files as `vramc build` would write them under out/ (in memory)."""
+def _render_all(plans, wanted, root: Path) -> dict:
+    """Each wanted plan's built files as `vramc build` would write them under out/ (in memory);
+    ports are assigned over all the side's plans, as the build does."""
     try:
         from vramc.build import _job, _render
         from vramc.targets.common import assign_ports
@@ -117,7 +164,7 @@ def _render_all(plans, root: Path) -> dict:
     ports = assign_ports(plans)
     out_dir = root / "out"
     rendered = {}
-    for plan in plans:
+    for plan in wanted:
         if plan.estimate is None:
             continue
         job = _job(out_dir, plan)
@@ -201,6 +248,9 @@ def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
                                 if (b.inputs.get(f) if b else None) != (h.inputs.get(f) if h else None)) \
             if b and h else []
         arts = _artifacts(b, h)
+        if b is None or h is None:  # its whole folder comes or goes; no need to render it
+            arts = [{"path": f"out/{name}/" + (f"@{variant}/" if variant else ""),
+                     "change": "added" if b is None else "removed"}]
         if b is None:
             change = "added"
         elif h is None:
