@@ -391,6 +391,28 @@ def test_host_header(server):
     assert health(server)["admitted"] == before
 
 
+@pytest.mark.parametrize("bound, allow, host, ok", [
+    ("::1", [], "[::1]:8000", True),
+    ("::1", [], "localhost:8000", True),
+    ("::1", [], "[::2]:8000", False),
+    ("0.0.0.0", [], "192.168.1.20:8000", True),  # a wildcard address: reached through any of its IPs
+    ("0.0.0.0", [], "[fe80::1]:8000", True),
+    ("0.0.0.0", [], "myhost.lan:8000", False),  # but a DNS name only when allowed
+    ("0.0.0.0", ["myhost.lan"], "MyHost.LAN:8000", True),
+    ("0.0.0.0", ["myhost.lan:8000"], "myhost.lan:8001", False),
+    ("0.0.0.0", ["myhost.lan:80"], "myhost.lan", True),
+    ("192.168.1.5", [], "192.168.1.5:8000", True),
+    ("192.168.1.5", [], "192.168.1.6:8000", False),
+    ("127.0.0.1", ["*"], "anything.example:1", True),
+    ("127.0.0.1", [], "localhost:8000:8000", False),
+    ("127.0.0.1", [], "", False),
+])
+def test_host_names_accepted(bound, allow, host, ok):
+    from vramc.run_serve import HostCheck
+
+    assert HostCheck(None, bound, 8000, allow).accepts(host) is ok
+
+
 def test_host_checked_before_the_api_key(project, tmp_path):
     (project / "key.txt").write_text(f"{KEY}\n")
     proc, url = start_server(project, tmp_path, "--api-key-file", "key.txt")
