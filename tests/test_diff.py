@@ -310,3 +310,26 @@ def test_model_files_come_from_the_working_tree(tmp_path):
     assert d["verdict"] == {"base": "fits", "head": "fits"}
     assert d["devices"][0]["deltas"]["kv_bytes"] == d["devices"][0]["base"]["kv_bytes"] > 0
     assert sorted(p.name for p in r.rglob("*") if ".git" not in p.parts and p.is_symlink()) == []
+
+
+def test_example_workflow_runs_these_commands(repo, tmp_path):
+    """The GitHub Actions example in examples/: the base revision is fetched, and each vramc
+    command line it runs is one this vramc accepts (run here against the test repository)."""
+    import shlex
+
+    import yaml
+
+    wf = yaml.safe_load((ROOT / "examples/github-actions/vramc.yml").read_text())
+    steps = wf["jobs"]["vram"]["steps"]
+    assert steps[0]["with"]["fetch-depth"] == 0
+    assert wf["permissions"]["pull-requests"] == "write"
+    script = "\n".join(s.get("run", "") for s in steps)
+    lines = [ln.strip() for ln in script.splitlines() if ln.strip().startswith("vramc diff")]
+    assert {"markdown", "github"} <= {ln.split()[ln.split().index("--format") + 1] for ln in lines}
+    summary = tmp_path / "summary.md"
+    for ln in lines:
+        argv = shlex.split(ln.split(">")[0].replace('"$base"', rev(1)))[1:]
+        res = run(repo, *argv, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert res.exit_code in (0, 1), (ln, res.output)
+    assert summary.read_text().startswith("### vramc diff")
+    assert "gh api --method PATCH" in script and "<!-- vramc-diff -->" in script
