@@ -333,3 +333,31 @@ def test_example_workflow_runs_these_commands(repo, tmp_path):
         assert res.exit_code in (0, 1), (ln, res.output)
     assert summary.read_text().startswith("### vramc diff")
     assert "gh api --method PATCH" in script and "<!-- vramc-diff -->" in script
+
+
+def test_rendered_files_are_what_build_writes(repo, tmp_path):
+    """The out/ files diff compares are byte for byte what `vramc build` writes."""
+    from vramc.diff import revisions
+    from vramc.diff.compare import plan_side, render
+
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "--detach", str(wt), rev(1))
+    assert run(wt, "build").exit_code == 0
+    side = revisions.revision(repo, rev(1))
+    try:
+        sp = plan_side(side, ["profiles"])
+        render(side, sp, list(sp.planned))
+    finally:
+        side.close()
+    files = {path: data for p in sp.planned.values() for path, data in p.artifacts.items()}
+    assert len(files) >= 10
+    on_disk = {p.relative_to(wt).as_posix(): p.read_bytes() for p in (wt / "out").rglob("*") if p.is_file()}
+    assert files == on_disk
+
+
+def test_paths_from_a_subfolder(repo):
+    """PATHs are relative to where the user is; files are still named from the project's top."""
+    res = run(repo / "profiles", "diff", rev(0), rev(1), "chat.yaml", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [(d["file"], d["name"]) for d in doc["deployments"]] == [("profiles/chat.yaml", "chat")]

@@ -59,7 +59,7 @@ def _side_doc(side) -> dict:
 def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, fmt: str,
              fail_on: list[str], margin=None, show_unchanged: bool = False,
              allow_empty: bool = False, artifacts: bool = True) -> int:
-    from . import formats, revisions
+    from . import formats
     from .compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
 
     if fmt not in FORMATS:

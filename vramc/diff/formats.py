@@ -279,8 +279,8 @@ def plans_markdown(records: list[dict]) -> str:
                 f" | {d['verdict']} | {_layers(d['layers'])} |")
         h = r["host"]
         if h:
-            lines.append("| host | | " + " | ".join(_gib(h[k]) for k in ("weights_bytes", "kv_bytes", "compute_bytes")) +
-                         f" | | {_gib(h['total_bytes'])} | | | | |")
+            parts = " | ".join(_gib(h[k]) for k in ("weights_bytes", "kv_bytes", "compute_bytes"))
+            lines.append(f"| host | | {parts} | | {_gib(h['total_bytes'])} | | | | |")
         lines += ["", "Sizes in GiB.", ""]
     return "\n".join(lines)
 
