@@ -164,3 +164,30 @@ def test_subprocess_exit_codes_and_stderr(repo):
                        env={**os.environ, **GIT_ENV})
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert p.stderr.startswith("vramc diff: unknown revision 'nope'")
+
+
+def test_a_folder_link_inside_the_repository_is_followed(repo):
+    (repo / "shared").mkdir()
+    os.rename(repo / "profiles/hardware", repo / "shared/hw")
+    os.symlink("../shared/hw", repo / "profiles/hardware")
+    os.symlink("..", repo / "profiles/up")  # a link to a folder above: never walked into
+    commit(repo, "hardware in a linked folder")
+    res = run(repo, "HEAD~1", "HEAD", "--format", "json")
+    assert res.exit_code == 0, res.output
+    import json
+
+    d = json.loads(res.stdout)["deployments"][0]
+    assert d["verdict"] == {"base": "fits", "head": "fits"} and d["devices"][0]["delta_bytes"] == 0
+
+
+def test_text_from_profiles_is_escaped(repo):
+    """A GPU name (free text in a hardware profile) cannot open HTML, end a table cell, mention
+    someone or link an issue in the pull-request comment."""
+    hw = repo / "profiles/hardware/gpu16.yaml"
+    hw.write_text(hw.read_text().replace("name: G\n", "name: '<img src=x onerror=alert(1)>|x @team #1'\n")
+                  .replace("vram: 16GiB", "vram: 15GiB"))
+    commit(repo, "gpu renamed")
+    res = run(repo, "HEAD~1", "HEAD", "--format", "markdown")
+    assert res.exit_code == 0, res.output
+    assert "<img" not in res.stdout and "|x" not in res.stdout and "@team" not in res.stdout
+    assert " #1" not in res.stdout and "&lt;img src=x onerror=alert(1)&gt;&#124;x &#64;team &#35;1" in res.stdout
