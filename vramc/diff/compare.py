@@ -16,6 +16,7 @@ VERDICT_ORDER = {None: -1, "fits": 0, "tight": 1, "does-not-fit": 2, "unknown": 
 COMPONENTS = ("total_bytes", "weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes", "free_bytes")
 HOST_COMPONENTS = ("total_bytes", "weights_bytes", "kv_bytes", "compute_bytes", "other_bytes")
 DIFF_JSON_VERSION = 1
+SHOWN = ("name", "variant", "file", "verdict", "settings", "devices", "host")
 
 
 @dataclass
@@ -271,6 +272,10 @@ def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
             "devices": _device_rows(br, hr),
             "host": _host(br, hr),
             "layers_moved": _layers_moved(br, hr),
+            # other keys of the plan record that differ (engine, model, auto, engine_choices, notes,
+            # errors, ...): settings, devices and host have their own entries above
+            "plan_changes": sorted(k for k in set(br or {}) | set(hr or {})
+                                   if br and hr and k not in SHOWN and br.get(k) != hr.get(k)),
             "inputs_changed": inputs_changed,
             "artifacts": arts,
             "_anchors": (h or b).lines,

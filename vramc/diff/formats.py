@@ -135,6 +135,8 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         if d["settings"] and d["change"] == "changed":
             lines.append("  settings: " + "; ".join(f"{s['key']} {_value(s['base'])} {ARROW} {_value(s['head'])}"
                                                    for s in d["settings"]))
+        if d["plan_changes"]:
+            lines.append("  also changed in the plan: " + ", ".join(d["plan_changes"]))
         header = ("device", "", *[LABELS[c] for c in COMPONENTS])
         rows = []
         for r in d["devices"]:
@@ -242,6 +244,8 @@ def markdown(doc: dict) -> str:
             lines += [f"| {md(s['key'])} | {md(_value(s['base']))} | {md(_value(s['head']))} |"
                       for s in d["settings"]]
             lines.append("")
+        if d["plan_changes"]:
+            lines += ["Also changed in the plan: " + ", ".join(md(k) for k in d["plan_changes"]), ""]
         lines += ["Memory in GiB:", ""]
         lines += _device_table(d)
         if d["layers_moved"]:
