@@ -361,3 +361,30 @@ def test_paths_from_a_subfolder(repo):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert [(d["file"], d["name"]) for d in doc["deployments"]] == [("profiles/chat.yaml", "chat")]
+
+
+def test_layers_that_moved(tmp_path):
+    """A new tensor split moves blocks from one GPU to the other: both devices are listed with
+    their layers before and after, in text and JSON."""
+    r = tmp_path / "split"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    write(r, "profiles/hardware/two.yaml", "kind: hardware\nname: two\ngpus:\n"
+                                           "  - {name: A, vram: 16GiB}\n  - {name: B, vram: 16GiB}\n")
+    model = (ROOT / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
+    write(r, "profiles/models/llama8b.yaml", model.replace("name: llama-3.1-8b-instruct-q8_0", "name: llama8b"))
+    write(r, "profiles/s.yaml", "name: s\nhardware: two\nmodel: llama8b\nengine: llama-server\n"
+                                "settings: {ctx: 8192, gpu_layers: 33, tensor_split: [1, 1]}\n")
+    commit(r, "even")
+    edit(r, "profiles/s.yaml", "tensor_split: [1, 1]", "tensor_split: [3, 1]")
+    res = run(r, "diff", "--format", "json")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)["deployments"][0]
+    moved = {m["id"]: (m["base"], m["head"]) for m in d["layers_moved"]}
+    assert set(moved) == {"CUDA0", "CUDA1"}
+    (a0, b0), (a1, b1) = moved["CUDA0"][0], moved["CUDA0"][1]
+    assert a0 == a1 == 0 and b1 > b0  # CUDA0 holds more blocks
+    assert moved["CUDA1"][1][0] == b1 + 1  # CUDA1 starts after them
+    assert d["devices"][0]["deltas"]["weights_bytes"] > 0 > d["devices"][1]["deltas"]["weights_bytes"]
+    text = run(r, "diff").stdout
+    assert f"layers: CUDA0 0-{b0} -> 0-{b1}; CUDA1 {b0 + 1}-" in text
