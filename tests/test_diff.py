@@ -388,3 +388,25 @@ def test_layers_that_moved(tmp_path):
     assert d["devices"][0]["deltas"]["weights_bytes"] > 0 > d["devices"][1]["deltas"]["weights_bytes"]
     text = run(r, "diff").stdout
     assert f"layers: CUDA0 0-{b0} -> 0-{b1}; CUDA1 {b0 + 1}-" in text
+
+
+def test_a_change_the_solver_made_counts(tmp_path):
+    """`gpu_layers: auto` on a smaller card: the deployment file did not change, the solver's
+    answer did, and that is a changed setting."""
+    r = tmp_path / "auto"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    write(r, "profiles/hardware/one.yaml", "kind: hardware\nname: one\ngpus:\n  - {name: A, vram: 16GiB}\n")
+    model = (ROOT / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
+    write(r, "profiles/models/llama8b.yaml", model.replace("name: llama-3.1-8b-instruct-q8_0", "name: llama8b"))
+    write(r, "profiles/a.yaml", "name: a\nhardware: one\nmodel: llama8b\nengine: llama-server\n"
+                                "settings: {ctx: 8192, gpu_layers: auto}\n")
+    commit(r, "16 GiB")
+    edit(r, "profiles/hardware/one.yaml", "vram: 16GiB", "vram: 6GiB")
+    commit(r, "6 GiB")
+    res = run(r, "diff", "HEAD~1", "HEAD", "--format", "json")
+    d = json.loads(res.stdout)["deployments"][0]
+    assert d["change"] == "changed" and d["inputs_changed"] == ["profiles/hardware/one.yaml"]
+    (s,) = [x for x in d["settings"] if x["key"] == "gpu_layers"]
+    assert s["base"] == 33 and 0 < s["head"] < 33
+    assert d["devices"][0]["deltas"]["weights_bytes"] < 0 and d["host"]["deltas"]["weights_bytes"] > 0
