@@ -158,7 +158,10 @@ def diff(
     allow_empty: bool = typer.Option(False, "--allow-empty", help="A side without profiles counts every deployment as added or removed."),
 ) -> None:
     """What a change does to every GPU: memory plans of two revisions, deployment by deployment.
-    Exit 0 nothing regressed, 1 a regression (--fail-on), 2 usage error."""
+
+    BASE and HEAD are git revisions (BASE: the merge base with the upstream branch, else HEAD;
+    HEAD: the working tree), then PATHs (default: profiles/). Exit 0 nothing regressed, 1 a
+    regression (--fail-on), 2 usage error."""
     from vramc.diff import FORMATS, cli_diff
 
     fmt = _output_format(fmt, FORMATS)
