@@ -37,7 +37,10 @@ def _state(r: Path):
 def _ours() -> list[str]:
     import tempfile
 
-    return sorted(n for n in os.listdir(tempfile.gettempdir()) if n.startswith("vramc-diff-"))
+    try:
+        return sorted(n for n in os.listdir(tempfile.gettempdir()) if n.startswith("vramc-diff-"))
+    except FileNotFoundError:
+        return []
 
 
 def run(cwd: Path, *args: str, env=None):
@@ -191,3 +194,11 @@ def test_text_from_profiles_is_escaped(repo):
     assert res.exit_code == 0, res.output
     assert "<img" not in res.stdout and "|x" not in res.stdout and "@team" not in res.stdout
     assert " #1" not in res.stdout and "&lt;img src=x onerror=alert(1)&gt;&#124;x &#64;team &#35;1" in res.stdout
+
+
+def test_no_writable_temporary_folder(repo, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))  # as TMPDIR would set it
+    res = run(repo, "HEAD")
+    assert res.exit_code == 2 and "cannot create a temporary folder" in res.output and "TMPDIR" in res.output

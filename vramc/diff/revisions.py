@@ -151,7 +151,11 @@ def revision(root: Path, rev: str) -> Side:
                             "profile may have; it is not a profile (rename it, or move it out of the "
                             "profiles)")
     contents = _cat(root, [b[1] for b in chosen.values()])
-    tmp = tempfile.mkdtemp(prefix="vramc-diff-")
+    try:
+        tmp = tempfile.mkdtemp(prefix="vramc-diff-")
+    except OSError as e:
+        raise DiffError(f"cannot create a temporary folder for {rev} in {tempfile.gettempdir()}: "
+                        f"{e.strerror or e}; point TMPDIR at a writable folder") from None
     side = Side(rev, commit, Path(tmp), worktree=root, tmp=tmp)
     try:
         for p, (mode, sha, _) in sorted(chosen.items()):
@@ -167,6 +171,9 @@ def revision(root: Path, rev: str) -> Side:
                 raise DiffError(f"{rev}:{p} is binary (it holds NUL bytes), not a YAML profile; "
                                 "remove it from the profiles or give it another name")
             _write(side.root, p, data)
+    except OSError as e:  # a full disk or a quota: nothing of the user's was touched
+        side.close()
+        raise DiffError(f"cannot write {rev}'s profiles into {tmp}: {e.strerror or e}") from None
     except BaseException:
         side.close()
         raise
@@ -277,7 +284,10 @@ def link_models(side: Side, gguf: Path) -> None:
         if not os.path.lexists(nxt):
             src = side.worktree / nxt.relative_to(side.root)
             if os.path.lexists(src):
-                os.symlink(src, nxt)
+                try:
+                    os.symlink(src, nxt)
+                except OSError:  # the model is then missing on this side, and the plan says so
+                    return
                 if nxt == side.root.joinpath(*rel.parts):  # a split model's other parts sit beside it
                     _link_parts(side, nxt)
             return
