@@ -202,3 +202,10 @@ def test_no_writable_temporary_folder(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))  # as TMPDIR would set it
     res = run(repo, "HEAD")
     assert res.exit_code == 2 and "cannot create a temporary folder" in res.output and "TMPDIR" in res.output
+
+
+def test_a_shallow_clone_says_to_fetch_the_history(repo, tmp_path):
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
+    res = run(shallow, "HEAD~1", "HEAD")
+    assert res.exit_code == 2 and "unknown revision 'HEAD~1'" in res.output and "fetch-depth: 0" in res.output

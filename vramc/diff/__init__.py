@@ -144,8 +144,10 @@ def _sides(args: list[str], base_dir, head_dir, sides: list):
         if not os.path.lexists(a):
             if revisions.is_rev(root, a):
                 raise DiffError(f"{a!r}: at most two revisions (BASE HEAD), then paths")
-            raise DiffError(f"unknown revision {a!r}: git cannot resolve it to a commit, and no "
-                            "file or folder has that name")
+            try:
+                revisions.resolve_rev(root, a)
+            except DiffError as e:
+                raise DiffError(f"{e}; no file or folder has that name either") from None
     paths = rest
     for r in revs:
         revisions.resolve_rev(root, r)  # a clear error for a bad revision before --

@@ -63,8 +63,11 @@ def resolve_rev(root: Path, rev: str) -> str:
         raise DiffError(f"{rev!r} is not a revision")
     p = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     if p.returncode != 0:
+        shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
         raise DiffError(f"unknown revision {rev!r}: git cannot resolve it to a commit "
-                        "(a branch, tag, commit or expression such as HEAD~1)")
+                        "(a branch, tag, commit or expression such as HEAD~1)" +
+                        ("; this clone is shallow: fetch the history (git fetch --unshallow, or "
+                         "fetch-depth: 0 in actions/checkout)" if shallow else ""))
     return p.stdout.decode().strip()
 
 
