@@ -274,6 +274,8 @@ def test_two_folders(repo, tmp_path):
     doc = json.loads(res.stdout)
     chat = _by_label(doc)[("chat", None)]
     assert chat["change"] == "changed" and chat["settings"][0]["key"] == "ctx"
+    positional = run(tmp_path, "diff", "a", "b", "--format", "json")  # outside a repository
+    assert positional.exit_code == 0 and json.loads(positional.stdout)["deployments"] == doc["deployments"]
     gitdoc = json.loads(run(repo, "diff", rev(0), rev(1), "--format", "json").stdout)
     strip = lambda ds: [{k: v for k, v in d.items()} for d in ds]  # noqa: E731
     assert strip(doc["deployments"]) == strip(gitdoc["deployments"])
