@@ -149,6 +149,19 @@ def test_implausible_vram_warns_at_the_value_with_what_was_meant(proj, vram, rea
     assert (f"did you mean {guess}?" in d.hint) if guess else "with its unit" in d.hint
 
 
+@pytest.mark.parametrize("layers", ["33", "auto"])
+def test_a_card_read_as_24_mib_does_not_fit_instead_of_a_split_error(proj, layers):
+    """`vram: 24` leaves no free memory after the CUDA overhead: the verdict is VR300 with the
+    figures, not "tensor split proportions sum to zero" (VR320) from the placement."""
+    p = inline_hw(proj, "s", "24")
+    p.write_text(p.read_text() + f"settings: {{gpu_layers: {layers}}}\n")
+    _, diags = findings(p)
+    codes = {d.code for d in diags}
+    assert "VR320" not in codes and "VR300" in codes, [d.message for d in diags]
+    (d,) = [d for d in diags if d.code == "VR300"]
+    assert "has 24 MiB available" in d.message
+
+
 def test_implausible_host_ram_and_plausible_sizes(proj):
     _, diags = findings(inline_hw(proj, "h", "24GiB", host_ram="64"))
     (d,) = [d for d in diags if d.code == "VR104"]

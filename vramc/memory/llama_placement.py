@@ -99,6 +99,11 @@ def split_points(devices: list[int], gpus: list[GpuBudget], tensor_split) -> lis
     ts += [0.0] * (n - len(ts))
     if all(x == 0 for x in ts):
         ts = [float(max(gpus[d].free_at_start_bytes, 0)) for d in devices]
+        if not any(ts):
+            # No device has memory left once overheads and reserves are counted: the load cannot
+            # fit wherever the layers go, so split evenly and let the totals say "does not fit"
+            # (llama.cpp would divide by zero here; a placement error would hide the real cause).
+            ts = [1.0] * n
     splits, total = [], f32(0.0)
     for x in ts:
         total = f32(total + f32(x))
