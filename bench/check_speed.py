@@ -3,8 +3,8 @@
 `vramc check` runs in pre-commit, so it must cost about what a YAML linter costs. Each command is
 run as a fresh process (as pre-commit runs it), alternating, and the medians are compared.
 Target: vramc <= 1.5x yamllint. Three vramc figures: "warm" is a run on unchanged files (the
-check cache answers, vramc/check_cache.py), "edited" a run after a profile was edited (a comment
-line added: the check cache misses; the estimate cache, vramc/estimate_cache.py, still holds the estimates of
+check cache answers, vramc/lint/check_cache.py), "edited" a run after a profile was edited (a comment
+line added: the check cache misses; the estimate cache, vramc/plan/estimate_cache.py, still holds the estimates of
 unchanged deployments: what pre-commit sees after an edit), "cold" plans every deployment from
 scratch (VRAMC_NO_CACHE=1). "imports floor" is a process that only imports PyYAML, Typer and
 pydantic (the stack the issue prescribes) and builds one model: what any such CLI pays first.

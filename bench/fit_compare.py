@@ -50,8 +50,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramc import oracle  # noqa: E402
-from vramc.engines import LlamaChoice, to_llama_params  # noqa: E402
+from vramc.dev import oracle  # noqa: E402
+from vramc.plan.engine_settings import LlamaChoice, to_llama_params  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
 
 MiB = 1024 * 1024
@@ -230,13 +230,13 @@ class ExpertRun:
 # --- running llama.cpp ------------------------------------------------------------------------
 
 def model_file(model: str, models_dir: Path) -> Path:
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import write_sparse_gguf
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import write_sparse_gguf
 
     import hashlib
 
     shape, ftype, _ = MODELS[model]
-    # keyed by the tensor table vramc reads, so a change in vramc.synth writes a new file
+    # keyed by the tensor table vramc reads, so a change in vramc.dev.synth writes a new file
     table = repr([(t.name, t.type, tuple(t.shape)) for t in model_meta(model).tensors]).encode()
     path = models_dir / f"{shape}-{ftype}-{hashlib.sha256(table).hexdigest()[:10]}.gguf"
     if not path.exists():
@@ -248,8 +248,8 @@ def model_file(model: str, models_dir: Path) -> Path:
 
 
 def model_meta(model: str):
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import model_meta as meta_of
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import model_meta as meta_of
 
     shape, ftype, _ = MODELS[model]
     return meta_of(CATALOG[shape], ftype)
@@ -403,10 +403,10 @@ def exact_caps(caps_mib: tuple[int, ...], free: list[int]) -> list[int]:
 
 
 def _expert_solver():
-    from vramc.fit import Solver
+    from vramc.plan.fit import Solver
 
     class ExpertSolver(Solver):
-        """vramc.fit offers expert offload only to llama-server (llama-cpp-python has no
+        """vramc.plan.fit offers expert offload only to llama-server (llama-cpp-python has no
         --override-tensor); llama-fit-params reserves n_batch outputs as llama-cpp-python does, so
         the comparison keeps that engine and lifts the engine check, nothing else."""
 
@@ -417,7 +417,7 @@ def _expert_solver():
 
 
 def vramc_solve(meta, caps_bytes: list[int], ctx: int, experts: bool = False):
-    from vramc.fit import Solver
+    from vramc.plan.fit import Solver
     from vramc.memory.llama import estimate_llama
 
     gpus = gpus_for(caps_bytes)

@@ -1,4 +1,4 @@
-"""Benchmark: wall time of `vramc.fit.solve` for 80-layer models on three GPUs (12+24+24 GiB).
+"""Benchmark: wall time of `vramc.plan.fit.solve` for 80-layer models on three GPUs (12+24+24 GiB).
 
 Models from the synth catalog's `model_meta` (no files): Llama 3.3 70B Q4_K_M and Nemotron Super
 49B Q8_0 (deci: per-layer shapes, 31 attention-free layers). Settings are llama-server's defaults
@@ -7,7 +7,7 @@ auto, f16 KV), gpu_layers and tensor_split auto, on CUDA GPUs with vramc's defau
 unknown GPU and a 5% margin; the context fixed at 32768 (everything fits), fixed at 131072 (partial
 offload: the layer search runs) and auto (the largest context that fits). Each configuration is
 solved once (first call), then --runs times; the median is compared with the target of 100 ms.
-vramc's estimate cache (vramc.estimate_cache, where present) is off for these figures
+vramc's estimate cache (vramc.plan.estimate_cache, where present) is off for these figures
 (VRAMC_NO_CACHE=1: a deployment vramc has not seen) and timed apart, warm, in a scratch directory.
 Configurations over the target are broken down (every full estimate one solve computes, in order)
 and profiled with cProfile.
@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramc.engines import LlamaChoice  # noqa: E402
-from vramc.gpus import UNKNOWN_GPU_OVERHEAD  # noqa: E402
+from vramc.plan.engine_settings import LlamaChoice  # noqa: E402
+from vramc.hardware.gpus import UNKNOWN_GPU_OVERHEAD  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
 
 GiB = 1024 ** 3
@@ -47,8 +47,8 @@ CTX = (32768, 131072, "auto")
 
 
 def meta_of(shape: str, ftype: str):
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import model_meta
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import model_meta
 
     return model_meta(CATALOG[shape], ftype)
 
@@ -59,7 +59,7 @@ def gpus() -> list[GpuBudget]:
 
 
 def choice(ctx) -> LlamaChoice:
-    """llama-server's defaults (vramc.engines.DEFAULTS), the fitted keys auto."""
+    """llama-server's defaults (vramc.plan.engine_settings.DEFAULTS), the fitted keys auto."""
     return LlamaChoice(engine="llama-server", ctx=ctx, parallel=4, kv_unified=True, batch=2048, ubatch=512,
                        gpu_layers="auto", split_mode="layer", tensor_split="auto", main_gpu=0,
                        flash_attn="auto", cache_type_k="f16", cache_type_v="f16", kv_offload=True,
@@ -68,7 +68,7 @@ def choice(ctx) -> LlamaChoice:
 
 def anatomy(meta, gs, ch, margins) -> list[str]:
     """Every full estimate one solve computes, in order, with its share of the time."""
-    from vramc import fit
+    from vramc.plan import fit
 
     calls = []
     orig = fit.Solver.estimate
@@ -118,13 +118,13 @@ def timed(solve, meta, gs, ch, margins, runs: int):
 def has_estimate_cache() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("vramc.estimate_cache") is not None
+    return importlib.util.find_spec("vramc.plan.estimate_cache") is not None
 
 
 def main() -> int:
     import tempfile
 
-    from vramc.fit import solve
+    from vramc.plan.fit import solve
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=21)
@@ -145,7 +145,7 @@ def main() -> int:
              f"{MARGIN:.0%}); llama-server defaults; target: median < {TARGET_MS:.0f} ms without the estimate cache",
              "first: the first solve of the configuration in this process; median/min/max: the next "
              f"{args.runs}; estimates: full memory estimates one solve computes"
-             + ("; cached: median with vramc's estimate cache warm (vramc.estimate_cache)" if cache else ""),
+             + ("; cached: median with vramc's estimate cache warm (vramc.plan.estimate_cache)" if cache else ""),
              "",
              f"{'model':26} {'ctx':>7} | {'first ms':>8} {'median ms':>10} {'min':>7} {'max':>7} | "
              f"{'estimates':>9} {'ms/est':>6} |{' cached ms |' if cache else ''} result", "-" * 128]

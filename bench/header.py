@@ -4,7 +4,7 @@
 
 Without --model it writes a sparse Q8_0 GGUF of the real shape (292 tensors, 128,256 tokens,
 280,147 merges, a chat template) into a temporary directory: the header is real, the 8 GB data
-region is a hole. (vramc.synth's sparse files carry a 4-merge stand-in vocabulary; the header
+region is a hole. (vramc.dev.synth's sparse files carry a 4-merge stand-in vocabulary; the header
 cost is in the strings, so this one has Llama 3's counts and string lengths.) Both readers run
 in this process after their imports; the report gives the median and the first call of each,
 and the cost of each import in a fresh interpreter.
@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramc.ggml import TYPE_BY_NAME, tensor_nbytes  # noqa: E402
-from vramc.gguf import read_gguf, read_header  # noqa: E402
+from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes  # noqa: E402
+from vramc.model.gguf import read_gguf, read_header  # noqa: E402
 
 from machine import cpus, package_version  # bench/machine.py (run as a script: bench/ is on sys.path)
 
@@ -136,12 +136,12 @@ def main() -> None:
         first_vramc, vramc_ms = _time(lambda: read_gguf(path), args.runs * 10)
         first_gguf, gguf_ms = _time(lambda: gguf.GGUFReader(path), args.runs)
         header, meta = read_header(path), read_gguf(path)
-    imports = {m: _import_ms(m) for m in ("vramc.gguf", "gguf")}
+    imports = {m: _import_ms(m) for m in ("vramc.model.gguf", "gguf")}
 
     model = args.model or "generated sparse Llama-3.1-8B-shaped Q8_0 GGUF"
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/header.py", *sys.argv[1:]])
     lines = [
-        "GGUF header read: vramc.gguf.read_gguf vs gguf.GGUFReader (gguf-py "
+        "GGUF header read: vramc.model.gguf.read_gguf vs gguf.GGUFReader (gguf-py "
         f"{package_version('gguf')})",
         f"command:  {command}",
         f"model:    {model}",
@@ -153,7 +153,7 @@ def main() -> None:
         "",
         f"gguf.GGUFReader(path)       median {gguf_ms:9.1f} ms over {args.runs} runs "
         f"(first {first_gguf:.1f} ms)",
-        f"vramc.gguf.read_gguf(path)  median {vramc_ms:9.1f} ms over {args.runs * 10} runs "
+        f"vramc.model.gguf.read_gguf(path)  median {vramc_ms:9.1f} ms over {args.runs * 10} runs "
         f"(first {first_vramc:.1f} ms)",
         f"ratio                       {gguf_ms / vramc_ms:,.0f}x faster",
         "",

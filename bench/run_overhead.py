@@ -14,7 +14,7 @@ which cancels load that changes slowly. On a small shared machine single runs va
 percent: many short runs beat a few long ones.
 
 The model is a random llama (8 blocks, n_embd 1024, 16/8 heads, n_ff 2816: 95M parameters,
-362 MiB in F32; about 15 ms a token on one core) written by vramc.synth, with the end-of-sequence
+362 MiB in F32; about 15 ms a token on one core) written by vramc.dev.synth, with the end-of-sequence
 row of output.weight zeroed so that top-k sampling never ends a completion early: every run
 generates exactly N tokens.
 """
@@ -56,8 +56,8 @@ print(json.dumps({"tokens": out["usage"]["completion_tokens"], "seconds": elapse
 def write_model(path: Path) -> Path:
     from gguf import GGUFReader
 
-    from vramc.synth import write_tiny_model
-    from vramc.synth.shapes import SPM_TOKENIZER, ModelShape
+    from vramc.dev.synth import write_tiny_model
+    from vramc.dev.synth.shapes import SPM_TOKENIZER, ModelShape
 
     shape = ModelShape("bench-llama", "llama", "synthetic: not a published model", n_layer=N_LAYER,
                        n_embd=N_EMBD, n_head=N_HEAD, n_head_kv=N_HEAD_KV, n_ff=N_FF, n_vocab=260,
@@ -82,9 +82,9 @@ def write_project(root: Path) -> Path:
 
 
 def llama_kwargs(profiles: Path) -> dict:
-    from vramc.check import run_check
-    from vramc.profiles import find_deployment
-    from vramc.targets.llama_cpp_python import to_llama_kwargs
+    from vramc.lint.check import run_check
+    from vramc.load.profiles import find_deployment
+    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
 
     _, deps = find_deployment("bench", [profiles])
     return to_llama_kwargs(run_check([profiles], deployments=deps).plans[0], absolute_path=True)

@@ -1,7 +1,7 @@
 """Write the locked model profiles that the shipped example profiles use.
 
 The real GGUF files are tens of GB, so each lock is what `vramc analyze` reads from a sparse GGUF
-that vramc.synth writes with the published shape and llama.cpp's own quantisation rules: the same
+that vramc.dev.synth writes with the published shape and llama.cpp's own quantisation rules: the same
 tensor table a real file has. The lock keeps no file fingerprint (no header of ours would match
 the real download's): lock a real file with `vramc analyze FILE --write profiles/models/NAME.yaml`
 to get one with a fingerprint.
@@ -15,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vramc.analyze import profile_yaml
-from vramc.gguf import read_gguf
-from vramc.synth.shapes import get_shape
-from vramc.synth.writer import write_sparse_gguf
-from vramc.yamledit import write_new
+from vramc.model.analyze import profile_yaml
+from vramc.model.gguf import read_gguf
+from vramc.dev.synth.shapes import get_shape
+from vramc.dev.synth.writer import write_sparse_gguf
+from vramc.load.yamledit import write_new
 
 # profile name -> (catalog shape, llama.cpp file type, the file name people download)
 SHIPPED = {
@@ -44,7 +44,7 @@ def lock_text(name: str) -> str:
     # no fingerprint: see the module docstring
     text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("  file: "))
     source = (f"{shape.source}; tensor table as llama.cpp's converter and {ftype} quantisation "
-              f"rules produce it (vramc.synth), no file fingerprint: lock the real file with "
+              f"rules produce it (vramc.dev.synth), no file fingerprint: lock the real file with "
               f"`vramc analyze {gguf} --write profiles/models/{name}.yaml`")
     return text.replace(f"source: vramc analyze of {Path(gguf).name}\n", f"source: {_quote(source)}\n")
 

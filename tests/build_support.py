@@ -17,7 +17,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "build"  # a project: profiles/, templat
 
 
 def build(paths, out: Path | str = "out", check_only: bool = False, force: bool = False) -> int:
-    from vramc.build import cli_build
+    from vramc.build.builder import cli_build
 
     return cli_build([Path(p) for p in paths], out=Path(out), check_only=check_only, force=force)
 
@@ -34,7 +34,7 @@ def read_tree(folder: Path) -> dict[str, bytes]:
 
 
 def llama_server_binary() -> Path | None:
-    from vramc.oracle import DEFAULT_BIN
+    from vramc.dev.oracle import DEFAULT_BIN
 
     d = Path(os.environ.get("VRAMC_ORACLE_BIN") or DEFAULT_BIN)
     b = d / "llama-server"

@@ -22,7 +22,7 @@ def write_gguf(path: Path, tensors, setup=None, *, arch: str = "llama",
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFWriter
 
-    from vramc.ggml import TYPE_BY_NAME, tensor_nbytes
+    from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes
 
     w = GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
     if setup:

@@ -11,7 +11,7 @@ import os
 import struct
 from pathlib import Path
 
-from vramc.ggml import TYPE_BY_NAME, tensor_nbytes
+from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes
 
 # GGUF value type ids
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)

@@ -10,11 +10,11 @@ from conftest import llama_keys, llama_tensors, write_gguf
 from gguf import GGUFReader
 from typer.testing import CliRunner
 
-from vramc.analyze import build_report, cli_analyze, default_name, fingerprint_status, render_text
-from vramc.cli import app
-from vramc.gguf import read_gguf
-from vramc.modelmeta import ModelMeta
-from vramc.schema import Model
+from vramc.model.analyze import build_report, cli_analyze, default_name, fingerprint_status, render_text
+from vramc.cli.commands import app
+from vramc.model.gguf import read_gguf
+from vramc.model.modelmeta import ModelMeta
+from vramc.load.schema import Model
 
 
 def _bytes_by_name(path) -> dict[str, int]:

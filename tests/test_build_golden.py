@@ -41,7 +41,7 @@ def test_shipped_profile_out_is_up_to_date(profile, monkeypatch, capsys):
 def test_no_folder_in_out_without_its_deployment(project):
     """--check looks after the folders of the deployments it builds; a folder whose deployment
     was renamed or deleted is caught here."""
-    from vramc.profiles import load_paths
+    from vramc.load.profiles import load_paths
 
     names = {d.name for d in load_paths([project / "profiles"]).deployments}
     out = project / "out"

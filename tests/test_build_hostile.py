@@ -20,7 +20,7 @@ import subprocess
 import pytest
 import yaml
 
-import vramc.rules.render  # noqa: F401  (registers VR403 until vramc.lint.load_rules imports it)
+import vramc.lint.rules.quoting  # noqa: F401  (registers VR403 until vramc.lint.registry.load_rules imports it)
 from build_support import (Server, args_file_lines, build, execstart_argv, free_port,
                            llama_server_binary, parse_modelfile, read_env_file, systemd_root,
                            unit_environment, verify_unit)
@@ -63,7 +63,7 @@ RECORD_ARGV = '#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done > "$ARGV
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from vramc.synth import write_tiny_model
+    from vramc.dev.synth import write_tiny_model
 
     root = tmp_path_factory.mktemp("hostile")
     (root / "profiles").mkdir()
@@ -75,7 +75,7 @@ def project(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        from vramc.check import run_check
+        from vramc.lint.check import run_check
 
         errors = [d for d in run_check([root / "profiles"]).diagnostics if d.severity.label == "error"]
         assert errors == []  # nothing here is unsafe once quoted
@@ -180,7 +180,7 @@ def test_real_llama_server_loads_the_hostile_path_and_key(project, tmp_path):
 
 @pytest.mark.parametrize("where", ["alias", "gguf", "env", "env-name", "override"])
 def test_values_with_no_safe_form_are_vr403_and_never_built(where, tmp_path, monkeypatch, capsys):
-    from vramc.check import run_check
+    from vramc.lint.check import run_check
 
     settings = {"alias": "a\nExecStartPre=/bin/sh -c id"} if where == "alias" else {}
     if where == "override":
@@ -191,7 +191,7 @@ def test_values_with_no_safe_form_are_vr403_and_never_built(where, tmp_path, mon
            "hardware": {"gpus": [], "host_ram": "2GiB"}, "model": model, "settings": settings, "env": env}
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "d.yaml").write_text(yaml.safe_dump(doc))
-    from vramc.synth import write_tiny_model
+    from vramc.dev.synth import write_tiny_model
 
     write_tiny_model(tmp_path / "tiny.gguf")
     for gguf in {model["gguf"]}:
@@ -284,8 +284,8 @@ def unicode_project(root, ch: str):
 
 
 def vr403_by_deployment(root) -> dict[str, set[str]]:
-    from vramc.check import run_check
-    from vramc.lint import run_plan_rules
+    from vramc.lint.check import run_check
+    from vramc.lint.registry import run_plan_rules
 
     result = run_check([root / "profiles"])
     errors = [d for d in result.diagnostics + run_plan_rules(result.plans)

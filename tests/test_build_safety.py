@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from build_support import FIXTURE, build, copy_fixture, read_tree
-from vramc.build import EXIT_USAGE, MANIFEST
+from vramc.build.builder import EXIT_USAGE, MANIFEST
 
 GOLDEN = read_tree(FIXTURE / "out")
 
@@ -120,7 +120,7 @@ def test_a_fifo_where_a_file_goes_is_refused_without_hanging(project, capsys):
 def test_the_tree_never_follows_a_link_swapped_in_after_the_check(tmp_path, victim):
     """The preflight sees folders; if one is replaced by a link before the write, the write
     fails (O_NOFOLLOW) instead of landing outside."""
-    from vramc.outtree import OutTree
+    from vramc.build.outtree import OutTree
 
     out = tmp_path / "out"
     (out / "d").mkdir(parents=True)

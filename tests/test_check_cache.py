@@ -57,7 +57,7 @@ def test_cache_hits_and_invalidation(tmp_path):
 
 
 def test_model_file_appearing_invalidates(tmp_path):
-    from vramc.synth.writer import write_tiny_model
+    from vramc.dev.synth.writer import write_tiny_model
 
     project, cache = tmp_path / "p", tmp_path / "cache"
     (project / "profiles").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 
 FAKE = Path(__file__).parent / "fake_nvml"
 MiB = 1024 * 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vramc.cli import app
+from vramc.cli.commands import app
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "fixtures" / "diff"
@@ -297,7 +297,7 @@ def test_model_files_come_from_the_working_tree(tmp_path):
     git(r, "init", "-q", "-b", "main")
     write(r, ".gitignore", "/models/\n")
     (r / "models").mkdir()
-    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(r / "models/tiny.gguf")], check=True)
+    subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", str(r / "models/tiny.gguf")], check=True)
     write(r, "profiles/models/tiny.yaml", "kind: model\nname: tiny\ngguf: models/tiny.gguf\n")
     write(r, "profiles/hardware/gpu16.yaml", "kind: hardware\nname: gpu16\ngpus:\n  - name: G\n    vram: 1GiB\n")
     write(r, "profiles/t.yaml", "name: t\nhardware: gpu16\nmodel: tiny\nengine: llama-server\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vramc.cli import app
+from vramc.cli.commands import app
 
 from test_diff import CHAT, GIT_ENV, ROOT, commit, git, write
 

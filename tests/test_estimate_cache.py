@@ -37,16 +37,16 @@ def test_a_corrupt_entry_is_recomputed(tmp_path):
 
 
 def test_a_solver_change_invalidates_cached_solutions(tmp_path, monkeypatch):
-    from vramc import estimate_cache, fit
-    from vramc.engines import llama_choice
+    from vramc.plan import estimate_cache, fit
+    from vramc.plan.engine_settings import llama_choice
     from vramc.memory.usage import GpuBudget
-    from vramc.synth import CATALOG, model_meta
+    from vramc.dev.synth import CATALOG, model_meta
 
     monkeypatch.setenv("VRAMC_CACHE", str(tmp_path))
     monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
     meta = model_meta(CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
     gpus = [GpuBudget("CUDA0", "RTX 4070", 0, 12 << 30)]
-    from vramc.schema import Settings
+    from vramc.load.schema import Settings
 
     choice = llama_choice("llama-server", Settings(ctx="auto", gpu_layers="auto"))
     calls = []

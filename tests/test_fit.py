@@ -1,4 +1,4 @@
-"""The fit solver (vramc/fit.py) without the oracle: its answers against vramc's own estimate.
+"""The fit solver (vramc/plan/fit.py) without the oracle: its answers against vramc's own estimate.
 
 Models are the synth catalog's real shapes (`model_meta`, no files). What the plan shows is
 `estimate_llama` of the resolved choice plus each GPU's overhead; the solver must fit that within
@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import pytest
 
-from vramc.engines import LlamaChoice, to_llama_params
-from vramc.fit import CTX_STEP, DEFAULT_CTX_MIN, solve
+from vramc.plan.engine_settings import LlamaChoice, to_llama_params
+from vramc.plan.fit import CTX_STEP, DEFAULT_CTX_MIN, solve
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_hparams import llama_hparams
 from vramc.memory.usage import GpuBudget
@@ -25,8 +25,8 @@ GiB = 1024 * MiB
 
 @lru_cache(maxsize=None)
 def meta(name: str = "llama-3.1-8b-instruct", ftype: str = "Q8_0"):
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import model_meta
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import model_meta
 
     return model_meta(CATALOG[name], ftype)
 
@@ -53,7 +53,7 @@ def choice(ctx=8192, *, gpu_layers="auto", tensor_split="auto", engine="llama-cp
 
 
 def plan_estimate(m, gpus, c):
-    """The estimate `plan` shows for a resolved choice (vramc.plan._estimate_llama)."""
+    """The estimate `plan` shows for a resolved choice (vramc.plan.planner._estimate_llama)."""
     est = estimate_llama(m, gpus, to_llama_params(c, m.n_layer, llama_hparams(m).n_ctx_train))
     for d, g in zip(est.devices, gpus):
         d.overhead_bytes = g.overhead_bytes
@@ -124,7 +124,7 @@ def test_all_layers_on_gpus_when_possible():
 
 
 def test_all_layers_are_reached_when_the_packing_arithmetic_is_too_cautious(monkeypatch):
-    from vramc import fit
+    from vramc.plan import fit
 
     # the arithmetic charges every GPU a full compute buffer, so it may rule out all layers
     # where the verified estimate has room: the climb must still reach them
@@ -281,7 +281,7 @@ def test_moe_llama_server_moves_expert_tensors_before_layers():
     assert fits(m, gpus, r.choice, [0])
     # the fewest blocks: one whole block fewer on the host does not fit (the card's leftover may
     # hold part of one more block: llama.cpp's fit splits a block the same way)
-    from vramc.engines import experts_on_cpu
+    from vramc.plan.engine_settings import experts_on_cpu
 
     fewer = replace(r.choice, overrides=(experts_on_cpu(range(r.moved_experts - 1)),))
     assert not fits(m, gpus, fewer, [0])

@@ -19,7 +19,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from vramc.engines import LlamaChoice
+from vramc.plan.engine_settings import LlamaChoice
 from vramc.memory.usage import GpuBudget
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +29,8 @@ GiB = 1024 ** 3
 
 @lru_cache(maxsize=None)
 def scout_like():
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import model_meta
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import model_meta
 
     meta = model_meta(dataclasses.replace(CATALOG["qwen3-30b-a3b"], n_ctx_train=SCOUT_CTX), "Q4_K_M")
     meta.architecture = "llama4"
@@ -39,7 +39,7 @@ def scout_like():
 
 
 def write_profiles(tmp_path: Path) -> Path:
-    from vramc.analyze import profile_yaml
+    from vramc.model.analyze import profile_yaml
 
     meta = scout_like()
     meta.file_size, meta.header_sha256 = 0, ""
@@ -75,7 +75,7 @@ def test_ten_million_token_context_all_auto_finishes_with_a_sane_answer(tmp_path
 def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
     """Galloping and bisecting below the arithmetic's context finds the context that stepping
     down 256 tokens at a time found, in fewer estimates."""
-    from vramc import fit
+    from vramc.plan import fit
 
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]
@@ -96,7 +96,7 @@ def test_descent_is_bounded_however_wrong_the_arithmetic(monkeypatch):
     """The worst case: the arithmetic says every context up to 10,485,760 fits. Stepping down
     from there to the real answer was 36,790 steps of 256 tokens (about 147,000 estimates: the
     issue's minutes); the bounded descent needs a few dozen and lands on the same answer."""
-    from vramc import fit
+    from vramc.plan import fit
 
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]

@@ -27,7 +27,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def compare():
-    from vramc import oracle
+    from vramc.dev import oracle
 
     if oracle.find_binaries() is None:
         pytest.skip("oracle binaries not built (scripts/build-llama.sh)")
@@ -40,7 +40,7 @@ def compare():
 
 @pytest.fixture(scope="module")
 def results(compare, tmp_path_factory):
-    from vramc import oracle
+    from vramc.dev import oracle
 
     tmp = tmp_path_factory.mktemp("fit_oracle")
     cases = [compare.Case(*c) for c in CASES]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vramc.check import run_check
-from vramc.cli import app
+from vramc.lint.check import run_check
+from vramc.cli.commands import app
 from vramc.diagnostics import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def gpu0_together(plans) -> int:
 
 
 def test_two_models_on_one_card_are_fitted_together_and_check_clean(tmp_path):
-    from vramc.estimate_cache import solve
+    from vramc.plan.estimate_cache import solve
 
     prof = pair(tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"),
                 settings(ctx=8192, parallel=1, gpu_layers="auto"))
@@ -126,7 +126,7 @@ def test_variants_are_fitted_in_combination(tmp_path):
 
 def test_one_deployment_of_a_machine_is_planned_as_it_runs_with_the_others(tmp_path):
     """`vramc run NAME` checks one deployment: its plan is the one fitted with the others."""
-    from vramc.profiles import load_paths
+    from vramc.load.profiles import load_paths
 
     prof = pair(tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"),
                 settings(ctx=8192, parallel=1, gpu_layers="auto"))
@@ -204,7 +204,7 @@ def test_refit_frees_only_marked_settings(tmp_path):
 
 def test_solver_answer_is_what_relax_writes(tmp_path):
     """The suggestion is the very solve that --relax runs (not a neighbouring one)."""
-    from vramc.fit import suggestions
+    from vramc.plan.fit import suggestions
 
     prof = one(tmp_path, "8GiB", 40)
     [p] = run_check([prof]).plans
@@ -256,9 +256,9 @@ def test_vllm_instances_are_checked_in_each_combination(tmp_path):
 
 
 def test_refit_takes_back_expert_overrides_a_bigger_card_no_longer_needs(tmp_path):
-    from vramc.analyze import profile_yaml
-    from vramc.synth.shapes import get_shape
-    from vramc.synth.writer import model_meta
+    from vramc.model.analyze import profile_yaml
+    from vramc.dev.synth.shapes import get_shape
+    from vramc.dev.synth.writer import model_meta
 
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")

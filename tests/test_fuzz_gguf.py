@@ -1,4 +1,4 @@
-"""A seeded fuzz over GGUF headers: synthetic models of every modelled architecture (vramc.synth,
+"""A seeded fuzz over GGUF headers: synthetic models of every modelled architecture (vramc.dev.synth,
 shrunk to a few layers) with hostile values re-encoded (zero, huge, negative, NaN, wrong types,
 lists, text, missing keys and tensors, other architectures) or with bytes flipped, overwritten
 and cut. `analyze` and `check` must answer each in a bounded time and memory, with diagnostics and
@@ -63,7 +63,7 @@ ENGINES = ["llama-server", "ollama", "llama-cpp-python"]
 
 # --- the synthetic models ---------------------------------------------------------------------
 def _type_of(v) -> tuple[int, object]:
-    """The GGUF type vramc.synth's writer would give a metadata value (gguf-py's choice)."""
+    """The GGUF type vramc.dev.synth's writer would give a metadata value (gguf-py's choice)."""
     if isinstance(v, bool):
         return BOOL, v
     if isinstance(v, int):
@@ -79,10 +79,10 @@ def _type_of(v) -> tuple[int, object]:
 
 def base_models() -> list[tuple[list, list]]:
     """(keys, tensors) of each shape in SHAPES and the tiny llama, cut to N_LAYER layers."""
-    from vramc.synth import CATALOG
-    from vramc.synth.arches import arch_metadata
-    from vramc.synth.quant import FTYPE_ID, tensor_types
-    from vramc.synth.writer import TINY_SHAPE
+    from vramc.dev.synth import CATALOG
+    from vramc.dev.synth.arches import arch_metadata
+    from vramc.dev.synth.quant import FTYPE_ID, tensor_types
+    from vramc.dev.synth.writer import TINY_SHAPE
 
     out = []
     for shape in [TINY_SHAPE] + [CATALOG[n] for n in SHAPES]:
@@ -138,7 +138,7 @@ def mutate_values(rng: random.Random, kv: list, tensors: list) -> tuple[list, li
 
 def _valid_shapes(tensors: list) -> list:
     """The encoder sizes the data region; shapes ggml cannot size are left to the byte mutations."""
-    from vramc.ggml import tensor_nbytes
+    from vramc.model.ggml import tensor_nbytes
 
     out = []
     for name, type_, shape in tensors:
@@ -213,8 +213,8 @@ def run_cases(folder: Path, whats: list[str]) -> dict:
     import signal
     import traceback
 
-    from vramc.analyze import cli_analyze
-    from vramc.check import run_check
+    from vramc.model.analyze import cli_analyze
+    from vramc.lint.check import run_check
 
     def alarm(*_):
         raise _Timeout()

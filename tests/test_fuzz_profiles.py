@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = str(ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml")

@@ -1,4 +1,4 @@
-"""vramc.gguf against gguf-py, on generated and on hand-crafted corrupt files."""
+"""vramc.model.gguf against gguf-py, on generated and on hand-crafted corrupt files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import llama_keys, llama_tensors, write_gguf
 from gguf import GGUFReader, GGUFValueType
 
-from vramc.gguf import ARRAY_LIMIT, GGUFError, SkippedArray, read_gguf, read_header, split_paths
+from vramc.model.gguf import ARRAY_LIMIT, GGUFError, SkippedArray, read_gguf, read_header, split_paths
 
 V = GGUFValueType
 
@@ -162,7 +162,7 @@ def test_an_8b_vocabulary_reads_fast(tmp_path):
 
 
 def test_reading_a_header_imports_neither_numpy_nor_gguf():
-    code = "import sys, vramc.gguf; print(sorted({'numpy', 'gguf'} & set(sys.modules)))"
+    code = "import sys, vramc.model.gguf; print(sorted({'numpy', 'gguf'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -19,9 +19,9 @@ import pytest
 from conftest import llama_tensors
 from gguf_craft import ARR, F32, F64, STR, U32, llama_kv, write
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 from vramc.memory.llama_archs import _rot_size
-from vramc.modelmeta import MetaError, validate_meta
+from vramc.model.modelmeta import MetaError, validate_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"
@@ -115,7 +115,7 @@ def test_bad_header_with_a_q8_0_cache_exits_promptly(tmp_path):
 
 
 def test_the_catalog_passes_validation():
-    from vramc.synth import CATALOG, model_meta
+    from vramc.dev.synth import CATALOG, model_meta
 
     for shape in CATALOG.values():
         validate_meta(model_meta(shape, "Q4_K_M"))  # raises on a false alarm
@@ -142,7 +142,7 @@ LOCK = """\
 
 
 def lock_profile(tmp_path: Path, hparam: str, drop: str | None = None) -> Path:
-    from vramc.modelmeta import compress_tensors, make_tensor
+    from vramc.model.modelmeta import compress_tensors, make_tensor
 
     tensors = [make_tensor(n, t, s) for n, t, s in llama_tensors() if n != drop]
     rows = "\n".join(f"{k}: {json.dumps(v)}" for k, v in compress_tensors(tensors).items())
@@ -176,7 +176,7 @@ def test_lock_missing_a_tensor_is_vr203_at_its_tensors(tmp_path):
 
 
 def test_meta_error_names_where_in_the_lock():
-    from vramc.modelmeta import ModelMeta, expand_tensors
+    from vramc.model.modelmeta import ModelMeta, expand_tensors
 
     meta = ModelMeta("llama", {"block_count": 2, "embedding_length": 64, "attention.head_count": 0},
                      260, expand_tensors({"token_embd.weight": ["f32", 64, 260]}))
@@ -213,7 +213,7 @@ def test_fifo_as_gguf_does_not_hang_check_or_analyze(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_read_header_never_opens_a_fifo_for_blocking(tmp_path):
-    from vramc.gguf import GGUFError, read_header
+    from vramc.model.gguf import GGUFError, read_header
 
     fifo = tmp_path / "m.gguf"
     os.mkfifo(fifo)
@@ -239,7 +239,7 @@ def test_a_huge_tensor_name_length_is_refused_before_it_is_read(tmp_path):
     """A corrupt name length inside an 8 GiB (sparse) file: once 30 s and gigabytes copied."""
     import struct
 
-    from vramc.gguf import GGUFError, read_gguf
+    from vramc.model.gguf import GGUFError, read_gguf
 
     header, _ = __import__("gguf_craft").encode(llama_kv(), [])
     header = header[:8] + struct.pack("<Q", 1) + header[16:]  # one tensor
@@ -252,7 +252,7 @@ def test_a_huge_tensor_name_length_is_refused_before_it_is_read(tmp_path):
 
 
 def test_a_huge_string_value_is_stepped_over_not_copied(tmp_path):
-    from vramc.gguf import SkippedString, read_header
+    from vramc.model.gguf import SkippedString, read_header
 
     kv = llama_kv() + [("tokenizer.chat_template", STR, b"")]
     header, _ = __import__("gguf_craft").encode(kv, [])
@@ -264,7 +264,7 @@ def test_a_huge_string_value_is_stepped_over_not_copied(tmp_path):
 
 
 def test_a_header_past_its_bound_is_refused(tmp_path):
-    from vramc.gguf import MAX_HEADER, GGUFError, read_gguf
+    from vramc.model.gguf import MAX_HEADER, GGUFError, read_gguf
 
     kv = llama_kv() + [("x.pad", STR, b"")]
     header, _ = __import__("gguf_craft").encode(kv, [])
@@ -479,8 +479,8 @@ def test_an_unreadable_folder_is_reported(tmp_path):
 def test_an_estimate_key_is_never_inherited_by_a_model_at_a_reused_address():
     """Keys were remembered by id(meta): a model freed and another allocated at its address got
     the first one's key, and with it the first one's cached estimates."""
-    from vramc import estimate_cache
-    from vramc.modelmeta import ModelMeta, expand_tensors
+    from vramc.plan import estimate_cache
+    from vramc.model.modelmeta import ModelMeta, expand_tensors
 
     def model(n_layer: int) -> ModelMeta:
         return ModelMeta("llama", {"block_count": n_layer, "embedding_length": 64}, 10,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,9 +220,9 @@ def test_non_finite_numbers_are_vr101_at_the_value(proj, body, value, words):
 
 
 def test_lock_and_config_maps_hold_no_nan(proj):
-    from vramc import schema
-    from vramc.profiles import validate
-    from vramc.yamlpos import Positions
+    from vramc.load import schema
+    from vramc.load.profiles import validate
+    from vramc.load.yamlpos import Positions
 
     lock = {"architecture": "llama", "vocab_size": 1, "hparams": {"rope": {"base": float("nan")}}}
     obj, diags = validate(schema.GGUFLock, lock, Positions(), "m.yaml")
@@ -384,15 +384,15 @@ def test_variant_name_with_a_final_newline(proj):
 
 
 def test_newline_ended_codes_and_names(proj):
-    from vramc.analyze import cli_analyze
-    from vramc.schema import valid_name
+    from vramc.model.analyze import cli_analyze
+    from vramc.load.schema import valid_name
 
     assert valid_name("ok") and not valid_name("ok\n") and not valid_name("")
     _, diags = findings(deployment(proj, "c", 'lint: {ignore: ["VR101\\n"], severity: {"VR302\\n": error}}\n'))
     assert at(diags, "VR101") == [(5, 17), (5, 40)]  # at the code, at the key
     assert cli_analyze(proj / "none.gguf", layers=False, fmt="text", write=proj / "m.yaml", name="ok\n") == 2
-    from vramc.lint import CODE_RE
-    from vramc.render import UnsafeValue, check_env_name
+    from vramc.lint.registry import CODE_RE
+    from vramc.build.render import UnsafeValue, check_env_name
 
     assert not CODE_RE.match("VR101\n")
     with pytest.raises(UnsafeValue):

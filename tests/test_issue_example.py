@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vramc.cli import app
-from vramc.synth.shapes import get_shape
-from vramc.synth.writer import write_sparse_gguf
+from vramc.cli.commands import app
+from vramc.dev.synth.shapes import get_shape
+from vramc.dev.synth.writer import write_sparse_gguf
 
 FIXTURE = Path(__file__).parent / "fixtures" / "profiles" / "ok" / "llama8b-split.yaml"
 MiB = 1024 * 1024

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vramc.check import run_check
-from vramc.cli import app
-from vramc.lint import run_plan_rules
-from vramc.synth.writer import write_tiny_model
+from vramc.lint.check import run_check
+from vramc.cli.commands import app
+from vramc.lint.registry import run_plan_rules
+from vramc.dev.synth.writer import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"

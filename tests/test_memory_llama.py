@@ -1,7 +1,7 @@
 """The llama.cpp memory model: facts read from the pinned llama.cpp source and its dry runs.
 
 Expected figures marked "oracle" were printed by `llama-fit-params --fit-print on` over RPC
-devices for the same shapes (see vramc/oracle.py); the others follow from the cited source.
+devices for the same shapes (see vramc/dev/oracle.py); the others follow from the cited source.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from vramc.memory.llama_kv import layer_caches, swa_cells
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.llama_placement import HOST, assign_layers, split_points
 from vramc.memory.usage import GpuBudget
-from vramc.modelmeta import ModelMeta, make_tensor
+from vramc.model.modelmeta import ModelMeta, make_tensor
 
 MiB = 1024 * 1024
 
@@ -360,7 +360,7 @@ HARD_CASES = {
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute
-    from vramc.synth import CATALOG, model_meta
+    from vramc.dev.synth import CATALOG, model_meta
 
     meta = mamba2_meta() if name == "mamba2" else model_meta(CATALOG[name], "Q4_K_M")
 
@@ -391,7 +391,7 @@ def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
 
 
 def test_mla_needs_equal_k_and_v_cache_types():
-    from vramc.synth import CATALOG, model_meta
+    from vramc.dev.synth import CATALOG, model_meta
 
     meta = model_meta(CATALOG["deepseek-v2-lite-chat"], "Q4_K_M")
     est = estimate_llama(meta, rpc(1), LlamaParams(n_ctx=4096, type_k="q8_0"))
@@ -423,7 +423,7 @@ def test_flash_attn_auto_follows_cuda_kernel_head_sizes():
 
 
 def test_flash_attn_auto_is_reported_as_the_scheduler_decides_it():
-    from vramc.synth import CATALOG, model_meta
+    from vramc.dev.synth import CATALOG, model_meta
 
     meta = model_meta(CATALOG["nvidia-nemotron-nano-9b-v2"], "Q4_K_M")
     # a host attention layer before a GPU Mamba layer: llama.cpp's test graph turns auto FA off

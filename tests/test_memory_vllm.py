@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vramc import schema
+from vramc.load import schema
 from vramc.memory import vllm_arch as arch
 from vramc.memory.usage import GpuBudget
 from vramc.memory.vllm import check_colocated, estimate_vllm

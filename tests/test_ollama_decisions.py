@@ -1,4 +1,4 @@
-"""Ollama's own load decisions (vramc.ollama_sched), one table per decision, each case naming the
+"""Ollama's own load decisions (vramc.plan.ollama_sched), one table per decision, each case naming the
 function of the pinned Ollama (0.32.15, commit b7871fc) it mirrors; then the same decisions
 through whole plans, their JSON and the artifacts that pin them."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc import ollama_sched as o
-from vramc.check import run_check
+from vramc.plan import ollama_sched as o
+from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +56,8 @@ def test_batch_surcharge_and_step_down():
 def _meta(path: Path):
     import yaml
 
-    from vramc.modelmeta import ModelMeta
-    from vramc.schema import Model
+    from vramc.model.modelmeta import ModelMeta
+    from vramc.load.schema import Model
 
     doc = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "kind"}
     return ModelMeta.from_lock(Model.model_validate(doc).lock)
@@ -240,7 +240,7 @@ def test_16gb_seed_artifacts_pin_ollamas_batch():
 def test_plan_json_marks_ollamas_choices(tmp_path):
     from typer.testing import CliRunner
 
-    from vramc.cli import app
+    from vramc.cli.commands import app
 
     path = _profile(tmp_path, "split", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
                                        "settings: {ctx: 8192, parallel: 2}\n")

@@ -14,7 +14,7 @@ import pytest
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.usage import GpuBudget
-from vramc.oracle import OracleError, RpcServers, check, find_binaries, run_fit_print, run_server_load
+from vramc.dev.oracle import OracleError, RpcServers, check, find_binaries, run_fit_print, run_server_load
 
 pytestmark = pytest.mark.oracle
 
@@ -32,8 +32,8 @@ def rpc():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from vramc.gguf import read_gguf
-    from vramc.synth import CATALOG, write_sparse_gguf
+    from vramc.model.gguf import read_gguf
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     root = tmp_path_factory.mktemp("models")
     cache = {}
@@ -165,7 +165,7 @@ def test_launch_matches_a_real_llama_server_load(rpc, models, n_dev, params):
 def glm45_small(path, ftype="Q8_0"):
     """A small GLM-4.5-shaped file: q/k norms and a routed scaling factor (the 355B model's), two
     dense leading layers, a NextN layer."""
-    from vramc.synth import CATALOG, write_sparse_gguf
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     air = CATALOG["glm-4.5-air"]
     shape = dataclasses.replace(
@@ -182,7 +182,7 @@ def glm45_small(path, ftype="Q8_0"):
     (2, LlamaParams(n_ctx=4096, tensor_split=(1, 1), n_ubatch=16, n_gpu_layers=5, n_outputs_max=1)),
 ])
 def test_glm4moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
-    from vramc.gguf import read_gguf
+    from vramc.model.gguf import read_gguf
 
     path = glm45_small(tmp_path / "glm.gguf")
     meta = read_gguf(path)
@@ -199,7 +199,7 @@ def assert_load_matches(path, endpoints, params):
     """Weights and compute buffers of a real llama-server load against vramc's launch estimate
     (llama-server's log names the recurrent state "RS buffer", which run_server_load does not
     read: KV is checked by the dry runs)."""
-    from vramc.gguf import read_gguf
+    from vramc.model.gguf import read_gguf
 
     est = estimate_llama(read_gguf(path), rpc_gpus(len(endpoints)), params)
     oracle = run_server_load(path, params, endpoints, BIN)
@@ -220,7 +220,7 @@ NEMOTRON_SMALL = "M-M*M-M*"  # Mamba-2 (M), MLP (-) and attention (*) blocks
 ])
 def test_nemotron_h_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params):
     """Compute buffers of a real load, with the pins of small batches."""
-    from vramc.synth import CATALOG, write_sparse_gguf
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     pat = NEMOTRON_SMALL
     shape = dataclasses.replace(
@@ -241,7 +241,7 @@ NEMOTRON_MOE_SMALL = "MEM*EMEM*E"  # Mamba-2 (M), MoE (E) and attention (*) bloc
 ])
 @pytest.mark.parametrize("latent", [{}, {"moe_latent_size": 256}])  # Nemotron 3 Super's LatentMoE
 def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, latent):
-    from vramc.synth import CATALOG, write_sparse_gguf
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     pat = NEMOTRON_MOE_SMALL
     base = CATALOG["nvidia-nemotron-3-nano-30b-a3b"]
@@ -261,7 +261,7 @@ def test_nemotron_h_moe_launch_matches_a_real_llama_server_load(rpc, tmp_path, n
                     overrides=((r"blk\.1\.ffn_(up|down)", "CPU"),))),
 ])
 def test_granite_hybrid_launch_matches_a_real_llama_server_load(rpc, tmp_path, n_dev, params, n_expert):
-    from vramc.synth import CATALOG, write_sparse_gguf
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     base = CATALOG["granite-4.0-h-small"]
     shape = dataclasses.replace(
@@ -308,7 +308,7 @@ def mamba2_file(path, n_layer=6, n_embd=4096, d_inner=8192, d_state=128, n_group
                     overrides=((r"blk\.[0-1]\.ssm_in", "CPU"), (r"blk\.3\.", "RPC0")))),
 ])
 def test_mamba2_matches_llama_fit_params(rpc, tmp_path, n_dev, params):
-    from vramc.gguf import read_gguf
+    from vramc.model.gguf import read_gguf
 
     path = mamba2_file(tmp_path / "mamba2.gguf")
     est = estimate_llama(read_gguf(path), rpc_gpus(n_dev), params, dry_run=True)
@@ -353,7 +353,7 @@ def gpt_oss_file(path, n_layer=4, n_embd=2880, n_head=64, n_head_kv=8, hd=64, n_
     (1, LlamaParams(n_ctx=8192, overrides=((r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),))),
 ])
 def test_gpt_oss_matches_llama_fit_params(rpc, tmp_path, n_dev, params):
-    from vramc.gguf import read_gguf
+    from vramc.model.gguf import read_gguf
 
     path = gpt_oss_file(tmp_path / "gpt-oss.gguf")
     est = estimate_llama(read_gguf(path), rpc_gpus(n_dev), params, dry_run=True)

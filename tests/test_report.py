@@ -1,8 +1,8 @@
 import json
 
 from vramc.diagnostics import Diagnostic, Severity, Span
-from vramc.lint import load_rules
-from vramc.report import format_github, format_json, format_sarif, format_text, summary
+from vramc.lint.registry import load_rules
+from vramc.lint.report import format_github, format_json, format_sarif, format_text, summary
 
 DIAGS = [
     Diagnostic("VR300", Severity.ERROR, "CUDA1 (RTX 3060) needs 13 GiB: 1.2 GiB over", "profiles/a b.yaml",

@@ -28,7 +28,7 @@ becomes files that `vramc check` reads is fixed here, in one place:
 
 Merging sets the fragment's keys in the base; mappings merge key by key, any other value
 replaces. The context folder is a copy of this repository's profiles/, the test fixtures' model
-profiles, `hardware/workstation.yaml` (two RTX 4090s) and real GGUF files written by vramc.synth:
+profiles, `hardware/workstation.yaml` (two RTX 4090s) and real GGUF files written by vramc.dev.synth:
 models/demo-tiny.gguf (the same file as models/complete.gguf), models/half-downloaded.gguf (its
 first 4 KiB) and models/gemma-3-12b.gguf (Gemma 3 12B Q4_K_M, sparse).
 """
@@ -45,8 +45,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from vramc.cli import app
-from vramc.lint import load_rules
+from vramc.cli.commands import app
+from vramc.lint.registry import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models"
@@ -86,8 +86,8 @@ def printed_examples(code: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def context_template(tmp_path_factory) -> Path:
-    from vramc.synth.shapes import CATALOG
-    from vramc.synth.writer import write_sparse_gguf, write_tiny_model
+    from vramc.dev.synth.shapes import CATALOG
+    from vramc.dev.synth.writer import write_sparse_gguf, write_tiny_model
 
     base = tmp_path_factory.mktemp("context")
     shutil.copytree(ROOT / "profiles", base / "profiles")
@@ -119,7 +119,7 @@ def merge(base, frag):
 
 def complete(dep: dict) -> dict:
     """A deployment with the engine and model its fragment leaves out."""
-    from vramc.rules.engines import ENGINE_SETTINGS
+    from vramc.lint.rules.engine_options import ENGINE_SETTINGS
 
     dep = dict(dep)
     if "engine" not in dep:
@@ -130,7 +130,7 @@ def complete(dep: dict) -> dict:
 
 
 def context_of(code: str, text: str) -> str:
-    from vramc.yamlpos import load_text
+    from vramc.load.yamlpos import load_text
 
     if text.lstrip().startswith("vramc "):
         return "command"
@@ -152,7 +152,7 @@ def context_of(code: str, text: str) -> str:
 
 def run_example(code: str, text: str, folder: Path) -> set[str]:
     """The codes `vramc check` reports for one example in its context (copied to `folder`)."""
-    from vramc.check import run_check
+    from vramc.lint.check import run_check
 
     profiles = folder / "profiles"
     kind = context_of(code, text)

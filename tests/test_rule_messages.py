@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "profiles" / "models"
@@ -95,7 +95,7 @@ def test_vllm_parallel_message_is_one_line(tmp_path):
     # vLLM's own error text has line breaks and bullets; `check` printed them as a literal \n
     from typer.testing import CliRunner
 
-    from vramc.cli import app
+    from vramc.cli.commands import app
 
     fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "VR337-vllm-parallel.yaml"
     out = CliRunner().invoke(app, ["check", str(fixture)]).output

@@ -1,7 +1,7 @@
 """`vramc run` for real: `python -m vramc run` subprocesses on a tiny generated GGUF (no GPU).
 
 One server per module (free port on 127.0.0.1 via --port 0, API key on), always terminated.
-The model is vramc.synth's tiny llama with the end-of-sequence row of output.weight zeroed: its
+The model is vramc.dev.synth's tiny llama with the end-of-sequence row of output.weight zeroed: its
 logit is then always 0, the median of the random logits, so top-k sampling never picks it and
 every completion has exactly max_tokens tokens (otherwise 1 prompt in a few hundred would
 generate nothing).
@@ -43,7 +43,7 @@ settings: {ctx: 1024, gpu_layers: 0, flash_attn: off}
 def write_model(path: Path) -> Path:
     from gguf import GGUFReader
 
-    from vramc.synth import write_tiny_model
+    from vramc.dev.synth import write_tiny_model
 
     write_tiny_model(path)
     reader = GGUFReader(path, "r+")
@@ -111,8 +111,8 @@ def test_memory_table_matches_llama_log(project, tmp_path):
         assert actual == logged[comp], (comp, actual, logged[comp])
         assert diff == pytest.approx(actual - planned, abs=0.011)
 
-    from vramc.check import run_check
-    from vramc.profiles import find_deployment
+    from vramc.lint.check import run_check
+    from vramc.load.profiles import find_deployment
 
     _, deps = find_deployment("tiny", [project / "profiles"])
     plan = run_check([project / "profiles"], deployments=deps).plans[0]
@@ -420,7 +420,7 @@ def test_shipped_demo_profile(tmp_path):
     r = vramc_run(tmp_path, "demo-tiny", "--prompt", "Hello")
     assert r.returncode == 5 and "python -m vramc.synth tiny models/demo-tiny.gguf" in r.stderr
     (tmp_path / "models").mkdir()  # the documented command is `mkdir -p models && python -m ...`
-    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", "models/demo-tiny.gguf"], cwd=tmp_path,
+    subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", "models/demo-tiny.gguf"], cwd=tmp_path,
                    env=env, check=True, capture_output=True)
     r = vramc_run(tmp_path, "demo-tiny", "--prompt", "Hello", "--max-tokens", "8")
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
-from vramc.run_memory import (HOST, LogCapture, Row, actual_use, compare, format_table, parse_buffers,
+from vramc.run.measured import (HOST, LogCapture, Row, actual_use, compare, format_table, parse_buffers,
                               parse_threshold, place_of, warnings)
 from vramc.units import MiB
 
@@ -159,7 +159,7 @@ def test_log_capture_assembles_lines_and_echoes_problems():
 
 
 def test_progress_cancels_the_load():
-    from vramc.run_load import Progress
+    from vramc.run.load import Progress
 
     cancel = threading.Event()
     p = Progress(Sink(), cancel)
@@ -172,6 +172,6 @@ def test_progress_cancels_the_load():
                                             ("[::1]", True), ("127.0.0.2", True), ("0.0.0.0", False),
                                             ("::", False), ("192.168.1.5", False), ("myhost", False)])
 def test_is_loopback(host, loopback):
-    from vramc.run_serve import is_loopback
+    from vramc.run.serve import is_loopback
 
     assert is_loopback(host) is loopback

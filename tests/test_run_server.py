@@ -408,7 +408,7 @@ def test_host_header(server):
     ("127.0.0.1", [], "", False),
 ])
 def test_host_names_accepted(bound, allow, host, ok):
-    from vramc.run_serve import HostCheck
+    from vramc.run.serve import HostCheck
 
     assert HostCheck(None, bound, 8000, allow).accepts(host) is ok
 

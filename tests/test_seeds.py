@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vramc.check import run_check
+from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ def test_plans_reuse_the_solvers_estimate_faithfully():
 def test_plan_text_shows_shared_gpus():
     from typer.testing import CliRunner
 
-    from vramc.cli import app
+    from vramc.cli.commands import app
 
     out = CliRunner().invoke(app, ["plan", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
     assert "CUDA0 is shared with general" in out and "CUDA0 is shared with coder" in out

@@ -1,4 +1,4 @@
-"""vramc.synth: catalog shapes, quantization type selection, sparse and tiny GGUF writers."""
+"""vramc.dev.synth: catalog shapes, quantization type selection, sparse and tiny GGUF writers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from vramc.synth import CATALOG, model_meta, tensor_types, write_sparse_gguf, write_tiny_model
-from vramc.synth.arches import tensor_shapes
-from vramc.synth.quant import FTYPES
-from vramc.synth.shapes import get_shape
+from vramc.dev.synth import CATALOG, model_meta, tensor_types, write_sparse_gguf, write_tiny_model
+from vramc.dev.synth.arches import tensor_shapes
+from vramc.dev.synth.quant import FTYPES
+from vramc.dev.synth.shapes import get_shape
 
 MORE_BITS_32 = [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]  # use_more_bits, 32 layers
 
@@ -241,7 +241,7 @@ def test_unknown_file_type():
 # --- writers ---------------------------------------------------------------------------------
 
 def test_sparse_file_is_small_on_disk_and_reads_back(tmp_path):
-    read_gguf = pytest.importorskip("vramc.gguf").read_gguf
+    read_gguf = pytest.importorskip("vramc.model.gguf").read_gguf
     s = CATALOG["llama-3.3-70b-instruct"]
     path = write_sparse_gguf(tmp_path / "70b.gguf", s, "Q4_K_M")
     st = os.stat(path)
@@ -291,7 +291,7 @@ def test_tiny_model_generates(tmp_path, ftype):
 
 
 def test_cli(tmp_path):
-    run = [sys.executable, "-m", "vramc.synth"]
+    run = [sys.executable, "-m", "vramc.dev.synth"]
     out = subprocess.run(run + ["list"], capture_output=True, text=True, check=True).stdout
     assert "llama-3.3-nemotron-super-49b-v1.5" in out and "deci" in out
     path = tmp_path / "m.gguf"
@@ -303,7 +303,7 @@ def test_cli(tmp_path):
 
 
 def test_import_is_cheap():
-    code = "import sys, vramc.synth; print('numpy' in sys.modules, 'gguf' in sys.modules)"
+    code = "import sys, vramc.dev.synth; print('numpy' in sys.modules, 'gguf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -312,10 +312,10 @@ def test_import_is_cheap():
 
 @pytest.mark.oracle
 def test_oracle_loads_sparse_files_and_agrees_on_model_bytes():
-    oracle = pytest.importorskip("vramc.oracle")
+    oracle = pytest.importorskip("vramc.dev.oracle")
     if oracle.find_binaries() is None:
         pytest.skip("oracle binaries not built (scripts/build-llama.sh)")
-    from vramc.synth.validate import validate
+    from vramc.dev.synth.validate import validate
 
     checks = validate(["llama-3.1-8b-instruct", "gemma-2-9b-it", "llama-3.3-nemotron-super-49b-v1.5"],
                       ("Q4_K_M",))

@@ -37,8 +37,8 @@ settings:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from vramc.check import run_check
-    from vramc.synth import write_tiny_model
+    from vramc.lint.check import run_check
+    from vramc.dev.synth import write_tiny_model
 
     root = tmp_path_factory.mktemp("llama-cpp-python-project")
     (root / "models").mkdir()
@@ -89,7 +89,7 @@ def test_config_file_loads_through_llama_cpp_server_and_serves(project, monkeypa
 def test_serve_script_loads_to_llama_kwargs_and_serves(project, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from vramc.targets.llama_cpp_python import to_llama_kwargs
+    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
 
     root, plan = project
     path = root / "out" / "tiny-py" / "serve.py"
@@ -120,7 +120,7 @@ def test_config_pins_every_server_default_that_differs_from_llama():
     (except the thread counts, which both resolve to the same values at run time)."""
     from llama_cpp.server.settings import ModelSettings
 
-    from vramc.targets.llama_cpp_python import NOT_IN_SERVER_SETTINGS
+    from vramc.build.targets.llama_cpp_python import NOT_IN_SERVER_SETTINGS
 
     llama_defaults = inspect.signature(llama_cpp.Llama.__init__).parameters
     configs = sorted((FIXTURE / "out").rglob("llama-cpp-server.yaml"))

@@ -17,7 +17,7 @@ import pytest
 from build_support import (FIXTURE, Server, args_file_lines, build, free_port,
                            llama_server_binary)
 from vramc import LLAMA_CPP_COMMIT, LLAMA_CPP_PYTHON_VERSION
-from vramc.targets.llama_server import OPTIONS_FILE, option_table
+from vramc.build.targets.llama_server import OPTIONS_FILE, option_table
 
 _OPTION = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _ENV = re.compile(r"\(env: ([A-Z0-9_]+)\)")
@@ -119,8 +119,8 @@ LOAD_MODE = re.compile(r"load_tensors: .*\(load_mode = (\S+)\)")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from vramc.check import run_check
-    from vramc.synth import write_tiny_model
+    from vramc.lint.check import run_check
+    from vramc.dev.synth import write_tiny_model
 
     root = tmp_path_factory.mktemp("llama-server-project")
     (root / "models").mkdir()

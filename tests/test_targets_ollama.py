@@ -1,5 +1,5 @@
 """Ollama artifacts: the server environment names only variables Ollama reads (the allow-list in
-vramc.engine_env, from Ollama's envconfig), the env file and the drop-in say the same, and the
+vramc.engines, from Ollama's envconfig), the env file and the drop-in say the same, and the
 Modelfile reads back, through a port of Ollama's own parser (build_support.parse_modelfile), as
 the planned parameters."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from build_support import (FIXTURE, build, copy_fixture, parse_modelfile, read_env_file,
                            unit_environment)
-from vramc.engine_env import OLLAMA_ENV, OLLAMA_SOURCE
+from vramc.engines import OLLAMA_ENV, OLLAMA_SOURCE
 
 OUT = FIXTURE / "out"
 
@@ -27,7 +27,7 @@ def test_server_environment_is_only_variables_ollama_reads():
 
 
 def test_modelfile_carries_the_per_model_parameters():
-    from vramc.check import run_check
+    from vramc.lint.check import run_check
 
     plans = {p.dep.label: p for p in run_check([FIXTURE / "profiles" / "ollama.yaml"]).plans}
     gguf = FIXTURE / "models" / "mistral-7b-instruct-v0.3-Q4_K_M.gguf"
@@ -58,10 +58,10 @@ def test_made_up_variables_block_the_build_and_are_never_written(tmp_path, monke
 
 
 def test_every_ollama_choice_the_plan_assumes_is_written():
-    """Each decision Ollama would make itself and the plan relies on (vramc.ollama_sched) is pinned
+    """Each decision Ollama would make itself and the plan relies on (vramc.plan.ollama_sched) is pinned
     in the artifacts as its `pinned` says: a PARAMETER in the Modelfile, a variable in the env."""
     from build_support import ROOT
-    from vramc.check import run_check
+    from vramc.lint.check import run_check
 
     seen = 0
     for project, profile in ((FIXTURE, FIXTURE / "profiles" / "ollama.yaml"), (ROOT, ROOT / "profiles" / "16gb.yaml")):

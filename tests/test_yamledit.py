@@ -1,4 +1,4 @@
-"""Writes into a user's profile (vramc.yamledit, vramc.writer, `fit --write`, `analyze --write`).
+"""Writes into a user's profile (vramc.load.yamledit, vramc.writer, `fit --write`, `analyze --write`).
 
 The editor's guarantees are checked as a property over every shipped profile, every fixture that
 parses, and a seeded corpus of generated profiles in every layout we could think of: one `set`
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc.yamledit import EditRefused, Editor, flow, write_new
-from vramc.yamlpos import load_text
+from vramc.load.yamledit import EditRefused, Editor, flow, write_new
+from vramc.load.yamlpos import load_text
 from vramc.writer import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -684,7 +684,7 @@ def test_fit_write_through_a_symlink(tmp_path):
 
 def test_analyze_write_through_a_symlink_and_onto_a_folder(tmp_path):
     gguf = tmp_path / "tiny.gguf"
-    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(gguf)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", str(gguf)], check=True, capture_output=True)
     real = tmp_path / "locks" / "tiny.yaml"
     real.parent.mkdir()
     real.write_text("old\n")

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from vramc.yamlpos import load_text
+from vramc.load.yamlpos import load_text
 
 
 def test_positions_of_keys_and_values():
@@ -61,7 +61,7 @@ def test_hostile_yaml_is_refused_quickly():
 
 def test_flow_nesting_that_would_crash_libyaml_is_refused_before_parsing():
     # 100,000 levels crash libyaml's C composer (the process dies, no exception): run it apart
-    code = ("from vramc.yamlpos import load_text\n"
+    code = ("from vramc.load.yamlpos import load_text\n"
             "r = load_text('a: ' + '[' * 100000 + ']' * 100000, 'p.yaml')\n"
             "print(r.data, [d.code for d in r.diagnostics])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,165 +1,49 @@
-"""Each engine's defaults and semantics, applied to a profile's settings.
+"""Environment variables each engine actually reads, so a made-up one is caught before launch.
 
-The same profile keys mean what the engine means by them, so a user can translate a command line
-key for key: `ctx` is llama-server's `-c` (the total across slots), Ollama's `num_ctx` (per slot:
-Ollama launches llama-server with `-c num_ctx*num_parallel`), llama-cpp-python's `n_ctx`.
-Sources: the pinned llama.cpp (common/common.h, common/arg.cpp, tools/server/server.cpp,
-tools/server/server-context.cpp), llama-cpp-python 0.3.36 llama_cpp/llama.py, and Ollama 0.32.15
-(commit b7871fc) api/types.go DefaultOptions and llm/llama_server.go startLlamaServer; what Ollama's
-scheduler decides on top of these defaults (batch, context cap, GPUs, parallel) is
-vramc.ollama_sched, applied by vramc.plan.
+Sources: Ollama 0.32.15 (commit b7871fc, unchanged in 0.33.0-rc2) `envconfig/config.go` `AsMap`, on
+Linux, with the device-visibility and llama-server pass-through variables it lists; the pinned llama-server
+(llama.cpp 0c1e570, common/arg.cpp: every option's `set_env`, plus LLAMA_API_KEY).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+OLLAMA_SOURCE = "Ollama 0.32.15 envconfig/config.go"
+OLLAMA_ENV = frozenset({
+    "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_QUEUE",
+    "OLLAMA_FLASH_ATTENTION", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_GPU_OVERHEAD", "OLLAMA_SCHED_SPREAD",
+    "OLLAMA_CONTEXT_LENGTH", "OLLAMA_KEEP_ALIVE", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_MODELS",
+    "OLLAMA_ORIGINS", "OLLAMA_DEBUG", "OLLAMA_NOPRUNE", "OLLAMA_LLM_LIBRARY", "OLLAMA_VULKAN",
+    "OLLAMA_IGPU_ENABLE", "OLLAMA_NO_CLOUD", "OLLAMA_REMOTES", "OLLAMA_DEBUG_LOG_REQUESTS",
+    "OLLAMA_GO_TEMPLATE", "OLLAMA_MAX_TRANSFER_STREAMS", "OLLAMA_EDITOR", "OLLAMA_NOHISTORY",
+    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL", "HSA_OVERRIDE_GFX_VERSION", "LLAMA_ARG_FIT", "LLAMA_ARG_FIT_TARGET",
+    "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+})
 
-from vramc.memory.llama_params import LlamaParams
-
-LLAMA_FAMILY = ("llama-server", "llama-cpp-python", "ollama")
-
-
-@dataclass(frozen=True)
-class EngineDefaults:
-    ctx: int | str  # int, "auto" (chosen to fit) or "vram-tier" (Ollama's default by VRAM)
-    parallel: int
-    kv_unified: bool  # when parallel is left to the engine
-    batch: int
-    ubatch: int
-    gpu_layers: int | str  # int, "all" or "auto"
-    flash_attn: str
-    cache_type: str
-    port: int
-
-
-DEFAULTS = {
-    # llama-server: -c 0 (trained context) and -ngl auto, both shrunk by --fit (on by default);
-    # -np -1 means 4 slots sharing one unified KV cache (tools/server/server.cpp).
-    "llama-server": EngineDefaults("auto", 4, True, 2048, 512, "auto", "auto", "f16", 8080),
-    # llama_cpp.Llama(): n_ctx 512, n_batch 512, n_gpu_layers 0 (CPU only!), flash_attn False.
-    "llama-cpp-python": EngineDefaults(512, 1, False, 512, 512, 0, "off", "f16", 8000),
-    # Ollama: num_ctx from OLLAMA_CONTEXT_LENGTH (0: by VRAM), OLLAMA_NUM_PARALLEL 1,
-    # num_gpu -1 = llama-server's fit, num_batch 512 (api.DefaultOptions; unset, the scheduler
-    # replaces it: ollama_sched.automatic_generation_batch), flash attention auto.
-    "ollama": EngineDefaults("vram-tier", 1, False, 512, 512, "auto", "auto", "f16", 11434),
+# Names people use that Ollama never read, or no longer reads, and what does the job instead.
+OLLAMA_MYTHS = {
+    "OLLAMA_GPU_LAYERS": "Ollama has no such variable (a maintainer said so in ollama/ollama#9245); "
+                        "GPU layers are per model: `gpu_layers` in the profile becomes "
+                        "`PARAMETER num_gpu N` in the Modelfile (or options.num_gpu in the API)",
+    "OLLAMA_GPU": "Ollama has no such variable; it uses every GPU it finds (limit them with "
+                  "CUDA_VISIBLE_DEVICES)",
+    "OLLAMA_ORIGIN": "a typo: the variable is OLLAMA_ORIGINS",
+    "OLLAMA_NEW_ENGINE": "removed in Ollama 0.30, which always launches llama-server",
+    "OLLAMA_NUM_CTX": "Ollama has no such variable: use OLLAMA_CONTEXT_LENGTH, or `ctx` in the "
+                      "profile (num_ctx in the Modelfile)",
+    "OLLAMA_NUM_GPU": "Ollama has no such variable: `gpu_layers` in the profile becomes num_gpu in "
+                      "the Modelfile",
 }
 
-
-def ollama_default_ctx(total_vram_bytes: int) -> int:
-    """OLLAMA_CONTEXT_LENGTH=0: a tier on total VRAM (server/routes.go Serve); the plan then applies
-    the rest of Ollama's context decision (env, cap at the trained length: ollama_sched)."""
-    from vramc.ollama_sched import default_context
-
-    return default_context(total_vram_bytes, 1)
-
-
-@dataclass(frozen=True)
-class LlamaChoice:
-    """Settings with every engine default filled in; `auto` values are still 'auto'."""
-
-    engine: str
-    ctx: int | str  # per the engine's meaning (see module doc); "auto" or an int
-    parallel: int
-    kv_unified: bool
-    batch: int
-    ubatch: int
-    gpu_layers: int | str  # int, "all" or "auto"
-    split_mode: str
-    tensor_split: tuple[float, ...] | str | None  # None: by free memory; "auto": chosen
-    main_gpu: int
-    flash_attn: str
-    cache_type_k: str
-    cache_type_v: str
-    kv_offload: bool
-    swa_full: bool
-    overrides: tuple[tuple[str, str], ...]
-
-
-def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
-    """Fill in `engine`'s defaults for the unset settings of `s` (a schema.Settings)."""
-    d = DEFAULTS[engine]
-    parallel = s.parallel if isinstance(s.parallel, int) else d.parallel
-    kv_unified = s.kv_unified if s.kv_unified is not None else (
-        d.kv_unified if not isinstance(s.parallel, int) else False)
-    batch = s.batch or d.batch
-    ubatch = s.ubatch or d.ubatch
-    ctx = s.ctx if s.ctx is not None else d.ctx
-    if ctx == "vram-tier":
-        ctx = ollama_default_ctx(total_vram_bytes)
-    if engine == "llama-cpp-python":
-        # Llama() clamps both batch sizes: n_batch = min(n_ctx, n_batch), n_ubatch <= n_batch.
-        if isinstance(ctx, int) and ctx > 0:
-            batch = min(ctx, batch)
-        ubatch = min(batch, ubatch)
-    gpu_layers = s.gpu_layers if s.gpu_layers is not None else d.gpu_layers
-    ts = s.tensor_split
-    if isinstance(ts, list):
-        ts = tuple(ts)
-    overrides = tuple(_parse_override(o) for o in (s.override_tensor or []))
-    if s.cpu_moe:
-        overrides += ((FFN_EXPS_REGEX, "CPU"),)
-    elif s.n_cpu_moe:
-        overrides += (experts_on_cpu(range(s.n_cpu_moe)),)
-    cache_k = s.cache_type_k or d.cache_type
-    cache_v = s.cache_type_v or d.cache_type
-    return LlamaChoice(
-        engine=engine, ctx=ctx, parallel=parallel, kv_unified=kv_unified, batch=batch,
-        ubatch=ubatch, gpu_layers=gpu_layers, split_mode=s.split_mode or "layer",
-        tensor_split=ts, main_gpu=s.main_gpu or 0, flash_attn=s.flash_attn or d.flash_attn,
-        cache_type_k=cache_k, cache_type_v=cache_v,
-        kv_offload=s.kv_offload if s.kv_offload is not None else True,
-        # llama_context_default_params() has swa_full true; llama-server's common params false
-        swa_full=s.swa_full if s.swa_full is not None else engine == "llama-cpp-python",
-        overrides=overrides,
-    )
-
-
-# llama.cpp's own pattern for MoE expert tensors (common/common.h LLM_FFN_EXPS_REGEX), as
-# --cpu-moe and --n-cpu-moe use it.
-FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
-
-
-def experts_on_cpu(blocks) -> tuple[str, str]:
-    """One --override-tensor that keeps the expert tensors of `blocks` in host memory."""
-    ids = "|".join(str(b) for b in blocks)
-    return (rf"blk\.({ids}){FFN_EXPS_REGEX}", "CPU")
-
-
-def _parse_override(spec: str) -> tuple[str, str]:
-    pattern, _, buft = spec.rpartition("=")
-    return (pattern, buft) if pattern else (spec, "CPU")
-
-
-def total_context(c: LlamaChoice, n_ctx_train: int) -> int:
-    """llama_context_params.n_ctx the engine will pass (0 is resolved to the trained context)."""
-    ctx = c.ctx
-    if ctx == 0:
-        ctx = n_ctx_train
-    assert isinstance(ctx, int), "auto context must be resolved before planning"
-    if c.engine == "ollama":
-        return ctx * c.parallel  # Ollama starts llama-server with -c num_ctx*num_parallel
-    return ctx
-
-
-def to_llama_params(c: LlamaChoice, n_layer: int, n_ctx_train: int) -> LlamaParams:
-    """The llama.cpp parameters the engine passes for a fully resolved choice."""
-    if c.gpu_layers == "all":
-        ngl = -1
-    elif isinstance(c.gpu_layers, int):
-        ngl = c.gpu_layers
-    else:
-        raise ValueError("auto gpu_layers must be resolved before planning")
-    if c.tensor_split == "auto":
-        raise ValueError("auto tensor_split must be resolved before planning")
-    if c.engine in ("llama-server", "ollama"):
-        # server_output_limits(): logits are only reserved for one token per slot.
-        n_outputs_max = max(1, min(c.batch, c.parallel))
-    else:
-        n_outputs_max = None  # llama_context default: n_batch
-    return LlamaParams(
-        n_ctx=total_context(c, n_ctx_train), n_seq_max=c.parallel, kv_unified=c.kv_unified,
-        n_batch=c.batch, n_ubatch=c.ubatch, n_gpu_layers=ngl, split_mode=c.split_mode,
-        tensor_split=c.tensor_split, main_gpu=c.main_gpu, flash_attn=c.flash_attn,
-        type_k=c.cache_type_k, type_v=c.cache_type_v, offload_kqv=c.kv_offload,
-        swa_full=c.swa_full, n_outputs_max=n_outputs_max, overrides=c.overrides,
-    )
+# The pinned llama-server reads these besides its LLAMA_ARG_* options; removed options' variables
+# are silently ignored, which is worse than an error.
+LLAMA_SERVER_EXTRA_ENV = frozenset({
+    "LLAMA_API_KEY", "CUDA_VISIBLE_DEVICES", "GGML_CUDA_ENABLE_UNIFIED_MEMORY",
+    "GGML_SCHED_MAX_COPIES", "LLAMA_CACHE", "HF_TOKEN",
+})
+LLAMA_SERVER_REMOVED_ENV = {
+    "LLAMA_ARG_NO_MMAP": "removed with --no-mmap: use `load_mode: none` (--load-mode none)",
+    "LLAMA_ARG_MLOCK": "removed with --mlock: use `load_mode: mmap+mlock` (--load-mode mmap+mlock)",
+    "LLAMA_ARG_MMAP": "removed with --mmap: use `load_mode: mmap`",
+    "LLAMA_ARG_DIO": "removed with --direct-io: use `load_mode: dio`",
+}

@@ -1,6 +1,6 @@
 """A thin stand-in for nvidia-ml-py's pynvml at the hardware boundary, for machines without an
 NVIDIA GPU. It serves the GPUs described in the JSON file named by VRAMC_TEST_NVML (absent: no
-driver, as nvmlInit raises on a machine without one). Only the calls vramc.detect makes exist."""
+driver, as nvmlInit raises on a machine without one). Only the calls vramc.hardware.detect makes exist."""
 
 import json
 import os

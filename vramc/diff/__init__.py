@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .revisions import DiffError
+from vramc.diff.revisions import DiffError
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "markdown", "json", "github")
@@ -39,7 +39,7 @@ def _repo_paths(root: Path, paths: list[str]) -> list[str]:
 
 
 def _has_profiles(side, paths: list[str]) -> bool:
-    from vramc.profiles import PROFILE_SUFFIXES
+    from vramc.load.profiles import PROFILE_SUFFIXES
 
     for p in paths:
         full = side.root / p
@@ -59,8 +59,8 @@ def _side_doc(side) -> dict:
 def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, fmt: str,
              fail_on: list[str], margin=None, show_unchanged: bool = False,
              allow_empty: bool = False, artifacts: bool = True) -> int:
-    from . import formats
-    from .compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
+    from vramc.diff import formats
+    from vramc.diff.compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
 
     if fmt not in FORMATS:
         _say(f"vramc diff: --format must be one of {', '.join(FORMATS)}")
@@ -123,7 +123,7 @@ def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, f
 def _sides(args: list[str], base_dir, head_dir, sides: list):
     """(base, head, paths) from the command line; each opened side is appended to `sides` so
     that the caller removes its temporary folder whatever happens."""
-    from . import revisions
+    from vramc.diff import revisions
 
     if base_dir is not None or head_dir is not None:
         if base_dir is None or head_dir is None:
@@ -166,7 +166,7 @@ def _sides(args: list[str], base_dir, head_dir, sides: list):
 
 
 def _folders(base_dir: Path, head_dir: Path, paths: list[str], sides: list):
-    from . import revisions
+    from vramc.diff import revisions
 
     base, head = revisions.folder(base_dir), revisions.folder(head_dir)
     rel = paths or ["profiles"]

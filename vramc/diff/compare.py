@@ -51,11 +51,11 @@ def _cwd(path: Path):
 
 def plan_side(side, paths: list[str], margin=None) -> SidePlans:
     """Load and plan `paths` (relative to the side's project folder) as `vramc plan` would."""
-    from vramc.check import run_check
+    from vramc.lint.check import run_check
     from vramc.diagnostics import Severity
-    from vramc.planview import plan_record
+    from vramc.plan.view import plan_record
 
-    from .revisions import link_models
+    from vramc.diff.revisions import link_models
 
     out = SidePlans()
     with _cwd(side.root):
@@ -157,8 +157,8 @@ def _anchors(plan) -> dict:
 def _render_all(plans, wanted, root: Path) -> dict:
     """Each wanted plan's built files as `vramc build` would write them under out/ (in memory);
     ports are assigned over all the side's plans, as the build does."""
-    from vramc.build import _job, _render
-    from vramc.targets.common import assign_ports
+    from vramc.build.builder import _job, _render
+    from vramc.build.targets.common import assign_ports
 
     ports = assign_ports(plans)
     out_dir = root / "out"

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from vramc.units import GiB, MiB
 
-from .compare import COMPONENTS, DIFF_JSON_VERSION, HOST_COMPONENTS
+from vramc.diff.compare import COMPONENTS, DIFF_JSON_VERSION, HOST_COMPONENTS
 
 LABELS = {"total_bytes": "total", "weights_bytes": "weights", "kv_bytes": "KV",
           "compute_bytes": "compute", "overhead_bytes": "overhead", "free_bytes": "free",
@@ -103,7 +103,7 @@ def document(base: dict, head: dict, deployments: list[dict], regressions) -> di
 # --- text ----------------------------------------------------------------------------------------
 
 def _bar(row_side: dict, capacity: int, width: int = 40) -> str:
-    from vramc.planview import bar
+    from vramc.plan.view import bar
 
     ns = SimpleNamespace(capacity_bytes=capacity, reserve_bytes=0, tenants_bytes=0, **{
         k: row_side.get(k, 0) for k in ("weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes",

@@ -4,12 +4,12 @@ Models what the pinned llama.cpp (llama-cpp-python 0.3.36, commit 0c1e570) alloc
 loads a model and creates a context: model buffers (llama_placement), KV cache and recurrent
 state (llama_kv), compute buffers (llama_compute, which rebuilds the reserve graph and replays
 the scheduler and allocator) and the host output buffer. Checked against llama.cpp's own dry run
-by vramc.oracle and bench/accuracy; see docs/memory-model.md.
+by vramc.dev.oracle and bench/accuracy; see docs/memory-model.md.
 """
 
 from __future__ import annotations
 
-from vramc.ggml import GGML_TYPES, TYPE_BY_NAME
+from vramc.model.ggml import GGML_TYPES, TYPE_BY_NAME
 from vramc.memory.llama_archs import ArchSpec, graph_spec
 from vramc.memory.llama_compute import ComputeResult, estimate_compute, flash_attn_strays
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
@@ -18,7 +18,7 @@ from vramc.memory.llama_kv import LayerCache, cache_bytes_by_device, layer_cache
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.llama_placement import HOST, Placement, backend_kind, buffer_rules, place_model
 from vramc.memory.usage import DeviceUse, GpuBudget, HostUse, MemoryEstimate
-from vramc.modelmeta import ModelMeta
+from vramc.model.modelmeta import ModelMeta
 
 CUDA_NOTES = (
     "CUDA: the CUDA context, cuBLAS workspaces and the driver's own memory are not part of these "

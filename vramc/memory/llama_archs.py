@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from vramc.ggml import row_size
+from vramc.model.ggml import row_size
 from vramc.memory import llama_graph as gg
 from vramc.memory.llama_graph import OUTPUT, Graph, Tensor
 from vramc.memory.llama_mamba import LayerRS, SsmConf, mamba2_layer, rs_inputs, ssm_conf

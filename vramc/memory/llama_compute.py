@@ -25,7 +25,7 @@ from vramc.memory.llama_kv import LayerCache
 from vramc.memory.llama_mamba import LayerRS
 from vramc.memory.llama_placement import HOST, Placement
 from vramc.memory.llama_sched import AllocState, Backend, Scheduled, allocate, schedule
-from vramc.modelmeta import ModelMeta
+from vramc.model.modelmeta import ModelMeta
 
 GGML_SCHED_MAX_COPIES = 4
 

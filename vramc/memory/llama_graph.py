@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from itertools import count
 
-from vramc.ggml import GGML_TYPES
+from vramc.model.ggml import GGML_TYPES
 
 INPUT, OUTPUT = 1, 2  # GGML_TENSOR_FLAG_INPUT / _OUTPUT
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramc.modelmeta import ModelMeta
+from vramc.model.modelmeta import ModelMeta
 
 # Architectures whose memory is only recurrent state (llm_arch_is_recurrent).
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramc.ggml import row_size
+from vramc.model.ggml import row_size
 from vramc.memory.llama_cparams import Cparams, pad
 from vramc.memory.llama_hparams import LlamaHparams
 from vramc.memory.llama_placement import HOST, BufferRules

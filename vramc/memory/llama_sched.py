@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from operator import attrgetter
 
-from vramc.ggml import row_size
+from vramc.model.ggml import row_size
 from vramc.memory.llama_graph import INPLACE_OPS, INPUT, OUTPUT, VIEW_OPS, Graph, Tensor, view_tensor
 
 HUGE = 1 << 62

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from vramc import schema
+from vramc.load import schema
 from vramc.memory import vllm_arch as arch
 from vramc.memory.usage import DeviceUse, GpuBudget, HostUse, MemoryEstimate
 from vramc.units import GiB

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramc import schema
+from vramc.load import schema
 from vramc.units import GiB, MiB
 
 # --- vLLM 0.33.0 constants -------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Engine rules (VR40x): settings and environment variables each engine does or does not take."""
+
+from __future__ import annotations
+
+from vramc.diagnostics import Severity
+from vramc.engines import (LLAMA_SERVER_EXTRA_ENV, LLAMA_SERVER_REMOVED_ENV, OLLAMA_ENV,
+                              OLLAMA_MYTHS, OLLAMA_SOURCE)
+from vramc.lint.registry import Finding, rule
+
+_COMMON = {"host", "port", "device_order", "alias"}
+_LLAMA = _COMMON | {"ctx", "batch", "ubatch", "gpu_layers", "split_mode", "tensor_split", "main_gpu",
+                    "flash_attn", "cache_type_k", "cache_type_v", "kv_offload", "swa_full",
+                    "load_mode", "threads"}
+ENGINE_SETTINGS = {
+    "llama-server": _LLAMA | {"parallel", "kv_unified", "override_tensor", "cpu_moe", "n_cpu_moe",
+                              "api_key_file"},
+    "llama-cpp-python": _LLAMA | {"api_key_file"},
+    "ollama": _COMMON | {"ctx", "parallel", "batch", "gpu_layers", "main_gpu", "flash_attn",
+                         "cache_type_k", "cache_type_v", "load_mode", "threads", "keep_alive",
+                         "max_loaded_models"},
+    "vllm": _COMMON | {"gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                       "max_num_batched_tokens", "kv_cache_dtype", "tensor_parallel_size",
+                       "cpu_offload_gb", "enforce_eager", "block_size", "dtype", "api_key_file"},
+}
+_WHY = {
+    ("ollama", "tensor_split"): "Ollama has no way to pass a tensor split: llama-server splits the layers "
+                                "by the GPUs' free memory",
+    ("ollama", "split_mode"): "Ollama sets the split mode itself (main_gpu implies split mode none)",
+    ("ollama", "ubatch"): "Ollama passes -b num_batch -ub num_batch (llm/llama_server.go appendBatchArgs), "
+                          "so the micro-batch is always `batch`",
+    ("ollama", "kv_unified"): "Ollama starts llama-server with an explicit -np, so the KV cache is never unified",
+    ("llama-cpp-python", "parallel"): "llama_cpp.Llama serves one sequence at a time",
+    ("llama-cpp-python", "kv_unified"): "llama_cpp.Llama has no unified KV option",
+}
+
+
+@rule("VR400", "setting-ignored", Severity.WARNING)
+def setting_ignored(plan):
+    """A setting the engine does not have, so it would be silently ignored.
+
+    Settings are shared by all engines in the profile format, but each engine takes only some of
+    them (vLLM has no `gpu_layers`, Ollama cannot pass a `tensor_split`).
+
+    Bad:
+        engine: ollama
+        settings: {tensor_split: [3, 1]}
+
+    Good:
+        engine: llama-server
+        settings: {tensor_split: [3, 1]}
+    """
+    allowed = ENGINE_SETTINGS[plan.engine]
+    for key in sorted(plan.dep.settings.model_fields_set):
+        if key in allowed:
+            continue
+        if plan.engine == "llama-cpp-python" and key == "parallel" and plan.dep.settings.parallel in (1, "auto"):
+            continue
+        why = _WHY.get((plan.engine, key), f"{plan.engine} has no such setting")
+        yield Finding(f"{key} does nothing for {plan.engine}: {why}", ("settings", key),
+                      "remove it, or choose an engine that has it")
+
+
+@rule("VR401", "unknown-env", Severity.ERROR)
+def unknown_env(plan):
+    """An environment variable the engine does not read (a made-up or misspelt name).
+
+    The seeds' `OLLAMA_GPU_LAYERS=40` is the classic: Ollama never had it, so the setting did
+    nothing and the "stable" config was the crashing one. GPU layers are per model in Ollama
+    (`num_gpu` in the Modelfile), which vramc writes from `gpu_layers`.
+
+    Bad:
+        engine: ollama
+        env: {OLLAMA_GPU_LAYERS: 40}
+
+    Good:
+        engine: ollama
+        settings: {gpu_layers: all}   # written as PARAMETER num_gpu in the Modelfile
+    """
+    env = plan.dep.env
+    for key in sorted(env):
+        if plan.engine == "ollama":
+            if key in OLLAMA_MYTHS:
+                yield Finding(f"{key} is not an Ollama variable: {OLLAMA_MYTHS[key]}", ("env", key),
+                              "remove it and use the profile setting named above")
+            elif key.startswith("OLLAMA_") and key not in OLLAMA_ENV:
+                yield Finding(f"{key} is not read by Ollama ({OLLAMA_SOURCE})", ("env", key),
+                              "check the name against `ollama serve --help`")
+        elif plan.engine == "llama-server":
+            if key in LLAMA_SERVER_REMOVED_ENV:
+                yield Finding(f"{key} is no longer read by llama-server: {LLAMA_SERVER_REMOVED_ENV[key]}",
+                              ("env", key), "remove it and use the setting named above")
+            elif key.startswith("LLAMA_") and not key.startswith("LLAMA_ARG_") and key not in LLAMA_SERVER_EXTRA_ENV:
+                yield Finding(f"{key} is not read by llama-server", ("env", key),
+                              "llama-server reads LLAMA_ARG_* options and LLAMA_API_KEY")
+
+
+@rule("VR404", "ollama-kv-types", Severity.ERROR)
+def ollama_kv_types(plan):
+    """Ollama applies one KV cache type to both K and V; different types cannot be expressed.
+
+    `OLLAMA_KV_CACHE_TYPE` is global and sets `-ctk` and `-ctv` together.
+
+    Bad:
+        engine: ollama
+        settings: {cache_type_k: q8_0, cache_type_v: f16}
+
+    Good:
+        engine: ollama
+        settings: {cache_type_k: q8_0, cache_type_v: q8_0}
+    """
+    s = plan.dep.settings
+    if plan.engine == "ollama" and (s.cache_type_k or "f16") != (s.cache_type_v or "f16"):
+        yield Finding(f"cache_type_k {s.cache_type_k or 'f16'} and cache_type_v {s.cache_type_v or 'f16'} "
+                      "differ, but OLLAMA_KV_CACHE_TYPE sets both", ("settings", "cache_type_v"),
+                      "use the same type for both")

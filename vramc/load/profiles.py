@@ -1,0 +1,803 @@
+"""Load profiles: YAML with positions -> validated schema objects -> resolved deployments.
+
+A file is one of four kinds (hardware, model, deployment, deployments). A deployment may name its
+hardware and model (`profiles/hardware/NAME.yaml`, `profiles/models/NAME.yaml`) or give them
+inline; each variant of a deployment becomes its own `Deployment`, planned and checked on its own.
+Every problem becomes a Diagnostic pointing into the file that holds the offending value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vramc.diagnostics import Diagnostic, Severity
+
+if TYPE_CHECKING:  # YAML is parsed only when a file is loaded, not to discover files
+    from vramc.load.yamlpos import Loaded, Positions
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+KINDS = ("hardware", "model", "deployment", "deployments")
+
+
+def display_path(path: Path) -> str:
+    """Paths as the user would type them: relative to the working directory when below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path)
+
+
+@dataclass
+class Doc:
+    """One validated document (or a part of one, such as an inline hardware block)."""
+
+    file: str  # display path of the file it lives in
+    path: Path
+    obj: object  # the schema object
+    positions: Positions  # rooted at this document
+    raw: object  # the plain data, for rules that need to see what was written
+    prefix: tuple = ()  # where this document sits in its file
+
+
+@dataclass
+class Deployment:
+    name: str
+    variant: str | None
+    doc: Doc  # the deployment body
+    hardware: Doc
+    model: Doc
+    settings: object  # schema.Settings with the variant applied
+    env: dict
+    margin: object  # schema.Margin
+    lint: object  # schema.LintConfig (merged: file, deployment, variant)
+    group: str  # deployments sharing a group share the same GPUs (one file = one machine)
+    variant_path: tuple = ()  # path of the variant body inside the deployment, for positions
+    gguf_path: Path | None = None
+    project_root: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.variant}" if self.variant else self.name
+
+
+@dataclass
+class LoadResult:
+    deployments: list[Deployment] = field(default_factory=list)
+    docs: list[Doc] = field(default_factory=list)  # every valid file, any kind
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    refs: dict[str, set[str]] = field(default_factory=dict)  # file -> files its references looked at
+
+
+# --- discovering files --------------------------------------------------------------------------
+
+def probe(path: Path) -> tuple[str, str]:
+    """What is at `path`: ("file" | "dir" | "other" | "missing" | "error", why it cannot be read).
+
+    Path.is_file() raises on some errors (a name too long, permission) and answers False on
+    others (a symlink loop), and a NUL raises ValueError: each would be an internal error or a
+    misleading "not found"; here each is a reason to show."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing", ""
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno == errno.ELOOP:
+            reason += " (a symbolic link that leads back to itself)"
+        return "error", reason
+    except ValueError as e:  # embedded NUL
+        return "error", str(e)
+    return ("file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"), ""
+
+
+def safe_resolve(path: Path) -> Path:
+    """path.resolve(), or the absolute path where resolving fails (a symlink loop raises)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return Path(os.path.abspath(path))
+
+
+def _unreadable(path: Path, reason: str) -> Diagnostic:
+    return Diagnostic("VR000", Severity.ERROR, f"cannot read: {reason}", display_path(path), None, (),
+                      "make it readable (chmod), or fix or remove the link" if "link" in reason or
+                      "ermission" in reason else "check the path")
+
+
+def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
+    """Profile files below `root`, hidden folders skipped, unreadable folders reported (rglob
+    skips a folder it may not list without a word, and its profiles would go unchecked)."""
+    found: list[Path] = []
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            problems.append(_unreadable(Path(folder), f"cannot list the folder: {e.strerror}"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():  # only links cost a stat: a loop or a dangling link shows here
+                if entry.name.endswith(PROFILE_SUFFIXES):
+                    kind, reason = probe(Path(entry.path))
+                    if kind == "file":
+                        found.append(Path(entry.path))
+                    elif kind == "error":
+                        problems.append(_unreadable(Path(entry.path), reason))
+                    else:
+                        problems.extend(_not_a_profile(Path(entry.path), kind))
+            elif entry.is_dir():
+                stack.append(entry.path)
+            elif entry.name.endswith(PROFILE_SUFFIXES):
+                if entry.is_file():
+                    found.append(Path(entry.path))
+                else:  # a FIFO or a device named like a profile
+                    problems.extend(_not_a_profile(Path(entry.path), "other"))
+    return sorted(found)
+
+
+def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
+    """VR000 for a path that probe() found missing or not a regular file, when that is worth
+    saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
+    if kind == "other":
+        return [Diagnostic("VR000", Severity.ERROR, "not a regular file (a pipe, a device or a socket)",
+                           display_path(path), None, (), "profiles are regular YAML files: remove it or "
+                           "rename it so that it does not end in .yaml")]
+    if kind == "missing" and os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return [Diagnostic("VR000", Severity.ERROR, f"a symbolic link to {target}, which does not exist",
+                           display_path(path), None, (), "fix or remove the link")]
+    return []
+
+
+def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for p in paths:
+        kind, reason = probe(p)
+        if kind == "dir":
+            files.extend(_walk(p, problems))
+        elif kind == "file":
+            files.append(p)
+        elif kind == "error":
+            problems.append(_unreadable(p, reason))
+        else:
+            problems.extend(_not_a_profile(p, kind) or [Diagnostic(
+                "VR000", Severity.ERROR, "no such file or directory", display_path(p), None, (), "check the path")])
+    seen, unique = set(), []
+    for f in files:
+        key = safe_resolve(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+# --- validation with positions ------------------------------------------------------------------
+
+def _existing_prefix(data: object, loc: tuple) -> tuple:
+    """The part of a pydantic `loc` that indexes into the data.
+
+    Union members add tag segments ("Hardware", "int", "literal['all','auto']") that are not in
+    the data; they are skipped so an error inside an inline hardware block still finds its line.
+    """
+    out: list = []
+    cur = data
+    for seg in loc:
+        if isinstance(cur, dict) and seg in cur:
+            cur = cur[seg]
+            out.append(seg)
+        elif isinstance(cur, list) and isinstance(seg, int) and 0 <= seg < len(cur):
+            cur = cur[seg]
+            out.append(seg)
+    return tuple(out)
+
+
+def _inner_model(ann):
+    """The pydantic model inside an annotation such as `str | Hardware` or `list[GPU]`."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_fields(schema_cls, path: tuple):
+    """Field names valid at `path` in `schema_cls`, for 'did you mean' on unknown keys."""
+    from pydantic import BaseModel
+
+    cls = schema_cls
+    for seg in path:
+        if isinstance(seg, int):  # a list element: the annotation already unwrapped below
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return []
+        f = cls.model_fields.get(seg)
+        if f is None:
+            return []
+        cls = _inner_model(f.annotation)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    return []
+
+
+def _plain(msg: str) -> str:
+    """pydantic's wording, shortened to what a person needs: 'expected an integer'."""
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    if msg.startswith("Input should be "):
+        msg = msg[len("Input should be "):]
+        msg = msg.split(", unable to parse")[0]
+        msg = msg.replace("a valid integer", "an integer").replace("a valid number", "a number")
+        msg = msg.replace("a valid ", "")
+        return "expected " + msg
+    return msg
+
+
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+_MAPPING = "a mapping (key: value lines)"
+_WANTED = {  # pydantic error type -> what the value must be, in a profile's words
+    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number",
+    "finite_number": "a finite number (not .inf or .nan)",
+    "bool_type": "true/false", "bool_parsing": "true/false",
+    "string_type": "text", "dict_type": _MAPPING, "model_type": _MAPPING,
+    "model_attributes_type": _MAPPING, "list_type": "a list ([a, b], or lines starting with '- ')",
+    "string_pattern_mismatch": "letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
+
+
+def _yaml_kind(value: object) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "text"
+
+
+def _wanted(err: dict) -> list[str] | None:
+    """What one pydantic error says the value must be (['a whole number >= 0'], ['on', 'off'])."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        number = "a whole number" if isinstance(err.get("input"), int) else "a number"
+        return [f"{number} {op} {bound}"]
+    if kind == "literal_error":
+        return [x.strip().strip("'") for x in str(ctx.get("expected", "")).replace(" or ", ", ").split(", ")]
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return [f"a list of at least {n} item{'s' if n != 1 else ''}"]
+    return [_WANTED[kind]] if kind in _WANTED else None
+
+
+def _alternatives(items: list[str]) -> str:
+    items = [x for i, x in enumerate(items) if x not in items[:i]]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _where(path: tuple) -> str:
+    out = ""
+    for seg in path:
+        if isinstance(seg, int) or not str(seg).isidentifier():
+            out += f"[{seg!r}]"
+        else:
+            out += f".{seg}" if out else seg
+    return out or "the document"
+
+
+def _describe_input(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _value_message(path: tuple, errs: list[dict]) -> str:
+    """One sentence for every complaint about one value: 'settings.ctx must be a whole number
+    >= 0 or auto, got -8192'; a validator's own words (sizes, patterns) as they are."""
+    where = _where(path)
+    value = errs[0].get("input")
+    got = _describe_input(value)
+    own = [_plain(e["msg"]) for e in errs if e["type"] == "value_error"]
+    if own and any("[key]" in e["loc"] for e in errs):  # a key's validator names the key itself
+        return " or ".join(own)
+    wanted = [_wanted(e) for e in errs if e["type"] != "value_error"]
+    if own or any(w is None for w in wanted):  # a validator's words, or a type we have no words for
+        msgs = own + [_plain(e["msg"]) for e in errs if e["type"] != "value_error" and _wanted(e) is None]
+        msgs = [m for i, m in enumerate(msgs) if m not in msgs[:i]]
+        text = " or ".join(msgs)
+        shown = got if got not in text and str(value) not in text else ""
+        return f"invalid value for {where}: {text}" + (f", got {shown}" if shown else "")
+    alts = _alternatives([x for w in wanted for x in w])
+    type_only = all(e["type"] not in _BOUNDS and e["type"] != "literal_error" for e in errs)
+    if type_only and isinstance(value, (dict, list)) or value is None:
+        return f"{where} must be {alts}, not {_yaml_kind(value)}"
+    return f"{where} must be {alts}, got {got}"
+
+
+def validate(schema_cls, data: object, positions: Positions, file: str, prefix: tuple = ()):
+    """Validate `data` against `schema_cls`; return (object or None, diagnostics)."""
+    from pydantic import ValidationError
+
+    try:
+        return schema_cls.model_validate(data), []
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+    mapped = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        path = _existing_prefix(data, loc)
+        if err["type"] == "missing":
+            err = dict(err, _missing=loc[-1])
+        mapped.append((path, err))
+    # A union reports every member's failure; when one member got deeper into the value (an
+    # inline hardware block), the other members' "wrong type" complaints are noise.
+    deeper = {p[:i] for p, _ in mapped for i in range(len(p))}
+    grouped: dict[tuple, list[dict]] = {}
+    for path, err in mapped:
+        if path in deeper and err["type"] not in ("missing", "extra_forbidden"):
+            continue
+        grouped.setdefault(path, []).append(err)
+    diags = []
+    for path, errs in grouped.items():
+        first = errs[0]
+        if first["type"] == "extra_forbidden":
+            key = path[-1]
+            valid = _model_fields(schema_cls, path[:-1])
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"valid keys here: {', '.join(valid)}" if valid else "remove it")
+            diags.append(Diagnostic("VR100", Severity.ERROR, f"unknown key {key!r}", file,
+                                    positions.locate(path, prefer_key=True), prefix + path, hint))
+            continue
+        if first["type"] == "missing":
+            missing = [str(e.get("_missing")) for e in errs if e["type"] == "missing"]
+            names = ", ".join(sorted(set(missing)))
+            diags.append(Diagnostic("VR102", Severity.ERROR, f"missing required key {names}", file,
+                                    positions.locate(path, prefer_key=True), prefix + path,
+                                    "add it (see `vramc explain VR102`)"))
+            continue
+        at_key = any("[key]" in e["loc"] for e in errs)  # a mapping's key (a variant's name)
+        diags.append(Diagnostic("VR101", Severity.ERROR, _value_message(path, errs),
+                                file, positions.locate(path, prefer_key=at_key), prefix + path))
+    return None, diags
+
+
+# VR104's bounds: GPUs that run LLMs have 1 GiB (a GTX 1060 3GB has 3) to a few hundred GiB; hosts
+# with under 1 GiB of RAM do not run them either, and 64 TiB is beyond the largest servers.
+GPU_VRAM_RANGE = (1 << 30, 1 << 40)
+HOST_RAM_RANGE = (1 << 30, 64 << 40)
+_BOUND_TEXT = {1 << 30: "1 GiB", 1 << 40: "1 TiB", 64 << 40: "64 TiB"}
+
+
+def _implausible(what: str, v, bounds, positions: Positions, file: str, p: tuple) -> Diagnostic | None:
+    """VR104: `vram: 24` is 24 MiB (a bare number is MiB); say so, and what was meant."""
+    from vramc.units import implausible
+
+    found = implausible(v, *bounds)
+    if found is None:
+        return None
+    read, guess = found
+    low, high = bounds
+    side = f"less than {_BOUND_TEXT[low]}" if _parsed(v) < low else f"more than {_BOUND_TEXT[high]}"
+    shown = v if isinstance(v, str) else _number(v)
+    hint = (f"did you mean {guess}?" if guess else
+            f"write the size with its unit, e.g. {'24GiB' if what == 'vram' else '64GiB'}")
+    return Diagnostic("VR104", Severity.WARNING,
+                      f"{what} {shown} is read as {read}, {side}, implausible for {_WHAT[what]}",
+                      file, positions.locate(p), p, hint)
+
+
+_WHAT = {"vram": "a GPU", "host_ram": "a host's memory"}
+
+
+def _parsed(v) -> int:
+    from vramc.units import parse_size
+
+    return parse_size(v)
+
+
+def _number(v) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> list[Diagnostic]:
+    """VR103: `vram: 24 GB` is 22.35 GiB, almost never what the card has. VR104: `vram: 24` is 24
+    MiB, `host_ram: 64` 64 MiB: sizes no machine has, almost always a missing unit."""
+    from vramc.units import DECIMAL_UNITS, GiB, parse_size, size_unit
+
+    out: list[Diagnostic] = []
+    if isinstance(data, dict):
+        if "host_ram" in data and ("gpus" in data or data.get("kind") == "hardware"):
+            d = _implausible("host_ram", data["host_ram"], HOST_RAM_RANGE, positions, file, path + ("host_ram",))
+            out += [d] if d else []
+        gpus = data.get("gpus")
+        for i, g in enumerate(gpus if isinstance(gpus, list) else []):
+            v = g.get("vram") if isinstance(g, dict) else None
+            if v is not None and not isinstance(v, bool):
+                d = _implausible("vram", v, GPU_VRAM_RANGE, positions, file, path + ("gpus", i, "vram"))
+                if d is not None:  # one warning per value: VR104 says what VR103 would and more
+                    out.append(d)
+                    continue
+            if size_unit(v) in DECIMAL_UNITS:
+                p = path + ("gpus", i, "vram")
+                try:
+                    gib = parse_size(v) / GiB
+                except ValueError:
+                    continue
+                out.append(Diagnostic(
+                    "VR103", Severity.WARNING, f"vram {v!r} is {gib:.2f} GiB in decimal units",
+                    file, positions.locate(p), p,
+                    f"GPU memory is sold in GiB: write {v.strip()[:-2].strip()}GiB if you mean the card's size"))
+        for k, v in data.items():
+            if k != "gpus" and isinstance(v, (dict, list)):
+                out.extend(_decimal_vram(v, positions, file, path + (k,)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.extend(_decimal_vram(v, positions, file, path + (i,)))
+    return out
+
+
+# --- kinds --------------------------------------------------------------------------------------
+
+def _kind_of(data: dict) -> str | None:
+    kind = data.get("kind")
+    if kind in KINDS:
+        return kind
+    if "deployments" in data:
+        return "deployments"
+    if "engine" in data or ("model" in data and ("hardware" in data or "settings" in data)):
+        return "deployment"
+    if "gpus" in data:
+        return "hardware"
+    if any(k in data for k in ("lock", "gguf", "hf", "config")):
+        return "model"
+    return None
+
+
+def _schema_for(kind: str):
+    from vramc.load import schema
+
+    return {"hardware": schema.Hardware, "model": schema.Model,
+            "deployment": schema.DeploymentBody, "deployments": schema.DeploymentFile}[kind]
+
+
+def profiles_root(file: Path) -> Path:
+    """The folder whose hardware/ and models/ subfolders named references resolve against.
+
+    The profile's own folder or its parent (profiles/x.yaml, profiles/team/x.yaml); never further
+    up, so an unrelated models/ folder higher in the tree is not picked up by accident.
+    """
+    d = safe_resolve(file).parent
+    for cand in (d, d.parent):
+        if probe(cand / "hardware")[0] == "dir" or probe(cand / "models")[0] == "dir":
+            return cand
+    return d
+
+
+def project_root(file: Path) -> Path:
+    """Relative model paths resolve against the folder that holds `profiles/` (the project)."""
+    root = profiles_root(file)
+    return root.parent if root.name == "profiles" else root
+
+
+class Loader:
+    """Loads files once each, validates them, and resolves deployments."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, tuple[Loaded, Doc | None, str | None]] = {}
+        # resolved path -> text read instead of the file (fit --write checks its edit before writing)
+        self.texts: dict[Path, str] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self._reported: set[Path] = set()
+        self.refs: dict[str, set[str]] = {}  # file -> what its references read or looked for (the check cache's inputs)
+
+    def load(self, path: Path) -> tuple[Loaded, Doc | None, str | None]:
+        key = safe_resolve(path)
+        if key in self._files:
+            return self._files[key]
+        display = display_path(path)
+        from vramc.load.yamlpos import load_file, load_text
+
+        loaded = load_text(self.texts[key], display) if key in self.texts else load_file(path, display)
+        diags = list(loaded.diagnostics)
+        doc, kind = None, None
+        if loaded.data is None and not diags:
+            diags.append(Diagnostic("VR004", Severity.ERROR, "empty profile", display, None, (),
+                                    "a profile needs at least a name and its settings"))
+        elif isinstance(loaded.data, dict):
+            kind = _kind_of(loaded.data)
+            if kind is None:
+                diags.append(Diagnostic(
+                    "VR004", Severity.ERROR, "cannot tell what kind of profile this is", display,
+                    loaded.positions.locate(()), (),
+                    "add `kind: hardware|model|deployment|deployments`, or the keys of one "
+                    "(gpus; gguf/lock/hf; engine; deployments)"))
+            elif not diags:
+                obj, vdiags = validate(_schema_for(kind), loaded.data, loaded.positions, display)
+                diags.extend(vdiags)
+                diags.extend(_decimal_vram(loaded.data, loaded.positions, display))
+                if obj is not None:
+                    doc = Doc(display, path, obj, loaded.positions, loaded.data)
+        elif loaded.data is not None and not diags:
+            diags.append(Diagnostic("VR004", Severity.ERROR, "a profile must be a YAML mapping",
+                                    display, loaded.positions.locate(()), ()))
+        self._files[key] = (loaded, doc, kind)
+        if key not in self._reported:
+            self._reported.add(key)
+            self.diagnostics.extend(diags)
+        return self._files[key]
+
+    # --- references ---
+    def _resolve_ref(self, owner: Doc, path_in_owner: tuple, value, folder: str, kind: str) -> Doc | None:
+        if not isinstance(value, str):  # inline
+            return Doc(owner.file, owner.path, value, owner.positions.sub(path_in_owner),
+                       _get(owner.raw, path_in_owner), owner.prefix + path_in_owner)
+        from vramc.load.schema import path_problem
+
+        span = owner.positions.locate(path_in_owner)
+        if value.endswith(PROFILE_SUFFIXES) or "/" in value:
+            candidates = [owner.path.parent / value]
+        else:
+            root = profiles_root(owner.path)
+            candidates = [root / folder / f"{value}{s}" for s in PROFILE_SUFFIXES]
+        where = owner.prefix + path_in_owner
+        problem = next((pp for pp in (path_problem(str(c)) for c in candidates) if pp), None)
+        if problem:  # no file can have this name: say why, rather than "not found" or a crash
+            self.diagnostics.append(Diagnostic(
+                "VR101", Severity.ERROR, f"{kind} {_describe_input(value)} cannot name a profile file: {problem}",
+                owner.file, span, where, f"give the name of a file in {folder}/ without .yaml, or inline the {kind}"))
+            return None
+        # the link as well as its target: a symlink pointed at another file changes the answer
+        looked = {str(safe_resolve(c)) for c in candidates} | {os.path.abspath(c) for c in candidates}
+        self.refs.setdefault(str(safe_resolve(owner.path)), set()).update(looked)
+        probes = [(c, *probe(c)) for c in candidates]
+        target = next((c for c, what, _ in probes if what == "file"), None)
+        failed = next(((c, why) for c, what, why in probes if what == "error"), None)
+        if target is None and failed is not None:
+            self.diagnostics.append(Diagnostic(
+                "VR000", Severity.ERROR, f"{kind} profile {value!r} cannot be read: {display_path(failed[0])}: {failed[1]}",
+                owner.file, span, where,
+                "make it readable (chmod), or fix or remove the link" if "link" in failed[1] or
+                "ermission" in failed[1] else "check the path"))
+            return None
+        if target is None:
+            looked = ", ".join(display_path(c) for c in candidates)
+            close = _close_names(value, candidates[0].parent)
+            self.diagnostics.append(Diagnostic(
+                "VR110", Severity.ERROR, f"{kind} profile {value!r} not found", owner.file, span, where,
+                (f"did you mean {close!r}? " if close else "") + f"looked for {looked}; create it or fix the name"))
+            return None
+        _, doc, found_kind = self.load(target)
+        if doc is None:
+            self.diagnostics.append(Diagnostic(
+                "VR111", Severity.ERROR, f"{kind} profile {value!r} is invalid", owner.file, span,
+                owner.prefix + path_in_owner, f"fix {display_path(target)} (see its diagnostics)"))
+            return None
+        if found_kind != kind:
+            self.diagnostics.append(Diagnostic(
+                "VR111", Severity.ERROR, f"{display_path(target)} is a {found_kind} profile, not a {kind} profile",
+                owner.file, span, owner.prefix + path_in_owner))
+            return None
+        return doc
+
+    # --- deployments ---
+    def deployments_of(self, doc: Doc, kind: str) -> list[Deployment]:
+        from vramc.load import schema
+
+        out: list[Deployment] = []
+        if kind == "deployment":
+            bodies = [(doc, ())]
+            file_hw, file_lint, group = None, None, f"{doc.file}#{doc.obj.name}"
+        else:
+            f: schema.DeploymentFile = doc.obj
+            bodies = [(doc, ("deployments", i)) for i in range(len(f.deployments))]
+            file_hw = self._resolve_ref(doc, ("hardware",), f.hardware, "hardware", "hardware")
+            file_lint, group = f.lint, doc.file
+            seen: dict[str, int] = {}
+            for i, body in enumerate(f.deployments):
+                if body.name in seen:
+                    self.diagnostics.append(Diagnostic(
+                        "VR112", Severity.ERROR, f"deployment name {body.name!r} is used twice in this file",
+                        doc.file, doc.positions.locate(("deployments", i, "name")),
+                        ("deployments", i, "name"), "give each deployment its own name"))
+                seen[body.name] = i
+        for owner, prefix in bodies:
+            body = _get_obj(owner.obj, prefix)
+            bdoc = Doc(owner.file, owner.path, body, owner.positions.sub(prefix), _get(owner.raw, prefix), prefix)
+            if body.hardware is not None:
+                hw = self._resolve_ref(bdoc, ("hardware",), body.hardware, "hardware", "hardware")
+            elif kind == "deployments":
+                hw = file_hw
+            else:
+                hw = None
+                self.diagnostics.append(Diagnostic(
+                    "VR102", Severity.ERROR, "missing required key hardware", bdoc.file,
+                    bdoc.positions.locate(()), prefix, "name a hardware profile or describe the GPUs inline"))
+            model = self._resolve_ref(bdoc, ("model",), body.model, "models", "model")
+            if hw is None or model is None:
+                continue
+            gpu_problems = check_gpus(bdoc, body, hw)
+            if gpu_problems:  # planned on other GPUs than asked for, it would say "fits" wrongly
+                self.diagnostics.extend(gpu_problems)
+                continue
+            lint = _merge_lint(file_lint, body.lint)
+            base_margin = lint.margin
+            variants = [(None, None)] + sorted(body.variants.items())
+            for vname, variant in variants:
+                settings, env, margin = body.settings, dict(body.env), base_margin
+                vpath: tuple = ()
+                if variant is not None:
+                    settings = _overlay(body.settings, variant.settings)
+                    env.update(variant.env)
+                    margin = variant.margin or base_margin
+                    vpath = ("variants", vname)
+                gguf_path = None
+                if model.obj.gguf:
+                    gp = Path(os.path.expanduser(model.obj.gguf))
+                    gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
+                out.append(Deployment(
+                    name=body.name, variant=vname, doc=bdoc, hardware=hw, model=model,
+                    settings=settings, env=env, margin=margin or schema.Margin(fraction=DEFAULT_MARGIN),
+                    lint=lint, group=group, variant_path=vpath, gguf_path=gguf_path,
+                    project_root=project_root(bdoc.path)))
+        return out
+
+
+DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free
+
+
+def _close_names(value: str, folder: Path) -> str | None:
+    """The existing profile name nearest to a misspelt reference ("workstaton" -> "workstation")."""
+    try:
+        entries = os.listdir(folder)
+    except (OSError, ValueError):
+        return None
+    by_path = "/" in value or value.endswith(PROFILE_SUFFIXES)
+    names = sorted(n if by_path else n.rsplit(".", 1)[0] for n in entries if n.endswith(PROFILE_SUFFIXES))
+    key = os.path.basename(value) if by_path else value
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return os.path.join(os.path.dirname(value), close[0]) if by_path else close[0]
+
+
+def check_gpus(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
+    """VR113/VR114: a deployment's `gpus:` are positions in its hardware's `gpus` list.
+
+    An index the hardware does not have, a negative one or one listed twice is an error at that
+    index (planning on what is left would call the plan fine while the engine sees other
+    devices). `gpus: []` hides every GPU (CUDA_VISIBLE_DEVICES=''): the llama.cpp engines then run
+    on the CPU, while vLLM cannot start at all."""
+    gpus = hw.obj.gpus
+    listing = ", ".join(f"{i} ({g.name})" for i, g in enumerate(gpus)) or "none"
+    named = (repr(hw.obj.name) if hw.obj.name else
+             display_path(hw.path) if hw.path != bdoc.path else "(inline)")
+    have = f"{named} has {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}: {listing}"
+    out: list[Diagnostic] = []
+    seen: dict[int, int] = {}
+    for pos, i in enumerate(body.gpus or []):
+        where = ("gpus", pos)
+        if i in seen:
+            msg = f"GPU {i} is listed twice in gpus (first at position {seen[i]})"
+            hint = "list each GPU once: one GPU is one device to the engine"
+        elif not 0 <= i < len(gpus):
+            msg = (f"GPU index {i} is negative" if i < 0 else f"there is no GPU {i}") + f": hardware {have}"
+            same = [k for k, g in enumerate(gpus) if g.index == i]
+            hint = (f"gpus: counts positions in the hardware's gpus list from 0; the GPU with "
+                    f"`index: {i}` is at position {same[0]}" if same else
+                    "gpus: counts positions in the hardware's gpus list, from 0")
+        else:
+            seen[i] = pos
+            continue
+        out.append(Diagnostic("VR113", Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where),
+                              bdoc.prefix + where, hint))
+    if not out and body.engine == "vllm" and (body.gpus == [] or (body.gpus is None and not gpus)):
+        where = ("gpus",) if body.gpus is not None else ("hardware",)
+        out.append(Diagnostic(
+            "VR114", Severity.ERROR, f"no GPUs selected: vLLM needs at least one (hardware {have})",
+            bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where,
+            "list the GPUs to use, e.g. gpus: [0]" if gpus else "describe the machine's GPUs in the hardware profile"))
+    return out
+
+
+def _get(data, path: tuple):
+    for seg in path:
+        data = data[seg]
+    return data
+
+
+def _get_obj(obj, path: tuple):
+    for seg in path:
+        obj = obj[seg] if isinstance(seg, int) else getattr(obj, seg)
+    return obj
+
+
+def _overlay(base, over):
+    """A variant's settings on top of the deployment's: only keys the variant sets change."""
+    changed = over.model_dump(exclude_unset=True)
+    return base.model_copy(update=changed)
+
+
+def _merge_lint(*configs):
+    from vramc.load import schema
+
+    margin, ignore, severity = None, [], {}
+    for c in configs:
+        if c is None:
+            continue
+        margin = c.margin or margin
+        ignore.extend(x for x in c.ignore if x not in ignore)
+        severity.update(c.severity)
+    return schema.LintConfig(margin=margin, ignore=ignore, severity=severity)
+
+
+def load_paths(paths: list[Path], texts: dict | None = None) -> LoadResult:
+    """Load `paths`; `texts` (path -> text) stands in for what some files hold."""
+    files, problems = discover(paths)
+    result = LoadResult(diagnostics=problems)
+    loader = Loader()
+    loader.texts = {Path(p).resolve(): t for p, t in (texts or {}).items()}
+    for f in files:
+        loaded, doc, kind = loader.load(f)
+        result.files.append(display_path(f))
+        if doc is None:
+            continue
+        result.docs.append(doc)
+        if kind in ("deployment", "deployments"):
+            result.deployments.extend(loader.deployments_of(doc, kind))
+    result.diagnostics.extend(loader.diagnostics)
+    result.refs = loader.refs
+    for dep in result.deployments:
+        if dep.gguf_path is not None:
+            ggufs = _gguf_files(dep.gguf_path)
+            result.refs.setdefault(str(safe_resolve(dep.doc.path)), set()).update(ggufs)
+    return result
+
+
+def _gguf_files(path: Path) -> list[str]:
+    """A model file and, for a split model, every part next to it (the header reader reads all)."""
+    import re
+
+    out = [str(safe_resolve(path)), os.path.abspath(path)]  # the target, and a link to it
+    m = re.match(r"^(.*)-\d{5}-of-(\d{5})\.gguf$", path.name)
+    if m:
+        out += [str(safe_resolve(path.parent / f"{m.group(1)}-{i:05d}-of-{m.group(2)}.gguf"))
+                for i in range(1, int(m.group(2)) + 1)]
+    return out
+
+
+def find_deployment(name: str, roots: list[Path]) -> tuple[LoadResult, list[Deployment]]:
+    """Deployments called `name` (or `name@variant`) in the profiles below `roots`."""
+    base, _, variant = name.partition("@")
+    result = load_paths(roots)
+    matches = [d for d in result.deployments if d.name == base and (d.variant or "") == variant]
+    return result, matches

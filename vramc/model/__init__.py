@@ -1,0 +1,2 @@
+"""Model: what a GGUF file says (header, tensors, hyper-parameters) and its lock in a model profile.
+"""

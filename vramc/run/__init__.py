@@ -1,0 +1,1 @@
+"""Run: load a checked deployment in-process with llama-cpp-python and serve it."""
