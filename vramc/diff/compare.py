@@ -1,7 +1,7 @@
 """Plan both sides exactly as `vramc plan --format json` does, pair deployments, and diff them.
 
-Each side goes through check.run_check (the pipeline and caches behind `vramc plan`) and
-planview.plan_record (the records of `plan --format json`), from the side's project folder, so
+Each side goes through lint.check.run_check (the pipeline and caches behind `vramc plan`) and
+plan.view.plan_record (the records of `plan --format json`), from the side's project folder, so
 a record's `file` and every number are what `plan --format json` prints there.
 """
 
@@ -23,7 +23,7 @@ SHOWN = ("name", "variant", "file", "verdict", "settings", "devices", "host")
 class Planned:
     """One deployment (or variant) on one side."""
 
-    record: dict  # planview.plan_record
+    record: dict  # plan.view.plan_record
     inputs: dict  # profile file (project-relative) -> sha256: the deployment, its hardware and model
     artifacts: dict  # out/... path -> bytes, or {} when it cannot be built
     lines: dict  # what -> (file, line): anchors for annotations
