@@ -1,11 +1,18 @@
-"""Environment variables each engine actually reads, so a made-up one is caught before launch.
+"""The engines vramc plans for, one `Engine` each: its defaults, the settings it takes, the
+environment it reads, the targets that launch it and whether `vramc run` can load it. The profile
+schema (the `engine:` values), the lint rules, the build and `vramc run` take what they need from
+here, so adding an engine starts with one entry in ENGINES (docs/architecture.md lists the rest).
+Kept free of imports: `vramc check` loads it with the schema.
 
+Environment variables each engine actually reads, so a made-up one is caught before launch.
 Sources: Ollama 0.32.15 (commit b7871fc, unchanged in 0.33.0-rc2) `envconfig/config.go` `AsMap`, on
 Linux, with the device-visibility and llama-server pass-through variables it lists; the pinned llama-server
 (llama.cpp 0c1e570, common/arg.cpp: every option's `set_env`, plus LLAMA_API_KEY).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 OLLAMA_SOURCE = "Ollama 0.32.15 envconfig/config.go"
 OLLAMA_ENV = frozenset({
@@ -47,3 +54,72 @@ LLAMA_SERVER_REMOVED_ENV = {
     "LLAMA_ARG_MMAP": "removed with --mmap: use `load_mode: mmap`",
     "LLAMA_ARG_DIO": "removed with --direct-io: use `load_mode: dio`",
 }
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """What a llama.cpp-family engine does with a setting the profile leaves out."""
+
+    ctx: int | str  # int, "auto" (chosen to fit) or "vram-tier" (Ollama's default by VRAM)
+    parallel: int
+    kv_unified: bool  # when parallel is left to the engine
+    batch: int
+    ubatch: int
+    gpu_layers: int | str  # int, "all" or "auto"
+    flash_attn: str
+    cache_type: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # the profile's `engine:` value
+    family: str  # the memory model that plans it: "llama" (vramc.memory.llama) or "vllm" (vramc.memory.vllm)
+    defaults: EngineDefaults | None  # llama family; vLLM's are in vramc.memory.vllm (EngineArgs)
+    settings: frozenset[str]  # the `settings:` keys it takes (VR400 reports the others)
+    targets: tuple[str, ...]  # the build targets made for it (vramc.build.targets); the first starts it
+    article: str  # how a message names one of its deployments: "a llama-server"
+    run_refusal: str | None  # why `vramc run` cannot load it in-process; None: it can
+
+
+_COMMON = frozenset({"host", "port", "device_order", "alias"})
+_LLAMA = _COMMON | {"ctx", "batch", "ubatch", "gpu_layers", "split_mode", "tensor_split", "main_gpu",
+                    "flash_attn", "cache_type_k", "cache_type_v", "kv_offload", "swa_full",
+                    "load_mode", "threads"}
+
+ENGINES: dict[str, Engine] = {e.name: e for e in (
+    Engine(
+        "llama-server", "llama",
+        # -c 0 (trained context) and -ngl auto, both shrunk by --fit (on by default);
+        # -np -1 means 4 slots sharing one unified KV cache (tools/server/server.cpp).
+        EngineDefaults("auto", 4, True, 2048, 512, "auto", "auto", "f16", 8080),
+        _LLAMA | {"parallel", "kv_unified", "override_tensor", "cpu_moe", "n_cpu_moe", "api_key_file"},
+        ("llama-server", "systemd"), "a llama-server",
+        "its slots (parallel), logits reservation and HTTP API differ from llama_cpp.Llama's, "
+        "so the plan would not describe what runs"),
+    Engine(
+        "llama-cpp-python", "llama",
+        # llama_cpp.Llama(): n_ctx 512, n_batch 512, n_gpu_layers 0 (CPU only!), flash_attn False.
+        EngineDefaults(512, 1, False, 512, 512, 0, "off", "f16", 8000),
+        _LLAMA | {"api_key_file"},
+        ("llama-cpp-python", "systemd"), "a llama-cpp-python", None),
+    Engine(
+        "ollama", "llama",
+        # Ollama: num_ctx from OLLAMA_CONTEXT_LENGTH (0: by VRAM), OLLAMA_NUM_PARALLEL 1,
+        # num_gpu -1 = llama-server's fit, num_batch 512 (api.DefaultOptions; unset, the scheduler
+        # replaces it: ollama_sched.automatic_generation_batch), flash attention auto.
+        EngineDefaults("vram-tier", 1, False, 512, 512, "auto", "auto", "f16", 11434),
+        _COMMON | {"ctx", "parallel", "batch", "gpu_layers", "main_gpu", "flash_attn", "cache_type_k",
+                   "cache_type_v", "load_mode", "threads", "keep_alive", "max_loaded_models"},
+        ("ollama",),  # Ollama's own ollama.service gets a drop-in, not a unit of ours
+        "an Ollama",
+        "Ollama starts llama-server with its own slots and context (num_ctx x num_parallel), "
+        "which llama_cpp.Llama cannot reproduce"),
+    Engine(
+        "vllm", "vllm", None,
+        _COMMON | {"gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                   "kv_cache_dtype", "tensor_parallel_size", "cpu_offload_gb", "enforce_eager",
+                   "block_size", "dtype", "api_key_file"},
+        ("vllm", "systemd"), "a vLLM",
+        "vLLM is a different engine (PyTorch, safetensors), not llama.cpp"),
+)}

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
+from vramc.engines import ENGINES
 from vramc.units import parse_fraction, parse_size
 
 # pydantic's `pattern` runs Rust's regex, where `$` is the end of the text; Python's re.match lets
@@ -115,8 +116,7 @@ def _margin(v: Any) -> Any:
 
 OnOffAuto = Annotated[Literal["on", "off", "auto"], BeforeValidator(_onoff)]
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
-Engine = Literal["llama-server", "llama-cpp-python", "ollama", "vllm"]
-ENGINES = ("llama-server", "llama-cpp-python", "ollama", "vllm")
+Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]  # the registry's names, in its order
 
 
 class Strict(BaseModel):

@@ -14,35 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vramc.engines import ENGINES
 from vramc.memory.llama_params import LlamaParams
 
-LLAMA_FAMILY = ("llama-server", "llama-cpp-python", "ollama")
-
-
-@dataclass(frozen=True)
-class EngineDefaults:
-    ctx: int | str  # int, "auto" (chosen to fit) or "vram-tier" (Ollama's default by VRAM)
-    parallel: int
-    kv_unified: bool  # when parallel is left to the engine
-    batch: int
-    ubatch: int
-    gpu_layers: int | str  # int, "all" or "auto"
-    flash_attn: str
-    cache_type: str
-    port: int
-
-
-DEFAULTS = {
-    # llama-server: -c 0 (trained context) and -ngl auto, both shrunk by --fit (on by default);
-    # -np -1 means 4 slots sharing one unified KV cache (tools/server/server.cpp).
-    "llama-server": EngineDefaults("auto", 4, True, 2048, 512, "auto", "auto", "f16", 8080),
-    # llama_cpp.Llama(): n_ctx 512, n_batch 512, n_gpu_layers 0 (CPU only!), flash_attn False.
-    "llama-cpp-python": EngineDefaults(512, 1, False, 512, 512, 0, "off", "f16", 8000),
-    # Ollama: num_ctx from OLLAMA_CONTEXT_LENGTH (0: by VRAM), OLLAMA_NUM_PARALLEL 1,
-    # num_gpu -1 = llama-server's fit, num_batch 512 (api.DefaultOptions; unset, the scheduler
-    # replaces it: ollama_sched.automatic_generation_batch), flash attention auto.
-    "ollama": EngineDefaults("vram-tier", 1, False, 512, 512, "auto", "auto", "f16", 11434),
-}
+# Each llama.cpp-family engine's defaults are in its registry entry (vramc.engines).
+DEFAULTS = {e.name: e.defaults for e in ENGINES.values() if e.defaults is not None}
 
 
 def ollama_default_ctx(total_vram_bytes: int) -> int:

@@ -37,7 +37,8 @@ def _code(solver: bool = False) -> str:
         memory = sorted((here / "memory").glob("*.py")) + [here / "model" / "ggml.py",
                                                           here / "model" / "modelmeta.py"]
         _code_hash = _hash_files(memory)
-        _solver_code_hash = _hash_files([*memory, here / "plan" / "fit.py", here / "plan" / "engine_settings.py"])
+        _solver_code_hash = _hash_files([*memory, here / "plan" / "fit.py", here / "plan" / "engine_settings.py",
+                                             here / "engines.py"])
     return _solver_code_hash if solver else _code_hash
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vramc.diagnostics import Diagnostic, Severity
+from vramc.engines import ENGINES
 from vramc.memory.usage import GpuBudget, MemoryEstimate
 from vramc.units import MiB, fmt_size
 
@@ -28,7 +29,7 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
     from vramc.hardware.gpus import default_overhead as llama_overhead
 
     base = llama_overhead(gpu_name)
-    if engine != "vllm":
+    if ENGINES[engine].family != "vllm":
         return base
     tp = settings.tensor_parallel_size or 1
     return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
@@ -217,7 +218,7 @@ def plan_deployment(dep, cache: MetaCache | None = None) -> Plan:
     engine = dep.doc.obj.engine
     plan = Plan(dep=dep, engine=engine, gpus=gpu_budgets(dep))
     plan.margins = [dep.margin.of(g.capacity_bytes) for g in plan.gpus]
-    if engine == "vllm":
+    if ENGINES[engine].family == "vllm":  # the memory model that plans it
         _plan_vllm(plan)
     else:
         _plan_llama(plan, cache or MetaCache())

@@ -47,20 +47,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vramc.engines import ENGINES
+
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_NO_ENGINE, EXIT_LOAD, EXIT_ADDRESS, EXIT_INTERRUPTED = 4, 5, 6, 130
 DEFAULT_PORT = 8000  # llama_cpp.server's
 INSTALL_HINT = ("pip install 'vramc[run]' (llama-cpp-python 0.3.36 with its server extra; it compiles "
                 "llama.cpp, about 6 minutes)")
 
-REFUSED_ENGINES = {
-    "llama-server": "its slots (parallel), logits reservation and HTTP API differ from llama_cpp.Llama's, "
-                    "so the plan would not describe what runs",
-    "ollama": "Ollama starts llama-server with its own slots and context (num_ctx x num_parallel), "
-              "which llama_cpp.Llama cannot reproduce",
-    "vllm": "vLLM is a different engine (PyTorch, safetensors), not llama.cpp",
-}
-ENGINE_NAMES = {"llama-server": "a llama-server", "ollama": "an Ollama", "vllm": "a vLLM"}
+REFUSED_ENGINES = {e.name: e.run_refusal for e in ENGINES.values() if e.run_refusal}
+ENGINE_NAMES = {e.name: e.article for e in ENGINES.values()}
 SOURCE_SHOWN = 240  # longer `source:` texts are pointed at, not printed
 
 

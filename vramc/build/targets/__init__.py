@@ -8,15 +8,10 @@ its templates lay out). Engine targets also have `service(plan, ctx)` for the sy
 from __future__ import annotations
 
 from vramc.build.targets import llama_cpp_python, llama_server, ollama, systemd, vllm
+from vramc.engines import ENGINES
 
 TARGETS = {m.NAME: m for m in (llama_server, llama_cpp_python, ollama, vllm, systemd)}
 
-# The target that starts each engine, and every target built for a deployment of that engine.
-ENGINE_TARGET = {"llama-server": llama_server, "llama-cpp-python": llama_cpp_python,
-                 "ollama": ollama, "vllm": vllm}
-ENGINE_TARGETS = {
-    "llama-server": ("llama-server", "systemd"),
-    "llama-cpp-python": ("llama-cpp-python", "systemd"),
-    "ollama": ("ollama",),  # Ollama's own ollama.service gets a drop-in, not a unit of ours
-    "vllm": ("vllm", "systemd"),
-}
+# Every target built for a deployment of each engine (its registry entry), and the one that starts it.
+ENGINE_TARGETS = {e.name: e.targets for e in ENGINES.values()}
+ENGINE_TARGET = {name: TARGETS[targets[0]] for name, targets in ENGINE_TARGETS.items()}

@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 from vramc.diagnostics import Severity
-from vramc.engines import (LLAMA_SERVER_EXTRA_ENV, LLAMA_SERVER_REMOVED_ENV, OLLAMA_ENV,
+from vramc.engines import (ENGINES, LLAMA_SERVER_EXTRA_ENV, LLAMA_SERVER_REMOVED_ENV, OLLAMA_ENV,
                               OLLAMA_MYTHS, OLLAMA_SOURCE)
 from vramc.lint.registry import Finding, rule
 
-_COMMON = {"host", "port", "device_order", "alias"}
-_LLAMA = _COMMON | {"ctx", "batch", "ubatch", "gpu_layers", "split_mode", "tensor_split", "main_gpu",
-                    "flash_attn", "cache_type_k", "cache_type_v", "kv_offload", "swa_full",
-                    "load_mode", "threads"}
-ENGINE_SETTINGS = {
-    "llama-server": _LLAMA | {"parallel", "kv_unified", "override_tensor", "cpu_moe", "n_cpu_moe",
-                              "api_key_file"},
-    "llama-cpp-python": _LLAMA | {"api_key_file"},
-    "ollama": _COMMON | {"ctx", "parallel", "batch", "gpu_layers", "main_gpu", "flash_attn",
-                         "cache_type_k", "cache_type_v", "load_mode", "threads", "keep_alive",
-                         "max_loaded_models"},
-    "vllm": _COMMON | {"gpu_memory_utilization", "max_model_len", "max_num_seqs",
-                       "max_num_batched_tokens", "kv_cache_dtype", "tensor_parallel_size",
-                       "cpu_offload_gb", "enforce_eager", "block_size", "dtype", "api_key_file"},
-}
+ENGINE_SETTINGS = {e.name: e.settings for e in ENGINES.values()}
 _WHY = {
     ("ollama", "tensor_split"): "Ollama has no way to pass a tensor split: llama-server splits the layers "
                                 "by the GPUs' free memory",
