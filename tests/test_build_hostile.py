@@ -20,7 +20,7 @@ import subprocess
 import pytest
 import yaml
 
-import vramc.lint.rules.quoting  # noqa: F401  (registers VR403 until vramc.lint.registry.load_rules imports it)
+import vramc.lint.rules.quoting  # noqa: F401  (registers VR403 until vramc.lint.rules.load_rules imports it)
 from build_support import (Server, args_file_lines, build, execstart_argv, free_port,
                            llama_server_binary, parse_modelfile, read_env_file, systemd_root,
                            unit_environment, verify_unit)
@@ -285,7 +285,7 @@ def unicode_project(root, ch: str):
 
 def vr403_by_deployment(root) -> dict[str, set[str]]:
     from vramc.lint.check import run_check
-    from vramc.lint.registry import run_plan_rules
+    from vramc.lint.runner import run_plan_rules
 
     result = run_check([root / "profiles"])
     errors = [d for d in result.diagnostics + run_plan_rules(result.plans)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from vramc.lint.check import run_check
 from vramc.cli.commands import app
-from vramc.lint.registry import run_plan_rules
+from vramc.lint.runner import run_plan_rules
 from vramc.dev.synth.writer import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent

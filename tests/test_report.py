@@ -1,7 +1,7 @@
 import json
 
 from vramc.diagnostics import Diagnostic, Severity, Span
-from vramc.lint.registry import load_rules
+from vramc.lint.rules import load_rules
 from vramc.lint.report import format_github, format_json, format_sarif, format_text, summary
 
 DIAGS = [

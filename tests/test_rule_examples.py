@@ -46,7 +46,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vramc.cli.commands import app
-from vramc.lint.registry import load_rules
+from vramc.lint.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models"

@@ -7,7 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from vramc.cli.commands import app
-from vramc.lint.registry import CODE_RE, load_rules, parse_rule_doc
+from vramc.lint.registry import CODE_RE, parse_rule_doc
+from vramc.lint.rules import load_rules
 
 
 def test_codes_are_well_formed_and_slugs_unique():

@@ -71,7 +71,7 @@ class Survey:
 
 def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) -> int:
     from vramc.lint.check import run_check
-    from vramc.lint.registry import run_plan_rules
+    from vramc.lint.runner import run_plan_rules
     from vramc.build.outtree import OutTree
     from vramc.build.targets.common import assign_ports
 

@@ -92,7 +92,7 @@ def check(
     """Validate profiles and lint their memory plans. Exit 0 clean, 1 findings, 2 usage error."""
     from vramc.lint.check import cached_check
     from vramc.diagnostics import Severity
-    from vramc.lint.registry import load_rules
+    from vramc.lint.rules import load_rules
     from vramc.lint.report import FORMATS, FORMATTERS, summary
 
     fmt = _output_format(fmt, FORMATS)
@@ -117,8 +117,9 @@ def plan(
     margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
 ) -> None:
     """Show each deployment's per-device memory plan. Exit 1 if a deployment cannot be planned."""
-    from vramc.lint.check import run_check
     from vramc.diagnostics import Severity
+    from vramc.lint.check import run_check
+    from vramc.lint.runner import raised_while_loading
     from vramc.plan.view import plan_text, plans_json
 
     fmt = _output_format(fmt, ("text", "json", "markdown"))
@@ -142,7 +143,7 @@ def plan(
     else:
         sys.stdout.write("\n".join(plan_text(p, plans=result.plans) for p in plans))
     unplanned = [p for p in plans if p.estimate is None]
-    load_failed = any(d.code < "VR300" for d in errors)
+    load_failed = any(raised_while_loading(d.code) for d in errors)
     raise typer.Exit(EXIT_FINDINGS if unplanned or (load_failed and not plans) else EXIT_OK)
 
 
@@ -177,7 +178,7 @@ def rules(
     """List the lint rules with their codes and default severities."""
     import json
 
-    from vramc.lint.registry import load_rules
+    from vramc.lint.rules import load_rules
 
     table = sorted(load_rules().values(), key=lambda r: r.code)
     if fmt == "json":
@@ -197,7 +198,8 @@ def rules(
 @app.command()
 def explain(code: str = typer.Argument(..., help="A rule code such as VR300, or its name.")) -> None:
     """Print a rule's documentation, with a bad and a good example."""
-    from vramc.lint.registry import load_rules, parse_rule_doc
+    from vramc.lint.registry import parse_rule_doc
+    from vramc.lint.rules import load_rules
 
     table = load_rules()
     r = table.get(code.upper()) or next((x for x in table.values() if x.slug == code), None)

@@ -148,6 +148,7 @@ class _Freed:
 def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, relax: str | None = None,
             refit: bool = False) -> int:
     from vramc.lint.check import run_check
+    from vramc.lint.runner import raised_while_loading
     from vramc.plan.view import plan_record, plan_text
 
     if fmt not in ("text", "json"):
@@ -168,7 +169,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
     if deployment and not plans:
         print(f"vramc fit: no deployment named {deployment!r} in {profile}", file=sys.stderr)
         return 2
-    blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and d.code < "VR300"]
+    blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and raised_while_loading(d.code)]
     for d in blocking:
         print(_line(d), file=sys.stderr)
     if not plans:
@@ -178,7 +179,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
               "nothing to re-fit beyond its `auto` settings", file=sys.stderr)
     labels = {p.dep.label for p in plans}
     # what `check` says against these deployments beyond their own plans (they run with others)
-    together = [d for d in result.diagnostics if d.severity == Severity.ERROR and d.code >= "VR300"
+    together = [d for d in result.diagnostics if d.severity == Severity.ERROR and not raised_while_loading(d.code)
                 and d.deployment in labels and d.code in _GROUP_CODES]
     ideas = {id(p): _ideas(p) for p in plans}
     if fmt == "json":

@@ -21,7 +21,7 @@ class CheckResult:
 def cached_check(paths: list[Path], margin=None) -> CheckResult:
     """`run_check` for `vramc check`: files whose inputs did not change answer from the check
     cache, and only the others are loaded and planned (pre-commit mostly sees one edited file)."""
-    from vramc.lint import check_cache, registry as lint
+    from vramc.lint import check_cache, runner as lint
     from vramc.load import profiles
 
     found, problems = profiles.discover(paths)
@@ -47,7 +47,7 @@ def run_check(paths: list[Path], margin=None, deployments=None, adjust=None, tex
     settings into `auto`); `texts` (path -> text) stands in for files (an edit checked before
     it is written).
     """
-    from vramc.lint import registry as lint
+    from vramc.lint import runner as lint
     from vramc.load import profiles
     from vramc.plan.planner import plan_all
 
@@ -104,7 +104,7 @@ def _by_file(loaded, load_diags, plans) -> dict[str, list[Diagnostic]]:
     the file that defines it (even those that point into the model profile it uses); a file's
     load problems under that file and under every file that refers to it (so a file's cached
     result does not depend on what was checked with it; lint.dedupe drops the repeats)."""
-    from vramc.lint import registry as lint
+    from vramc.lint import runner as lint
     from vramc.load import profiles
 
     checked = {str(Path(f).resolve()) for f in loaded.files}

@@ -91,7 +91,6 @@ PathStr = Annotated[str, AfterValidator(_path)]
 MAX_TOKENS = 1 << 24
 
 Bytes = Annotated[int, BeforeValidator(parse_size)]
-Fraction = Annotated[float, BeforeValidator(parse_fraction)]
 
 
 def _onoff(v: Any) -> Any:

@@ -59,13 +59,6 @@ class Tensor:
         # self.pos: set by the allocator, the position in the scheduled graph where it allocated
         # this tensor (-1: before the nodes); read only for allocated tensors
 
-    @property
-    def is_view(self) -> bool:
-        return self.view_src is not None
-
-    def same_layout(self, other: "Tensor") -> bool:
-        return self.type == other.type and self.ne == other.ne and self.nb == other.nb
-
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"{self.name or self.op}{list(self.ne)}:{self.type}"
 
@@ -257,10 +250,6 @@ def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
 
 def cont(a: Tensor, *ne) -> Tensor:
     return _new(a.type, ne if ne else a.ne, "CONT", [a])
-
-
-def cast(a: Tensor, type_: str) -> Tensor:
-    return _new(type_, a.ne, "CPY", [a])
 
 
 def flash_attn_ext(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sinks: Tensor | None = None) -> Tensor:

@@ -9,8 +9,10 @@ recurrent layers and MLA.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vramc.model.modelmeta import ModelMeta
+if TYPE_CHECKING:  # modelmeta.validate_meta imports this module to check a header
+    from vramc.model.modelmeta import ModelMeta
 
 # Architectures whose memory is only recurrent state (llm_arch_is_recurrent).
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})
@@ -19,8 +21,6 @@ RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", 
 # (llm_arch_is_hybrid and the layer rule of each arch's load_arch_hparams).
 _RECR_WHEN_NO_KV_HEADS = frozenset({"jamba", "granitehybrid", "lfm2", "lfm2moe"})
 _RECR_BY_INTERVAL = frozenset({"qwen3next", "qwen35", "qwen35moe"})
-HYBRID_ARCHS = _RECR_WHEN_NO_KV_HEADS | _RECR_BY_INTERVAL | {"falcon-h1", "nemotron_h",
-                                                             "nemotron_h_moe"}
 
 # Sliding-window architectures: (swa_type, default pattern, dense_first). The GGUF key
 # attention.sliding_window_pattern (an int or a per-layer bool array) overrides the default.

@@ -283,7 +283,7 @@ def _shown(path: Path) -> str:
 def _check(console: Console, dep, profiles_dir: Path):
     from vramc.lint.check import run_check
     from vramc.diagnostics import Severity
-    from vramc.lint.registry import load_rules
+    from vramc.lint.rules import load_rules
     from vramc.lint.report import format_text
 
     result = run_check([profiles_dir], deployments=[dep])

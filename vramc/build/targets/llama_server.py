@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from vramc.build.render import PathArg
+from vramc.build.render import PathArg, num
 from vramc.build.targets.common import Context, device_env, model_file, process_env
 
 NAME = "llama-server"
@@ -42,10 +42,6 @@ def _gpu_layers(plan) -> str:
     return "all" if ngl < 0 or ngl >= n_layers else str(ngl)
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
 def options(plan) -> list[tuple[str, object]]:
     """(long flag, value) in command-line order; a bool value is a negatable switch."""
     p, s = plan.params, plan.dep.settings
@@ -60,7 +56,7 @@ def options(plan) -> list[tuple[str, object]]:
         ("--split-mode", p.split_mode),
     ]
     if p.tensor_split:
-        opts.append(("--tensor-split", ",".join(_num(x) for x in p.tensor_split)))
+        opts.append(("--tensor-split", ",".join(num(float(x)) for x in p.tensor_split)))
     opts += [
         ("--main-gpu", str(p.main_gpu)),
         ("--flash-attn", p.flash_attn),  # as planned: `auto` lays out the V cache unlike `on`
