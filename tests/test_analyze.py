@@ -339,3 +339,18 @@ def test_cli_write_failure(tmp_path, tiny_llama):
     result = runner.invoke(app, ["analyze", str(tiny_llama()), "--write", str(blocker / "m.yaml")])
     assert result.exit_code == 1
     assert f"{blocker / 'm.yaml'}: cannot write:" in result.stderr
+
+
+def test_analyze_and_the_memory_model_agree_on_sliding_window_layers():
+    """One pattern rule for both: `vramc analyze` once put smallthinker's full-attention layer first
+    in each group of 4 (as llama.cpp does) while the memory model put it last."""
+    from vramc.memory.llama_hparams import _swa_layers as memory_swa
+    from vramc.model.analyze import _swa_layers as analyze_swa
+    from vramc.model.modelmeta import ModelMeta
+
+    for arch, pattern, expected in (("smallthinker", 4, [1, 2, 3, 5, 6, 7]), ("gemma3", 4, [0, 1, 2, 4, 5, 6])):
+        meta = ModelMeta(arch, {"block_count": 8, "attention.sliding_window": 4096,
+                                "attention.sliding_window_pattern": pattern}, 32000, [])
+        _, _, flags = memory_swa(meta, arch, 8, 8)
+        assert [i for i, swa in enumerate(flags) if swa] == expected
+        assert analyze_swa(pattern, 8, arch) == expected

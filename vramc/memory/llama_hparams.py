@@ -22,23 +22,36 @@ RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", 
 _RECR_WHEN_NO_KV_HEADS = frozenset({"jamba", "granitehybrid", "lfm2", "lfm2moe"})
 _RECR_BY_INTERVAL = frozenset({"qwen3next", "qwen35", "qwen35moe"})
 
-# Sliding-window architectures: (swa_type, default pattern, dense_first). The GGUF key
+# Sliding-window architectures: (swa_type, default pattern). The GGUF key
 # attention.sliding_window_pattern (an int or a per-layer bool array) overrides the default.
 # Architectures absent here ignore attention.sliding_window (llama, qwen2, phi3: "Phi SWA is
 # currently disabled").
-SWA_ARCHS: dict[str, tuple[str, int, bool]] = {
-    "gemma2": ("standard", 2, False),
-    "gemma3": ("standard", 6, False),
-    "gemma3n": ("standard", 5, False),
-    "gemma-embedding": ("symmetric", 6, False),
-    "cohere2": ("standard", 4, False),
-    "exaone4": ("standard", 4, False),
-    "gpt-oss": ("standard", 2, False),
-    "llama4": ("chunked", 4, False),
-    "afmoe": ("standard", 4, False),
-    "olmo2": ("standard", 4, False),
-    "smallthinker": ("standard", 4, False),
+SWA_ARCHS: dict[str, tuple[str, int]] = {
+    "gemma2": ("standard", 2),
+    "gemma3": ("standard", 6),
+    "gemma3n": ("standard", 5),
+    "gemma-embedding": ("symmetric", 6),
+    "cohere2": ("standard", 4),
+    "exaone4": ("standard", 4),
+    "gpt-oss": ("standard", 2),
+    "llama4": ("chunked", 4),
+    "afmoe": ("standard", 4),
+    "olmo2": ("standard", 4),
+    "smallthinker": ("standard", 4),
 }
+# Architectures whose integer pattern puts the full-attention layer first in each group of n:
+# set_swa_pattern(n, /*dense_first*/ true) in their load_arch_hparams (the pinned llama.cpp
+# src/llama-model.cpp, e.g. LLM_ARCH_SMALLTHINKER). `vramc analyze` reads the same set.
+SWA_DENSE_FIRST = frozenset({"cohere2moe", "laguna", "smallthinker", "modern-bert"})
+
+
+def swa_flags(n_pattern: int, n_layer: int, dense_first: bool) -> list[bool]:
+    """llama_hparams::set_swa_pattern: whether each of n_layer layers uses the sliding window."""
+    if dense_first:
+        return [n_pattern == 0 or il % n_pattern != 0 for il in range(n_layer)]
+    return [n_pattern == 0 or il % n_pattern < n_pattern - 1 for il in range(n_layer)]
+
+
 # Architectures that only use SWA when attention.sliding_window is present and > 0.
 _SWA_OPTIONAL = frozenset({"gemma3", "exaone4", "llama4", "afmoe", "olmo2", "smallthinker"})
 
@@ -107,7 +120,7 @@ def _swa_layers(meta: ModelMeta, arch: str, n_layer_all: int, n_layer: int) -> t
     n_swa = int(meta.hp("attention.sliding_window", 0) or 0)
     if arch in _SWA_OPTIONAL and n_swa <= 0:
         return none
-    swa_type, n_pattern, dense_first = spec
+    swa_type, n_pattern = spec
     pattern = meta.hp("attention.sliding_window_pattern")
     if isinstance(pattern, list):  # explicit per-layer flags (load_swa_pattern)
         flags = [bool(x) for x in pattern[:n_layer_all]]
@@ -115,15 +128,7 @@ def _swa_layers(meta: ModelMeta, arch: str, n_layer_all: int, n_layer: int) -> t
         return swa_type, n_swa, tuple(flags)
     if pattern is not None:
         n_pattern = int(pattern)
-    # llama_hparams::set_swa_pattern
-    flags = []
-    for il in range(n_layer_all):
-        if il >= n_layer:
-            flags.append(False)
-        elif dense_first:
-            flags.append(n_pattern == 0 or il % n_pattern != 0)
-        else:
-            flags.append(n_pattern == 0 or il % n_pattern < n_pattern - 1)
+    flags = swa_flags(n_pattern, n_layer, arch in SWA_DENSE_FIRST) + [False] * (n_layer_all - n_layer)
     return swa_type, n_swa, tuple(flags)
 
 

@@ -43,9 +43,6 @@ _EXPERT_KEYS = ("expert_count", "expert_used_count", "expert_shared_count",
 _RECURRENT_PREFIXES = ("ssm.", "wkv.", "shortconv.")
 _MLA_LABELS = {"key_length_mla": "MLA key length", "value_length_mla": "MLA value length",
                "kv_lora_rank": "KV LoRA rank", "q_lora_rank": "Q LoRA rank"}
-# Architectures whose integer SWA pattern puts the full-attention layer first in each group
-# (load_swa_pattern(..., dense_first=true) in the pinned llama.cpp src/models/).
-_DENSE_FIRST = {"cohere2moe", "laguna", "smallthinker", "modern-bert"}
 
 
 # --- report --------------------------------------------------------------------------------
@@ -148,9 +145,9 @@ def _swa_layers(pattern: Any, n_layer: int, arch: str) -> list[int] | None:
         return [i for i, swa in enumerate(pattern) if swa]
     if not isinstance(pattern, int):
         return None
-    if arch in _DENSE_FIRST:
-        return [i for i in range(n_layer) if pattern == 0 or i % pattern != 0]
-    return [i for i in range(n_layer) if pattern == 0 or i % pattern < pattern - 1]
+    from vramc.memory.llama_hparams import SWA_DENSE_FIRST, swa_flags
+
+    return [i for i, swa in enumerate(swa_flags(pattern, n_layer, arch in SWA_DENSE_FIRST)) if swa]
 
 
 def _types(tensors: list[Tensor]) -> dict[str, dict[str, int]]:
