@@ -137,6 +137,17 @@ INVALID = [
     # llama-cpp-python (logits_all off) answers logprobs: true with null, top_logprobs with a 500
     (CHAT, {"messages": USER, "logprobs": True}, "logprobs", "unsupported_parameter"),
     (CHAT, {"messages": USER, "top_logprobs": 2}, "top_logprobs", "unsupported_parameter"),
+    # what only the model can say: llama-cpp-python indexed past the vocabulary (a 500, or the bias
+    # dropped) and a grammar llama.cpp cannot parse killed the whole server process
+    (CHAT, {"messages": USER, "logit_bias": {"abc": 1}}, "logit_bias", "invalid_value"),
+    (CHAT, {"messages": USER, "logit_bias": {"999999": 1}}, "logit_bias", "invalid_value"),
+    (CHAT, {"messages": USER, "logit_bias": {"-1": 1}}, "logit_bias", "invalid_value"),
+    (CHAT, {"messages": USER, "logit_bias": {"5": 101}}, "logit_bias", "invalid_value"),
+    (CHAT, {"messages": USER, "logit_bias": [5]}, "logit_bias", "invalid_type"),
+    (CHAT, {"messages": USER, "grammar": "garbage ::="}, "grammar", "invalid_value"),
+    (CHAT, {"messages": USER, "grammar": 'root ::= root "a"'}, "grammar", "invalid_value"),
+    (CHAT, {"messages": USER, "grammar": 5}, "grammar", "invalid_type"),
+    (COMPLETIONS, {"prompt": "x", "grammar": "x"}, "grammar", "invalid_value"),
     (COMPLETIONS, {}, "prompt", "missing_required_parameter"),
     (COMPLETIONS, {"max_tokens": 4}, "prompt", "missing_required_parameter"),
     (COMPLETIONS, {"prompt": 5}, "prompt", "invalid_type"),
@@ -159,6 +170,22 @@ def test_invalid_request_is_refused_before_the_model(server, path, body, param, 
     assert error["type"] == "invalid_request_error"
     assert (error["param"], error["code"]) == (param, code), error
     assert health(server)["admitted"] == before  # never reached the model's queue
+
+
+def test_model_checks_keep_the_server_up(server):
+    """A token id past the vocabulary aborted llama.cpp (std::out_of_range) and a bad grammar left a
+    null sampler: either request killed the process. Refused with 400, and the server still answers."""
+    for body, param in (({"tokens": [999999]}, "tokens[0]"), ({"tokens": [-1]}, "tokens[0]"),
+                        ({"tokens": [1, "2"]}, "tokens[1]")):
+        assert openai_error(httpx.post(server + "/extras/detokenize", json=body, timeout=30), 400)["param"] == param
+    r = httpx.post(server + "/extras/detokenize", json={"tokens": [5, 6]}, timeout=30)
+    assert r.status_code == 200 and isinstance(r.json()["text"], str)
+    # a valid grammar and bias still reach the model, and constrain it
+    r = httpx.post(server + CHAT, json={"messages": USER, "max_tokens": 4, "grammar": 'root ::= "a"'}, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "a", r.text
+    r = httpx.post(server + CHAT, json={"messages": USER, "max_tokens": 2, "logit_bias": {"5": 100}}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert health(server)["status"] == "ok"
 
 
 def test_invalid_request_messages_read_like_openai(server):

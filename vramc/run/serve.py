@@ -24,7 +24,10 @@ In front of the routes, outermost first (pure ASGI, so streamed answers pass thr
   (413, counted as it arrives, so a missing or lying Content-Length does not get past it), valid
   JSON holding an object, and for the two completion routes the checks of `check_chat` and
   `check_completion` (400): llama-cpp-python accepts, and answers 200 to, requests OpenAI refuses
-  (no messages, max_tokens 0 generating to the end of the context, n: 5 answered with one choice).
+  (no messages, max_tokens 0 generating to the end of the context, n: 5 answered with one choice);
+  then ModelChecks, what only the loaded model can say: a `logit_bias` key or a detokenize token
+  past the vocabulary, a `grammar` llama.cpp cannot parse (each of these crashed the process or
+  answered 500).
 * ModelQueue, for POST to a route (every one of them takes the model lock): at most one request
   runs and --queue wait; the next gets 503 with Retry-After.
 
@@ -49,6 +52,7 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_QUEUE = 8
 CHAT_PATHS = frozenset({"/v1/chat/completions"})
 COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/engines/copilot-codex/completions"})
+DETOKENIZE_PATH = "/extras/detokenize"
 # What llama-cpp-python's request types accept (llama_types.ChatCompletionRequestMessage).
 ROLES = ("system", "user", "assistant", "tool", "function")
 JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
@@ -310,6 +314,76 @@ def check_completion(body: dict) -> None:
     _no_logprobs(body, "logprobs")
 
 
+LOGIT_BIAS_LIMIT = 100  # OpenAI: "values between -100 and 100"
+
+
+class ModelChecks:
+    """What only the loaded model can say about a request: its token ids (`logit_bias`) and whether
+    llama.cpp parses a `grammar`. llama-cpp-python checks neither: a token id past the vocabulary is
+    an IndexError in its logits processor (a 500, or a bias silently dropped), and a grammar llama.cpp
+    cannot parse leaves a null sampler in the chain, which kills the whole server process."""
+
+    def __init__(self, llm) -> None:
+        model = getattr(llm, "_model", None)
+        self.vocab = getattr(model, "vocab", None)
+        if self.vocab is None or not hasattr(llm, "n_vocab"):
+            raise RuntimeError("this llama-cpp-python's Llama has no _model.vocab/n_vocab(); "
+                               "vramc run needs llama-cpp-python 0.3.36 (pip install 'vramc[run]')")
+        self.n_vocab = int(llm.n_vocab())
+
+    def check_detokenize(self, body: dict) -> None:
+        """llama.cpp aborts the process (std::out_of_range) on a token id past its vocabulary."""
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list):
+            return  # the route's own type answers a missing or mistyped list
+        for i, token in enumerate(tokens):
+            if isinstance(token, bool) or not isinstance(token, int):
+                raise _type_error(f"tokens[{i}]", "an integer", token)
+            if not 0 <= token < self.n_vocab:
+                raise ApiError(400, f"Invalid 'tokens[{i}]': {token} is not a token id of this model; token ids "
+                                    f"are from 0 to {self.n_vocab - 1}.", param=f"tokens[{i}]", code="invalid_value")
+
+    def check(self, body: dict) -> None:
+        self._logit_bias(body)
+        grammar = body.get("grammar")
+        if grammar is None:
+            return
+        if not isinstance(grammar, str):
+            raise _type_error("grammar", "a string", grammar)
+        if not self._parses(grammar):
+            raise ApiError(400, "Invalid 'grammar': llama.cpp cannot parse it as a GBNF grammar with a 'root' rule "
+                                "(the server's log says where).", param="grammar", code="invalid_value")
+
+    def _logit_bias(self, body: dict) -> None:
+        bias = body.get("logit_bias")
+        if bias is None:
+            return
+        if not isinstance(bias, dict):
+            raise _type_error("logit_bias", "an object", bias)
+        by_text = body.get("logit_bias_type") == "tokens"  # llama-cpp-python's: keys are text to tokenize
+        for key, value in bias.items():
+            if not by_text and not (key.isascii() and key.isdigit() and len(key) <= 12
+                                    and int(key) < self.n_vocab):
+                raise ApiError(400, f"Invalid 'logit_bias': {json.dumps(key[:40])} is not a token id of this "
+                                    f"model; keys are token ids from 0 to {self.n_vocab - 1}.",
+                               param="logit_bias", code="invalid_value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _type_error("logit_bias", "numbers as values", value)
+            if not -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT:
+                raise ApiError(400, f"Invalid 'logit_bias': {value:g} is out of range. Expected values from "
+                                    f"-{LOGIT_BIAS_LIMIT} to {LOGIT_BIAS_LIMIT}.", param="logit_bias",
+                               code="invalid_value")
+
+    def _parses(self, grammar: str) -> bool:
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
+
+
 def parse_json_object(raw: bytes) -> dict:
     def constant(name):  # NaN, Infinity: Python's json reads them, JSON has no such thing
         raise ValueError(f"{name} is not JSON")
@@ -337,11 +411,13 @@ class RequestGuard:
     bytes counted pass it (or at once when Content-Length says so), whatever Content-Length said.
     """
 
-    def __init__(self, app, post_paths: frozenset[str], max_body: int, embeddings: bool = True) -> None:
+    def __init__(self, app, post_paths: frozenset[str], max_body: int, embeddings: bool = True,
+                 model_checks: ModelChecks | None = None) -> None:
         self.app = app
         self.post_paths = post_paths
         self.max_body = max_body
         self.embeddings = embeddings
+        self.model_checks = model_checks
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.post_paths:
@@ -363,6 +439,11 @@ class RequestGuard:
                 check_chat(body)
             elif scope["path"] in COMPLETION_PATHS:
                 check_completion(body)
+            if self.model_checks is not None:
+                if scope["path"] in CHAT_PATHS | COMPLETION_PATHS:
+                    self.model_checks.check(body)
+                elif scope["path"] == DETOKENIZE_PATH:
+                    self.model_checks.check_detokenize(body)
         except ApiError as e:
             await send_error(send, e)
             return
@@ -706,7 +787,8 @@ def build_app(llm, alias: str, api_keys: list[str], *, host: str = "127.0.0.1", 
     # add_middleware wraps: the last added is the outermost
     app.add_middleware(QueueMiddleware, queue=model_queue, post_paths=post_paths)
     app.add_middleware(RequestGuard, post_paths=post_paths, max_body=max_body,
-                       embeddings=bool(getattr(getattr(llm, "context_params", None), "embeddings", False)))
+                       embeddings=bool(getattr(getattr(llm, "context_params", None), "embeddings", False)),
+                       model_checks=ModelChecks(llm))
     if api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(HostCheck, host=host, port=port, allow=list(allow_hosts or []))
