@@ -12,7 +12,9 @@ decided by the same code as for CUDA devices. Two ways to ask llama.cpp:
   every weight to the RPC servers (seconds per GB), so it suits small models; its buffer sizes
   (two decimals) are those of an actual launch, scheduler pins included.
 
-See ../shared/reference/ORACLE.md. The binaries come from scripts/build-llama.sh.
+Upstream: the RPC backend (ggml/src/ggml-rpc/ggml-rpc.cpp) and tools/fit-params/fit-params.cpp
+(`llama-fit-params`) of llama.cpp 0c1e570, as vendored by llama-cpp-python 0.3.36; docs/memory-model.md describes how
+vramc uses them. The binaries come from scripts/build-llama.sh.
 """
 
 from __future__ import annotations
