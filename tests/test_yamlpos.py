@@ -31,6 +31,18 @@ def test_syntax_error_has_a_position_and_no_data():
     assert d.code == "VR001" and d.line >= 1 and loaded.data is None
 
 
+def test_a_character_yaml_does_not_allow_is_named_at_its_line_and_column():
+    # PyYAML's ReaderError read `unacceptable character #x0007 ... in "<unicode string>", position 42`,
+    # with a newline that the text report printed as a literal \n, at line 1
+    loaded = load_text('name: x\ndescription: "a\x07b"\n', "p.yaml")
+    [d] = loaded.diagnostics
+    assert d.code == "VR001" and (d.line, d.column) == (2, 16) and loaded.data is None
+    assert "U+0007" in d.message and "\\x07" in d.hint
+    assert "unicode string" not in d.message + d.hint and "#x" not in d.message and "\n" not in d.message
+    [d] = load_text("\x00", "p.yaml").diagnostics
+    assert (d.line, d.column) == (1, 1) and "U+0000" in d.message
+
+
 def test_merge_keys_are_refused():
     loaded = load_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n", "p.yaml")
     assert [d.code for d in loaded.diagnostics] == ["VR003"]

@@ -176,6 +176,20 @@ def _tab_at(text: str, line: int, column: int) -> tuple[int, int, bool] | None:
     return None
 
 
+def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> Diagnostic:
+    """A character YAML does not allow in a file (a control character such as NUL or BEL): where it
+    is and what it is, not PyYAML's `#x0007 ... in "<unicode string>", position 42`."""
+    where = e.position if isinstance(e.position, int) and 0 <= e.position <= len(text) else 0
+    line = text.count("\n", 0, where)
+    column = where - (text.rfind("\n", 0, where) + 1)
+    char = e.character if isinstance(e.character, str) else text[where:where + 1]
+    n = ord(char) if len(char) == 1 else 0
+    escape = f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+    return Diagnostic("VR001", Severity.ERROR, f"YAML does not allow U+{n:04X} (a non-printable character) "
+                      "in a file", file, Span(line + 1, column + 1, line + 1, column + 2), (),
+                      f"remove it, or write it as \"{escape}\" inside a double-quoted string if it is meant")
+
+
 def load_text(text: str, file: str) -> Loaded:
     walker = _Walker(file)
     data: object = None
@@ -198,6 +212,9 @@ def load_text(text: str, file: str) -> Loaded:
             hint = "indent with spaces" if indent else "use spaces"
         walker.diagnostics.append(Diagnostic(
             "VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (), hint))
+        data = None
+    except yaml.reader.ReaderError as e:
+        walker.diagnostics.append(_reader_error(e, text, file))
         data = None
     except yaml.YAMLError as e:
         walker.diagnostics.append(Diagnostic(
