@@ -65,6 +65,10 @@ class Diagnostic:
     def sort_key(self) -> tuple:
         return (self.file, self.line, self.column, self.code, self.deployment, self.message)
 
+    def one_line(self) -> str:
+        """`FILE:LINE:COLUMN: CODE SEVERITY: MESSAGE`: how every command prints a diagnostic on its own."""
+        return f"{self.file}:{self.line}:{self.column}: {self.code} {self.severity.label}: {self.full_message()}"
+
     def full_message(self) -> str:
         text = self.message
         if self.deployment:

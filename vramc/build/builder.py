@@ -80,7 +80,7 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) ->
     findings = run_plan_rules(result.plans)
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     for d in errors:
-        _say(f"{d.file}:{d.line}:{d.column}: {d.code} error: {d.full_message()}")
+        _say(d.one_line())
     # errors of files that did not load at all: their deployments are not even known
     labels = {p.dep.label for p in result.plans}
     of_plans = {d for p in result.plans for d in p.diagnostics}

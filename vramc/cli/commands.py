@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected
 
 
 def _version(value: bool) -> None:
@@ -126,13 +126,12 @@ def plan(
     result = run_check(_default_paths(paths), margin=_margin_option(margin))
     plans = result.plans
     if deployment:
-        base, _, variant = deployment.partition("@")
-        plans = [p for p in plans if p.dep.name == base and (p.dep.variant or "") == variant]
+        plans = [p for p in plans if is_selected(p.dep, deployment)]
         if not plans:
             _fail_usage(f"no deployment named {deployment!r}")
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     for d in errors:
-        typer.echo(f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}", err=True)
+        typer.echo(d.one_line(), err=True)
     if fmt == "json":
         sys.stdout.write(plans_json(plans))
     elif fmt == "markdown":
@@ -319,9 +318,6 @@ def analyze(
     from vramc.model.analyze import cli_analyze
 
     raise typer.Exit(cli_analyze(model, layers=layers, fmt=fmt, write=write, name=name))
-
-
-EXIT_INTERNAL = 3
 
 
 def main() -> None:

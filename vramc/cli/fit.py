@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from vramc.cli.common import is_selected
 from vramc.diagnostics import Severity
 
 AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor")
@@ -158,10 +159,8 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
     if isinstance(relax_keys, str):
         print(f"vramc fit: {relax_keys}", file=sys.stderr)
         return 2
-    base, _, variant = (deployment or "").partition("@")
-
     def selected(dep) -> bool:
-        return not deployment or (dep.name == base and (dep.variant or "") == variant)
+        return is_selected(dep, deployment)
 
     freed = _Freed(relax_keys, refit, selected)
     result = run_check([profile], adjust=freed)
@@ -171,7 +170,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
         return 2
     blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and raised_while_loading(d.code)]
     for d in blocking:
-        print(_line(d), file=sys.stderr)
+        print(d.one_line(), file=sys.stderr)
     if not plans:
         return 1
     if refit and not freed.keys:
@@ -194,7 +193,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
         for p in plans:
             sys.stdout.write(_fit_text(p, ideas[id(p)]) + plan_text(p) + "\n")
     for d in together:
-        print(_line(d), file=sys.stderr)
+        print(d.one_line(), file=sys.stderr)
     ok = all(p.verdict in ("fits", "tight") for p in plans) and not together
     if write:
         code = _write(profile, plans, freed, together)
@@ -204,10 +203,6 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
 
 
 _GROUP_CODES = ("VR312", "VR335", "VR336")
-
-
-def _line(d) -> str:
-    return f"{d.file}:{d.line}:{d.column}: {d.code} {d.severity.label}: {d.full_message()}"
 
 
 def _write(profile: Path, plans, freed, said=()) -> int:
@@ -234,7 +229,7 @@ def _write(profile: Path, plans, freed, said=()) -> int:
     if rejected:
         for d in rejected:
             if d not in said:
-                print(_line(d), file=sys.stderr)
+                print(d.one_line(), file=sys.stderr)
         print(f"vramc fit: nothing was written: `vramc check` would reject {profile} with these "
               "settings (above)", file=sys.stderr)
         return 1
