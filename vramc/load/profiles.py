@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING
 from vramc.diagnostics import Diagnostic, Severity
 
 if TYPE_CHECKING:  # YAML is parsed only when a file is loaded, not to discover files
+    from typing import Any
+
+    from pydantic import BaseModel
+
+    from vramc.load.schema import LintConfig, Margin, Settings
     from vramc.load.yamlpos import Loaded, Positions
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
@@ -37,9 +42,9 @@ class Doc:
 
     file: str  # display path of the file it lives in
     path: Path
-    obj: object  # the schema object
+    obj: BaseModel  # the schema object: a DeploymentBody, Hardware or Model
     positions: Positions  # rooted at this document
-    raw: object  # the plain data, for rules that need to see what was written
+    raw: Any  # the plain data, for rules that need to see what was written
     prefix: tuple = ()  # where this document sits in its file
 
 
@@ -50,10 +55,10 @@ class Deployment:
     doc: Doc  # the deployment body
     hardware: Doc
     model: Doc
-    settings: object  # schema.Settings with the variant applied
+    settings: Settings  # with the variant applied
     env: dict
-    margin: object  # schema.Margin
-    lint: object  # schema.LintConfig (merged: file, deployment, variant)
+    margin: Margin
+    lint: LintConfig  # merged: file, deployment, variant
     group: str  # deployments sharing a group share the same GPUs (one file = one machine)
     variant_path: tuple = ()  # path of the variant body inside the deployment, for positions
     gguf_path: Path | None = None

@@ -14,8 +14,12 @@ the plan says fits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from vramc.memory.usage import GpuBudget
+
+if TYPE_CHECKING:
+    from vramc.plan.engine_settings import LlamaChoice
 
 CTX_STEP = 256  # llama.cpp pads the context to 256 cells
 PARTIAL_BLOCK_SLACK = 64 * 1024 * 1024
@@ -28,7 +32,7 @@ _WEIGHTS: dict[tuple, tuple[object, tuple[list[int], int]]] = {}  # key -> (meta
 
 @dataclass
 class FitResult:
-    choice: object  # engines.LlamaChoice with every auto resolved
+    choice: LlamaChoice  # with every auto resolved
     fits: bool
     log: list[str] = field(default_factory=list)
     estimates: int = 0  # full estimates computed, for the benchmark

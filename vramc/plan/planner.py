@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Diagnostic, Severity
 from vramc.engines import ENGINES
 from vramc.memory.usage import GpuBudget, MemoryEstimate
 from vramc.units import MiB, fmt_size
+
+if TYPE_CHECKING:
+    from vramc.load.profiles import Deployment
+    from vramc.memory.llama_params import LlamaParams
+    from vramc.model.modelmeta import ModelMeta
+    from vramc.plan.engine_settings import LlamaChoice
 
 DISPLAY_RESERVE = 512 * MiB  # a desktop's compositor and browser on a display GPU
 # vLLM's process holds its CUDA context, cuBLAS and (with tensor parallelism) NCCL buffers outside
@@ -38,19 +45,19 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
 
 @dataclass
 class Plan:
-    dep: object  # profiles.Deployment
+    dep: Deployment
     engine: str
     gpus: list[GpuBudget]
-    meta: object = None  # ModelMeta (llama.cpp family)
-    choice: object = None  # engines.LlamaChoice with autos resolved
-    params: object = None  # LlamaParams
+    meta: ModelMeta | None = None  # llama.cpp family
+    choice: LlamaChoice | None = None  # with autos resolved
+    params: LlamaParams | None = None
     estimate: MemoryEstimate | None = None
     margins: list[int] = field(default_factory=list)  # bytes to keep free per device
     diagnostics: list[Diagnostic] = field(default_factory=list)
     search: list[str] = field(default_factory=list)  # what the fit solver tried
     auto: tuple[str, ...] = ()  # settings the solver chose
     fit_hint: str = ""  # when fixed settings do not fit: what would (from the solver)
-    requested: object = None  # the engine choice before the solver: a joint fit solves it again
+    requested: LlamaChoice | None = None  # the engine choice before the solver: a joint fit solves it again
     # settings the engine itself decides (Ollama's scheduler), by setting: ollama_sched.EngineChoice
     engine_choices: dict = field(default_factory=dict)
 
