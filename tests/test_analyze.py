@@ -14,6 +14,7 @@ from vramc.model.analyze import build_report, cli_analyze, default_name, fingerp
 from vramc.cli.commands import app
 from vramc.model.gguf import read_gguf
 from vramc.model.modelmeta import ModelMeta
+from vramc.load.profiles import project_root
 from vramc.load.schema import Model
 
 
@@ -241,7 +242,9 @@ def test_write_profile_round_trip(tmp_path, tiny_llama, capsys):
     assert list(dest.parent.iterdir()) == [dest]  # no temporary file left behind
 
     model = _load_profile(dest)
-    assert (model.kind, model.name, model.gguf) == ("model", "Tiny-Q8_0", str(path))
+    # relative to the project (the folder holding profiles/), as the loader resolves it
+    assert (model.kind, model.name, model.gguf) == ("model", "Tiny-Q8_0", "Tiny-Q8_0.gguf")
+    assert (project_root(dest) / model.gguf).resolve() == path.resolve()
     meta, locked = read_gguf(path), ModelMeta.from_lock(model.lock)
     assert sorted(locked.tensors, key=lambda t: t.name) == sorted(meta.tensors, key=lambda t: t.name)
     assert locked.hparams == meta.hparams
@@ -250,6 +253,19 @@ def test_write_profile_round_trip(tmp_path, tiny_llama, capsys):
     assert (locked.file_size, locked.header_sha256, locked.splits) == (
         meta.file_size, meta.header_sha256, 1)
     assert fingerprint_status(path, model.lock) is None
+
+
+def test_write_stores_a_path_relative_to_the_project(tmp_path, tiny_llama):
+    """`analyze --write` once stored the path as typed (absolute, or relative to the shell's
+    folder); now it is relative to the folder the written profile resolves model paths from."""
+    path = tiny_llama("Tiny-Q8_0.gguf")
+    for dest, want in ((tmp_path / "proj" / "profiles" / "models" / "m.yaml", "../Tiny-Q8_0.gguf"),
+                       (tmp_path / "proj" / "profiles" / "m.yaml", "../Tiny-Q8_0.gguf"),
+                       (tmp_path / "m.yaml", "Tiny-Q8_0.gguf")):
+        assert cli_analyze(str(path), layers=False, fmt="json", write=dest, name=None) == 0
+        gguf = _load_profile(dest).gguf
+        assert gguf == want
+        assert (project_root(dest) / gguf).resolve() == path.resolve()
 
 
 def test_write_with_a_name(tmp_path, tiny_llama):

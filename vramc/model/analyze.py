@@ -299,7 +299,8 @@ def default_name(path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "model"
 
 
-def profile_yaml(meta: ModelMeta, *, gguf: str, name: str, command: str) -> str:
+def profile_yaml(meta: ModelMeta, *, gguf: str, name: str, command: str,
+                 source: str | None = None, download: list[str] | None = None) -> str:
     """A model profile holding the lock; loads back through `schema.Model`."""
     import yaml
 
@@ -321,11 +322,32 @@ def profile_yaml(meta: ModelMeta, *, gguf: str, name: str, command: str) -> str:
         "kind": "model",
         "name": name,
         "gguf": gguf,
-        "source": f"vramc analyze of {Path(gguf).name}",
+        "source": source or f"vramc analyze of {Path(gguf).name}",
         "lock": lock,
     }
     body = yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
-    return f"# Locked by `{command}`; regenerate with the same command.\n{body}"
+    head = f"# Locked by `{command}`; regenerate with the same command.\n"
+    if download:  # the file is not here: where to get it (gguf: says where it is expected)
+        head += "".join(f"# download: {_comment(u)}\n" for u in download)
+    return head + body
+
+
+def _comment(text: str) -> str:
+    """`text` on one comment line: no line break can end the comment early."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def relative_gguf(gguf: Path, profile: Path) -> str:
+    """The GGUF's path as the written profile resolves it: relative to its project's folder (the
+    one that holds profiles/), so the project can move; absolute only where no relative path
+    exists (another drive)."""
+    from vramc.load.profiles import project_root
+
+    target = Path(os.path.abspath(gguf))
+    try:
+        return Path(os.path.relpath(target, project_root(Path(os.path.abspath(profile))))).as_posix()
+    except ValueError:
+        return str(target)
 
 
 def fingerprint_status(gguf_path: str | os.PathLike, lock) -> str | None:
@@ -369,7 +391,8 @@ def meta_problem(meta: ModelMeta) -> str | None:
 
 
 # --- command -------------------------------------------------------------------------------
-def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name: str | None) -> int:
+def cli_analyze(path: str | Path, *, layers: bool, fmt: str, write: Path | None,
+                name: str | None) -> int:
     if fmt not in ("text", "json"):
         return _usage(f"--format must be text or json, not {fmt!r}")
     if name is not None:
@@ -379,24 +402,50 @@ def cli_analyze(path: Path, *, layers: bool, fmt: str, write: Path | None, name:
             return _usage("--name names the profile that --write writes; give --write too")
         if not valid_name(name):
             return _usage(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
-    try:
-        meta = read_gguf(path)
-    except GGUFError as e:
-        sys.stderr.write(f"{e.path}: {e}\n")
-        return 1
+    remote = None
+    if isinstance(path, str) and path.startswith(("http://", "https://", "hf://")):
+        from vramc.model.remote import RemoteError, note, read_remote
+
+        try:
+            remote = read_remote(path)
+        except RemoteError as e:
+            sys.stderr.write(f"vramc analyze: {e}\n")
+            return 1
+        except GGUFError as e:
+            sys.stderr.write(f"{e.path}: {e}\n")
+            return 1
+        meta = remote.meta
+        sys.stderr.write(note(remote))
+    else:
+        path = Path(path)
+        try:
+            meta = read_gguf(path)
+        except GGUFError as e:
+            sys.stderr.write(f"{e.path}: {e}\n")
+            return 1
     problem = meta_problem(meta)
     if problem:  # the header is described all the same: it shows what is wrong
         sys.stderr.write(f"{path}: warning: vramc cannot plan with this model (VR201): {problem}\n")
-    report = build_report(meta, path)
+    report = build_report(meta, remote.source if remote else path)
     sys.stdout.write(render_json(report) if fmt == "json" else render_text(report, layers))
     if write is not None:
         command = ["vramc", "analyze", str(path), "--write", str(write)]
         command += ["--name", name] if name else []
-        text = profile_yaml(meta, gguf=str(path), name=name or default_name(path),
-                            command=" ".join(shlex.quote(a) for a in command))
+        command_text = " ".join(shlex.quote(a) for a in command)
         from vramc.load.yamledit import EditRefused, write_new
 
         try:
+            # the folder first: whether profiles/models exists decides where relative paths start
+            Path(write).parent.mkdir(parents=True, exist_ok=True)
+            if remote is not None:
+                # not downloaded: gguf: is where the project expects the file, beside profiles/
+                text = profile_yaml(meta, gguf=f"models/{remote.file_name}",
+                                    name=name or default_name(remote.file_name),
+                                    command=command_text, source=remote.source,
+                                    download=remote.urls)
+            else:
+                text = profile_yaml(meta, gguf=relative_gguf(path, write),
+                                    name=name or default_name(path), command=command_text)
             write_new(write, text)
         except EditRefused as e:
             sys.stderr.write(f"vramc analyze: {e}\n")

@@ -158,7 +158,11 @@ def read_gguf(path: str | os.PathLike) -> ModelMeta:
     For a split model the tensor tables are merged in part order, `file_size` is the sum of the
     parts and `header_sha256` is the sha256 of the parts' header hashes (hex, in part order).
     """
-    parts = _read_parts(read_header(path))
+    return meta_of_parts(_read_parts(read_header(path)))
+
+
+def meta_of_parts(parts: list[GGUFHeader]) -> ModelMeta:
+    """The model in the headers of all parts of one file, first part first (see read_gguf)."""
     head = parts[0]
     kv = head.kv
     arch = kv.get("general.architecture")
@@ -225,11 +229,17 @@ def _read_parts(given: GGUFHeader) -> list[GGUFHeader]:
             raise GGUFError(p, None, f"part {no + 1} of {count} of {given.path.name} is missing")
         else:
             part = read_header(p)
-        if part.kv.get("split.no") != no or part.kv.get("split.count") != count:
-            raise GGUFError(p, None, f"the file name says part {no + 1} of {count}, but its header "
-                            f"says split.no={part.kv.get('split.no')} (0-based), "
-                            f"split.count={part.kv.get('split.count')}")
         parts.append(part)
+    return check_parts(parts, count)
+
+
+def check_parts(parts: list[GGUFHeader], count: int) -> list[GGUFHeader]:
+    """`parts` if they are the `count` parts of one split model in order, else a GGUFError."""
+    for no, part in enumerate(parts):
+        if part.kv.get("split.no") != no or part.kv.get("split.count") != count:
+            raise GGUFError(part.path, None, f"the file name says part {no + 1} of {count}, but "
+                            f"its header says split.no={part.kv.get('split.no')} (0-based), "
+                            f"split.count={part.kv.get('split.count')}")
     seen: set[str] = set()
     for part in parts:
         for t in part.tensors:
@@ -295,8 +305,12 @@ class _Parser:
                       "(truncated or corrupt file)")
         if start + n > MAX_HEADER:
             self._too_long()
+        self.need(start + n)
         self.pos = start + n
         return start
+
+    def need(self, end: int) -> None:
+        """Bytes [0, end) are about to be read: a parser over a partial buffer fetches them."""
 
     def _too_long(self) -> NoReturn:
         self.fail(f"the header (metadata and tensor table) runs past {MAX_HEADER} bytes; no "
@@ -334,7 +348,7 @@ class _Parser:
 
     # --- file layout -----------------------------------------------------------------------
     def header(self) -> GGUFHeader:
-        magic = self.buf[:4]
+        magic = bytes(self.buf[:4])
         if magic != b"GGUF":
             self.fail(f"not a GGUF file: starts with {magic!r}, expected b'GGUF'", 0)
         self.pos = 4
@@ -363,6 +377,7 @@ class _Parser:
         self.check_placement(tensors, offsets, data_offset, alignment)
         if data_offset > MAX_HEADER:
             self._too_long()
+        self.need(data_offset)
         with memoryview(self.buf) as view, view[:data_offset] as head:
             digest = hashlib.sha256(head).hexdigest()
         return GGUFHeader(self.path, version, kv, tensors, alignment, data_offset, self.size,
