@@ -21,6 +21,8 @@ files are relative to the project root, nothing records a time or the build mach
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import difflib
 import hashlib
 import posixpath
@@ -30,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vramc.diagnostics import Severity
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 VARIANT_PREFIX = "@"
@@ -139,13 +144,13 @@ def _codes(diags) -> str:
     return ", ".join(sorted({d.code for d in diags}))
 
 
-def _blocking(plan, findings) -> list:
+def _blocking(plan: Plan, findings) -> list:
     own = set(plan.diagnostics)  # the model's load errors, which name no deployment
     return [d for d in findings if d.severity == Severity.ERROR
             and (d.deployment == plan.dep.label or d in own)]
 
 
-def _job(out: Path, plan) -> Job:
+def _job(out: Path, plan: Plan) -> Job:
     dep = plan.dep
     parts = (dep.name,) if not dep.variant else (dep.name, f"{VARIANT_PREFIX}{dep.variant}")
     return Job(plan, Path(out).joinpath(*parts), parts)

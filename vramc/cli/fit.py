@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import sys
 from pathlib import Path
@@ -9,10 +11,13 @@ from pathlib import Path
 from vramc.cli.common import is_selected
 from vramc.diagnostics import Severity
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
+
 AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor")
 
 
-def chosen(plan) -> dict:
+def chosen(plan: Plan) -> dict:
     c = plan.choice
     out = {}
     for k in plan.auto:
@@ -24,7 +29,7 @@ def chosen(plan) -> dict:
     return out
 
 
-def _settings_path(plan) -> tuple:
+def _settings_path(plan: Plan) -> tuple:
     dep = plan.dep
     if dep.variant:
         return dep.doc.prefix + ("variants", dep.variant, "settings")
@@ -89,7 +94,7 @@ def write_choices(plans) -> dict[str, int]:
     return counts
 
 
-def _variant_sets(plan, key: str) -> bool:
+def _variant_sets(plan: Plan, key: str) -> bool:
     v = plan.dep.doc.obj.variants.get(plan.dep.variant)
     return v is not None and key in v.settings.model_fields_set
 
@@ -256,7 +261,7 @@ def _write(profile: Path, plans, freed, said=()) -> int:
     return 0
 
 
-def _ideas(plan) -> tuple[str, list]:
+def _ideas(plan: Plan) -> tuple[str, list]:
     """What would fit when this plan does not: (a step first, [(keys, values, command)])."""
     from vramc.plan.fit import relax_command, suggestions
     from vramc.plan.planner import fit_target
@@ -274,7 +279,7 @@ def _json_value(v):
     return [float(x) for x in v] if isinstance(v, tuple) else v
 
 
-def _fit_text(plan, ideas=("", [])) -> str:
+def _fit_text(plan: Plan, ideas=("", [])) -> str:
     from vramc.plan.fit import show_value
 
     lines = [f"== {plan.dep.label}"]

@@ -20,6 +20,7 @@ from vramc.memory.usage import GpuBudget
 
 if TYPE_CHECKING:
     from vramc.plan.engine_settings import LlamaChoice
+    from vramc.plan.planner import Plan
 
 CTX_STEP = 256  # llama.cpp pads the context to 256 cells
 PARTIAL_BLOCK_SLACK = 64 * 1024 * 1024
@@ -716,7 +717,7 @@ def fit_together(combo, refit) -> None:
                 solve_within(p)
 
 
-def _floor_need(plan) -> dict[int, int]:
+def _floor_need(plan: Plan) -> dict[int, int]:
     """Bytes (weights, KV, compute, extra models) each GPU of `plan` needs with its requested
     settings, the context at its floor when it is `auto`: what the plan asks of a shared GPU
     before a longer context."""

@@ -39,10 +39,15 @@ of the default-context tier.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 from dataclasses import dataclass
 
 from vramc.units import GiB, MiB
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 VERSION = "0.32.15"
 COMMIT = "b7871fc"
@@ -337,7 +342,7 @@ def _completion(meta) -> bool:
     return meta.hp("pooling_type") is None
 
 
-def before_solve(plan, meta, choice):
+def before_solve(plan: Plan, meta, choice):
     """Ollama's decisions that the memory plan depends on: context, parallel, GPUs, flash
     attention and batch. Restricts `plan.gpus` to the GPUs Ollama will start llama-server with,
     records each decision in `plan.engine_choices`, and returns the choice Ollama will run."""
@@ -472,7 +477,7 @@ def auto_batch(meta, ogpus: list[OllamaGpu], eff_ctx: int, fa: str, completion: 
     return batch, why
 
 
-def rebatch(plan, meta, choice) -> int | None:
+def rebatch(plan: Plan, meta, choice) -> int | None:
     """After the solver chose the context: the batch Ollama picks for it, when it differs."""
     if plan.dep.settings.batch is not None or not isinstance(choice.ctx, int):
         return None
@@ -490,7 +495,7 @@ def rebatch(plan, meta, choice) -> int | None:
     return batch if batch != choice.batch else None
 
 
-def after_solve(plan, meta) -> None:
+def after_solve(plan: Plan, meta) -> None:
     """Ollama's decisions that follow from the resolved plan: fit, mmap, the projector and the
     pre-load check; recorded, they change no memory figure."""
     p, s = plan.params, plan.dep.settings

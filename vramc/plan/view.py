@@ -6,14 +6,19 @@ removed, and every size is an integer number of bytes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 
 from vramc.units import GiB, MiB
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
+
 PLAN_JSON_VERSION = 1
 
 
-def resolved_settings(plan) -> dict:
+def resolved_settings(plan: Plan) -> dict:
     """The concrete engine settings the plan used, every default and `auto` filled in."""
     if plan.engine == "vllm":
         return dict(sorted((plan.estimate.resolved if plan.estimate else {}).items()))
@@ -40,7 +45,7 @@ def resolved_settings(plan) -> dict:
     }
 
 
-def plan_record(plan) -> dict:
+def plan_record(plan: Plan) -> dict:
     est = plan.estimate
     rec = {
         "name": plan.dep.name,
@@ -135,7 +140,7 @@ def bar(d, width: int = 40) -> str:
     return f"[{body}]{over}"
 
 
-def shared_gpus(plan, plans) -> list[str]:
+def shared_gpus(plan: Plan, plans) -> list[str]:
     """Lines saying which GPUs the plan shares with the other deployments of its machine."""
     if plan.estimate is None or plan.dep.variant is not None:
         return []
@@ -152,7 +157,7 @@ def shared_gpus(plan, plans) -> list[str]:
     return out
 
 
-def _engine_pin(plan) -> str:
+def _engine_pin(plan: Plan) -> str:
     from vramc.plan.ollama_sched import PIN
 
     return PIN if plan.engine == "ollama" else plan.engine
@@ -166,7 +171,7 @@ def _choice_value(v) -> str:
     return str(v)
 
 
-def plan_text(plan, color: bool = False, plans=()) -> str:
+def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
     est = plan.estimate
     title = f"{plan.dep.label}  ({plan.engine}, {plan.dep.doc.file})"
     verdict = plan.verdict

@@ -41,6 +41,8 @@ Exit codes:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import sys
 import time
@@ -48,6 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vramc.engines import ENGINES
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_NO_ENGINE, EXIT_LOAD, EXIT_ADDRESS, EXIT_INTERRUPTED = 4, 5, 6, 130
@@ -324,7 +329,7 @@ def _api_keys(console: Console, dep, api_key_file: Path | None):
     return keys, EXIT_OK
 
 
-def apply_environment(plan, console: Console) -> None:
+def apply_environment(plan: Plan, console: Console) -> None:
     """The profile's env, then the plan's device order; before llama_cpp is imported."""
     dep = plan.dep
     for key, value in dep.env.items():
@@ -359,7 +364,7 @@ def import_engine(console: Console, serving: bool):
     return llama_cpp
 
 
-def _load_and_go(console: Console, dep, plan, opts: Options, sock, api_keys, threshold: float) -> int:
+def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_keys, threshold: float) -> int:
     from vramc.run.load import LoadError, load_llama
     from vramc.run.measured import LogCapture, compare, format_table, parse_buffers, warnings
     from vramc.build.targets.llama_cpp_python import to_llama_kwargs
@@ -405,7 +410,7 @@ def _load_and_go(console: Console, dep, plan, opts: Options, sock, api_keys, thr
         llm.close()
 
 
-def describe(plan) -> str:
+def describe(plan: Plan) -> str:
     dep, p = plan.dep, plan.params
     n_layers = plan.meta.n_layer + 1
     ngl = n_layers if p.n_gpu_layers < 0 else min(p.n_gpu_layers, n_layers)

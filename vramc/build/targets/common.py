@@ -3,11 +3,16 @@ environment, and the safe spelling of path arguments."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vramc.plan import engine_settings as engines
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 # Each engine's own default port (engines.DEFAULTS; vLLM's `--port` default is 8000 too).
 DEFAULT_PORTS = {**{e: d.port for e, d in engines.DEFAULTS.items()}, "vllm": 8000}
@@ -84,18 +89,18 @@ def env_text(value: object) -> str:
     return str(value)
 
 
-def user_env(plan) -> dict[str, str]:
+def user_env(plan: Plan) -> dict[str, str]:
     return {k: env_text(v) for k, v in sorted(plan.dep.env.items())}
 
 
-def device_env(plan) -> dict[str, str]:
+def device_env(plan: Plan) -> dict[str, str]:
     """GPU visibility in the plan's launch order. CUDA numbers devices fastest-first unless
     CUDA_DEVICE_ORDER=PCI_BUS_ID, which makes indices mean what nvidia-smi (and `vramc detect`)
     print; UUIDs, used when every GPU has one, are unambiguous either way."""
     return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": plan.cuda_visible_devices()}
 
 
-def process_env(plan, computed: dict[str, str], ctx: Context) -> dict[str, str]:
+def process_env(plan: Plan, computed: dict[str, str], ctx: Context) -> dict[str, str]:
     """The profile's `env:` plus the variables the target computes; where both set one, the
     computed value wins (it is what the plan was checked with) and the build says so."""
     env = user_env(plan)
@@ -113,7 +118,7 @@ def path_arg(path: str) -> str:
     return "./" + path if path.startswith(("-", "#")) else path
 
 
-def model_file(plan) -> str:
+def model_file(plan: Plan) -> str:
     path = plan.dep.model.obj.gguf
     if not path:
         raise TargetError("the model has no `gguf:` path, so there is no file to load")
@@ -147,7 +152,7 @@ def assign_ports(plans) -> dict[tuple[str, str], int]:
     return ports
 
 
-def port_of(plan, ports: dict[tuple[str, str], int]) -> int:
+def port_of(plan: Plan, ports: dict[tuple[str, str], int]) -> int:
     own = plan.dep.settings.port
     if own is not None:
         return own

@@ -7,7 +7,12 @@ defaults (n_gpu_layers 0, n_ctx 512, flash_attn False) differ from every other e
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 # llama_cpp.LLAMA_SPLIT_MODE_* and ggml_type values (llama_cpp/llama_cpp.py, ggml.h)
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
@@ -15,7 +20,7 @@ GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7,
                  "iq4_nl": 20, "bf16": 30}
 
 
-def model_path(plan, absolute: bool = False) -> str:
+def model_path(plan: Plan, absolute: bool = False) -> str:
     """The GGUF path as the profile wrote it (portable artifacts) or resolved (for `run`)."""
     dep = plan.dep
     if absolute and dep.gguf_path is not None:
@@ -23,7 +28,7 @@ def model_path(plan, absolute: bool = False) -> str:
     return dep.model.obj.gguf or ""
 
 
-def flash_attn_enabled(plan) -> bool:
+def flash_attn_enabled(plan: Plan) -> bool:
     """llama-cpp-python has no `auto`: pass what llama.cpp would resolve auto to, as planned."""
     resolved = plan.estimate.resolved.get("flash_attn") if plan.estimate else None
     if isinstance(resolved, bool):
@@ -43,7 +48,7 @@ def load_flags(load_mode: str | None) -> dict:
     return {"use_mmap": True, "use_mlock": False}
 
 
-def to_llama_kwargs(plan, absolute_path: bool = False) -> dict:
+def to_llama_kwargs(plan: Plan, absolute_path: bool = False) -> dict:
     """Keyword arguments for `llama_cpp.Llama(**kwargs)` that load the plan exactly."""
     p = plan.params
     n_layers = plan.meta.n_layer + 1
@@ -81,7 +86,7 @@ NOT_IN_SERVER_SETTINGS = ("swa_full",)
 SERVER_PINNED = {"logits_all": False}
 
 
-def server_config(plan, ctx) -> tuple[dict, dict]:
+def server_config(plan: Plan, ctx) -> tuple[dict, dict]:
     """(ConfigFileSettings document, the planned arguments it cannot carry)."""
     kwargs = to_llama_kwargs(plan)
     model = {"model": str(kwargs.pop("model_path")), "model_alias": ctx.model_name}
@@ -91,7 +96,7 @@ def server_config(plan, ctx) -> tuple[dict, dict]:
     return {"host": ctx.host, "port": ctx.port, "models": [model]}, missing
 
 
-def service(plan, ctx) -> dict:
+def service(plan: Plan, ctx) -> dict:
     from vramc.build.render import PathArg
     from vramc.build.targets.common import device_env, path_arg, process_env
 
@@ -101,11 +106,11 @@ def service(plan, ctx) -> dict:
             "memlock": to_llama_kwargs(plan)["use_mlock"]}
 
 
-def outputs(plan) -> dict[str, str]:
+def outputs(plan: Plan) -> dict[str, str]:
     return {"serve.py.j2": "serve.py", f"{CONFIG_FILE}.j2": CONFIG_FILE}
 
 
-def data(plan, ctx) -> dict:
+def data(plan: Plan, ctx) -> dict:
     from vramc.build.targets.common import device_env, model_file, process_env
 
     model_file(plan)  # a model without a gguf path cannot be served

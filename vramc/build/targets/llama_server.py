@@ -9,11 +9,16 @@ every value and llama-server's fit would otherwise shrink the unset ones on its 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from functools import lru_cache
 from pathlib import Path
 
 from vramc.build.render import PathArg, num
 from vramc.build.targets.common import Context, device_env, model_file, process_env
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 NAME = "llama-server"
 FOLDER = "llama_server"
@@ -36,13 +41,13 @@ def option_table() -> dict[str, str | None]:
     return table
 
 
-def _gpu_layers(plan) -> str:
+def _gpu_layers(plan: Plan) -> str:
     n_layers = plan.meta.n_layer + 1  # blocks + output layer
     ngl = plan.params.n_gpu_layers
     return "all" if ngl < 0 or ngl >= n_layers else str(ngl)
 
 
-def options(plan) -> list[tuple[str, object]]:
+def options(plan: Plan) -> list[tuple[str, object]]:
     """(long flag, value) in command-line order; a bool value is a negatable switch."""
     p, s = plan.params, plan.dep.settings
     opts: list[tuple[str, object]] = [
@@ -109,18 +114,18 @@ def env_vars(opts: list[tuple[str, object]], ctx: Context) -> dict[str, str]:
     return env
 
 
-def service(plan, ctx: Context) -> dict:
+def service(plan: Plan, ctx: Context) -> dict:
     """What the systemd unit runs: argument lines (the binary first), environment, mlock."""
     d = data(plan, ctx)
     return {"lines": [[d["binary"]]] + d["lines"], "env": d["process_env"], "memlock": d["memlock"]}
 
 
-def outputs(plan) -> dict[str, str]:
+def outputs(plan: Plan) -> dict[str, str]:
     return {"llama-server.args.j2": "llama-server.args", "llama-server.env.j2": "llama-server.env",
             "launch.sh.j2": "launch.sh"}
 
 
-def data(plan, ctx: Context) -> dict:
+def data(plan: Plan, ctx: Context) -> dict:
     opts = options(plan)
     args_env = env_vars(opts, ctx)
     env = process_env(plan, {**device_env(plan), **args_env}, ctx)

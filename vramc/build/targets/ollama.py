@@ -16,18 +16,23 @@ loads a model that fits one GPU on that GPU alone).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import posixpath
 
 from vramc.engines import OLLAMA_ENV, OLLAMA_SOURCE
 from vramc.plan.ollama_sched import PIN
 from vramc.build.targets.common import Context, env_text, model_file
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
+
 NAME = "ollama"
 FOLDER = "ollama"
 FLASH_ATTENTION = {"on": "1", "off": "0"}  # unset: Ollama passes --flash-attn auto
 
 
-def server_env(plan, ctx: Context) -> dict[str, str]:
+def server_env(plan: Plan, ctx: Context) -> dict[str, str]:
     p, s = plan.params, plan.dep.settings
     computed = {
         "OLLAMA_HOST": f"{ctx.host}:{ctx.port}",
@@ -60,7 +65,7 @@ def server_env(plan, ctx: Context) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def model_from(plan, ctx: Context) -> str:
+def model_from(plan: Plan, ctx: Context) -> str:
     """FROM resolves a relative path against the Modelfile's folder (parser.go expandPath); the
     profile's is relative to the project root. `~/` and absolute paths are left to Ollama."""
     path = model_file(plan)
@@ -69,7 +74,7 @@ def model_from(plan, ctx: Context) -> str:
     return posixpath.normpath(posixpath.join(ctx.root, path))
 
 
-def parameters(plan) -> list[tuple[str, str]]:
+def parameters(plan: Plan) -> list[tuple[str, str]]:
     p, s = plan.params, plan.dep.settings
     n_layers = plan.meta.n_layer + 1  # num_gpu counts the output layer, as -ngl does
     ngl = n_layers if p.n_gpu_layers < 0 else min(p.n_gpu_layers, n_layers)
@@ -85,11 +90,11 @@ def parameters(plan) -> list[tuple[str, str]]:
     return params
 
 
-def outputs(plan) -> dict[str, str]:
+def outputs(plan: Plan) -> dict[str, str]:
     return {"ollama.env.j2": "ollama.env", "override.conf.j2": "ollama.service.d/override.conf",
             "Modelfile.j2": "Modelfile"}
 
 
-def data(plan, ctx: Context) -> dict:
+def data(plan: Plan, ctx: Context) -> dict:
     return {"env": server_env(plan, ctx), "from": model_from(plan, ctx),
             "parameters": parameters(plan), "ollama": PIN}

@@ -8,22 +8,27 @@ Ollama has its own unit (ollama.service); its target writes a drop-in instead.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.build.targets.common import Context
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 NAME = "systemd"
 FOLDER = "systemd"
 
 
-def unit_name(plan) -> str:
+def unit_name(plan: Plan) -> str:
     return f"vramc-{plan.dep.name}.service"
 
 
-def outputs(plan) -> dict[str, str]:
+def outputs(plan: Plan) -> dict[str, str]:
     # A variant replaces its deployment on the machine, so it installs under the same unit name.
     return {"unit.service.j2": unit_name(plan)}
 
 
-def data(plan, ctx: Context) -> dict:
+def data(plan: Plan, ctx: Context) -> dict:
     from vramc.build.targets import ENGINE_TARGET
 
     svc = ENGINE_TARGET[plan.engine].service(plan, ctx)

@@ -8,11 +8,16 @@ of the pinned vLLM (vramc/data/vllm_options.txt).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from functools import lru_cache
 from pathlib import Path
 
 from vramc.build.render import num
 from vramc.build.targets.common import Context, TargetError, device_env, path_arg, process_env
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 NAME = "vllm"
 FOLDER = "vllm"
@@ -26,7 +31,7 @@ def option_names() -> frozenset[str]:
                      if line.startswith("-"))
 
 
-def model_arg(plan) -> str:
+def model_arg(plan: Plan) -> str:
     m = plan.dep.model.obj
     if m.hf:
         return path_arg(m.hf)  # a Hugging Face id, or a local folder
@@ -35,7 +40,7 @@ def model_arg(plan) -> str:
     raise TargetError("the model has neither `hf:` nor `gguf:`, so vLLM has nothing to load")
 
 
-def options(plan, ctx: Context) -> list[tuple[str, object]]:
+def options(plan: Plan, ctx: Context) -> list[tuple[str, object]]:
     """(long option, typed value) for every setting; True is a bare switch."""
     if plan.estimate is None:
         raise TargetError("the deployment has no memory plan, so there are no values to write")
@@ -67,7 +72,7 @@ def _text(value: object) -> str:
     return num(value) if isinstance(value, (int, float)) else str(value)
 
 
-def cli_lines(plan, ctx: Context) -> list[list[str]]:
+def cli_lines(plan: Plan, ctx: Context) -> list[list[str]]:
     lines: list[list[str]] = [[model_arg(plan)]]
     for flag, value in options(plan, ctx):
         if value is True:
@@ -79,21 +84,21 @@ def cli_lines(plan, ctx: Context) -> list[list[str]]:
     return lines
 
 
-def config(plan, ctx: Context) -> dict:
+def config(plan: Plan, ctx: Context) -> dict:
     """The `vllm serve --config` document: long option names without dashes, typed values."""
     return {"model": model_arg(plan), **{flag[2:]: value for flag, value in options(plan, ctx)}}
 
 
-def service(plan, ctx: Context) -> dict:
+def service(plan: Plan, ctx: Context) -> dict:
     return {"lines": [[BINARY, "serve"]] + cli_lines(plan, ctx),
             "env": process_env(plan, device_env(plan), ctx), "memlock": False}
 
 
-def outputs(plan) -> dict[str, str]:
+def outputs(plan: Plan) -> dict[str, str]:
     return {"vllm.args.j2": "vllm.args", "vllm.yaml.j2": "vllm.yaml", "launch.sh.j2": "launch.sh"}
 
 
-def data(plan, ctx: Context) -> dict:
+def data(plan: Plan, ctx: Context) -> dict:
     lines = cli_lines(plan, ctx)
     return {"binary": BINARY, "lines": lines, "args": [a for line in lines for a in line],
             "config": config(plan, ctx), "process_env": process_env(plan, device_env(plan), ctx)}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.diagnostics import Severity
 from vramc.engines import (ENGINES, LLAMA_SERVER_EXTRA_ENV, LLAMA_SERVER_REMOVED_ENV, OLLAMA_ENV,
                               OLLAMA_MYTHS, OLLAMA_SOURCE)
 from vramc.lint.registry import Finding, rule
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 ENGINE_SETTINGS = {e.name: e.settings for e in ENGINES.values()}
 _WHY = {
@@ -21,7 +26,7 @@ _WHY = {
 
 
 @rule("VR400", "setting-ignored", Severity.WARNING)
-def setting_ignored(plan):
+def setting_ignored(plan: Plan):
     """A setting the engine does not have, so it would be silently ignored.
 
     Settings are shared by all engines in the profile format, but each engine takes only some of
@@ -47,7 +52,7 @@ def setting_ignored(plan):
 
 
 @rule("VR401", "unknown-env", Severity.ERROR)
-def unknown_env(plan):
+def unknown_env(plan: Plan):
     """An environment variable the engine does not read (a made-up or misspelt name).
 
     The seeds' `OLLAMA_GPU_LAYERS=40` is the classic: Ollama never had it, so the setting did
@@ -81,7 +86,7 @@ def unknown_env(plan):
 
 
 @rule("VR404", "ollama-kv-types", Severity.ERROR)
-def ollama_kv_types(plan):
+def ollama_kv_types(plan: Plan):
     """Ollama applies one KV cache type to both K and V; different types cannot be expressed.
 
     `OLLAMA_KV_CACHE_TYPE` is global and sets `-ctk` and `-ctv` together.

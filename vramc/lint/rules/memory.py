@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
 from vramc.units import fmt_size
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
-def _anchor(plan) -> tuple:
+
+def _anchor(plan: Plan) -> tuple:
     """Where a whole-deployment finding points: its settings block, or its name."""
     raw = plan.dep.doc.raw
     return ("settings",) if isinstance(raw, dict) and "settings" in raw else ("name",)
@@ -45,7 +50,7 @@ def _available(d) -> str:
 
 
 @rule("VR300", "does-not-fit", Severity.ERROR)
-def does_not_fit(plan):
+def does_not_fit(plan: Plan):
     """The plan needs more memory than a GPU has available: the engine will fail to load (OOM).
 
     Available means the card's memory minus its `reserve` and what `tenants` (other processes)
@@ -77,7 +82,7 @@ def does_not_fit(plan):
 
 
 @rule("VR301", "below-margin", Severity.WARNING)
-def below_margin(plan):
+def below_margin(plan: Plan):
     """The plan fits, but leaves less free memory on a GPU than the margin asks for.
 
     Memory use grows at run time beyond the planned buffers (the CUDA memory pool, fragmentation,
@@ -109,7 +114,7 @@ def below_margin(plan):
 
 
 @rule("VR307", "host-memory", Severity.ERROR)
-def host_memory(plan):
+def host_memory(plan: Plan):
     """The host part of the plan (CPU layers, token embeddings, host KV, buffers) exceeds host RAM.
 
     Weights that llama.cpp maps from the file (`load_mode: mmap`, the default) are page cache: the
@@ -149,7 +154,7 @@ def host_memory(plan):
 
 
 @rule("VR308", "gpu-unused", Severity.WARNING)
-def gpu_unused(plan):
+def gpu_unused(plan: Plan):
     """A GPU of the deployment holds no layers, yet still pays its CUDA context.
 
     A `tensor_split` entry of 0, or too few layers for the split, leaves a device empty; it still
@@ -177,7 +182,7 @@ def gpu_unused(plan):
 
 
 @rule("VR309", "partial-offload", Severity.INFO)
-def partial_offload(plan):
+def partial_offload(plan: Plan):
     """Some layers run on the CPU.
 
     Layers on the CPU run at memory-bandwidth speed of the host, typically 5-20x slower than on
@@ -199,7 +204,7 @@ def partial_offload(plan):
 
 
 @rule("VR315", "compute-unmodelled", Severity.WARNING)
-def compute_unmodelled(plan):
+def compute_unmodelled(plan: Plan):
     """vramc cannot size this architecture's compute buffers exactly, so the plan may be short.
 
     vramc replays llama.cpp's compute graph for the architectures it models (docs/memory-model.md
@@ -293,7 +298,7 @@ def oversubscribed(plans):
                     "another GPU (`gpus:`)" + _share_hint(plan, uses))
 
 
-def _share_hint(plan, uses) -> str:
+def _share_hint(plan: Plan, uses) -> str:
     """llama.cpp deployments' `auto` settings are fitted together: the solver can share the card."""
     import shlex
 

@@ -3,12 +3,17 @@ what the profile asks for, and vramc cannot write anything that would make it ke
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
+
 
 @rule("VR316", "ollama-evicts-resident-models", Severity.WARNING)
-def ollama_evicts_resident_models(plan):
+def ollama_evicts_resident_models(plan: Plan):
     """Ollama will not keep other models loaded next to this one, though `max_loaded_models` asks for several.
 
     Before it loads a model next to resident ones, Ollama compares its own prediction (the model
@@ -39,7 +44,7 @@ def ollama_evicts_resident_models(plan):
 
 
 @rule("VR406", "ollama-parallel-forced", Severity.WARNING)
-def ollama_parallel_forced(plan):
+def ollama_parallel_forced(plan: Plan):
     """Ollama runs this model with one sequence, whatever `parallel` says.
 
     Ollama's scheduler loads some architectures (Qwen3-VL, Qwen3-Next, Qwen3.5, LFM2, Nemotron-H,
@@ -64,7 +69,7 @@ def ollama_parallel_forced(plan):
 
 
 @rule("VR407", "ollama-main-gpu-alone", Severity.WARNING)
-def ollama_main_gpu_alone(plan):
+def ollama_main_gpu_alone(plan: Plan):
     """`main_gpu` makes Ollama load the model on that GPU alone; the deployment's other GPUs stay idle.
 
     Given `main_gpu`, Ollama starts llama-server with only that GPU visible and
@@ -91,7 +96,7 @@ def ollama_main_gpu_alone(plan):
 
 
 @rule("VR317", "ollama-projector-on-cpu", Severity.WARNING)
-def ollama_projector_on_cpu(plan):
+def ollama_projector_on_cpu(plan: Plan):
     """Ollama runs the vision projector on the CPU, not on the GPU where the plan counts it.
 
     With part of the model on the CPU (`num_gpu` below the model's layers) or a GPU with less free

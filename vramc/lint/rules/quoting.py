@@ -7,12 +7,17 @@ would have to refuse it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import re
 from pathlib import Path
 
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: `$` also matches before a final newline
 
@@ -28,7 +33,7 @@ def _control(text: str, spaces: bool = False) -> str | None:
     return f"{describe_char(ch)} at character {i + 1}"
 
 
-def _values(plan):
+def _values(plan: Plan):
     """(what, value, finding target, path) for every profile value that reaches an artifact."""
     dep = plan.dep
     s = dep.settings
@@ -50,7 +55,7 @@ def _values(plan):
 
 
 @rule("VR403", "unsafe-value", Severity.ERROR)
-def unsafe_value(plan):
+def unsafe_value(plan: Plan):
     """A value that cannot be written into a launch script, unit or env file safely.
 
     `vramc build` quotes paths and names for the shell, for systemd and for env files, so spaces,

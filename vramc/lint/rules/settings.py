@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
 
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 
-def _llama(plan) -> bool:
+
+def _llama(plan: Plan) -> bool:
     return plan.engine != "vllm" and plan.meta is not None and plan.choice is not None
 
 
 @rule("VR302", "gpu-layers-beyond-model", Severity.WARNING)
-def gpu_layers_beyond_model(plan):
+def gpu_layers_beyond_model(plan: Plan):
     """`gpu_layers` asks for more layers than the model has.
 
     llama.cpp counts the output layer too, so a model with N blocks has N+1 offloadable layers;
@@ -36,7 +41,7 @@ def gpu_layers_beyond_model(plan):
 
 
 @rule("VR303", "tensor-split-length", Severity.ERROR)
-def tensor_split_length(plan):
+def tensor_split_length(plan: Plan):
     """`tensor_split` needs exactly one number per GPU of the deployment.
 
     llama.cpp reads as many numbers as it has devices; extra numbers are ignored and missing ones
@@ -61,7 +66,7 @@ def tensor_split_length(plan):
 
 
 @rule("VR304", "ctx-beyond-trained", Severity.WARNING)
-def ctx_beyond_trained(plan):
+def ctx_beyond_trained(plan: Plan):
     """The context per sequence is longer than the model was trained for.
 
     Past its trained context a model's output degrades (unless RoPE scaling is configured), and
@@ -143,7 +148,7 @@ def _vr322():
 
 
 @rule("VR306", "unaccounted-model", Severity.WARNING)
-def unaccounted_model(plan):
+def unaccounted_model(plan: Plan):
     """A multimodal projector (mmproj) or a draft model is configured whose size vramc does not know.
 
     Both load onto the first GPU next to the model (hundreds of MiB to GBs), and llama.cpp's own
@@ -165,7 +170,7 @@ def unaccounted_model(plan):
 
 
 @rule("VR310", "main-gpu-out-of-range", Severity.ERROR)
-def main_gpu_out_of_range(plan):
+def main_gpu_out_of_range(plan: Plan):
     """`main_gpu` names a GPU the deployment does not have.
 
     GPUs are numbered in launch order (after `device_order`), from 0.
@@ -206,7 +211,7 @@ def _vr311():
 
 
 @rule("VR313", "ctx-rounded", Severity.INFO)
-def ctx_rounded(plan):
+def ctx_rounded(plan: Plan):
     """The context does not divide evenly between the slots; llama.cpp rounds it down.
 
     With separate KV streams each slot gets n_ctx / parallel tokens (then padded to 256), and
@@ -227,7 +232,7 @@ def ctx_rounded(plan):
 
 
 @rule("VR314", "cpu-only-default", Severity.WARNING)
-def cpu_only_default(plan):
+def cpu_only_default(plan: Plan):
     """llama-cpp-python puts nothing on the GPU unless `gpu_layers` is set.
 
     `llama_cpp.Llama` defaults to `n_gpu_layers=0`, `n_ctx=512` and flash attention off: a
