@@ -125,7 +125,8 @@ def complete(dep: dict) -> dict:
     if "engine" not in dep:
         keys = set((dep.get("settings") or {}).keys())
         dep["engine"] = next((e for e in ENGINE_ORDER if keys <= ENGINE_SETTINGS[e]), ENGINE_ORDER[0])
-    dep.setdefault("model", DEFAULT_MODEL.get(dep["engine"], GGUF_MODEL))
+    if "models" not in dep:  # a server with several models (issue 14) names each one
+        dep.setdefault("model", DEFAULT_MODEL.get(dep["engine"], GGUF_MODEL))
     return dep
 
 

@@ -96,6 +96,7 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) ->
     jobs: list[Job] = []
     plans, failed = _unique_folders(result.plans, out)
     failed |= bool(unloaded)
+    plans = _one_per_server(plans)
     for plan in plans:
         blocking = _blocking(plan, findings)
         if blocking and not force:
@@ -145,14 +146,34 @@ def _codes(diags) -> str:
 
 
 def _blocking(plan: Plan, findings) -> list:
-    own = set(plan.diagnostics)  # the model's load errors, which name no deployment
+    members = getattr(plan, "build_members", None) or [plan]  # a server: all its models
+    own = {d for p in members for d in p.diagnostics}  # the model's load errors, which name no deployment
+    labels = {p.dep.label for p in members}
     return [d for d in findings if d.severity == Severity.ERROR
-            and (d.deployment == plan.dep.label or d in own)]
+            and (d.deployment in labels or d in own)]
+
+
+def _one_per_server(plans) -> list:
+    """A server's models (`models:`, issue 14) are built together into the server's folder: the
+    first model's plan stands for the server, `build_members` holds them all."""
+    out, seen = [], {}
+    for p in plans:
+        if p.dep.server is None:
+            out.append(p)
+            continue
+        key = (p.dep.group, p.dep.server)
+        if key not in seen:
+            seen[key] = p
+            p.build_members = []
+            out.append(p)
+        seen[key].build_members.append(p)
+    return out
 
 
 def _job(out: Path, plan: Plan) -> Job:
     dep = plan.dep
-    parts = (dep.name,) if not dep.variant else (dep.name, f"{VARIANT_PREFIX}{dep.variant}")
+    name = dep.server or dep.name
+    parts = (name,) if not dep.variant else (name, f"{VARIANT_PREFIX}{dep.variant}")
     return Job(plan, Path(out).joinpath(*parts), parts)
 
 
@@ -161,14 +182,15 @@ def _unique_folders(plans, out: Path) -> tuple[list, bool]:
     deployment NAME would both write OUT/NAME, so neither is built."""
     owners: dict[str, set[str]] = {}
     for p in plans:
-        owners.setdefault(p.dep.name, set()).add(p.dep.doc.file)
+        owners.setdefault(p.dep.server or p.dep.name, set()).add(p.dep.doc.file)
     ok = []
     for p in plans:
-        files = owners[p.dep.name]
+        files = owners[p.dep.server or p.dep.name]
         if len(files) == 1:
             ok.append(p)
-        elif p.dep.variant is None:
-            _say(f"not built: {Path(out) / p.dep.name} would hold deployment {p.dep.name!r} of "
+        elif p.dep.variant is None and p.dep.member in (None, 0):
+            _say(f"not built: {Path(out) / (p.dep.server or p.dep.name)} would hold deployment "
+                 f"{(p.dep.server or p.dep.name)!r} of "
                  f"{' and '.join(sorted(files))}; rename one")
     return ok, len(ok) < len(plans)
 
@@ -194,8 +216,12 @@ def _render(job: Job, ports: dict, out: Path) -> None:
                   warnings=job.warnings)
     project_dir = project_templates_dir(root)
     builtin = {m.FOLDER for m in TARGETS.values()}
-    targets = [(TARGETS[n].FOLDER, TARGETS[n].outputs(plan), TARGETS[n].data(plan, ctx))
-               for n in ENGINE_TARGETS[plan.engine]]
+    members = getattr(plan, "build_members", None)
+    targets = [] if members else [
+        (TARGETS[n].FOLDER, TARGETS[n].outputs(plan), TARGETS[n].data(plan, ctx))
+        for n in ENGINE_TARGETS[plan.engine]]
+    for r in _server_files(members or [], ctx, project_dir):
+        job.files[r.path] = (r.text.encode(), r.executable)
     targets += [(f, {}, {}) for f in project_target_folders(project_dir) if f not in builtin]
     for folder, outputs, data in targets:
         for r in render_target(folder, outputs, {**ctx.variables(), "t": data}, project_dir):
@@ -205,6 +231,33 @@ def _render(job: Job, ports: dict, out: Path) -> None:
     job.warnings[:] = list(dict.fromkeys(job.warnings))  # several targets share the environment
     _flat_copies(job)
     job.files[MANIFEST] = (_manifest(ctx, job.files), False)
+
+
+def _server_files(members, ctx, project_dir) -> list:
+    """A server with several models (issue 14): the server's environment once, a Modelfile per
+    model, and the script that creates their tags (the built-in templates, named one by one)."""
+    from dataclasses import replace
+
+    from vramc.build.render import Rendered, render_template
+    from vramc.build.targets import ollama, ollama_server
+    from vramc.build.targets.common import TargetError
+
+    if not members:
+        return []
+    for p in members:
+        if p.estimate is None:
+            raise TargetError(f"{p.dep.label} has no memory plan (see the diagnostics above)")
+    server = {"env": ollama_server.server_env(members, ctx), "ollama": ollama_server.PIN}
+    jobs = [("ollama/ollama.env.j2", "ollama.env", ctx, server),
+            ("ollama/override.conf.j2", "ollama.service.d/override.conf", ctx, server),
+            ("ollama_server/create-models.sh.j2", "create-models.sh", ctx,
+             ollama_server.data(members, ctx))]
+    for p in members:
+        mctx = replace(ctx, plan=p)
+        jobs.append(("ollama_server/Modelfile.j2", ollama_server.modelfile(p), mctx,
+                     ollama_server.model_data(p, mctx)))
+    return [Rendered(path, render_template(project_dir, name, {**c.variables(), "t": data}))
+            for name, path, c, data in jobs]
 
 
 def _output_name(path: str) -> str:
@@ -371,10 +424,10 @@ def _strays(tree, plans) -> list[tuple[tuple[str, ...], str]]:
     roots = {Path(p.dep.project_root) for p in plans if p.dep.project_root is not None}
     if not roots or tree.kind(()) not in ("dir", "link"):
         return []
-    names = {p.dep.name for p in plans}
+    names = {p.dep.server or p.dep.name for p in plans}
     defined: dict[str, set[str]] = {}
     for p in plans:
-        defined.setdefault(str(Path(p.dep.doc.path).resolve()), set()).add(p.dep.name)
+        defined.setdefault(str(Path(p.dep.doc.path).resolve()), set()).add(p.dep.server or p.dep.name)
     strays = []
     for entry in sorted(os.listdir(tree.root)):
         if entry.startswith(".") or entry in names:

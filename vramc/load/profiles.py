@@ -63,6 +63,11 @@ class Deployment:
     variant_path: tuple = ()  # path of the variant body inside the deployment, for positions
     gguf_path: Path | None = None
     project_root: Path | None = None
+    # one model of a server that serves several (`models:`, issue 14): the server's deployment
+    # name, this model's position in its `models:` list, and the name the server knows it by
+    server: str | None = None
+    member: int | None = None
+    tag: str | None = None
 
     @property
     def label(self) -> str:
@@ -647,6 +652,9 @@ class Loader:
                 self.diagnostics.append(Diagnostic(
                     "VR102", Severity.ERROR, "missing required key hardware", bdoc.file,
                     bdoc.positions.locate(()), prefix, "name a hardware profile or describe the GPUs inline"))
+            if body.models is not None or body.model is None:
+                out += self._server_members(bdoc, body, hw, file_lint, group)
+                continue
             model = self._resolve_ref(bdoc, ("model",), body.model, "models", "model")
             if hw is None or model is None:
                 continue
@@ -676,6 +684,89 @@ class Loader:
                     project_root=project_root(bdoc.path)))
         return out
 
+
+    def _server_members(self, bdoc: Doc, body, hw: Doc | None, file_lint, group: str) -> list[Deployment]:
+        """A server that serves several models (`models:`): one Deployment per model, each planned
+        as the server would start it (the server's settings under the model's own), all in the
+        server's group so that the planner can form the sets that are resident at once."""
+        from vramc.load import schema
+
+        def say(msg: str, path: tuple, hint: str, code: str = "VR343") -> None:
+            self.diagnostics.append(Diagnostic(code, Severity.ERROR, msg, bdoc.file,
+                                               bdoc.positions.locate(path), bdoc.prefix + path, hint))
+
+        if body.models is None:
+            say("missing required key model (or `models:` for a server that serves several)", (),
+                "name a model profile, or list the server's models under `models:`", "VR102")
+            return []
+        problems = False
+        if body.model is not None:
+            say("`model` and `models` cannot both be given", ("model",),
+                "keep `models:` (a server with several models) or `model:` (one)")
+            problems = True
+        if body.engine not in SERVER_ENGINES:
+            say(f"engine {body.engine} serves one model per deployment; `models:` needs engine: "
+                f"{' or '.join(SERVER_ENGINES)}", ("models",),
+                "write one deployment per model in a `deployments:` file instead")
+            problems = True
+        if body.variants:
+            say("a server with `models:` cannot have variants (yet)", ("variants",),
+                "write each variant as its own deployment file")
+            problems = True
+        seen: dict[str, int] = {}
+        tags: dict[str, int] = {}
+        for i, m in enumerate(body.models):
+            if m.name in seen:
+                say(f"model name {m.name!r} is used twice in this server", ("models", i, "name"),
+                    "give each model its own name")
+                problems = True
+            seen.setdefault(m.name, i)
+            tag = m.tag or m.name
+            if tag.lower() in tags:  # Ollama's names compare case-insensitively (types/model/name.go)
+                say(f"tag {tag!r} is used twice in this server: the second `ollama create` would "
+                    "replace the first", ("models", i, "tag" if m.tag else "name"),
+                    "give each model its own tag")
+                problems = True
+            tags.setdefault(tag.lower(), i)
+            for key in sorted(SERVER_SETTINGS & m.settings.model_fields_set):
+                say(f"{key} is a setting of the whole server, not of one model", ("models", i, "settings", key),
+                    "move it to the deployment's own `settings:`")
+                problems = True
+        if problems or hw is None:
+            return []
+        gpu_problems = check_gpus(bdoc, body, hw)
+        if gpu_problems:
+            self.diagnostics.extend(gpu_problems)
+            return []
+        lint = _merge_lint(file_lint, body.lint)
+        out: list[Deployment] = []
+        for i, m in enumerate(body.models):
+            mdoc = Doc(bdoc.file, bdoc.path, m, bdoc.positions.sub(("models", i)),
+                       _get(bdoc.raw, ("models", i)), bdoc.prefix + ("models", i))
+            model = self._resolve_ref(mdoc, ("model",), m.model, "models", "model")
+            if model is None:
+                continue
+            settings = _overlay(body.settings, m.settings)
+            # the member is planned as a one-model deployment of the server's engine and GPUs
+            one = body.model_copy(update={"model": m.model, "models": None, "settings": settings})
+            doc = Doc(bdoc.file, bdoc.path, one, bdoc.positions, bdoc.raw, bdoc.prefix)
+            gguf_path = None
+            if model.obj.gguf:
+                gp = Path(os.path.expanduser(model.obj.gguf))
+                gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
+            out.append(Deployment(
+                name=f"{body.name}.{m.name}", variant=None, doc=doc, hardware=hw, model=model,
+                settings=settings, env=dict(body.env),
+                margin=lint.margin or schema.Margin(fraction=DEFAULT_MARGIN), lint=lint,
+                group=group, gguf_path=gguf_path, project_root=project_root(bdoc.path),
+                server=body.name, member=i, tag=m.tag or m.name))
+        return out
+
+
+# engines whose one server serves several models, and the settings that belong to the server
+SERVER_ENGINES = ("ollama",)
+SERVER_SETTINGS = frozenset({"parallel", "cache_type_k", "cache_type_v", "flash_attn", "keep_alive",
+                             "max_loaded_models", "host", "port", "device_order"})
 
 DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free
 

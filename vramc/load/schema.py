@@ -266,12 +266,14 @@ class Settings(Strict):
     keep_alive: str | int | None = None
     max_loaded_models: int | None = Field(default=None, ge=0)
     # vllm
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    gpu_memory_utilization: Union[Annotated[float, Field(gt=0, le=1)], Literal["auto"], None] = None
     max_model_len: Union[Annotated[int, Field(ge=1, le=MAX_TOKENS)], Literal["auto"], None] = None
-    max_num_seqs: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_num_seqs: Union[Annotated[int, Field(ge=1, le=MAX_TOKENS)], Literal["auto"], None] = None
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
-    tensor_parallel_size: int | None = Field(default=None, ge=1, le=256)
+    tensor_parallel_size: Union[Annotated[int, Field(ge=1, le=256)], Literal["auto"], None] = None
+    # --kv-cache-memory-bytes: the KV cache size per GPU instead of what the utilization leaves
+    kv_cache_memory_bytes: Bytes | None = Field(default=None, ge=1)
     cpu_offload_gb: float | None = Field(default=None, ge=0, le=2**20)
     enforce_eager: bool | None = None
     block_size: int | None = Field(default=None, ge=1, le=4096)
@@ -302,12 +304,36 @@ class Variant(Strict):
     env: dict[str, str | int | float | bool] = {}
 
 
+# An Ollama model name (server/types/model/name.go): [host/][namespace/]model[:tag]; vramc keeps
+# to letters, digits and ._- in each part so that a tag is safe in `ollama create TAG` and a file name.
+TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
+
+
+def _tag(v: str) -> str:
+    if re.fullmatch(TAG_RE, v) is None or len(v) > 350:
+        raise ValueError(f"tag {v!r} is not an Ollama model name: write [namespace/]model[:tag] in "
+                         "letters, digits, '.', '_' and '-' (e.g. 'coder:7b')")
+    return v
+
+
+class ServedModel(Strict):
+    """One model of a server that serves several (`models:` of an `engine: ollama` deployment)."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str | None = None
+    model: str | Model
+    tag: Annotated[str, AfterValidator(_tag)] | None = None  # Ollama's model name; default: name
+    settings: Settings = Settings()
+
+
 class DeploymentBody(Strict):
     kind: Literal["deployment"] | None = None
     name: str = Field(pattern=NAME_RE)
     description: str | None = None
     hardware: str | Hardware | None = None
-    model: str | Model
+    # one model, or (a server that serves several, issue 14) `models:`; the loader requires one
+    model: str | Model | None = None
+    models: list[ServedModel] | None = Field(default=None, min_length=1)
     engine: Engine
     settings: Settings = Settings()
     env: dict[str, str | int | float | bool] = {}

@@ -38,7 +38,8 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
     base = llama_overhead(gpu_name)
     if ENGINES[engine].family != "vllm":
         return base
-    tp = settings.tensor_parallel_size or 1
+    tp = settings.tensor_parallel_size
+    tp = tp if isinstance(tp, int) else 1
     return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
 
 
@@ -81,7 +82,18 @@ class Plan:
             return "does-not-fit"
         if d.free_bytes < self.margins[i]:
             return "tight"
+        if self.kv_short():
+            return "tight"
         return "fits"
+
+    def kv_short(self) -> bool:
+        """vLLM: the KV cache holds fewer than max_num_seqs requests at max_model_len, so a full
+        batch of long requests is preempted (get_max_concurrency_for_kv_cache_config)."""
+        if ENGINES[self.engine].family != "vllm" or not self.estimate or not self.estimate.devices:
+            return False
+        d = self.estimate.devices[0].detail
+        per = d.get("blocks_per_request")
+        return bool(per) and d["kv_blocks"] < per * self.estimate.resolved["max_num_seqs"]
 
     @property
     def verdict(self) -> str:
@@ -98,15 +110,17 @@ class Plan:
         return worst
 
 
-def gpu_budgets(dep) -> list[GpuBudget]:
-    """The deployment's GPUs in launch order (CUDA_VISIBLE_DEVICES), as the engine will see them."""
+def gpu_budgets(dep, settings=None) -> list[GpuBudget]:
+    """The deployment's GPUs in launch order (CUDA_VISIBLE_DEVICES), as the engine will see them
+    (with `settings` in place of the deployment's: vLLM's overhead depends on its TP size)."""
+    settings = settings or dep.settings
     hw = dep.hardware.obj
     chosen = list(range(len(hw.gpus))) if dep.doc.obj.gpus is None else list(dep.doc.obj.gpus)
     # the loader refuses unknown, negative and repeated indices (VR113) instead of planning on the
     # GPUs that remain; dropping them here would plan other devices than the engine will see
     if any(not 0 <= i < len(hw.gpus) for i in chosen) or len(set(chosen)) != len(chosen):
         raise ValueError(f"gpus {chosen} do not name distinct GPUs of {len(hw.gpus)} (VR113 was not checked)")
-    order = dep.settings.device_order or hw.device_order
+    order = settings.device_order or hw.device_order
     if order == "free_desc":
         chosen.sort(key=lambda i: (-(_free(hw.gpus[i])), i))
     elif order == "total_desc":
@@ -122,7 +136,7 @@ def gpu_budgets(dep) -> list[GpuBudget]:
             id=f"CUDA{launch}", name=g.name, gpu=i, capacity_bytes=g.vram,
             tenants_bytes=sum(t.vram for t in g.tenants), reserve_bytes=reserve,
             overhead_bytes=g.overhead if g.overhead is not None else (
-                hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, dep.settings))))
+                hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, settings))))
     return out
 
 
@@ -357,8 +371,29 @@ def _plan_vllm(plan: Plan) -> None:
             dep.model.file, dep.model.positions.locate(()), dep.model.prefix,
             "add `hf:` and `config:` to the model profile"))
         return
-    plan.estimate = estimate_vllm(model, plan.gpus, dep.settings)
+    from vramc.plan import vllm_fit
+
+    plan.requested = dep.settings
+    if not vllm_fit.asked(dep.settings):
+        plan.estimate = estimate_vllm(model, plan.gpus, dep.settings)
+        plan.choice = dep.settings
+    else:
+        solve_vllm(plan)
     add_overhead(plan.estimate, plan.gpus)
+
+
+def solve_vllm(plan: Plan, util: float | None = None) -> None:
+    """Resolve a vLLM deployment's `auto` settings (vramc.plan.vllm_fit); `util` is a share a
+    joint fit of co-located deployments decided for its `gpu_memory_utilization: auto`."""
+    from vramc.plan import vllm_fit
+
+    dep = plan.dep
+    result = vllm_fit.solve(
+        dep, plan.margins,
+        lambda tp: gpu_budgets(dep, dep.settings.model_copy(update={"tensor_parallel_size": tp})),
+        util=util)
+    plan.gpus, plan.estimate, plan.choice = result.gpus, result.estimate, result.settings
+    plan.auto, plan.search = result.auto, result.log
 
 
 def plan_all(deployments) -> list[Plan]:
@@ -367,12 +402,34 @@ def plan_all(deployments) -> list[Plan]:
     cache = MetaCache()
     plans = [plan_deployment(d, cache) for d in deployments]
     combos = combinations(plans)
+    for combo in combos:  # vLLM shares of GPUs they share: decided before the llama.cpp ones fit
+        _share_vllm(combo)
     if combos:
         from vramc.plan.fit import fit_together
 
         for combo in combos:  # a group's base combination first: its variants run with its answers
             fit_together(combo, refit)
     return plans
+
+
+def _share_vllm(combo) -> None:
+    """`gpu_memory_utilization: auto` of vLLM deployments that share GPUs (vllm_fit.joint_shares)."""
+    from vramc.plan import vllm_fit
+
+    members = [p for p in combo.members if p.estimate is not None
+               and ENGINES[p.engine].family == "vllm"]
+    if len(members) < 2:
+        return
+    adjustable = {id(p) for p in combo.adjustable()}
+    shares = vllm_fit.joint_shares(
+        members, lambda p, gpu: next(m for g, m in zip(p.gpus, p.margins) if g.gpu == gpu),
+        adjustable)
+    for p in members:
+        if id(p) in shares:
+            solve_vllm(p, util=shares[id(p)])
+            p.search = [f"gpu_memory_utilization {shares[id(p)]:g}: the share left on the GPUs it "
+                        f"shares with {', '.join(q.dep.label for q in members if q is not p)}"] + p.search
+            add_overhead(p.estimate, p.gpus)
 
 
 @dataclass
@@ -404,14 +461,31 @@ def combinations(plans: list[Plan]) -> list[Combination]:
         groups.setdefault(p.dep.group, []).append(p)
     out = []
     for group, ps in groups.items():
-        bases = [p for p in ps if p.dep.variant is None]
-        if len(bases) < 2:  # one deployment: its variants are alternatives, never run together
-            continue
-        out.append(Combination(group, None, bases))
-        for v in sorted({p.dep.variant for p in ps if p.dep.variant is not None}):
-            members = [next((q for q in ps if q.dep.doc is b.dep.doc and q.dep.variant == v), b)
-                       for b in bases]
-            out.append(Combination(group, v, members))
+        # a server's models (issue 14) run together only as one of its resident sets at a time
+        servers: dict[str, list[Plan]] = {}
+        for p in ps:
+            if p.dep.server is not None:
+                servers.setdefault(p.dep.server, []).append(p)
+        bases = [p for p in ps if p.dep.variant is None and p.dep.server is None]
+        sets: list[list[Plan]] = [[]]
+        if servers:
+            from itertools import product
+
+            from vramc.plan.servers import resident_sets
+
+            for m in servers.values():
+                for p in m:
+                    p.server_members = m  # the rules need every model of the server, not one set
+            sets = [[p for s in combo for p in s]
+                    for combo in product(*(resident_sets(m) for m in servers.values()))]
+        for extra in sets:
+            if len(bases) + len(extra) < 2:  # one deployment: its variants are alternatives
+                continue
+            out.append(Combination(group, None, bases + extra))
+            for v in sorted({p.dep.variant for p in ps if p.dep.variant is not None}):
+                members = [next((q for q in ps if q.dep.doc is b.dep.doc and q.dep.variant == v), b)
+                           for b in bases]
+                out.append(Combination(group, v, members + extra))
     return out
 
 

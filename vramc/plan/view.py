@@ -64,8 +64,12 @@ def plan_record(plan: Plan) -> dict:
         "notes": list(est.notes) if est else [],
         "errors": [{"code": c, "message": m} for c, m in (est.errors if est else [])],
     }
+    if plan.dep.server is not None:  # a model of a server that serves several (issue 14)
+        rec["server"] = server_record(plan)
     if est is None:
         return rec
+    if plan.engine == "vllm" and est.devices:  # vLLM's own start-up figures (added keys)
+        rec.update(vllm_kv_record(est))
     for i, d in enumerate(est.devices):
         rec["devices"].append({
             "id": d.id,
@@ -92,6 +96,40 @@ def plan_record(plan: Plan) -> dict:
                    "compute_bytes": h.compute_bytes, "other_bytes": h.other_bytes,
                    "total_bytes": h.total_bytes}
     return rec
+
+
+def server_record(plan: Plan) -> dict:
+    """The server a model belongs to: how many of its models it keeps loaded at once, and per GPU
+    the resident set of its models that needs the most."""
+    from vramc.plan.servers import max_resident, worst_sets
+
+    members = getattr(plan, "server_members", [plan])
+    k, said = max_resident(members)
+    return {
+        "name": plan.dep.server, "tag": plan.dep.tag,
+        "max_resident": min(k, len(members)),
+        "max_resident_from": "max_loaded_models" if said else "ollama-default",
+        "worst_resident_sets": [
+            {"gpu": gpu, "models": [p.dep.label for p in members_set], "need_bytes": need,
+             "available_bytes": have}
+            for gpu, (members_set, need, have) in worst_sets(members).items()],
+    }
+
+
+def vllm_kv_record(est) -> dict:
+    """What vLLM 0.33.0 logs at start, from vllm/v1/core/kv_cache_utils.py: `kv_blocks` (num_blocks,
+    the smallest rank's), `block_size`, `kv_tokens` = blocks x block size, `max_concurrency` =
+    num_blocks / blocks per request at max_model_len (get_max_concurrency_for_kv_cache_config),
+    `kv_capacity_tokens` = int(max_concurrency x max_model_len) ("GPU KV cache size: N tokens"),
+    `max_model_len_fit`: the longest max_model_len whose one request fits (estimate_max_model_len
+    over 1..the derived length; 0: not even one token)."""
+    d = est.devices[0].detail
+    per = d.get("blocks_per_request") or 0
+    return {"kv_blocks": d["kv_blocks"], "block_size": est.resolved["block_size"],
+            "kv_tokens": d["kv_tokens"],
+            "max_concurrency": round(d["kv_blocks"] / per, 2) if per else 0.0,
+            "kv_capacity_tokens": d["kv_capacity_tokens"],
+            "max_model_len_fit": d["max_model_len_fit"]}
 
 
 def plans_json(plans) -> str:
@@ -144,9 +182,19 @@ def shared_gpus(plan: Plan, plans) -> list[str]:
     """Lines saying which GPUs the plan shares with the other deployments of its machine."""
     if plan.estimate is None or plan.dep.variant is not None:
         return []
+    if plan.dep.server is not None:  # said once per server, under its first model
+        members = getattr(plan, "server_members", [plan])
+        if plan is not min(members, key=lambda p: p.dep.member):
+            return []
+        from vramc.plan.servers import describe
+
+        others = [p for p in plans if p.dep.group == plan.dep.group and p.dep.server is None
+                  and p.dep.variant is None and p.estimate is not None]
+        return describe(members, others)
     out = []
     for d in plan.estimate.devices:
         others = [(p.dep.label, o) for p in plans if p is not plan and p.dep.variant is None
+                  and p.dep.server is None
                   and p.dep.group == plan.dep.group and p.estimate is not None
                   for o in p.estimate.devices if o.gpu == d.gpu]
         if others:
@@ -202,6 +250,10 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
     marks = (["* chosen by vramc"] if plan.auto else []) + (
         [f"† chosen by {_engine_pin(plan)}"] if any(k in plan.engine_choices for k in keys) else [])
     lines.append("  " + "  ".join(shown) + (f"   ({'; '.join(marks)})" if marks else ""))
+    if plan.engine == "vllm" and est.devices:
+        from vramc.plan.vllm_fit import describe
+
+        lines.append("  " + describe(est))
     header = ("device", "name", "weights", "KV", "compute", "overhead", "total", "capacity", "free", "layers")
     rows = []
     for d in est.devices:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def load_rules() -> dict[str, Rule]:
     """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
-    from vramc.lint.rules import engine_options, load, memory, ollama, quoting, settings, vllm  # noqa: F401
+    from vramc.lint.rules import engine_options, load, memory, ollama, quoting, servers, settings, vllm  # noqa: F401
     from vramc.lint.registry import RULES
 
     return RULES

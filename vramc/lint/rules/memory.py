@@ -274,7 +274,7 @@ def oversubscribed(plans):
             engine: llama-server
             settings: {ctx: 8192, gpu_layers: all}
     """
-    if len(plans) < 2:
+    if len(plans) < 2 or any(p.dep.server is not None for p in plans):  # a server's sets: VR340/VR342
         return
     by_gpu: dict[int, list] = {}
     for plan in plans:

@@ -133,7 +133,12 @@ def port_conflict(plans):
           - {name: coder, engine: vllm, settings: {port: 8001, gpu_memory_utilization: 0.45}}
     """
     by_port: dict[int, list] = {}
+    servers: set = set()
     for plan in plans:
+        if plan.dep.server is not None:  # a server's models (issue 14) share its one port
+            if plan.dep.server in servers:
+                continue
+            servers.add(plan.dep.server)
         if plan.dep.settings.port is not None:
             by_port.setdefault(plan.dep.settings.port, []).append(plan)
     for port, same in sorted(by_port.items()):

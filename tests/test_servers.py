@@ -1,0 +1,170 @@
+"""One server, several models (issue 14): Ollama's `models:`, its resident sets, rules and build."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from build_support import build, read_tree
+from vramc.lint.check import run_check
+
+REPO = Path(__file__).resolve().parent.parent
+RECORD = "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> \"$ARGV_OUT\"\nprintf '\\n\\0' >> \"$ARGV_OUT\"\n"
+
+
+def project(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "profiles").mkdir(parents=True)
+    (tmp_path / "profiles" / "models").symlink_to(REPO / "profiles" / "models")
+    f = tmp_path / "profiles" / "server.yaml"
+    f.write_text(text)
+    return f
+
+
+def three(ctx=(8192, 8192, 8192), settings="{max_loaded_models: 2}", tag='"coder:8b"') -> str:
+    m = "llama-3.1-8b-instruct-q8_0"
+    return (f"name: trio\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nengine: ollama\n"
+            f"settings: {settings}\nmodels:\n"
+            f"  - {{name: chat, model: {m}, settings: {{ctx: {ctx[0]}}}}}\n"
+            f"  - {{name: coder, model: {m}, tag: {tag}, settings: {{ctx: {ctx[1]}}}}}\n"
+            f"  - {{name: big, model: {m}, settings: {{ctx: {ctx[2]}}}}}\n")
+
+
+def codes(result) -> list[str]:
+    return sorted(d.code for d in result.diagnostics)
+
+
+def test_each_model_is_planned_with_the_server_settings_under_its_own(tmp_path):
+    r = run_check([project(tmp_path, three(settings="{max_loaded_models: 2, parallel: 2}"))])
+    assert codes(r) == []
+    by = {p.dep.name: p for p in r.plans}
+    assert sorted(by) == ["trio.big", "trio.chat", "trio.coder"]
+    assert [by[n].dep.tag for n in ("trio.chat", "trio.coder", "trio.big")] == ["chat", "coder:8b", "big"]
+    assert {p.params.n_seq_max for p in r.plans} == {2}
+    assert {p.params.n_ctx for p in r.plans} == {16384}  # Ollama: num_ctx per slot x parallel
+
+
+def test_resident_sets_follow_max_loaded_models_and_ollamas_default(tmp_path):
+    from vramc.plan.servers import max_resident, resident_sets
+
+    r = run_check([project(tmp_path / "a", three())])
+    sets = resident_sets(r.plans)
+    assert [[p.dep.tag for p in s] for s in sets] == [["chat", "coder:8b"], ["chat", "big"], ["coder:8b", "big"]]
+    r = run_check([project(tmp_path / "b", three(settings="{}"))])
+    assert max_resident(r.plans) == (3, False)  # server/sched.go defaultModelsPerGPU x 1 GPU
+    assert len(resident_sets(r.plans)) == 1
+
+
+def test_a_set_that_does_not_fit_and_the_model_that_fits_only_alone(tmp_path):
+    r = run_check([project(tmp_path, three(ctx=(8192, 8192, 100000)))])
+    assert {"VR340", "VR341"} <= set(codes(r))
+    vr341 = [d for d in r.diagnostics if d.code == "VR341"]
+    assert [d.deployment for d in vr341] == ["trio.big"]  # chat and coder share the card
+    vr340 = " ".join(d.message for d in r.diagnostics if d.code == "VR340")
+    assert "chat 9.20 GiB, big 20.39 GiB" in vr340 and "coder:8b" in vr340
+    assert "chat 9.20 GiB, coder:8b" not in vr340  # that set fits
+    assert not any(d.code == "VR312" for d in r.diagnostics)  # a server's sets are VR340's
+
+
+def test_keep_alive_without_max_loaded_models(tmp_path):
+    r = run_check([project(tmp_path / "a", three(ctx=(32768,) * 3, settings="{keep_alive: -1}"))])
+    assert "VR342" in codes(r) and "VR340" not in codes(r)
+    # they swap: one at a time, nothing to report
+    r = run_check([project(tmp_path / "b", three(ctx=(32768,) * 3,
+                                                  settings="{keep_alive: -1, max_loaded_models: 1}"))])
+    assert not {"VR340", "VR341", "VR342"} & set(codes(r))
+    r = run_check([project(tmp_path / "c", three(ctx=(32768,) * 3, settings="{keep_alive: 0}"))])
+    assert "VR342" not in codes(r)
+
+
+def test_plan_text_and_json_name_the_worst_set_per_gpu(tmp_path):
+    from typer.testing import CliRunner
+
+    from vramc.cli.commands import app
+
+    f = project(tmp_path, three(ctx=(8192, 8192, 100000)))
+    res = CliRunner().invoke(app, ["plan", str(f)])
+    assert "server trio (ollama): 3 models, up to 2 resident at once (max_loaded_models" in res.output
+    assert "GPU 0: worst resident set {chat, big}: 29.59 of 24.00 GiB, OVER by 5.59 GiB" in res.output
+    assert res.output.count("worst resident set") == 1
+    res = CliRunner().invoke(app, ["plan", "--format", "json", str(f)])
+    recs = json.loads(res.output)["deployments"]
+    server = recs[0]["server"]
+    assert server["name"] == "trio" and server["max_resident"] == 2
+    assert server["max_resident_from"] == "max_loaded_models"
+    worst = server["worst_resident_sets"][0]
+    assert worst["models"] == ["trio.chat", "trio.big"]
+    assert worst["need_bytes"] == sum(r["devices"][0]["total_bytes"] for r in recs
+                                      if r["name"] in ("trio.chat", "trio.big"))
+
+
+def test_build_one_server_env_one_drop_in_a_modelfile_per_model_and_the_tag_script(tmp_path):
+    f = project(tmp_path, three(settings="{max_loaded_models: 2, parallel: 2, port: 11500}"))
+    assert build([f], out=tmp_path / "out") == 0
+    tree = read_tree(tmp_path / "out")
+    assert sorted(tree) == ["trio/.vramc-manifest", "trio/big.Modelfile", "trio/chat.Modelfile",
+                            "trio/coder.Modelfile", "trio/create-models.sh", "trio/ollama.env",
+                            "trio/ollama.service.d/override.conf"]
+    env = tree["trio/ollama.env"].decode()
+    assert "OLLAMA_MAX_LOADED_MODELS=2\n" in env and "OLLAMA_HOST=127.0.0.1:11500\n" in env
+    assert "OLLAMA_NUM_PARALLEL=2\n" in env
+    assert "PARAMETER num_ctx 8192\n" in tree["trio/coder.Modelfile"].decode()
+    assert "ollama create coder:8b -f out/trio/coder.Modelfile" in tree["trio/coder.Modelfile"].decode()
+    assert build([f], out=tmp_path / "out", check_only=True) == 0
+    # the script creates each tag from its own Modelfile
+    stub, record = tmp_path / "ollama", tmp_path / "argv"
+    stub.write_text(RECORD)
+    stub.chmod(0o755)
+    subprocess.run(["sh", str(tmp_path / "out/trio/create-models.sh")], check=True, timeout=30,
+                   env={**os.environ, "OLLAMA": str(stub), "ARGV_OUT": str(record)})
+    calls = [c.strip("\0").split("\0") for c in record.read_text().split("\n\0") if c]
+    assert calls == [["create", "chat", "-f", "chat.Modelfile"], ["create", "coder:8b", "-f", "coder.Modelfile"],
+                     ["create", "big", "-f", "big.Modelfile"]]
+
+
+def test_single_model_ollama_deployments_are_unchanged(tmp_path):
+    f = project(tmp_path, "name: one\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
+                          "engine: ollama\nmodel: llama-3.1-8b-instruct-q8_0\nsettings: {ctx: 8192}\n")
+    assert build([f], out=tmp_path / "out") == 0
+    assert sorted(read_tree(tmp_path / "out")) == ["one/.vramc-manifest", "one/Modelfile", "one/ollama.env",
+                                                   "one/ollama.service.d/override.conf"]
+    r = run_check([f])
+    assert [p.dep.server for p in r.plans] == [None]
+
+
+@pytest.mark.parametrize("tag", ['"x; touch PWNED"', '"$(touch PWNED)"', '"a b"', '"-f"', '"../x"', '"x\\n"',
+                                 "'a:b:c'", '"a/b/c/d"'])
+def test_a_tag_that_is_not_an_ollama_name_is_refused_at_its_line(tmp_path, tag):
+    r = run_check([project(tmp_path, three(tag=tag))])
+    d = [d for d in r.diagnostics if d.severity.name == "ERROR"]
+    assert d and d[0].line == 7 and "not an Ollama model name" in d[0].message, r.diagnostics
+    assert build([tmp_path / "profiles" / "server.yaml"], out=tmp_path / "out") == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize("body, where, message", [
+    ("engine: llama-server\nmodels: [{name: a, model: M}]", (4, 9), "serves one model per deployment"),
+    ("engine: ollama\nmodel: M\nmodels: [{name: a, model: M}]", (4, 8), "cannot both be given"),
+    ("engine: ollama\nmodels: [{name: a, model: M, settings: {keep_alive: 5m}}]", (4, 78), "setting of the whole server"),
+    ("engine: ollama\nmodels: [{name: a, model: M}, {name: a, model: M, tag: b}]", (4, 63), "used twice"),
+    ("engine: ollama\nmodels: [{name: a, model: M}, {name: b, model: M, tag: A}]", (4, 106), "tag 'A' is used twice"),
+    ("engine: ollama\nmodels: [{name: a, model: M}]\nvariants: {v: {settings: {ctx: 1024}}}", (5, 11), "variants"),
+    ("engine: ollama", (1, 1), "missing required key model"),
+    ("engine: ollama\nmodels: []", (4, 9), "at least 1"),
+    ("engine: ollama\nmodels: [{name: a, model: nosuchmodel}]", (4, 27), "nosuchmodel"),
+    ("engine: ollama\nmodels: {a: M}", (4, 9), "list"),
+])
+def test_hostile_server_profiles_are_clear_errors(tmp_path, body, where, message):
+    body = body.replace(" M", " llama-3.1-8b-instruct-q8_0")
+    f = project(tmp_path, "name: s\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n" + body + "\n")
+    r = run_check([f])
+    errors = [d for d in r.diagnostics if d.severity.name == "ERROR"]
+    assert errors, r.diagnostics
+    assert any(message in d.full_message() and (d.line, d.column) == where for d in errors), \
+        [(d.line, d.column, d.full_message()) for d in errors]
+    proc = subprocess.run([str(REPO / ".venv/bin/vramc"), "check", str(f)], capture_output=True, text=True,
+                          env={**os.environ, "VRAMC_NO_CACHE": "1"}, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
