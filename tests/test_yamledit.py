@@ -687,7 +687,7 @@ def test_analyze_write_through_a_symlink_and_onto_a_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", str(gguf)], check=True, capture_output=True)
     real = tmp_path / "locks" / "tiny.yaml"
     real.parent.mkdir()
-    real.write_text("old\n")
+    real.write_text("kind: model\nname: old\n")  # only a model profile is replaced (test_no_clobber.py)
     link = tmp_path / "tiny.yaml"
     link.symlink_to(real)
     res = vramc("analyze", gguf, "--write", link)

@@ -47,6 +47,28 @@ def _write_output(output: Path, text: str) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
+def _refuse_input_as_output(output: Path, paths: List[Path]) -> None:
+    """check --output must not name what check reads: `-o profiles/a.yaml` replaced that profile with
+    the report (empty when clean). Refused before anything is read: a checked profile, anything in
+    a checked folder (a report there becomes a profile), and any existing YAML or GGUF file."""
+    import os
+
+    from vramc.load import profiles
+
+    try:
+        target = Path(os.path.realpath(output))
+        found, _ = profiles.discover(paths)
+        inputs = {Path(os.path.realpath(f)) for f in found}
+        folders = [Path(os.path.realpath(p)) for p in paths if p.is_dir()]
+    except (OSError, ValueError):
+        return  # what cannot be resolved is reported by check itself, or by the write
+    suffix = target.suffix.lower()
+    if (target in inputs or any(folder == target or folder in target.parents for folder in folders)
+            or (suffix in (".yaml", ".yml", ".gguf") and os.path.lexists(output))):
+        _fail_usage(f"--output {output} would replace a file that vramc check reads (a profile or a model) or "
+                    "put the report among the profiles; write the report elsewhere (e.g. vramc-report.txt)")
+
+
 def _fail_usage(message: str) -> None:
     typer.echo(f"vramc: {message}", err=True)
     raise typer.Exit(EXIT_USAGE)
@@ -96,7 +118,10 @@ def check(
     from vramc.lint.report import FORMATS, FORMATTERS, summary
 
     fmt = _output_format(fmt, FORMATS)
-    result = cached_check(_default_paths(paths), margin=_margin_option(margin))
+    paths = _default_paths(paths)
+    if output is not None:
+        _refuse_input_as_output(output, paths)
+    result = cached_check(paths, margin=_margin_option(margin))
     text = FORMATTERS[fmt](result.diagnostics, load_rules())
     if output is not None:
         _write_output(output, text)
@@ -308,16 +333,29 @@ def run(
 
 @app.command()
 def analyze(
-    model: Path = typer.Argument(..., help="A GGUF file (the first part of a split model is enough)."),
+    model: str = typer.Argument(..., help="A GGUF file (the first part of a split model is enough), an http(s) URL, hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT (only the header is read)."),
     layers: bool = typer.Option(False, "--layers", help="Print the full per-block table."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
     write: Optional[Path] = typer.Option(None, "--write", help="Write a model profile with the locked metadata."),
     name: Optional[str] = typer.Option(None, "--name", help="Name for the written model profile."),
 ) -> None:
-    """Read a GGUF header (never its tensor data) and describe the model."""
+    """Read a GGUF header, local or over HTTP (never its tensor data), and describe the model."""
     from vramc.model.analyze import cli_analyze
 
     raise typer.Exit(cli_analyze(model, layers=layers, fmt=fmt, write=write, name=name))
+
+
+@app.command()
+def lock(
+    config: Path = typer.Option(..., "--config", help="The model's Hugging Face config.json."),
+    quant: str = typer.Option(..., "--quant", help="The llama-quantize file type, e.g. Q4_K_M."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Write a model profile with the derived lock."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name for the written model profile."),
+) -> None:
+    """Derive the GGUF tensor table convert_hf_to_gguf.py + llama-quantize would write, from config.json alone."""
+    from vramc.dev.synth.from_config import cli_lock
+
+    raise typer.Exit(cli_lock(config, quant, write=write, name=name))
 
 
 def main() -> None:

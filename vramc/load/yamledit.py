@@ -505,12 +505,59 @@ def _newline_before(text: str, at: int) -> str:
     return m.group() if m else "\n"
 
 
+class WriteRefused(EditRefused):
+    """A whole file vramc will not replace (write_new)."""
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}; the file was left as it was"
+
+
+# a profile is a few KiB; a file larger than this is no profile (a GGUF model is gigabytes)
+MAX_REPLACED = 4 * 1024 * 1024
+
+
 def write_new(path, text: str, file: str | None = None) -> None:
-    """Write a whole file vramc generated, after checking that it loads cleanly as YAML."""
+    """Write a whole file vramc generated, after checking that it loads cleanly as YAML, replacing
+    an existing file only if it is a profile of the same kind (`analyze --write` re-locks a model
+    profile; `analyze X.gguf --write X.gguf` replaced the model itself, and `--write` at a
+    deployment profile replaced it with a model profile)."""
     from vramc.writer import write_atomic
 
-    loaded = load_text(text, file or str(path))
+    shown = file or str(path)
+    loaded = load_text(text, shown)
     if loaded.diagnostics:  # a generator bug: never leave it on the user's disk
-        raise EditRefused(file or str(path), (), None, f"vramc generated YAML that does not load "
+        raise EditRefused(shown, (), None, f"vramc generated YAML that does not load "
                           f"({loaded.diagnostics[0].message}); please report this")
+    _check_replaceable(Path(path), loaded.data, shown)
     write_atomic(Path(path), text.encode("utf-8"))
+
+
+def _check_replaceable(path: Path, new, shown: str) -> None:
+    import os
+    import stat
+
+    from vramc.load.profiles import _kind_of
+
+    try:
+        st = os.stat(path)  # through a link: the file it points to is what would be replaced
+    except OSError:
+        return  # nothing there (or a dangling link): a new file; other errors are the write's
+    kind = _kind_of(new) if isinstance(new, dict) else None
+    what = f"a {kind} profile" if kind else "a profile vramc wrote"
+    refuse = f"it exists and is not {what}, so vramc will not replace it; write to another path"
+    if stat.S_ISDIR(st.st_mode):
+        return  # the write says "Is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        raise WriteRefused(shown, (), None, f"it is not a regular file, so vramc will not replace it; "
+                                            "write to another path")
+    if st.st_size > MAX_REPLACED:
+        raise WriteRefused(shown, (), None, refuse)
+    try:
+        old_text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise WriteRefused(shown, (), None, refuse) from None
+    except OSError:
+        return  # unreadable: the write says why it cannot replace it either
+    old = load_text(old_text, shown).data
+    if old_text.strip() and not (isinstance(old, dict) and kind is not None and _kind_of(old) == kind):
+        raise WriteRefused(shown, (), None, refuse)
