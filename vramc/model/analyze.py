@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vramc.model.gguf import GGUFError, read_gguf, split_paths
-from vramc.model.modelmeta import ModelMeta, Tensor, block_ranges
+from vramc.model.modelmeta import ModelMeta, Tensor, block_ranges, lock_mismatch
 
 REPORT_VERSION = 1
 _INPUT = ("token_embd.", "token_embd_norm.", "token_types.", "position_embd.")
@@ -368,13 +368,13 @@ def fingerprint_status(gguf_path: str | os.PathLike, lock) -> str | None:
             size += os.stat(p).st_size
         except OSError as e:
             return f"{p}: {e.strerror}"
-    if size != f.size:
+    if lock_mismatch(size, None, f) == "size":
         return f"size is {size:,} bytes, the lock says {f.size:,}"
     try:
         meta = read_gguf(paths[0])
     except GGUFError as e:
         return f"{e.path}: {e}"
-    if meta.header_sha256 != f.header_sha256:
+    if lock_mismatch(size, meta.header_sha256, f) == "header":
         return "the header changed (its sha256 differs from the lock)"
     return None
 

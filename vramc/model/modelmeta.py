@@ -170,6 +170,17 @@ class MetaError(ValueError):
         self.path = path
 
 
+def lock_mismatch(file_size: int | None, header_sha256: str | None, locked) -> str | None:
+    """Which fingerprint of a model profile's lock (`lock.file`: size and header sha256) a model
+    file no longer matches: "size", "header" (only when both hashes are known), or None. `vramc check`
+    (VR202) and `vramc analyze` word the answer each their own way."""
+    if file_size != locked.size:
+        return "size"
+    if locked.header_sha256 and header_sha256 and header_sha256 != locked.header_sha256:
+        return "header"
+    return None
+
+
 def validate_meta(meta: ModelMeta) -> None:
     """Raise MetaError unless `meta` can be planned: the one check for a lock and a GGUF header.
 

@@ -226,13 +226,14 @@ def _missing_tensor(dep, meta, e) -> Diagnostic:
                       "the file is incomplete or of another architecture: convert it again")
 
 
-def _lock_mismatch(meta, lock) -> str | None:
+def _lock_mismatch(meta: ModelMeta, lock) -> str | None:
+    from vramc.model.modelmeta import lock_mismatch
+
     f = lock.file
-    if meta.file_size != f.size:
+    what = lock_mismatch(meta.file_size, meta.header_sha256, f)
+    if what == "size":
         return f"size {meta.file_size} != locked {f.size}"
-    if f.header_sha256 and meta.header_sha256 and meta.header_sha256 != f.header_sha256:
-        return "header hash differs"
-    return None
+    return "header hash differs" if what == "header" else None
 
 
 def plan_deployment(dep, cache: MetaCache | None = None) -> Plan:
