@@ -60,11 +60,12 @@ def read_entry(path: Path) -> str | None:
 def write_entry(path: Path, text: str) -> None:
     """Store `text` (JSON) at `path` for read_entry; failing only costs speed."""
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    write_atomic(path, f"{_HEAD_START}{digest}{_HEAD_END}{text}}}")
+    _store(path, f"{_HEAD_START}{digest}{_HEAD_END}{text}}}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a cache entry so that a reader never sees half of it; failing only costs speed."""
+def _store(path: Path, text: str) -> None:
+    """Write a cache entry with writer.write_atomic (vramc's one atomic writer, without the fsync)
+    over whatever vramc did not put there; failing only costs speed."""
     from vramc import writer  # the one atomic writer; imported only when an entry is written
 
     try:
