@@ -168,3 +168,53 @@ def test_hostile_server_profiles_are_clear_errors(tmp_path, body, where, message
     proc = subprocess.run([str(REPO / ".venv/bin/vramc"), "check", str(f)], capture_output=True, text=True,
                           env={**os.environ, "VRAMC_NO_CACHE": "1"}, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
+
+
+FIT = """name: trio
+hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+engine: ollama
+settings: {max_loaded_models: 2}
+models:
+  - name: chat
+    model: llama-3.1-8b-instruct-q8_0
+    settings:
+      ctx: auto
+  - name: coder
+    model: llama-3.1-8b-instruct-q8_0
+    settings:
+      ctx: auto
+  - name: big
+    model: llama-3.1-8b-instruct-q8_0
+    settings: {ctx: 16384}
+"""
+
+
+def test_auto_settings_are_fitted_so_that_every_resident_set_fits(tmp_path):
+    from vramc.plan.servers import gpu_use, resident_sets
+
+    r = run_check([project(tmp_path, FIT)])
+    assert codes(r) == []
+    by = {p.dep.name: p for p in r.plans}
+    # alone, one model would take most of the card; two of them share it, with the margin free
+    assert by["trio.chat"].params.n_ctx == by["trio.coder"].params.n_ctx == 25856
+    for s in resident_sets(r.plans):
+        for need, have, _ in gpu_use(list(s)).values():
+            assert need <= have * 0.95 + 1
+    assert any("run together" in line for line in by["trio.chat"].search)
+
+
+def test_fit_write_puts_each_models_answer_into_its_own_settings_and_check_accepts_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from vramc.cli.commands import app
+
+    f = project(tmp_path, FIT)
+    res = CliRunner().invoke(app, ["fit", "--write", str(f)])
+    assert res.exit_code == 0, res.output
+    text = f.read_text()
+    assert text.count("ctx: 25856  # vramc fit: auto") == 2
+    assert "settings: {ctx: 16384, gpu_layers: 33}" in text
+    after = run_check([f])
+    assert [d for d in after.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
+    res = CliRunner().invoke(app, ["fit", "--refit", "--write", str(f)])
+    assert res.exit_code == 0 and f.read_text() == text

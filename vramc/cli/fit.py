@@ -14,7 +14,10 @@ from vramc.diagnostics import Severity
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan
 
-AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor")
+AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor",
+             # vLLM's (vramc.plan.vllm_fit)
+             "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
+             "kv_cache_dtype")
 
 
 def chosen(plan: Plan) -> dict:
@@ -33,6 +36,8 @@ def _settings_path(plan: Plan) -> tuple:
     dep = plan.dep
     if dep.variant:
         return dep.doc.prefix + ("variants", dep.variant, "settings")
+    if dep.member is not None:  # one model of a server (issue 14): its own settings
+        return dep.doc.prefix + ("models", dep.member, "settings")
     return dep.doc.prefix + ("settings",)
 
 
@@ -40,6 +45,8 @@ def _settings_path(plan: Plan) -> tuple:
 # them as the fixed values they are)
 MARKER = "vramc fit: auto"
 RELAXABLE = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v")
+RELAXABLE_VLLM = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
+                  "kv_cache_dtype")
 
 
 def edit_choices(plans, cleared=None) -> list:
@@ -104,9 +111,10 @@ def parse_relax(text: str | None) -> tuple[str, ...] | str:
     if text is None:
         return ()
     keys = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    bad = [k for k in keys if k not in RELAXABLE]
+    bad = [k for k in keys if k not in RELAXABLE + RELAXABLE_VLLM]
     if bad or not keys:
-        return (f"--relax takes one or more of {', '.join(RELAXABLE)} (comma-separated), not "
+        return (f"--relax takes one or more of {', '.join(RELAXABLE)} (llama.cpp engines), "
+                f"{', '.join(RELAXABLE_VLLM)} (vLLM) (comma-separated), not "
                 f"{', '.join(repr(k) for k in bad) or repr(text)}")
     return keys
 
@@ -129,21 +137,24 @@ class _Freed:
             except (EditRefused, OSError, ValueError):
                 self.marks[path] = []
         base_path = dep.doc.prefix + ("settings",)
+        if dep.member is not None:  # a server's model: its own settings (issue 14)
+            base_path = dep.doc.prefix + ("models", dep.member, "settings")
         keys = {k for p, k in self.marks[path] if p == base_path}
         if dep.variant:
             v = dep.doc.obj.variants.get(dep.variant)
             own = v.settings.model_fields_set if v is not None else set()
             var_path = dep.doc.prefix + ("variants", dep.variant, "settings")
             keys = {k for p, k in self.marks[path] if p == var_path} | (keys - own)
-        return keys & set(RELAXABLE + ("override_tensor",))
+        return keys & set(RELAXABLE + RELAXABLE_VLLM + ("override_tensor",))
 
     def __call__(self, dep) -> None:
-        if not self.selected(dep) or dep.doc.obj.engine == "vllm":
+        if not self.selected(dep):
             return
-        keys = set(self.relax) | (self.marked(dep) if self.refit else set())
+        own = RELAXABLE_VLLM if dep.doc.obj.engine == "vllm" else RELAXABLE + ("override_tensor",)
+        keys = (set(self.relax) | (self.marked(dep) if self.refit else set())) & set(own)
         if not keys:
             return
-        update = {k: "auto" for k in keys if k in RELAXABLE}
+        update = {k: "auto" for k in keys if k in RELAXABLE + RELAXABLE_VLLM}
         if "override_tensor" in keys:  # the solver places experts itself only without overrides
             update["override_tensor"] = None
             update.setdefault("gpu_layers", "auto")
@@ -207,7 +218,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
     return 0 if ok else 1
 
 
-_GROUP_CODES = ("VR312", "VR335", "VR336")
+_GROUP_CODES = ("VR312", "VR335", "VR336", "VR340", "VR341", "VR342")
 
 
 def _write(profile: Path, plans, freed, said=()) -> int:
@@ -302,6 +313,11 @@ def _fit_text(plan: Plan, ideas=("", [])) -> str:
                      f"would: `{cmd}`")
     if plan.verdict == "does-not-fit" and not found and plan.fit_hint:
         lines.append(f"  these settings do not fit; {plan.fit_hint}")
+    elif plan.verdict == "does-not-fit" and plan.engine == "vllm":
+        from vramc.plan.planner import fit_target
+
+        lines.append("  vLLM would not start with these settings; vramc can choose them: "
+                     f"`vramc fit --relax gpu_memory_utilization,max_model_len {fit_target(plan.dep)}`")
     return "\n".join(lines) + "\n"
 
 

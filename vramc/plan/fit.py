@@ -621,6 +621,14 @@ def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: in
     return f"{first}; then {said}" if first else said
 
 
+def _explicit_auto(plan) -> bool:
+    """A model of an Ollama server (issue 14) is fitted with the others only where its profile
+    says `auto`: left unset, Ollama decides, and next to resident models it evicts them rather
+    than load a model partly on the CPU (server/sched.go `load`), so the solo answer stands."""
+    s = plan.dep.settings
+    return plan.dep.server is not None and any(getattr(s, k) == "auto" for k in s.model_fields_set)
+
+
 def fit_together(combo, refit) -> None:
     """Fit the `auto` settings of deployments that run at the same time (a plan.Combination) so
     that together they leave each shared GPU its margin (the largest of theirs) free.
@@ -642,7 +650,8 @@ def fit_together(combo, refit) -> None:
             uses.setdefault(d.gpu, []).append((p, i))
     shared = {g: u for g, u in uses.items() if len(u) > 1}
     adj = [p for p in combo.adjustable() if p.estimate is not None and p.auto and p.meta is not None
-           and p.requested is not None and p.engine in ("llama-server", "llama-cpp-python")
+           and p.requested is not None
+           and (p.engine in ("llama-server", "llama-cpp-python") or _explicit_auto(p))
            and any(d.gpu in shared for d in p.estimate.devices)]
     if not adj:
         return

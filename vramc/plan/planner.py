@@ -408,8 +408,11 @@ def plan_all(deployments) -> list[Plan]:
     if combos:
         from vramc.plan.fit import fit_together
 
+        smaller = _keep_smaller()
         for combo in combos:  # a group's base combination first: its variants run with its answers
-            fit_together(combo, refit)
+            # a server's models are in several resident sets: each keeps its smallest answer, so
+            # that every set fits (issue 14)
+            fit_together(combo, smaller if any(p.dep.server for p in combo.members) else refit)
     return plans
 
 
@@ -498,6 +501,27 @@ def fit_target(dep) -> str:
     return ("" if one else f"-d {shlex.quote(dep.label)} ") + shlex.quote(dep.doc.file)
 
 
+def _keep_smaller():
+    """`refit` for a model fitted in several resident sets: an answer that needs more of the GPUs
+    than the one an earlier set gave it is dropped, so the final answer fits in every set."""
+    fitted: set[int] = set()
+
+    def need(plan: Plan) -> int:
+        return sum(d.total_bytes for d in plan.estimate.devices) if plan.estimate else 0
+
+    def smaller(plan: Plan, keep_free: list[int], note: str) -> None:
+        before = (plan.choice, plan.params, plan.estimate, plan.search, plan.auto, dict(plan.engine_choices))
+        had = need(plan)
+        refit(plan, keep_free, note)
+        if id(plan) in fitted and need(plan) > had:
+            (plan.choice, plan.params, plan.estimate, plan.search, plan.auto, choices) = before
+            plan.engine_choices.clear()
+            plan.engine_choices.update(choices)
+        fitted.add(id(plan))
+
+    return smaller
+
+
 def refit(plan: Plan, keep_free: list[int], note: str) -> None:
     """Solve `plan`'s `auto` settings again within what the deployments it runs with leave it:
     `keep_free` bytes per GPU (its margin, plus the others' share where a GPU is shared)."""
@@ -508,3 +532,7 @@ def refit(plan: Plan, keep_free: list[int], note: str) -> None:
         plan.choice, plan.params, plan.estimate, plan.search, plan.auto = solo
         return
     plan.search = [note] + plan.search
+    if plan.engine == "ollama":  # a server's model (issue 14): Ollama's decisions on the new answer
+        from vramc.plan import ollama_sched
+
+        ollama_sched.after_solve(plan, plan.meta)
