@@ -349,3 +349,29 @@ def test_analyze_errors_exit_1_not_3(server, ref):
     result = runner.invoke(app, ["analyze", ref])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_written_profile_plans_without_the_network(server, tmp_path, monkeypatch, models):
+    """analyze hf://... --write, then check and plan with the server gone: the lock is enough,
+    and the plan equals the plan of the real file's header."""
+    project = tmp_path / "project"
+    (project / "profiles" / "models").mkdir(parents=True)
+    dest = project / "profiles" / "models" / "llama-8b-Q4_K_M.yaml"
+    assert runner.invoke(app, ["analyze", "hf://org/repo:Q4_K_M", "--write", str(dest)]).exit_code == 0
+    deployment = ("name: llama\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\n"
+                  "model: llama-8b-Q4_K_M\nengine: llama-server\nsettings:\n  ctx: 8192\n")
+    (project / "profiles" / "llama.yaml").write_text(deployment)
+    server.shutdown()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.chdir(project)
+    res = runner.invoke(app, ["check", "profiles/llama.yaml"])
+    assert res.exit_code == 0, res.output
+    planned = json.loads(runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output)
+    # the same deployment on the real file
+    (project / "models").mkdir()
+    (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(models["llama-8b-Q4_K_M.gguf"])
+    direct = json.loads(runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output)
+    [a], [b] = planned["deployments"], direct["deployments"]
+    assert a["verdict"] == b["verdict"] == "fits"
+    assert [d["weights_bytes"] for d in a["devices"]] == [d["weights_bytes"] for d in b["devices"]]
+    assert a["devices"][0]["weights_bytes"] > 4 * 2**30

@@ -299,7 +299,7 @@ def default_name(path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "model"
 
 
-def profile_yaml(meta: ModelMeta, *, gguf: str, name: str, command: str,
+def profile_yaml(meta: ModelMeta, *, gguf: str | None, name: str, command: str,
                  source: str | None = None, download: list[str] | None = None) -> str:
     """A model profile holding the lock; loads back through `schema.Model`."""
     import yaml
@@ -322,9 +322,11 @@ def profile_yaml(meta: ModelMeta, *, gguf: str, name: str, command: str,
         "kind": "model",
         "name": name,
         "gguf": gguf,
-        "source": source or f"vramc analyze of {Path(gguf).name}",
+        "source": source or f"vramc analyze of {Path(gguf or '').name}",
         "lock": lock,
     }
+    if gguf is None:  # derived without a file (vramc lock --config)
+        del doc["gguf"]
     body = yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
     head = f"# Locked by `{command}`; regenerate with the same command.\n"
     if download:  # the file is not here: where to get it (gguf: says where it is expected)
