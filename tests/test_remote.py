@@ -36,6 +36,7 @@ class Server(ThreadingHTTPServer):
         self.sent = 0  # body bytes written
         self.flaky: set[str] = set()
         self.listing: dict[str, list[str]] = {}
+        self.proxied: list[str] = []
 
     @property
     def base(self) -> str:
@@ -97,6 +98,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         srv: Server = self.server
         path = self.path
+        if path.startswith("http://"):  # asked as a proxy: the absolute URL of the target
+            srv.proxied.append(path)
+            path = "/" + path.split("/", 3)[3]
         srv.seen.append((path, dict(self.headers)))
         kind, _, rest = path.lstrip("/").partition("/")
         if kind == "range":
@@ -202,6 +206,13 @@ def test_a_server_without_range_is_refused_not_downloaded(server, models):
     with pytest.raises(remote.RemoteError, match="ignores HTTP Range requests.*download the file"):
         remote.read_remote(f"{server.base}/norange/llama-8b-Q4_K_M.gguf", http=_http())
     assert server.sent < 64 * 2**20  # it stopped reading; the file is 4.9 GB
+
+
+def test_the_proxy_variables_are_honoured(server, monkeypatch):
+    monkeypatch.setenv("http_proxy", server.base)
+    got = remote.read_remote("http://models.example/range/llama-8b-Q4_K_M.gguf", http=_http())
+    assert got.meta.architecture == "llama"
+    assert server.proxied[0] == "http://models.example/range/llama-8b-Q4_K_M.gguf"
 
 
 def test_transient_failures_are_retried(server):
