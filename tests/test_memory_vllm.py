@@ -303,3 +303,42 @@ def test_vllm_option_list():
         assert o in opts
     assert not any(o.startswith("--no-enable-") for o in opts)  # vLLM spells those --disable-
 
+
+
+# --- issue 16: the figures vLLM logs, kv_cache_memory_bytes ---------------------------------------
+def test_max_model_len_fit_by_hand():
+    """estimate_max_model_len's answer over 1..the derived length, beside the configured one."""
+    m = model("deepseek-coder-33b-instruct-awq")
+    s = schema.Settings(gpu_memory_utilization=0.3, max_model_len=8192, max_num_seqs=16,
+                        max_num_batched_tokens=8192)
+    d = estimate_vllm(m, [gpu()], s).devices[0].detail
+    per_block = 4_063_232
+    check = d["kv_available"] - per_block  # the null block
+    # the longest length whose cdiv(L, 16) blocks fit: whole blocks of 16 tokens
+    longest = check // per_block * 16
+    assert d["max_model_len_fit"] == min(longest, 65536) and 8192 < longest < 65536
+    assert d["blocks_per_request"] == 8192 // 16
+    assert d["max_concurrency"] == round(d["kv_blocks"] / 512, 2)
+
+
+def test_kv_cache_memory_bytes_is_the_kv_budget_and_the_start_check_stays():
+    m = model("mistral-7b-instruct-awq")
+    s = schema.Settings(kv_cache_memory_bytes="4GiB", max_model_len=8192, max_num_batched_tokens=8192,
+                        max_num_seqs=64)
+    est = estimate_vllm(m, [gpu(tenants=20 * GiB)], s)
+    d = est.devices[0].detail
+    assert d["kv_available"] == 4 * GiB and d["kv_blocks"] == 4 * GiB // (32 * 65536) == 2048
+    # request_memory still checks 0.92 of the card (utilization's default) at start: with 20 GiB
+    # held by another process that fails, as it does in vLLM
+    assert codes(est) == ["VR330"]
+    # and the process holds weights + activation + non-torch + graphs + the 4 GiB, not its share
+    assert d["held"] == (d["weights"] + d["activation"] + d["non_torch"] + d["cudagraph"]
+                         + 4 * GiB) < d["requested"]
+
+
+def test_auto_values_reaching_the_memory_model_read_as_vllm_defaults():
+    m = model("mistral-7b-instruct-awq")
+    a = estimate_vllm(m, [gpu()], schema.Settings(gpu_memory_utilization="auto", max_num_seqs="auto",
+                                                  tensor_parallel_size="auto"))
+    b = estimate_vllm(m, [gpu()], schema.Settings())
+    assert a.resolved == b.resolved and a.resolved["gpu_memory_utilization"] == 0.92

@@ -82,7 +82,9 @@ def test_deepseek_multi_gpu_plan():
 def test_vllm_96gb_guide():
     f = findings(ROOT / "examples" / "seeds" / "vllm-96gb-as-written.yaml")
     assert f["coder"] >= {"VR335"} and f["general"] >= {"VR335", "VR336"}  # 0.88 + 0.88 > 1
-    assert verdicts(ROOT / "profiles" / "vllm-96gb.yaml") == {"coder": "fits", "general": "fits"}
+    # both start and leave the margin; `tight` in vLLM's terms (issue 16): each KV cache holds
+    # fewer full-length requests (10.18 and 6.46) than max_num_seqs 64 (VR350, a note)
+    assert verdicts(ROOT / "profiles" / "vllm-96gb.yaml") == {"coder": "tight", "general": "tight"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples" / "seeds").glob("*.yaml")), ids=lambda p: p.name)

@@ -87,3 +87,36 @@ def test_equal_explicit_ports_on_one_machine_are_vr405(tmp_path, monkeypatch, ca
     monkeypatch.chdir(project)
     assert build(["profiles/vllm-shared.yaml"]) == 1
     assert "not built: a fails check (VR405)" in capsys.readouterr().err
+
+
+def test_auto_settings_are_written_as_the_values_vramc_chose(tmp_path, monkeypatch):
+    """Issue 16: `auto` utilization, max_num_seqs and tensor_parallel_size reach vLLM as numbers,
+    and kv_cache_memory_bytes as --kv-cache-memory-bytes (in bytes)."""
+    project = copy_fixture(tmp_path / "p")
+    (project / "profiles" / "vllm-shared.yaml").write_text(textwrap.dedent("""\
+        kind: deployments
+        hardware: rtx4090
+        deployments:
+          - name: a
+            model: qwen2.5-7b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: auto, max_num_seqs: auto, tensor_parallel_size: auto,
+                       max_model_len: 8192, port: 9000}
+          - name: b
+            model: qwen2.5-7b-instruct-awq
+            engine: vllm
+            settings: {gpu_memory_utilization: 0.3, kv_cache_memory_bytes: 2GiB, max_model_len: 8192,
+                       port: 9001}
+        """))
+    plans = {p.dep.name: p for p in run_check([project / "profiles" / "vllm-shared.yaml"]).plans}
+    monkeypatch.chdir(project)
+    assert build(["profiles/vllm-shared.yaml"]) == 0
+    _, a = parsed_args(args_file_lines(project / "out" / "a" / "vllm.args"))
+    _, b = parsed_args(args_file_lines(project / "out" / "b" / "vllm.args"))
+    ra = plans["a"].estimate.resolved
+    assert a["--gpu-memory-utilization"] != "auto"
+    assert float(a["--gpu-memory-utilization"]) == ra["gpu_memory_utilization"]
+    assert int(a["--max-num-seqs"]) == ra["max_num_seqs"] and a["--tensor-parallel-size"] == "1"
+    # a takes what b's 0.3 and two CUDA contexts leave, less the 5 % margin
+    assert ra["gpu_memory_utilization"] + 0.3 <= 0.95
+    assert b["--kv-cache-memory-bytes"] == str(2 * 1024**3) and "--kv-cache-memory-bytes" not in a

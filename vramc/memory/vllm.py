@@ -69,7 +69,9 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
         raise ValueError("the vLLM memory model needs the model's config (config.json)")
     errors: list[tuple[str, str]] = []
     notes: list[str] = []
-    tp = settings.tensor_parallel_size or 1
+    # `auto` values are vramc's to resolve (vramc.plan.vllm_fit) before this is called; one that
+    # reaches here is read as vLLM's default
+    tp = _concrete(settings.tensor_parallel_size) or 1
     _check_parallel(cfg, tp, len(gpus), errors)
     ranks = gpus[:tp]
     if not ranks:
@@ -82,16 +84,17 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
     if not auto_len and settings.max_model_len is not None and settings.max_model_len > derived:
         errors.append((MODEL_LEN_EXCEEDS_DERIVED, _exceeds_derived(max_model_len, derived)))
     tokens_default, seqs_default = arch.batch_defaults(ranks[0].capacity_bytes, ranks[0].name, tp)
-    max_num_seqs = settings.max_num_seqs or seqs_default
+    seqs_set = _concrete(settings.max_num_seqs)
+    max_num_seqs = seqs_set or seqs_default
     tokens = settings.max_num_batched_tokens
     if tokens is None:  # chunked prefill is on for generative models, so no max_model_len floor
         tokens = min(max_num_seqs * max_model_len, tokens_default)
-    if settings.max_num_seqs is None:
+    if seqs_set is None:
         max_num_seqs = min(max_num_seqs, tokens)
     _check_scheduler(tokens, max_num_seqs, max_model_len, errors, notes)
 
     # 2.-3. per rank: requested, start check, non-KV memory
-    util = settings.gpu_memory_utilization or default_utilization(version)
+    util = _concrete(settings.gpu_memory_utilization) or default_utilization(version)
     dbytes = arch.dtype_bytes(settings.dtype)
     kv_dtype = settings.kv_cache_dtype or "auto"
     spec = arch.kv_spec(cfg, tp, 1 if kv_dtype.startswith("fp8") else dbytes, settings.block_size)
@@ -109,12 +112,17 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
         if g.free_at_start_bytes < req:
             errors.append((START_CHECK, start_check_message(
                 i, g.free_at_start_bytes, g.capacity_bytes, util, req)))
-    available = [req - non_kv for req in requested]
+    # CacheConfig.kv_cache_memory_bytes: Worker.determine_available_memory returns it as is (after
+    # a profile run) instead of requested - non-KV; request_memory's start check still runs
+    kv_fixed = settings.kv_cache_memory_bytes
+    available = [kv_fixed if kv_fixed else req - non_kv for req in requested]
 
     # 4. KV planning: the smallest rank sets num_blocks for all (get_kv_cache_configs)
     per_block = spec.bytes_per_block
     check = min(available) - per_block  # BlockPool's null block is held back
     fit = _fit_model_len(spec, check, derived if auto_len else max_model_len, tokens)
+    # the longest max_model_len whose one request fits (estimate_max_model_len over 1..derived)
+    fit_derived = fit if auto_len else _fit_model_len(spec, check, derived, tokens)
     if auto_len and fit <= 0:  # auto-fit runs before the capacity check and raises first
         errors.append((NO_KV_MEMORY, "Cannot auto-fit max_model_len: not enough GPU memory "
                        "available to serve even a single token. Try increasing "
@@ -152,6 +160,13 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
                 "kv_tokens": num_blocks * spec.block_size,
                 "kv_capacity_tokens": int(concurrency * max_model_len),
                 "max_concurrency": round(concurrency, 2),
+                "blocks_per_request": blocks_per_req, "max_model_len_fit": fit_derived,
+                "derived_max_model_len": derived,
+                # what the process holds: its budget, or weights + activation + KV when
+                # kv_cache_memory_bytes replaces the budget
+                "held": req if not kv_fixed else non_kv + kv_bytes + (
+                    0 if in_budget else graphs),
+                "start_headroom": g.free_at_start_bytes - req,
                 # Held once started and idle: profile_run's forward activations are released by
                 # empty_cache; the sampler warm-up after graph capture stays cached.
                 "idle": weights - offload + non_torch + graphs + kv_bytes + act["sampler"],
@@ -163,8 +178,14 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
         "dtype": settings.dtype or "auto", "enforce_eager": bool(settings.enforce_eager),
         "cpu_offload_gb": settings.cpu_offload_gb or 0,
     }
+    if kv_fixed:  # only when set: plan JSON of existing profiles stays as it was
+        resolved["kv_cache_memory_bytes"] = kv_fixed
     return MemoryEstimate(devices=devices, host=HostUse(weights_bytes=offload * tp),
                           notes=notes, errors=errors, resolved=resolved)
+
+
+def _concrete(value):
+    return None if value == "auto" else value
 
 
 def _check_parallel(cfg: schema.HFConfig, tp: int, n_gpus: int, errors: list) -> None:
@@ -256,7 +277,9 @@ def check_colocated(instances: list[tuple[str, MemoryEstimate]],
 
 
 def _oversubscribed(budget: GpuBudget, here: list) -> list[tuple[str, str, str]]:
-    wanted = sum(d.detail["requested"] + budget.overhead_bytes for _, d, _ in here)
+    # kv_cache_memory_bytes can make a process hold more than its utilization share
+    wanted = sum(max(d.detail["requested"], d.detail.get("held", 0)) + budget.overhead_bytes
+                 for _, d, _ in here)
     room = budget.capacity_bytes - budget.tenants_bytes
     if wanted <= room:
         return []

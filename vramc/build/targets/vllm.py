@@ -56,6 +56,8 @@ def options(plan: Plan, ctx: Context) -> list[tuple[str, object]]:
     q = plan.dep.model.obj.quantization
     if q is not None and q.method != "none":
         opts.append(("--quantization", q.method))
+    if r.get("kv_cache_memory_bytes"):
+        opts.append(("--kv-cache-memory-bytes", r["kv_cache_memory_bytes"]))
     if r["cpu_offload_gb"]:
         opts.append(("--cpu-offload-gb", r["cpu_offload_gb"]))
     if r["enforce_eager"]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
 
 
 @rule("VR330", "vllm-start-check", Severity.ERROR, "estimate")
@@ -175,3 +180,48 @@ def _colocated(plans, code: str):
             yield by_name[name], Finding(message, ("settings", "gpu_memory_utilization")
                                          if by_name[name].dep.settings.gpu_memory_utilization is not None
                                          else ("name",))
+
+
+@rule("VR350", "vllm-kv-below-max-num-seqs", Severity.INFO)
+def kv_below_max_num_seqs(plan: Plan):
+    """vLLM's KV cache holds fewer requests at `max_model_len` than `max_num_seqs` admits.
+
+    vLLM fills its `gpu_memory_utilization` share with KV cache whatever the model needs, so the
+    figure that says whether the share is large enough is the one vLLM logs at start: "Maximum
+    concurrency for L tokens per request: X" (`num_blocks` / blocks per request at
+    `max_model_len`). Below `max_num_seqs`, a full batch of long requests does not fit: vLLM
+    preempts (recomputes) some of them. Short requests still run `max_num_seqs` at a time, so
+    this is a note, and the plan's verdict is `tight`. `max_num_seqs: auto` sets it to what the
+    cache holds.
+
+    Bad:
+        hardware: gpu-96gb
+        model: deepseek-coder-33b-instruct-awq
+        settings: {gpu_memory_utilization: 0.4, max_model_len: 65536, max_num_seqs: 16}
+
+    Good:
+        hardware: gpu-96gb
+        model: deepseek-coder-33b-instruct-awq
+        settings: {gpu_memory_utilization: 0.4, max_model_len: 65536, max_num_seqs: auto}
+    """
+    est = plan.estimate
+    if plan.engine != "vllm" or est is None or est.errors or not plan.kv_short():
+        return
+    from vramc.plan.vllm_fit import concurrency, fp8_kv_supported
+
+    r = est.resolved
+    n = concurrency(est)
+    fp8 = ("" if r["kv_cache_dtype"].startswith("fp8")
+           or not all(fp8_kv_supported(d.name) for d in est.devices)
+           else ", use kv_cache_dtype: fp8 (half the bytes per token)")
+    yield Finding(
+        f"the KV cache holds {n:.2f} requests of max_model_len {r['max_model_len']} tokens "
+        f"({est.devices[0].detail['kv_tokens']} tokens in {est.devices[0].detail['kv_blocks']} "
+        f"blocks), fewer than max_num_seqs {r['max_num_seqs']}: vLLM will log \"Maximum "
+        f"concurrency for {r['max_model_len']} tokens per request: {n:.2f}x\" and preempt long "
+        "requests beyond that",
+        ("settings", "max_num_seqs") if "max_num_seqs" in plan.dep.settings.model_fields_set
+        else ("settings",) if "settings" in (plan.dep.doc.raw or {}) else ("name",),
+        f"raise gpu_memory_utilization, lower max_model_len{fp8}, or set max_num_seqs: auto "
+        f"(it would be {max(1, int(n))})",
+        data={"max_concurrency": round(n, 2), "max_num_seqs": r["max_num_seqs"]})
