@@ -31,20 +31,11 @@ def enabled() -> bool:
 def read_entry(path: Path) -> str | None:
     """The text stored by write_entry at `path`, or None: absent, not a regular file (a folder, a
     FIFO, which is never opened for blocking), too big, not ours or not intact."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except (OSError, ValueError):
+    from vramc.writer import read_regular
+
+    raw = read_regular(path, MAX_ENTRY)
+    if raw is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(MAX_ENTRY + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -19,6 +19,29 @@ import tempfile
 from pathlib import Path
 
 
+def read_regular(path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most `limit` bytes, or None: absent, unreadable, not a
+    regular file (a FIFO is opened non-blocking and never read, a device such as /dev/zero never
+    read whole), or larger than `limit`. Through a symlink, as open() goes."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
 def resolve_target(path: Path) -> Path:
     """The file a write to `path` replaces: `path` itself, or what it links to."""
     path = Path(path)

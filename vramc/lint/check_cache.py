@@ -70,20 +70,10 @@ def _stamp(path: str) -> list:
 
 
 def _hash_small(path: str) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(HASH_LIMIT + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return hashlib.sha256(data).hexdigest() if len(data) <= HASH_LIMIT else None
+    from vramc.writer import read_regular
+
+    data = read_regular(path, HASH_LIMIT)  # None also when swapped for a FIFO since the stat
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def load(file: str, margin) -> list[Diagnostic] | None:

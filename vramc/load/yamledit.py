@@ -537,6 +537,7 @@ def _check_replaceable(path: Path, new, shown: str) -> None:
     import stat
 
     from vramc.load.profiles import _kind_of
+    from vramc.writer import read_regular
 
     try:
         st = os.stat(path)  # through a link: the file it points to is what would be replaced
@@ -550,14 +551,13 @@ def _check_replaceable(path: Path, new, shown: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise WriteRefused(shown, (), None, f"it is not a regular file, so vramc will not replace it; "
                                             "write to another path")
-    if st.st_size > MAX_REPLACED:
-        raise WriteRefused(shown, (), None, refuse)
+    raw = read_regular(path, MAX_REPLACED)  # None: larger (a model), unreadable, swapped
     try:
-        old_text = path.read_bytes().decode("utf-8")
+        old_text = raw.decode("utf-8") if raw is not None else None
     except UnicodeDecodeError:
-        raise WriteRefused(shown, (), None, refuse) from None
-    except OSError:
-        return  # unreadable: the write says why it cannot replace it either
+        old_text = None
+    if old_text is None:
+        raise WriteRefused(shown, (), None, refuse)
     old = load_text(old_text, shown).data
     if old_text.strip() and not (isinstance(old, dict) and kind is not None and _kind_of(old) == kind):
         raise WriteRefused(shown, (), None, refuse)
