@@ -134,6 +134,11 @@ class Handler(BaseHTTPRequestHandler):
             repo = "/".join(parts[1:3])
             if repo == "org/gated" and self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self.send_body(401, b"gated")
+            if repo == "org/garbage":
+                return self.send_body(200, b"<html>not json</html>", {"Content-Type": "text/html"})
+            if repo == "org/odd":
+                doc = {"sha": "x", "siblings": [{"rfilename": "a\x1b[2J-Q4_K_M.gguf"}]}
+                return self.send_body(200, json.dumps(doc).encode())
             if repo not in srv.listing:
                 return self.send_body(404, b"no such repo")
             doc = {"sha": COMMIT, "siblings": [{"rfilename": f} for f in srv.listing[repo]]}
@@ -293,6 +298,14 @@ def test_hf_gated_says_how_to_get_access(server, monkeypatch):
     sent = {p: h.get("Authorization") for p, h in server.seen}
     assert sent["/api/models/org/gated/revision/main"] == f"Bearer {TOKEN}"
     assert sent[f"/org/gated/resolve/{COMMIT}/llama-8b-Q4_K_M.gguf"] == f"Bearer {TOKEN}"
+
+
+def test_hf_hostile_listings(server):
+    with pytest.raises(remote.RemoteError, match="did not answer with a repository listing"):
+        remote.read_remote("hf://org/garbage:Q4_K_M", http=_http())
+    with pytest.raises(remote.RemoteError, match="no GGUF model file of quant") as e:
+        remote.read_remote("hf://org/odd:Q4_K_M", http=_http())
+    assert "\x1b" not in str(e.value)  # a file name cannot drive the terminal
 
 
 def test_hf_missing_repo_and_file(server):

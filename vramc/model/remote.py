@@ -438,6 +438,8 @@ def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str)
         raise RemoteError(f"{display}: {url} did not answer with a repository listing") from None
     if not all(isinstance(f, str) for f in files):
         raise RemoteError(f"{display}: {url} did not answer with a repository listing")
+    # names that could not be a file (control characters, absurd lengths) are not listed or used
+    files = [f for f in files if f.isprintable() and 0 < len(f) <= 1000]
     if not isinstance(sha, str) or not re.match(r"^[0-9a-f]{40}$", sha):
         sha = revision
     return sha, files
