@@ -308,6 +308,15 @@ def test_hf_hostile_listings(server):
     assert "\x1b" not in str(e.value)  # a file name cannot drive the terminal
 
 
+def test_the_token_goes_to_the_hub_only(server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    port = server.server_address[1]
+    remote.read_remote(f"http://localhost:{port}/range/llama-8b-Q4_K_M.gguf")
+    assert [h.get("Authorization") for _, h in server.seen] == [None] * len(server.seen)
+    server.listing["org/gated"] = ["llama-8b-Q4_K_M.gguf"]
+    assert remote.read_remote("hf://org/gated:Q4_K_M").meta.architecture == "llama"
+
+
 def test_hf_missing_repo_and_file(server):
     with pytest.raises(remote.RemoteError, match="no repository org/none"):
         remote.read_remote("hf://org/none:Q4_K_M", http=_http())

@@ -417,6 +417,14 @@ def hf_endpoint() -> str:
     return endpoint
 
 
+def _hub_hosts() -> set[str]:
+    hosts = {"huggingface.co", "hf.co"}
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if endpoint:
+        hosts.add(urlsplit(endpoint).netloc)
+    return hosts
+
+
 def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str) -> tuple[str, list[str]]:
     """The commit `revision` names and the repository's files at it."""
     url = f"{endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
@@ -535,8 +543,10 @@ class RemoteModel:
 def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
     """The model a URL or hf:// reference names, from its header(s) alone."""
     ref = parse_ref(text)
-    token = os.environ.get("HF_TOKEN") or None
     endpoint = hf_endpoint() if ref.repo else ""
+    token = os.environ.get("HF_TOKEN") or None
+    if ref.url and urlsplit(ref.url).netloc not in _hub_hosts():
+        token = None  # the Hugging Face token is for the Hub, not for any URL
     http = http or Http(token=token)
     offline = _offline()
     ref_key = f"ref\0{endpoint}\0{ref.text}"
