@@ -388,3 +388,25 @@ def test_bad_auto_values_are_positioned_errors(tmp_path, setting, where):
     res = CliRunner().invoke(app, ["check", str(prof / "bad.yaml")])
     assert res.exit_code == 1, res.output
     assert "bad.yaml:6:" in res.output and where in res.output and "Traceback" not in res.output
+
+
+def test_auto_with_no_room_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    text = """\
+        name: tiny
+        hardware: {gpus: [{name: RTX 3060, vram: 12GiB, tenants: [{name: x, vram: 11GiB}]}]}
+        model: deepseek-coder-33b-instruct-awq
+        engine: vllm
+        settings:
+          gpu_memory_utilization: auto
+          max_model_len: auto
+          max_num_seqs: auto
+        """
+    prof = project(tmp_path, {"tiny.yaml": text})
+    before = (prof / "tiny.yaml").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["fit", "--write", "profiles/tiny.yaml"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "no share of the GPUs leaves the margin free" in res.output
+    assert "nothing vramc can choose starts vLLM on these GPUs" in res.output
+    assert "VR332" in res.output and "nothing was written" in res.output
+    assert (prof / "tiny.yaml").read_bytes() == before

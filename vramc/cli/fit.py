@@ -316,8 +316,14 @@ def _fit_text(plan: Plan, ideas=("", [])) -> str:
     elif plan.verdict == "does-not-fit" and plan.engine == "vllm":
         from vramc.plan.planner import fit_target
 
-        lines.append("  vLLM would not start with these settings; vramc can choose them: "
-                     f"`vramc fit --relax gpu_memory_utilization,max_model_len {fit_target(plan.dep)}`")
+        free = [k for k in ("gpu_memory_utilization", "max_model_len") if k not in plan.auto]
+        if free:
+            lines.append("  vLLM would not start with these settings; vramc can choose them: "
+                         f"`vramc fit --relax {','.join(free)} {fit_target(plan.dep)}`")
+        else:
+            lines.append("  nothing vramc can choose starts vLLM on these GPUs (search above): free "
+                         "memory that other processes hold, add GPUs (tensor_parallel_size: auto), "
+                         "or use a smaller or more quantized model")
     return "\n".join(lines) + "\n"
 
 

@@ -98,6 +98,9 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             update: dict = {"tensor_parallel_size": tp, "kv_cache_dtype": kv}
             if s.gpu_memory_utilization == "auto":
                 share = util if util is not None else solo_share(ranks, rank_margins, held)
+                if share <= 0:
+                    log.append("no share of the GPUs leaves the margin free: other processes, the "
+                               "reserve, the CUDA context and the margin take it all")
                 update["gpu_memory_utilization"] = share if share > 0 else UTIL_STEP
             trial = s.model_copy(update=update)
             est = _seqs(model, ranks, trial, log) if s.max_num_seqs == "auto" else \
