@@ -410,3 +410,10 @@ def test_auto_with_no_room_says_so_and_writes_nothing(tmp_path, monkeypatch):
     assert "nothing vramc can choose starts vLLM on these GPUs" in res.output
     assert "VR332" in res.output and "nothing was written" in res.output
     assert (prof / "tiny.yaml").read_bytes() == before
+
+
+def test_markdown_plan_shows_the_kv_figures():
+    out = CliRunner().invoke(app, ["plan", "--format", "markdown",
+                                   str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
+    assert ("KV cache: 10,424 blocks x 16 = 166,784 tokens; maximum concurrency 10.18x at "
+            "max_model_len 16384; longest max_model_len that fits: 65,536") in out

@@ -274,6 +274,11 @@ def plans_markdown(records: list[dict]) -> str:
         if not r["devices"]:
             lines += ["Not planned: see `vramc check`.", ""]
             continue
+        if "kv_tokens" in r:  # vLLM: what it logs at start (plan JSON's added keys)
+            lines += [f"KV cache: {r['kv_blocks']:,} blocks x {r['block_size']} = {r['kv_tokens']:,} "
+                      f"tokens; maximum concurrency {r['max_concurrency']:g}x at max_model_len "
+                      f"{r['settings'].get('max_model_len')}; longest max_model_len that fits: "
+                      f"{r['max_model_len_fit']:,}", ""]
         lines += ["| device | name | weights | KV | compute | overhead | total | capacity | free | verdict | layers |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for d in r["devices"]:
