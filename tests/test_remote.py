@@ -156,8 +156,8 @@ class Handler(BaseHTTPRequestHandler):
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("remote")
     shape = CATALOG["llama-3.1-8b-instruct"]
-    files = {"llama-8b-Q4_K_M.gguf": write_sparse_gguf(root / "llama-8b-Q4_K_M.gguf", shape, "Q4_K_M")}
-    return files
+    return {f"llama-8b-{q}.gguf": write_sparse_gguf(root / f"llama-8b-{q}.gguf", shape, q)
+            for q in ("Q4_K_M", "Q8_0", "Q2_K")}
 
 
 @pytest.fixture
@@ -172,6 +172,8 @@ def server(models, tmp_path, monkeypatch):
     srv.listing["org/repo"] = ["README.md", "llama-8b-Q4_K_M.gguf", "llama-8b-Q8_0.gguf",
                                "mmproj-llama-8b-Q4_K_M.gguf", "split/big-Q6_K-00001-of-00002.gguf",
                                "split/big-Q6_K-00002-of-00002.gguf"]
+    srv.listing["org/quants"] = ["llama-8b-Q2_K.gguf", "llama-8b-Q4_K_M.gguf", "llama-8b-Q8_0.gguf",
+                                 "mmproj-F16.gguf", "README.md"]
     monkeypatch.setenv("HF_ENDPOINT", srv.base)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -408,3 +410,22 @@ def test_a_written_profile_plans_without_the_network(server, tmp_path, monkeypat
     assert a["verdict"] == b["verdict"] == "fits"
     assert [d["weights_bytes"] for d in a["devices"]] == [d["weights_bytes"] for d in b["devices"]]
     assert a["devices"][0]["weights_bytes"] > 4 * 2**30
+
+
+def test_plan_quants_table(server, tmp_path, monkeypatch):
+    """`vramc plan PROFILE --quants hf://ORG/REPO`: each quant against an 8 GiB card."""
+    (tmp_path / "profiles" / "models").mkdir(parents=True)
+    (tmp_path / "profiles" / "models" / "m.yaml").write_text("kind: model\ngguf: models/none.gguf\n")
+    (tmp_path / "profiles" / "d.yaml").write_text(
+        "name: d\nhardware:\n  gpus:\n    - {name: RTX 4060, vram: 8GiB}\nmodel: m\n"
+        "engine: llama-server\nsettings:\n  ctx: 8192\n  gpu_layers: auto\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split() for line in res.stdout.splitlines() if line.startswith("  Q")}
+    assert list(rows) == ["Q8_0", "Q4_K_M", "Q2_K"]  # largest first; the mmproj is no quant
+    assert rows["Q4_K_M"][3] == "fits" and rows["Q4_K_M"][4] == "33/33"
+    assert rows["Q8_0"][4] != "33/33"  # 8 GB of weights: part of it stays on the CPU
+    assert "choice: Q4_K_M (llama-8b-Q4_K_M.gguf), the largest quant that fits with all layers" in res.stdout
+    bad = runner.invoke(app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants:Q4_K_M"])
+    assert bad.exit_code == 1 and "takes a repository" in bad.output

@@ -140,6 +140,7 @@ def plan(
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or markdown."),
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
     margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
+    quants: Optional[str] = typer.Option(None, "--quants", help="Plan every quant of a GGUF repository, hf://ORG/REPO, in place of the model: fits, tight or not, layers on GPU."),
 ) -> None:
     """Show each deployment's per-device memory plan. Exit 1 if a deployment cannot be planned."""
     from vramc.diagnostics import Severity
@@ -154,6 +155,10 @@ def plan(
         plans = [p for p in plans if is_selected(p.dep, deployment)]
         if not plans:
             _fail_usage(f"no deployment named {deployment!r}")
+    if quants is not None:
+        from vramc.plan.quants import cli_quants
+
+        raise typer.Exit(cli_quants(plans, quants))
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     for d in errors:
         typer.echo(d.one_line(), err=True)
