@@ -270,12 +270,11 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         plan.diagnostics.append(_missing_tensor(dep, meta, e))
         plan.estimate = None
         return
-    except ValueError as e:  # settings llama.cpp cannot place at all (no free memory to split by)
+    except ValueError as e:  # settings llama.cpp refuses at load (its own error, in its words)
         plan.diagnostics.append(Diagnostic(
             "VR320", Severity.ERROR, f"these settings cannot be loaded: {e}", dep.doc.file,
             dep.doc.positions.locate(("settings",)), dep.doc.prefix + ("settings",),
-            "check the GPUs' tenants and reserves" if plan.engine == "ollama" else  # no tensor_split
-            "check the GPUs' tenants and reserves, or give tensor_split"))
+            "change the setting the engine's message names; `vramc explain VR320` lists the cases"))
         plan.estimate = None
         return
     if plan.engine == "ollama":

@@ -314,16 +314,16 @@ def _engine_refuses():
 
     The message quotes the engine's own error, as the engine would print it. Engine errors that
     have a rule of their own (VR305, VR311, VR321, VR322, VR33x) use that code; this one is for
-    the others, such as a GPU whose memory other processes hold entirely, which leaves llama.cpp
-    nothing to split the layers by.
+    the others, such as a tensor override naming a buffer type this machine does not have
+    (llama.cpp's `-ot` parser rejects it: "unknown buffer type").
 
     Bad:
         hardware:
-          gpus: [{name: RTX 3060, vram: 12GiB, tenants: [{name: another server, vram: 12GiB}]}]
-        settings: {ctx: 4096, gpu_layers: all}
+          gpus: [{name: RTX 3060, vram: 12GiB}]
+        settings: {ctx: 4096, override_tensor: ['ffn=CUDA7']}
 
     Good:
         hardware:
-          gpus: [{name: RTX 3060, vram: 12GiB, tenants: [{name: another server, vram: 2GiB}]}]
-        settings: {ctx: 4096, gpu_layers: all}
+          gpus: [{name: RTX 3060, vram: 12GiB}]
+        settings: {ctx: 4096, override_tensor: ['ffn=CUDA0']}
     """
