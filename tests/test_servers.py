@@ -218,3 +218,191 @@ def test_fit_write_puts_each_models_answer_into_its_own_settings_and_check_accep
     assert [d for d in after.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
     res = CliRunner().invoke(app, ["fit", "--refit", "--write", str(f)])
     assert res.exit_code == 0 and f.read_text() == text
+
+
+# --- llama-swap ---------------------------------------------------------------------------------
+
+SWAP_SCHEMA = REPO / "vramc" / "data" / "llama-swap" / "config-schema.json"
+
+
+def schema_errors(instance, schema, root=None, where="") -> list[str]:
+    """JSON Schema (draft-07) validation of the keywords llama-swap's schema uses; jsonschema is not
+    in the test environment. An unknown keyword fails loudly, so a newer schema cannot pass unread."""
+    import re
+
+    root = root or schema
+    if "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return schema_errors(instance, node, root, where)
+    known = {"$schema", "$id", "title", "description", "default", "examples", "type", "properties",
+             "additionalProperties", "required", "items", "pattern", "minimum", "maximum", "minLength",
+             "maxLength", "enum", "format", "oneOf", "anyOf", "minItems", "uniqueItems", "definitions",
+             "patternProperties", "const", "exclusiveMinimum", "markdownDescription", "deprecated",
+             "propertyNames", "not", "if", "then", "else", "allOf", "maxItems", "minProperties"}
+    unknown = set(schema) - known
+    assert not unknown, f"validator does not know {unknown} at {where}"
+    errs: list[str] = []
+    types = schema.get("type")
+    if types is not None:
+        ok = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+              "integer": int, "number": (int, float)}
+        tl = types if isinstance(types, list) else [types]
+        if not any(isinstance(instance, ok[t]) and not (t in ("integer", "number") and isinstance(instance, bool))
+                   for t in tl):
+            return [f"{where}: {instance!r} is not {types}"]
+    if "enum" in schema and instance not in schema["enum"]:
+        errs.append(f"{where}: {instance!r} not in {schema['enum']}")
+    if "const" in schema and instance != schema["const"]:
+        errs.append(f"{where}: {instance!r} != {schema['const']!r}")
+    if isinstance(instance, str):
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            errs.append(f"{where}: {instance!r} does not match {schema['pattern']}")
+        if len(instance) < schema.get("minLength", 0) or len(instance) > schema.get("maxLength", 1 << 60):
+            errs.append(f"{where}: length of {instance!r}")
+    if isinstance(instance, int) and not isinstance(instance, bool):
+        if instance < schema.get("minimum", -(1 << 62)) or instance > schema.get("maximum", 1 << 62):
+            errs.append(f"{where}: {instance} out of range")
+    if isinstance(instance, dict):
+        for key in schema.get("required", []):
+            if key not in instance:
+                errs.append(f"{where}: missing {key}")
+        props = schema.get("properties", {})
+        for key, value in instance.items():
+            if key in props:
+                errs += schema_errors(value, props[key], root, f"{where}/{key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errs += schema_errors(value, schema["additionalProperties"], root, f"{where}/{key}")
+            elif schema.get("additionalProperties") is False:
+                errs.append(f"{where}: unexpected key {key}")
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(instance):
+            errs += schema_errors(value, schema["items"], root, f"{where}/{i}")
+    for sub in schema.get("allOf", []):
+        errs += schema_errors(instance, sub, root, where)
+    if "anyOf" in schema and all(schema_errors(instance, s, root, where) for s in schema["anyOf"]):
+        errs.append(f"{where}: matches none of anyOf")
+    if "oneOf" in schema and sum(not schema_errors(instance, s, root, where) for s in schema["oneOf"]) != 1:
+        errs.append(f"{where}: does not match exactly one of oneOf")
+    return errs
+
+
+SWAP = """name: swap
+hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+engine: llama-swap
+ttl: 300
+settings: {port: 9292, parallel: 1, gpu_layers: all}
+models:
+  - {name: chat, model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}}
+  - {name: coder, model: llama-3.1-8b-instruct-q8_0, tag: "coder:8b", settings: {ctx: CODER}, ttl: 0}
+  - {name: embed, model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 2048}}
+groups:
+  chatty: {swap: true, exclusive: false, members: [chat, coder]}
+  always: {swap: false, exclusive: false, persistent: true, members: [embed]}
+"""
+
+
+def test_the_schema_validator_refuses_what_llama_swap_refuses():
+    schema = json.loads(SWAP_SCHEMA.read_text())
+    assert schema_errors({"models": {"a": {"cmd": "x --port ${PORT}"}}}, schema) == []
+    assert schema_errors({"models": {"a": {}}}, schema)  # cmd is required
+    assert schema_errors({"models": {"a": {"cmd": "x", "ttl": -2}}}, schema)
+    assert schema_errors({"models": {"a": {"cmd": "x", "env": ["lower=1"]}}}, schema)
+    assert schema_errors({"models": {"a": {"cmd": "x"}}, "groups": {"g": {"swap": True}}}, schema)
+
+
+def test_llama_swap_config_is_valid_against_its_schema_and_runs_the_planned_commands(tmp_path):
+    import shlex
+
+    import yaml
+
+    from vramc.build.targets import llama_server
+    from vramc.build.targets.common import Context
+
+    f = project(tmp_path, SWAP.replace("CODER", "16384"))
+    r = run_check([f])
+    assert codes(r) == []
+    assert build([f], out=tmp_path / "out") == 0
+    assert sorted(read_tree(tmp_path / "out")) == ["swap/.vramc-manifest", "swap/config.yaml", "swap/launch.sh"]
+    doc = yaml.safe_load((tmp_path / "out/swap/config.yaml").read_text())
+    assert schema_errors(doc, json.loads(SWAP_SCHEMA.read_text())) == []
+    assert doc["globalTTL"] == 300 and doc["models"]["coder:8b"]["ttl"] == 0 and "ttl" not in doc["models"]["chat"]
+    assert doc["groups"]["always"] == {"swap": False, "exclusive": False, "persistent": True, "members": ["embed"]}
+    by = {p.dep.tag: p for p in r.plans}
+    for tag, entry in doc["models"].items():
+        # llama-swap fills in ${PORT}, then splits the line as a POSIX shell (SanitizeCommand)
+        argv = shlex.split(entry["cmd"].replace("${PORT}", "5800"))
+        ctx = Context(plan=by[tag], port=5800, profile="p", command="c", root="..", folder="out/swap")
+        want = llama_server.data(by[tag], ctx)
+        expected = [want["binary"]] + [a for line in want["lines"] for a in line]
+        assert argv == [str(a) for a in expected]
+    launch = (tmp_path / "out/swap/launch.sh").read_text()
+    assert "--config out/swap/config.yaml --listen 127.0.0.1:9292" in launch
+    assert build([f], out=tmp_path / "out", check_only=True) == 0
+
+
+def test_llama_swap_resident_sets_follow_its_groups(tmp_path):
+    from vramc.plan.servers import resident_sets
+
+    def sets(groups: str) -> list[list[str]]:
+        text = SWAP.replace("CODER", "4096").split("groups:")[0] + groups
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        r = run_check([project(folder, text)])
+        assert not [d for d in r.diagnostics if d.severity.name == "ERROR" and d.code != "VR340"], r.diagnostics
+        return [[p.dep.tag for p in s] for s in resident_sets(r.plans)]
+
+    # no groups: llama-swap's (default) group swaps one model at a time
+    assert sets("") == [["chat"], ["coder:8b"], ["embed"]]
+    assert sets("groups: {g: {swap: false, members: [chat, coder, embed]}}") == [["chat", "coder:8b", "embed"]]
+    # the group above, and embed in the (default) group: both exclusive, so never together
+    assert sets("groups: {g: {swap: false, members: [chat, coder]}}") == [["chat", "coder:8b"], ["embed"]]
+    # a non-exclusive group stays loaded beside whatever an exclusive one loads
+    assert sets("groups: {g: {swap: true, members: [chat, coder]}, e: {exclusive: false, members: [embed]}}") == [
+        ["chat", "embed"], ["coder:8b", "embed"]]
+    # persistent: never unloaded by another group
+    assert sets("groups: {g: {swap: true, members: [chat, coder]}, p: {persistent: true, members: [embed]}}") == [
+        ["chat", "embed"], ["coder:8b", "embed"]]
+
+
+def test_llama_swap_group_over_the_card_is_an_error_and_not_built(tmp_path):
+    f = project(tmp_path, SWAP.replace("CODER", "16384").replace("ctx: 2048", "ctx: 100000"))
+    r = run_check([f])
+    vr340 = [d for d in r.diagnostics if d.code == "VR340"]
+    assert vr340 and all(d.severity.name == "ERROR" for d in vr340)
+    assert "the last of them to start fails to load" in vr340[0].message
+    assert (vr340[0].line, vr340[0].column) == (11, 3)  # groups:
+    assert build([f], out=tmp_path / "out") == 1
+
+
+@pytest.mark.parametrize("body, where, message", [
+    ("engine: llama-swap\nmodel: M", (4, 8), "engine llama-swap serves `models:`"),
+    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [b]}}", (5, 24), "not one of this server's"),
+    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}, h: {members: [a]}}", (5, 43),
+     "in one group only"),
+    ("engine: llama-swap\nmodels: [{name: a, model: M, settings: {port: 1234}}]", (4, 72), "whole server"),
+    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: []}}", (5, 23), "at least 1"),
+    ("engine: llama-swap\nmodels: [{name: a, model: M, ttl: -1}]", (4, 60), "whole number >= 0"),
+    ("engine: ollama\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}}", (5, 9), "llama-swap's"),
+    ("engine: ollama\nmodels: [{name: a, model: M, ttl: 5}]", (4, 60), "llama-swap's"),
+])
+def test_hostile_llama_swap_profiles_are_clear_errors(tmp_path, body, where, message):
+    test_hostile_server_profiles_are_clear_errors(tmp_path, body, where, message)
+
+
+def test_a_value_llama_swap_would_expand_is_refused_not_written(tmp_path):
+    f = project(tmp_path, SWAP.replace("CODER", "16384"))
+    gguf = tmp_path / "models" / "weird ${HOME} 'q'.gguf"
+    model = (REPO / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
+    (tmp_path / "mine").mkdir()
+    import yaml
+
+    data = yaml.safe_load(model)
+    data["gguf"] = str(gguf)
+    (tmp_path / "profiles" / "weird.yaml").write_text(yaml.safe_dump(data))
+    f.write_text(SWAP.replace("CODER", "16384").replace("model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}",
+                                                        "model: ./weird.yaml, settings: {ctx: 8192}"))
+    r = run_check([f])
+    assert not [d for d in r.diagnostics if d.severity.name == "ERROR"], r.diagnostics
+    assert build([f], out=tmp_path / "out") == 1
+    assert not (tmp_path / "out" / "swap").exists()

@@ -116,6 +116,13 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         "Ollama starts llama-server with its own slots and context (num_ctx x num_parallel), "
         "which llama_cpp.Llama cannot reproduce"),
     Engine(
+        "vllm", "vllm", None,
+        _COMMON | {"gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                   "kv_cache_dtype", "tensor_parallel_size", "cpu_offload_gb", "enforce_eager",
+                   "block_size", "dtype", "api_key_file", "kv_cache_memory_bytes"},
+        ("vllm", "systemd"), "a vLLM",
+        "vLLM is a different engine (PyTorch, safetensors), not llama.cpp"),
+    Engine(
         # llama-swap (issue 14) starts llama-server commands on demand, one per model of its
         # `models:`; each model is planned as the llama-server it starts. Its own port: --listen.
         "llama-swap", "llama",
@@ -123,11 +130,4 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         _LLAMA | {"parallel", "kv_unified", "override_tensor", "cpu_moe", "n_cpu_moe", "api_key_file"},
         ("llama-swap",), "a llama-swap",
         "llama-swap runs llama-server processes, not llama_cpp.Llama"),
-    Engine(
-        "vllm", "vllm", None,
-        _COMMON | {"gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                   "kv_cache_dtype", "tensor_parallel_size", "cpu_offload_gb", "enforce_eager",
-                   "block_size", "dtype", "api_key_file", "kv_cache_memory_bytes"},
-        ("vllm", "systemd"), "a vLLM",
-        "vLLM is a different engine (PyTorch, safetensors), not llama.cpp"),
 )}

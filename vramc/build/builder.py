@@ -247,6 +247,13 @@ def _server_files(members, ctx, project_dir) -> list:
     for p in members:
         if p.estimate is None:
             raise TargetError(f"{p.dep.label} has no memory plan (see the diagnostics above)")
+    if members[0].dep.server_engine == "llama-swap":
+        from vramc.build.targets import llama_swap
+
+        t = llama_swap.data(members, ctx)
+        return [Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
+                for name, path in (("llama_swap/config.yaml.j2", "config.yaml"),
+                                   ("llama_swap/launch.sh.j2", "launch.sh"))]
     server = {"env": ollama_server.server_env(members, ctx), "ollama": ollama_server.PIN}
     jobs = [("ollama/ollama.env.j2", "ollama.env", ctx, server),
             ("ollama/override.conf.j2", "ollama.service.d/override.conf", ctx, server),

@@ -68,6 +68,8 @@ class Deployment:
     server: str | None = None
     member: int | None = None
     tag: str | None = None
+    server_engine: str | None = None  # the server's `engine:` (the model runs as its llama-server)
+    ttl: int | None = None  # llama-swap: the model's ttl
 
     @property
     def label(self) -> str:
@@ -652,7 +654,7 @@ class Loader:
                 self.diagnostics.append(Diagnostic(
                     "VR102", Severity.ERROR, "missing required key hardware", bdoc.file,
                     bdoc.positions.locate(()), prefix, "name a hardware profile or describe the GPUs inline"))
-            if body.models is not None or body.model is None:
+            if body.models is not None or body.model is None or body.engine == "llama-swap":
                 out += self._server_members(bdoc, body, hw, file_lint, group)
                 continue
             model = self._resolve_ref(bdoc, ("model",), body.model, "models", "model")
@@ -695,6 +697,10 @@ class Loader:
             self.diagnostics.append(Diagnostic(code, Severity.ERROR, msg, bdoc.file,
                                                bdoc.positions.locate(path), bdoc.prefix + path, hint))
 
+        if body.models is None and body.engine == "llama-swap":
+            say("engine llama-swap serves `models:`, a list of models", ("model",),
+                "write `models: [{name: NAME, model: MODEL}]`, or engine: llama-server for one model")
+            return []
         if body.models is None:
             say("missing required key model (or `models:` for a server that serves several)", (),
                 "name a model profile, or list the server's models under `models:`", "VR102")
@@ -728,10 +734,31 @@ class Loader:
                     "give each model its own tag")
                 problems = True
             tags.setdefault(tag.lower(), i)
-            for key in sorted(SERVER_SETTINGS & m.settings.model_fields_set):
+            for key in sorted(SERVER_SETTINGS.get(body.engine, frozenset()) & m.settings.model_fields_set):
                 say(f"{key} is a setting of the whole server, not of one model", ("models", i, "settings", key),
                     "move it to the deployment's own `settings:`")
                 problems = True
+            if m.ttl is not None and body.engine != "llama-swap":
+                say("ttl is llama-swap's; Ollama keeps a model loaded for the server's keep_alive",
+                    ("models", i, "ttl"), "set `keep_alive` in the deployment's `settings:`")
+                problems = True
+        if (body.groups is not None or body.ttl is not None) and body.engine != "llama-swap":
+            key = "groups" if body.groups is not None else "ttl"
+            say(f"`{key}` is llama-swap's (engine: llama-swap)", (key,),
+                "for Ollama, max_loaded_models and keep_alive in `settings:` say what stays loaded")
+            problems = True
+        grouped: dict[str, str] = {}
+        for gname, g in (body.groups or {}).items():
+            for j, member in enumerate(g.members):
+                if member not in seen:
+                    say(f"group {gname} names {member!r}, which is not one of this server's models "
+                        f"({', '.join(seen)})", ("groups", gname, "members", j), "use a name from `models:`")
+                    problems = True
+                elif member in grouped:
+                    say(f"{member!r} is in group {grouped[member]} and in group {gname}: llama-swap allows "
+                        "a model in one group only", ("groups", gname, "members", j), "keep it in one group")
+                    problems = True
+                grouped.setdefault(member, gname)
         if problems or hw is None:
             return []
         gpu_problems = check_gpus(bdoc, body, hw)
@@ -748,7 +775,10 @@ class Loader:
                 continue
             settings = _overlay(body.settings, m.settings)
             # the member is planned as a one-model deployment of the server's engine and GPUs
-            one = body.model_copy(update={"model": m.model, "models": None, "settings": settings})
+            # (llama-swap's models as the llama-server each starts)
+            engine = "llama-server" if body.engine == "llama-swap" else body.engine
+            one = body.model_copy(update={"model": m.model, "models": None, "settings": settings,
+                                          "engine": engine})
             doc = Doc(bdoc.file, bdoc.path, one, bdoc.positions, bdoc.raw, bdoc.prefix)
             gguf_path = None
             if model.obj.gguf:
@@ -759,14 +789,20 @@ class Loader:
                 settings=settings, env=dict(body.env),
                 margin=lint.margin or schema.Margin(fraction=DEFAULT_MARGIN), lint=lint,
                 group=group, gguf_path=gguf_path, project_root=project_root(bdoc.path),
-                server=body.name, member=i, tag=m.tag or m.name))
+                server=body.name, member=i, tag=m.tag or m.name, server_engine=body.engine,
+                ttl=m.ttl))
         return out
 
 
 # engines whose one server serves several models, and the settings that belong to the server
-SERVER_ENGINES = ("ollama",)
-SERVER_SETTINGS = frozenset({"parallel", "cache_type_k", "cache_type_v", "flash_attn", "keep_alive",
-                             "max_loaded_models", "host", "port", "device_order"})
+SERVER_ENGINES = ("ollama", "llama-swap")
+SERVER_SETTINGS = {
+    # Ollama reads these from its own environment, once for every model
+    "ollama": frozenset({"parallel", "cache_type_k", "cache_type_v", "flash_attn", "keep_alive",
+                         "max_loaded_models", "host", "port", "device_order"}),
+    # llama-swap listens on host:port; each llama-server it starts takes the rest per model
+    "llama-swap": frozenset({"host", "port"}),
+}
 
 DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free
 

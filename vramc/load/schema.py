@@ -324,6 +324,17 @@ class ServedModel(Strict):
     model: str | Model
     tag: Annotated[str, AfterValidator(_tag)] | None = None  # Ollama's model name; default: name
     settings: Settings = Settings()
+    # llama-swap: seconds idle before it unloads the model; 0 never (its `ttl`; unset: the server's)
+    ttl: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class SwapGroup(Strict):
+    """A llama-swap group (its config.yaml `groups:`, with llama-swap's defaults)."""
+
+    swap: bool = True  # only one member runs at a time
+    exclusive: bool = True  # running a member unloads every other (non-persistent) group
+    persistent: bool = False  # other groups never unload this one's members
+    members: list[Annotated[str, Field(pattern=NAME_RE)]] = Field(min_length=1)
 
 
 class DeploymentBody(Strict):
@@ -334,6 +345,9 @@ class DeploymentBody(Strict):
     # one model, or (a server that serves several, issue 14) `models:`; the loader requires one
     model: str | Model | None = None
     models: list[ServedModel] | None = Field(default=None, min_length=1)
+    # llama-swap (with `models:`): its groups, and its globalTTL in seconds (0: never unload)
+    groups: dict[Annotated[str, Field(pattern=NAME_RE)], SwapGroup] | None = None
+    ttl: int | None = Field(default=None, ge=0, le=2**31 - 1)
     engine: Engine
     settings: Settings = Settings()
     env: dict[str, str | int | float | bool] = {}

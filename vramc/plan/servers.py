@@ -34,7 +34,9 @@ def by_server(plans) -> dict[tuple[str, str], list]:
 
 def max_resident(members) -> tuple[int, bool]:
     """How many of the server's models it keeps loaded at once, and whether the profile said so
-    (`max_loaded_models`) rather than Ollama's default (3 per GPU the server sees)."""
+    (`max_loaded_models`, llama-swap's groups) rather than Ollama's default (3 per GPU it sees)."""
+    if members[0].dep.server_engine == "llama-swap":
+        return max(len(s) for s in resident_sets(members)), True
     s = members[0].dep.settings
     if s.max_loaded_models:
         return s.max_loaded_models, True
@@ -44,11 +46,55 @@ def max_resident(members) -> tuple[int, bool]:
 def resident_sets(members) -> list[tuple]:
     """Every largest set of the server's models that can be loaded at once (smaller sets need
     less of every GPU), in the order of `models:`."""
-    k, _ = max_resident(members)
     members = sorted(members, key=lambda p: p.dep.member)
+    if members[0].dep.server_engine == "llama-swap":
+        return swap_sets(members)
+    k = members[0].dep.settings.max_loaded_models or OLLAMA_MODELS_PER_GPU * max(len(members[0].gpus), 1)
     if k >= len(members):
         return [tuple(members)]
     return list(combinations(members, k))
+
+
+def swap_groups(members) -> list[tuple[str, bool, bool, bool, list]]:
+    """llama-swap's groups as it runs them: (name, swap, exclusive, persistent, member plans);
+    models in no group go to its "(default)" group, swap and exclusive
+    (internal/config/config.go AddDefaultGroupToConfig)."""
+    body = members[0].dep.doc.obj
+    by_name = {p.dep.name[len(p.dep.server) + 1:]: p for p in members}
+    out, grouped = [], set()
+    for name, g in (body.groups or {}).items():
+        ps = [by_name[m] for m in g.members if m in by_name]
+        grouped |= {id(p) for p in ps}
+        out.append((name, g.swap, g.exclusive, g.persistent, ps))
+    rest = [p for p in members if id(p) not in grouped]
+    if rest:
+        out.append(("(default)", True, True, False, rest))
+    return out
+
+
+def swap_sets(members) -> list[tuple]:
+    """llama-swap's largest resident sets (internal/router/group.go `groupSwapper.EvictionFor`,
+    llama-swap v250). Within a group, `swap: true` runs one member at a time,
+    `swap: false` all of them. Loading a member of an `exclusive` group unloads every other group
+    but the `persistent` ones; a non-exclusive group unloads nothing. So the non-exclusive and
+    the persistent groups can all be loaded together, and with them at most one exclusive,
+    non-persistent group (loading a second unloads the first)."""
+    from itertools import product
+
+    groups = swap_groups(members)
+    always = [g for g in groups if not g[2] or g[3]]
+    one_of = [g for g in groups if g[2] and not g[3]]
+    out: list[tuple] = []
+    for extra in ([None] if not one_of else one_of):
+        chosen = always + ([extra] if extra is not None else [])
+        picks = [[(p,) for p in ps] if swap else [tuple(ps)] for _, swap, _, _, ps in chosen if ps]
+        for combo in product(*picks):
+            s = tuple(sorted((p for part in combo for p in part), key=lambda p: p.dep.member))
+            if s and s not in out:
+                out.append(s)
+    # a set inside another is never the worst
+    ids = [{id(p) for p in s} for s in out]
+    return [s for s, a in zip(out, ids) if not any(a < b for b in ids)]
 
 
 def gpu_use(plans) -> dict[int, tuple[int, int, list]]:
@@ -79,12 +125,16 @@ def describe(members, others=()) -> list[str]:
 
     k, said = max_resident(members)
     n = len(members)
-    server = members[0].dep.server
-    why = "max_loaded_models" if said else f"Ollama's default, {OLLAMA_MODELS_PER_GPU} per GPU"
-    lines = [f"server {server} (ollama): {n} models, up to {min(k, n)} resident at once ({why}; {SOURCE})"]
+    server, engine = members[0].dep.server, members[0].dep.server_engine
+    if engine == "llama-swap":
+        why = "its groups: swap, exclusive, persistent; internal/router/group.go groupSwapper.EvictionFor"
+    else:
+        why = ("max_loaded_models" if said else f"Ollama's default, {OLLAMA_MODELS_PER_GPU} per GPU") + f"; {SOURCE}"
+    lines = [f"server {server} ({engine}): {n} models, up to {min(k, n)} resident at once ({why})"]
     for gpu, (s, need, have) in worst_sets(members, others).items():
         names = ", ".join(p.dep.tag if p.dep.server else p.dep.label for p in s)
-        verdict = "fits" if need <= have else f"OVER by {(need - have) / GiB:.2f} GiB: Ollama evicts"
+        verdict = "fits" if need <= have else f"OVER by {(need - have) / GiB:.2f} GiB" + (
+            ": Ollama evicts" if engine == "ollama" else ": the last model to load fails")
         lines.append(f"  GPU {gpu}: worst resident set {{{names}}}: {need / GiB:.2f} of "
                      f"{have / GiB:.2f} GiB, {verdict}")
         for p in sorted(s, key=lambda p: (p.dep.member is None, p.dep.member or 0)):

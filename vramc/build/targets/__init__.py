@@ -7,10 +7,10 @@ its templates lay out). Engine targets also have `service(plan, ctx)` for the sy
 
 from __future__ import annotations
 
-from vramc.build.targets import llama_cpp_python, llama_server, ollama, systemd, vllm
+from vramc.build.targets import llama_cpp_python, llama_server, llama_swap, ollama, systemd, vllm
 from vramc.engines import ENGINES
 
-TARGETS = {m.NAME: m for m in (llama_server, llama_cpp_python, ollama, vllm, systemd)}
+TARGETS = {m.NAME: m for m in (llama_server, llama_cpp_python, ollama, vllm, systemd, llama_swap)}
 
 # Every target built for a deployment of each engine (its registry entry), and the one that starts it.
 ENGINE_TARGETS = {e.name: e.targets for e in ENGINES.values()}

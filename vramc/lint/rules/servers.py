@@ -41,7 +41,10 @@ def resident_set_oversubscribed(plans):
     combination the requests make: vramc plans every such set (with the machine's other
     deployments) and this says which one does not fit. Ollama then evicts a model before it
     loads the next (its pre-load check, or an out-of-memory load retried after evicting all),
-    so the server works but swaps: each switch between those models reloads one.
+    so the server works but swaps: each switch between those models reloads one (a warning).
+    llama-swap's groups (`swap: false`, non-exclusive or persistent groups) say which models run
+    together, and llama-swap never looks at memory: there the last model to start fails to load
+    (an error).
 
     Bad:
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
@@ -60,6 +63,15 @@ def resident_set_oversubscribed(plans):
           - {name: coder, model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}}
     """
     for first, gpu, need, have, names, k in _set_findings(plans, explicit=True):
+        if first.dep.server_engine == "llama-swap":
+            yield first, Finding(
+                f"llama-swap's groups let {names} run together on GPU {gpu}: {fmt_size(need)} of "
+                f"{fmt_size(have)} ({fmt_size(need - have)} over); llama-swap does not look at memory "
+                "(internal/router/group.go), so the last of them to start fails to load",
+                ("groups",) if first.dep.doc.obj.groups else ("models",),
+                "lower these models' ctx, or put them in one group with swap: true",
+                severity=Severity.ERROR)
+            continue
         yield first, Finding(
             f"max_loaded_models {k} keeps {names} loaded together on GPU {gpu}: {fmt_size(need)} of "
             f"{fmt_size(have)} ({fmt_size(need - have)} over); {_EVICTS}",
@@ -110,9 +122,11 @@ def model_fits_only_alone(plans):
             shared = any(not over(a, b) for i, a in enumerate(partners) for b in partners[i + 1:])
             if partners and shared and all(over(p, q) for q in partners):
                 alone = max(d.total_bytes for d in p.estimate.devices) if p.estimate.devices else 0
+                then = ("Ollama evicts them all to load it" if p.dep.server_engine == "ollama"
+                        else "it fails to load beside any of them")
                 yield p, Finding(
                     f"{p.dep.tag} ({fmt_size(alone)}) fits only alone: next to any other model of "
-                    f"server {p.dep.server} a GPU is over, so Ollama evicts them all to load it",
+                    f"server {p.dep.server} a GPU is over, so {then}",
                     ("models", p.dep.member),
                     "lower its ctx (or gpu_layers), or serve it from its own deployment")
 
@@ -159,11 +173,13 @@ def keep_alive_keeps_set_resident(plans):
 def _vr343():
     """A server's `models:` list cannot be served as written.
 
-    `models:` (one server, several models) is for `engine: ollama`, without `model:` or
-    `variants:`; each model needs its own name and tag (Ollama compares tags case-insensitively,
+    `models:` (one server, several models) is for `engine: ollama` and `engine: llama-swap`
+    (which needs it), without `model:` or `variants:`; `groups:` and `ttl` are llama-swap's, and
+    a group names models of the list, each in one group only; each model needs its own name and tag (Ollama compares tags case-insensitively,
     and a second `ollama create` with the same tag replaces the first), and settings of the whole
-    server (`parallel`, `cache_type_k/v`, `flash_attn`, `keep_alive`, `max_loaded_models`, `host`,
-    `port`, `device_order`) go in the deployment's own `settings:`, not in one model's.
+    server (Ollama: `parallel`, `cache_type_k/v`, `flash_attn`, `keep_alive`, `max_loaded_models`,
+    `host`, `port`, `device_order`; llama-swap: `host`, `port`) go in the deployment's own
+    `settings:`, not in one model's.
 
     Bad:
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
