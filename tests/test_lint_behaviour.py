@@ -46,6 +46,24 @@ def test_info_rules_partial_offload_and_ctx_rounding(tmp_path):
     assert CliRunner().invoke(app, ["check", "--strict", str(p)]).exit_code == 0
 
 
+def test_ctx_rounding_counts_the_padded_context_as_llama_cpp_does(tmp_path):
+    """llama_context pads ctx to 256 before dividing it among slots: ctx 1 over 4 slots gives
+    each 256 tokens (no rounding), ctx 10000 over 3 gives 3584 each, not 3333."""
+    for ctx, parallel, per_slot in ((1, 4, None), (10000, 3, 3584)):
+        p = write(tmp_path, f"d{ctx}.yaml", f"""\
+            name: d{ctx}
+            hardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}
+            model: LLAMA8B
+            engine: llama-server
+            settings: {{ctx: {ctx}, parallel: {parallel}}}
+            """)
+        msgs = [d.message for d in run_check([p]).diagnostics if d.code == "VR313"]
+        if per_slot is None:
+            assert msgs == []
+        else:
+            assert len(msgs) == 1 and f"each slot gets {per_slot} tokens" in msgs[0], msgs
+
+
 def test_lint_config_ignores_and_overrides(tmp_path):
     p = write(tmp_path, "d.yaml", """\
         name: d

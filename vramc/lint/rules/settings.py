@@ -226,9 +226,13 @@ def ctx_rounded(plan: Plan):
     p = plan.params
     if p is None or p.kv_unified or p.n_seq_max <= 1:
         return
-    if p.n_ctx % p.n_seq_max:
+    from vramc.memory.llama_cparams import pad
+
+    n_ctx = pad(p.n_ctx, 256)  # llama_context pads the context before dividing it among slots
+    if n_ctx % p.n_seq_max and n_ctx // p.n_seq_max:
         yield Finding(f"ctx {p.n_ctx} is not divisible by {p.n_seq_max} slots; each slot gets "
-                      f"{p.n_ctx // p.n_seq_max} tokens", ("settings", "ctx"))
+                      f"{pad(n_ctx // p.n_seq_max, 256)} tokens (the share rounded down, then "
+                      "padded to 256)", ("settings", "ctx"))
 
 
 @rule("VR314", "cpu-only-default", Severity.WARNING)
