@@ -61,6 +61,8 @@ def ollama_parallel_forced(plan: Plan):
         engine: ollama
         settings: {ctx: 8192, parallel: 1}
     """
+    if plan.dep.server is not None:  # one model of a server: `parallel` is the others' too (issue 14)
+        return
     c = plan.engine_choices.get("parallel") if plan.engine == "ollama" else None
     if c is None or plan.dep.settings.parallel in (None, "auto"):
         return
