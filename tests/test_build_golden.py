@@ -43,7 +43,7 @@ def test_no_folder_in_out_without_its_deployment(project):
     was renamed or deleted is caught here."""
     from vramc.load.profiles import load_paths
 
-    names = {d.name for d in load_paths([project / "profiles"]).deployments}
+    names = {d.server or d.name for d in load_paths([project / "profiles"]).deployments}  # a server: its folder
     out = project / "out"
     folders = {p.name for p in out.iterdir() if p.is_dir()} if out.is_dir() else set()
     assert folders - names == set()
