@@ -268,6 +268,21 @@ def test_override_tensor_that_is_no_regex(proj, item):
     assert "regular expression" in d.message and "`.*`" in d.message
 
 
+@pytest.mark.parametrize("item, said", [
+    ("blk", "names no device"),  # llama-server: error while handling argument "-ot": invalid value
+    ("a=b=c", "'b=c' is not a buffer type"),  # split at the first '=': unknown buffer type 'b=c'
+    ("blk=", "'' is not a buffer type"),
+    ("x{99999999999}=CPU", "too large a regular expression"),  # re raised OverflowError: exit 3
+])
+def test_override_tensor_read_as_llama_cpp_splits_it(proj, item, said):
+    p = deployment(proj, "ot", f"settings:\n  override_tensor:\n    - ok=CPU\n    - '{item}'\n")
+    _, diags = findings(p)
+    (d,) = [d for d in diags if d.code == "VR101"]
+    assert (d.line, d.column) == (8, 7) and said in d.message, d.message
+    proc = cli("check", str(p))
+    assert proc.returncode == 1 and "internal error" not in proc.stderr, proc.stderr
+
+
 def test_override_tensor_regex_accepted(proj):
     p = deployment(proj, "ot", "settings:\n  override_tensor: ['blk\\.[0-9]+\\.ffn_.*_exps=CPU']\n")
     _, diags = findings(p)

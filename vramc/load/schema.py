@@ -47,18 +47,32 @@ def _path(v: str) -> str:
     return v
 
 
+_OT_FORM = ("override_tensor takes llama.cpp's -ot form PATTERN=DEVICE, PATTERN a regular expression "
+            "searched in tensor names")
+
+
 def _override(spec: str) -> str:
-    # llama.cpp's -ot takes PATTERN=BUFFER, PATTERN a regular expression searched in tensor names
+    # llama.cpp's -ot takes PATTERN=BUFFER, split at the first '=' (common/arg.cpp
+    # parse_tensor_buffer_overrides: no '=' is "invalid value", and everything after the first one
+    # is the buffer type's name), PATTERN a regular expression searched in tensor names
     # (std::regex_search); vramc reads it with Python's re, which refuses what std::regex refuses
-    pattern = spec.rpartition("=")[0] or spec
+    pattern, eq, device = spec.partition("=")
+    if not eq:
+        raise ValueError(f"{spec!r} names no device: {_OT_FORM}, e.g. 'blk\\.[0-9]+\\.ffn_.*_exps=CPU' "
+                         "(llama-server refuses it: invalid value)")
+    if not device or "=" in device:
+        raise ValueError(f"the device {device!r} is not a buffer type: {_OT_FORM}, split at the first '=' "
+                         "(so PATTERN cannot hold one); e.g. CPU or CUDA0")
     try:
         re.compile(pattern)
     except re.error as e:
         raise ValueError(
-            f"{pattern!r} is not a regular expression ({e.msg} at position {e.pos}): override_tensor "
-            "takes llama.cpp's -ot form PATTERN=DEVICE, PATTERN a regular expression searched in "
-            "tensor names; write `.*` for anything (not `*`), `\\.` for a dot, e.g. "
+            f"{pattern!r} is not a regular expression ({e.msg} at position {e.pos}): {_OT_FORM}; "
+            "write `.*` for anything (not `*`), `\\.` for a dot, e.g. "
             "'blk\\.[0-9]+\\.ffn_.*_exps=CPU'") from None
+    except (OverflowError, RecursionError):  # x{99999999999}, or nesting past the stack
+        raise ValueError(f"{pattern[:60]!r} is too large a regular expression for a tensor name pattern: "
+                         f"{_OT_FORM}") from None
     return spec
 
 

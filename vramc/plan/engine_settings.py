@@ -102,8 +102,9 @@ def experts_on_cpu(blocks) -> tuple[str, str]:
 
 
 def _parse_override(spec: str) -> tuple[str, str]:
-    pattern, _, buft = spec.rpartition("=")
-    return (pattern, buft) if pattern else (spec, "CPU")
+    # as llama.cpp splits -ot: at the first '=' (the schema refuses a spec without one)
+    pattern, _, buft = spec.partition("=")
+    return pattern, buft
 
 
 def total_context(c: LlamaChoice, n_ctx_train: int) -> int:
