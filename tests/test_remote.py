@@ -405,6 +405,8 @@ def test_a_written_profile_plans_without_the_network(server, tmp_path, monkeypat
     # the same deployment on the real file
     (project / "models").mkdir()
     (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(models["llama-8b-Q4_K_M.gguf"])
+    res = runner.invoke(app, ["check", "profiles/llama.yaml"])
+    assert res.exit_code == 0 and "VR202" not in res.output, res.output  # the lock matches the file
     direct = json.loads(runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output)
     [a], [b] = planned["deployments"], direct["deployments"]
     assert a["verdict"] == b["verdict"] == "fits"

@@ -467,7 +467,8 @@ def pick_quant(files: list[str], quant: str | None, display: str) -> str:
         if len(firsts) == 1:
             return firsts[0]
         raise RemoteError(f"{display}: name the quant (hf://ORG/REPO:QUANT) or the file "
-                          f"(hf://ORG/REPO/FILE.gguf); the GGUF model files there are:\n{listing}")
+                          f"(hf://ORG/REPO/FILE.gguf); `vramc plan PROFILE --quants hf://ORG/REPO` "
+                          f"compares them on your GPUs; the GGUF model files there are:\n{listing}")
     pattern = re.compile(re.escape(quant) + r"[.-]", re.IGNORECASE)
     hits = [f for f in firsts if pattern.search(f)]
     if len(hits) == 1:
