@@ -353,6 +353,17 @@ def test_offline_from_the_cache(server, monkeypatch):
         remote.read_remote("hf://org/repo:Q8_0", http=_http())
 
 
+def test_an_unreachable_server_falls_back_to_the_cache(server, models):
+    url = f"{server.base}/range/llama-8b-Q4_K_M.gguf"
+    first = remote.read_remote(url, http=_http())
+    server.shutdown()
+    server.server_close()  # connection refused from now on
+    again = remote.read_remote(url, http=_http())
+    assert again.cached and again.meta.header_sha256 == first.meta.header_sha256
+    with pytest.raises(remote.RemoteError, match="cannot reach .*no header of it is cached"):
+        remote.read_remote(url.replace("Q4_K_M", "Q8_0"), http=_http())
+
+
 def test_a_pinned_header_is_not_fetched_twice(server):
     remote.read_remote("hf://org/repo:Q4_K_M", http=_http())
     http = _http()

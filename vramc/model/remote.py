@@ -549,23 +549,30 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
     if ref.url and urlsplit(ref.url).netloc not in _hub_hosts():
         token = None  # the Hugging Face token is for the Hub, not for any URL
     http = http or Http(token=token)
-    offline = _offline()
     ref_key = f"ref\0{endpoint}\0{ref.text}"
     try:
-        if offline:
+        if _offline():
             raise _Offline("offline (VRAMC_OFFLINE or HF_HUB_OFFLINE is set)")
-        resolved = _resolve(http, ref, endpoint)
-    except _Offline as e:
+        return _online(http, ref, endpoint, ref_key)
+    except _Offline as e:  # no network: the last answer for the same reference, if any
         cached = _cache_get(ref_key)
         if cached is None:
             raise RemoteError(f"{text}: {e}, and no header of it is cached under "
                               f"$VRAMC_CACHE; run once online") from None
-        parts = [_header_from_cache(d, text) for d in cached.get("parts", [])]
-        model = _model(parts, cached["source"], cached.get("revision"), cached["file_name"],
-                       cached["urls"], text)
+        try:
+            parts = [_header_from_cache(d, text) for d in cached["parts"]]
+            model = _model(parts, cached["source"], cached.get("revision"), cached["file_name"],
+                           cached["urls"], text)
+        except (KeyError, TypeError, AttributeError):
+            raise RemoteError(f"{text}: {e}, and its cached header is damaged; run once "
+                              "online") from None
         model.cached = True
         return model
-    source, revision, file_name, urls = resolved
+
+
+def _online(http: Http, ref: Ref, endpoint: str, ref_key: str) -> RemoteModel:
+    text = ref.text
+    source, revision, file_name, urls = _resolve(http, ref, endpoint)
     reader = Reader(http, text, ref.repo, endpoint)
     fetched: list[Fetched] = []
     first = _cached_or_fetch(reader, urls[0], source, revision)
@@ -583,9 +590,8 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
             fetched.append(_cached_or_fetch(reader, url, source, revision))
     parts = [f.header for f in fetched]
     model = _model(parts, source, revision, file_name, urls, text)
-    if revision is not None or ref.url:
-        _cache_put(ref_key, {"source": source, "revision": revision, "file_name": file_name,
-                             "urls": urls, "parts": [_entry(f) for f in fetched]})
+    _cache_put(ref_key, {"source": source, "revision": revision, "file_name": file_name,
+                         "urls": urls, "parts": [_entry(f) for f in fetched]})
     model.transferred, model.requests = http.transferred, http.requests
     return model
 
