@@ -302,6 +302,17 @@ def test_cli(tmp_path):
     assert bad.returncode == 2
 
 
+def test_cli_under_the_name_users_are_given(tmp_path):
+    """`python -m vramc.synth` (what the shipped demo profile, README and Makefile say) still runs
+    the generator, now vramc.dev.synth, with its arguments and exit status."""
+    path = tmp_path / "tiny.gguf"
+    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(path)], check=True, capture_output=True)
+    assert path.read_bytes()[:4] == b"GGUF"
+    bad = subprocess.run([sys.executable, "-m", "vramc.synth", "write", "nope", "Q8_0", str(path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+
+
 def test_import_is_cheap():
     code = "import sys, vramc.dev.synth; print('numpy' in sys.modules, 'gguf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
