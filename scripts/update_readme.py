@@ -30,7 +30,10 @@ def speed() -> str:
               "bench/results/check_speed.txt"),
              ("GGUF header read (`python bench/header.py`)", "bench/results/header.txt"),
              ("`vramc run --prompt` against a bare `llama_cpp.Llama` (`python bench/run_overhead.py`)",
-              "bench/results/run_overhead.txt")]
+              "bench/results/run_overhead.txt"),
+             ("`vramc diff HEAD~1` over the shipped profiles with one of them changed, warm, against the two\n"
+              "`vramc plan --format json` runs it replaces (`python bench/diff_speed.py`)",
+              "bench/results/diff_speed.txt")]
     out = []
     for title, rel in parts:
         out += [f"{title}:", "", "```", bench_file(rel), "```", ""]
