@@ -79,6 +79,16 @@ def test_the_reported_attack_through_the_cli(project, victim):
     assert [p.name for p in (project / "out").iterdir()] == ["mistral-split"]
 
 
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_a_usage_error_not_the_project_top(project, out):
+    """`vramc build --out "$OUT"` with OUT unset was Path("") = ".": every deployment's folder
+    written into the project's top, beside (or into) profiles/."""
+    before = snapshot(project)
+    proc = cli(project, "build", "--out", out)
+    assert proc.returncode == EXIT_USAGE and "--out is empty" in proc.stderr, proc.stderr
+    assert snapshot(project) == before
+
+
 def test_a_linked_subfolder_is_refused(project, victim, capsys):
     build(["profiles"])
     dropin = project / "out" / "mistral-ollama" / "ollama.service.d"

@@ -462,6 +462,8 @@ def test_host_checked_before_the_api_key(project, tmp_path):
     (["--allow-host", "http://evil/"], "--allow-host"),
     (["--allow-host", "a b"], "--allow-host"),
     (["--allow-host", "x:70000"], "--allow-host"),
+    # read whole, /dev/zero ran until memory was gone
+    (["--api-key-file", "/dev/zero", "--host", "0.0.0.0"], "not a key file"),
 ])
 def test_bad_server_options_are_usage_errors(project, args, said):
     r = vramc_run(project, "tiny", "--port", "0", *args)

@@ -301,14 +301,16 @@ def fit(
 @app.command()
 def build(
     paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
-    out: Path = typer.Option(Path("out"), "--out", help="Output folder; each deployment gets out/<name>/."),
+    out: str = typer.Option("out", "--out", help="Output folder; each deployment gets out/<name>/."),
     check_only: bool = typer.Option(False, "--check", help="Write nothing; exit 1 and show the difference if out/ is stale."),
     force: bool = typer.Option(False, "--force", help="Build deployments that fail `check` at error level too (says what it skips)."),
 ) -> None:
     """Compile each checked deployment (and variant) into its launch artifacts under out/."""
     from vramc.build.builder import cli_build
 
-    raise typer.Exit(cli_build(_default_paths(paths), out=out, check_only=check_only, force=force))
+    if not out.strip():  # `--out "$OUT"` with OUT unset: Path("") is ".", the project's own top
+        _fail_usage("--out is empty (an unset variable?); give the output folder, e.g. --out out")
+    raise typer.Exit(cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force))
 
 
 @app.command()

@@ -309,6 +309,9 @@ def _check(console: Console, dep, profiles_dir: Path):
     return plan, EXIT_OK
 
 
+MAX_KEY_FILE = 64 * 1024
+
+
 def _api_keys(console: Console, dep, api_key_file: Path | None):
     path = api_key_file
     if path is None and dep.settings.api_key_file:
@@ -318,7 +321,15 @@ def _api_keys(console: Console, dep, api_key_file: Path | None):
     if path is None:
         return [], EXIT_OK
     try:
-        text = path.read_text(encoding="utf-8")
+        # bounded: /dev/zero (or any endless file) was read until memory ran out; not only regular
+        # files, so that `--api-key-file <(pass show key)` (a pipe) still works
+        with open(path, "rb") as f:
+            raw = f.read(MAX_KEY_FILE + 1)
+        if len(raw) > MAX_KEY_FILE:
+            console.say(f"the API key file {path} is larger than {MAX_KEY_FILE // 1024} KiB: not a key file "
+                        "(one key per line)")
+            return [], EXIT_USAGE
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         console.say(f"cannot read the API key file {path}: {getattr(e, 'strerror', None) or e}")
         return [], EXIT_USAGE
