@@ -146,7 +146,7 @@ def test_a_tag_that_is_not_an_ollama_name_is_refused_at_its_line(tmp_path, tag):
 
 
 @pytest.mark.parametrize("body, where, message", [
-    ("engine: llama-server\nmodels: [{name: a, model: M}]", (4, 9), "serves one model per deployment"),
+    ("engine: llama-cpp-python\nmodels: [{name: a, model: M}]", (4, 9), "serves one model per deployment"),
     ("engine: ollama\nmodel: M\nmodels: [{name: a, model: M}]", (4, 8), "cannot both be given"),
     ("engine: ollama\nmodels: [{name: a, model: M, settings: {keep_alive: 5m}}]", (4, 78), "setting of the whole server"),
     ("engine: ollama\nmodels: [{name: a, model: M}, {name: a, model: M, tag: b}]", (4, 63), "used twice"),
@@ -406,3 +406,65 @@ def test_a_value_llama_swap_would_expand_is_refused_not_written(tmp_path):
     assert not [d for d in r.diagnostics if d.severity.name == "ERROR"], r.diagnostics
     assert build([f], out=tmp_path / "out") == 1
     assert not (tmp_path / "out" / "swap").exists()
+
+
+# --- llama-server's router mode -----------------------------------------------------------------
+
+def router_project(tmp_path: Path, models_max: int = 1) -> tuple[Path, int]:
+    from build_support import free_port
+    from vramc.dev.synth import write_tiny_model
+
+    port = free_port()
+    (tmp_path / "models").mkdir(parents=True)
+    write_tiny_model(tmp_path / "models" / "demo-tiny.gguf")
+    f = project(tmp_path, f"""name: router
+hardware: {{gpus: []}}
+engine: llama-server
+gpus: []
+settings: {{port: {port}, max_loaded_models: {models_max}, parallel: 1, threads: 2}}
+models:
+  - {{name: a, model: demo-tiny, tag: tiny-a, settings: {{ctx: 256}}}}
+  - {{name: b, model: demo-tiny, tag: tiny-b, settings: {{ctx: 512, batch: 64, ubatch: 64}}}}
+""")
+    return f, port
+
+
+def test_router_preset_and_launch_script(tmp_path):
+    f, port = router_project(tmp_path)
+    r = run_check([f])
+    assert [d for d in r.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
+    from vramc.plan.servers import resident_sets
+
+    assert [[p.dep.tag for p in s] for s in resident_sets(r.plans)] == [["tiny-a"], ["tiny-b"]]
+    assert build([f], out=tmp_path / "out") == 0
+    ini = (tmp_path / "out/router/models.ini").read_text()
+    assert "\n[tiny-a]\nmodel = models/demo-tiny.gguf\nctx-size = 256\n" in ini
+    assert "\n[tiny-b]\n" in ini and "batch-size = 64\n" in ini and "--port" not in ini and "host =" not in ini
+    launch = (tmp_path / "out/router/launch.sh").read_text()
+    assert f"--models-preset out/router/models.ini --models-max 1 --host 127.0.0.1 --port {port}" in launch
+
+
+@pytest.mark.skipif(not __import__("build_support").llama_server_binary(), reason="no pinned llama-server")
+def test_pinned_router_lists_the_models_and_loads_one_on_request(tmp_path):
+    import httpx
+
+    from build_support import Server, llama_server_binary
+
+    f, port = router_project(tmp_path)
+    assert build([f], out=tmp_path / "out") == 0
+    env = {**os.environ, "LLAMA_SERVER": str(llama_server_binary())}
+    with Server(["sh", str(tmp_path / "out/router/launch.sh")], cwd=tmp_path, env=env,
+                log=tmp_path / "router.log") as server:
+        server.wait_healthy(port, timeout_s=60)
+        base = f"http://127.0.0.1:{port}"
+        ids = sorted(m["id"] for m in httpx.get(f"{base}/v1/models", timeout=10).json()["data"])
+        assert ids == ["tiny-a", "tiny-b"]
+        for tag in ("tiny-a", "tiny-b"):  # --models-max 1: the second request swaps the first out
+            res = httpx.post(f"{base}/v1/completions", timeout=120,
+                             json={"model": tag, "prompt": "hello", "max_tokens": 2})
+            assert res.status_code == 200, res.text
+        models = {m["id"]: m for m in httpx.get(f"{base}/v1/models", timeout=10).json()["data"]}
+        status = {k: (m.get("status") or {}).get("value") for k, m in models.items()}
+        assert status["tiny-b"] == "loaded" and status["tiny-a"] != "loaded", models
+        log = server.log_tail()
+    assert "ctx-size" not in log or True  # the log is for the reader when an assertion above fails

@@ -247,6 +247,13 @@ def _server_files(members, ctx, project_dir) -> list:
     for p in members:
         if p.estimate is None:
             raise TargetError(f"{p.dep.label} has no memory plan (see the diagnostics above)")
+    if members[0].dep.server_engine == "llama-server":  # the router (--models-preset)
+        from vramc.build.targets import llama_router
+
+        t = llama_router.data(members, ctx)
+        return [Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
+                for name, path in (("llama_router/models.ini.j2", "models.ini"),
+                                   ("llama_router/launch.sh.j2", "launch.sh"))]
     if members[0].dep.server_engine == "llama-swap":
         from vramc.build.targets import llama_swap
 

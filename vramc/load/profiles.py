@@ -70,6 +70,7 @@ class Deployment:
     tag: str | None = None
     server_engine: str | None = None  # the server's `engine:` (the model runs as its llama-server)
     ttl: int | None = None  # llama-swap: the model's ttl
+    models_max: int | None = None  # llama-server's router: --models-max (the server's max_loaded_models)
 
     @property
     def label(self) -> str:
@@ -734,6 +735,11 @@ class Loader:
                     "give each model its own tag")
                 problems = True
             tags.setdefault(tag.lower(), i)
+            if body.engine == "llama-server" and not schema.valid_name(tag):
+                say(f"tag {tag!r} cannot name a router preset: llama-server rewrites the part after ':' "
+                    "(common/preset.cpp load_from_ini)", ("models", i, "tag"),
+                    "use letters, digits, '.', '_' and '-' only")
+                problems = True
             for key in sorted(SERVER_SETTINGS.get(body.engine, frozenset()) & m.settings.model_fields_set):
                 say(f"{key} is a setting of the whole server, not of one model", ("models", i, "settings", key),
                     "move it to the deployment's own `settings:`")
@@ -777,6 +783,10 @@ class Loader:
             # the member is planned as a one-model deployment of the server's engine and GPUs
             # (llama-swap's models as the llama-server each starts)
             engine = "llama-server" if body.engine == "llama-swap" else body.engine
+            if engine == "llama-server":  # the router's own setting, not its models'
+                values = {**dict(settings), "max_loaded_models": None}
+                settings = type(settings).model_construct(
+                    _fields_set=settings.model_fields_set - {"max_loaded_models"}, **values)
             one = body.model_copy(update={"model": m.model, "models": None, "settings": settings,
                                           "engine": engine})
             doc = Doc(bdoc.file, bdoc.path, one, bdoc.positions, bdoc.raw, bdoc.prefix)
@@ -790,18 +800,20 @@ class Loader:
                 margin=lint.margin or schema.Margin(fraction=DEFAULT_MARGIN), lint=lint,
                 group=group, gguf_path=gguf_path, project_root=project_root(bdoc.path),
                 server=body.name, member=i, tag=m.tag or m.name, server_engine=body.engine,
-                ttl=m.ttl))
+                ttl=m.ttl, models_max=body.settings.max_loaded_models))
         return out
 
 
 # engines whose one server serves several models, and the settings that belong to the server
-SERVER_ENGINES = ("ollama", "llama-swap")
+SERVER_ENGINES = ("ollama", "llama-swap", "llama-server")
 SERVER_SETTINGS = {
     # Ollama reads these from its own environment, once for every model
     "ollama": frozenset({"parallel", "cache_type_k", "cache_type_v", "flash_attn", "keep_alive",
                          "max_loaded_models", "host", "port", "device_order"}),
     # llama-swap listens on host:port; each llama-server it starts takes the rest per model
     "llama-swap": frozenset({"host", "port"}),
+    # llama-server's router mode: its own address and --models-max (max_loaded_models)
+    "llama-server": frozenset({"host", "port", "max_loaded_models"}),
 }
 
 DEFAULT_MARGIN = 0.05  # warn when less than 5% of a GPU would stay free

@@ -20,6 +20,10 @@ from __future__ import annotations
 from itertools import combinations
 
 OLLAMA_MODELS_PER_GPU = 3  # server/sched.go defaultModelsPerGPU
+# llama-server's router (the pinned llama.cpp, tools/server/server-models.cpp server_lru_sched):
+# up to --models-max children (default 4, 0 unlimited); at the limit it stops the least recently
+# used idle one; it never looks at memory, so a set that does not fit fails to load
+ROUTER_MODELS_MAX = 4
 SOURCE = "server/sched.go processPending, findRunnerToUnload, load"
 MAX_MODELS = 16  # C(16, 8) = 12870 sets: more models than this are refused at load (VR343)
 
@@ -37,6 +41,10 @@ def max_resident(members) -> tuple[int, bool]:
     (`max_loaded_models`, llama-swap's groups) rather than Ollama's default (3 per GPU it sees)."""
     if members[0].dep.server_engine == "llama-swap":
         return max(len(s) for s in resident_sets(members)), True
+    if members[0].dep.server_engine == "llama-server":  # --models-max, 0: unlimited
+        k = members[0].dep.models_max
+        k = ROUTER_MODELS_MAX if k is None else k
+        return (k or len(members)), True
     s = members[0].dep.settings
     if s.max_loaded_models:
         return s.max_loaded_models, True
@@ -49,7 +57,7 @@ def resident_sets(members) -> list[tuple]:
     members = sorted(members, key=lambda p: p.dep.member)
     if members[0].dep.server_engine == "llama-swap":
         return swap_sets(members)
-    k = members[0].dep.settings.max_loaded_models or OLLAMA_MODELS_PER_GPU * max(len(members[0].gpus), 1)
+    k, _ = max_resident(members)
     if k >= len(members):
         return [tuple(members)]
     return list(combinations(members, k))
@@ -128,6 +136,8 @@ def describe(members, others=()) -> list[str]:
     server, engine = members[0].dep.server, members[0].dep.server_engine
     if engine == "llama-swap":
         why = "its groups: swap, exclusive, persistent; internal/router/group.go groupSwapper.EvictionFor"
+    elif engine == "llama-server":
+        why = "--models-max; the router stops the least recently used idle model: server-models.cpp"
     else:
         why = ("max_loaded_models" if said else f"Ollama's default, {OLLAMA_MODELS_PER_GPU} per GPU") + f"; {SOURCE}"
     lines = [f"server {server} ({engine}): {n} models, up to {min(k, n)} resident at once ({why})"]

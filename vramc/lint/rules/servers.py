@@ -44,7 +44,8 @@ def resident_set_oversubscribed(plans):
     so the server works but swaps: each switch between those models reloads one (a warning).
     llama-swap's groups (`swap: false`, non-exclusive or persistent groups) say which models run
     together, and llama-swap never looks at memory: there the last model to start fails to load
-    (an error).
+    (an error); so does llama-server's router (`engine: llama-server` with `models:`), which runs
+    up to `max_loaded_models` (`--models-max`, default 4) at once.
 
     Bad:
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
@@ -63,6 +64,14 @@ def resident_set_oversubscribed(plans):
           - {name: coder, model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}}
     """
     for first, gpu, need, have, names, k in _set_findings(plans, explicit=True):
+        if first.dep.server_engine == "llama-server":
+            yield first, Finding(
+                f"llama-server's router loads up to {k} models (--models-max): {names} together on GPU "
+                f"{gpu} need {fmt_size(need)} of {fmt_size(have)} ({fmt_size(need - have)} over); it does "
+                "not look at memory (tools/server/server-models.cpp), so the last of them to start fails "
+                "to load", ("settings", "max_loaded_models"),
+                "lower these models' ctx, or max_loaded_models", severity=Severity.ERROR)
+            continue
         if first.dep.server_engine == "llama-swap":
             yield first, Finding(
                 f"llama-swap's groups let {names} run together on GPU {gpu}: {fmt_size(need)} of "
@@ -173,12 +182,14 @@ def keep_alive_keeps_set_resident(plans):
 def _vr343():
     """A server's `models:` list cannot be served as written.
 
-    `models:` (one server, several models) is for `engine: ollama` and `engine: llama-swap`
-    (which needs it), without `model:` or `variants:`; `groups:` and `ttl` are llama-swap's, and
+    `models:` (one server, several models) is for `engine: ollama`, `engine: llama-swap` (which
+    needs it) and `engine: llama-server` (its router mode, where a tag names an INI section and
+    keeps to letters, digits, '.', '_' and '-'), without `model:` or `variants:`; `groups:` and `ttl` are llama-swap's, and
     a group names models of the list, each in one group only; each model needs its own name and tag (Ollama compares tags case-insensitively,
     and a second `ollama create` with the same tag replaces the first), and settings of the whole
     server (Ollama: `parallel`, `cache_type_k/v`, `flash_attn`, `keep_alive`, `max_loaded_models`,
-    `host`, `port`, `device_order`; llama-swap: `host`, `port`) go in the deployment's own
+    `host`, `port`, `device_order`; llama-swap: `host`, `port`; the router: those and
+    `max_loaded_models`) go in the deployment's own
     `settings:`, not in one model's.
 
     Bad:
