@@ -172,3 +172,51 @@ def test_lock_command_bad_config_is_exit_1(tmp_path, content):
     res = runner.invoke(app, ["lock", "--config", str(cfg), "--quant", "Q4_K_M"])
     assert res.exit_code == 1, res.output
     assert "vramc lock:" in res.output and "Traceback" not in res.output
+
+
+LLAMA_CONFIG = ("{architecture: LlamaForCausalLM, num_hidden_layers: 32, hidden_size: 4096, "
+                "num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 14336, "
+                "vocab_size: 128256, max_position_embeddings: 131072}")
+
+
+def _plan(tmp_path, monkeypatch, model: str) -> tuple[int, str]:
+    (tmp_path / "profiles").mkdir(exist_ok=True)
+    (tmp_path / "profiles" / "d.yaml").write_text(
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}"
+        "engine: llama-server\nsettings: {ctx: 8192, gpu_layers: 33}\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["plan", "profiles/d.yaml", "--format", "json"])
+    return res.exit_code, res.output
+
+
+def test_a_profile_config_with_a_quant_plans_as_the_real_file(tmp_path, monkeypatch, headers):
+    """`config:` + `quant:` in the model profile: planned as the GGUF would be (no file, no lock)."""
+    code, out = _plan(tmp_path, monkeypatch, f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_M\n")
+    assert code == 0, out
+    [derived] = json.loads(out)["deployments"]
+    # the same deployment on the synth-written file (rope_freqs is its only extra tensor: 256 B)
+    path = write_sparse_gguf(tmp_path / "real.gguf", CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
+    code, out = _plan(tmp_path, monkeypatch, f"  gguf: {path}\n")
+    assert code == 0, out
+    [real] = json.loads(out)["deployments"]
+    for a, b in zip(derived["devices"], real["devices"]):
+        assert abs(a["weights_bytes"] - b["weights_bytes"]) < MiB
+    assert derived["verdict"] == real["verdict"] == "fits"
+
+
+@pytest.mark.parametrize("model, message", [
+    (f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_X\n", "'Q4_K_X' is not a llama-quantize file type"),
+    ("  config: {architecture: MixtralForCausalLM, num_hidden_layers: 32, hidden_size: 4096,"
+     " num_attention_heads: 32, intermediate_size: 14336, vocab_size: 32000,"
+     " max_position_embeddings: 32768}\n  quant: Q4_K_M\n", "no num_local_experts"),
+    ("  config: {num_hidden_layers: 32, hidden_size: 4096, num_attention_heads: 32,"
+     " vocab_size: 32000, max_position_embeddings: 32768}\n  quant: Q4_K_M\n", "architecture None"),
+])
+def test_a_profile_config_that_cannot_be_derived_is_vr206(tmp_path, monkeypatch, model, message):
+    (tmp_path / "profiles").mkdir(exist_ok=True)
+    (tmp_path / "profiles" / "d.yaml").write_text(
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}"
+        "engine: llama-server\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", "profiles/d.yaml"])
+    assert res.exit_code == 1 and "VR206" in res.output and message in res.output, res.output

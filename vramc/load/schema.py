@@ -238,9 +238,11 @@ class Model(Strict):
     draft: PathStr | None = None  # draft model GGUF for speculative decoding (llama-server -md)
     draft_size: Bytes | None = None
     lock: GGUFLock | None = None
-    # vLLM (safetensors) models
+    # vLLM (safetensors) models; with `quant` (a llama-quantize file type such as Q4_K_M) the
+    # llama.cpp engines plan the GGUF that config.json converts and quantizes to (vramc lock --config)
     hf: str | None = None
     config: HFConfig | None = None
+    quant: str | None = None
     quantization: Quantization | None = None
     weights_size: Bytes | None = None  # total safetensors bytes, when known exactly
     params: float | None = Field(default=None, gt=0)  # parameter count, for weights estimates

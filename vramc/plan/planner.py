@@ -202,6 +202,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             return None, diags
     if unreadable:
         return None, diags
+    if m.obj.config is not None and m.obj.quant:
+        return _meta_from_config(m, diags)
     if path is not None:
         diags.append(Diagnostic(
             "VR200", Severity.ERROR, f"model file {os.path.relpath(path)} not found and the model has no lock",
@@ -213,6 +215,29 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             "VR200", Severity.ERROR, "the model has neither a gguf path nor locked metadata",
             m.file, m.positions.locate(()), m.prefix, "add `gguf:` or a lock written by `vramc analyze`"))
     return None, diags
+
+
+def _meta_from_config(m, diags: list[Diagnostic]) -> tuple[object, list[Diagnostic]]:
+    """No file, no lock: the GGUF that `config:` converts and quantizes to `quant:` (VR206)."""
+    from vramc.dev.synth.from_config import ConfigError, meta_from_config
+    from vramc.model.modelmeta import MetaError, validate_meta
+
+    cfg = m.obj.config.model_dump(exclude_none=True)
+    arch = cfg.pop("architecture", None)
+    if arch:
+        cfg["architectures"] = [arch]
+    try:
+        meta = meta_from_config(cfg, m.obj.quant, name=m.obj.name or "model")
+        validate_meta(meta)
+    except (ConfigError, MetaError) as e:
+        at = ("quant",) if "quant" in str(e) else ("config",)
+        diags.append(Diagnostic(
+            "VR206", Severity.ERROR, f"cannot derive the GGUF from config: {e}", m.file,
+            m.positions.locate(at) or m.positions.locate(()), m.prefix + at,
+            "lock it from the whole config.json (vramc lock --config config.json --quant Q4_K_M "
+            "--write PROFILE) or from a GGUF (vramc analyze hf://ORG/REPO:QUANT --write PROFILE)"))
+        return None, diags
+    return meta, diags
 
 
 def _missing_tensor(dep, meta, e) -> Diagnostic:

@@ -327,6 +327,31 @@ def _vr202():
     """
 
 
+@rule("VR206", "config-underivable", Severity.ERROR, "load")
+def _vr206():
+    """The model's `config:` with a GGUF `quant:` does not give a tensor table vramc can derive.
+
+    Without a file or a lock, a llama.cpp deployment can be planned from the model's Hugging Face
+    config.json and the llama-quantize file type: vramc lays out the GGUF that convert_hf_to_gguf.py
+    and llama-quantize would write (as `vramc lock --config` does). That needs an architecture
+    vramc derives (Llama, Mistral, Qwen2, Gemma 2 and 3, Phi-3, ...; `config:` holds the dense
+    fields only, so MoE models go through `vramc lock --config`) and a file type it models.
+
+    Bad:
+        model:
+          config: {architecture: LlamaForCausalLM, num_hidden_layers: 32, hidden_size: 4096,
+                   num_attention_heads: 32, vocab_size: 128256, max_position_embeddings: 131072}
+          quant: Q4_K_X
+
+    Good:
+        model:
+          config: {architecture: LlamaForCausalLM, num_hidden_layers: 32, hidden_size: 4096,
+                   num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 14336,
+                   vocab_size: 128256, max_position_embeddings: 131072}
+          quant: Q4_K_M
+    """
+
+
 @rule("VR203", "lock-invalid", Severity.ERROR, "load")
 def _vr203():
     """The locked metadata is inconsistent (unknown tensor type, malformed tensor entry).
