@@ -25,6 +25,16 @@ _WHY = {
 }
 
 
+# Ollama's one load option is use_mmap (llm/llama_server.go appendLoadModeArgs: --load-mode none
+# for use_mmap false, dio chosen by Ollama itself for an integrated GPU); it has no mlock option
+OLLAMA_UNWRITABLE_LOAD_MODES = {
+    "mlock": "Ollama has no mlock option (its only load option is use_mmap)",
+    "mmap+mlock": "Ollama has no mlock option (its only load option is use_mmap)",
+    "dio": "Ollama chooses direct I/O itself, for an integrated GPU on Linux (llm/llama_server.go "
+           "appendLoadModeArgs); a model option cannot ask for it",
+}
+
+
 @rule("VR400", "setting-ignored", Severity.WARNING)
 def setting_ignored(plan: Plan):
     """A setting the engine does not have, so it would be silently ignored.
@@ -49,6 +59,12 @@ def setting_ignored(plan: Plan):
         why = _WHY.get((plan.engine, key), f"{plan.engine} has no such setting")
         yield Finding(f"{key} does nothing for {plan.engine}: {why}", ("settings", key),
                       "remove it, or choose an engine that has it")
+    mode = plan.dep.settings.load_mode
+    if plan.engine == "ollama" and mode in OLLAMA_UNWRITABLE_LOAD_MODES:
+        # a value Ollama has no option for: nothing was written, and the model loaded with mmap
+        yield Finding(f"load_mode {mode} does nothing for ollama: {OLLAMA_UNWRITABLE_LOAD_MODES[mode]}",
+                      ("settings", "load_mode"),
+                      "use load_mode none (use_mmap false) or auto, or choose an engine that has it")
 
 
 @rule("VR401", "unknown-env", Severity.ERROR)
