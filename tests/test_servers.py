@@ -468,3 +468,34 @@ def test_pinned_router_lists_the_models_and_loads_one_on_request(tmp_path):
         assert status["tiny-b"] == "loaded" and status["tiny-a"] != "loaded", models
         log = server.log_tail()
     assert "ctx-size" not in log or True  # the log is for the reader when an assertion above fails
+
+
+def test_llama_swap_models_that_run_together_are_fitted_together(tmp_path):
+    from typer.testing import CliRunner
+
+    from vramc.cli.commands import app
+    from vramc.plan.servers import gpu_use
+
+    f = project(tmp_path, """name: swapfit
+hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
+engine: llama-swap
+models:
+  - name: chat
+    model: llama-3.1-8b-instruct-q8_0
+    settings:
+      ctx: auto
+  - name: coder
+    model: qwen2.5-coder-7b-instruct-q4_k_m
+    settings:
+      ctx: auto
+groups:
+  both: {swap: false, members: [chat, coder]}
+""")
+    r = run_check([f])
+    assert codes(r) == []
+    (need, have, _), = gpu_use(r.plans).values()
+    assert need <= have * 0.95  # together, with the margin free
+    assert CliRunner().invoke(app, ["fit", "--write", str(f)]).exit_code == 0
+    after = run_check([f])
+    assert [d for d in after.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
+    assert "ctx: 32768  # vramc fit: auto" in f.read_text()  # the coder's trained context
