@@ -25,13 +25,17 @@ _WHY = {
 }
 
 
-# Ollama's one load option is use_mmap (llm/llama_server.go appendLoadModeArgs: --load-mode none
-# for use_mmap false, dio chosen by Ollama itself for an integrated GPU); it has no mlock option
-OLLAMA_UNWRITABLE_LOAD_MODES = {
-    "mlock": "Ollama has no mlock option (its only load option is use_mmap)",
-    "mmap+mlock": "Ollama has no mlock option (its only load option is use_mmap)",
-    "dio": "Ollama chooses direct I/O itself, for an integrated GPU on Linux (llm/llama_server.go "
-           "appendLoadModeArgs); a model option cannot ask for it",
+# Load modes an engine has no option for. Ollama's one load option is use_mmap (llm/llama_server.go
+# appendLoadModeArgs: --load-mode none for use_mmap false, dio chosen by Ollama itself for an
+# integrated GPU); llama_cpp.Llama has use_mmap and use_mlock, no direct I/O.
+_NO_MLOCK = "Ollama has no mlock option (its only load option is use_mmap: load_mode none or auto)"
+UNWRITABLE_LOAD_MODES = {
+    ("ollama", "mlock"): _NO_MLOCK,
+    ("ollama", "mmap+mlock"): _NO_MLOCK,
+    ("ollama", "dio"): "Ollama chooses direct I/O itself, for an integrated GPU on Linux (llm/llama_server.go "
+                       "appendLoadModeArgs); a model option cannot ask for it",
+    ("llama-cpp-python", "dio"): "llama_cpp.Llama has use_mmap and use_mlock, no direct I/O (it was "
+                                 "loaded with mmap)",
 }
 
 
@@ -60,11 +64,11 @@ def setting_ignored(plan: Plan):
         yield Finding(f"{key} does nothing for {plan.engine}: {why}", ("settings", key),
                       "remove it, or choose an engine that has it")
     mode = plan.dep.settings.load_mode
-    if plan.engine == "ollama" and mode in OLLAMA_UNWRITABLE_LOAD_MODES:
-        # a value Ollama has no option for: nothing was written, and the model loaded with mmap
-        yield Finding(f"load_mode {mode} does nothing for ollama: {OLLAMA_UNWRITABLE_LOAD_MODES[mode]}",
-                      ("settings", "load_mode"),
-                      "use load_mode none (use_mmap false) or auto, or choose an engine that has it")
+    why = UNWRITABLE_LOAD_MODES.get((plan.engine, mode))
+    if why is not None:
+        # a value the engine has no option for: nothing was written, and the model loaded with mmap
+        yield Finding(f"load_mode {mode} does nothing for {plan.engine}: {why}", ("settings", "load_mode"),
+                      "use a load_mode it has, or choose an engine that has this one")
 
 
 @rule("VR401", "unknown-env", Severity.ERROR)
