@@ -220,3 +220,40 @@ def test_a_profile_config_that_cannot_be_derived_is_vr206(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["check", "profiles/d.yaml"])
     assert res.exit_code == 1 and "VR206" in res.output and message in res.output, res.output
+
+
+HOSTILE = [
+    {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 8,
+     "num_attention_heads": 16, "intermediate_size": 8, "vocab_size": 8, "max_position_embeddings": 8},
+    {"architectures": ["Gemma3ForConditionalGeneration"], "text_config": {"num_hidden_layers": 1}},
+    {"architectures": ["DeepseekV2ForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
+     "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
+     "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+     "rope_scaling": {"factor": "forty"}},
+    {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
+     "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
+     "rope_theta": "1e4", "head_dim": 0},
+    {"architectures": ["Phi3ForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
+     "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
+     "sliding_window": None, "original_max_position_embeddings": -1},
+]
+
+
+@pytest.mark.parametrize("cfg", HOSTILE + ["[" * 100000, "dir", "fifo"])
+def test_lock_hostile_inputs_through_the_entry_point(tmp_path, cfg):
+    """Exit 1 with `vramc lock: ...`, never 3 (an internal error), never a hang."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.json"
+    if cfg == "dir":
+        path.mkdir()
+    elif cfg == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    res = subprocess.run([sys.executable, "-m", "vramc", "lock", "--config", str(path), "--quant",
+                          "Q4_K_M"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.startswith("vramc lock: ") and "internal error" not in res.stderr

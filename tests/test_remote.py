@@ -390,11 +390,19 @@ def test_analyze_write_needs_no_network_later(server, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("ref", ["hf://org/repo:Q5_K_M", "http://127.0.0.1:1/x.gguf", "hf://a",
-                                 "https://[::1/x.gguf"])
+                                 "https://[::1/x.gguf", "http://127.0.0.1:99999/x.gguf",
+                                 "https://" + "a" * 70 + ".com/x.gguf", "hf://org/repo/x.gguf\n"])
 def test_analyze_errors_exit_1_not_3(server, ref):
-    result = runner.invoke(app, ["analyze", ref])
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
+    """Through the real entry point (CliRunner reports an uncaught exception as exit 1 too)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VRAMC_HTTP_TIMEOUT": "2"}
+    result = subprocess.run([sys.executable, "-m", "vramc", "analyze", ref], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("vramc analyze: ") and "internal error" not in result.stderr
 
 
 def test_a_written_profile_plans_without_the_network(server, tmp_path, monkeypatch, models):

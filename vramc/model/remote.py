@@ -88,7 +88,10 @@ def parse_ref(text: str) -> Ref:
     if any(c in text for c in "\r\n\t\0 ") or len(text) > 2000:
         raise RemoteError(f"{text[:80]!r}: not a URL (spaces or control characters)")
     if text.startswith(("http://", "https://")):
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as e:  # an unclosed [IPv6 address]
+            raise RemoteError(f"{text}: not a URL ({e})") from None
         if not parts.hostname:
             raise RemoteError(f"{text}: no host in the URL")
         try:

@@ -181,15 +181,24 @@ def meta_from_config(cfg: Any, quant: str, *, name: str = "model", imatrix: bool
     if quant not in FTYPES:
         raise ConfigError(f"quant {quant!r} is not a llama-quantize file type vramc models; "
                           f"one of: {', '.join(FTYPES)}")
+    from vramc.model.modelmeta import validate_meta
+
     shape = shape_from_config(cfg, name)
     try:
-        return model_meta(shape, quant, imatrix=imatrix)
-    except (KeyError, ValueError, ZeroDivisionError) as e:
+        meta = model_meta(shape, quant, imatrix=imatrix)
+        validate_meta(meta)  # what llama.cpp would refuse to load (a head size of 0, ...)
+    except (KeyError, ValueError, ZeroDivisionError, TypeError, IndexError) as e:
         raise ConfigError(f"config.json does not describe a model vramc can lay out: {e}") from None
+    return meta
 
 
 def load_config(path: str | os.PathLike) -> Any:
+    import stat
+
     try:
+        # only a regular file: opening a FIFO would wait for a writer forever
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path}: not a regular file; give the path of config.json")
         with open(path, "rb") as f:
             raw = f.read(1 << 22)
             if f.read(1):
