@@ -245,6 +245,15 @@ def explain(code: str = typer.Argument(..., help="A rule code such as VR300, or 
 
 
 @app.command()
+def schema() -> None:
+    """Print the profile format's JSON Schema (for editors: yaml-language-server, VS Code)."""
+    from vramc.load.json_schema import PACKAGED
+
+    # the shipped copy, which tests keep equal to the models' schema: no pydantic schema generation
+    typer.echo(PACKAGED.read_text(encoding="utf-8"), nl=False)
+
+
+@app.command()
 def detect(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the hardware profile here (default: stdout)."),
     name: str = typer.Option("this-machine", "--name", help="Name of the hardware profile."),

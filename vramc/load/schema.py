@@ -104,7 +104,11 @@ PathStr = Annotated[str, AfterValidator(_path)]
 # Bounds keep absurd values from becoming absurd work: no engine takes more tokens than this.
 MAX_TOKENS = 1 << 24
 
-Bytes = Annotated[int, BeforeValidator(parse_size)]
+# What a size may be written as, for the JSON Schema (vramc.load.json_schema) that editors check
+# profiles with: units.parse_size's spellings (a bare number is MiB; units case-insensitive).
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([Bb]|[KkMmGgTt]([Ii]?[Bb])?)?\s*$"
+SizeInput = Union[Annotated[float, Field(ge=0)], Annotated[str, Field(pattern=SIZE_PATTERN)]]
+Bytes = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=SizeInput)]
 
 
 def _onoff(v: Any) -> Any:
@@ -127,7 +131,8 @@ def _margin(v: Any) -> Any:
     return {"bytes": parse_size(v)}
 
 
-OnOffAuto = Annotated[Literal["on", "off", "auto"], BeforeValidator(_onoff)]
+OnOffAuto = Annotated[Literal["on", "off", "auto"],
+                      BeforeValidator(_onoff, json_schema_input_type=Union[Literal["on", "off", "auto"], bool])]
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]  # the registry's names, in its order
 
@@ -151,7 +156,9 @@ class Margin(Strict):
         return f"{self.fraction:.0%}" if self.fraction is not None else fmt_size(self.bytes or 0)
 
 
-MarginSpec = Annotated[Margin, BeforeValidator(_margin)]
+PERCENT_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"
+MarginSpec = Annotated[Margin, BeforeValidator(
+    _margin, json_schema_input_type=Union[Margin, Annotated[str, Field(pattern=PERCENT_PATTERN)], SizeInput])]
 
 
 class Tenant(Strict):
