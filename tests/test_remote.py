@@ -342,6 +342,19 @@ def test_split_model_reads_every_part(server, tmp_path):
         remote.read_remote(f"{server.base}/range/{parts[0].name}", http=_http())
 
 
+def test_hf_split_model_in_a_folder(server, tmp_path):
+    from conftest import llama_keys, llama_tensors, write_gguf
+
+    parts = write_gguf(tmp_path / "big.gguf", llama_tensors(), llama_keys, split_max_tensors=8)
+    for p in parts:
+        server.files[p.name] = p
+    server.listing["org/split"] = [f"sub/{p.name}" for p in parts]
+    got = remote.read_remote("hf://org/split", http=_http())  # the one model there
+    assert got.source == f"hf://org/split@{COMMIT}/sub/{parts[0].name}"
+    assert got.urls == [f"{server.base}/org/split/resolve/{COMMIT}/sub/{p.name}" for p in parts]
+    assert (got.meta.splits, got.meta.header_sha256) == (3, read_gguf(parts[0]).header_sha256)
+
+
 def test_offline_from_the_cache(server, monkeypatch):
     first = remote.read_remote("hf://org/repo:Q4_K_M", http=_http())
     monkeypatch.setenv("VRAMC_OFFLINE", "1")
