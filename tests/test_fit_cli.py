@@ -25,6 +25,15 @@ def test_fit_prints_choices_and_search(tmp_path):
     assert "search: " in res.output and "full estimates" in res.output
 
 
+def test_fit_on_a_profile_without_deployments_says_why(tmp_path):
+    """`vramc fit profiles/hardware/x.yaml` exited 1 and printed nothing at all."""
+    prof = project(tmp_path)
+    for target in (prof / "hardware" / "gpu-16gb.yaml", prof / "models"):
+        res = CliRunner().invoke(app, ["fit", str(target)])
+        assert res.exit_code == 1
+        assert "vramc fit takes a deployment profile" in res.stderr, res.output
+
+
 def test_fit_json(tmp_path):
     prof = project(tmp_path) / "16gb.yaml"
     res = CliRunner().invoke(app, ["fit", str(prof), "--format", "json"])

@@ -188,6 +188,9 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
     for d in blocking:
         print(d.one_line(), file=sys.stderr)
     if not plans:
+        if not blocking:  # a hardware or model profile (or a folder with no deployment): exit 1 said nothing
+            print(f"vramc fit: no deployment in {profile}: vramc fit takes a deployment profile (a file with "
+                  "`engine:`, or `deployments:`), not a hardware or model profile", file=sys.stderr)
         return 1
     if refit and not freed.keys:
         print(f"vramc fit: no value in {profile} carries the `# {MARKER}` marker of `vramc fit --write`; "
