@@ -34,6 +34,12 @@ def test_fit_on_a_profile_without_deployments_says_why(tmp_path):
         assert "vramc fit takes a deployment profile" in res.stderr, res.output
 
 
+def test_plan_of_a_profile_without_deployments_says_why(tmp_path):
+    """`vramc plan profiles/hardware/x.yaml` printed nothing at all (exit 0, an empty plan)."""
+    res = CliRunner().invoke(app, ["plan", str(project(tmp_path) / "hardware" / "gpu-16gb.yaml")])
+    assert res.exit_code == 0 and "plan takes deployment profiles" in res.stderr, res.output
+
+
 def test_fit_json(tmp_path):
     prof = project(tmp_path) / "16gb.yaml"
     res = CliRunner().invoke(app, ["fit", str(prof), "--format", "json"])

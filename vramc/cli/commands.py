@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected
+from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected  # noqa: E402
 
 
 def _version(value: bool) -> None:
@@ -162,6 +162,9 @@ def plan(
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     for d in errors:
         typer.echo(d.one_line(), err=True)
+    if not plans and not errors:  # a hardware or model profile: an empty answer said nothing
+        typer.echo(f"vramc plan: no deployment in {', '.join(map(str, _default_paths(paths)))}: plan takes "
+                   "deployment profiles (a file with `engine:`, or `deployments:`) or folders of them", err=True)
     if fmt == "json":
         sys.stdout.write(plans_json(plans))
     elif fmt == "markdown":
