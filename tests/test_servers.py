@@ -13,7 +13,7 @@ from build_support import build, read_tree
 from vramc.lint.check import run_check
 
 REPO = Path(__file__).resolve().parent.parent
-RECORD = "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> \"$ARGV_OUT\"\nprintf '\\n\\0' >> \"$ARGV_OUT\"\n"
+RECORD = '#!/bin/sh\nfor a in "$@"; do printf \'%s\\0\' "$a"; done >> "$ARGV_OUT"\nprintf \'\\n\\0\' >> "$ARGV_OUT"\n'
 
 
 def project(tmp_path: Path, text: str) -> Path:
@@ -26,11 +26,13 @@ def project(tmp_path: Path, text: str) -> Path:
 
 def three(ctx=(8192, 8192, 8192), settings="{max_loaded_models: 2}", tag='"coder:8b"') -> str:
     m = "llama-3.1-8b-instruct-q8_0"
-    return (f"name: trio\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nengine: ollama\n"
-            f"settings: {settings}\nmodels:\n"
-            f"  - {{name: chat, model: {m}, settings: {{ctx: {ctx[0]}}}}}\n"
-            f"  - {{name: coder, model: {m}, tag: {tag}, settings: {{ctx: {ctx[1]}}}}}\n"
-            f"  - {{name: big, model: {m}, settings: {{ctx: {ctx[2]}}}}}\n")
+    return (
+        f"name: trio\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nengine: ollama\n"
+        f"settings: {settings}\nmodels:\n"
+        f"  - {{name: chat, model: {m}, settings: {{ctx: {ctx[0]}}}}}\n"
+        f"  - {{name: coder, model: {m}, tag: {tag}, settings: {{ctx: {ctx[1]}}}}}\n"
+        f"  - {{name: big, model: {m}, settings: {{ctx: {ctx[2]}}}}}\n"
+    )
 
 
 def codes(result) -> list[str]:
@@ -73,8 +75,7 @@ def test_keep_alive_without_max_loaded_models(tmp_path):
     r = run_check([project(tmp_path / "a", three(ctx=(32768,) * 3, settings="{keep_alive: -1}"))])
     assert "VR342" in codes(r) and "VR340" not in codes(r)
     # they swap: one at a time, nothing to report
-    r = run_check([project(tmp_path / "b", three(ctx=(32768,) * 3,
-                                                  settings="{keep_alive: -1, max_loaded_models: 1}"))])
+    r = run_check([project(tmp_path / "b", three(ctx=(32768,) * 3, settings="{keep_alive: -1, max_loaded_models: 1}"))])
     assert not {"VR340", "VR341", "VR342"} & set(codes(r))
     r = run_check([project(tmp_path / "c", three(ctx=(32768,) * 3, settings="{keep_alive: 0}"))])
     assert "VR342" not in codes(r)
@@ -97,17 +98,24 @@ def test_plan_text_and_json_name_the_worst_set_per_gpu(tmp_path):
     assert server["max_resident_from"] == "max_loaded_models"
     worst = server["worst_resident_sets"][0]
     assert worst["models"] == ["trio.chat", "trio.big"]
-    assert worst["need_bytes"] == sum(r["devices"][0]["total_bytes"] for r in recs
-                                      if r["name"] in ("trio.chat", "trio.big"))
+    assert worst["need_bytes"] == sum(
+        r["devices"][0]["total_bytes"] for r in recs if r["name"] in ("trio.chat", "trio.big")
+    )
 
 
 def test_build_one_server_env_one_drop_in_a_modelfile_per_model_and_the_tag_script(tmp_path):
     f = project(tmp_path, three(settings="{max_loaded_models: 2, parallel: 2, port: 11500}"))
     assert build([f], out=tmp_path / "out") == 0
     tree = read_tree(tmp_path / "out")
-    assert sorted(tree) == ["trio/.vramc-manifest", "trio/big.Modelfile", "trio/chat.Modelfile",
-                            "trio/coder.Modelfile", "trio/create-models.sh", "trio/ollama.env",
-                            "trio/ollama.service.d/override.conf"]
+    assert sorted(tree) == [
+        "trio/.vramc-manifest",
+        "trio/big.Modelfile",
+        "trio/chat.Modelfile",
+        "trio/coder.Modelfile",
+        "trio/create-models.sh",
+        "trio/ollama.env",
+        "trio/ollama.service.d/override.conf",
+    ]
     env = tree["trio/ollama.env"].decode()
     assert "OLLAMA_MAX_LOADED_MODELS=2\n" in env and "OLLAMA_HOST=127.0.0.1:11500\n" in env
     assert "OLLAMA_NUM_PARALLEL=2\n" in env
@@ -118,25 +126,40 @@ def test_build_one_server_env_one_drop_in_a_modelfile_per_model_and_the_tag_scri
     stub, record = tmp_path / "ollama", tmp_path / "argv"
     stub.write_text(RECORD)
     stub.chmod(0o755)
-    subprocess.run(["sh", str(tmp_path / "out/trio/create-models.sh")], check=True, timeout=30,
-                   env={**os.environ, "OLLAMA": str(stub), "ARGV_OUT": str(record)})
+    subprocess.run(
+        ["sh", str(tmp_path / "out/trio/create-models.sh")],
+        check=True,
+        timeout=30,
+        env={**os.environ, "OLLAMA": str(stub), "ARGV_OUT": str(record)},
+    )
     calls = [c.strip("\0").split("\0") for c in record.read_text().split("\n\0") if c]
-    assert calls == [["create", "chat", "-f", "chat.Modelfile"], ["create", "coder:8b", "-f", "coder.Modelfile"],
-                     ["create", "big", "-f", "big.Modelfile"]]
+    assert calls == [
+        ["create", "chat", "-f", "chat.Modelfile"],
+        ["create", "coder:8b", "-f", "coder.Modelfile"],
+        ["create", "big", "-f", "big.Modelfile"],
+    ]
 
 
 def test_single_model_ollama_deployments_are_unchanged(tmp_path):
-    f = project(tmp_path, "name: one\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
-                          "engine: ollama\nmodel: llama-3.1-8b-instruct-q8_0\nsettings: {ctx: 8192}\n")
+    f = project(
+        tmp_path,
+        "name: one\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
+        "engine: ollama\nmodel: llama-3.1-8b-instruct-q8_0\nsettings: {ctx: 8192}\n",
+    )
     assert build([f], out=tmp_path / "out") == 0
-    assert sorted(read_tree(tmp_path / "out")) == ["one/.vramc-manifest", "one/Modelfile", "one/ollama.env",
-                                                   "one/ollama.service.d/override.conf"]
+    assert sorted(read_tree(tmp_path / "out")) == [
+        "one/.vramc-manifest",
+        "one/Modelfile",
+        "one/ollama.env",
+        "one/ollama.service.d/override.conf",
+    ]
     r = run_check([f])
     assert [p.dep.server for p in r.plans] == [None]
 
 
-@pytest.mark.parametrize("tag", ['"x; touch PWNED"', '"$(touch PWNED)"', '"a b"', '"-f"', '"../x"', '"x\\n"',
-                                 "'a:b:c'", '"a/b/c/d"'])
+@pytest.mark.parametrize(
+    "tag", ['"x; touch PWNED"', '"$(touch PWNED)"', '"a b"', '"-f"', '"../x"', '"x\\n"', "'a:b:c'", '"a/b/c/d"']
+)
 def test_a_tag_that_is_not_an_ollama_name_is_refused_at_its_line(tmp_path, tag):
     r = run_check([project(tmp_path, three(tag=tag))])
     d = [d for d in r.diagnostics if d.severity.name == "ERROR"]
@@ -145,28 +168,45 @@ def test_a_tag_that_is_not_an_ollama_name_is_refused_at_its_line(tmp_path, tag):
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("PWNED"))
 
 
-@pytest.mark.parametrize("body, where, message", [
-    ("engine: llama-cpp-python\nmodels: [{name: a, model: M}]", (4, 9), "serves one model per deployment"),
-    ("engine: ollama\nmodel: M\nmodels: [{name: a, model: M}]", (4, 8), "cannot both be given"),
-    ("engine: ollama\nmodels: [{name: a, model: M, settings: {keep_alive: 5m}}]", (4, 78), "setting of the whole server"),
-    ("engine: ollama\nmodels: [{name: a, model: M}, {name: a, model: M, tag: b}]", (4, 63), "used twice"),
-    ("engine: ollama\nmodels: [{name: a, model: M}, {name: b, model: M, tag: A}]", (4, 106), "tag 'A' is used twice"),
-    ("engine: ollama\nmodels: [{name: a, model: M}]\nvariants: {v: {settings: {ctx: 1024}}}", (5, 11), "variants"),
-    ("engine: ollama", (1, 1), "missing required key model"),
-    ("engine: ollama\nmodels: []", (4, 9), "at least 1"),
-    ("engine: ollama\nmodels: [{name: a, model: nosuchmodel}]", (4, 27), "nosuchmodel"),
-    ("engine: ollama\nmodels: {a: M}", (4, 9), "list"),
-])
+@pytest.mark.parametrize(
+    "body, where, message",
+    [
+        ("engine: llama-cpp-python\nmodels: [{name: a, model: M}]", (4, 9), "serves one model per deployment"),
+        ("engine: ollama\nmodel: M\nmodels: [{name: a, model: M}]", (4, 8), "cannot both be given"),
+        (
+            "engine: ollama\nmodels: [{name: a, model: M, settings: {keep_alive: 5m}}]",
+            (4, 78),
+            "setting of the whole server",
+        ),
+        ("engine: ollama\nmodels: [{name: a, model: M}, {name: a, model: M, tag: b}]", (4, 63), "used twice"),
+        (
+            "engine: ollama\nmodels: [{name: a, model: M}, {name: b, model: M, tag: A}]",
+            (4, 106),
+            "tag 'A' is used twice",
+        ),
+        ("engine: ollama\nmodels: [{name: a, model: M}]\nvariants: {v: {settings: {ctx: 1024}}}", (5, 11), "variants"),
+        ("engine: ollama", (1, 1), "missing required key model"),
+        ("engine: ollama\nmodels: []", (4, 9), "at least 1"),
+        ("engine: ollama\nmodels: [{name: a, model: nosuchmodel}]", (4, 27), "nosuchmodel"),
+        ("engine: ollama\nmodels: {a: M}", (4, 9), "list"),
+    ],
+)
 def test_hostile_server_profiles_are_clear_errors(tmp_path, body, where, message):
     body = body.replace(" M", " llama-3.1-8b-instruct-q8_0")
     f = project(tmp_path, "name: s\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n" + body + "\n")
     r = run_check([f])
     errors = [d for d in r.diagnostics if d.severity.name == "ERROR"]
     assert errors, r.diagnostics
-    assert any(message in d.full_message() and (d.line, d.column) == where for d in errors), \
-        [(d.line, d.column, d.full_message()) for d in errors]
-    proc = subprocess.run([str(REPO / ".venv/bin/vramc"), "check", str(f)], capture_output=True, text=True,
-                          env={**os.environ, "VRAMC_NO_CACHE": "1"}, timeout=120)
+    assert any(message in d.full_message() and (d.line, d.column) == where for d in errors), [
+        (d.line, d.column, d.full_message()) for d in errors
+    ]
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/vramc"), "check", str(f)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VRAMC_NO_CACHE": "1"},
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
 
 
@@ -236,21 +276,62 @@ def schema_errors(instance, schema, root=None, where="") -> list[str]:
         for part in schema["$ref"].lstrip("#/").split("/"):
             node = node[part]
         return schema_errors(instance, node, root, where)
-    known = {"$schema", "$id", "title", "description", "default", "examples", "type", "properties",
-             "additionalProperties", "required", "items", "pattern", "minimum", "maximum", "minLength",
-             "maxLength", "enum", "format", "oneOf", "anyOf", "minItems", "uniqueItems", "definitions",
-             "patternProperties", "const", "exclusiveMinimum", "markdownDescription", "deprecated",
-             "propertyNames", "not", "if", "then", "else", "allOf", "maxItems", "minProperties"}
+    known = {
+        "$schema",
+        "$id",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "type",
+        "properties",
+        "additionalProperties",
+        "required",
+        "items",
+        "pattern",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "enum",
+        "format",
+        "oneOf",
+        "anyOf",
+        "minItems",
+        "uniqueItems",
+        "definitions",
+        "patternProperties",
+        "const",
+        "exclusiveMinimum",
+        "markdownDescription",
+        "deprecated",
+        "propertyNames",
+        "not",
+        "if",
+        "then",
+        "else",
+        "allOf",
+        "maxItems",
+        "minProperties",
+    }
     unknown = set(schema) - known
     assert not unknown, f"validator does not know {unknown} at {where}"
     errs: list[str] = []
     types = schema.get("type")
     if types is not None:
-        ok = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
-              "integer": int, "number": (int, float)}
+        ok = {
+            "object": dict,
+            "array": list,
+            "string": str,
+            "boolean": bool,
+            "null": type(None),
+            "integer": int,
+            "number": (int, float),
+        }
         tl = types if isinstance(types, list) else [types]
-        if not any(isinstance(instance, ok[t]) and not (t in ("integer", "number") and isinstance(instance, bool))
-                   for t in tl):
+        if not any(
+            isinstance(instance, ok[t]) and not (t in ("integer", "number") and isinstance(instance, bool)) for t in tl
+        ):
             return [f"{where}: {instance!r} is not {types}"]
     if "enum" in schema and instance not in schema["enum"]:
         errs.append(f"{where}: {instance!r} not in {schema['enum']}")
@@ -261,9 +342,12 @@ def schema_errors(instance, schema, root=None, where="") -> list[str]:
             errs.append(f"{where}: {instance!r} does not match {schema['pattern']}")
         if len(instance) < schema.get("minLength", 0) or len(instance) > schema.get("maxLength", 1 << 60):
             errs.append(f"{where}: length of {instance!r}")
-    if isinstance(instance, int) and not isinstance(instance, bool):
-        if instance < schema.get("minimum", -(1 << 62)) or instance > schema.get("maximum", 1 << 62):
-            errs.append(f"{where}: {instance} out of range")
+    if (
+        isinstance(instance, int)
+        and not isinstance(instance, bool)
+        and not schema.get("minimum", -(1 << 62)) <= instance <= schema.get("maximum", 1 << 62)
+    ):
+        errs.append(f"{where}: {instance} out of range")
     if isinstance(instance, dict):
         for key in schema.get("required", []):
             if key not in instance:
@@ -305,6 +389,19 @@ groups:
 
 def test_the_schema_validator_refuses_what_llama_swap_refuses():
     schema = json.loads(SWAP_SCHEMA.read_text())
+    bad = [
+        {"models": {"a": {}}},
+        {"models": {"a": {"cmd": "x", "ttl": -2}}},
+        {"models": {"a": {"cmd": "x", "env": ["lower=1"]}}},
+        {"models": {"a": {"cmd": "x"}}, "groups": {"g": {"swap": True}}},
+    ]
+    try:
+        import jsonschema
+    except ImportError:
+        pass
+    else:  # the structural validator agrees with jsonschema on these
+        assert all(list(jsonschema.Draft7Validator(schema).iter_errors(d)) for d in bad)
+        assert all(schema_errors(d, schema) for d in bad)
     assert schema_errors({"models": {"a": {"cmd": "x --port ${PORT}"}}}, schema) == []
     assert schema_errors({"models": {"a": {}}}, schema)  # cmd is required
     assert schema_errors({"models": {"a": {"cmd": "x", "ttl": -2}}}, schema)
@@ -326,7 +423,15 @@ def test_llama_swap_config_is_valid_against_its_schema_and_runs_the_planned_comm
     assert build([f], out=tmp_path / "out") == 0
     assert sorted(read_tree(tmp_path / "out")) == ["swap/.vramc-manifest", "swap/config.yaml", "swap/launch.sh"]
     doc = yaml.safe_load((tmp_path / "out/swap/config.yaml").read_text())
-    assert schema_errors(doc, json.loads(SWAP_SCHEMA.read_text())) == []
+    schema = json.loads(SWAP_SCHEMA.read_text())
+    assert schema_errors(doc, schema) == []
+    try:
+        import jsonschema
+    except ImportError:  # the dev extra has it; the structural check above stands alone without it
+        pass
+    else:
+        jsonschema.Draft7Validator.check_schema(schema)
+        assert [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)] == []
     assert doc["globalTTL"] == 300 and doc["models"]["coder:8b"]["ttl"] == 0 and "ttl" not in doc["models"]["chat"]
     assert doc["groups"]["always"] == {"swap": False, "exclusive": False, "persistent": True, "members": ["embed"]}
     by = {p.dep.tag: p for p in r.plans}
@@ -359,10 +464,14 @@ def test_llama_swap_resident_sets_follow_its_groups(tmp_path):
     assert sets("groups: {g: {swap: false, members: [chat, coder]}}") == [["chat", "coder:8b"], ["embed"]]
     # a non-exclusive group stays loaded beside whatever an exclusive one loads
     assert sets("groups: {g: {swap: true, members: [chat, coder]}, e: {exclusive: false, members: [embed]}}") == [
-        ["chat", "embed"], ["coder:8b", "embed"]]
+        ["chat", "embed"],
+        ["coder:8b", "embed"],
+    ]
     # persistent: never unloaded by another group
     assert sets("groups: {g: {swap: true, members: [chat, coder]}, p: {persistent: true, members: [embed]}}") == [
-        ["chat", "embed"], ["coder:8b", "embed"]]
+        ["chat", "embed"],
+        ["coder:8b", "embed"],
+    ]
 
 
 def test_llama_swap_group_over_the_card_is_an_error_and_not_built(tmp_path):
@@ -375,17 +484,27 @@ def test_llama_swap_group_over_the_card_is_an_error_and_not_built(tmp_path):
     assert build([f], out=tmp_path / "out") == 1
 
 
-@pytest.mark.parametrize("body, where, message", [
-    ("engine: llama-swap\nmodel: M", (4, 8), "engine llama-swap serves `models:`"),
-    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [b]}}", (5, 24), "not one of this server's"),
-    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}, h: {members: [a]}}", (5, 43),
-     "in one group only"),
-    ("engine: llama-swap\nmodels: [{name: a, model: M, settings: {port: 1234}}]", (4, 72), "whole server"),
-    ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: []}}", (5, 23), "at least 1"),
-    ("engine: llama-swap\nmodels: [{name: a, model: M, ttl: -1}]", (4, 60), "whole number >= 0"),
-    ("engine: ollama\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}}", (5, 9), "llama-swap's"),
-    ("engine: ollama\nmodels: [{name: a, model: M, ttl: 5}]", (4, 60), "llama-swap's"),
-])
+@pytest.mark.parametrize(
+    "body, where, message",
+    [
+        ("engine: llama-swap\nmodel: M", (4, 8), "engine llama-swap serves `models:`"),
+        (
+            "engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [b]}}",
+            (5, 24),
+            "not one of this server's",
+        ),
+        (
+            "engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}, h: {members: [a]}}",
+            (5, 43),
+            "in one group only",
+        ),
+        ("engine: llama-swap\nmodels: [{name: a, model: M, settings: {port: 1234}}]", (4, 72), "whole server"),
+        ("engine: llama-swap\nmodels: [{name: a, model: M}]\ngroups: {g: {members: []}}", (5, 23), "at least 1"),
+        ("engine: llama-swap\nmodels: [{name: a, model: M, ttl: -1}]", (4, 60), "whole number >= 0"),
+        ("engine: ollama\nmodels: [{name: a, model: M}]\ngroups: {g: {members: [a]}}", (5, 9), "llama-swap's"),
+        ("engine: ollama\nmodels: [{name: a, model: M, ttl: 5}]", (4, 60), "llama-swap's"),
+    ],
+)
 def test_hostile_llama_swap_profiles_are_clear_errors(tmp_path, body, where, message):
     test_hostile_server_profiles_are_clear_errors(tmp_path, body, where, message)
 
@@ -400,8 +519,11 @@ def test_a_value_llama_swap_would_expand_is_refused_not_written(tmp_path):
     data = yaml.safe_load(model)
     data["gguf"] = str(gguf)
     (tmp_path / "profiles" / "weird.yaml").write_text(yaml.safe_dump(data))
-    f.write_text(SWAP.replace("CODER", "16384").replace("model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}",
-                                                        "model: ./weird.yaml, settings: {ctx: 8192}"))
+    f.write_text(
+        SWAP.replace("CODER", "16384").replace(
+            "model: llama-3.1-8b-instruct-q8_0, settings: {ctx: 8192}", "model: ./weird.yaml, settings: {ctx: 8192}"
+        )
+    )
     r = run_check([f])
     assert not [d for d in r.diagnostics if d.severity.name == "ERROR"], r.diagnostics
     assert build([f], out=tmp_path / "out") == 1
@@ -410,6 +532,7 @@ def test_a_value_llama_swap_would_expand_is_refused_not_written(tmp_path):
 
 # --- llama-server's router mode -----------------------------------------------------------------
 
+
 def router_project(tmp_path: Path, models_max: int = 1) -> tuple[Path, int]:
     from build_support import free_port
     from vramc.dev.synth import write_tiny_model
@@ -417,7 +540,9 @@ def router_project(tmp_path: Path, models_max: int = 1) -> tuple[Path, int]:
     port = free_port()
     (tmp_path / "models").mkdir(parents=True)
     write_tiny_model(tmp_path / "models" / "demo-tiny.gguf")
-    f = project(tmp_path, f"""name: router
+    f = project(
+        tmp_path,
+        f"""name: router
 hardware: {{gpus: []}}
 engine: llama-server
 gpus: []
@@ -425,7 +550,8 @@ settings: {{port: {port}, max_loaded_models: {models_max}, parallel: 1, threads:
 models:
   - {{name: a, model: demo-tiny, tag: tiny-a, settings: {{ctx: 256}}}}
   - {{name: b, model: demo-tiny, tag: tiny-b, settings: {{ctx: 512, batch: 64, ubatch: 64}}}}
-""")
+""",
+    )
     return f, port
 
 
@@ -453,21 +579,21 @@ def test_pinned_router_lists_the_models_and_loads_one_on_request(tmp_path):
     f, port = router_project(tmp_path)
     assert build([f], out=tmp_path / "out") == 0
     env = {**os.environ, "LLAMA_SERVER": str(llama_server_binary())}
-    with Server(["sh", str(tmp_path / "out/router/launch.sh")], cwd=tmp_path, env=env,
-                log=tmp_path / "router.log") as server:
+    with Server(
+        ["sh", str(tmp_path / "out/router/launch.sh")], cwd=tmp_path, env=env, log=tmp_path / "router.log"
+    ) as server:
         server.wait_healthy(port, timeout_s=60)
         base = f"http://127.0.0.1:{port}"
         ids = sorted(m["id"] for m in httpx.get(f"{base}/v1/models", timeout=10).json()["data"])
         assert ids == ["tiny-a", "tiny-b"]
         for tag in ("tiny-a", "tiny-b"):  # --models-max 1: the second request swaps the first out
-            res = httpx.post(f"{base}/v1/completions", timeout=120,
-                             json={"model": tag, "prompt": "hello", "max_tokens": 2})
+            res = httpx.post(
+                f"{base}/v1/completions", timeout=120, json={"model": tag, "prompt": "hello", "max_tokens": 2}
+            )
             assert res.status_code == 200, res.text
         models = {m["id"]: m for m in httpx.get(f"{base}/v1/models", timeout=10).json()["data"]}
         status = {k: (m.get("status") or {}).get("value") for k, m in models.items()}
         assert status["tiny-b"] == "loaded" and status["tiny-a"] != "loaded", models
-        log = server.log_tail()
-    assert "ctx-size" not in log or True  # the log is for the reader when an assertion above fails
 
 
 def test_llama_swap_models_that_run_together_are_fitted_together(tmp_path):
@@ -476,7 +602,9 @@ def test_llama_swap_models_that_run_together_are_fitted_together(tmp_path):
     from vramc.cli.commands import app
     from vramc.plan.servers import gpu_use
 
-    f = project(tmp_path, """name: swapfit
+    f = project(
+        tmp_path,
+        """name: swapfit
 hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
 engine: llama-swap
 models:
@@ -490,10 +618,11 @@ models:
       ctx: auto
 groups:
   both: {swap: false, members: [chat, coder]}
-""")
+""",
+    )
     r = run_check([f])
     assert codes(r) == []
-    (need, have, _), = gpu_use(r.plans).values()
+    ((need, have, _),) = gpu_use(r.plans).values()
     assert need <= have * 0.95  # together, with the margin free
     assert CliRunner().invoke(app, ["fit", "--write", str(f)]).exit_code == 0
     after = run_check([f])

@@ -68,7 +68,7 @@ def swap_groups(members) -> list[tuple[str, bool, bool, bool, list]]:
     models in no group go to its "(default)" group, swap and exclusive
     (internal/config/config.go AddDefaultGroupToConfig)."""
     body = members[0].dep.doc.obj
-    by_name = {p.dep.name[len(p.dep.server) + 1:]: p for p in members}
+    by_name = {p.dep.name[len(p.dep.server) + 1 :]: p for p in members}
     out, grouped = [], set()
     for name, g in (body.groups or {}).items():
         ps = [by_name[m] for m in g.members if m in by_name]
@@ -93,7 +93,7 @@ def swap_sets(members) -> list[tuple]:
     always = [g for g in groups if not g[2] or g[3]]
     one_of = [g for g in groups if g[2] and not g[3]]
     out: list[tuple] = []
-    for extra in ([None] if not one_of else one_of):
+    for extra in [None] if not one_of else one_of:
         chosen = always + ([extra] if extra is not None else [])
         picks = [[(p,) for p in ps] if swap else [tuple(ps)] for _, swap, _, _, ps in chosen if ps]
         for combo in product(*picks):
@@ -143,14 +143,21 @@ def describe(members, others=()) -> list[str]:
     lines = [f"server {server} ({engine}): {n} models, up to {min(k, n)} resident at once ({why})"]
     for gpu, (s, need, have) in worst_sets(members, others).items():
         names = ", ".join(p.dep.tag if p.dep.server else p.dep.label for p in s)
-        verdict = "fits" if need <= have else f"OVER by {(need - have) / GiB:.2f} GiB" + (
-            ": Ollama evicts" if engine == "ollama" else ": the last model to load fails")
-        lines.append(f"  GPU {gpu}: worst resident set {{{names}}}: {need / GiB:.2f} of "
-                     f"{have / GiB:.2f} GiB, {verdict}")
+        verdict = (
+            "fits"
+            if need <= have
+            else f"OVER by {(need - have) / GiB:.2f} GiB"
+            + (": Ollama evicts" if engine == "ollama" else ": the last model to load fails")
+        )
+        lines.append(
+            f"  GPU {gpu}: worst resident set {{{names}}}: {need / GiB:.2f} of {have / GiB:.2f} GiB, {verdict}"
+        )
         for p in sorted(s, key=lambda p: (p.dep.member is None, p.dep.member or 0)):
             for d in p.estimate.devices if p.estimate else ():
                 if d.gpu == gpu:
-                    lines.append(f"    {p.dep.label}: {d.total_bytes / GiB:.2f} GiB "
-                                 f"(layers {d.layers[0]}-{d.layers[1]})" if d.layers else
-                                 f"    {p.dep.label}: {d.total_bytes / GiB:.2f} GiB")
+                    lines.append(
+                        f"    {p.dep.label}: {d.total_bytes / GiB:.2f} GiB (layers {d.layers[0]}-{d.layers[1]})"
+                        if d.layers
+                        else f"    {p.dep.label}: {d.total_bytes / GiB:.2f} GiB"
+                    )
     return lines

@@ -28,8 +28,10 @@ ROUTER_SET = {"--host", "--port", "--alias"}  # server-models.cpp update_args se
 def _value(value: object) -> str:
     text = str(value)
     if text != text.strip() or not text or re.search(r"[ \t][;#]|^[;#]|[\r\n\0]", text):
-        raise TargetError(f"{text!r} cannot be an INI value of llama-server's --models-preset: it "
-                          "reads a value up to ' ;' or ' #' and a line break, without quoting")
+        raise TargetError(
+            f"{text!r} cannot be an INI value of llama-server's --models-preset: it "
+            "reads a value up to ' ;' or ' #' and a line break, without quoting"
+        )
     return text
 
 
@@ -49,9 +51,14 @@ def data(members, ctx: Context) -> dict:
 
     env = llama_server.data(members[0], ctx)["process_env"]  # the GPUs: the server's, for every child
     models_max = members[0].dep.models_max
-    return {"models": [{"name": p.dep.tag, "options": preset(p, replace(ctx, plan=p))} for p in members],
-            "env": env, "binary": llama_server.BINARY, "host": ctx.host, "port": ctx.port,
-            "models_max": 4 if models_max is None else models_max}
+    return {
+        "models": [{"name": p.dep.tag, "options": preset(p, replace(ctx, plan=p))} for p in members],
+        "env": env,
+        "binary": llama_server.BINARY,
+        "host": ctx.host,
+        "port": ctx.port,
+        "models_max": 4 if models_max is None else models_max,
+    }
 
 
 def outputs(plan) -> dict[str, str]:  # built through data(members, ctx) by the builder

@@ -28,8 +28,10 @@ def _quote(value: object) -> str:
 
     text = shquote(value)
     if "${" in text or "\n" in text or "\r" in text:
-        raise TargetError(f"{str(value)!r} cannot go into llama-swap's cmd: it would read `${{` as a "
-                          "macro and a line break as the end of a line")
+        raise TargetError(
+            f"{str(value)!r} cannot go into llama-swap's cmd: it would read `${{` as a "
+            "macro and a line break as the end of a line"
+        )
     return text
 
 
@@ -71,15 +73,16 @@ def config(members, ctx: Context) -> dict:
         doc["globalTTL"] = body.ttl
     doc["models"] = models
     if body.groups:
-        doc["groups"] = {name: {"swap": g.swap, "exclusive": g.exclusive, "persistent": g.persistent,
-                                "members": list(g.members)} for name, g in body.groups.items()}
+        doc["groups"] = {
+            name: {"swap": g.swap, "exclusive": g.exclusive, "persistent": g.persistent, "members": list(g.members)}
+            for name, g in body.groups.items()
+        }
     json.dumps(doc)  # plain data only
     return doc
 
 
 def data(members, ctx: Context) -> dict:
-    return {"config": config(members, ctx), "binary": BINARY, "version": VERSION,
-            "listen": f"{ctx.host}:{ctx.port}"}
+    return {"config": config(members, ctx), "binary": BINARY, "version": VERSION, "listen": f"{ctx.host}:{ctx.port}"}
 
 
 def outputs(plan) -> dict[str, str]:  # built through data(members, ctx) by the builder

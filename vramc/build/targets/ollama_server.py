@@ -22,7 +22,7 @@ def modelfile(plan) -> str:
 
 def _member_name(plan) -> str:
     # the model's `name` in `models:` (the deployment's name is SERVER.NAME)
-    return plan.dep.name[len(plan.dep.server) + 1:]
+    return plan.dep.name[len(plan.dep.server) + 1 :]
 
 
 def server_env(members, ctx: Context) -> dict[str, str]:
@@ -31,14 +31,20 @@ def server_env(members, ctx: Context) -> dict[str, str]:
     model gets, since Ollama forces 1 on some (embedding models) whatever the server says."""
     env = ollama.server_env(members[0], ctx)
     s = members[0].dep.settings
-    env["OLLAMA_NUM_PARALLEL"] = (str(s.parallel) if isinstance(s.parallel, int)
-                                  else str(max(p.params.n_seq_max for p in members)))
+    env["OLLAMA_NUM_PARALLEL"] = (
+        str(s.parallel) if isinstance(s.parallel, int) else str(max(p.params.n_seq_max for p in members))
+    )
     return env
 
 
 def model_data(plan, ctx: Context) -> dict:
-    return {"from": ollama.model_from(plan, ctx), "parameters": ollama.parameters(plan),
-            "tag": plan.dep.tag, "file": modelfile(plan), "ollama": PIN}
+    return {
+        "from": ollama.model_from(plan, ctx),
+        "parameters": ollama.parameters(plan),
+        "tag": plan.dep.tag,
+        "file": modelfile(plan),
+        "ollama": PIN,
+    }
 
 
 def outputs(members) -> dict[str, str]:

@@ -7,8 +7,10 @@ from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
 from vramc.units import fmt_size
 
-_EVICTS = ("Ollama does not load a model partly on the CPU to make room: it evicts a resident one "
-           "first (server/sched.go `load`, `findRunnerToUnload`), so every switch reloads a model")
+_EVICTS = (
+    "Ollama does not load a model partly on the CPU to make room: it evicts a resident one "
+    "first (server/sched.go `load`, `findRunnerToUnload`), so every switch reloads a model"
+)
 
 
 def _sets(plans):
@@ -65,27 +67,41 @@ def resident_set_oversubscribed(plans):
     """
     for first, gpu, need, have, names, k in _set_findings(plans, explicit=True):
         if first.dep.server_engine == "llama-server":
-            yield first, Finding(
-                f"llama-server's router loads up to {k} models (--models-max): {names} together on GPU "
-                f"{gpu} need {fmt_size(need)} of {fmt_size(have)} ({fmt_size(need - have)} over); it does "
-                "not look at memory (tools/server/server-models.cpp), so the last of them to start fails "
-                "to load", ("settings", "max_loaded_models"),
-                "lower these models' ctx, or max_loaded_models", severity=Severity.ERROR)
+            yield (
+                first,
+                Finding(
+                    f"llama-server's router loads up to {k} models (--models-max): {names} together on GPU "
+                    f"{gpu} need {fmt_size(need)} of {fmt_size(have)} ({fmt_size(need - have)} over); it does "
+                    "not look at memory (tools/server/server-models.cpp), so the last of them to start fails "
+                    "to load",
+                    ("settings", "max_loaded_models"),
+                    "lower these models' ctx, or max_loaded_models",
+                    severity=Severity.ERROR,
+                ),
+            )
             continue
         if first.dep.server_engine == "llama-swap":
-            yield first, Finding(
-                f"llama-swap's groups let {names} run together on GPU {gpu}: {fmt_size(need)} of "
-                f"{fmt_size(have)} ({fmt_size(need - have)} over); llama-swap does not look at memory "
-                "(internal/router/group.go), so the last of them to start fails to load",
-                ("groups",) if first.dep.doc.obj.groups else ("models",),
-                "lower these models' ctx, or put them in one group with swap: true",
-                severity=Severity.ERROR)
+            yield (
+                first,
+                Finding(
+                    f"llama-swap's groups let {names} run together on GPU {gpu}: {fmt_size(need)} of "
+                    f"{fmt_size(have)} ({fmt_size(need - have)} over); llama-swap does not look at memory "
+                    "(internal/router/group.go), so the last of them to start fails to load",
+                    ("groups",) if first.dep.doc.obj.groups else ("models",),
+                    "lower these models' ctx, or put them in one group with swap: true",
+                    severity=Severity.ERROR,
+                ),
+            )
             continue
-        yield first, Finding(
-            f"max_loaded_models {k} keeps {names} loaded together on GPU {gpu}: {fmt_size(need)} of "
-            f"{fmt_size(have)} ({fmt_size(need - have)} over); {_EVICTS}",
-            ("settings", "max_loaded_models"),
-            "lower these models' ctx, or max_loaded_models, until every set fits")
+        yield (
+            first,
+            Finding(
+                f"max_loaded_models {k} keeps {names} loaded together on GPU {gpu}: {fmt_size(need)} of "
+                f"{fmt_size(have)} ({fmt_size(need - have)} over); {_EVICTS}",
+                ("settings", "max_loaded_models"),
+                "lower these models' ctx, or max_loaded_models, until every set fits",
+            ),
+        )
 
 
 @rule("VR341", "model-fits-only-alone", Severity.WARNING, "group")
@@ -123,21 +139,29 @@ def model_fits_only_alone(plans):
         for p in members:
             if p.estimate is None or p.verdict not in ("fits", "tight"):
                 continue
-            def over(*ps) -> bool:
-                return any(need > have for need, have, _ in gpu_use(list(ps) + others).values())
+
+            def over(*ps, others=others) -> bool:
+                return any(need > have for need, have, _ in gpu_use(list(ps) + others).values())  # noqa: B023
 
             partners = [q for q in every if q is not p and q.estimate is not None]
             # the odd one out: other models do share the card (else VR340/VR342 say it of every set)
-            shared = any(not over(a, b) for i, a in enumerate(partners) for b in partners[i + 1:])
+            shared = any(not over(a, b) for i, a in enumerate(partners) for b in partners[i + 1 :])
             if partners and shared and all(over(p, q) for q in partners):
                 alone = max(d.total_bytes for d in p.estimate.devices) if p.estimate.devices else 0
-                then = ("Ollama evicts them all to load it" if p.dep.server_engine == "ollama"
-                        else "it fails to load beside any of them")
-                yield p, Finding(
-                    f"{p.dep.tag} ({fmt_size(alone)}) fits only alone: next to any other model of "
-                    f"server {p.dep.server} a GPU is over, so {then}",
-                    ("models", p.dep.member),
-                    "lower its ctx (or gpu_layers), or serve it from its own deployment")
+                then = (
+                    "Ollama evicts them all to load it"
+                    if p.dep.server_engine == "ollama"
+                    else "it fails to load beside any of them"
+                )
+                yield (
+                    p,
+                    Finding(
+                        f"{p.dep.tag} ({fmt_size(alone)}) fits only alone: next to any other model of "
+                        f"server {p.dep.server} a GPU is over, so {then}",
+                        ("models", p.dep.member),
+                        "lower its ctx (or gpu_layers), or serve it from its own deployment",
+                    ),
+                )
 
 
 @rule("VR342", "keep-alive-keeps-swap-set-resident", Severity.WARNING, "group")
@@ -171,11 +195,15 @@ def keep_alive_keeps_set_resident(plans):
         if ka is not None and str(ka).strip() in ("0", "0s", "0m", "0h"):
             continue  # unloaded after each request: they swap
         said = "keep_alive 5m (Ollama's default)" if ka is None else f"keep_alive {ka}"
-        yield first, Finding(
-            f"{said} with no max_loaded_models keeps up to {k} models loaded: {names} together on "
-            f"GPU {gpu} need {fmt_size(need)} of {fmt_size(have)} ({fmt_size(need - have)} over)",
-            ("settings", "keep_alive") if ka is not None else ("settings",),
-            "set max_loaded_models: 1 so that they swap (or lower their ctx until they fit together)")
+        yield (
+            first,
+            Finding(
+                f"{said} with no max_loaded_models keeps up to {k} models loaded: {names} together on "
+                f"GPU {gpu} need {fmt_size(need)} of {fmt_size(have)} ({fmt_size(need - have)} over)",
+                ("settings", "keep_alive") if ka is not None else ("settings",),
+                "set max_loaded_models: 1 so that they swap (or lower their ctx until they fit together)",
+            ),
+        )
 
 
 @rule("VR343", "server-models-invalid", Severity.ERROR, "load")
