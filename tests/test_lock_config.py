@@ -36,16 +36,25 @@ ARCHITECTURES = {
     "glm-4.5-air": "Glm4MoeForCausalLM",
 }
 # catalog shapes vramc does not derive from config.json (per-layer NAS blocks, Mamba-2 hybrids)
-NOT_DERIVED = {"llama-3.3-nemotron-super-49b-v1.5": "DeciLMForCausalLM",
-               "nvidia-nemotron-nano-9b-v2": "NemotronHForCausalLM",
-               "nvidia-nemotron-3-nano-30b-a3b": "NemotronHForCausalLM",
-               "granite-4.0-h-small": "GraniteMoeHybridForCausalLM"}
+NOT_DERIVED = {
+    "llama-3.3-nemotron-super-49b-v1.5": "DeciLMForCausalLM",
+    "nvidia-nemotron-nano-9b-v2": "NemotronHForCausalLM",
+    "nvidia-nemotron-3-nano-30b-a3b": "NemotronHForCausalLM",
+    "granite-4.0-h-small": "GraniteMoeHybridForCausalLM",
+}
 # published fields a catalog entry quotes in prose rather than as key=value
 PROSE = {
     "gemma-3-12b-it": {"rope_scaling": {"rope_type": "linear", "factor": 8.0}},
-    "deepseek-v2-lite-chat": {"rope_scaling": {"type": "yarn", "factor": 40.0, "beta_fast": 32.0,
-                                               "beta_slow": 1.0, "mscale_all_dim": 0.707,
-                                               "original_max_position_embeddings": 4096}},
+    "deepseek-v2-lite-chat": {
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 40.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "mscale_all_dim": 0.707,
+            "original_max_position_embeddings": 4096,
+        }
+    },
 }
 
 
@@ -67,14 +76,18 @@ def _value(text: str):
 def config_of(name: str) -> dict:
     """config.json from the catalog entry's quoted fields."""
     cfg: dict = {"architectures": [ARCHITECTURES[name]]}
-    for key, value in re.findall(r"\b([a-z_][a-z0-9_.]*)=([^\s)]+)", CATALOG[name].source):
+    for key, value in re.findall(
+        r"\b([a-z_][a-z0-9_.]*)=([^\s)]+)", CATALOG[name].source
+    ):
         node = cfg
         *path, leaf = key.split(".")
         for p in path:
             node = node.setdefault(p, {})
         node.setdefault(leaf, _value(value))
     cfg.update(PROSE.get(name, {}))
-    if name == "deepseek-v2-lite-chat":  # the yarn fields are quoted beside rope_scaling
+    if (
+        name == "deepseek-v2-lite-chat"
+    ):  # the yarn fields are quoted beside rope_scaling
         for k in ("factor", "beta_fast", "beta_slow", "mscale_all_dim"):
             cfg.pop(k, None)
     return cfg
@@ -87,7 +100,9 @@ def headers(tmp_path_factory):
 
     def header(name: str, quant: str) -> ModelMeta:
         if (name, quant) not in cache:
-            path = write_sparse_gguf(root / f"{name}-{quant}.gguf", CATALOG[name], quant)
+            path = write_sparse_gguf(
+                root / f"{name}-{quant}.gguf", CATALOG[name], quant
+            )
             cache[name, quant] = read_gguf(path)
             path.unlink()
         return cache[name, quant]
@@ -106,30 +121,53 @@ def test_every_derivable_shape_matches_the_real_header(name, headers):
     assert derived.architecture == real.architecture
     assert _by_name(derived) == _by_name(real)  # every tensor: name, ggml type, shape
     assert abs(derived.total_bytes - real.total_bytes) < MiB
-    for key in ("block_count", "embedding_length", "attention.head_count_kv", "context_length"):
+    for key in (
+        "block_count",
+        "embedding_length",
+        "attention.head_count_kv",
+        "context_length",
+    ):
         assert derived.hparams.get(key) == real.hparams.get(key), key
 
 
-@pytest.mark.parametrize("quant", ["Q8_0", "Q6_K", "Q5_K_M", "Q3_K_M", "IQ4_XS", "Q2_K", "BF16"])
+@pytest.mark.parametrize(
+    "quant", ["Q8_0", "Q6_K", "Q5_K_M", "Q3_K_M", "IQ4_XS", "Q2_K", "BF16"]
+)
 def test_quant_mixes(quant, headers):
     for name in ("llama-3.1-8b-instruct", "qwen3-30b-a3b"):
-        assert _by_name(meta_from_config(config_of(name), quant)) == _by_name(headers(name, quant))
+        assert _by_name(meta_from_config(config_of(name), quant)) == _by_name(
+            headers(name, quant)
+        )
 
 
 @pytest.mark.parametrize("name", sorted(NOT_DERIVED))
 def test_shapes_it_does_not_derive_are_refused_clearly(name):
-    with pytest.raises(ConfigError, match="not one vramc derives from config.json.*vramc analyze"):
+    with pytest.raises(
+        ConfigError, match="not one vramc derives from config.json.*vramc analyze"
+    ):
         meta_from_config({"architectures": [NOT_DERIVED[name]]}, "Q4_K_M")
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ([], "not a JSON object"),
-    ({"architectures": "LlamaForCausalLM"}, "architecture None"),
-    ({"architectures": ["LlamaForCausalLM"]}, "no num_attention_heads"),
-    ({**{"architectures": ["LlamaForCausalLM"]}, "num_attention_heads": -1}, "not a positive"),
-    ({**{"architectures": ["LlamaForCausalLM"]}, "num_attention_heads": 10**12}, "far beyond"),
-    ({**{"architectures": ["LlamaForCausalLM"]}, "num_attention_heads": True}, "not a positive"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ([], "not a JSON object"),
+        ({"architectures": "LlamaForCausalLM"}, "architecture None"),
+        ({"architectures": ["LlamaForCausalLM"]}, "no num_attention_heads"),
+        (
+            {"architectures": ["LlamaForCausalLM"], "num_attention_heads": -1},
+            "not a positive",
+        ),
+        (
+            {"architectures": ["LlamaForCausalLM"], "num_attention_heads": 10**12},
+            "far beyond",
+        ),
+        (
+            {"architectures": ["LlamaForCausalLM"], "num_attention_heads": True},
+            "not a positive",
+        ),
+    ],
+)
 def test_hostile_configs(cfg, message):
     with pytest.raises(ConfigError, match=message):
         meta_from_config(cfg, "Q4_K_M")
@@ -150,14 +188,19 @@ def test_lock_command_writes_a_profile_that_plans(tmp_path, monkeypatch, headers
     cfg.parent.mkdir()
     cfg.write_text(json.dumps(config_of("llama-3.1-8b-instruct")))
     dest = project / "profiles" / "models" / "llama8b.yaml"
-    res = runner.invoke(app, ["lock", "--config", str(cfg), "--quant", "Q4_K_M", "--write", str(dest)])
+    res = runner.invoke(
+        app, ["lock", "--config", str(cfg), "--quant", "Q4_K_M", "--write", str(dest)]
+    )
     assert res.exit_code == 0, res.output
     model = Model.model_validate(yaml.safe_load(dest.read_text()))
     assert model.gguf is None and "llama-quantize Q4_K_M" in model.source
-    assert _by_name(ModelMeta.from_lock(model.lock)) == _by_name(headers("llama-3.1-8b-instruct", "Q4_K_M"))
+    assert _by_name(ModelMeta.from_lock(model.lock)) == _by_name(
+        headers("llama-3.1-8b-instruct", "Q4_K_M")
+    )
     (project / "profiles" / "d.yaml").write_text(
         "name: d\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\nmodel: llama8b\n"
-        "engine: llama-server\nsettings:\n  ctx: 8192\n")
+        "engine: llama-server\nsettings:\n  ctx: 8192\n"
+    )
     monkeypatch.chdir(project)
     res = runner.invoke(app, ["plan", "profiles/d.yaml", "--format", "json"])
     assert res.exit_code == 0, res.output
@@ -165,7 +208,9 @@ def test_lock_command_writes_a_profile_that_plans(tmp_path, monkeypatch, headers
     assert dep["verdict"] == "fits"
 
 
-@pytest.mark.parametrize("content", ["{", "[]", '{"architectures": ["FooForCausalLM"]}', "x" * (5 << 20)])
+@pytest.mark.parametrize(
+    "content", ["{", "[]", '{"architectures": ["FooForCausalLM"]}', "x" * (5 << 20)]
+)
 def test_lock_command_bad_config_is_exit_1(tmp_path, content):
     cfg = tmp_path / "config.json"
     cfg.write_text(content)
@@ -174,28 +219,37 @@ def test_lock_command_bad_config_is_exit_1(tmp_path, content):
     assert "vramc lock:" in res.output and "Traceback" not in res.output
 
 
-LLAMA_CONFIG = ("{architecture: LlamaForCausalLM, num_hidden_layers: 32, hidden_size: 4096, "
-                "num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 14336, "
-                "vocab_size: 128256, max_position_embeddings: 131072}")
+LLAMA_CONFIG = (
+    "{architecture: LlamaForCausalLM, num_hidden_layers: 32, hidden_size: 4096, "
+    "num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 14336, "
+    "vocab_size: 128256, max_position_embeddings: 131072}"
+)
 
 
 def _plan(tmp_path, monkeypatch, model: str) -> tuple[int, str]:
     (tmp_path / "profiles").mkdir(exist_ok=True)
     (tmp_path / "profiles" / "d.yaml").write_text(
         f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}"
-        "engine: llama-server\nsettings: {ctx: 8192, gpu_layers: 33}\n")
+        "engine: llama-server\nsettings: {ctx: 8192, gpu_layers: 33}\n"
+    )
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["plan", "profiles/d.yaml", "--format", "json"])
     return res.exit_code, res.output
 
 
-def test_a_profile_config_with_a_quant_plans_as_the_real_file(tmp_path, monkeypatch, headers):
+def test_a_profile_config_with_a_quant_plans_as_the_real_file(
+    tmp_path, monkeypatch, headers
+):
     """`config:` + `quant:` in the model profile: planned as the GGUF would be (no file, no lock)."""
-    code, out = _plan(tmp_path, monkeypatch, f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_M\n")
+    code, out = _plan(
+        tmp_path, monkeypatch, f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_M\n"
+    )
     assert code == 0, out
     [derived] = json.loads(out)["deployments"]
     # the same deployment on the synth-written file (rope_freqs is its only extra tensor: 256 B)
-    path = write_sparse_gguf(tmp_path / "real.gguf", CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
+    path = write_sparse_gguf(
+        tmp_path / "real.gguf", CATALOG["llama-3.1-8b-instruct"], "Q4_K_M"
+    )
     code, out = _plan(tmp_path, monkeypatch, f"  gguf: {path}\n")
     assert code == 0, out
     [real] = json.loads(out)["deployments"]
@@ -204,38 +258,94 @@ def test_a_profile_config_with_a_quant_plans_as_the_real_file(tmp_path, monkeypa
     assert derived["verdict"] == real["verdict"] == "fits"
 
 
-@pytest.mark.parametrize("model, message", [
-    (f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_X\n", "'Q4_K_X' is not a llama-quantize file type"),
-    ("  config: {architecture: MixtralForCausalLM, num_hidden_layers: 32, hidden_size: 4096,"
-     " num_attention_heads: 32, intermediate_size: 14336, vocab_size: 32000,"
-     " max_position_embeddings: 32768}\n  quant: Q4_K_M\n", "no num_local_experts"),
-    ("  config: {num_hidden_layers: 32, hidden_size: 4096, num_attention_heads: 32,"
-     " vocab_size: 32000, max_position_embeddings: 32768}\n  quant: Q4_K_M\n", "architecture None"),
-])
-def test_a_profile_config_that_cannot_be_derived_is_vr206(tmp_path, monkeypatch, model, message):
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_X\n",
+            "'Q4_K_X' is not a llama-quantize file type",
+        ),
+        (
+            (
+                "  config: {architecture: MixtralForCausalLM, num_hidden_layers: 32, hidden_size: 4096,"
+                " num_attention_heads: 32, intermediate_size: 14336, vocab_size: 32000,"
+                " max_position_embeddings: 32768}\n  quant: Q4_K_M\n"
+            ),
+            "no num_local_experts",
+        ),
+        (
+            (
+                "  config: {num_hidden_layers: 32, hidden_size: 4096, num_attention_heads: 32,"
+                " vocab_size: 32000, max_position_embeddings: 32768}\n  quant: Q4_K_M\n"
+            ),
+            "architecture None",
+        ),
+    ],
+)
+def test_a_profile_config_that_cannot_be_derived_is_vr206(
+    tmp_path, monkeypatch, model, message
+):
     (tmp_path / "profiles").mkdir(exist_ok=True)
     (tmp_path / "profiles" / "d.yaml").write_text(
         f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}"
-        "engine: llama-server\n")
+        "engine: llama-server\n"
+    )
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["check", "profiles/d.yaml"])
-    assert res.exit_code == 1 and "VR206" in res.output and message in res.output, res.output
+    assert res.exit_code == 1 and "VR206" in res.output and message in res.output, (
+        res.output
+    )
 
 
 HOSTILE = [
-    {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 8,
-     "num_attention_heads": 16, "intermediate_size": 8, "vocab_size": 8, "max_position_embeddings": 8},
-    {"architectures": ["Gemma3ForConditionalGeneration"], "text_config": {"num_hidden_layers": 1}},
-    {"architectures": ["DeepseekV2ForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
-     "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
-     "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
-     "rope_scaling": {"factor": "forty"}},
-    {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
-     "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
-     "rope_theta": "1e4", "head_dim": 0},
-    {"architectures": ["Phi3ForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
-     "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 8, "max_position_embeddings": 8,
-     "sliding_window": None, "original_max_position_embeddings": -1},
+    {
+        "architectures": ["LlamaForCausalLM"],
+        "num_hidden_layers": 2,
+        "hidden_size": 8,
+        "num_attention_heads": 16,
+        "intermediate_size": 8,
+        "vocab_size": 8,
+        "max_position_embeddings": 8,
+    },
+    {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "text_config": {"num_hidden_layers": 1},
+    },
+    {
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 8,
+        "max_position_embeddings": 8,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 8,
+        "rope_scaling": {"factor": "forty"},
+    },
+    {
+        "architectures": ["LlamaForCausalLM"],
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "vocab_size": 8,
+        "max_position_embeddings": 8,
+        "rope_theta": "1e4",
+        "head_dim": 0,
+    },
+    {
+        "architectures": ["Phi3ForCausalLM"],
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "vocab_size": 8,
+        "max_position_embeddings": 8,
+        "sliding_window": None,
+        "original_max_position_embeddings": -1,
+    },
 ]
 
 
@@ -253,7 +363,21 @@ def test_lock_hostile_inputs_through_the_entry_point(tmp_path, cfg):
         os.mkfifo(path)
     else:
         path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
-    res = subprocess.run([sys.executable, "-m", "vramc", "lock", "--config", str(path), "--quant",
-                          "Q4_K_M"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vramc",
+            "lock",
+            "--config",
+            str(path),
+            "--quant",
+            "Q4_K_M",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 1, res.stderr
     assert res.stderr.startswith("vramc lock: ") and "internal error" not in res.stderr

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
-import sys
-import http.client
 import socket
 import time
 import urllib.error
@@ -38,10 +37,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from vramc.model.gguf import (
+    _CHUNK,
     ARRAY_LIMIT,
     GGUFError,
     GGUFHeader,
-    _CHUNK,
     _Parser,
     _short_strings,
     check_parts,
@@ -50,7 +49,9 @@ from vramc.model.gguf import (
 from vramc.model.modelmeta import ModelMeta
 
 READ_AHEAD = 1 << 20  # bytes fetched past what the parser needs, per request
-MAX_REMOTE_HEADER = 1 << 26  # no model's header comes near 64 MiB; a longer one is a corrupt count
+MAX_REMOTE_HEADER = (
+    1 << 26
+)  # no model's header comes near 64 MiB; a longer one is a corrupt count
 MAX_JSON = 1 << 24  # a repository listing larger than this is refused
 ATTEMPTS = 3
 DEFAULT_TIMEOUT = 30.0
@@ -97,7 +98,9 @@ def parse_ref(text: str) -> Ref:
         try:
             parts.port  # noqa: B018  (raises on a port that is not a number)
         except ValueError:
-            raise RemoteError(f"{text}: the port is not a number from 0 to 65535") from None
+            raise RemoteError(
+                f"{text}: the port is not a number from 0 to 65535"
+            ) from None
         m = re.match(r"^/([^/]+/[^/]+)/blob/([^/]+)/(.+)$", parts.path)
         if m and parts.hostname in ("huggingface.co", "hf.co"):
             # a repository page's "blob" link serves HTML; "resolve" serves the file
@@ -105,11 +108,13 @@ def parse_ref(text: str) -> Ref:
         return Ref(text, url=text)
     if not text.startswith("hf://"):
         raise RemoteError(f"{text}: give an http(s):// URL or hf://ORG/REPO/FILE.gguf")
-    body = text[len("hf://"):]
+    body = text[len("hf://") :]
     quant = None
     segments = body.split("/")
     if len(segments) < 2:
-        raise RemoteError(f"{text}: expected hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT")
+        raise RemoteError(
+            f"{text}: expected hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT"
+        )
     org, repo_rev, rest = segments[0], segments[1], segments[2:]
     if not rest and ":" in repo_rev:
         repo_rev, quant = repo_rev.split(":", 1)
@@ -117,13 +122,21 @@ def parse_ref(text: str) -> Ref:
             raise RemoteError(f"{text}: {quant!r} is not a quant type such as Q4_K_M")
     repo, _, revision = repo_rev.partition("@")
     if not (_REPO_PART.match(org) and _REPO_PART.match(repo)):
-        raise RemoteError(f"{text}: {org}/{repo} is not a Hugging Face repository name (ORG/REPO)")
+        raise RemoteError(
+            f"{text}: {org}/{repo} is not a Hugging Face repository name (ORG/REPO)"
+        )
     if revision and not _REVISION_RE.match(revision):
-        raise RemoteError(f"{text}: {revision!r} is not a revision (a branch, tag or commit)")
+        raise RemoteError(
+            f"{text}: {revision!r} is not a revision (a branch, tag or commit)"
+        )
     file = "/".join(rest) or None
     if file is not None and (not file.endswith(".gguf") or ".." in rest or "" in rest):
-        raise RemoteError(f"{text}: the file must be a path ending in .gguf inside the repository")
-    return Ref(text, repo=f"{org}/{repo}", revision=revision or "main", file=file, quant=quant)
+        raise RemoteError(
+            f"{text}: the file must be a path ending in .gguf inside the repository"
+        )
+    return Ref(
+        text, repo=f"{org}/{repo}", revision=revision or "main", file=file, quant=quant
+    )
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -138,8 +151,13 @@ class Response:
 class Http:
     """urllib with the token for the first host only, bounded retries and a deadline."""
 
-    def __init__(self, token: str | None = None, timeout: float | None = None,
-                 attempts: int = ATTEMPTS, backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        timeout: float | None = None,
+        attempts: int = ATTEMPTS,
+        backoff: float = 0.5,
+    ) -> None:
         self.token = token
         if timeout is None:
             try:
@@ -152,15 +170,26 @@ class Http:
         self.requests = 0
         opener = urllib.request.OpenerDirector()
         # only HTTP(S): no file://, ftp:// or data: through a redirect
-        for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(),
-                        urllib.request.HTTPSHandler(), _Redirect(),
-                        urllib.request.HTTPDefaultErrorHandler(),
-                        urllib.request.HTTPErrorProcessor()):
+        for handler in (
+            urllib.request.ProxyHandler(),
+            urllib.request.HTTPHandler(),
+            urllib.request.HTTPSHandler(),
+            _Redirect(),
+            urllib.request.HTTPDefaultErrorHandler(),
+            urllib.request.HTTPErrorProcessor(),
+        ):
             opener.add_handler(handler)
         self.opener = opener
 
-    def get(self, url: str, *, start: int | None = None, end: int | None = None,
-            limit: int, what: str) -> Response:
+    def get(
+        self,
+        url: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int,
+        what: str,
+    ) -> Response:
         """GET `url` (bytes [start, end) with a Range), reading at most `limit` body bytes."""
         last = None
         for attempt in range(self.attempts):
@@ -174,9 +203,13 @@ class Http:
                     time.sleep(min(e.wait, 5.0))
         raise RemoteError(f"{what}: {last} (tried {self.attempts} times)")
 
-    def _get_once(self, url: str, start: int | None, end: int | None, limit: int) -> Response:
-        req = urllib.request.Request(url, headers={"User-Agent": "vramc", "Accept-Encoding": "identity"})
-        if start is not None:
+    def _get_once(
+        self, url: str, start: int | None, end: int | None, limit: int
+    ) -> Response:
+        req = urllib.request.Request(
+            url, headers={"User-Agent": "vramc", "Accept-Encoding": "identity"}
+        )
+        if start is not None and end is not None:
             req.add_header("Range", f"bytes={start}-{end - 1}")
         if self.token:
             req.add_unredirected_header("Authorization", f"Bearer {self.token}")
@@ -188,7 +221,9 @@ class Http:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code in _TRANSIENT:
-                raise _Retry(f"HTTP {e.code} {e.reason}", _retry_after(e.headers)) from None
+                raise _Retry(
+                    f"HTTP {e.code} {e.reason}", _retry_after(e.headers)
+                ) from None
             if 300 <= e.code < 400:
                 reason = str(e.reason)
                 if "refused" not in reason:
@@ -196,11 +231,11 @@ class Http:
                 raise RemoteError(f"{url}: {reason}") from None
             return Response(e.code, e.headers, b"", e.url or url)
         except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, (socket.timeout, TimeoutError, ConnectionResetError)):
-                raise _Retry(f"no answer: {reason}") from None
-            raise _Offline(f"cannot reach {urlsplit(url).netloc}: {reason}") from None
-        except (socket.timeout, TimeoutError) as e:
+            why = e.reason
+            if isinstance(why, (socket.timeout, TimeoutError, ConnectionResetError)):
+                raise _Retry(f"no answer: {why}") from None
+            raise _Offline(f"cannot reach {urlsplit(url).netloc}: {why}") from None
+        except TimeoutError as e:
             raise _Retry(f"timed out after {self.timeout:g} s ({e})") from None
         except (http.client.HTTPException, ConnectionError) as e:
             raise _Retry(f"the connection failed: {e!r}") from None
@@ -210,15 +245,19 @@ class Http:
             chunks, got = [], 0
             while got <= limit:
                 if time.monotonic() > deadline:
-                    raise _Retry(f"timed out after {self.timeout:g} s reading the answer")
+                    raise _Retry(
+                        f"timed out after {self.timeout:g} s reading the answer"
+                    )
                 block = resp.read(min(1 << 16, limit + 1 - got))
                 if not block:
                     break
                 chunks.append(block)
                 got += len(block)
                 self.transferred += len(block)
-        except (socket.timeout, TimeoutError):
-            raise _Retry(f"timed out after {self.timeout:g} s reading the answer") from None
+        except TimeoutError:
+            raise _Retry(
+                f"timed out after {self.timeout:g} s reading the answer"
+            ) from None
         except (http.client.HTTPException, ConnectionError) as e:
             raise _Retry(f"the answer was cut short ({e!r})") from None
         finally:
@@ -248,8 +287,13 @@ class _Redirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, f"redirect to {newurl!r} refused (not "
-                                         "http or https)", headers, fp)
+            raise urllib.error.HTTPError(
+                newurl,
+                code,
+                f"redirect to {newurl!r} refused (not http or https)",
+                headers,
+                fp,
+            )
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             new.vramc_token = token = getattr(req, "vramc_token", None)
@@ -264,7 +308,8 @@ class _RangeParser(_Parser):
     """gguf.py's parser over a buffer that grows by Range requests as the parser reads on."""
 
     def __init__(self, name: str, fetch, first: bytes, size: int) -> None:
-        super().__init__(name, bytearray(first), size, ARRAY_LIMIT)  # type: ignore[arg-type]
+        self.data = bytearray(first)  # self.buf, as the bytearray it is here
+        super().__init__(name, self.data, size, ARRAY_LIMIT)  # type: ignore[arg-type]
         self.fetch = fetch
 
     def need(self, end: int) -> None:
@@ -272,10 +317,12 @@ class _RangeParser(_Parser):
         if end <= have:
             return
         if end > MAX_REMOTE_HEADER:
-            self.fail(f"the header (metadata and tensor table) runs past {MAX_REMOTE_HEADER} "
-                      "bytes; no model's comes near: a corrupt length or count?")
+            self.fail(
+                f"the header (metadata and tensor table) runs past {MAX_REMOTE_HEADER} "
+                "bytes; no model's comes near: a corrupt length or count?"
+            )
         stop = min(self.size, max(end, have + READ_AHEAD))
-        self.buf.extend(self.fetch(have, stop))
+        self.data.extend(self.fetch(have, stop))
 
     def skip_strings(self, count: int, what: str) -> None:
         # the fast path of gguf.py matches _CHUNK strings in place: only over bytes already here
@@ -306,8 +353,15 @@ class Fetched:
 
 
 class Reader:
-    def __init__(self, http: Http, ref_text: str, hf_repo: str | None, endpoint: str) -> None:
-        self.http, self.ref_text, self.hf_repo, self.endpoint = http, ref_text, hf_repo, endpoint
+    def __init__(
+        self, http: Http, ref_text: str, hf_repo: str | None, endpoint: str
+    ) -> None:
+        self.http, self.ref_text, self.hf_repo, self.endpoint = (
+            http,
+            ref_text,
+            hf_repo,
+            endpoint,
+        )
 
     def header(self, url: str, display: str) -> Fetched:
         first = self._range(url, 0, READ_AHEAD, display, first=True)
@@ -324,13 +378,16 @@ class Reader:
             header = parser.header()
         except GGUFError as e:
             if e.offset == 0 and first[0][:1] == b"<":
-                e.message += ("; the URL serves a web page, not the file (on Hugging Face the "
-                              "file's link has resolve/ where the page's has blob/)")
+                e.message += (
+                    "; the URL serves a web page, not the file (on Hugging Face the "
+                    "file's link has resolve/ where the page's has blob/)"
+                )
             raise
-        return Fetched(header, bytes(parser.buf[:header.data_offset]), url)
+        return Fetched(header, bytes(parser.buf[: header.data_offset]), url)
 
-    def _range(self, url: str, start: int, stop: int, display: str,
-               first: bool = False) -> tuple[bytes, int]:
+    def _range(
+        self, url: str, start: int, stop: int, display: str, first: bool = False
+    ) -> tuple[bytes, int]:
         want = stop - start
         resp = self.http.get(url, start=start, end=stop, limit=want, what=display)
         if resp.status in (401, 403):
@@ -343,56 +400,81 @@ class Reader:
             length = _int(resp.headers.get("Content-Length"))
             if first and length is not None and length == len(resp.body) <= want:
                 return resp.body, length  # a file smaller than one chunk, sent whole
-            raise RemoteError(f"{display}: the server ignores HTTP Range requests (it answered 200 "
-                              "with the whole file); vramc reads only headers and does not "
-                              "download models: download the file and run `vramc analyze FILE`")
+            raise RemoteError(
+                f"{display}: the server ignores HTTP Range requests (it answered 200 "
+                "with the whole file); vramc reads only headers and does not "
+                "download models: download the file and run `vramc analyze FILE`"
+            )
         if resp.status != 206:
             raise RemoteError(f"{display}: HTTP {resp.status} from {_host(resp.url)}")
-        m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$", resp.headers.get("Content-Range") or "")
+        m = re.match(
+            r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$",
+            resp.headers.get("Content-Range") or "",
+        )
         if not m:
-            raise RemoteError(f"{display}: the server's Content-Range "
-                              f"{resp.headers.get('Content-Range')!r} gives no file size")
+            raise RemoteError(
+                f"{display}: the server's Content-Range "
+                f"{resp.headers.get('Content-Range')!r} gives no file size"
+            )
         a, b, total = int(m[1]), int(m[2]), int(m[3])
         if a != start or b < a or b >= total or b - a + 1 > want:
-            raise RemoteError(f"{display}: the server sent bytes {a}-{b} of {total} when asked for "
-                              f"{start}-{stop - 1}")
+            raise RemoteError(
+                f"{display}: the server sent bytes {a}-{b} of {total} when asked for "
+                f"{start}-{stop - 1}"
+            )
         if len(resp.body) != b - a + 1:
             # a body cut short: try again once more through the retry loop
             data, size = self._retry_range(url, start, stop, display, b - a + 1)
             return data, size
         if b + 1 < min(stop, total):
-            raise RemoteError(f"{display}: the server sent bytes {a}-{b} of {total}, fewer than "
-                              f"asked ({start}-{stop - 1})")
+            raise RemoteError(
+                f"{display}: the server sent bytes {a}-{b} of {total}, fewer than "
+                f"asked ({start}-{stop - 1})"
+            )
         return resp.body, total
 
     def _retry_range(self, url, start, stop, display, expected) -> tuple[bytes, int]:
         for _ in range(self.http.attempts - 1):
-            resp = self.http.get(url, start=start, end=stop, limit=stop - start, what=display)
+            resp = self.http.get(
+                url, start=start, end=stop, limit=stop - start, what=display
+            )
             if resp.status == 206 and len(resp.body) == expected:
-                m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$",
-                             resp.headers.get("Content-Range") or "")
+                m = re.match(
+                    r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$",
+                    resp.headers.get("Content-Range") or "",
+                )
                 if m and int(m[1]) == start:
                     return resp.body, int(m[3])
-        raise RemoteError(f"{display}: the server's answers were cut short (expected {expected} "
-                          f"bytes at byte {start}, tried {self.http.attempts} times)")
+        raise RemoteError(
+            f"{display}: the server's answers were cut short (expected {expected} "
+            f"bytes at byte {start}, tried {self.http.attempts} times)"
+        )
 
     def _denied(self, display: str, status: int) -> str:
         if self.hf_repo:
             page = f"{self.endpoint}/{self.hf_repo}"
             if self.http.token:
-                return (f"{display}: access denied (HTTP {status}) with the token in HF_TOKEN: the "
-                        f"repository is gated or private; accept its terms at {page} with the "
-                        "account of that token, or use a token with read access to it")
-            return (f"{display}: access denied (HTTP {status}): the repository is gated or "
-                    f"private; accept its terms at {page}, create a read token at "
-                    f"{self.endpoint}/settings/tokens and set HF_TOKEN to it")
-        return (f"{display}: access denied (HTTP {status}); for a Hugging Face URL set HF_TOKEN to "
-                "a token with access")
+                return (
+                    f"{display}: access denied (HTTP {status}) with the token in HF_TOKEN: the "
+                    f"repository is gated or private; accept its terms at {page} with the "
+                    "account of that token, or use a token with read access to it"
+                )
+            return (
+                f"{display}: access denied (HTTP {status}): the repository is gated or "
+                f"private; accept its terms at {page}, create a read token at "
+                f"{self.endpoint}/settings/tokens and set HF_TOKEN to it"
+            )
+        return (
+            f"{display}: access denied (HTTP {status}); for a Hugging Face URL set HF_TOKEN to "
+            "a token with access"
+        )
 
     def _hint_404(self) -> str:
         if self.hf_repo:
-            return (f": check the repository and file name; `vramc analyze hf://{self.hf_repo}` "
-                    "lists its GGUF files")
+            return (
+                f": check the repository and file name; `vramc analyze hf://{self.hf_repo}` "
+                "lists its GGUF files"
+            )
         return ""
 
 
@@ -428,15 +510,21 @@ def _hub_hosts() -> set[str]:
     return hosts
 
 
-def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str) -> tuple[str, list[str]]:
+def list_repo(
+    http: Http, endpoint: str, repo: str, revision: str, display: str
+) -> tuple[str, list[str]]:
     """The commit `revision` names and the repository's files at it."""
     url = f"{endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
     resp = http.get(url, limit=MAX_JSON, what=display)
     if resp.status in (401, 403):
-        raise RemoteError(Reader(http, display, repo, endpoint)._denied(display, resp.status))
+        raise RemoteError(
+            Reader(http, display, repo, endpoint)._denied(display, resp.status)
+        )
     if resp.status == 404:
-        raise RemoteError(f"{display}: no repository {repo} at revision {revision} on "
-                          f"{_host(endpoint)} (HTTP 404); a private one needs HF_TOKEN")
+        raise RemoteError(
+            f"{display}: no repository {repo} at revision {revision} on "
+            f"{_host(endpoint)} (HTTP 404); a private one needs HF_TOKEN"
+        )
     if resp.status != 200:
         raise RemoteError(f"{display}: HTTP {resp.status} listing {repo}")
     if len(resp.body) > MAX_JSON:
@@ -446,7 +534,9 @@ def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str)
         sha = doc.get("sha")
         files = [s["rfilename"] for s in doc.get("siblings", [])]
     except (ValueError, AttributeError, TypeError, KeyError):
-        raise RemoteError(f"{display}: {url} did not answer with a repository listing") from None
+        raise RemoteError(
+            f"{display}: {url} did not answer with a repository listing"
+        ) from None
     if not all(isinstance(f, str) for f in files):
         raise RemoteError(f"{display}: {url} did not answer with a repository listing")
     # names that could not be a file (control characters, absurd lengths) are not listed or used
@@ -464,31 +554,41 @@ def is_model_file(path: str) -> bool:
 def pick_quant(files: list[str], quant: str | None, display: str) -> str:
     """The first part of the one model file of `quant` (llama.cpp's `-hf` match), or an error."""
     models = [f for f in files if is_model_file(f)]
-    firsts = [f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1]
+    firsts = [
+        f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1
+    ]
     listing = "\n".join(f"  {f}" for f in sorted(firsts)) or "  (no GGUF model files)"
     if quant is None:
         if len(firsts) == 1:
             return firsts[0]
-        raise RemoteError(f"{display}: name the quant (hf://ORG/REPO:QUANT) or the file "
-                          f"(hf://ORG/REPO/FILE.gguf); `vramc plan PROFILE --quants hf://ORG/REPO` "
-                          f"compares them on your GPUs; the GGUF model files there are:\n{listing}")
+        raise RemoteError(
+            f"{display}: name the quant (hf://ORG/REPO:QUANT) or the file "
+            f"(hf://ORG/REPO/FILE.gguf); `vramc plan PROFILE --quants hf://ORG/REPO` "
+            f"compares them on your GPUs; the GGUF model files there are:\n{listing}"
+        )
     pattern = re.compile(re.escape(quant) + r"[.-]", re.IGNORECASE)
     hits = [f for f in firsts if pattern.search(f)]
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise RemoteError(f"{display}: no GGUF model file of quant {quant}; the files there are:"
-                          f"\n{listing}")
+        raise RemoteError(
+            f"{display}: no GGUF model file of quant {quant}; the files there are:"
+            f"\n{listing}"
+        )
     listing = "\n".join(f"  {f}" for f in hits)
-    raise RemoteError(f"{display}: {len(hits)} files match quant {quant}; name one as "
-                      f"hf://ORG/REPO/FILE.gguf:\n{listing}")
+    raise RemoteError(
+        f"{display}: {len(hits)} files match quant {quant}; name one as "
+        f"hf://ORG/REPO/FILE.gguf:\n{listing}"
+    )
 
 
 # --- the cache -------------------------------------------------------------------------------
 def _cache_path(key: str):
     from vramc.cache import cache_root
 
-    return cache_root() / "remote" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+    return (
+        cache_root() / "remote" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+    )
 
 
 def _cache_get(key: str) -> dict | None:
@@ -515,18 +615,27 @@ def _cache_put(key: str, doc: dict) -> None:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("VRAMC_OFFLINE",
-                                                                         "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "") not in ("", "0", "false")
+        for v in ("VRAMC_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def _header_from_cache(doc: dict, display: str) -> GGUFHeader:
     try:
-        data, size = base64.b64decode(doc["header"], validate=True), int(doc["file_size"])
+        data, size = (
+            base64.b64decode(doc["header"], validate=True),
+            int(doc["file_size"]),
+        )
     except (KeyError, TypeError, ValueError):
-        raise RemoteError(f"{display}: the cached header is damaged; run again online") from None
+        raise RemoteError(
+            f"{display}: the cached header is damaged; run again online"
+        ) from None
 
     def no_fetch(start: int, stop: int) -> bytes:
-        raise RemoteError(f"{display}: the cached header is incomplete; run again online")
+        raise RemoteError(
+            f"{display}: the cached header is incomplete; run again online"
+        )
 
     return _RangeParser(display, no_fetch, data, size).header()
 
@@ -560,15 +669,24 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
     except _Offline as e:  # no network: the last answer for the same reference, if any
         cached = _cache_get(ref_key)
         if cached is None:
-            raise RemoteError(f"{text}: {e}, and no header of it is cached under "
-                              f"$VRAMC_CACHE; run once online") from None
+            raise RemoteError(
+                f"{text}: {e}, and no header of it is cached under "
+                f"$VRAMC_CACHE; run once online"
+            ) from None
         try:
             parts = [_header_from_cache(d, text) for d in cached["parts"]]
-            model = _model(parts, cached["source"], cached.get("revision"), cached["file_name"],
-                           cached["urls"], text)
+            model = _model(
+                parts,
+                cached["source"],
+                cached.get("revision"),
+                cached["file_name"],
+                cached["urls"],
+                text,
+            )
         except (KeyError, TypeError, AttributeError):
-            raise RemoteError(f"{text}: {e}, and its cached header is damaged; run once "
-                              "online") from None
+            raise RemoteError(
+                f"{text}: {e}, and its cached header is damaged; run once online"
+            ) from None
         model.cached = True
         return model
 
@@ -584,33 +702,53 @@ def _online(http: Http, ref: Ref, endpoint: str, ref_key: str) -> RemoteModel:
     if isinstance(count, int) and count > 1:
         split = _split_name(urls[0].rsplit("/", 1)[-1].split("?")[0])
         if not split or split[2] != count or split[1] != 1:
-            raise RemoteError(f"{text}: the header says the model is split into {count} parts, but "
-                              f"the name does not end in -00001-of-{count:05d}.gguf, so the other "
-                              "parts cannot be found")
+            raise RemoteError(
+                f"{text}: the header says the model is split into {count} parts, but "
+                f"the name does not end in -00001-of-{count:05d}.gguf, so the other "
+                "parts cannot be found"
+            )
         base = urls[0].rsplit("/", 1)[0]
-        urls = [f"{base}/{split[0]}-{no:05d}-of-{count:05d}.gguf" for no in range(1, count + 1)]
+        urls = [
+            f"{base}/{split[0]}-{no:05d}-of-{count:05d}.gguf"
+            for no in range(1, count + 1)
+        ]
         for url in urls[1:]:
             fetched.append(_cached_or_fetch(reader, url, source, revision))
     parts = [f.header for f in fetched]
     model = _model(parts, source, revision, file_name, urls, text)
-    _cache_put(ref_key, {"source": source, "revision": revision, "file_name": file_name,
-                         "urls": urls, "parts": [_entry(f) for f in fetched]})
+    _cache_put(
+        ref_key,
+        {
+            "source": source,
+            "revision": revision,
+            "file_name": file_name,
+            "urls": urls,
+            "parts": [_entry(f) for f in fetched],
+        },
+    )
     model.transferred, model.requests = http.transferred, http.requests
     return model
 
 
 def _entry(f: Fetched) -> dict:
-    return {"header": base64.b64encode(f.header_bytes).decode(), "file_size": f.header.file_size}
+    return {
+        "header": base64.b64encode(f.header_bytes).decode(),
+        "file_size": f.header.file_size,
+    }
 
 
-def _cached_or_fetch(reader: Reader, url: str, source: str, revision: str | None) -> Fetched:
+def _cached_or_fetch(
+    reader: Reader, url: str, source: str, revision: str | None
+) -> Fetched:
     # a header at a commit never changes: a pinned URL read before is not read again
     key = f"url\0{url}"
     if revision is not None:
         doc = _cache_get(key)
         if doc is not None:
             try:
-                return Fetched(_header_from_cache(doc, url), base64.b64decode(doc["header"]), url)
+                return Fetched(
+                    _header_from_cache(doc, url), base64.b64decode(doc["header"]), url
+                )
             except (RemoteError, GGUFError):
                 pass
     fetched = reader.header(url, url if reader.hf_repo is None else source)
@@ -619,17 +757,27 @@ def _cached_or_fetch(reader: Reader, url: str, source: str, revision: str | None
     return fetched
 
 
-def _model(parts: list[GGUFHeader], source: str, revision: str | None, file_name: str,
-           urls: list[str], display: str) -> RemoteModel:
+def _model(
+    parts: list[GGUFHeader],
+    source: str,
+    revision: str | None,
+    file_name: str,
+    urls: list[str],
+    display: str,
+) -> RemoteModel:
     if not parts:
-        raise RemoteError(f"{display}: the cached entry holds no header; run again online")
+        raise RemoteError(
+            f"{display}: the cached entry holds no header; run again online"
+        )
     count = parts[0].kv.get("split.count", 1)
     if isinstance(count, int) and count > 1:
         check_parts(parts, count)
     return RemoteModel(meta_of_parts(parts), source, revision, file_name, urls)
 
 
-def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str, list[str]]:
+def _resolve(
+    http: Http, ref: Ref, endpoint: str
+) -> tuple[str, str | None, str, list[str]]:
     """(source, commit, file name, [url of the first part])."""
     if ref.url:
         name = urlsplit(ref.url).path.rsplit("/", 1)[-1] or "model.gguf"
@@ -638,9 +786,14 @@ def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str,
     commit, files = list_repo(http, endpoint, ref.repo, ref.revision, ref.text)
     if ref.file is not None:
         if ref.file not in files:
-            near = "\n".join(f"  {f}" for f in sorted(files) if is_model_file(f)) or "  (none)"
-            raise RemoteError(f"{ref.text}: {ref.file} is not in {ref.repo}; its GGUF model files "
-                              f"are:\n{near}")
+            near = (
+                "\n".join(f"  {f}" for f in sorted(files) if is_model_file(f))
+                or "  (none)"
+            )
+            raise RemoteError(
+                f"{ref.text}: {ref.file} is not in {ref.repo}; its GGUF model files "
+                f"are:\n{near}"
+            )
         file = ref.file
     else:
         file = pick_quant(files, ref.quant, ref.text)
@@ -650,10 +803,9 @@ def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str,
 
 
 def note(model: RemoteModel) -> str:
-    how = ("from the cache (offline)" if model.cached else
-           f"{model.transferred:,} bytes in {model.requests} requests")
+    how = (
+        "from the cache (offline)"
+        if model.cached
+        else f"{model.transferred:,} bytes in {model.requests} requests"
+    )
     return f"{model.source}: header read {how}\n"
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(message)
