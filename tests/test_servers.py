@@ -95,7 +95,7 @@ def test_plan_text_and_json_name_the_worst_set_per_gpu(tmp_path):
     recs = json.loads(res.output)["deployments"]
     server = recs[0]["server"]
     assert server["name"] == "trio" and server["max_resident"] == 2
-    assert server["max_resident_from"] == "max_loaded_models"
+    assert server["max_resident_from"] == "max_loaded_models" and server["engine"] == "ollama"
     worst = server["worst_resident_sets"][0]
     assert worst["models"] == ["trio.chat", "trio.big"]
     assert worst["need_bytes"] == sum(
@@ -628,3 +628,17 @@ groups:
     after = run_check([f])
     assert [d for d in after.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
     assert "ctx: 32768  # vramc fit: auto" in f.read_text()  # the coder's trained context
+
+
+def test_plan_json_says_what_decides_the_resident_sets(tmp_path):
+    from vramc.plan.view import plan_record
+
+    r = run_check([project(tmp_path / "swap", SWAP.replace("CODER", "4096"))])
+    rec = plan_record(r.plans[0])["server"]
+    assert (rec["engine"], rec["max_resident_from"], rec["max_resident"]) == ("llama-swap", "groups", 2)
+    r = run_check([project(tmp_path / "ollama", three(settings="{}"))])
+    rec = plan_record(r.plans[0])["server"]
+    assert (rec["engine"], rec["max_resident_from"], rec["max_resident"]) == ("ollama", "ollama-default", 3)
+    f, _ = router_project(tmp_path / "router", models_max=1)
+    rec = plan_record(run_check([f]).plans[0])["server"]
+    assert (rec["engine"], rec["max_resident_from"], rec["max_resident"]) == ("llama-server", "max_loaded_models", 1)

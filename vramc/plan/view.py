@@ -98,6 +98,14 @@ def plan_record(plan: Plan) -> dict:
     return rec
 
 
+def _resident_from(plan: Plan, said: bool) -> str:
+    if plan.dep.server_engine == "llama-swap":
+        return "groups"
+    if plan.dep.server_engine == "llama-server":  # --models-max, default 4
+        said = plan.dep.models_max is not None
+    return "max_loaded_models" if said else f"{plan.dep.server_engine}-default"
+
+
 def server_record(plan: Plan) -> dict:
     """The server a model belongs to: how many of its models it keeps loaded at once, and per GPU
     the resident set of its models that needs the most."""
@@ -108,7 +116,9 @@ def server_record(plan: Plan) -> dict:
     return {
         "name": plan.dep.server, "tag": plan.dep.tag,
         "max_resident": min(k, len(members)),
-        "max_resident_from": "max_loaded_models" if said else "ollama-default",
+        "engine": plan.dep.server_engine,
+        # what decides it: max_loaded_models (Ollama, the router), Ollama's default, llama-swap's groups
+        "max_resident_from": _resident_from(plan, said),
         "worst_resident_sets": [
             {"gpu": gpu, "models": [p.dep.label for p in members_set], "need_bytes": need,
              "available_bytes": have}
