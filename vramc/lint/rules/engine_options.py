@@ -100,9 +100,24 @@ def unknown_env(plan: Plan):
             if key in LLAMA_SERVER_REMOVED_ENV:
                 yield Finding(f"{key} is no longer read by llama-server: {LLAMA_SERVER_REMOVED_ENV[key]}",
                               ("env", key), "remove it and use the setting named above")
+            elif key.startswith("LLAMA_ARG_") and key not in _llama_server_env():
+                import difflib
+
+                near = difflib.get_close_matches(key, sorted(_llama_server_env()), n=1, cutoff=0.8)
+                yield Finding(f"{key} is not read by the pinned llama-server (no option of its --help "
+                              "names it)", ("env", key),
+                              f"did you mean {near[0]}?" if near else
+                              "check the name against `llama-server --help` (the env: of each option)")
             elif key.startswith("LLAMA_") and not key.startswith("LLAMA_ARG_") and key not in LLAMA_SERVER_EXTRA_ENV:
                 yield Finding(f"{key} is not read by llama-server", ("env", key),
                               "llama-server reads LLAMA_ARG_* options and LLAMA_API_KEY")
+
+
+def _llama_server_env() -> frozenset[str]:
+    """The LLAMA_ARG_* variables the pinned llama-server reads (each option's env= in its --help)."""
+    from vramc.build.targets.llama_server import option_table
+
+    return frozenset(e for e in option_table().values() if e)
 
 
 @rule("VR404", "ollama-kv-types", Severity.ERROR)
