@@ -34,7 +34,10 @@ demo: $(STAMP) models/demo-tiny.gguf
 
 engine: $(VENV)/.engine models/demo-tiny.gguf
 
+# lint (ruff) and types (mypy, configured in pyproject.toml) first: they take seconds, the suite minutes
 test: $(VENV)/.engine
+	$(BIN)/ruff check vramc tests bench scripts
+	$(BIN)/mypy vramc
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.engine
@@ -42,4 +45,4 @@ bench: $(VENV)/.engine
 	$(BIN)/python bench/header.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -526,9 +526,9 @@ def explain(r: Result) -> list[str]:
                      f"blocks on the host, {x.check.gpu_mib} MiB on GPUs (weights {x.check.gpu_model_mib})")
         text += f"; llama.cpp: {lc.gpu_mib} MiB on GPUs (weights {lc.gpu_model_mib})"
         if x is not None and lf.ot and x.moved > n_exps:
-            text += (f". llama.cpp keeps more on the GPUs because it moves less than whole blocks: after the "
-                     f"whole-expert blocks it fills each card with part of one more block "
-                     f"(ffn_gate/up or ffn_down kept on the card, the rest to the host or the next card)")
+            text += (". llama.cpp keeps more on the GPUs because it moves less than whole blocks: after the "
+                     "whole-expert blocks it fills each card with part of one more block "
+                     "(ffn_gate/up or ffn_down kept on the card, the rest to the host or the next card)")
         notes.append(text)
         return notes
     if r.vramc_ngl > lf.ngl:

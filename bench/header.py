@@ -13,7 +13,6 @@ and the cost of each import in a fresh interpreter.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import random
 import shlex
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes  # noqa: E402
 from vramc.model.gguf import read_gguf, read_header  # noqa: E402
 
-from machine import cpus, package_version  # bench/machine.py (run as a script: bench/ is on sys.path)
+from machine import cpus, package_version  # noqa: E402  # bench/machine.py (run as a script: bench/ is on sys.path)
 
 N_LAYER, N_EMBD, N_FF, N_HEAD, N_HEAD_KV = 32, 4096, 14336, 32, 8
 N_VOCAB, N_SPECIAL, N_MERGES = 128256, 256, 280147
@@ -148,7 +147,7 @@ def main() -> None:
         f"          {len(meta.tensors)} tensors, {_count(header, 'tokens'):,} tokens, "
         f"{_count(header, 'merges'):,} merges, header {header.data_offset / 2**20:.1f} MiB, "
         f"file {meta.file_size / 2**30:.2f} GiB",
-        f"machine:  {platform.machine()}, {cpus()} CPUs, Python {platform.pythonpackage_version()}"
+        f"machine:  {platform.machine()}, {cpus()} CPUs, Python {platform.python_version()}"
         + (" (no .pyc cache: imports compile)" if sys.dont_write_bytecode else ""),
         "",
         f"gguf.GGUFReader(path)       median {gguf_ms:9.1f} ms over {args.runs} runs "

@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpus, package_version  # noqa: E402  # bench/machine.py (bench/ is on sys.path: run as a script)
+
 PROMPT = "Once upon a time"
 N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_FF, CTX = 8, 1024, 16, 8, 2816, 1024
 
@@ -43,7 +45,6 @@ BARE = """\
 import json, sys, time
 import llama_cpp
 
-from machine import cpus, package_version  # bench/machine.py (run as a script: bench/ is on sys.path)
 kwargs, prompt, n = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 llm = llama_cpp.Llama(**kwargs, verbose=False)
 t0, c0 = time.perf_counter(), time.process_time()
@@ -157,7 +158,7 @@ def main() -> None:
         f"window:   one create_completion({PROMPT!r}, max_tokens={args.tokens}) per process, start-up and "
         f"load excluded; {args.reps} alternating runs per side after one warm-up each",
         f"machine:  {platform.machine()}, {cpus()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, "
-        f"Python {platform.pythonpackage_version()}, llama-cpp-python {package_version('llama-cpp-python')}",
+        f"Python {platform.python_version()}, llama-cpp-python {package_version('llama-cpp-python')}",
         "",
         "tokens/s (wall clock) per run:",
         *(f"  {side:5}  " + ", ".join(f"{n / s:.1f}" for n, s, _ in runs[side]) for side in ("vramc", "bare")),

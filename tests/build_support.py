@@ -176,7 +176,7 @@ def execstart_argv(unit_text: str) -> list[str]:
     EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE, then specifier and $VAR resolution), for the subset of the
     syntax our units use: quoted and bare words, \\\\ \\" escapes, %% and $$."""
     joined = unit_text.replace("\\\n", " ")  # line continuation
-    line = next(l for l in joined.splitlines() if l.startswith("ExecStart="))[len("ExecStart="):]
+    line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))[len("ExecStart="):]
     words, i = [], 0
     while i < len(line):
         if line[i] in " \t":

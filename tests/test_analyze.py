@@ -235,7 +235,7 @@ def test_write_profile_round_trip(tmp_path, tiny_llama, capsys):
     text = dest.read_text()
     assert text.startswith(f"# Locked by `vramc analyze {path} --write {dest}`; regenerate with the "
                            "same command.\nkind: model\nname: Tiny-Q8_0\n")
-    assert f"\nsource: vramc analyze of Tiny-Q8_0.gguf\n" in text
+    assert "\nsource: vramc analyze of Tiny-Q8_0.gguf\n" in text
     assert "\n    blk.{0-1}.attn_q.weight: [q8_0, 64, 64]\n" in text
     assert "\n    attention.sliding_window_pattern: [true, false]\n" in text
     assert "\n  file: {size: " in text

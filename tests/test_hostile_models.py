@@ -103,7 +103,7 @@ def test_analyze_describes_a_bad_header_and_says_why_check_refuses_it(tmp_path, 
     r = vramc(["analyze", str(path), "--format", "json"], tmp_path, timeout=30)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["tensor_count"] == len(tensors)
-    assert f"warning: vramc cannot plan with this model (VR201): " in r.stderr and words in r.stderr
+    assert "warning: vramc cannot plan with this model (VR201): " in r.stderr and words in r.stderr
 
 
 def test_bad_header_with_a_q8_0_cache_exits_promptly(tmp_path):

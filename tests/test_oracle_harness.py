@@ -3,7 +3,6 @@ executable plays a run whose debug log lost its compute-buffer lines."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 

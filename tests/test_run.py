@@ -350,7 +350,7 @@ def test_other_engines_are_refused(project, engine):
     add_profile(project, f"e-{engine}", text)
     r = vramc_run(project, f"e-{engine}", "--prompt", "x")
     assert r.returncode == 2, r.stderr
-    assert re.search(rf"is an? \S+ deployment; vramc run loads llama-cpp-python deployments only", r.stderr)
+    assert re.search(r"is an? \S+ deployment; vramc run loads llama-cpp-python deployments only", r.stderr)
 
 
 def test_unknown_deployment(project):

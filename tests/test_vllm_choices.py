@@ -348,7 +348,7 @@ def test_fit_write_and_refit_for_vllm(tmp_path, monkeypatch):
 
 
 def test_fit_relax_names_vllm_settings(tmp_path, monkeypatch):
-    prof = project(tmp_path, {"one.yaml": """\
+    project(tmp_path, {"one.yaml": """\
         name: one
         hardware: gpu-96gb
         model: deepseek-coder-33b-instruct-awq

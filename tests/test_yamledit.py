@@ -95,7 +95,7 @@ def check_set(text: str, path: tuple, key, value, *, comment=None, must_refuse=F
         assert "t.yaml" in str(e) and str(key) in str(e)
         if must_refuse or (allow_refuse is not None and allow_refuse(e)):
             return None
-        raise AssertionError(f"refused unexpectedly: {e}\n{text}")
+        raise AssertionError(f"refused unexpectedly: {e}\n{text}") from e
     assert not must_refuse, f"set {full} should have been refused:\n{ed.text}"
     after = ed.text
     loaded = load_text(after, "t.yaml")

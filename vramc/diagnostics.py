@@ -7,7 +7,9 @@ sorted by file and position, so that every output format shows them the same way
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Severity(enum.IntEnum):
@@ -49,10 +51,10 @@ class Diagnostic:
     message: str
     file: str
     span: Span | None = None
-    path: tuple = ()  # key path in the profile, e.g. ("settings", "tensor_split", 1)
+    path: tuple[str | int, ...] = ()  # key path in the profile, e.g. ("settings", "tensor_split", 1)
     hint: str = ""  # what to do about it
     deployment: str = ""  # which deployment (and variant) it is about, if any
-    data: dict = field(default_factory=dict, compare=False, hash=False)  # machine-readable extras
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # machine-readable extras
 
     @property
     def line(self) -> int:
@@ -62,7 +64,7 @@ class Diagnostic:
     def column(self) -> int:
         return self.span.column if self.span else 1
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[str, int, int, str, str, str]:
         return (self.file, self.line, self.column, self.code, self.deployment, self.message)
 
     def one_line(self) -> str:
@@ -78,5 +80,5 @@ class Diagnostic:
         return text
 
 
-def worst(diagnostics) -> Severity | None:
+def worst(diagnostics: Iterable[Diagnostic]) -> Severity | None:
     return max((d.severity for d in diagnostics), default=None)

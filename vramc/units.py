@@ -93,8 +93,10 @@ def implausible(value: object, low: int, high: int) -> tuple[str, str | None] | 
         return None
     if isinstance(value, str):
         m = _SIZE_RE.fullmatch(value)
+        assert m is not None  # parse_size read it
         number, unit = m.group(1), m.group(2).lower()
     else:
+        assert isinstance(value, (int, float))  # parse_size read it
         number, unit = _number_text(value), ""
     name = UNIT_NAMES[unit]
     read = f"{number} {name}" + (f" ({fmt_size(n_bytes)})" if name not in ("MiB", "GiB", "TiB") else "")

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 
-def read_regular(path, limit: int) -> bytes | None:
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes | None:
     """The bytes of a regular file of at most `limit` bytes, or None: absent, unreadable, not a
     regular file (a FIFO is opened non-blocking and never read, a device such as /dev/zero never
     read whole), or larger than `limit`. Through a symlink, as open() goes."""

@@ -186,7 +186,7 @@ def markdown(results: list[CaseResult], real: list[CaseResult], command: str, sp
                 continue
 
             def worst(comp: str, pct: bool = False) -> str:
-                rows = [x for x in r.rows if x.component == comp]
+                rows = [x for x in r.rows if x.component == comp]  # noqa: B023  # called in this iteration
                 if not all(x.modelled for x in rows):
                     return "n/a"
                 x = max(rows, key=lambda x: abs(x.error_pct if pct else x.error_mib))

@@ -44,7 +44,7 @@ def _write_output(output: Path, text: str) -> None:
         write_atomic(output, text.encode())
     except OSError as e:
         typer.echo(f"{output}: cannot write: {e.strerror or e}; nothing was written", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _refuse_input_as_output(output: Path, paths: List[Path]) -> None:
@@ -272,7 +272,7 @@ def detect(
     except NoDriver as e:
         typer.echo(f"vramc detect: {e}; nothing to detect on this machine. Write the hardware "
                    "profile by hand (see README.md).", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
     if not gpus:
         typer.echo("vramc detect: the NVIDIA driver reports no GPUs.", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -287,7 +287,7 @@ def detect(
         except (OSError, EditRefused) as e:
             reason = e.strerror or e if isinstance(e, OSError) else e.reason
             typer.echo(f"{output}: cannot write: {reason}; nothing was written", err=True)
-            raise typer.Exit(EXIT_FINDINGS)
+            raise typer.Exit(EXIT_FINDINGS) from None
         typer.echo(f"wrote {output} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})", err=True)
 
 

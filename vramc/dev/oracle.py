@@ -241,7 +241,7 @@ def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list
     # Rarely (about once in a few hundred runs) the -lv 5 log comes back without its
     # sched_reserve lines although the summary has compute figures: run it again rather than
     # compare against a missing figure.
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
                                   stdin=subprocess.DEVNULL)

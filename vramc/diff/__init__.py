@@ -170,10 +170,9 @@ def _folders(base_dir: Path, head_dir: Path, paths: list[str], sides: list):
 
     base, head = revisions.folder(base_dir), revisions.folder(head_dir)
     rel = paths or ["profiles"]
-    for side in (base, head):
-        for p in rel:
-            if os.path.isabs(p) or ".." in Path(p).parts:
-                raise DiffError(f"{p}: give paths relative to the folders")
+    for p in rel:
+        if os.path.isabs(p) or ".." in Path(p).parts:
+            raise DiffError(f"{p}: give paths relative to the folders")
     if not paths and not (base.root / "profiles").is_dir() and not (head.root / "profiles").is_dir():
         rel = ["."]
     return base, head, rel

@@ -36,12 +36,14 @@ def _clean(node: Any) -> Any:
 
 def profile_schema() -> dict[str, Any]:
     """The JSON Schema of a profile file of any kind."""
+    from pydantic import BaseModel
     from pydantic.json_schema import models_json_schema
 
     from vramc.load import schema
 
-    kinds = [("hardware", schema.Hardware), ("model", schema.Model),
-             ("deployment", schema.DeploymentBody), ("deployments", schema.DeploymentFile)]
+    kinds: list[tuple[str, type[BaseModel]]] = [
+        ("hardware", schema.Hardware), ("model", schema.Model),
+        ("deployment", schema.DeploymentBody), ("deployments", schema.DeploymentFile)]
     refs, defs = models_json_schema([(model, "validation") for _, model in kinds],
                                     ref_template="#/$defs/{model}")
     one_of = []
@@ -49,7 +51,7 @@ def profile_schema() -> dict[str, Any]:
         ref = dict(refs[(model, "validation")])
         ref["title"] = f"a {kind} profile" if kind != "deployments" else "a file of deployments"
         one_of.append(ref)
-    return _clean({
+    cleaned: dict[str, Any] = _clean({
         "$schema": DIALECT,
         "title": "vramc profile",
         "description": "A vramc profile: hardware, model, deployment or a file of deployments "
@@ -57,6 +59,7 @@ def profile_schema() -> dict[str, Any]:
         "oneOf": one_of,
         "$defs": defs["$defs"],
     })
+    return cleaned
 
 
 def render() -> str:

@@ -7,7 +7,7 @@ to strings) so that the planner never sees two spellings of the same thing. Chan
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
@@ -134,7 +134,10 @@ def _margin(v: Any) -> Any:
 OnOffAuto = Annotated[Literal["on", "off", "auto"],
                       BeforeValidator(_onoff, json_schema_input_type=Union[Literal["on", "off", "auto"], bool])]
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
-Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]  # the registry's names, in its order
+if TYPE_CHECKING:
+    Engine = str  # the registry's names exist only when it is imported
+else:
+    Engine = Literal[tuple(ENGINES)]  # the registry's names, in its order
 
 
 class Strict(BaseModel):
@@ -205,7 +208,7 @@ class GGUFLock(Strict):
     file_type: str | None = None
     hparams: Annotated[dict[str, Any], AfterValidator(_finite_tree)] = {}
     vocab_size: int = Field(ge=0)
-    tensors: dict[str, list] = {}
+    tensors: dict[str, list[Any]] = {}
 
 
 class HFConfig(Strict):

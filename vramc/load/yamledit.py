@@ -195,7 +195,7 @@ class Editor:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise EditRefused(display, (), None, f"it is not UTF-8 text ({e.reason} at byte {e.start})")
+            raise EditRefused(display, (), None, f"it is not UTF-8 text ({e.reason} at byte {e.start})") from None
         ed = cls(text, display)
         ed.path, ed._disk = path, raw
         return ed
@@ -549,7 +549,7 @@ def _check_replaceable(path: Path, new, shown: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         return  # the write says "Is a directory"
     if not stat.S_ISREG(st.st_mode):
-        raise WriteRefused(shown, (), None, f"it is not a regular file, so vramc will not replace it; "
+        raise WriteRefused(shown, (), None, "it is not a regular file, so vramc will not replace it; "
                                             "write to another path")
     raw = read_regular(path, MAX_REPLACED)  # None: larger (a model), unreadable, swapped
     try:

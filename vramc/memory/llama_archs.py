@@ -325,7 +325,7 @@ class _Builder:
         return gg.reshape(res, *cur.ne)
 
     def attn(self, il: int, q: Tensor, k_cur: Tensor, v_cur: Tensor) -> Tensor:
-        p, g, hp = self.p, self.g, self.hp
+        g = self.g
         lkv = self.kv[il]
         inp = self.attn_in[lkv.swa]
         if inp["k_rot"] is not None:
@@ -512,7 +512,7 @@ class _Builder:
         return x if bias is None else gg.dup(x, "ADD_ID", [x, bias, ids])
 
     def shared_experts(self, il: int, x: Tensor, moe_out: Tensor) -> Tensor:
-        W, b = self.W, f"blk.{il}."
+        b = f"blk.{il}."
         up = gg.mul_mat(self.need(b + "ffn_up_shexp.weight"), x)
         gate = gg.mul_mat(self.need(b + "ffn_gate_shexp.weight"), x)
         shexp = gg.mul_mat(self.need(b + "ffn_down_shexp.weight"), gg.glu_split(gate, up))
@@ -586,7 +586,7 @@ class _Builder:
             g.entry[il] = _first_norm(cur)
             if hp.is_recr[il]:
                 cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
-                                   self.mixer_weights(b), lambda x, w: self.norm(x, w, il))
+                                   self.mixer_weights(b), lambda x, w: self.norm(x, w, il))  # noqa: B023
             elif hp.n_ff[il] == 0:
                 cur = self.attn(il, *self.qkv(il, cur))  # no RoPE
                 cur = self.mm(self.need(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))

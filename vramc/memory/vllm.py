@@ -143,7 +143,7 @@ def estimate_vllm(model: schema.Model, gpus: list[GpuBudget], settings: schema.S
                      "counted in gpu_memory_utilization in this vLLM version")
 
     devices = []
-    for i, (g, req, avail) in enumerate(zip(ranks, requested, available)):
+    for g, req, avail in zip(ranks, requested, available):
         compute = act["peak"] + non_torch + graphs
         devices.append(DeviceUse(
             id=g.id, name=g.name, gpu=g.gpu, capacity_bytes=g.capacity_bytes,

@@ -98,7 +98,7 @@ def weights_per_gpu(model: schema.Model, tp: int, dbytes: int) -> int:
         return model.weights_size // tp
     cfg = model.config
     q = model.quantization if model.quantization and model.quantization.method != "none" else None
-    H, L, I = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size or 4 * cfg.hidden_size
+    H, L, I = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size or 4 * cfg.hidden_size  # noqa: E741
     hd = head_dim(cfg)
     qdim, kvdim = cfg.num_attention_heads * hd, kv_heads(cfg) * hd
     linear = L * (H * (qdim + 2 * kvdim) + qdim * H + 3 * H * I)  # qkv, o, gate/up/down

@@ -684,12 +684,12 @@ def fit_together(combo, refit) -> None:
             continue
         floors = {id(p): need[id(p)].get(g, 0) for p in here}
         if sum(floors.values()) >= pool[g]:
-            split(g, here, pool[g], lambda p: floors[id(p)])
+            split(g, here, pool[g], lambda p: floors[id(p)])  # noqa: B023  # split() calls it at once
             continue
         for p in here:
             share[(id(p), g)] = floors[id(p)]
         growing = [p for p in here if id(p) in elastic] or here
-        split(g, growing, pool[g] - sum(floors.values()), lambda p: floors[id(p)] or 1)
+        split(g, growing, pool[g] - sum(floors.values()), lambda p: floors[id(p)] or 1)  # noqa: B023
 
     def solve_within(p) -> None:
         keep = list(p.margins)
@@ -718,7 +718,7 @@ def fit_together(combo, refit) -> None:
                 spare += max(0, share[(id(p), g)] - (d.total_bytes - d.overhead_bytes))
                 share[(id(p), g)] = d.total_bytes - d.overhead_bytes
         if spare > 0:
-            split(g, growing, spare, lambda p: need[id(p)].get(g, 0) or 1)
+            split(g, growing, spare, lambda p: need[id(p)].get(g, 0) or 1)  # noqa: B023
             handed = True
     if handed:
         for p in adj:

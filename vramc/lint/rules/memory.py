@@ -290,7 +290,7 @@ def oversubscribed(plans):
         have = first.available_bytes
         if need > have:
             names = ", ".join(f"{p.dep.label} {fmt_size(d.total_bytes)}" for p, d in uses)
-            for plan, d in uses:
+            for plan, _d in uses:
                 yield plan, Finding(
                     f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
                     f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
