@@ -45,7 +45,11 @@ def main() -> int:
     bindir = Path(sys.executable).parent
     vramc = [str(bindir / "vramc"), "check", *args.paths]
     yamllint = [shutil.which("yamllint", path=str(bindir)) or "yamllint", *args.paths]
-    files = [p for a in args.paths for p in (sorted(Path(ROOT, a).rglob("*.y*ml")) if Path(ROOT, a).is_dir() else [Path(ROOT, a)])]
+    files = [
+        p
+        for a in args.paths
+        for p in (sorted(Path(ROOT, a).rglob("*.y*ml")) if Path(ROOT, a).is_dir() else [Path(ROOT, a)])
+    ]
     lines = sum(len(p.read_text().splitlines()) for p in files)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "vramc")], check=True)
     cold_env = dict(os.environ, VRAMC_NO_CACHE="1")
@@ -76,8 +80,10 @@ def main() -> int:
     for k in ("vramc (warm)", "vramc (edited)", "vramc (cold)"):
         ratio = med[k] / med["yamllint"]
         lines_out.append(f"ratio {k} / yamllint: {ratio:.2f}  (target <= 1.50: {'met' if ratio <= 1.5 else 'NOT met'})")
-    lines_out.append(f"ratio imports floor / yamllint: {med['imports floor'] / med['yamllint']:.2f}  "
-                     "(python -c 'import yaml, typer, pydantic' and one pydantic model: no vramc code)")
+    lines_out.append(
+        f"ratio imports floor / yamllint: {med['imports floor'] / med['yamllint']:.2f}  "
+        "(python -c 'import yaml, typer, pydantic' and one pydantic model: no vramc code)"
+    )
     report = "\n".join(lines_out) + "\n"
     sys.stdout.write(report)
     out = ROOT / "bench" / "results" / "check_speed.txt"

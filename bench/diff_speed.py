@@ -24,9 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.org",
-           "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.org",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.org",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 
 
 def git(repo: Path, *args: str) -> None:
@@ -81,14 +86,17 @@ def main() -> int:
         n_files = len(list((repo / "profiles").rglob("*.yaml")))
     med = {k: statistics.median(v) for k, v in times.items()}
     both = med["plan (new)"] + med["plan (old)"]
-    out = [f"# python bench/diff_speed.py --runs {args.runs}",
-           f"profiles: {n_files} YAML files (the shipped profiles/), 16gb.yaml changed in HEAD; "
-           f"runs: {args.runs} each, alternating, warm; cpus: {os.cpu_count()}"]
+    out = [
+        f"# python bench/diff_speed.py --runs {args.runs}",
+        f"profiles: {n_files} YAML files (the shipped profiles/), 16gb.yaml changed in HEAD; "
+        f"runs: {args.runs} each, alternating, warm; cpus: {os.cpu_count()}",
+    ]
     for k, v in times.items():
         out.append(f"{k:<11} median {med[k] * 1000:7.1f} ms  (min {min(v) * 1000:.1f})")
     out.append(f"two plans   {both * 1000:7.1f} ms  (the medians added)")
-    out.append(f"ratio diff / two plans: {med['diff'] / both:.2f}; diff under a second: "
-               f"{'yes' if med['diff'] < 1.0 else 'NO'}")
+    out.append(
+        f"ratio diff / two plans: {med['diff'] / both:.2f}; diff under a second: {'yes' if med['diff'] < 1.0 else 'NO'}"
+    )
     report = "\n".join(out) + "\n"
     sys.stdout.write(report)
     dest = ROOT / "bench" / "results" / "diff_speed.txt"

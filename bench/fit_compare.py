@@ -108,10 +108,13 @@ DEFAULT_CASES = [
 
 _DEVICES_RE = re.compile(r"^\s*(RPC\d+): \S+ \((\d+) MiB, (\d+) MiB free\)", re.M)
 _BREAKDOWN_RE = re.compile(
-    r"\|\s+- (RPC\d+) \([^)]*\)\s*\|\s*(\d+) = (\d+) \+ \(\s*(\d+) =\s*(\d+) \+\s*(\d+) \+\s*(\d+)\)")
+    r"\|\s+- (RPC\d+) \([^)]*\)\s*\|\s*(\d+) = (\d+) \+ \(\s*(\d+) =\s*(\d+) \+\s*(\d+) \+\s*(\d+)\)"
+)
 _TARGET_RE = re.compile(r"common_params_fit_impl: id=(\d+), target=\s*(-?\d+) MiB")
-_FILL_RE = re.compile(r"common_params_fit_impl:\s+- (RPC\d+) \([^)]*\):\s+(\d+) layers(?: \(\s*(\d+) overflowing\))?,"
-                      r"\s+(-?\d+) MiB used,\s+(-?\d+) MiB free")
+_FILL_RE = re.compile(
+    r"common_params_fit_impl:\s+- (RPC\d+) \([^)]*\):\s+(\d+) layers(?: \(\s*(\d+) overflowing\))?,"
+    r"\s+(-?\d+) MiB used,\s+(-?\d+) MiB free"
+)
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,7 @@ class ExpertRun:
 
 # --- running llama.cpp ------------------------------------------------------------------------
 
+
 def model_file(model: str, models_dir: Path) -> Path:
     from vramc.dev.synth.shapes import CATALOG
     from vramc.dev.synth.writer import write_sparse_gguf
@@ -257,8 +261,7 @@ def model_meta(model: str):
 
 def _run(cmd: list[str], timeout_s: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, LLAMA_ARG_LOG_COLORS="off")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise oracle.OracleError(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{tail}")
@@ -282,8 +285,18 @@ def parse_breakdown(log: str, n: int) -> list[DeviceUse]:
 
 def fit_print(bin_dir: Path, model: Path, endpoints: list[str], args: list[str]) -> Verified:
     """Load `args` (which must hold --fit off) in the dry run; per-device use from the breakdown."""
-    cmd = [str(bin_dir / "llama-fit-params"), "-m", str(model), "--rpc", ",".join(endpoints), *args,
-           "--fit-print", "on", "-lv", "4"]
+    cmd = [
+        str(bin_dir / "llama-fit-params"),
+        "-m",
+        str(model),
+        "--rpc",
+        ",".join(endpoints),
+        *args,
+        "--fit-print",
+        "on",
+        "-lv",
+        "4",
+    ]
     proc = _run(cmd)
     devices = parse_breakdown(proc.stderr, len(endpoints))
     # cross-check with the stdout lines (model/context/compute rounded down separately)
@@ -294,7 +307,9 @@ def fit_print(bin_dir: Path, model: Path, endpoints: list[str], args: list[str])
     return Verified(devices, cmd)
 
 
-def parse_fit_args(stdout: str, n_total: int, n_dev: int) -> tuple[list[str], int, tuple[float, ...] | None, str | None]:
+def parse_fit_args(
+    stdout: str, n_total: int, n_dev: int
+) -> tuple[list[str], int, tuple[float, ...] | None, str | None]:
     args = shlex.split(stdout.strip())
     ngl, ts, ot = None, None, None
     for flag, value in zip(args, args[1:]):
@@ -313,14 +328,28 @@ def parse_fit_args(stdout: str, n_total: int, n_dev: int) -> tuple[list[str], in
     return args, ngl, ts, ot
 
 
-def llama_fit(bin_dir: Path, model: Path, endpoints: list[str], caps: tuple[int, ...], ctx: int,
-              n_total: int, log_path: Path) -> tuple[LlamaFit, list[int]]:
+def llama_fit(
+    bin_dir: Path, model: Path, endpoints: list[str], caps: tuple[int, ...], ctx: int, n_total: int, log_path: Path
+) -> tuple[LlamaFit, list[int]]:
     """llama.cpp's own fit with targets that leave each device C_i MiB to use."""
     for _attempt in range(3):
         free = free_mib(bin_dir, endpoints)
         margins = [f - c for f, c in zip(free, caps)]
-        cmd = [str(bin_dir / "llama-fit-params"), "-m", str(model), "--rpc", ",".join(endpoints),
-               "-c", str(ctx), "--fit", "on", "-fitt", ",".join(map(str, margins)), "-lv", "4"]
+        cmd = [
+            str(bin_dir / "llama-fit-params"),
+            "-m",
+            str(model),
+            "--rpc",
+            ",".join(endpoints),
+            "-c",
+            str(ctx),
+            "--fit",
+            "on",
+            "-fitt",
+            ",".join(map(str, margins)),
+            "-lv",
+            "4",
+        ]
         t = time.perf_counter()
         proc = _run(cmd)
         seconds = time.perf_counter() - t
@@ -333,14 +362,17 @@ def llama_fit(bin_dir: Path, model: Path, endpoints: list[str], caps: tuple[int,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(f"# {shlex.join(cmd)}\n# stdout: {proc.stdout.strip()}\n" + proc.stderr)
     args, ngl, ts, ot = parse_fit_args(proc.stdout, n_total, len(endpoints))
-    fill = [(m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4)), int(m.group(5)))
-            for m in _FILL_RE.finditer(proc.stderr)]
-    return LlamaFit(args, ngl, ts, ot, targets, fill, accepted_probes(proc.stderr, fill), log_path,
-                    seconds), free
+    fill = [
+        (m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4)), int(m.group(5)))
+        for m in _FILL_RE.finditer(proc.stderr)
+    ]
+    return LlamaFit(args, ngl, ts, ot, targets, fill, accepted_probes(proc.stderr, fill), log_path, seconds), free
 
 
-_PROBE_RE = re.compile(r"common_params_fit_impl: id=(\d+), n_layer=\s*(\d+), n_part=\s*(\d+), "
-                       r"overflow_type=\d+, mem=\s*(-?\d+) MiB")
+_PROBE_RE = re.compile(
+    r"common_params_fit_impl: id=(\d+), n_layer=\s*(\d+), n_part=\s*(\d+), "
+    r"overflow_type=\d+, mem=\s*(-?\d+) MiB"
+)
 
 
 def accepted_probes(log: str, fill) -> dict[str, tuple[int, int, int]]:
@@ -373,18 +405,34 @@ def accepted_probes(log: str, fill) -> dict[str, tuple[int, int, int]]:
 
 # --- vramc ------------------------------------------------------------------------------------
 
+
 def choice_for(ctx: int) -> LlamaChoice:
     """llama-fit-params' defaults, with gpu_layers and tensor_split left to the solver."""
     return LlamaChoice(
         engine="llama-cpp-python",  # n_outputs_max stays n_batch, as in llama-fit-params
-        ctx=ctx, parallel=1, kv_unified=False, batch=2048, ubatch=512, gpu_layers="auto",
-        split_mode="layer", tensor_split="auto", main_gpu=0, flash_attn="auto", cache_type_k="f16",
-        cache_type_v="f16", kv_offload=True, swa_full=False, overrides=())
+        ctx=ctx,
+        parallel=1,
+        kv_unified=False,
+        batch=2048,
+        ubatch=512,
+        gpu_layers="auto",
+        split_mode="layer",
+        tensor_split="auto",
+        main_gpu=0,
+        flash_attn="auto",
+        cache_type_k="f16",
+        cache_type_v="f16",
+        kv_offload=True,
+        swa_full=False,
+        overrides=(),
+    )
 
 
 def gpus_for(caps_bytes: list[int]) -> list[GpuBudget]:
-    return [GpuBudget(id=f"RPC{i}", name=f"sim-{round(c / GiB)}GiB", gpu=i, capacity_bytes=c)
-            for i, c in enumerate(caps_bytes)]
+    return [
+        GpuBudget(id=f"RPC{i}", name=f"sim-{round(c / GiB)}GiB", gpu=i, capacity_bytes=c)
+        for i, c in enumerate(caps_bytes)
+    ]
 
 
 def host_ram_bytes() -> int:
@@ -439,11 +487,12 @@ def _n_train(meta) -> int:
 
 # --- one case ---------------------------------------------------------------------------------
 
+
 def run_case(case: Case, bin_dir: Path, all_endpoints: list[str], models_dir: Path, logs: Path) -> Result:
     from vramc.memory.llama_hparams import llama_hparams
 
     caps = case.caps_mib
-    endpoints = all_endpoints[:len(caps)]
+    endpoints = all_endpoints[: len(caps)]
     path = model_file(case.model, models_dir)
     meta = model_meta(case.model)
     n_total = llama_hparams(meta).n_layer_all + 1
@@ -454,18 +503,31 @@ def run_case(case: Case, bin_dir: Path, all_endpoints: list[str], models_dir: Pa
     v_args = oracle.fit_print_args(params, oracle.rpc_buffer_names(endpoints))
     v_check = fit_print(bin_dir, path, endpoints, v_args)
 
-    lf, free = llama_fit(bin_dir, path, endpoints, caps, case.ctx, n_total,
-                         logs / f"{case.id.replace('+', '_').replace('@', '__')}.log")
+    lf, free = llama_fit(
+        bin_dir, path, endpoints, caps, case.ctx, n_total, logs / f"{case.id.replace('+', '_').replace('@', '__')}.log"
+    )
     l_args = [a for a in lf.args]
     l_check = fit_print(bin_dir, path, endpoints, l_args + ["--fit", "off"])
-    res = Result(case, n_total, ngl, params.tensor_split, r.fits,
-                 [d.total_bytes / MiB for d in real.devices], [d.total_bytes / MiB for d in dry.devices],
-                 ms, v_check, lf, l_check, free)
+    res = Result(
+        case,
+        n_total,
+        ngl,
+        params.tensor_split,
+        r.fits,
+        [d.total_bytes / MiB for d in real.devices],
+        [d.total_bytes / MiB for d in dry.devices],
+        ms,
+        v_check,
+        lf,
+        l_check,
+        free,
+    )
     if case.moe:
         re_, pe, _real, _dry, mse = vramc_solve(meta, exact_caps(caps, free), case.ctx, experts=True)
         e_check = fit_print(bin_dir, path, endpoints, oracle.fit_print_args(pe, oracle.rpc_buffer_names(endpoints)))
-        res.experts = ExpertRun(pe.gpu_layers_for(n_total - 1), pe.tensor_split, getattr(re_, "moved_experts", 0),
-                                re_.fits, mse, e_check)
+        res.experts = ExpertRun(
+            pe.gpu_layers_for(n_total - 1), pe.tensor_split, getattr(re_, "moved_experts", 0), re_.fits, mse, e_check
+        )
     res.notes = explain(res)
     return res
 
@@ -479,8 +541,10 @@ def same_placement(r: Result) -> bool:
     """Both choices load to the same per-device model/context/compute."""
     if r.vramc_ngl != r.llama.ngl or r.llama.ot or r.llama_check is None:
         return False
-    return all((a.model, a.context, a.compute) == (b.model, b.context, b.compute)
-               for a, b in zip(r.vramc_check.devices, r.llama_check.devices))
+    return all(
+        (a.model, a.context, a.compute) == (b.model, b.context, b.compute)
+        for a, b in zip(r.vramc_check.devices, r.llama_check.devices)
+    )
 
 
 def explain(r: Result) -> list[str]:
@@ -498,7 +562,8 @@ def explain(r: Result) -> list[str]:
         notes.append(
             f"vramc's settings overshoot RPC{worst} by {over_v[worst]} MiB in llama.cpp's dry run; vramc's "
             f"estimate of a real launch is {est_over:+.1f} MiB against the capacity, of the dry run "
-            f"{dry_over:+.1f} MiB")
+            f"{dry_over:+.1f} MiB"
+        )
     if r.llama_check and not r.llama_check.fits(caps):
         parts = []
         for i, o in enumerate(r.llama_check.over(caps)):
@@ -507,9 +572,11 @@ def explain(r: Result) -> list[str]:
             d = r.llama_check.devices[i]
             acc = lf.accepted.get(f"RPC{i}")
             if acc:
-                parts.append(f"RPC{i} +{o} MiB (accepted at {acc[1]} MiB with compute {acc[2]} MiB while the "
-                             f"cards in front of it held no layers; loaded with the final split: "
-                             f"{d.self_mib} MiB, compute {d.compute} MiB)")
+                parts.append(
+                    f"RPC{i} +{o} MiB (accepted at {acc[1]} MiB with compute {acc[2]} MiB while the "
+                    f"cards in front of it held no layers; loaded with the final split: "
+                    f"{d.self_mib} MiB, compute {d.compute} MiB)"
+                )
             else:
                 parts.append(f"RPC{i} +{o} MiB")
         notes.append("llama.cpp's own choice overshoots its target when loaded: " + "; ".join(parts))
@@ -517,39 +584,52 @@ def explain(r: Result) -> list[str]:
     if r.case.moe and (lf.ot or r.vramc_ngl < r.n_total or (x is not None and x.moved)):
         n_exps, n_part = _ot_counts(lf.ot)
         lc = r.llama_check
-        text = (f"MoE: llama.cpp keeps {lf.ngl}/{r.n_total} layers on GPUs with the expert tensors of "
-                f"{n_exps} blocks on the host and {n_part} block(s) split (part of the FFN on the host or on "
-                f"the next card); vramc without expert offload (llama-cpp-python has no -ot) moves whole "
-                f"layers: {r.vramc_ngl}/{r.n_total}, {r.vramc_check.gpu_mib} MiB on GPUs")
+        text = (
+            f"MoE: llama.cpp keeps {lf.ngl}/{r.n_total} layers on GPUs with the expert tensors of "
+            f"{n_exps} blocks on the host and {n_part} block(s) split (part of the FFN on the host or on "
+            f"the next card); vramc without expert offload (llama-cpp-python has no -ot) moves whole "
+            f"layers: {r.vramc_ngl}/{r.n_total}, {r.vramc_check.gpu_mib} MiB on GPUs"
+        )
         if x is not None:
-            text += (f"; vramc with its expert offload: {x.ngl}/{r.n_total} layers, experts of {x.moved} "
-                     f"blocks on the host, {x.check.gpu_mib} MiB on GPUs (weights {x.check.gpu_model_mib})")
+            text += (
+                f"; vramc with its expert offload: {x.ngl}/{r.n_total} layers, experts of {x.moved} "
+                f"blocks on the host, {x.check.gpu_mib} MiB on GPUs (weights {x.check.gpu_model_mib})"
+            )
         text += f"; llama.cpp: {lc.gpu_mib} MiB on GPUs (weights {lc.gpu_model_mib})"
         if x is not None and lf.ot and x.moved > n_exps:
-            text += (". llama.cpp keeps more on the GPUs because it moves less than whole blocks: after the "
-                     "whole-expert blocks it fills each card with part of one more block "
-                     "(ffn_gate/up or ffn_down kept on the card, the rest to the host or the next card)")
+            text += (
+                ". llama.cpp keeps more on the GPUs because it moves less than whole blocks: after the "
+                "whole-expert blocks it fills each card with part of one more block "
+                "(ffn_gate/up or ffn_down kept on the card, the rest to the host or the next card)"
+            )
         notes.append(text)
         return notes
     if r.vramc_ngl > lf.ngl:
         spare = [c - d.self_mib for d, c in zip(r.llama_check.devices, caps)] if r.llama_check else []
-        notes.append(f"vramc keeps {r.vramc_ngl - lf.ngl} more layer(s) on GPUs; llama.cpp's choice leaves "
-                     f"{'/'.join(map(str, spare))} MiB unused per card")
+        notes.append(
+            f"vramc keeps {r.vramc_ngl - lf.ngl} more layer(s) on GPUs; llama.cpp's choice leaves "
+            f"{'/'.join(map(str, spare))} MiB unused per card"
+        )
     elif r.vramc_ngl < lf.ngl:
         notes.append(f"llama.cpp keeps {lf.ngl - r.vramc_ngl} more layer(s) on GPUs than vramc")
     elif len(caps) > 1 and not same_placement(r):
         fv, fl = _free_share(r.vramc_check, caps), _free_share(r.llama_check, caps)
         if lf.ts is None:
-            how = ("llama.cpp's projection of its defaults (all layers, split by reported free memory, "
-                   "i.e. evenly over the RPC devices) met every target, so it changed nothing")
+            how = (
+                "llama.cpp's projection of its defaults (all layers, split by reported free memory, "
+                "i.e. evenly over the RPC devices) met every target, so it changed nothing"
+            )
         else:
             how = "llama.cpp fills the last card first up to its target, then the card before it"
-        notes.append(f"same layer count, different split: {how}; vramc splits to leave the largest "
-                     f"smallest share of each card free: {fv:.1%} vs llama.cpp's {fl:.1%}")
+        notes.append(
+            f"same layer count, different split: {how}; vramc splits to leave the largest "
+            f"smallest share of each card free: {fv:.1%} vs llama.cpp's {fl:.1%}"
+        )
     return notes
 
 
 # --- report -----------------------------------------------------------------------------------
+
 
 def _fmt_ts(ts) -> str:
     return "-" if ts is None else ",".join(f"{x:g}" for x in ts)
@@ -591,9 +671,11 @@ def _vramc_use(r: "Result") -> str:
 
 
 def table(results: list[Result]) -> list[str]:
-    rows = ["| case | model | devices GiB | ctx | vramc ngl / ts | llama.cpp ngl / ts / -ot | "
-            "vramc verified MiB (used/cap) | llama.cpp verified MiB | vramc est. - oracle MiB | result |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| case | model | devices GiB | ctx | vramc ngl / ts | llama.cpp ngl / ts / -ot | "
+        "vramc verified MiB (used/cap) | llama.cpp verified MiB | vramc est. - oracle MiB | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(results, 1):
         c = r.case
         diff = max((abs(e - d.self_mib) for e, d in zip(r.vramc_dry_mib, r.vramc_check.devices)), default=0)
@@ -604,7 +686,8 @@ def table(results: list[Result]) -> list[str]:
             f"| {i} | {c.model} | {c.devices} | {c.ctx} | {_vramc_cell(r)} | "
             f"{r.llama.ngl}/{r.n_total} / {_fmt_ts(r.llama.ts)} / {_ot_summary(r.llama.ot)} | "
             f"{_vramc_use(r)} | {_fmt_use(r.llama_check, r.caps)} | "
-            f"{diff:.0f} | {verdict} |")
+            f"{diff:.0f} | {verdict} |"
+        )
     return rows
 
 
@@ -624,10 +707,12 @@ def summary(results: list[Result]) -> list[str]:
     ]
     if moe:
         more = sum(r.vramc_check.gpu_mib >= r.llama_check.gpu_mib for r in moe)
-        lines.append(f"- MoE, vramc moving whole layers (its only choice for llama-cpp-python): at least as many "
-                     f"bytes on GPUs as llama.cpp in {more}/{len(moe)}; all layers on GPUs in "
-                     f"{sum(r.vramc_ngl == r.n_total for r in moe)}/{len(moe)}, llama.cpp in "
-                     f"{sum(r.llama.ngl == r.n_total for r in moe)}/{len(moe)}")
+        lines.append(
+            f"- MoE, vramc moving whole layers (its only choice for llama-cpp-python): at least as many "
+            f"bytes on GPUs as llama.cpp in {more}/{len(moe)}; all layers on GPUs in "
+            f"{sum(r.vramc_ngl == r.n_total for r in moe)}/{len(moe)}, llama.cpp in "
+            f"{sum(r.llama.ngl == r.n_total for r in moe)}/{len(moe)}"
+        )
         xs = [r for r in moe if r.experts is not None]
         if xs:
             fit_x = sum(r.experts.check.fits(r.caps) for r in xs)
@@ -636,23 +721,30 @@ def summary(results: list[Result]) -> list[str]:
                 f"- MoE, vramc with its expert offload: fits in llama.cpp's dry run {fit_x}/{len(xs)}; all layers "
                 f"on GPUs {sum(r.experts.ngl == r.n_total for r in xs)}/{len(xs)}; bytes on GPUs >= llama.cpp's "
                 f"in {sum(g <= 0 for g in gap)}/{len(xs)}, short by at most {max(gap)} MiB "
-                f"(llama.cpp also splits single blocks part-way)")
-    worst = max((abs(e - d.self_mib) for r in results for e, d in zip(r.vramc_dry_mib, r.vramc_check.devices)),
-                default=0)
+                f"(llama.cpp also splits single blocks part-way)"
+            )
+    worst = max(
+        (abs(e - d.self_mib) for r in results for e, d in zip(r.vramc_dry_mib, r.vramc_check.devices)), default=0
+    )
     lines.append(f"- vramc's dry-run estimate vs llama.cpp's breakdown, worst device: {worst:.1f} MiB")
     gap = max((d - e for r in results for e, d in zip(r.vramc_est_mib, r.vramc_dry_mib)), default=0)
-    lines.append(f"- the solver plans a real launch; llama.cpp's dry run reserves up to {gap:.0f} MiB more "
-                 "compute on a card (vramc's two estimates of its own choices; the dry run loses the "
-                 "scheduler's layer pins), so (c) is the stricter check")
+    lines.append(
+        f"- the solver plans a real launch; llama.cpp's dry run reserves up to {gap:.0f} MiB more "
+        "compute on a card (vramc's two estimates of its own choices; the dry run loses the "
+        "scheduler's layer pins), so (c) is the stricter check"
+    )
     ms = [r.vramc_ms for r in results]
     ls = [r.llama.seconds for r in results]
-    lines.append(f"- time per case: vramc solve median {statistics.median(ms):.1f} ms (max {max(ms):.1f}); "
-                 f"llama-fit-params --fit on median {statistics.median(ls):.2f} s (max {max(ls):.2f})")
+    lines.append(
+        f"- time per case: vramc solve median {statistics.median(ms):.1f} ms (max {max(ms):.1f}); "
+        f"llama-fit-params --fit on median {statistics.median(ls):.2f} s (max {max(ls):.2f})"
+    )
     return lines
 
 
 def differences(results: list[Result]) -> list[str]:
     """The mechanisms behind every difference, with the cases each one explains."""
+
     def ids(rs):
         return ", ".join(str(results.index(r) + 1) for r in rs) or "none"
 
@@ -712,33 +804,52 @@ def _moe_gap(results: list[Result]) -> str:
     if gap <= 0:
         return " Here vramc's expert offload kept at least as many bytes on the GPUs in every case."
     free = [c - d.self_mib for d, c in zip(worst.experts.check.devices, worst.caps)]
-    return (f" Largest shortfall here: case {results.index(worst) + 1} ({worst.case.id}), {gap} MiB less on "
-            f"the GPUs than llama.cpp, with {'/'.join(map(str, free))} MiB left free per card.")
+    return (
+        f" Largest shortfall here: case {results.index(worst) + 1} ({worst.case.id}), {gap} MiB less on "
+        f"the GPUs than llama.cpp, with {'/'.join(map(str, free))} MiB left free per card."
+    )
 
 
 def report(results: list[Result], command: str, elapsed: float) -> str:
     frac = host_ram_bytes() % MiB / MiB
-    out = ["# vramc fit vs llama.cpp's own fit (`llama-fit-params --fit on`)", "",
-           f"Command: `{command}` ({elapsed:.0f} s on {os.cpu_count()} cores; `--full` runs every model x "
-           "device set x context). Oracle: llama-fit-params and ggml-rpc-server built from llama-cpp-python "
-           f"{oracle.ORACLE_VERSION} (llama.cpp 0c1e570); devices are loopback RPC servers, each card of C "
-           "MiB simulated with `--fit-target F-C`, F the memory the device reports (the machine's RAM: "
-           "ggml's CPU device reports sysconf pages as both free and total). llama.cpp's budget is then "
-           f"F - (F - C) MiB = C MiB + {frac:.2f} MiB (the sub-MiB part of F); vramc gets the same bytes. "
-           "Margins 0, no CUDA overhead (the dry run has none). Both use llama-fit-params' defaults: 1 "
-           "sequence, n_batch 2048 (and as many outputs), n_ubatch 512, flash attention auto, f16 KV; "
-           "vramc's engine is llama-cpp-python, gpu_layers and tensor_split auto, ctx fixed.", "",
-           "Columns: ngl counts the output layer (of n_layer + 1); ts is -ts (layers per card); -ot "
-           "summarises llama.cpp's overrides (blocks whose expert tensors go to the host, blocks split "
-           "part-way). Verified MiB: llama.cpp's memory breakdown (`self` = model + context + compute, "
-           "exact bytes rounded down) when it loads each choice with `--fit off --fit-print on`, against "
-           "the card's capacity. `vramc est. - oracle`: the largest per-card difference between vramc's "
-           "estimate of that dry run (estimate_llama dry_run=True) and the breakdown. A case passes when "
-           "vramc's settings fit every card in the dry run and, for dense models, vramc keeps at least as "
-           "many layers on the GPUs as llama.cpp. The -lv 4 logs of llama.cpp's search are written to "
-           "--logs (not kept in the repository).", "", "## Summary", "", *summary(results), "",
-           "## What the differences come from", "", *differences(results), "",
-           "## Cases", "", *table(results), "", "## Notes per case", ""]
+    out = [
+        "# vramc fit vs llama.cpp's own fit (`llama-fit-params --fit on`)",
+        "",
+        f"Command: `{command}` ({elapsed:.0f} s on {os.cpu_count()} cores; `--full` runs every model x "
+        "device set x context). Oracle: llama-fit-params and ggml-rpc-server built from llama-cpp-python "
+        f"{oracle.ORACLE_VERSION} (llama.cpp 0c1e570); devices are loopback RPC servers, each card of C "
+        "MiB simulated with `--fit-target F-C`, F the memory the device reports (the machine's RAM: "
+        "ggml's CPU device reports sysconf pages as both free and total). llama.cpp's budget is then "
+        f"F - (F - C) MiB = C MiB + {frac:.2f} MiB (the sub-MiB part of F); vramc gets the same bytes. "
+        "Margins 0, no CUDA overhead (the dry run has none). Both use llama-fit-params' defaults: 1 "
+        "sequence, n_batch 2048 (and as many outputs), n_ubatch 512, flash attention auto, f16 KV; "
+        "vramc's engine is llama-cpp-python, gpu_layers and tensor_split auto, ctx fixed.",
+        "",
+        "Columns: ngl counts the output layer (of n_layer + 1); ts is -ts (layers per card); -ot "
+        "summarises llama.cpp's overrides (blocks whose expert tensors go to the host, blocks split "
+        "part-way). Verified MiB: llama.cpp's memory breakdown (`self` = model + context + compute, "
+        "exact bytes rounded down) when it loads each choice with `--fit off --fit-print on`, against "
+        "the card's capacity. `vramc est. - oracle`: the largest per-card difference between vramc's "
+        "estimate of that dry run (estimate_llama dry_run=True) and the breakdown. A case passes when "
+        "vramc's settings fit every card in the dry run and, for dense models, vramc keeps at least as "
+        "many layers on the GPUs as llama.cpp. The -lv 4 logs of llama.cpp's search are written to "
+        "--logs (not kept in the repository).",
+        "",
+        "## Summary",
+        "",
+        *summary(results),
+        "",
+        "## What the differences come from",
+        "",
+        *differences(results),
+        "",
+        "## Cases",
+        "",
+        *table(results),
+        "",
+        "## Notes per case",
+        "",
+    ]
     for i, r in enumerate(results, 1):
         if r.notes:
             out.append(f"- {i}. {r.case.id}: " + "; ".join(r.notes))
@@ -747,10 +858,13 @@ def report(results: list[Result], command: str, elapsed: float) -> str:
 
 def print_case(i: int, r: Result) -> None:
     c = r.case
-    print(f"[{i}] {c.id}: vramc ngl {_vramc_cell(r)} "
-          f"({r.vramc_ms:.0f} ms) | llama.cpp ngl {r.llama.ngl} ts {_fmt_ts(r.llama.ts)} ot {_ot_summary(r.llama.ot)} "
-          f"({r.llama.seconds:.1f} s) | vramc use {_vramc_use(r)} | llama use "
-          f"{_fmt_use(r.llama_check, r.caps)} | {'pass' if r.passed else 'FAIL'}", flush=True)
+    print(
+        f"[{i}] {c.id}: vramc ngl {_vramc_cell(r)} "
+        f"({r.vramc_ms:.0f} ms) | llama.cpp ngl {r.llama.ngl} ts {_fmt_ts(r.llama.ts)} ot {_ot_summary(r.llama.ot)} "
+        f"({r.llama.seconds:.1f} s) | vramc use {_vramc_use(r)} | llama use "
+        f"{_fmt_use(r.llama_check, r.caps)} | {'pass' if r.passed else 'FAIL'}",
+        flush=True,
+    )
     for n in r.notes:
         print(f"      {n}", flush=True)
 
@@ -781,24 +895,36 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="every model x device set x context")
     ap.add_argument("--only", action="append", default=[], help="cases whose id contains this (repeatable)")
-    ap.add_argument("--models-dir", type=Path, default=Path.home() / ".cache" / "vramc" / "fit-compare",
-                    help="where the sparse GGUFs are written (a few MB each)")
-    ap.add_argument("--logs", type=Path, default=Path("/tmp/vramc-fit-compare/logs"),
-                    help="llama.cpp's -lv 4 fit logs, one per case")
+    ap.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "vramc" / "fit-compare",
+        help="where the sparse GGUFs are written (a few MB each)",
+    )
+    ap.add_argument(
+        "--logs",
+        type=Path,
+        default=Path("/tmp/vramc-fit-compare/logs"),
+        help="llama.cpp's -lv 4 fit logs, one per case",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fit_compare.md")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     bin_dir = oracle.find_binaries()
     if bin_dir is None:
-        print(f"oracle binaries not found (VRAMC_ORACLE_BIN or {oracle.DEFAULT_BIN}); "
-              "build them with scripts/build-llama.sh", file=sys.stderr)
+        print(
+            f"oracle binaries not found (VRAMC_ORACLE_BIN or {oracle.DEFAULT_BIN}); "
+            "build them with scripts/build-llama.sh",
+            file=sys.stderr,
+        )
         return 2
     cases = cases_for(args.full, args.only)
     t = time.perf_counter()
     results = run_all(cases, bin_dir, args.models_dir, args.logs)
     elapsed = time.perf_counter() - t
-    command = "python bench/fit_compare.py" + (" --full" if args.full else "") + "".join(
-        f" --only {o}" for o in args.only)
+    command = (
+        "python bench/fit_compare.py" + (" --full" if args.full else "") + "".join(f" --only {o}" for o in args.only)
+    )
     text = report(results, command, elapsed)
     print()
     print("\n".join(summary(results)))

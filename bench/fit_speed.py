@@ -35,7 +35,7 @@ from vramc.plan.engine_settings import LlamaChoice  # noqa: E402
 from vramc.hardware.gpus import UNKNOWN_GPU_OVERHEAD  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
 
-GiB = 1024 ** 3
+GiB = 1024**3
 TARGET_MS = 100.0
 CAPS_GIB = (12, 24, 24)
 MARGIN = 0.05
@@ -54,16 +54,32 @@ def meta_of(shape: str, ftype: str):
 
 
 def gpus() -> list[GpuBudget]:
-    return [GpuBudget(id=f"CUDA{i}", name=f"{c} GiB", gpu=i, capacity_bytes=c * GiB,
-                      overhead_bytes=UNKNOWN_GPU_OVERHEAD) for i, c in enumerate(CAPS_GIB)]
+    return [
+        GpuBudget(id=f"CUDA{i}", name=f"{c} GiB", gpu=i, capacity_bytes=c * GiB, overhead_bytes=UNKNOWN_GPU_OVERHEAD)
+        for i, c in enumerate(CAPS_GIB)
+    ]
 
 
 def choice(ctx) -> LlamaChoice:
     """llama-server's defaults (vramc.plan.engine_settings.DEFAULTS), the fitted keys auto."""
-    return LlamaChoice(engine="llama-server", ctx=ctx, parallel=4, kv_unified=True, batch=2048, ubatch=512,
-                       gpu_layers="auto", split_mode="layer", tensor_split="auto", main_gpu=0,
-                       flash_attn="auto", cache_type_k="f16", cache_type_v="f16", kv_offload=True,
-                       swa_full=False, overrides=())
+    return LlamaChoice(
+        engine="llama-server",
+        ctx=ctx,
+        parallel=4,
+        kv_unified=True,
+        batch=2048,
+        ubatch=512,
+        gpu_layers="auto",
+        split_mode="layer",
+        tensor_split="auto",
+        main_gpu=0,
+        flash_attn="auto",
+        cache_type_k="f16",
+        cache_type_v="f16",
+        kv_offload=True,
+        swa_full=False,
+        overrides=(),
+    )
 
 
 def anatomy(meta, gs, ch, margins) -> list[str]:
@@ -77,8 +93,7 @@ def anatomy(meta, gs, ch, margins) -> list[str]:
         p = self.params(choice)
         t = time.perf_counter()
         est = orig(self, choice)
-        calls.append((p.n_ctx, p.n_gpu_layers, p.tensor_split, len(p.overrides),
-                      (time.perf_counter() - t) * 1000))
+        calls.append((p.n_ctx, p.n_gpu_layers, p.tensor_split, len(p.overrides), (time.perf_counter() - t) * 1000))
         return est
 
     fit.Solver.estimate = traced
@@ -90,8 +105,10 @@ def anatomy(meta, gs, ch, margins) -> list[str]:
         fit.Solver.estimate = orig
     in_est = sum(c[-1] for c in calls)
     seen: dict = {}
-    out = [f"{len(calls)} full estimates, {len({c[:4] for c in calls})} distinct; {in_est:.1f} of {total:.1f} ms "
-           f"({in_est / total:.0%}) in them. In order (n_ctx, gpu_layers, tensor_split, -ot count, ms):"]
+    out = [
+        f"{len(calls)} full estimates, {len({c[:4] for c in calls})} distinct; {in_est:.1f} of {total:.1f} ms "
+        f"({in_est / total:.0%}) in them. In order (n_ctx, gpu_layers, tensor_split, -ot count, ms):"
+    ]
     for c in calls:
         ts = ",".join(f"{x:.0f}" for x in c[2]) if c[2] else "-"
         if max(c[2] or (0,)) > 1e6:
@@ -138,17 +155,20 @@ def main() -> int:
     cache = has_estimate_cache()
     gs = gpus()
     margins = [int(MARGIN * g.capacity_bytes) for g in gs]
-    lines = [f"# python bench/fit_speed.py --runs {args.runs}",
-             f"python {platform.python_version()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} "
-             f"at start (a shared machine: min and ms per estimate are the steadier figures); GPUs "
-             f"{'+'.join(map(str, CAPS_GIB))} GiB (CUDA, overhead {UNKNOWN_GPU_OVERHEAD >> 20} MiB each, margin "
-             f"{MARGIN:.0%}); llama-server defaults; target: median < {TARGET_MS:.0f} ms without the estimate cache",
-             "first: the first solve of the configuration in this process; median/min/max: the next "
-             f"{args.runs}; estimates: full memory estimates one solve computes"
-             + ("; cached: median with vramc's estimate cache warm (vramc.plan.estimate_cache)" if cache else ""),
-             "",
-             f"{'model':26} {'ctx':>7} | {'first ms':>8} {'median ms':>10} {'min':>7} {'max':>7} | "
-             f"{'estimates':>9} {'ms/est':>6} |{' cached ms |' if cache else ''} result", "-" * 128]
+    lines = [
+        f"# python bench/fit_speed.py --runs {args.runs}",
+        f"python {platform.python_version()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} "
+        f"at start (a shared machine: min and ms per estimate are the steadier figures); GPUs "
+        f"{'+'.join(map(str, CAPS_GIB))} GiB (CUDA, overhead {UNKNOWN_GPU_OVERHEAD >> 20} MiB each, margin "
+        f"{MARGIN:.0%}); llama-server defaults; target: median < {TARGET_MS:.0f} ms without the estimate cache",
+        "first: the first solve of the configuration in this process; median/min/max: the next "
+        f"{args.runs}; estimates: full memory estimates one solve computes"
+        + ("; cached: median with vramc's estimate cache warm (vramc.plan.estimate_cache)" if cache else ""),
+        "",
+        f"{'model':26} {'ctx':>7} | {'first ms':>8} {'median ms':>10} {'min':>7} {'max':>7} | "
+        f"{'estimates':>9} {'ms/est':>6} |{' cached ms |' if cache else ''} result",
+        "-" * 128,
+    ]
     slow = []
     for label, (shape, ftype) in MODELS.items():
         meta = meta_of(shape, ftype)
@@ -164,17 +184,25 @@ def main() -> int:
                 os.environ["VRAMC_NO_CACHE"] = "1"
             med = statistics.median(times)
             c = r.choice
-            ts = ",".join(f"{x:g}" for x in c.tensor_split) if isinstance(c.tensor_split, tuple) else str(c.tensor_split)
+            ts = (
+                ",".join(f"{x:g}" for x in c.tensor_split) if isinstance(c.tensor_split, tuple) else str(c.tensor_split)
+            )
             res = f"ngl {c.gpu_layers} ts {ts} ctx {c.ctx}{'' if r.fits else ' (does not fit)'}"
             ok = med < TARGET_MS
-            lines.append(f"{label:26} {str(ctx):>7} | {first:8.1f} {med:10.1f} {min(times):7.1f} {max(times):7.1f} | "
-                         f"{r.estimates:9d} {med / max(1, r.estimates):6.1f} |{cached} {'ok ' if ok else 'SLOW'} {res}")
+            lines.append(
+                f"{label:26} {str(ctx):>7} | {first:8.1f} {med:10.1f} {min(times):7.1f} {max(times):7.1f} | "
+                f"{r.estimates:9d} {med / max(1, r.estimates):6.1f} |{cached} {'ok ' if ok else 'SLOW'} {res}"
+            )
             print(lines[-1], flush=True)
             if not ok:
                 slow.append((label, meta, ch))
     all_ok = not slow
-    lines += ["", f"target median < {TARGET_MS:.0f} ms: {'met' if all_ok else 'NOT met'} in every configuration"
-              if all_ok else f"target median < {TARGET_MS:.0f} ms: NOT met in {len(slow)} configuration(s)"]
+    lines += [
+        "",
+        f"target median < {TARGET_MS:.0f} ms: {'met' if all_ok else 'NOT met'} in every configuration"
+        if all_ok
+        else f"target median < {TARGET_MS:.0f} ms: NOT met in {len(slow)} configuration(s)",
+    ]
     for label, meta, ch in slow:
         lines += ["", f"## where the time goes: {label}, ctx {ch.ctx}", *anatomy(meta, gs, ch, margins)]
         prof = cProfile.Profile()
@@ -186,10 +214,10 @@ def main() -> int:
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(key).print_stats(args.profile_top)
             body = buf.getvalue()
-            body = body[body.find("   ncalls"):] if "   ncalls" in body else body
+            body = body[body.find("   ncalls") :] if "   ncalls" in body else body
             lines += ["", f"## cProfile, 5 solves of {label} ctx {ch.ctx}, sorted by {key}", body.rstrip()]
     text = "\n".join(lines) + "\n"
-    print("\n".join(lines[-1:]) if all_ok else text[text.find("\ntarget"):])
+    print("\n".join(lines[-1:]) if all_ok else text[text.find("\ntarget") :])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     return 0 if all_ok else 1

@@ -83,21 +83,29 @@ def write_model(path: Path) -> None:
 
     tensors = [("token_embd.weight", "q8_0", (N_EMBD, N_VOCAB)), ("rope_freqs.weight", "f32", (64,))]
     for i in range(N_LAYER):
-        tensors += [(f"blk.{i}.{name}", t, shape) for name, t, shape in (
-            ("attn_norm.weight", "f32", (N_EMBD,)),
-            ("ffn_down.weight", "q8_0", (N_FF, N_EMBD)),
-            ("ffn_gate.weight", "q8_0", (N_EMBD, N_FF)),
-            ("ffn_up.weight", "q8_0", (N_EMBD, N_FF)),
-            ("ffn_norm.weight", "f32", (N_EMBD,)),
-            ("attn_k.weight", "q8_0", (N_EMBD, 1024)),
-            ("attn_output.weight", "q8_0", (N_EMBD, N_EMBD)),
-            ("attn_q.weight", "q8_0", (N_EMBD, N_EMBD)),
-            ("attn_v.weight", "q8_0", (N_EMBD, 1024)),
-        )]
+        tensors += [
+            (f"blk.{i}.{name}", t, shape)
+            for name, t, shape in (
+                ("attn_norm.weight", "f32", (N_EMBD,)),
+                ("ffn_down.weight", "q8_0", (N_FF, N_EMBD)),
+                ("ffn_gate.weight", "q8_0", (N_EMBD, N_FF)),
+                ("ffn_up.weight", "q8_0", (N_EMBD, N_FF)),
+                ("ffn_norm.weight", "f32", (N_EMBD,)),
+                ("attn_k.weight", "q8_0", (N_EMBD, 1024)),
+                ("attn_output.weight", "q8_0", (N_EMBD, N_EMBD)),
+                ("attn_q.weight", "q8_0", (N_EMBD, N_EMBD)),
+                ("attn_v.weight", "q8_0", (N_EMBD, 1024)),
+            )
+        ]
     tensors += [("output_norm.weight", "f32", (N_EMBD,)), ("output.weight", "q8_0", (N_EMBD, N_VOCAB))]
     for name, type_, shape in tensors:
-        w.add_tensor_info(name, list(reversed(shape)), np.dtype(np.float32), tensor_nbytes(type_, shape),
-                          raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[type_]))
+        w.add_tensor_info(
+            name,
+            list(reversed(shape)),
+            np.dtype(np.float32),
+            tensor_nbytes(type_, shape),
+            raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[type_]),
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
@@ -140,8 +148,7 @@ def main() -> None:
     model = args.model or "generated sparse Llama-3.1-8B-shaped Q8_0 GGUF"
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/header.py", *sys.argv[1:]])
     lines = [
-        "GGUF header read: vramc.model.gguf.read_gguf vs gguf.GGUFReader (gguf-py "
-        f"{package_version('gguf')})",
+        f"GGUF header read: vramc.model.gguf.read_gguf vs gguf.GGUFReader (gguf-py {package_version('gguf')})",
         f"command:  {command}",
         f"model:    {model}",
         f"          {len(meta.tensors)} tensors, {_count(header, 'tokens'):,} tokens, "
@@ -150,8 +157,7 @@ def main() -> None:
         f"machine:  {platform.machine()}, {cpus()} CPUs, Python {platform.python_version()}"
         + (" (no .pyc cache: imports compile)" if sys.dont_write_bytecode else ""),
         "",
-        f"gguf.GGUFReader(path)       median {gguf_ms:9.1f} ms over {args.runs} runs "
-        f"(first {first_gguf:.1f} ms)",
+        f"gguf.GGUFReader(path)       median {gguf_ms:9.1f} ms over {args.runs} runs (first {first_gguf:.1f} ms)",
         f"vramc.model.gguf.read_gguf(path)  median {vramc_ms:9.1f} ms over {args.runs * 10} runs "
         f"(first {first_vramc:.1f} ms)",
         f"ratio                       {gguf_ms / vramc_ms:,.0f}x faster",
@@ -172,10 +178,12 @@ def _count(header, array: str) -> int:
 
 def _import_ms(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True, cwd=ROOT).stdout) * 1000 for _ in range(5)]
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+        * 1000
+        for _ in range(5)
+    ]
     return statistics.median(runs)
-
 
 
 if __name__ == "__main__":

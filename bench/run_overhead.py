@@ -60,9 +60,19 @@ def write_model(path: Path) -> Path:
     from vramc.dev.synth import write_tiny_model
     from vramc.dev.synth.shapes import SPM_TOKENIZER, ModelShape
 
-    shape = ModelShape("bench-llama", "llama", "synthetic: not a published model", n_layer=N_LAYER,
-                       n_embd=N_EMBD, n_head=N_HEAD, n_head_kv=N_HEAD_KV, n_ff=N_FF, n_vocab=260,
-                       n_ctx_train=4096, tokenizer=SPM_TOKENIZER)
+    shape = ModelShape(
+        "bench-llama",
+        "llama",
+        "synthetic: not a published model",
+        n_layer=N_LAYER,
+        n_embd=N_EMBD,
+        n_head=N_HEAD,
+        n_head_kv=N_HEAD_KV,
+        n_ff=N_FF,
+        n_vocab=260,
+        n_ctx_train=4096,
+        tokenizer=SPM_TOKENIZER,
+    )
     write_tiny_model(path, shape=shape)
     reader = GGUFReader(path, "r+")
     next(t for t in reader.tensors if t.name == "output.weight").data[2, :] = 0  # </s> never wins top-k
@@ -78,7 +88,8 @@ def write_project(root: Path) -> Path:
     (root / "profiles" / "models" / "bench.yaml").write_text("kind: model\nname: bench\ngguf: models/bench.gguf\n")
     (root / "profiles" / "bench.yaml").write_text(
         "name: bench\nhardware: {name: cpu-only, gpus: []}\nmodel: bench\nengine: llama-cpp-python\n"
-        f"settings: {{ctx: {CTX}, gpu_layers: 0, flash_attn: off}}\n")
+        f"settings: {{ctx: {CTX}, gpu_layers: 0, flash_attn: off}}\n"
+    )
     return root / "profiles"
 
 
@@ -92,8 +103,14 @@ def llama_kwargs(profiles: Path) -> dict:
 
 
 def run_vramc(project: Path, n: int) -> tuple[int, float, float]:
-    r = subprocess.run([sys.executable, "-m", "vramc", "run", "bench", "--prompt", PROMPT, "--max-tokens", str(n)],
-                       cwd=project, capture_output=True, text=True, env=_env(), check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vramc", "run", "bench", "--prompt", PROMPT, "--max-tokens", str(n)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
     m = re.search(r"generated (\d+) tokens in ([0-9.]+) s \([0-9.]+ tokens/s, ([0-9.]+) s of CPU", r.stderr)
     if not m:
         raise SystemExit(f"vramc run printed no timing:\n{r.stderr}")
@@ -101,8 +118,14 @@ def run_vramc(project: Path, n: int) -> tuple[int, float, float]:
 
 
 def run_bare(project: Path, kwargs: dict, n: int) -> tuple[int, float, float]:
-    r = subprocess.run([sys.executable, "-c", BARE, json.dumps(kwargs), PROMPT, str(n)], cwd=project,
-                       capture_output=True, text=True, env=_env(), check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", BARE, json.dumps(kwargs), PROMPT, str(n)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
     out = json.loads(r.stdout.strip().splitlines()[-1])
     return out["tokens"], out["seconds"], out["cpu"]
 
@@ -129,11 +152,14 @@ def main() -> None:
         for i in range(args.reps):
             sides = ("vramc", "bare") if i % 2 == 0 else ("bare", "vramc")
             for side in sides:
-                runs[side].append(run_vramc(project, args.tokens) if side == "vramc"
-                                  else run_bare(project, kwargs, args.tokens))
+                runs[side].append(
+                    run_vramc(project, args.tokens) if side == "vramc" else run_bare(project, kwargs, args.tokens)
+                )
                 n, s, c = runs[side][-1]
-                print(f"{side:5}  {n} tokens  {s:7.3f} s  {n / s:8.1f} tokens/s  ({n / c:8.1f} per CPU s)",
-                      file=sys.stderr)
+                print(
+                    f"{side:5}  {n} tokens  {s:7.3f} s  {n / s:8.1f} tokens/s  ({n / c:8.1f} per CPU s)",
+                    file=sys.stderr,
+                )
 
     # Wall-clock rate is what a user sees; the rate per CPU second is the same work measured
     # without the time spent waiting for a core, which another process on a small shared
@@ -179,7 +205,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text, end="")
-
 
 
 if __name__ == "__main__":

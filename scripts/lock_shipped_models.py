@@ -23,14 +23,22 @@ from vramc.load.yamledit import write_new
 
 # profile name -> (catalog shape, llama.cpp file type, the file name people download)
 SHIPPED = {
-    "llama-3.1-8b-instruct-q8_0": ("llama-3.1-8b-instruct", "Q8_0",
-                                   "models/Meta-Llama-3.1-8B-Instruct-Q8_0.gguf"),
-    "nemotron-super-49b-v1.5-q8_0": ("llama-3.3-nemotron-super-49b-v1.5", "Q8_0",
-                                     "models/nvidia_Llama-3_3-Nemotron-Super-49B-v1_5-Q8_0-00001-of-00002.gguf"),
-    "deepseek-r1-distill-qwen-14b-q4_k_m": ("deepseek-r1-distill-qwen-14b", "Q4_K_M",
-                                            "models/DeepSeek-R1-Distill-Qwen-14B-Q4_K_M.gguf"),
-    "deepseek-r1-distill-qwen-14b-q5_k_m": ("deepseek-r1-distill-qwen-14b", "Q5_K_M",
-                                            "models/DeepSeek-R1-Distill-Qwen-14B-Q5_K_M.gguf"),
+    "llama-3.1-8b-instruct-q8_0": ("llama-3.1-8b-instruct", "Q8_0", "models/Meta-Llama-3.1-8B-Instruct-Q8_0.gguf"),
+    "nemotron-super-49b-v1.5-q8_0": (
+        "llama-3.3-nemotron-super-49b-v1.5",
+        "Q8_0",
+        "models/nvidia_Llama-3_3-Nemotron-Super-49B-v1_5-Q8_0-00001-of-00002.gguf",
+    ),
+    "deepseek-r1-distill-qwen-14b-q4_k_m": (
+        "deepseek-r1-distill-qwen-14b",
+        "Q4_K_M",
+        "models/DeepSeek-R1-Distill-Qwen-14B-Q4_K_M.gguf",
+    ),
+    "deepseek-r1-distill-qwen-14b-q5_k_m": (
+        "deepseek-r1-distill-qwen-14b",
+        "Q5_K_M",
+        "models/DeepSeek-R1-Distill-Qwen-14B-Q5_K_M.gguf",
+    ),
 }
 COMMAND = "python scripts/lock_shipped_models.py"
 
@@ -43,9 +51,11 @@ def lock_text(name: str) -> str:
     text = profile_yaml(meta, gguf=gguf, name=name, command=COMMAND)
     # no fingerprint: see the module docstring
     text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("  file: "))
-    source = (f"{shape.source}; tensor table as llama.cpp's converter and {ftype} quantisation "
-              f"rules produce it (vramc.dev.synth), no file fingerprint: lock the real file with "
-              f"`vramc analyze {gguf} --write profiles/models/{name}.yaml`")
+    source = (
+        f"{shape.source}; tensor table as llama.cpp's converter and {ftype} quantisation "
+        f"rules produce it (vramc.dev.synth), no file fingerprint: lock the real file with "
+        f"`vramc analyze {gguf} --write profiles/models/{name}.yaml`"
+    )
     return text.replace(f"source: vramc analyze of {Path(gguf).name}\n", f"source: {_quote(source)}\n")
 
 

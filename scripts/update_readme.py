@@ -1,7 +1,7 @@
 """Regenerate the generated parts of README.md (between <!-- NAME:start --> and <!-- NAME:end -->).
 
-    python scripts/update_readme.py          # rewrite README.md
-    python scripts/update_readme.py --check  # exit 1 if README.md is stale (tests run this)
+python scripts/update_readme.py          # rewrite README.md
+python scripts/update_readme.py --check  # exit 1 if README.md is stale (tests run this)
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rules_table() -> str:
-    out = subprocess.run([sys.executable, "-m", "vramc", "rules", "--format", "md"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "vramc", "rules", "--format", "md"], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     return out.stdout.strip()
 
 
@@ -26,14 +27,22 @@ def bench_file(rel: str) -> str:
 
 
 def speed() -> str:
-    parts = [("`vramc check profiles/` against `yamllint profiles/` (`python bench/check_speed.py`)",
-              "bench/results/check_speed.txt"),
-             ("GGUF header read (`python bench/header.py`)", "bench/results/header.txt"),
-             ("`vramc run --prompt` against a bare `llama_cpp.Llama` (`python bench/run_overhead.py`)",
-              "bench/results/run_overhead.txt"),
-             ("`vramc diff HEAD~1` over the shipped profiles with one of them changed, warm, against the two\n"
-              "`vramc plan --format json` runs it replaces (`python bench/diff_speed.py`)",
-              "bench/results/diff_speed.txt")]
+    parts = [
+        (
+            "`vramc check profiles/` against `yamllint profiles/` (`python bench/check_speed.py`)",
+            "bench/results/check_speed.txt",
+        ),
+        ("GGUF header read (`python bench/header.py`)", "bench/results/header.txt"),
+        (
+            "`vramc run --prompt` against a bare `llama_cpp.Llama` (`python bench/run_overhead.py`)",
+            "bench/results/run_overhead.txt",
+        ),
+        (
+            "`vramc diff HEAD~1` over the shipped profiles with one of them changed, warm, against the two\n"
+            "`vramc plan --format json` runs it replaces (`python bench/diff_speed.py`)",
+            "bench/results/diff_speed.txt",
+        ),
+    ]
     out = []
     for title, rel in parts:
         out += [f"{title}:", "", "```", bench_file(rel), "```", ""]

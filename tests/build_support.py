@@ -29,8 +29,7 @@ def copy_fixture(dest: Path) -> Path:
 
 
 def read_tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def llama_server_binary() -> Path | None:
@@ -54,8 +53,9 @@ class Server:
     def __init__(self, argv: list[str], cwd: Path, env: dict | None = None, log: Path | None = None):
         self.log = log
         out = open(log, "wb") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if log:
             out.close()
 
@@ -151,8 +151,9 @@ def verify_unit(root: Path, name: str, text: str, dropin: str | None = None) -> 
         (unit_dir / name).write_text(OLLAMA_UNIT)
         (unit_dir / f"{name}.d").mkdir()
         (unit_dir / f"{name}.d" / dropin).write_text(text)
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", name],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}", name], capture_output=True, text=True, timeout=60
+    )
     complaints = (proc.stdout + proc.stderr).strip()
     return complaints or ("" if proc.returncode == 0 else f"exit status {proc.returncode}")
 
@@ -163,7 +164,7 @@ def unit_environment(unit_text: str) -> dict[str, str]:
     env = {}
     for line in unit_text.splitlines():
         if line.startswith("Environment="):
-            quoted = line[len("Environment="):]
+            quoted = line[len("Environment=") :]
             assert quoted.startswith('"') and quoted.endswith('"'), line
             text = re.sub(r"\\(.)", r"\1", quoted[1:-1]).replace("%%", "%")
             key, _, value = text.partition("=")
@@ -176,7 +177,7 @@ def execstart_argv(unit_text: str) -> list[str]:
     EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE, then specifier and $VAR resolution), for the subset of the
     syntax our units use: quoted and bare words, \\\\ \\" escapes, %% and $$."""
     joined = unit_text.replace("\\\n", " ")  # line continuation
-    line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))[len("ExecStart="):]
+    line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))[len("ExecStart=") :]
     words, i = [], 0
     while i < len(line):
         if line[i] in " \t":
@@ -202,8 +203,10 @@ def execstart_argv(unit_text: str) -> list[str]:
 
 # --- reading artifacts back as their consumers do --------------------------------------------------
 
+
 def parse_modelfile(text: str) -> list[tuple[str, str]]:
     """(command, argument) as ollama's parser/parser.go ParseFile reads them (FROM is "model")."""
+
     def unquote(s: str) -> tuple[str, bool]:
         if s.startswith('"""'):
             return (s[3:-3], True) if len(s) >= 6 and s.endswith('"""') else ("", False)
@@ -260,7 +263,8 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
 def read_env_file(path: Path) -> dict[str, str]:
     """The variables a POSIX shell gets from `set -a; . FILE` (what the file's header says)."""
     script = 'set -a; . "$1"; set +a; env -0'
-    out = subprocess.run(["env", "-i", "sh", "-c", script, "sh", str(path)], capture_output=True,
-                         check=True).stdout.decode()
+    out = subprocess.run(
+        ["env", "-i", "sh", "-c", script, "sh", str(path)], capture_output=True, check=True
+    ).stdout.decode()
     env = dict(item.split("=", 1) for item in out.split("\0") if item)
     return {k: v for k, v in env.items() if k not in ("PWD", "SHLVL", "_")}

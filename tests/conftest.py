@@ -12,8 +12,7 @@ import pytest
 os.environ["VRAMC_NO_CACHE"] = "1"
 
 
-def write_gguf(path: Path, tensors, setup=None, *, arch: str = "llama",
-               split_max_tensors: int = 0) -> list[Path]:
+def write_gguf(path: Path, tensors, setup=None, *, arch: str = "llama", split_max_tensors: int = 0) -> list[Path]:
     """Write `tensors` ([(name, ggml type, ggml shape)]) and the keys `setup(writer)` adds.
 
     Returns the files written (several when split). Each is truncated to the end of its data
@@ -28,24 +27,29 @@ def write_gguf(path: Path, tensors, setup=None, *, arch: str = "llama",
     if setup:
         setup(w)
     for name, type_, shape in tensors:
-        w.add_tensor_info(name, list(reversed(shape)), np.dtype(np.float32),
-                          tensor_nbytes(type_, shape), raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[type_]))
+        w.add_tensor_info(
+            name,
+            list(reversed(shape)),
+            np.dtype(np.float32),
+            tensor_nbytes(type_, shape),
+            raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[type_]),
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     files = []
     for fout, shard in zip(w.fout, w.tensors):
         data_offset = w.ggml_pad(fout.tell(), w.data_alignment)
-        files.append((Path(fout.name), data_offset + sum(w.ggml_pad(t.nbytes, w.data_alignment)
-                                                         for t in shard.values())))
+        files.append(
+            (Path(fout.name), data_offset + sum(w.ggml_pad(t.nbytes, w.data_alignment) for t in shard.values()))
+        )
     w.close()
     for file, size in files:
         os.truncate(file, size)
     return [file for file, _ in files]
 
 
-def llama_tensors(n_layer=2, n_embd=64, n_ff=128, n_head=4, n_head_kv=2, n_vocab=260,
-                  wtype="q8_0", tied=False):
+def llama_tensors(n_layer=2, n_embd=64, n_ff=128, n_head=4, n_head_kv=2, n_vocab=260, wtype="q8_0", tied=False):
     kv_dim = n_embd // n_head * n_head_kv
     tensors = [("token_embd.weight", wtype, (n_embd, n_vocab))]
     for i in range(n_layer):

@@ -15,8 +15,7 @@ from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes
 
 # GGUF value type ids
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
-_FMT = {U8: "B", I8: "b", U16: "H", I16: "h", U32: "I", I32: "i", F32: "f", BOOL: "?",
-        U64: "Q", I64: "q", F64: "d"}
+_FMT = {U8: "B", I8: "b", U16: "H", I16: "h", U32: "I", I32: "i", F32: "f", BOOL: "?", U64: "Q", I64: "q", F64: "d"}
 
 
 def _string(s: str | bytes) -> bytes:
@@ -33,8 +32,9 @@ def _value(vtype: int, value) -> bytes:
     return struct.pack("<" + _FMT[vtype], value)
 
 
-def encode(kv: list[tuple[str | bytes, int, object]], tensors: list[tuple[str, str, tuple]],
-           *, alignment: int = 32) -> tuple[bytes, int]:
+def encode(
+    kv: list[tuple[str | bytes, int, object]], tensors: list[tuple[str, str, tuple]], *, alignment: int = 32
+) -> tuple[bytes, int]:
     """(header bytes, data region size): kv as (key, value type, value), an array's value as
     (element type, items); tensors as (name, ggml type, ggml shape), packed in table order."""
     out = [b"GGUF", struct.pack("<IQQ", 3, len(tensors), len(kv))]
@@ -42,8 +42,12 @@ def encode(kv: list[tuple[str | bytes, int, object]], tensors: list[tuple[str, s
         out += [_string(key), struct.pack("<I", vtype), _value(vtype, value)]
     offset = 0
     for name, type_, shape in tensors:
-        out += [_string(name), struct.pack("<I", len(shape)), struct.pack(f"<{len(shape)}q", *shape),
-                struct.pack("<IQ", TYPE_BY_NAME[type_], offset)]
+        out += [
+            _string(name),
+            struct.pack("<I", len(shape)),
+            struct.pack(f"<{len(shape)}q", *shape),
+            struct.pack("<IQ", TYPE_BY_NAME[type_], offset),
+        ]
         offset += -(-tensor_nbytes(type_, shape) // alignment) * alignment
     return b"".join(out), offset
 
@@ -57,25 +61,38 @@ def write(path: Path, kv, tensors, *, alignment: int = 32) -> Path:
     return path
 
 
-def llama_kv(arch: str = "llama", n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
-             n_head_kv: int = 2, n_ff: int = 128, n_vocab: int = 260, **override) -> list:
+def llama_kv(
+    arch: str = "llama",
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_head_kv: int = 2,
+    n_ff: int = 128,
+    n_vocab: int = 260,
+    **override,
+) -> list:
     """A small llama's keys; `override` replaces (or with value None drops) `<arch>.` keys, with
     (type, value) pairs: llama_kv(**{"attention.key_length": (U32, 0)})."""
     a = arch
     keys = {
-        "block_count": (U32, n_layer), "context_length": (U32, 4096),
-        "embedding_length": (U32, n_embd), "feed_forward_length": (U32, n_ff),
-        "attention.head_count": (U32, n_head), "attention.head_count_kv": (U32, n_head_kv),
-        "rope.freq_base": (F32, 500000.0), "attention.layer_norm_rms_epsilon": (F32, 1e-5),
+        "block_count": (U32, n_layer),
+        "context_length": (U32, 4096),
+        "embedding_length": (U32, n_embd),
+        "feed_forward_length": (U32, n_ff),
+        "attention.head_count": (U32, n_head),
+        "attention.head_count_kv": (U32, n_head_kv),
+        "rope.freq_base": (F32, 500000.0),
+        "attention.layer_norm_rms_epsilon": (F32, 1e-5),
     }
     for k, v in override.items():
         if v is None:
             keys.pop(k, None)
         else:
             keys[k] = v
-    kv = [("general.architecture", STR, a), ("general.name", STR, "hostile"),
-          ("general.file_type", U32, 7)]
+    kv = [("general.architecture", STR, a), ("general.name", STR, "hostile"), ("general.file_type", U32, 7)]
     kv += [(f"{a}.{k}", t, v) for k, (t, v) in keys.items()]
-    kv += [("tokenizer.ggml.model", STR, "gpt2"),
-           ("tokenizer.ggml.tokens", ARR, (STR, [f"t{i}" for i in range(n_vocab)]))]
+    kv += [
+        ("tokenizer.ggml.model", STR, "gpt2"),
+        ("tokenizer.ggml.tokens", ARR, (STR, [f"t{i}" for i in range(n_vocab)])),
+    ]
     return kv

@@ -49,13 +49,34 @@ def test_weights_add_up(tiny_llama):
     assert (r["blocks"]["min_bytes"], r["blocks"]["mean_bytes"], r["blocks"]["max_bytes"]) == (block,) * 3
     assert r["input"] == {"bytes": sizes["token_embd.weight"], "tensors": ["token_embd.weight"]}
     output = sizes["output_norm.weight"] + sizes["output.weight"]
-    assert r["output"] == {"bytes": output, "tensors": ["output_norm.weight", "output.weight"],
-                           "tied_embeddings": False, "device_bytes": output}
+    assert r["output"] == {
+        "bytes": output,
+        "tensors": ["output_norm.weight", "output.weight"],
+        "tied_embeddings": False,
+        "device_bytes": output,
+    }
     assert r["total_bytes"] == sum(sizes.values())
     assert r["types"] == {
-        "q8_0": {"tensors": 23, "bytes": sum(n for k, n in sizes.items() if k.endswith(
-            ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_gate.weight",
-             "ffn_up.weight", "ffn_down.weight", "token_embd.weight", "output.weight")))},
+        "q8_0": {
+            "tensors": 23,
+            "bytes": sum(
+                n
+                for k, n in sizes.items()
+                if k.endswith(
+                    (
+                        "attn_q.weight",
+                        "attn_k.weight",
+                        "attn_v.weight",
+                        "attn_output.weight",
+                        "ffn_gate.weight",
+                        "ffn_up.weight",
+                        "ffn_down.weight",
+                        "token_embd.weight",
+                        "output.weight",
+                    )
+                )
+            ),
+        },
         "f32": {"tensors": 7, "bytes": 7 * 64 * 4},
     }
 
@@ -67,7 +88,8 @@ def test_tied_embeddings_count_token_embd_on_the_output_device(tiny_llama):
     assert r["output"]["tied_embeddings"] is True
     assert r["output"]["device_bytes"] == sizes["output_norm.weight"] + sizes["token_embd.weight"]
     assert _rows(render_text(r))["tied embeddings"].startswith(
-        "yes: token_embd.weight is copied onto the output device")
+        "yes: token_embd.weight is copied onto the output device"
+    )
 
 
 def test_attention_dimensions(tiny_llama):
@@ -103,13 +125,15 @@ def _model(tmp_path, arch: str, n_layer: int, setup, name="m.gguf"):
     return write_gguf(tmp_path / name, tensors, keys, arch=arch)[0]
 
 
-@pytest.mark.parametrize(("arch", "pattern", "swa", "text"), [
-    ("gemma3", 6, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], "on layers 0-4,6-10 (pattern 6)"),
-    ("cohere2moe", 4, [1, 2, 3, 5, 6, 7, 9, 10, 11], "on layers 1-3,5-7,9-11 (pattern 4)"),
-    ("gemma3n", [True, False] * 6, [0, 2, 4, 6, 8, 10], "on layers 0,2,4,6,8,10"),
-    ("gemma2", None, None, "on the layers llama.cpp picks for this architecture (no pattern in "
-                           "the GGUF)"),
-])
+@pytest.mark.parametrize(
+    ("arch", "pattern", "swa", "text"),
+    [
+        ("gemma3", 6, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], "on layers 0-4,6-10 (pattern 6)"),
+        ("cohere2moe", 4, [1, 2, 3, 5, 6, 7, 9, 10, 11], "on layers 1-3,5-7,9-11 (pattern 4)"),
+        ("gemma3n", [True, False] * 6, [0, 2, 4, 6, 8, 10], "on layers 0,2,4,6,8,10"),
+        ("gemma2", None, None, "on the layers llama.cpp picks for this architecture (no pattern in the GGUF)"),
+    ],
+)
 def test_sliding_window_layers(tmp_path, arch, pattern, swa, text):
     def keys(w):
         w.add_head_count(4)
@@ -233,8 +257,10 @@ def test_write_profile_round_trip(tmp_path, tiny_llama, capsys):
     assert cli_analyze(path, layers=False, fmt="json", write=dest, name=None) == 0
     json.loads(capsys.readouterr().out)  # stdout stays pure JSON
     text = dest.read_text()
-    assert text.startswith(f"# Locked by `vramc analyze {path} --write {dest}`; regenerate with the "
-                           "same command.\nkind: model\nname: Tiny-Q8_0\n")
+    assert text.startswith(
+        f"# Locked by `vramc analyze {path} --write {dest}`; regenerate with the "
+        "same command.\nkind: model\nname: Tiny-Q8_0\n"
+    )
     assert "\nsource: vramc analyze of Tiny-Q8_0.gguf\n" in text
     assert "\n    blk.{0-1}.attn_q.weight: [q8_0, 64, 64]\n" in text
     assert "\n    attention.sliding_window_pattern: [true, false]\n" in text
@@ -249,9 +275,12 @@ def test_write_profile_round_trip(tmp_path, tiny_llama, capsys):
     assert sorted(locked.tensors, key=lambda t: t.name) == sorted(meta.tensors, key=lambda t: t.name)
     assert locked.hparams == meta.hparams
     assert (locked.architecture, locked.name, locked.file_type, locked.vocab_size) == (
-        meta.architecture, meta.name, meta.file_type, meta.vocab_size)
-    assert (locked.file_size, locked.header_sha256, locked.splits) == (
-        meta.file_size, meta.header_sha256, 1)
+        meta.architecture,
+        meta.name,
+        meta.file_type,
+        meta.vocab_size,
+    )
+    assert (locked.file_size, locked.header_sha256, locked.splits) == (meta.file_size, meta.header_sha256, 1)
     assert fingerprint_status(path, model.lock) is None
 
 
@@ -259,9 +288,11 @@ def test_write_stores_a_path_relative_to_the_project(tmp_path, tiny_llama):
     """`analyze --write` once stored the path as typed (absolute, or relative to the shell's
     folder); now it is relative to the folder the written profile resolves model paths from."""
     path = tiny_llama("Tiny-Q8_0.gguf")
-    for dest, want in ((tmp_path / "proj" / "profiles" / "models" / "m.yaml", "../Tiny-Q8_0.gguf"),
-                       (tmp_path / "proj" / "profiles" / "m.yaml", "../Tiny-Q8_0.gguf"),
-                       (tmp_path / "m.yaml", "Tiny-Q8_0.gguf")):
+    for dest, want in (
+        (tmp_path / "proj" / "profiles" / "models" / "m.yaml", "../Tiny-Q8_0.gguf"),
+        (tmp_path / "proj" / "profiles" / "m.yaml", "../Tiny-Q8_0.gguf"),
+        (tmp_path / "m.yaml", "Tiny-Q8_0.gguf"),
+    ):
         assert cli_analyze(str(path), layers=False, fmt="json", write=dest, name=None) == 0
         gguf = _load_profile(dest).gguf
         assert gguf == want
@@ -297,8 +328,7 @@ def test_fingerprint_notices_changes(tmp_path, tiny_llama, capsys):
     assert fingerprint_status(path, lock) == f"size is {len(data) + 32:,} bytes, the lock says {len(data):,}"
     path.unlink()
     assert fingerprint_status(path, lock) == f"{path}: No such file or directory"
-    assert fingerprint_status(path, lock.model_copy(update={"file": None})) == (
-        "the lock has no file fingerprint")
+    assert fingerprint_status(path, lock.model_copy(update={"file": None})) == ("the lock has no file fingerprint")
 
 
 def test_fingerprint_of_a_split_model(tmp_path, capsys):
@@ -337,11 +367,14 @@ def test_cli_bad_file_is_an_error_not_a_traceback(tmp_path):
     assert result.stderr == f"{tmp_path / 'missing.gguf'}: cannot read: No such file or directory\n"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--format", "xml"], "--format must be text or json, not 'xml'"),
-    (["--name", "x"], "--name names the profile that --write writes; give --write too"),
-    (["--name", "a b", "--write", "x.yaml"], "--name 'a b': use letters, digits"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "xml"], "--format must be text or json, not 'xml'"),
+        (["--name", "x"], "--name names the profile that --write writes; give --write too"),
+        (["--name", "a b", "--write", "x.yaml"], "--name 'a b': use letters, digits"),
+    ],
+)
 def test_cli_usage_errors(tiny_llama, args, message):
     result = runner.invoke(app, ["analyze", str(tiny_llama()), *args])
     assert result.exit_code == 2
@@ -365,8 +398,12 @@ def test_analyze_and_the_memory_model_agree_on_sliding_window_layers():
     from vramc.model.modelmeta import ModelMeta
 
     for arch, pattern, expected in (("smallthinker", 4, [1, 2, 3, 5, 6, 7]), ("gemma3", 4, [0, 1, 2, 4, 5, 6])):
-        meta = ModelMeta(arch, {"block_count": 8, "attention.sliding_window": 4096,
-                                "attention.sliding_window_pattern": pattern}, 32000, [])
+        meta = ModelMeta(
+            arch,
+            {"block_count": 8, "attention.sliding_window": 4096, "attention.sliding_window_pattern": pattern},
+            32000,
+            [],
+        )
         _, _, flags = memory_swa(meta, arch, 8, 8)
         assert [i for i, swa in enumerate(flags) if swa] == expected
         assert analyze_swa(pattern, 8, arch) == expected

@@ -15,8 +15,11 @@ import pytest
 from build_support import FIXTURE, ROOT, build
 
 UPDATE = bool(os.environ.get("VRAMC_UPDATE_GOLDEN"))
-SHIPPED = sorted(p for p in (ROOT / "profiles").rglob("*.yaml")
-                 if not {"hardware", "models"} & set(p.relative_to(ROOT / "profiles").parts[:-1]))
+SHIPPED = sorted(
+    p
+    for p in (ROOT / "profiles").rglob("*.yaml")
+    if not {"hardware", "models"} & set(p.relative_to(ROOT / "profiles").parts[:-1])
+)
 
 
 def check_or_update(project: Path, profiles: list[Path], monkeypatch) -> int:

@@ -21,9 +21,19 @@ import pytest
 import yaml
 
 import vramc.lint.rules.quoting  # noqa: F401  (registers VR403 until vramc.lint.rules.load_rules imports it)
-from build_support import (Server, args_file_lines, build, execstart_argv, free_port,
-                           llama_server_binary, parse_modelfile, read_env_file, systemd_root,
-                           unit_environment, verify_unit)
+from build_support import (
+    Server,
+    args_file_lines,
+    build,
+    execstart_argv,
+    free_port,
+    llama_server_binary,
+    parse_modelfile,
+    read_env_file,
+    systemd_root,
+    unit_environment,
+    verify_unit,
+)
 
 EVIL = "$(touch PWNED) `touch PWNED` \"q\" 'x' %n %% $HOME ; \\ & | > <"
 MODEL = f"-m {EVIL}.gguf"  # a relative path that starts with a dash
@@ -38,21 +48,44 @@ PROFILE_FILE = "profiles/evil $(touch PWNED) 'q'.yaml"
 def hostile_profile(port: int) -> str:
     gguf = {"gguf": MODEL}
     common = {"ctx": 512, "gpu_layers": "all", "flash_attn": "off", "alias": ALIAS}
-    vllm_model = {"hf": f"-models/{EVIL}", "weights_size": "1MiB", "config": {
-        "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "vocab_size": 260, "max_position_embeddings": 2048}}
+    vllm_model = {
+        "hf": f"-models/{EVIL}",
+        "weights_size": "1MiB",
+        "config": {
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 260,
+            "max_position_embeddings": 2048,
+        },
+    }
     doc = {
         "kind": "deployments",
         "hardware": {"name": "evil", "gpus": [{"name": "GPU", "vram": "24GiB", "uuid": UUID}]},
         "deployments": [
-            {"name": "ls", "model": gguf, "engine": "llama-server", "env": {"HOSTILE": ENV_VALUE},
-             "settings": {**common, "parallel": 1, "port": port, "api_key_file": KEY_FILE}},
-            {"name": "py", "model": gguf, "engine": "llama-cpp-python", "env": {"HOSTILE": ENV_VALUE},
-             "settings": common},
-            {"name": "ol", "model": gguf, "engine": "ollama", "env": {"OLLAMA_ORIGINS": ENV_VALUE},
-             "settings": common},
-            {"name": "vl", "model": vllm_model, "engine": "vllm", "env": {"HOSTILE": ENV_VALUE},
-             "settings": {"max_model_len": 512, "gpu_memory_utilization": 0.5, "alias": VLLM_ALIAS}},
+            {
+                "name": "ls",
+                "model": gguf,
+                "engine": "llama-server",
+                "env": {"HOSTILE": ENV_VALUE},
+                "settings": {**common, "parallel": 1, "port": port, "api_key_file": KEY_FILE},
+            },
+            {
+                "name": "py",
+                "model": gguf,
+                "engine": "llama-cpp-python",
+                "env": {"HOSTILE": ENV_VALUE},
+                "settings": common,
+            },
+            {"name": "ol", "model": gguf, "engine": "ollama", "env": {"OLLAMA_ORIGINS": ENV_VALUE}, "settings": common},
+            {
+                "name": "vl",
+                "model": vllm_model,
+                "engine": "vllm",
+                "env": {"HOSTILE": ENV_VALUE},
+                "settings": {"max_model_len": 512, "gpu_memory_utilization": 0.5, "alias": VLLM_ALIAS},
+            },
         ],
     }
     return yaml.safe_dump(doc, sort_keys=False)
@@ -94,8 +127,13 @@ def recorded_argv(script, root, tmp_path, variable: str) -> list[str]:
     stub.write_text(RECORD_ARGV)
     stub.chmod(0o755)
     record = tmp_path / "argv"
-    subprocess.run(["sh", str(script)], cwd=tmp_path, check=True, timeout=30,
-                   env={**os.environ, variable: str(stub), "ARGV_OUT": str(record)})
+    subprocess.run(
+        ["sh", str(script)],
+        cwd=tmp_path,
+        check=True,
+        timeout=30,
+        env={**os.environ, variable: str(stub), "ARGV_OUT": str(record)},
+    )
     return record.read_bytes().decode().split("\0")[:-1]
 
 
@@ -187,8 +225,15 @@ def test_values_with_no_safe_form_are_vr403_and_never_built(where, tmp_path, mon
         settings["override_tensor"] = ["blk\\.(1,2)\\.ffn=CPU"]
     model = {"gguf": "models/x\n.gguf" if where == "gguf" else "models/x.gguf"}
     env = {"A": "1\n2"} if where == "env" else {"BAD NAME": "1"} if where == "env-name" else {}
-    doc = {"kind": "deployment", "name": "d", "engine": "llama-server",
-           "hardware": {"gpus": [], "host_ram": "2GiB"}, "model": model, "settings": settings, "env": env}
+    doc = {
+        "kind": "deployment",
+        "name": "d",
+        "engine": "llama-server",
+        "hardware": {"gpus": [], "host_ram": "2GiB"},
+        "model": model,
+        "settings": settings,
+        "env": env,
+    }
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "d.yaml").write_text(yaml.safe_dump(doc))
     from vramc.dev.synth import write_tiny_model
@@ -212,8 +257,7 @@ def test_values_with_no_safe_form_are_vr403_and_never_built(where, tmp_path, mon
 # One of each Unicode category that str.isprintable() rejects, besides the spaces: C1 control
 # (NEL, a YAML line break), bidi override, line and paragraph separators (YAML line breaks),
 # private use, unassigned. (Surrogates cannot be written to a UTF-8 profile at all.)
-UNPRINTABLE = {"Cc": "\x85", "Cf": "\u202e", "Zl": "\u2028", "Zp": "\u2029", "Co": "\ue000",
-               "Cn": "\u0378"}
+UNPRINTABLE = {"Cc": "\x85", "Cf": "\u202e", "Zl": "\u2028", "Zp": "\u2029", "Co": "\ue000", "Cn": "\u0378"}
 NBSP = "\xa0"  # Zs: carried by every artifact, except an Ollama FROM path (the parser drops it)
 STANDIN = "Q"
 
@@ -236,21 +280,49 @@ def unicode_project(root, ch: str):
         return {**doc, **change}
 
     v = f"a{ch}b"
-    gguf = {"llama-server": {"ctx": 4096, "gpu_layers": "all"}, "ollama": {"ctx": 4096},
-            "llama-cpp-python": {"ctx": 4096, "gpu_layers": "all"}}
+    gguf = {
+        "llama-server": {"ctx": 4096, "gpu_layers": "all"},
+        "ollama": {"ctx": 4096},
+        "llama-cpp-python": {"ctx": 4096, "gpu_layers": "all"},
+    }
     fields = {
-        "ls": ("llama-server", {"host": {"settings": {"host": v}}, "alias": {"settings": {"alias": v}},
-                                "key": {"settings": {"api_key_file": f"keys/{v}.txt"}},
-                                "override": {"settings": {"override_tensor": [f"blk\\.31\\.ffn_up{ch}=CPU"]}},
-                                "gguf": {"gguf": f"models/{v}.gguf"}, "env": {"env": {"HOSTILE": v}}}),
-        "py": ("llama-cpp-python", {"host": {"settings": {"host": v}},
-                                    "alias": {"settings": {"alias": v}},
-                                    "gguf": {"gguf": f"models/{v}.gguf"},
-                                    "env": {"env": {"HOSTILE": v}}}),
-        "ol": ("ollama", {"host": {"settings": {"host": v}}, "keep": {"settings": {"keep_alive": v}},
-                          "env": {"env": {"OLLAMA_ORIGINS": v}}}),
-        "vl": ("vllm", {"host": {"settings": {"host": v}}, "alias": {"settings": {"alias": v}},
-                        "hf": {"hf": f"org/{v}"}, "env": {"env": {"HOSTILE": v}}}),
+        "ls": (
+            "llama-server",
+            {
+                "host": {"settings": {"host": v}},
+                "alias": {"settings": {"alias": v}},
+                "key": {"settings": {"api_key_file": f"keys/{v}.txt"}},
+                "override": {"settings": {"override_tensor": [f"blk\\.31\\.ffn_up{ch}=CPU"]}},
+                "gguf": {"gguf": f"models/{v}.gguf"},
+                "env": {"env": {"HOSTILE": v}},
+            },
+        ),
+        "py": (
+            "llama-cpp-python",
+            {
+                "host": {"settings": {"host": v}},
+                "alias": {"settings": {"alias": v}},
+                "gguf": {"gguf": f"models/{v}.gguf"},
+                "env": {"env": {"HOSTILE": v}},
+            },
+        ),
+        "ol": (
+            "ollama",
+            {
+                "host": {"settings": {"host": v}},
+                "keep": {"settings": {"keep_alive": v}},
+                "env": {"env": {"OLLAMA_ORIGINS": v}},
+            },
+        ),
+        "vl": (
+            "vllm",
+            {
+                "host": {"settings": {"host": v}},
+                "alias": {"settings": {"alias": v}},
+                "hf": {"hf": f"org/{v}"},
+                "env": {"env": {"HOSTILE": v}},
+            },
+        ),
     }
     deployments = []
     for prefix, (engine, cases) in fields.items():
@@ -262,23 +334,48 @@ def unicode_project(root, ch: str):
                 m = model("mistral-7b-q4_k_m", **({"gguf": change["gguf"]} if "gguf" in change else {}))
                 settings = dict(gguf[engine])
             settings.update(change.get("settings", {}))
-            deployments.append({"name": f"{prefix}-{field}", "engine": engine, "model": m,
-                                "settings": settings, "env": change.get("env", {})})
+            deployments.append(
+                {
+                    "name": f"{prefix}-{field}",
+                    "engine": engine,
+                    "model": m,
+                    "settings": settings,
+                    "env": change.get("env", {}),
+                }
+            )
     profiles = root / "profiles"
     for d in deployments:  # a file each: deployments of one file would share the GPU
-        (profiles / f"{d['name']}.yaml").write_text(yaml.safe_dump(
-            {"kind": "deployment", "hardware": "rtx4090", **d}, sort_keys=False))
-    single = {"kind": "deployment", "engine": "llama-server", "model": "mistral-7b-q4_k_m",
-              "settings": gguf["llama-server"]}
-    (profiles / "uuid.yaml").write_text(yaml.safe_dump({
-        **single, "name": "hw-uuid",
-        "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB", "uuid": f"GPU-{v}"}]}},
-    ))
-    (profiles / f"file{ch}name.yaml").write_text(yaml.safe_dump({**single, "name": "file-name",
-                                                                 "hardware": "rtx4090"}))
-    (profiles / "ollama-gguf.yaml").write_text(yaml.safe_dump({
-        **single, "name": "ol-gguf", "engine": "ollama", "hardware": "rtx4090", "settings": gguf["ollama"],
-        "model": model("mistral-7b-q4_k_m", gguf=f"models/{v}.gguf")}))
+        (profiles / f"{d['name']}.yaml").write_text(
+            yaml.safe_dump({"kind": "deployment", "hardware": "rtx4090", **d}, sort_keys=False)
+        )
+    single = {
+        "kind": "deployment",
+        "engine": "llama-server",
+        "model": "mistral-7b-q4_k_m",
+        "settings": gguf["llama-server"],
+    }
+    (profiles / "uuid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **single,
+                "name": "hw-uuid",
+                "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB", "uuid": f"GPU-{v}"}]},
+            },
+        )
+    )
+    (profiles / f"file{ch}name.yaml").write_text(yaml.safe_dump({**single, "name": "file-name", "hardware": "rtx4090"}))
+    (profiles / "ollama-gguf.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **single,
+                "name": "ol-gguf",
+                "engine": "ollama",
+                "hardware": "rtx4090",
+                "settings": gguf["ollama"],
+                "model": model("mistral-7b-q4_k_m", gguf=f"models/{v}.gguf"),
+            }
+        )
+    )
     shutil.rmtree(root / "templates" / "app")  # the fixture's project template: not needed here
     return root, [d["name"] for d in deployments] + ["hw-uuid", "file-name", "ol-gguf"]
 
@@ -288,8 +385,7 @@ def vr403_by_deployment(root) -> dict[str, set[str]]:
     from vramc.lint.runner import run_plan_rules
 
     result = run_check([root / "profiles"])
-    errors = [d for d in result.diagnostics + run_plan_rules(result.plans)
-              if d.severity.label == "error"]
+    errors = [d for d in result.diagnostics + run_plan_rules(result.plans) if d.severity.label == "error"]
     found: dict[str, set[str]] = {}
     for d in errors:
         found.setdefault(d.deployment, set()).add(d.code)
@@ -329,7 +425,7 @@ def consumed(path, tmp_path, unit_root):
         return recorded_argv(path, None, tmp_path, variable)
     if name.endswith(".service") or name == "override.conf":
         if unit_root is not None:
-            unit, dropin = (("ollama.service", name) if name == "override.conf" else (name, None))
+            unit, dropin = ("ollama.service", name) if name == "override.conf" else (name, None)
             assert verify_unit(unit_root, unit, text, dropin=dropin) == "", path
         argv = execstart_argv(text) if "ExecStart=" in text else None
         return unit_environment(text), argv
@@ -399,8 +495,14 @@ def vllm_project(root, file_name: str, hf: str):
     root = copy_fixture(root)
     for own in (root / "profiles").glob("*.yaml"):
         own.unlink()
-    doc = {"kind": "deployment", "name": "coder", "engine": "vllm", "hardware": "rtx4090",
-           "model": "qwen2.5-7b-instruct-awq", "settings": {"max_model_len": 4096}}
+    doc = {
+        "kind": "deployment",
+        "name": "coder",
+        "engine": "vllm",
+        "hardware": "rtx4090",
+        "model": "qwen2.5-7b-instruct-awq",
+        "settings": {"max_model_len": 4096},
+    }
     if hf:
         model = yaml.safe_load((root / "profiles" / "models" / "qwen2.5-7b-instruct-awq.yaml").read_text())
         doc["model"] = {k: v for k, v in model.items() if k not in ("kind", "name")} | {"hf": hf}
@@ -427,8 +529,9 @@ def test_a_model_id_starting_with_a_hash_survives_the_args_file_reader(tmp_path,
     monkeypatch.chdir(root)
     assert build(["profiles"]) == 0
     args = root / "out" / "coder" / "vllm.args"
-    sed = subprocess.run(["sed", "-n", "/^[^#]/,$p", str(args)], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    sed = subprocess.run(
+        ["sed", "-n", "/^[^#]/,$p", str(args)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert sed[0] == "./#team/model" and sed[1] == "--served-model-name"
     assert sed == recorded_argv(root / "out" / "coder" / "launch.sh", root, tmp_path, "VLLM")[1:]
     assert yaml.safe_load((root / "out" / "coder" / "vllm.yaml").read_text())["model"] == "./#team/model"

@@ -39,20 +39,25 @@ def victim(tmp_path):
 
 
 def cli(project, *args):
-    return subprocess.run([sys.executable, "-m", "vramc", *args], cwd=project, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "VRAMC_NO_CACHE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VRAMC_NO_CACHE": "1"},
+    )
 
 
 def snapshot(folder):
-    return {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
-            for p in sorted(folder.rglob("*"))}
+    return {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in sorted(folder.rglob("*"))}
 
 
 # --- 1. links below the output folder ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("check_only", [False, True], ids=["build", "check"])
-def test_a_deployment_folder_linked_elsewhere_is_refused_and_nothing_written(
-        project, victim, capsys, check_only):
+def test_a_deployment_folder_linked_elsewhere_is_refused_and_nothing_written(project, victim, capsys, check_only):
     build(["profiles"])
     shutil.rmtree(project / "out" / "mistral-split")
     (project / "out" / "mistral-split").symlink_to(os.path.relpath(victim, project / "out"))
@@ -152,6 +157,7 @@ def test_the_tree_never_follows_a_link_swapped_in_after_the_check(tmp_path, vict
 
 # --- 1. the manifest ---------------------------------------------------------------------------
 
+
 def test_every_folder_has_a_manifest_that_sha256sum_accepts(project):
     build(["profiles"])
     manifests = sorted((project / "out").rglob(MANIFEST))
@@ -166,8 +172,9 @@ def test_every_folder_has_a_manifest_that_sha256sum_accepts(project):
     assert on_disk == listed
     for m in manifests:
         if shutil.which("sha256sum"):
-            proc = subprocess.run(["sha256sum", "--strict", "-c", MANIFEST], cwd=m.parent,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                ["sha256sum", "--strict", "-c", MANIFEST], cwd=m.parent, capture_output=True, text=True
+            )
             assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -203,8 +210,9 @@ def test_a_file_vramc_did_not_write_is_never_overwritten(project, capsys, with_m
             m.unlink()
     else:  # a manifest that does not list it: written by an older build, before the file was
         m = folder / MANIFEST
-        m.write_text("".join(line for line in m.read_text().splitlines(True)
-                             if not line.rstrip().endswith("  launch.sh")))
+        m.write_text(
+            "".join(line for line in m.read_text().splitlines(True) if not line.rstrip().endswith("  launch.sh"))
+        )
     (folder / "launch.sh").write_text("#!/bin/sh\n# my own launcher\nexec my-server\n")
     before = snapshot(project / "out")
     assert build(["profiles"]) == EXIT_USAGE
@@ -235,10 +243,17 @@ def test_a_planted_manifest_cannot_make_it_delete_elsewhere(project, capsys):
     outside = project / "profiles" / "llama-server.yaml"
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (other, outside)}
     manifest = project / "out" / "mistral-split" / "@stable" / MANIFEST
-    manifest.write_text(manifest.read_text() + "".join(
-        f"{digest[p]}  {rel}\n" for p, rel in [
-            (other, "../../qwen-batch/launch.sh"), (outside, "../../../profiles/llama-server.yaml"),
-            (outside, str(outside))]))
+    manifest.write_text(
+        manifest.read_text()
+        + "".join(
+            f"{digest[p]}  {rel}\n"
+            for p, rel in [
+                (other, "../../qwen-batch/launch.sh"),
+                (outside, "../../../profiles/llama-server.yaml"),
+                (outside, str(outside)),
+            ]
+        )
+    )
     top = project / "out" / "mistral-split" / MANIFEST
     top.write_text(top.read_text() + f"{digest[other]}  ../qwen-batch/launch.sh\n")
     assert build(["profiles"]) == 0
@@ -247,6 +262,7 @@ def test_a_planted_manifest_cannot_make_it_delete_elsewhere(project, capsys):
 
 
 # --- 2. --check: strays ------------------------------------------------------------------------
+
 
 def test_check_reports_folders_no_deployment_owns(project, tmp_path, capsys):
     build(["profiles"])
@@ -259,8 +275,7 @@ def test_check_reports_folders_no_deployment_owns(project, tmp_path, capsys):
     shutil.copy(project / "profiles" / "llama-cpp-python.yaml", project / "profiles" / "gone.yaml")
     shutil.copytree(out / "mistral-python", out / "from-a-deleted-profile")
     manifest = out / "from-a-deleted-profile" / MANIFEST
-    manifest.write_text(manifest.read_text().replace("profiles/llama-cpp-python.yaml",
-                                                     "profiles/deleted.yaml"))
+    manifest.write_text(manifest.read_text().replace("profiles/llama-cpp-python.yaml", "profiles/deleted.yaml"))
     (project / "profiles" / "gone.yaml").unlink()
     capsys.readouterr()
     assert build(["profiles"], check_only=True) == 1
@@ -287,6 +302,7 @@ def test_building_one_profile_leaves_the_others_folders_alone(project, capsys):
 
 
 # --- 3. outputs that cannot be written ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("out", ["afile", "afile/sub"])
 def test_out_at_or_under_a_file_is_a_usage_error(project, out):
@@ -320,6 +336,7 @@ def test_out_in_a_read_only_folder_is_a_usage_error(project):
 
 
 # --- 5. flat names of variant env files ----------------------------------------------------------
+
 
 def test_variant_ollama_env_also_has_its_flat_name(project, capsys):
     build(["profiles"])

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def check(project: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "VRAMC_NO_CACHE"}
     env["VRAMC_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "vramc", "check", "profiles/"], capture_output=True,
-                          text=True, cwd=project, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", "check", "profiles/"], capture_output=True, text=True, cwd=project, env=env
+    )
 
 
 def entries(cache: Path) -> list[Path]:
@@ -25,8 +26,10 @@ def test_cache_hits_and_invalidation(tmp_path):
     (project / "profiles" / "models").mkdir(parents=True)
     shutil.copy(ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml", project / "profiles" / "models")
     dep = project / "profiles" / "d.yaml"
-    dep.write_text("name: d\nhardware: box\nmodel: llama-3.1-8b-instruct-q8_0\nengine: llama-server\n"
-                   "settings: {ctx: 8192, gpu_layers: all}\n")
+    dep.write_text(
+        "name: d\nhardware: box\nmodel: llama-3.1-8b-instruct-q8_0\nengine: llama-server\n"
+        "settings: {ctx: 8192, gpu_layers: all}\n"
+    )
     first = check(project, cache)
     assert first.returncode == 1 and "VR110" in first.stdout  # hardware/box.yaml does not exist
     stamps = {e: e.stat().st_mtime_ns for e in entries(cache)}
@@ -63,7 +66,8 @@ def test_model_file_appearing_invalidates(tmp_path):
     (project / "profiles").mkdir(parents=True)
     (project / "profiles" / "d.yaml").write_text(
         "name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: {gguf: models/tiny.gguf}\n"
-        "engine: llama-cpp-python\nsettings: {ctx: 256, gpu_layers: all}\n")
+        "engine: llama-cpp-python\nsettings: {ctx: 256, gpu_layers: all}\n"
+    )
     assert "VR200" in check(project, cache).stdout  # no file, no lock
     write_tiny_model(project / "models" / "tiny.gguf")
     after = check(project, cache)

@@ -20,8 +20,10 @@ EXPECT_RE = re.compile(r"^# expect: (VR\d{3})@(?:([\w./-]+\.yaml):)?(\d+):(\d+)\
 
 
 def expectations(path: Path) -> set[tuple[str, str, int, int]]:
-    return {(c, str(path.parent / f) if f else str(path), int(line), int(col))
-            for c, f, line, col in EXPECT_RE.findall(path.read_bytes().decode("utf-8", "replace"))}
+    return {
+        (c, str(path.parent / f) if f else str(path), int(line), int(col))
+        for c, f, line, col in EXPECT_RE.findall(path.read_bytes().decode("utf-8", "replace"))
+    }
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
@@ -31,8 +33,11 @@ def test_bad_fixture_reports_exactly_what_it_expects(path):
     result = run_check([path])
     # notes (info) count where the fixture is about them (VR309, VR313), else only warnings and errors
     codes = {c for c, _, _, _ in expected}
-    found = {(d.code, str(Path(d.file).resolve()), d.line, d.column)
-             for d in result.diagnostics if d.severity >= Severity.WARNING or d.code in codes}
+    found = {
+        (d.code, str(Path(d.file).resolve()), d.line, d.column)
+        for d in result.diagnostics
+        if d.severity >= Severity.WARNING or d.code in codes
+    }
     assert found == {(c, str(Path(f).resolve()), line, col) for c, f, line, col in expected}
     # the file name starts with the code it is about
     assert path.name.split("-")[0] in {c for c, _, _, _ in expected}
@@ -40,8 +45,7 @@ def test_bad_fixture_reports_exactly_what_it_expects(path):
 
 @pytest.mark.parametrize("path", BAD[:3], ids=lambda p: p.name)
 def test_cli_exits_1_without_traceback(path):
-    proc = subprocess.run([sys.executable, "-m", "vramc", "check", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "vramc", "check", str(path)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert f"{path.name}:" in proc.stdout

@@ -12,7 +12,13 @@ from vramc.lint.check import run_check
 FAKE = Path(__file__).parent / "fake_nvml"
 MiB = 1024 * 1024
 GPUS = [  # the orchestrator seed's machine, as nvidia-smi reported it
-    {"name": "NVIDIA GeForce RTX 4080 Laptop GPU", "uuid": "GPU-aaaa", "total": 12281 * MiB, "free": 11047 * MiB, "display": True},
+    {
+        "name": "NVIDIA GeForce RTX 4080 Laptop GPU",
+        "uuid": "GPU-aaaa",
+        "total": 12281 * MiB,
+        "free": 11047 * MiB,
+        "display": True,
+    },
     {"name": "NVIDIA GeForce RTX 3090 Ti", "uuid": "GPU-bbbb", "total": 24563 * MiB, "free": 23287 * MiB},
     {"name": "NVIDIA GeForce RTX 3090 Ti", "uuid": "GPU-cccc", "total": 24563 * MiB, "free": 23290 * MiB},
 ]
@@ -24,8 +30,9 @@ def detect(tmp_path, *args, gpus=GPUS):
         spec = tmp_path / "nvml.json"
         spec.write_text(json.dumps(gpus))
         env["VRAMC_TEST_NVML"] = str(spec)
-    return subprocess.run([sys.executable, "-m", "vramc", "detect", *args], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", "detect", *args], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
 
 
 def test_detect_writes_a_valid_hardware_profile_in_free_desc_order(tmp_path):
@@ -47,7 +54,11 @@ def test_detect_writes_a_valid_hardware_profile_in_free_desc_order(tmp_path):
 def test_detect_order_index_to_stdout(tmp_path):
     proc = detect(tmp_path)
     assert proc.returncode == 0
-    assert [line.split(": ")[1] for line in proc.stdout.splitlines() if line.startswith("    index:")] == ["0", "1", "2"]
+    assert [line.split(": ")[1] for line in proc.stdout.splitlines() if line.startswith("    index:")] == [
+        "0",
+        "1",
+        "2",
+    ]
     assert "device_order: index" in proc.stdout
 
 

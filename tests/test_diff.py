@@ -18,10 +18,16 @@ from vramc.cli.commands import app
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "fixtures" / "diff"
 UPDATE = bool(os.environ.get("VRAMC_UPDATE_GOLDEN"))
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
-           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z", "GIT_CONFIG_GLOBAL": "/dev/null",
-           "GIT_CONFIG_NOSYSTEM": "1"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 
 CHAT = """\
 name: chat
@@ -46,8 +52,7 @@ deployments:
 
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, **GIT_ENV}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def commit(repo: Path, msg: str) -> None:
@@ -72,14 +77,28 @@ def edit(repo: Path, rel: str, old: str, new: str) -> None:
 STEPS = [
     ("ctx-fits", lambda r: edit(r, "profiles/chat.yaml", "ctx: 8192", "ctx: 16384")),
     ("ctx-does-not-fit", lambda r: edit(r, "profiles/chat.yaml", "ctx: 16384", "ctx: 131072")),
-    ("rename", lambda r: (edit(r, "profiles/chat.yaml", "ctx: 131072", "ctx: 8192"),
-                          edit(r, "profiles/chat.yaml", "name: chat", "name: assistant"))),
+    (
+        "rename",
+        lambda r: (
+            edit(r, "profiles/chat.yaml", "ctx: 131072", "ctx: 8192"),
+            edit(r, "profiles/chat.yaml", "name: chat", "name: assistant"),
+        ),
+    ),
     ("hardware", lambda r: edit(r, "profiles/hardware/gpu16.yaml", "vram: 16GiB", "vram: 12GiB")),
-    ("model-lock", lambda r: edit(r, "profiles/models/llama8b.yaml", "attention.head_count_kv: 8",
-                                  "attention.head_count_kv: 16")),
+    (
+        "model-lock",
+        lambda r: edit(r, "profiles/models/llama8b.yaml", "attention.head_count_kv: 8", "attention.head_count_kv: 16"),
+    ),
     ("deleted-file", lambda r: (r / "profiles/team.yaml").unlink()),
-    ("added-variant", lambda r: edit(r, "profiles/chat.yaml", "  flash_attn: true\n",
-                                     "  flash_attn: true\nvariants:\n  long:\n    settings: {ctx: 32768}\n")),
+    (
+        "added-variant",
+        lambda r: edit(
+            r,
+            "profiles/chat.yaml",
+            "  flash_attn: true\n",
+            "  flash_attn: true\nvariants:\n  long:\n    settings: {ctx: 32768}\n",
+        ),
+    ),
 ]
 
 
@@ -237,8 +256,7 @@ def test_github_annotates_the_changed_line(repo):
 def test_markdown_goes_to_the_step_summary(repo, tmp_path):
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
-    res = run(repo, "diff", rev(1), rev(2), "--format", "markdown",
-              env={"GITHUB_STEP_SUMMARY": str(summary)})
+    res = run(repo, "diff", rev(1), rev(2), "--format", "markdown", env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert summary.read_text() == "earlier step\n" + res.stdout
     assert "<details>" in res.stdout and "| chat | profiles/chat.yaml | changed | fits → does-not-fit" in res.stdout
 
@@ -249,16 +267,14 @@ def test_working_tree_and_default_base(repo, tmp_path):
     clone = tmp_path / "clone"
     git(repo, "clone", "-q", str(repo), str(clone))
     edit(clone, "profiles/chat.yaml", "ctx: 32768", "ctx: 65536")
-    before = (git(clone, "status", "--porcelain"), git(clone, "rev-parse", "HEAD"),
-              (clone / ".git/index").read_bytes())
+    before = (git(clone, "status", "--porcelain"), git(clone, "rev-parse", "HEAD"), (clone / ".git/index").read_bytes())
     res = run(clone, "diff", "--format", "json")
     doc = json.loads(res.stdout)
     assert doc["head"] == {"rev": "working tree", "commit": None}
     assert doc["base"]["rev"].startswith("merge base")  # the clone tracks origin/main
     long = _by_label(doc)[("assistant", "long")]
     assert long["settings"][0] == {"key": "ctx", "base": 32768, "head": 65536}
-    after = (git(clone, "status", "--porcelain"), git(clone, "rev-parse", "HEAD"),
-             (clone / ".git/index").read_bytes())
+    after = (git(clone, "status", "--porcelain"), git(clone, "rev-parse", "HEAD"), (clone / ".git/index").read_bytes())
     assert before == after
     git(clone, "branch", "-q", "--unset-upstream")
     doc = json.loads(run(clone, "diff", "--format", "json").stdout)
@@ -300,8 +316,11 @@ def test_model_files_come_from_the_working_tree(tmp_path):
     subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", str(r / "models/tiny.gguf")], check=True)
     write(r, "profiles/models/tiny.yaml", "kind: model\nname: tiny\ngguf: models/tiny.gguf\n")
     write(r, "profiles/hardware/gpu16.yaml", "kind: hardware\nname: gpu16\ngpus:\n  - name: G\n    vram: 1GiB\n")
-    write(r, "profiles/t.yaml", "name: t\nhardware: gpu16\nmodel: tiny\nengine: llama-server\n"
-                                "settings: {ctx: 512, gpu_layers: 3}\n")
+    write(
+        r,
+        "profiles/t.yaml",
+        "name: t\nhardware: gpu16\nmodel: tiny\nengine: llama-server\nsettings: {ctx: 512, gpu_layers: 3}\n",
+    )
     commit(r, "base")
     edit(r, "profiles/t.yaml", "ctx: 512", "ctx: 1024")
     commit(r, "ctx")
@@ -371,12 +390,19 @@ def test_layers_that_moved(tmp_path):
     r = tmp_path / "split"
     r.mkdir()
     git(r, "init", "-q", "-b", "main")
-    write(r, "profiles/hardware/two.yaml", "kind: hardware\nname: two\ngpus:\n"
-                                           "  - {name: A, vram: 16GiB}\n  - {name: B, vram: 16GiB}\n")
+    write(
+        r,
+        "profiles/hardware/two.yaml",
+        "kind: hardware\nname: two\ngpus:\n  - {name: A, vram: 16GiB}\n  - {name: B, vram: 16GiB}\n",
+    )
     model = (ROOT / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
     write(r, "profiles/models/llama8b.yaml", model.replace("name: llama-3.1-8b-instruct-q8_0", "name: llama8b"))
-    write(r, "profiles/s.yaml", "name: s\nhardware: two\nmodel: llama8b\nengine: llama-server\n"
-                                "settings: {ctx: 8192, gpu_layers: 33, tensor_split: [1, 1]}\n")
+    write(
+        r,
+        "profiles/s.yaml",
+        "name: s\nhardware: two\nmodel: llama8b\nengine: llama-server\n"
+        "settings: {ctx: 8192, gpu_layers: 33, tensor_split: [1, 1]}\n",
+    )
     commit(r, "even")
     edit(r, "profiles/s.yaml", "tensor_split: [1, 1]", "tensor_split: [3, 1]")
     res = run(r, "diff", "--format", "json")
@@ -401,8 +427,11 @@ def test_a_change_the_solver_made_counts(tmp_path):
     write(r, "profiles/hardware/one.yaml", "kind: hardware\nname: one\ngpus:\n  - {name: A, vram: 16GiB}\n")
     model = (ROOT / "profiles/models/llama-3.1-8b-instruct-q8_0.yaml").read_text()
     write(r, "profiles/models/llama8b.yaml", model.replace("name: llama-3.1-8b-instruct-q8_0", "name: llama8b"))
-    write(r, "profiles/a.yaml", "name: a\nhardware: one\nmodel: llama8b\nengine: llama-server\n"
-                                "settings: {ctx: 8192, gpu_layers: auto}\n")
+    write(
+        r,
+        "profiles/a.yaml",
+        "name: a\nhardware: one\nmodel: llama8b\nengine: llama-server\nsettings: {ctx: 8192, gpu_layers: auto}\n",
+    )
     commit(r, "16 GiB")
     edit(r, "profiles/hardware/one.yaml", "vram: 16GiB", "vram: 6GiB")
     commit(r, "6 GiB")

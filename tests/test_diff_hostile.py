@@ -30,8 +30,12 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def _state(r: Path):
-    return (git(r, "status", "--porcelain", "--ignored"), git(r, "rev-parse", "HEAD"),
-            (r / ".git/index").read_bytes(), sorted(str(p) for p in r.rglob("*") if ".git" not in p.parts))
+    return (
+        git(r, "status", "--porcelain", "--ignored"),
+        git(r, "rev-parse", "HEAD"),
+        (r / ".git/index").read_bytes(),
+        sorted(str(p) for p in r.rglob("*") if ".git" not in p.parts),
+    )
 
 
 def _ours() -> list[str]:
@@ -98,12 +102,15 @@ def test_path_outside_the_repository(repo, tmp_path):
     assert res.exit_code == 2 and "outside the repository" in res.output
 
 
-@pytest.mark.parametrize("target,why", [
-    ("/etc/passwd", "absolute path"),
-    ("../../outside.yaml", "outside the repository"),
-    ("loop.yaml", "loop"),
-    ("missing.yaml", "does not have"),
-])
+@pytest.mark.parametrize(
+    "target,why",
+    [
+        ("/etc/passwd", "absolute path"),
+        ("../../outside.yaml", "outside the repository"),
+        ("loop.yaml", "loop"),
+        ("missing.yaml", "does not have"),
+    ],
+)
 def test_symbolic_links_in_git_objects(repo, target, why):
     os.symlink(target, repo / ("profiles/loop.yaml" if target == "loop.yaml" else "profiles/evil.yaml"))
     commit(repo, "link")
@@ -155,16 +162,24 @@ def test_bad_options(repo, tmp_path):
     assert run(repo, "--base-dir", str(tmp_path)).exit_code == 2
     res = run(repo, "--base-dir", str(tmp_path / "nope"), "--head-dir", str(tmp_path))
     assert res.exit_code == 2 and "not a folder" in res.output
-    res = run(repo, "HEAD~1", "HEAD", "--allow-empty", "--format", "markdown",
-              env={"GITHUB_STEP_SUMMARY": str(tmp_path / "no/such/dir/summary.md")})
+    res = run(
+        repo,
+        "HEAD~1",
+        "HEAD",
+        "--allow-empty",
+        "--format",
+        "markdown",
+        env={"GITHUB_STEP_SUMMARY": str(tmp_path / "no/such/dir/summary.md")},
+    )
     assert res.exit_code == 0 and "cannot append to $GITHUB_STEP_SUMMARY" in res.output
 
 
 def test_subprocess_exit_codes_and_stderr(repo):
     """As a process: exit 2 with one line on stderr, nothing on stdout, no traceback."""
     vramc = Path(os.sys.executable).parent / "vramc"
-    p = subprocess.run([str(vramc), "diff", "nope", "--"], cwd=repo, capture_output=True, text=True,
-                       env={**os.environ, **GIT_ENV})
+    p = subprocess.run(
+        [str(vramc), "diff", "nope", "--"], cwd=repo, capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    )
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert p.stderr.startswith("vramc diff: unknown revision 'nope'")
 
@@ -187,8 +202,11 @@ def test_text_from_profiles_is_escaped(repo):
     """A GPU name (free text in a hardware profile) cannot open HTML, end a table cell, mention
     someone or link an issue in the pull-request comment."""
     hw = repo / "profiles/hardware/gpu16.yaml"
-    hw.write_text(hw.read_text().replace("name: G\n", "name: '<img src=x onerror=alert(1)>|x @team #1'\n")
-                  .replace("vram: 16GiB", "vram: 15GiB"))
+    hw.write_text(
+        hw.read_text()
+        .replace("name: G\n", "name: '<img src=x onerror=alert(1)>|x @team #1'\n")
+        .replace("vram: 16GiB", "vram: 15GiB")
+    )
     commit(repo, "gpu renamed")
     res = run(repo, "HEAD~1", "HEAD", "--format", "markdown")
     assert res.exit_code == 0, res.output

@@ -10,8 +10,13 @@ def run_plan(tmp_path, cache: bool) -> tuple[dict, list[Path]]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VRAMC_CACHE": str(tmp_path / "cache")}
     if not cache:
         env["VRAMC_NO_CACHE"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "vramc", "plan", "--format", "json", "profiles/"],
-                          capture_output=True, text=True, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vramc", "plan", "--format", "json", "profiles/"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), sorted((tmp_path / "cache").rglob("*.json"))
 

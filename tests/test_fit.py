@@ -36,18 +36,42 @@ def n_total(m) -> int:
 
 
 def cuda(*gib: float, overhead_mib: int = 500, reserve_mib: int = 0, tenants_mib: int = 0) -> list[GpuBudget]:
-    return [GpuBudget(f"CUDA{i}", f"{g:g} GiB", i, int(g * GiB), tenants_bytes=tenants_mib * MiB,
-                      reserve_bytes=reserve_mib * MiB, overhead_bytes=overhead_mib * MiB)
-            for i, g in enumerate(gib)]
+    return [
+        GpuBudget(
+            f"CUDA{i}",
+            f"{g:g} GiB",
+            i,
+            int(g * GiB),
+            tenants_bytes=tenants_mib * MiB,
+            reserve_bytes=reserve_mib * MiB,
+            overhead_bytes=overhead_mib * MiB,
+        )
+        for i, g in enumerate(gib)
+    ]
 
 
-def choice(ctx=8192, *, gpu_layers="auto", tensor_split="auto", engine="llama-cpp-python", parallel=1,
-           kv_unified=False, **kw) -> LlamaChoice:
+def choice(
+    ctx=8192, *, gpu_layers="auto", tensor_split="auto", engine="llama-cpp-python", parallel=1, kv_unified=False, **kw
+) -> LlamaChoice:
     """llama-fit-params' defaults (n_batch 2048, n_ubatch 512, flash attention auto, f16 KV)."""
-    base = dict(engine=engine, ctx=ctx, parallel=parallel, kv_unified=kv_unified, batch=2048, ubatch=512,
-                gpu_layers=gpu_layers, split_mode="layer", tensor_split=tensor_split, main_gpu=0,
-                flash_attn="auto", cache_type_k="f16", cache_type_v="f16", kv_offload=True,
-                swa_full=False, overrides=())
+    base = dict(
+        engine=engine,
+        ctx=ctx,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        batch=2048,
+        ubatch=512,
+        gpu_layers=gpu_layers,
+        split_mode="layer",
+        tensor_split=tensor_split,
+        main_gpu=0,
+        flash_attn="auto",
+        cache_type_k="f16",
+        cache_type_v="f16",
+        kv_offload=True,
+        swa_full=False,
+        overrides=(),
+    )
     base.update(kw)
     return LlamaChoice(**base)
 
@@ -105,15 +129,19 @@ def test_answer_fits_under_the_plans_estimate(name, ftype, gib, ctx):
 def test_reserve_tenants_overhead_and_margin_all_count():
     m = meta()
     free = solve(m, cuda(8, overhead_mib=0), choice(32768, tensor_split=None), [0]).choice.gpu_layers
-    for gpus, margins in ((cuda(8, overhead_mib=1024), [0]), (cuda(8, overhead_mib=0, reserve_mib=1024), [0]),
-                          (cuda(8, overhead_mib=0, tenants_mib=1024), [0]),
-                          (cuda(8, overhead_mib=0), [1024 * MiB])):
+    for gpus, margins in (
+        (cuda(8, overhead_mib=1024), [0]),
+        (cuda(8, overhead_mib=0, reserve_mib=1024), [0]),
+        (cuda(8, overhead_mib=0, tenants_mib=1024), [0]),
+        (cuda(8, overhead_mib=0), [1024 * MiB]),
+    ):
         r = solve(m, gpus, choice(32768, tensor_split=None), margins)
         assert r.fits and fits(m, gpus, r.choice, margins)
         assert r.choice.gpu_layers < free
 
 
 # --- how many layers -----------------------------------------------------------------------------
+
 
 def test_all_layers_on_gpus_when_possible():
     m = meta()
@@ -129,8 +157,9 @@ def test_all_layers_are_reached_when_the_packing_arithmetic_is_too_cautious(monk
     # the arithmetic charges every GPU a full compute buffer, so it may rule out all layers
     # where the verified estimate has room: the climb must still reach them
     real = fit.Solver.pack
-    monkeypatch.setattr(fit.Solver, "pack", lambda self, costs, n, caps: None if n >= n_total(m) else
-                        real(self, costs, n, caps))
+    monkeypatch.setattr(
+        fit.Solver, "pack", lambda self, costs, n, caps: None if n >= n_total(m) else real(self, costs, n, caps)
+    )
     m = meta()
     r = solve(m, cuda(12, 12), choice(8192), [0, 0])
     assert r.fits and r.choice.gpu_layers == n_total(m) == 33
@@ -185,6 +214,7 @@ def test_a_fixed_tensor_split_is_never_changed():
 
 # --- the split -----------------------------------------------------------------------------------
 
+
 def test_balanced_free_memory_on_a_symmetric_pair():
     m = meta("llama-3.3-70b-instruct", "Q4_K_M")
     gpus = cuda(24, 24)
@@ -210,12 +240,16 @@ def test_split_gives_the_smaller_card_its_share():
 
 # --- the context ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,ftype,gib", [
-    ("llama-3.1-8b-instruct", "Q8_0", (12,)),
-    ("llama-3.1-8b-instruct", "Q8_0", (8, 6)),
-    ("llama-3.3-70b-instruct", "Q4_K_M", (12, 24, 24)),
-    ("gemma-3-12b-it", "Q4_K_M", (10,)),
-])
+
+@pytest.mark.parametrize(
+    "name,ftype,gib",
+    [
+        ("llama-3.1-8b-instruct", "Q8_0", (12,)),
+        ("llama-3.1-8b-instruct", "Q8_0", (8, 6)),
+        ("llama-3.3-70b-instruct", "Q4_K_M", (12, 24, 24)),
+        ("gemma-3-12b-it", "Q4_K_M", (10,)),
+    ],
+)
 def test_ctx_auto_is_the_largest_multiple_of_256_that_fits(name, ftype, gib):
     m = meta(name, ftype)
     gpus = cuda(*gib)
@@ -271,6 +305,7 @@ def test_ctx_auto_llama_server_separate_slots_may_reach_slots_times_trained():
 
 # --- MoE ----------------------------------------------------------------------------------------
 
+
 def test_moe_llama_server_moves_expert_tensors_before_layers():
     m = meta("qwen3-30b-a3b", "Q4_K_M")
     gpus = cuda(16)
@@ -291,6 +326,7 @@ def test_moe_llama_server_moves_expert_tensors_before_layers():
 
 
 # --- device sets ---------------------------------------------------------------------------------
+
 
 def test_one_gpu_deployment():
     m = meta()

@@ -82,10 +82,12 @@ def test_fit_write_adds_keys_to_variants(tmp_path):
 
 def _kv_profile(tmp_path, ctx) -> Path:
     p = tmp_path / "kv.yaml"
-    p.write_text(f"name: kv\nhardware: {{gpus: [{{name: RTX 4080, vram: 16GiB}}]}}\n"
-                 f"model: {ROOT / 'profiles' / 'models' / 'llama-3.1-8b-instruct-q8_0.yaml'}\n"
-                 f"engine: llama-server\nsettings: {{ctx: {ctx}, parallel: 1, gpu_layers: auto, "
-                 f"cache_type_k: auto, cache_type_v: auto}}\n")
+    p.write_text(
+        f"name: kv\nhardware: {{gpus: [{{name: RTX 4080, vram: 16GiB}}]}}\n"
+        f"model: {ROOT / 'profiles' / 'models' / 'llama-3.1-8b-instruct-q8_0.yaml'}\n"
+        f"engine: llama-server\nsettings: {{ctx: {ctx}, parallel: 1, gpu_layers: auto, "
+        f"cache_type_k: auto, cache_type_v: auto}}\n"
+    )
     return p
 
 
@@ -108,12 +110,17 @@ def test_moe_expert_offload_is_written_and_planned_back(tmp_path):
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")
     meta.file_size, meta.header_sha256 = 0, ""
-    lock = "".join(line for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test")
-                   .splitlines(keepends=True) if not line.startswith("  file: "))
+    lock = "".join(
+        line
+        for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test").splitlines(keepends=True)
+        if not line.startswith("  file: ")
+    )
     (tmp_path / "profiles" / "models" / "qwen3.yaml").write_text(lock)
     prof = tmp_path / "profiles" / "moe.yaml"
-    prof.write_text("name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
-                    "engine: llama-server\nsettings: {ctx: 8192, parallel: 1, gpu_layers: auto}\n")
+    prof.write_text(
+        "name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
+        "engine: llama-server\nsettings: {ctx: 8192, parallel: 1, gpu_layers: auto}\n"
+    )
     [before] = run_check([prof]).plans
     assert "override_tensor" in before.auto and before.params.n_gpu_layers == 49
     res = CliRunner().invoke(app, ["fit", str(prof), "--write"])

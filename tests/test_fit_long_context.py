@@ -24,7 +24,7 @@ from vramc.memory.usage import GpuBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 SCOUT_CTX = 10_485_760
-GiB = 1024 ** 3
+GiB = 1024**3
 
 
 @lru_cache(maxsize=None)
@@ -43,23 +43,34 @@ def write_profiles(tmp_path: Path) -> Path:
 
     meta = scout_like()
     meta.file_size, meta.header_sha256 = 0, ""
-    lock = "".join(line for line in profile_yaml(meta, gguf="scout.gguf", name="scout", command="test")
-                   .splitlines(keepends=True) if not line.startswith("  file: "))
+    lock = "".join(
+        line
+        for line in profile_yaml(meta, gguf="scout.gguf", name="scout", command="test").splitlines(keepends=True)
+        if not line.startswith("  file: ")
+    )
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     (tmp_path / "profiles" / "models" / "scout.yaml").write_text(lock)
     prof = tmp_path / "profiles" / "scout.yaml"
-    prof.write_text("name: scout\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\n"
-                    "    - {name: RTX 4090, vram: 24GiB}\nmodel: scout\nengine: llama-server\n"
-                    "settings: {ctx: auto, gpu_layers: auto, tensor_split: auto, cache_type_k: auto, "
-                    "cache_type_v: auto}\n")
+    prof.write_text(
+        "name: scout\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\n"
+        "    - {name: RTX 4090, vram: 24GiB}\nmodel: scout\nengine: llama-server\n"
+        "settings: {ctx: auto, gpu_layers: auto, tensor_split: auto, cache_type_k: auto, "
+        "cache_type_v: auto}\n"
+    )
     return prof
 
 
 def test_ten_million_token_context_all_auto_finishes_with_a_sane_answer(tmp_path):
     prof = write_profiles(tmp_path)
     env = dict(os.environ, VRAMC_CACHE=str(tmp_path / "cache"))  # a cold solve, nothing remembered
-    res = subprocess.run([sys.executable, "-m", "vramc", "fit", str(prof), "--format", "json"],
-                         capture_output=True, text=True, timeout=20, cwd=tmp_path, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "vramc", "fit", str(prof), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     [dep] = json.loads(res.stdout)["deployments"]
     chosen = dep["chosen"]
@@ -79,13 +90,27 @@ def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
 
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]
-    choice = LlamaChoice(engine="llama-server", ctx="auto", parallel=4, kv_unified=True, batch=2048,
-                         ubatch=512, gpu_layers="auto", split_mode="layer", tensor_split="auto", main_gpu=0,
-                         flash_attn="auto", cache_type_k="q8_0", cache_type_v="q8_0", kv_offload=True,
-                         swa_full=False, overrides=())
+    choice = LlamaChoice(
+        engine="llama-server",
+        ctx="auto",
+        parallel=4,
+        kv_unified=True,
+        batch=2048,
+        ubatch=512,
+        gpu_layers="auto",
+        split_mode="layer",
+        tensor_split="auto",
+        main_gpu=0,
+        flash_attn="auto",
+        cache_type_k="q8_0",
+        cache_type_v="q8_0",
+        kv_offload=True,
+        swa_full=False,
+        overrides=(),
+    )
     monkeypatch.setenv("VRAMC_NO_CACHE", "1")
     bounded = fit.solve(scout_like(), gpus, choice, margins)
-    monkeypatch.setattr(fit, "CTX_SINGLE_STEPS", 10 ** 9)  # the old search: one step at a time
+    monkeypatch.setattr(fit, "CTX_SINGLE_STEPS", 10**9)  # the old search: one step at a time
     stepwise = fit.solve(scout_like(), gpus, choice, margins)
     assert bounded.fits and stepwise.fits
     assert bounded.choice == stepwise.choice
@@ -100,10 +125,24 @@ def test_descent_is_bounded_however_wrong_the_arithmetic(monkeypatch):
 
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]
-    choice = LlamaChoice(engine="llama-server", ctx="auto", parallel=4, kv_unified=True, batch=2048,
-                         ubatch=512, gpu_layers="auto", split_mode="layer", tensor_split="auto", main_gpu=0,
-                         flash_attn="auto", cache_type_k="q8_0", cache_type_v="q8_0", kv_offload=True,
-                         swa_full=False, overrides=())
+    choice = LlamaChoice(
+        engine="llama-server",
+        ctx="auto",
+        parallel=4,
+        kv_unified=True,
+        batch=2048,
+        ubatch=512,
+        gpu_layers="auto",
+        split_mode="layer",
+        tensor_split="auto",
+        main_gpu=0,
+        flash_attn="auto",
+        cache_type_k="q8_0",
+        cache_type_v="q8_0",
+        kv_offload=True,
+        swa_full=False,
+        overrides=(),
+    )
     monkeypatch.setenv("VRAMC_NO_CACHE", "1")
     right = fit.solve(scout_like(), gpus, choice, margins)
     monkeypatch.setattr(fit.Solver, "quick_fits", lambda self, *args, **kw: True)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "profiles" / "models"
 CHAT = MODELS / "llama-3.1-8b-instruct-q8_0.yaml"  # 33 layers, 7.95 GiB
 CODER = MODELS / "deepseek-r1-distill-qwen-14b-q4_k_m.yaml"  # 49 layers, 8.4 GiB
-GiB = 1024 ** 3
+GiB = 1024**3
 
 
 def fit(*args):
@@ -36,9 +36,11 @@ def errors(path: Path) -> list:
 def pair(tmp_path: Path, chat: str, coder: str, vram: str = "16GiB", name: str = "pair.yaml") -> Path:
     """Two models on one card; `chat` and `coder` are each one's settings block, block style."""
     p = tmp_path / name
-    p.write_text(f"# two models, one card\nkind: deployments\nhardware: {{gpus: [{{name: RTX 4080, vram: {vram}}}]}}\n"
-                 f"deployments:\n  - name: chat\n    model: {CHAT}\n    engine: llama-server\n{chat}"
-                 f"  - name: coder\n    model: {CODER}\n    engine: llama-server\n{coder}")
+    p.write_text(
+        f"# two models, one card\nkind: deployments\nhardware: {{gpus: [{{name: RTX 4080, vram: {vram}}}]}}\n"
+        f"deployments:\n  - name: chat\n    model: {CHAT}\n    engine: llama-server\n{chat}"
+        f"  - name: coder\n    model: {CODER}\n    engine: llama-server\n{coder}"
+    )
     return p
 
 
@@ -53,8 +55,9 @@ def gpu0_together(plans) -> int:
 def test_two_models_on_one_card_are_fitted_together_and_check_clean(tmp_path):
     from vramc.plan.estimate_cache import solve
 
-    prof = pair(tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"),
-                settings(ctx=8192, parallel=1, gpu_layers="auto"))
+    prof = pair(
+        tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"), settings(ctx=8192, parallel=1, gpu_layers="auto")
+    )
     plans = run_check([prof]).plans
     # alone, each would take every layer: together that is over the card (the issue's VR312)
     for p in plans:
@@ -74,8 +77,12 @@ def test_two_models_on_one_card_are_fitted_together_and_check_clean(tmp_path):
 
 
 def test_auto_contexts_share_the_card_and_check_clean(tmp_path):
-    prof = pair(tmp_path, settings(ctx="auto", parallel=1, gpu_layers="all"),
-                settings(ctx="auto", parallel=1, gpu_layers="all"), vram="24GiB")
+    prof = pair(
+        tmp_path,
+        settings(ctx="auto", parallel=1, gpu_layers="all"),
+        settings(ctx="auto", parallel=1, gpu_layers="all"),
+        vram="24GiB",
+    )
     res = fit(prof, "--write")
     assert res.exit_code == 0, res.output
     after = run_check([prof]).plans
@@ -86,8 +93,9 @@ def test_auto_contexts_share_the_card_and_check_clean(tmp_path):
 
 def test_a_write_check_would_reject_is_not_made(tmp_path):
     # the 14B model at 40960 tokens with every layer on the card leaves nothing for the other
-    prof = pair(tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"),
-                settings(ctx=40960, parallel=1, gpu_layers="all"))
+    prof = pair(
+        tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"), settings(ctx=40960, parallel=1, gpu_layers="all")
+    )
     before = prof.read_bytes()
     res = fit(prof, "--write")
     assert res.exit_code == 1
@@ -96,6 +104,7 @@ def test_a_write_check_would_reject_is_not_made(tmp_path):
 
 
 # --- variants: each combination runs together ----------------------------------------------------
+
 
 def test_variants_are_checked_in_combination(tmp_path):
     """`big` exists only for chat: chat@big runs with coder's base settings."""
@@ -106,8 +115,13 @@ def test_variants_are_checked_in_combination(tmp_path):
     assert {d.deployment for d in found} == {"chat@big", "coder"}
     assert all(d.message.startswith("with variant big (chat@big, coder): GPU 0") for d in found)
     # without the variant nothing is over: the combination is what the finding is about
-    plain = pair(tmp_path, settings(ctx=4096, parallel=1, gpu_layers="all"),
-                 settings(ctx=4096, parallel=1, gpu_layers=30), vram="20GiB", name="plain.yaml")
+    plain = pair(
+        tmp_path,
+        settings(ctx=4096, parallel=1, gpu_layers="all"),
+        settings(ctx=4096, parallel=1, gpu_layers=30),
+        vram="20GiB",
+        name="plain.yaml",
+    )
     assert errors(plain) == []
 
 
@@ -128,8 +142,9 @@ def test_one_deployment_of_a_machine_is_planned_as_it_runs_with_the_others(tmp_p
     """`vramc run NAME` checks one deployment: its plan is the one fitted with the others."""
     from vramc.load.profiles import load_paths
 
-    prof = pair(tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"),
-                settings(ctx=8192, parallel=1, gpu_layers="auto"))
+    prof = pair(
+        tmp_path, settings(ctx=8192, parallel=1, gpu_layers="auto"), settings(ctx=8192, parallel=1, gpu_layers="auto")
+    )
     together = {p.dep.label: p.params for p in run_check([prof]).plans}
     [chat] = [d for d in load_paths([prof]).deployments if d.name == "chat"]
     [alone] = run_check([prof], deployments=[chat]).plans
@@ -138,10 +153,13 @@ def test_one_deployment_of_a_machine_is_planned_as_it_runs_with_the_others(tmp_p
 
 # --- --relax --------------------------------------------------------------------------------------
 
+
 def one(tmp_path: Path, vram: str, ngl) -> Path:
     p = tmp_path / "one.yaml"
-    p.write_text(f"name: one\nhardware: {{gpus: [{{name: RTX 3060, vram: {vram}}}]}}\nmodel: {CHAT}\n"
-                 f"engine: llama-server\nsettings:\n  ctx: 8192\n  parallel: 1\n  gpu_layers: {ngl}   # my choice\n")
+    p.write_text(
+        f"name: one\nhardware: {{gpus: [{{name: RTX 3060, vram: {vram}}}]}}\nmodel: {CHAT}\n"
+        f"engine: llama-server\nsettings:\n  ctx: 8192\n  parallel: 1\n  gpu_layers: {ngl}   # my choice\n"
+    )
     return p
 
 
@@ -173,6 +191,7 @@ def test_relax_refuses_what_it_cannot_change(tmp_path):
 
 
 # --- --refit --------------------------------------------------------------------------------------
+
 
 def test_refit_solves_the_written_values_again_in_one_command(tmp_path):
     prof = one(tmp_path, "8GiB", "auto")
@@ -218,9 +237,11 @@ def test_solver_answer_is_what_relax_writes(tmp_path):
 def test_refit_ignores_markers_outside_the_settings(tmp_path):
     """Markers a user copied onto other keys (or onto the settings block itself) free nothing."""
     p = tmp_path / "odd.yaml"
-    p.write_text(f"name: odd\nhardware:\n  gpus:\n    - name: RTX 3060\n      vram: 12GiB   # vramc fit: auto\n"
-                 f"model: {CHAT}\nengine: llama-server\nsettings:   # vramc fit: auto\n  ctx: 8192\n"
-                 "  parallel: 1\n  gpu_layers: 20   # vramc fit: autox\n")  # not the marker: another word
+    p.write_text(
+        f"name: odd\nhardware:\n  gpus:\n    - name: RTX 3060\n      vram: 12GiB   # vramc fit: auto\n"
+        f"model: {CHAT}\nengine: llama-server\nsettings:   # vramc fit: auto\n  ctx: 8192\n"
+        "  parallel: 1\n  gpu_layers: 20   # vramc fit: autox\n"
+    )  # not the marker: another word
     before = p.read_bytes()
     res = fit(p, "--refit", "--write")
     assert res.exit_code == 0, res.output
@@ -230,8 +251,9 @@ def test_refit_ignores_markers_outside_the_settings(tmp_path):
 
 
 def test_vr312_names_the_command_that_shares_the_card(tmp_path):
-    prof = pair(tmp_path, settings(ctx=16384, parallel=1, gpu_layers="all"),
-                settings(ctx=16384, parallel=1, gpu_layers="all"))
+    prof = pair(
+        tmp_path, settings(ctx=16384, parallel=1, gpu_layers="all"), settings(ctx=16384, parallel=1, gpu_layers="all")
+    )
     found = [d for d in errors(prof) if d.code == "VR312"]
     assert len(found) == 2
     [cmd] = {re.search(r"`(vramc fit --relax gpu_layers \S+)`", d.hint).group(1) for d in found}
@@ -248,8 +270,12 @@ def test_vllm_instances_are_checked_in_each_combination(tmp_path):
     prof = tmp_path / "profiles" / "vllm-96gb.yaml"
     text = prof.read_text()
     assert "      port: 8001\n" in text
-    prof.write_text(text.replace("      port: 8001\n", "      port: 8001\n    variants:\n"
-                                 "      long: {settings: {gpu_memory_utilization: 0.5}}\n"))
+    prof.write_text(
+        text.replace(
+            "      port: 8001\n",
+            "      port: 8001\n    variants:\n      long: {settings: {gpu_memory_utilization: 0.5}}\n",
+        )
+    )
     found = [d for d in errors(prof) if d.code == "VR335"]
     assert found and all(d.message.startswith("with variant long (coder, general@long): ") for d in found)
     assert {d.deployment for d in found} <= {"coder", "general@long"}
@@ -263,12 +289,17 @@ def test_refit_takes_back_expert_overrides_a_bigger_card_no_longer_needs(tmp_pat
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")
     meta.file_size, meta.header_sha256 = 0, ""
-    lock = "".join(line for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test")
-                   .splitlines(keepends=True) if not line.startswith("  file: "))
+    lock = "".join(
+        line
+        for line in profile_yaml(meta, gguf="m.gguf", name="qwen3", command="test").splitlines(keepends=True)
+        if not line.startswith("  file: ")
+    )
     (tmp_path / "profiles" / "models" / "qwen3.yaml").write_text(lock)
     prof = tmp_path / "profiles" / "moe.yaml"
-    prof.write_text("name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
-                    "engine: llama-server\nsettings:\n  ctx: 8192\n  parallel: 1\n  gpu_layers: auto\n")
+    prof.write_text(
+        "name: moe\nhardware: {gpus: [{name: RTX 4070 Ti, vram: 12GiB}]}\nmodel: qwen3\n"
+        "engine: llama-server\nsettings:\n  ctx: 8192\n  parallel: 1\n  gpu_layers: auto\n"
+    )
     assert fit(prof, "--write").exit_code == 0
     assert re.search(r"\n  override_tensor: \[.+=CPU\]  # vramc fit: auto\n", prof.read_text())
     prof.write_text(prof.read_text().replace("12GiB", "24GiB"))

@@ -27,7 +27,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from gguf_craft import (  # noqa: E402
-    ARR, BOOL, F32, F64, I32, STR, U8, U32, U64, encode,
+    ARR,
+    BOOL,
+    F32,
+    F64,
+    I32,
+    STR,
+    U8,
+    U32,
+    U64,
+    encode,
 )
 
 SEED = 20261206
@@ -35,29 +44,104 @@ CASES = 1200
 CASE_SECONDS = 10  # one case's bound; the slowest takes well under a second
 MEMORY_LIMIT = 4 << 30  # address space of the child; a header must never need more
 RSS_LIMIT_MIB = 1024  # peak resident memory the child may reach over all cases
-SHAPES = ("mistral-7b-instruct-v0.3", "gemma-3-12b-it", "mixtral-8x7b-instruct-v0.1", "qwen3-30b-a3b",
-          "nvidia-nemotron-nano-9b-v2", "granite-4.0-h-small", "deepseek-v2-lite-chat",
-          "llama-3.3-nemotron-super-49b-v1.5", "phi-3-mini-4k-instruct", "glm-4.5-air")
+SHAPES = (
+    "mistral-7b-instruct-v0.3",
+    "gemma-3-12b-it",
+    "mixtral-8x7b-instruct-v0.1",
+    "qwen3-30b-a3b",
+    "nvidia-nemotron-nano-9b-v2",
+    "granite-4.0-h-small",
+    "deepseek-v2-lite-chat",
+    "llama-3.3-nemotron-super-49b-v1.5",
+    "phi-3-mini-4k-instruct",
+    "glm-4.5-air",
+)
 N_LAYER, N_VOCAB = 4, 512
-ARCHS = ("llama", "qwen2", "gemma3", "qwen3moe", "deepseek2", "mamba2", "nemotron_h", "granitehybrid",
-         "deci", "rwkv6", "jamba", "qwen3next", "gpt-oss", "unknownarch")
-KEYS = ("block_count", "context_length", "embedding_length", "feed_forward_length",
-        "attention.head_count", "attention.head_count_kv", "attention.key_length",
-        "attention.value_length", "attention.sliding_window", "attention.sliding_window_pattern",
-        "rope.dimension_count", "expert_count", "expert_used_count", "expert_group_count",
-        "nextn_predict_layers", "ssm.conv_kernel", "ssm.inner_size", "ssm.state_size",
-        "ssm.time_step_rank", "ssm.group_count", "attention.kv_lora_rank",
-        "attention.key_length_mla", "full_attention_interval", "wkv.head_size", "vocab_size")
-VALUES = [(U32, 0), (U32, 1), (U32, 3), (U32, 2**32 - 1), (I32, -1), (U64, 2**63), (F32, math.nan),
-          (F32, math.inf), (F64, 1e308), (F32, 0.5), (STR, "x"), (STR, b"\xff\xfe"), (BOOL, True),
-          (ARR, (U32, [0])), (ARR, (I32, [1] * N_LAYER)), (ARR, (I32, [0] * N_LAYER)),
-          (ARR, (STR, ["a", "b"])), (ARR, (U8, [])), (ARR, (I32, [2**31 - 1] * N_LAYER))]
-EDGES = [(U32, 2), (U32, 8), (U32, 64), (U32, 128), (U32, 1 << 20), (U32, 131072), (U32, 4096),
-         (ARR, (I32, [0, 4, 4, 0])), (ARR, (I32, [4, 0, 4, 0])), (ARR, (BOOL, [True, False, True, False])),
-         (F32, 1e-6), (U32, 6)]  # unusual but valid: these reach the memory model
-SETTINGS = ["{ctx: 512}", "{ctx: auto, gpu_layers: auto}", "{ctx: 4096, cache_type_k: q8_0, flash_attn: on}",
-            "{ctx: 256, cache_type_k: q4_0, cache_type_v: q4_0, flash_attn: auto, gpu_layers: 1}",
-            "{ctx: 0, parallel: 2}"]
+ARCHS = (
+    "llama",
+    "qwen2",
+    "gemma3",
+    "qwen3moe",
+    "deepseek2",
+    "mamba2",
+    "nemotron_h",
+    "granitehybrid",
+    "deci",
+    "rwkv6",
+    "jamba",
+    "qwen3next",
+    "gpt-oss",
+    "unknownarch",
+)
+KEYS = (
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "feed_forward_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+    "attention.sliding_window",
+    "attention.sliding_window_pattern",
+    "rope.dimension_count",
+    "expert_count",
+    "expert_used_count",
+    "expert_group_count",
+    "nextn_predict_layers",
+    "ssm.conv_kernel",
+    "ssm.inner_size",
+    "ssm.state_size",
+    "ssm.time_step_rank",
+    "ssm.group_count",
+    "attention.kv_lora_rank",
+    "attention.key_length_mla",
+    "full_attention_interval",
+    "wkv.head_size",
+    "vocab_size",
+)
+VALUES = [
+    (U32, 0),
+    (U32, 1),
+    (U32, 3),
+    (U32, 2**32 - 1),
+    (I32, -1),
+    (U64, 2**63),
+    (F32, math.nan),
+    (F32, math.inf),
+    (F64, 1e308),
+    (F32, 0.5),
+    (STR, "x"),
+    (STR, b"\xff\xfe"),
+    (BOOL, True),
+    (ARR, (U32, [0])),
+    (ARR, (I32, [1] * N_LAYER)),
+    (ARR, (I32, [0] * N_LAYER)),
+    (ARR, (STR, ["a", "b"])),
+    (ARR, (U8, [])),
+    (ARR, (I32, [2**31 - 1] * N_LAYER)),
+]
+EDGES = [
+    (U32, 2),
+    (U32, 8),
+    (U32, 64),
+    (U32, 128),
+    (U32, 1 << 20),
+    (U32, 131072),
+    (U32, 4096),
+    (ARR, (I32, [0, 4, 4, 0])),
+    (ARR, (I32, [4, 0, 4, 0])),
+    (ARR, (BOOL, [True, False, True, False])),
+    (F32, 1e-6),
+    (U32, 6),
+]  # unusual but valid: these reach the memory model
+SETTINGS = [
+    "{ctx: 512}",
+    "{ctx: auto, gpu_layers: auto}",
+    "{ctx: 4096, cache_type_k: q8_0, flash_attn: on}",
+    "{ctx: 256, cache_type_k: q4_0, cache_type_v: q4_0, flash_attn: auto, gpu_layers: 1}",
+    "{ctx: 0, parallel: 2}",
+]
 ENGINES = ["llama-server", "ollama", "llama-cpp-python"]
 
 
@@ -87,14 +171,22 @@ def base_models() -> list[tuple[list, list]]:
     out = []
     for shape in [TINY_SHAPE] + [CATALOG[n] for n in SHAPES]:
         n = min(N_LAYER, shape.n_layer)
-        cut = {f.name: getattr(shape, f.name)[:n] for f in dataclasses.fields(shape)
-               if isinstance(getattr(shape, f.name), tuple) and len(getattr(shape, f.name)) == shape.n_layer}
+        cut = {
+            f.name: getattr(shape, f.name)[:n]
+            for f in dataclasses.fields(shape)
+            if isinstance(getattr(shape, f.name), tuple) and len(getattr(shape, f.name)) == shape.n_layer
+        }
         shape = dataclasses.replace(shape, n_layer=n, n_vocab=N_VOCAB, **cut)
-        kv = [("general.architecture", STR, shape.arch), ("general.name", STR, shape.name),
-              ("general.file_type", U32, FTYPE_ID["Q4_K_M"])]
+        kv = [
+            ("general.architecture", STR, shape.arch),
+            ("general.name", STR, shape.name),
+            ("general.file_type", U32, FTYPE_ID["Q4_K_M"]),
+        ]
         kv += [(f"{shape.arch}.{k}", *_type_of(v)) for k, v in arch_metadata(shape).items()]
-        kv += [("tokenizer.ggml.model", STR, "gpt2"),
-               ("tokenizer.ggml.tokens", ARR, (STR, [f"t{i}" for i in range(N_VOCAB)]))]
+        kv += [
+            ("tokenizer.ggml.model", STR, "gpt2"),
+            ("tokenizer.ggml.tokens", ARR, (STR, [f"t{i}" for i in range(N_VOCAB)])),
+        ]
         out.append((kv, [(t.name, t.type, t.shape) for t in tensor_types(shape, "Q4_K_M")]))
     return out
 
@@ -115,8 +207,10 @@ def mutate_values(rng: random.Random, kv: list, tensors: list) -> tuple[list, li
             name = rng.choice(ARCHS + ("", b"ll\xffama", "a" * 300))
             rename = isinstance(name, str) and rng.random() < 0.7
             kv = [("general.architecture", STR, name)] + [
-                ((name + k[len(arch):] if rename and k.startswith(arch + ".") else k), t, v)
-                for k, t, v in kv if k != "general.architecture"]
+                ((name + k[len(arch) :] if rename and k.startswith(arch + ".") else k), t, v)
+                for k, t, v in kv
+                if k != "general.architecture"
+            ]
             arch = name if rename else arch
         elif what < 0.75 and tensors:  # tensors dropped
             for _ in range(rng.randint(1, 3)):
@@ -125,8 +219,9 @@ def mutate_values(rng: random.Random, kv: list, tensors: list) -> tuple[list, li
         elif what < 0.85 and tensors:  # a tensor's shape or type changed
             i = rng.randrange(len(tensors))
             name, type_, shape = tensors[i]
-            shape = rng.choice([(0,) + shape[1:], shape + (1,) * (4 - len(shape)), (256, 2**40),
-                                tuple(reversed(shape)), (256,)])
+            shape = rng.choice(
+                [(0,) + shape[1:], shape + (1,) * (4 - len(shape)), (256, 2**40), tuple(reversed(shape)), (256,)]
+            )
             tensors[i] = (name, rng.choice([type_, "f32", "q8_0", "iq2_xxs", "f16"]), shape)
         elif what < 0.92:  # a tensor of a block past block_count
             tensors.append((f"blk.{rng.choice([N_LAYER, 511, 10**9])}.attn_q.weight", "f32", (64, 64)))
@@ -157,11 +252,11 @@ def mutate_bytes(rng: random.Random, header: bytearray) -> bytearray:
         if what < 0.35:
             header[at] ^= 1 << rng.randrange(8)
         elif what < 0.55:  # a count, length or dimension made huge
-            header[at:at + 8] = struct.pack("<Q", rng.choice([2**63 - 1, 2**64 - 1, 2**32, 10**12]))
+            header[at : at + 8] = struct.pack("<Q", rng.choice([2**63 - 1, 2**64 - 1, 2**32, 10**12]))
         elif what < 0.7:  # a float made NaN or infinite, or a type id wrong
-            header[at:at + 4] = struct.pack("<f", rng.choice([math.nan, math.inf, -math.inf]))
+            header[at : at + 4] = struct.pack("<f", rng.choice([math.nan, math.inf, -math.inf]))
         elif what < 0.8:
-            header[at:at + 4] = struct.pack("<I", rng.choice([13, 99, 2**31, 9]))
+            header[at : at + 4] = struct.pack("<I", rng.choice([13, 99, 2**31, 9]))
         elif what < 0.9:  # a string made invalid UTF-8
             header[at] = 0xFF
         else:
@@ -196,9 +291,11 @@ def write_case(folder: Path, i: int, header: bytes, data: int, engine: str, sett
         f.write(header)
         f.truncate(-(-len(header) // 32) * 32 + data)  # the data region is a hole
     profile = folder / f"d{i}.yaml"
-    profile.write_text(f"name: d{i}\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}, "
-                       f"{{name: RTX 3060, vram: 12GiB}}]}}\nmodel: {{gguf: {gguf.name}}}\n"
-                       f"engine: {engine}\nsettings: {settings}\n")
+    profile.write_text(
+        f"name: d{i}\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}, "
+        f"{{name: RTX 3060, vram: 12GiB}}]}}\nmodel: {{gguf: {gguf.name}}}\n"
+        f"engine: {engine}\nsettings: {settings}\n"
+    )
     return profile
 
 
@@ -276,8 +373,13 @@ def test_hostile_gguf_headers_never_crash_hang_or_balloon(tmp_path):
         write_case(tmp_path, i, header, data, engine, settings)
     (tmp_path / "cases.json").write_text(json.dumps([w for w, _, _, _, _ in made]))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True,
-                          timeout=CASES * CASE_SECONDS, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=CASES * CASE_SECONDS,
+        cwd=tmp_path,
+    )
     took = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.splitlines()[-1])
@@ -285,8 +387,10 @@ def test_hostile_gguf_headers_never_crash_hang_or_balloon(tmp_path):
     assert summary["rss_mib"] < RSS_LIMIT_MIB, summary
     assert summary["slowest"][0] < CASE_SECONDS / 2, summary["slowest"]
     assert summary["planned"] >= CASES // 8, summary  # the mutations reach the memory model too
-    print(f"{CASES} cases ({summary['planned']} planned) in {took:.1f} s, slowest {summary['slowest']}, "
-          f"peak RSS {summary['rss_mib']:.0f} MiB")
+    print(
+        f"{CASES} cases ({summary['planned']} planned) in {took:.1f} s, slowest {summary['slowest']}, "
+        f"peak RSS {summary['rss_mib']:.0f} MiB"
+    )
 
 
 def test_a_sample_through_the_cli_never_exits_3(tmp_path):
@@ -296,8 +400,14 @@ def test_a_sample_through_the_cli_never_exits_3(tmp_path):
     for i, (what, header, data, engine, settings) in enumerate(cases(seed=SEED + 1, n=6)):
         profile = write_case(tmp_path, i, header, data, engine, settings)
         for args in (["check", profile.name], ["analyze", f"m{i}.gguf"]):
-            r = subprocess.run([sys.executable, "-m", "vramc", *args], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                [sys.executable, "-m", "vramc", *args],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert r.returncode in (0, 1), f"{what}: {args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
             assert "Traceback" not in r.stderr
 

@@ -18,30 +18,107 @@ from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = str(ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml")
-BASE = {"name": "f", "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB"},
-                                           {"name": "RTX 3060", "vram": "12GiB"}]},
-        "model": LLAMA8B, "engine": "llama-server", "settings": {"ctx": 8192, "gpu_layers": "all"}}
-VALUES = [None, 0, -1, 1, 3, 2**40, 1e30, "", "x", [], {}, [1], {"a": 1}, True, "auto", "all",
-          "24GiB", "0MiB", 0.0, "-5GiB", "nan", [0, 0], [1e-9, 1e9], "a\nb", "$(id)",
-          # non-finite and huge numbers, a glob where a regex belongs, a newline-ended name, GPU
-          # indices the hardware lacks, names no file system takes
-          float("inf"), float("nan"), 1e308, [float("inf"), 1], ["*=CPU"], "ok\n", {"ok\n": {}},
-          [5], [0, 0, 0], [-1], "x" * 300, "a\0b", "24T", 24]
-SETTINGS = ["ctx", "parallel", "batch", "ubatch", "gpu_layers", "split_mode", "tensor_split",
-            "main_gpu", "flash_attn", "cache_type_k", "cache_type_v", "kv_unified", "kv_offload",
-            "load_mode", "override_tensor", "n_cpu_moe", "cpu_moe", "port", "ctx_min", "host",
-            "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size"]
-PATHS = ([("settings", k) for k in SETTINGS]
-         + [("hardware", "gpus", 0, k) for k in ("vram", "reserve", "overhead", "tenants", "free", "name")]
-         + [("variants", "v", k) for k in ("settings", "margin", "env")]
-         + [(k,) for k in ("hardware", "model", "engine", "settings", "variants", "env", "lint", "gpus", "name")])
+BASE = {
+    "name": "f",
+    "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB"}, {"name": "RTX 3060", "vram": "12GiB"}]},
+    "model": LLAMA8B,
+    "engine": "llama-server",
+    "settings": {"ctx": 8192, "gpu_layers": "all"},
+}
+VALUES = [
+    None,
+    0,
+    -1,
+    1,
+    3,
+    2**40,
+    1e30,
+    "",
+    "x",
+    [],
+    {},
+    [1],
+    {"a": 1},
+    True,
+    "auto",
+    "all",
+    "24GiB",
+    "0MiB",
+    0.0,
+    "-5GiB",
+    "nan",
+    [0, 0],
+    [1e-9, 1e9],
+    "a\nb",
+    "$(id)",
+    # non-finite and huge numbers, a glob where a regex belongs, a newline-ended name, GPU
+    # indices the hardware lacks, names no file system takes
+    float("inf"),
+    float("nan"),
+    1e308,
+    [float("inf"), 1],
+    ["*=CPU"],
+    "ok\n",
+    {"ok\n": {}},
+    [5],
+    [0, 0, 0],
+    [-1],
+    "x" * 300,
+    "a\0b",
+    "24T",
+    24,
+]
+SETTINGS = [
+    "ctx",
+    "parallel",
+    "batch",
+    "ubatch",
+    "gpu_layers",
+    "split_mode",
+    "tensor_split",
+    "main_gpu",
+    "flash_attn",
+    "cache_type_k",
+    "cache_type_v",
+    "kv_unified",
+    "kv_offload",
+    "load_mode",
+    "override_tensor",
+    "n_cpu_moe",
+    "cpu_moe",
+    "port",
+    "ctx_min",
+    "host",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "max_num_seqs",
+    "tensor_parallel_size",
+]
+PATHS = (
+    [("settings", k) for k in SETTINGS]
+    + [("hardware", "gpus", 0, k) for k in ("vram", "reserve", "overhead", "tenants", "free", "name")]
+    + [("variants", "v", k) for k in ("settings", "margin", "env")]
+    + [(k,) for k in ("hardware", "model", "engine", "settings", "variants", "env", "lint", "gpus", "name")]
+)
 
 
-LOCK_KEYS = ["block_count", "context_length", "embedding_length", "attention.head_count",
-             "attention.head_count_kv", "attention.key_length", "feed_forward_length", "expert_count",
-             "rope.dimension_count", "vocab_size"]
-PATHS += [("model", "lock", "hparams", k) for k in LOCK_KEYS] + [("model", "lock", k) for k in (
-    "vocab_size", "architecture", "tensors", "hparams")] + [("model", "lock", "tensors", "output.weight")]
+LOCK_KEYS = [
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "feed_forward_length",
+    "expert_count",
+    "rope.dimension_count",
+    "vocab_size",
+]
+PATHS += (
+    [("model", "lock", "hparams", k) for k in LOCK_KEYS]
+    + [("model", "lock", k) for k in ("vocab_size", "architecture", "tensors", "hparams")]
+    + [("model", "lock", "tensors", "output.weight")]
+)
 
 
 def _inline_model() -> dict:
@@ -118,8 +195,11 @@ def run_cases(folder: Path, n: int) -> dict:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         slowest = max(slowest, (time.perf_counter() - start, p.name))
-    return {"failures": failures, "slowest": slowest,
-            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "failures": failures,
+        "slowest": slowest,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def test_many_malformed_profiles_in_bounded_time_and_memory(tmp_path):
@@ -127,16 +207,22 @@ def test_many_malformed_profiles_in_bounded_time_and_memory(tmp_path):
     for i in range(CHILD_CASES):
         (tmp_path / f"p{i}.yaml").write_text(yaml.safe_dump(mutate(rng)))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path), str(CHILD_CASES)], capture_output=True,
-                          text=True, timeout=CHILD_CASES * CASE_SECONDS, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(tmp_path), str(CHILD_CASES)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_CASES * CASE_SECONDS,
+        cwd=tmp_path,
+    )
     took = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.splitlines()[-1])
     assert summary["failures"] == [], "\n".join(summary["failures"][:5])
     assert summary["rss_mib"] < RSS_LIMIT_MIB, summary
     assert summary["slowest"][0] < CASE_SECONDS / 2, summary["slowest"]
-    print(f"{CHILD_CASES} profiles in {took:.1f} s, slowest {summary['slowest']}, "
-          f"peak RSS {summary['rss_mib']:.0f} MiB")
+    print(
+        f"{CHILD_CASES} profiles in {took:.1f} s, slowest {summary['slowest']}, peak RSS {summary['rss_mib']:.0f} MiB"
+    )
 
 
 def test_malformed_profiles_through_the_cli_never_exit_3(tmp_path):
@@ -147,8 +233,14 @@ def test_malformed_profiles_through_the_cli_never_exit_3(tmp_path):
         p = tmp_path / f"p{i}.yaml"
         p.write_text(yaml.safe_dump(mutate(rng)))
         for args in (["check", p.name], ["plan", "--format", "json", p.name]):
-            r = subprocess.run([sys.executable, "-m", "vramc", *args], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                [sys.executable, "-m", "vramc", *args],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert r.returncode in (0, 1), f"{p.read_text()}\n{args}: {r.returncode}\n{r.stderr[-2000:]}"
             assert "Traceback" not in r.stderr
 

@@ -19,9 +19,18 @@ V = GGUFValueType
 
 # --- agreement with gguf-py ----------------------------------------------------------------
 SCALARS = [  # (type, value)
-    (V.UINT8, 200), (V.INT8, -5), (V.UINT16, 60000), (V.INT16, -300), (V.UINT32, 4_000_000_000),
-    (V.INT32, -2_000_000_000), (V.FLOAT32, 0.1), (V.BOOL, True), (V.STRING, "héllo wörld"),
-    (V.UINT64, 2**40 + 7), (V.INT64, -(2**40)), (V.FLOAT64, 0.1),
+    (V.UINT8, 200),
+    (V.INT8, -5),
+    (V.UINT16, 60000),
+    (V.INT16, -300),
+    (V.UINT32, 4_000_000_000),
+    (V.INT32, -2_000_000_000),
+    (V.FLOAT32, 0.1),
+    (V.BOOL, True),
+    (V.STRING, "héllo wörld"),
+    (V.UINT64, 2**40 + 7),
+    (V.INT64, -(2**40)),
+    (V.FLOAT64, 0.1),
 ]
 
 
@@ -44,8 +53,9 @@ def _flatten(value):
 
 
 def test_every_field_matches_gguf_reader(tmp_path):
-    path = write_gguf(tmp_path / "all.gguf", llama_tensors(n_layer=4),
-                      lambda w: (llama_keys(w, n_layer=4), every_value_type(w)))[0]
+    path = write_gguf(
+        tmp_path / "all.gguf", llama_tensors(n_layer=4), lambda w: (llama_keys(w, n_layer=4), every_value_type(w))
+    )[0]
     ours = read_header(path, array_limit=None)
     theirs = GGUFReader(path)
     fields = {k: f for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
@@ -62,14 +72,15 @@ def test_every_field_matches_gguf_reader(tmp_path):
     assert ours.data_offset == theirs.data_offset
     assert ours.file_size == path.stat().st_size
     assert [(t.name, t.type, list(t.shape), t.nbytes) for t in ours.tensors] == [
-        (t.name, t.tensor_type.name.lower(), t.shape.tolist(), t.n_bytes) for t in theirs.tensors]
+        (t.name, t.tensor_type.name.lower(), t.shape.tolist(), t.n_bytes) for t in theirs.tensors
+    ]
 
 
 def test_header_hash_covers_bytes_before_the_data(tmp_path, tiny_llama):
     path = tiny_llama()
     header = read_header(path)
     assert header.data_offset == GGUFReader(path).data_offset
-    assert header.header_sha256 == hashlib.sha256(path.read_bytes()[:header.data_offset]).hexdigest()
+    assert header.header_sha256 == hashlib.sha256(path.read_bytes()[: header.data_offset]).hexdigest()
 
 
 def test_custom_alignment(tmp_path, tiny_llama):
@@ -106,8 +117,9 @@ def test_model_meta(tiny_llama):
     assert meta.total_bytes == sum(t.n_bytes for t in GGUFReader(path).tensors)
 
 
-@pytest.mark.parametrize(("ftype", "name"), [(0, "F32"), (7, "Q8_0"), (15, "Q4_K_M"),
-                                             (38, "MXFP4_MOE"), (99, "unknown (99)")])
+@pytest.mark.parametrize(
+    ("ftype", "name"), [(0, "F32"), (7, "Q8_0"), (15, "Q4_K_M"), (38, "MXFP4_MOE"), (99, "unknown (99)")]
+)
 def test_file_type_names(tiny_llama, ftype, name):
     assert read_gguf(tiny_llama(ftype=ftype)).file_type == name
 
@@ -148,10 +160,12 @@ def test_an_8b_vocabulary_reads_fast(tmp_path):
         body = b"".join(_str(make(i)) for i in range(n))
         return _str(key) + struct.pack("<IIQ", V.ARRAY, V.STRING, n) + body
 
-    kvs = [_kv("general.architecture", V.STRING, _str("llama")),
-           strings("tokenizer.ggml.tokens", 128_256, lambda i: f"Ġtok{i}"),
-           strings("tokenizer.ggml.merges", 280_147, lambda i: f"Ġt {i}"),
-           _kv("llama.block_count", V.UINT32, struct.pack("<I", 32))]
+    kvs = [
+        _kv("general.architecture", V.STRING, _str("llama")),
+        strings("tokenizer.ggml.tokens", 128_256, lambda i: f"Ġtok{i}"),
+        strings("tokenizer.ggml.merges", 280_147, lambda i: f"Ġt {i}"),
+        _kv("llama.block_count", V.UINT32, struct.pack("<I", 32)),
+    ]
     path = tmp_path / "vocab.gguf"
     path.write_bytes(_gguf(kvs))
     start = time.perf_counter()
@@ -182,7 +196,10 @@ def test_split_model_from_any_part(tmp_path, split_model):
         assert meta.tensors == whole.tensors
         assert meta.file_size == sum(p.stat().st_size for p in split_model)
         assert (meta.architecture, meta.hparams, meta.vocab_size) == (
-            whole.architecture, whole.hparams, whole.vocab_size)
+            whole.architecture,
+            whole.hparams,
+            whole.vocab_size,
+        )
     assert split_paths(split_model[1], 3) == split_model
 
 
@@ -219,13 +236,18 @@ def _kv(key: str | bytes, vtype: int, payload: bytes) -> bytes:
 
 
 def _tensor(name: str | bytes, dims, type_id: int = 0, offset: int = 0) -> bytes:
-    return (_str(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}q", *dims)
-            + struct.pack("<IQ", type_id, offset))
+    return (
+        _str(name)
+        + struct.pack("<I", len(dims))
+        + struct.pack(f"<{len(dims)}q", *dims)
+        + struct.pack("<IQ", type_id, offset)
+    )
 
 
 def _gguf(kvs=(), tensors=(), *, version=3, n_kv=None, n_tensors=None, data=b"") -> bytes:
-    head = struct.pack("<4sIQQ", b"GGUF", version, len(tensors) if n_tensors is None else n_tensors,
-                       len(kvs) if n_kv is None else n_kv)
+    head = struct.pack(
+        "<4sIQQ", b"GGUF", version, len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     body = head + b"".join(kvs) + b"".join(tensors)
     return body + b"\0" * (-len(body) % 32) + data if tensors else body + data
 
@@ -250,46 +272,68 @@ CORRUPT = {
     "version 4": (_gguf(version=4), "GGUF version 4 is not supported"),
     "big-endian": (_gguf(version=3 << 24), "a big-endian GGUF"),
     "no counts": (b"GGUF" + U32(3) + b"\1\0", "tensor count needs 8 bytes, but only 2 are left"),
-    "absurd tensor count": (_gguf(n_tensors=2**62), "claims 0 key-value pairs and 4611686018427387904 "
-                                                    "tensors, which cannot fit in the 0 bytes"),
+    "absurd tensor count": (
+        _gguf(n_tensors=2**62),
+        "claims 0 key-value pairs and 4611686018427387904 tensors, which cannot fit in the 0 bytes",
+    ),
     "absurd kv count": (_gguf([ARCH], n_kv=2**63), "claims 9223372036854775808 key-value pairs"),
-    "key past the end": (_gguf([struct.pack("<Q", 2**40) + bytes(20)]),
-                         "key 0 needs 1099511627776 bytes, but only 20 are left"),
-    "non-UTF-8 key": (_gguf([_kv(b"general.\xff\xfe", V.UINT8, b"\1")]),
-                      r"key 0 is not valid UTF-8: b'general.\\xff\\xfe'"),
+    "key past the end": (
+        _gguf([struct.pack("<Q", 2**40) + bytes(20)]),
+        "key 0 needs 1099511627776 bytes, but only 20 are left",
+    ),
+    "non-UTF-8 key": (
+        _gguf([_kv(b"general.\xff\xfe", V.UINT8, b"\1")]),
+        r"key 0 is not valid UTF-8: b'general.\\xff\\xfe'",
+    ),
     "empty key": (_gguf([_kv(b"", V.UINT64, bytes(8))]), "key 0 is empty"),
     "duplicate key": (_gguf([ARCH, ARCH]), "duplicate key 'general.architecture'"),
     "unknown type": (_gguf([_kv("a.b", 13, b"\0" * 8)]), "'a.b' has unknown value type 13"),
-    "unknown element type": (_gguf([_kv("a.b", V.ARRAY, _array(42, 1, b"\0" * 8))]),
-                             "'a.b' is an array of unknown value type 42"),
-    "absurd array": (_gguf([_kv("a.b", V.ARRAY, _array(V.UINT32, 2**61))]),
-                     "'a.b' claims 2305843009213693952 elements of type u32"),
-    "absurd string array": (_gguf([_kv("a.b", V.ARRAY, _array(V.STRING, 2**60, _str("x")))]),
-                            "'a.b' claims 1152921504606846976 elements of type str"),
-    "string past the end": (_gguf([_kv("a.b", V.ARRAY, _array(V.STRING, 2, _str("x")
-                                                              + struct.pack("<Q", 99) + b"y" * 9))]),
-                            "'a.b' needs 99 bytes, but only 9 are left"),
+    "unknown element type": (
+        _gguf([_kv("a.b", V.ARRAY, _array(42, 1, b"\0" * 8))]),
+        "'a.b' is an array of unknown value type 42",
+    ),
+    "absurd array": (
+        _gguf([_kv("a.b", V.ARRAY, _array(V.UINT32, 2**61))]),
+        "'a.b' claims 2305843009213693952 elements of type u32",
+    ),
+    "absurd string array": (
+        _gguf([_kv("a.b", V.ARRAY, _array(V.STRING, 2**60, _str("x")))]),
+        "'a.b' claims 1152921504606846976 elements of type str",
+    ),
+    "string past the end": (
+        _gguf([_kv("a.b", V.ARRAY, _array(V.STRING, 2, _str("x") + struct.pack("<Q", 99) + b"y" * 9))]),
+        "'a.b' needs 99 bytes, but only 9 are left",
+    ),
     "scalar past the end": (_gguf([_kv("a.b", V.UINT64, b"\1\2")]), "'a.b' needs 8 bytes, but only 2"),
     "deep nesting": (_gguf([_kv("a.b", V.ARRAY, _nested(9))]), "'a.b' nests arrays more than 8 deep"),
-    "alignment type": (_gguf([_kv("general.alignment", V.UINT64, struct.pack("<Q", 32))]),
-                       "general.alignment must be a u32, not u64"),
-    "alignment value": (_gguf([_kv("general.alignment", V.UINT32, U32(48))]),
-                        "general.alignment 48 is not a power of 2"),
+    "alignment type": (
+        _gguf([_kv("general.alignment", V.UINT64, struct.pack("<Q", 32))]),
+        "general.alignment must be a u32, not u64",
+    ),
+    "alignment value": (
+        _gguf([_kv("general.alignment", V.UINT32, U32(48))]),
+        "general.alignment 48 is not a power of 2",
+    ),
     "too many dims": (_gguf([ARCH], [_tensor("t", [1, 1, 1, 1, 1])]), "'t' has 5 dimensions"),
     "negative dim": (_gguf([ARCH], [_tensor("t", [4, -1])]), "'t' has a negative dimension -1"),
     "dims overflow": (_gguf([ARCH], [_tensor("t", [2**40, 2**40])]), "overflows int64 elements"),
     "unknown ggml type": (_gguf([ARCH], [_tensor("t", [32], 99)]), "'t' has unknown ggml type 99"),
     "removed ggml type": (_gguf([ARCH], [_tensor("t", [32], 4)]), "'t' has unknown ggml type 4"),
-    "partial block": (_gguf([ARCH], [_tensor("t", [33, 2], 8)]),
-                      "rows of 33 elements are not a whole number of q8_0 blocks"),
+    "partial block": (
+        _gguf([ARCH], [_tensor("t", [33, 2], 8)]),
+        "rows of 33 elements are not a whole number of q8_0 blocks",
+    ),
     "long name": (_gguf([ARCH], [_tensor("t" * 64, [4])]), "llama.cpp allows at most 63"),
     "non-UTF-8 name": (_gguf([ARCH], [_tensor(b"\xc3(", [4])]), "name of tensor 0 is not valid UTF-8"),
-    "duplicate tensor": (_gguf([ARCH], [_tensor("t", [4]), _tensor("t", [4], offset=32)],
-                               data=bytes(64)), "duplicate tensor 't'"),
-    "offset gap": (_gguf([ARCH], [_tensor("t", [4], offset=32)], data=bytes(64)),
-                   "'t' has data offset 32, expected 0"),
-    "data past the end": (_gguf([ARCH], [_tensor("t", [1024])], data=bytes(100)),
-                          "'t' data ends at byte .*, past the end of the file"),
+    "duplicate tensor": (
+        _gguf([ARCH], [_tensor("t", [4]), _tensor("t", [4], offset=32)], data=bytes(64)),
+        "duplicate tensor 't'",
+    ),
+    "offset gap": (_gguf([ARCH], [_tensor("t", [4], offset=32)], data=bytes(64)), "'t' has data offset 32, expected 0"),
+    "data past the end": (
+        _gguf([ARCH], [_tensor("t", [1024])], data=bytes(100)),
+        "'t' data ends at byte .*, past the end of the file",
+    ),
     "table past the end": (_gguf([ARCH], [_tensor("t", [4])])[:-40], "needs 8 bytes, but only"),
 }
 
@@ -334,13 +378,13 @@ def test_missing_architecture(tmp_path):
         read_gguf(path)
 
 
-@pytest.mark.parametrize("payload", [(V.STRING, _str("32")), (V.UINT64, struct.pack("<Q", 2**40)),
-                                     (V.UINT32, U32(513))])
+@pytest.mark.parametrize(
+    "payload", [(V.STRING, _str("32")), (V.UINT64, struct.pack("<Q", 2**40)), (V.UINT32, U32(513))]
+)
 def test_block_count_llama_cpp_would_refuse(tmp_path, payload):
     path = tmp_path / "layers.gguf"
     path.write_bytes(_gguf([ARCH, _kv("llama.block_count", *payload)]))
-    with pytest.raises(GGUFError, match="llama.block_count is .*; llama.cpp takes a whole number "
-                                        "from 0 to 512"):
+    with pytest.raises(GGUFError, match="llama.block_count is .*; llama.cpp takes a whole number from 0 to 512"):
         read_gguf(path)
 
 

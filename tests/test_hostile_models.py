@@ -34,15 +34,18 @@ def vramc(args: list[str], cwd: Path, cache: Path | None = None, timeout: float 
         env["VRAMC_NO_CACHE"] = "1"
     else:
         env["VRAMC_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "vramc", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def deployment(folder: Path, gguf: str, settings: str = "{ctx: 512}") -> Path:
     p = folder / "profiles" / "d.yaml"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\n"
-                 f"model: {{gguf: {json.dumps(gguf)}}}\nengine: llama-server\nsettings: {settings}\n")
+    p.write_text(
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\n"
+        f"model: {{gguf: {json.dumps(gguf)}}}\nengine: llama-server\nsettings: {settings}\n"
+    )
     return p
 
 
@@ -56,8 +59,12 @@ def test_rot_size_terminates_for_every_head():
 
 
 # --- 3. headers analyze describes but planning must refuse ----------------------------------
-MAMBA2_TENSORS = [("token_embd.weight", "f32", (64, 260)), ("output_norm.weight", "f32", (64,)),
-                  ("blk.0.ssm_in.weight", "f32", (64, 128)), ("blk.1.ssm_in.weight", "f32", (64, 128))]
+MAMBA2_TENSORS = [
+    ("token_embd.weight", "f32", (64, 260)),
+    ("output_norm.weight", "f32", (64,)),
+    ("blk.0.ssm_in.weight", "f32", (64, 128)),
+    ("blk.1.ssm_in.weight", "f32", (64, 128)),
+]
 BAD_HEADERS = {  # name: (keys, tensors, what the diagnostic says)
     "no-tensors": (llama_kv(), [], "the model has no tensors"),
     "no-block-count": (llama_kv(block_count=None), llama_tensors(), "block_count is missing"),
@@ -65,26 +72,41 @@ BAD_HEADERS = {  # name: (keys, tensors, what the diagnostic says)
     "context-inf": (llama_kv(context_length=(F32, math.inf)), llama_tensors(), "context_length is inf"),
     "context-1e308": (llama_kv(context_length=(F64, 1e308)), llama_tensors(), "context_length is 1e+308"),
     "context-nan": (llama_kv(context_length=(F64, math.nan)), llama_tensors(), "context_length is nan"),
-    "head-count-0": (llama_kv(**{"attention.head_count": (U32, 0), "attention.head_count_kv": (U32, 0)}),
-                     llama_tensors(), "attention.head_count is 0"),
+    "head-count-0": (
+        llama_kv(**{"attention.head_count": (U32, 0), "attention.head_count_kv": (U32, 0)}),
+        llama_tensors(),
+        "attention.head_count is 0",
+    ),
     "embedding-length-0": (llama_kv(embedding_length=(U32, 0)), llama_tensors(), "embedding_length is 0"),
     "embedding-length-1": (llama_kv(embedding_length=(U32, 1)), llama_tensors(), "key length 0"),
-    "key-length-0": (llama_kv(**{"attention.key_length": (U32, 0)}), llama_tensors(),
-                     "attention.key_length is 0"),
-    "head-count-text": (llama_kv(**{"attention.head_count": (STR, "four")}), llama_tensors(),
-                        "attention.head_count is 'four'"),
-    "head-count-list-short": (llama_kv(**{"attention.head_count": (ARR, (U32, [4]))}), llama_tensors(),
-                              "attention.head_count has 1 values for 2 layers"),
+    "key-length-0": (llama_kv(**{"attention.key_length": (U32, 0)}), llama_tensors(), "attention.key_length is 0"),
+    "head-count-text": (
+        llama_kv(**{"attention.head_count": (STR, "four")}),
+        llama_tensors(),
+        "attention.head_count is 'four'",
+    ),
+    "head-count-list-short": (
+        llama_kv(**{"attention.head_count": (ARR, (U32, [4]))}),
+        llama_tensors(),
+        "attention.head_count has 1 values for 2 layers",
+    ),
     "mamba2-without-ssm": (llama_kv(arch="mamba2"), MAMBA2_TENSORS, "ssm.conv_kernel"),
-    "non-utf8-architecture": ([("general.architecture", STR, b"ll\xffama")] + llama_kv()[1:],
-                              llama_tensors(), "is not valid UTF-8"),
-    "missing-tensor": (llama_kv(), [t for t in llama_tensors() if t[0] != "blk.1.ffn_down.weight"],
-                       "missing tensor 'blk.1.ffn_down.weight'"),
+    "non-utf8-architecture": (
+        [("general.architecture", STR, b"ll\xffama")] + llama_kv()[1:],
+        llama_tensors(),
+        "is not valid UTF-8",
+    ),
+    "missing-tensor": (
+        llama_kv(),
+        [t for t in llama_tensors() if t[0] != "blk.1.ffn_down.weight"],
+        "missing tensor 'blk.1.ffn_down.weight'",
+    ),
 }
 
 
-@pytest.mark.parametrize("settings", ["{ctx: 512}", "{ctx: auto, gpu_layers: auto, cache_type_k: q8_0, "
-                                                    "flash_attn: on}"])
+@pytest.mark.parametrize(
+    "settings", ["{ctx: 512}", "{ctx: auto, gpu_layers: auto, cache_type_k: q8_0, flash_attn: on}"]
+)
 @pytest.mark.parametrize("case", sorted(BAD_HEADERS))
 def test_bad_header_is_vr201_at_the_gguf_key(tmp_path, case, settings):
     kv, tensors, words = BAD_HEADERS[case]
@@ -153,14 +175,17 @@ def lock_profile(tmp_path: Path, hparam: str, drop: str | None = None) -> Path:
     return p
 
 
-@pytest.mark.parametrize(("hparam", "words"), [
-    ("attention.key_length: 0", "attention.key_length is 0"),
-    ("attention.head_count_kv: [2, 2, [1]]", "a hyper-parameter is a number, a string"),
-    ("attention.head_count_kv: {a: 1}", "a hyper-parameter is a number, a string"),
-    ("feed_forward_length: [128]", "feed_forward_length has 1 values for 2 layers"),
-    ("rope.dimension_count: [16, 16]", "llama.cpp reads one whole number here"),
-    ("expert_weights_scale: fast", "expert_weights_scale is 'fast': it must be a number"),
-])
+@pytest.mark.parametrize(
+    ("hparam", "words"),
+    [
+        ("attention.key_length: 0", "attention.key_length is 0"),
+        ("attention.head_count_kv: [2, 2, [1]]", "a hyper-parameter is a number, a string"),
+        ("attention.head_count_kv: {a: 1}", "a hyper-parameter is a number, a string"),
+        ("feed_forward_length: [128]", "feed_forward_length has 1 values for 2 layers"),
+        ("rope.dimension_count: [16, 16]", "llama.cpp reads one whole number here"),
+        ("expert_weights_scale: fast", "expert_weights_scale is 'fast': it must be a number"),
+    ],
+)
 def test_lock_hparam_is_vr203_at_the_value(tmp_path, hparam, words):
     p = lock_profile(tmp_path, hparam)
     [d] = found(run_check([p]).diagnostics, "VR203")
@@ -178,8 +203,12 @@ def test_lock_missing_a_tensor_is_vr203_at_its_tensors(tmp_path):
 def test_meta_error_names_where_in_the_lock():
     from vramc.model.modelmeta import ModelMeta, expand_tensors
 
-    meta = ModelMeta("llama", {"block_count": 2, "embedding_length": 64, "attention.head_count": 0},
-                     260, expand_tensors({"token_embd.weight": ["f32", 64, 260]}))
+    meta = ModelMeta(
+        "llama",
+        {"block_count": 2, "embedding_length": 64, "attention.head_count": 0},
+        260,
+        expand_tensors({"token_embd.weight": ["f32", 64, 260]}),
+    )
     with pytest.raises(MetaError) as e:
         validate_meta(meta)
     assert e.value.path == ("hparams", "attention.head_count")
@@ -207,8 +236,10 @@ def test_fifo_as_gguf_does_not_hang_check_or_analyze(tmp_path):
     r = vramc(["check", "profiles/"], tmp_path, cache=tmp_path / "cache", timeout=60)
     assert r.returncode == 1 and "VR201" in r.stdout and "not a regular file" in r.stdout
     r = vramc(["analyze", "m.gguf"], tmp_path, timeout=30)
-    assert r.returncode == 1 and r.stderr == "m.gguf: not a regular file (a device or a pipe): " \
-                                             "give the path of the .gguf file\n"
+    assert (
+        r.returncode == 1
+        and r.stderr == "m.gguf: not a regular file (a device or a pipe): give the path of the .gguf file\n"
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
@@ -288,8 +319,8 @@ def small_card_project(tmp_path: Path) -> tuple[Path, Path]:
     os.symlink("../../cards/big.yaml", project / "profiles" / "hardware" / "gpu.yaml")
     (project / "profiles" / "team").mkdir()
     (project / "profiles" / "team" / "d.yaml").write_text(
-        "name: d\nhardware: gpu\nmodel: llama8b\nengine: llama-server\n"
-        "settings: {ctx: 8192, gpu_layers: all}\n")
+        "name: d\nhardware: gpu\nmodel: llama8b\nengine: llama-server\nsettings: {ctx: 8192, gpu_layers: all}\n"
+    )
     return project, tmp_path / "cache"
 
 
@@ -363,15 +394,25 @@ def _check_severity_keep_digest(d):
         r["severity"] = "error"
 
 
-CHECK_CORRUPTIONS = ["truncated", "not-json", "binary", "directory", "fifo", _check_message_keep_digest,
-                     _check_span_keep_digest, _check_depends, _check_severity_keep_digest]
+CHECK_CORRUPTIONS = [
+    "truncated",
+    "not-json",
+    "binary",
+    "directory",
+    "fifo",
+    _check_message_keep_digest,
+    _check_span_keep_digest,
+    _check_depends,
+    _check_severity_keep_digest,
+]
 
 
 @pytest.mark.parametrize("how", CHECK_CORRUPTIONS, ids=lambda h: h if isinstance(h, str) else h.__name__)
 def test_a_corrupt_check_entry_is_a_miss_and_is_replaced(tmp_path, how):
     project, cache = small_card_project(tmp_path)
     (project / "profiles" / "team" / "d.yaml").write_text(
-        "name: d\nhardware: gpu\nmodel: nowhere\nengine: llama-server\n")  # a finding to cache
+        "name: d\nhardware: gpu\nmodel: nowhere\nengine: llama-server\n"
+    )  # a finding to cache
     first = vramc(["check", "profiles/"], project, cache)
     assert "VR110" in first.stdout
     entries = sorted((cache / "checks").glob("*.json"))
@@ -404,16 +445,23 @@ def _estimate_choice_keep_digest(d):
         d["choice"]["ctx"] = [8192]
 
 
-ESTIMATE_CORRUPTIONS = ["truncated", "not-json", "directory", _estimate_notes_keep_digest,
-                        _estimate_devices_keep_digest, _estimate_resolved, _estimate_choice_keep_digest]
+ESTIMATE_CORRUPTIONS = [
+    "truncated",
+    "not-json",
+    "directory",
+    _estimate_notes_keep_digest,
+    _estimate_devices_keep_digest,
+    _estimate_resolved,
+    _estimate_choice_keep_digest,
+]
 
 
 @pytest.mark.parametrize("how", ESTIMATE_CORRUPTIONS, ids=lambda h: h if isinstance(h, str) else h.__name__)
 def test_a_corrupt_estimate_entry_is_a_miss_and_is_replaced(tmp_path, how):
     project, cache = small_card_project(tmp_path)
     (project / "profiles" / "team" / "d.yaml").write_text(
-        "name: d\nhardware: gpu\nmodel: llama8b\nengine: llama-server\n"
-        "settings: {ctx: auto, gpu_layers: auto}\n")
+        "name: d\nhardware: gpu\nmodel: llama8b\nengine: llama-server\nsettings: {ctx: auto, gpu_layers: auto}\n"
+    )
     fresh = vramc(["plan", "--format", "json", "profiles/"], project)
     first = vramc(["plan", "--format", "json", "profiles/"], project, cache)
     assert first.stdout == fresh.stdout
@@ -445,8 +493,9 @@ def test_a_symlinked_cache_entry_is_replaced_not_written_through(tmp_path):
 def test_dangling_looping_and_special_profiles_are_reported_and_the_rest_checked(tmp_path):
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "d.yaml").write_text("name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
-                                     "model: nowhere\nengine: llama-server\n")
+    (profiles / "d.yaml").write_text(
+        "name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: nowhere\nengine: llama-server\n"
+    )
     os.symlink("gone.yaml", profiles / "dangling.yaml")
     os.symlink("loop.yaml", profiles / "loop.yaml")
     if hasattr(os, "mkfifo"):
@@ -454,10 +503,11 @@ def test_dangling_looping_and_special_profiles_are_reported_and_the_rest_checked
     r = vramc(["check", "profiles/"], tmp_path, timeout=60)
     lines = r.stdout.splitlines()
     assert r.returncode == 1, r.stderr
-    assert "profiles/dangling.yaml:1:1: VR000 error: a symbolic link to gone.yaml, which does not " \
-           "exist; fix or remove the link" in lines
-    assert any(x.startswith("profiles/loop.yaml:1:1: VR000 error: ") and "leads back to itself" in x
-               for x in lines)
+    assert (
+        "profiles/dangling.yaml:1:1: VR000 error: a symbolic link to gone.yaml, which does not "
+        "exist; fix or remove the link" in lines
+    )
+    assert any(x.startswith("profiles/loop.yaml:1:1: VR000 error: ") and "leads back to itself" in x for x in lines)
     if hasattr(os, "mkfifo"):
         assert any(x.startswith("profiles/fifo.yaml:1:1: VR000 error: not a regular file") for x in lines)
     assert any(x.startswith("profiles/d.yaml:3:8: VR110 error:") for x in lines)  # still checked
@@ -483,8 +533,12 @@ def test_an_estimate_key_is_never_inherited_by_a_model_at_a_reused_address():
     from vramc.model.modelmeta import ModelMeta, expand_tensors
 
     def model(n_layer: int) -> ModelMeta:
-        return ModelMeta("llama", {"block_count": n_layer, "embedding_length": 64}, 10,
-                         expand_tensors({"token_embd.weight": ["f32", 64, 10]}))
+        return ModelMeta(
+            "llama",
+            {"block_count": n_layer, "embedding_length": 64},
+            10,
+            expand_tensors({"token_embd.weight": ["f32", 64, 10]}),
+        )
 
     keys: dict[int, set] = {}
     for i in range(500):
@@ -513,7 +567,8 @@ def test_a_folder_that_cannot_be_listed_is_reported_even_as_root(tmp_path):
     assert r.returncode == 1, r.stderr
     [line] = r.stdout.splitlines()
     assert line.startswith("profiles/ddd") and line.endswith(
-        ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; check the path")
+        ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; check the path"
+    )
 
 
 def test_a_dangling_gguf_link_uses_the_lock_and_a_looping_one_is_vr201(tmp_path):
@@ -522,12 +577,14 @@ def test_a_dangling_gguf_link_uses_the_lock_and_a_looping_one_is_vr201(tmp_path)
     model = tmp_path / "profiles" / "models" / "m.yaml"
     model.parent.mkdir(parents=True)
     text = LLAMA8B.read_text()
-    model.write_text(text.replace(text[text.index("gguf:"):].split("\n")[0], "gguf: models/m.gguf"))
+    model.write_text(text.replace(text[text.index("gguf:") :].split("\n")[0], "gguf: models/m.gguf"))
     (tmp_path / "models").mkdir()
     os.symlink("/nonexistent/disk/m.gguf", tmp_path / "models" / "m.gguf")
     p = tmp_path / "profiles" / "d.yaml"
-    p.write_text("name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: m\n"
-                 "engine: llama-server\nsettings: {ctx: 512}\n")
+    p.write_text(
+        "name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: m\n"
+        "engine: llama-server\nsettings: {ctx: 512}\n"
+    )
     diags = run_check([p]).diagnostics
     assert not found(diags, "VR201") and not found(diags, "VR200"), diags
     (tmp_path / "models" / "m.gguf").unlink()

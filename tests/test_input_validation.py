@@ -34,14 +34,13 @@ def proj(tmp_path):
         (prof / "models" / f"{name}.yaml").write_text((MODELS / f"{name}.yaml").read_text())
     (prof / "hardware" / "two.yaml").write_text(
         "kind: hardware\nname: two\ngpus:\n  - {name: RTX 4090, vram: 24GiB}\n"
-        "  - {name: RTX 3090, vram: 24GiB}\nhost_ram: 64GiB\n")
-    (prof / "hardware" / "one.yaml").write_text(
-        "kind: hardware\nname: one\ngpus:\n  - {name: RTX 4090, vram: 24GiB}\n")
+        "  - {name: RTX 3090, vram: 24GiB}\nhost_ram: 64GiB\n"
+    )
+    (prof / "hardware" / "one.yaml").write_text("kind: hardware\nname: one\ngpus:\n  - {name: RTX 4090, vram: 24GiB}\n")
     return prof
 
 
-def deployment(prof: Path, name: str, body: str, *, hardware="two", model=LLAMA8B,
-               engine="llama-server") -> Path:
+def deployment(prof: Path, name: str, body: str, *, hardware="two", model=LLAMA8B, engine="llama-server") -> Path:
     p = prof / f"{name}.yaml"
     p.write_text(f"name: {name}\nhardware: {hardware}\nmodel: {model}\nengine: {engine}\n{body}")
     return p
@@ -53,8 +52,13 @@ def findings(path: Path, level=Severity.WARNING):
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vramc", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "VRAMC_NO_CACHE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "VRAMC_NO_CACHE": "1"},
+    )
 
 
 def at(diags, code):
@@ -62,6 +66,7 @@ def at(diags, code):
 
 
 # --- 1. GPU indices ------------------------------------------------------------------------------
+
 
 def test_unknown_gpu_index_is_an_error_at_the_index_not_a_cpu_only_plan(proj):
     p = deployment(proj, "g5", "gpus: [5]\n")
@@ -90,7 +95,8 @@ def test_one_unknown_index_among_good_ones_and_repeats(proj):
 
 def test_index_hint_when_the_number_is_a_gpus_index_field(proj):
     (proj / "hardware" / "idx.yaml").write_text(
-        "kind: hardware\ngpus:\n  - {name: A, vram: 24GiB, index: 1}\n  - {name: B, vram: 24GiB, index: 2}\n")
+        "kind: hardware\ngpus:\n  - {name: A, vram: 24GiB, index: 1}\n  - {name: B, vram: 24GiB, index: 2}\n"
+    )
     _, diags = findings(deployment(proj, "byindex", "gpus: [2]\n", hardware="idx"))
     assert at(diags, "VR113") == [(5, 8)]
     assert "`index: 2` is at position 1" in diags[0].hint
@@ -117,8 +123,9 @@ def test_empty_gpus_is_cpu_only_for_llama_cpp_and_an_error_for_vllm(proj):
         for cmd in ("check", "plan"):
             proc = cli(cmd, str(p))
             assert proc.returncode == 1, proc.stdout + proc.stderr
-            assert "internal error" not in proc.stderr and ("VR114" in proc.stdout + proc.stderr
-                                                            or "VR113" in proc.stdout + proc.stderr)
+            assert "internal error" not in proc.stderr and (
+                "VR114" in proc.stdout + proc.stderr or "VR113" in proc.stdout + proc.stderr
+            )
 
 
 def test_vllm_on_hardware_without_gpus(proj):
@@ -130,17 +137,27 @@ def test_vllm_on_hardware_without_gpus(proj):
 
 # --- 2. implausible sizes and the unit table ---------------------------------------------------------
 
+
 def inline_hw(prof: Path, name: str, vram: str, host_ram: str = "64GiB") -> Path:
     p = prof / f"{name}.yaml"
-    p.write_text(f"name: {name}\nhardware:\n  gpus:\n    - {{name: RTX 4090, vram: {vram}}}\n"
-                 f"  host_ram: {host_ram}\nmodel: {LLAMA8B}\nengine: llama-server\n")
+    p.write_text(
+        f"name: {name}\nhardware:\n  gpus:\n    - {{name: RTX 4090, vram: {vram}}}\n"
+        f"  host_ram: {host_ram}\nmodel: {LLAMA8B}\nengine: llama-server\n"
+    )
     return p
 
 
-@pytest.mark.parametrize("vram,read,guess", [
-    ("24", "24 MiB", "24GiB"), ("24T", "24 TiB", "24GiB"), ("2048 g", "2048 GiB", "2048MiB"),
-    ("1536 k", "1536 KiB", "1536MiB"), ("512KiB", "512 KiB", None), ("0.5", "0.5 MiB", None),
-])
+@pytest.mark.parametrize(
+    "vram,read,guess",
+    [
+        ("24", "24 MiB", "24GiB"),
+        ("24T", "24 TiB", "24GiB"),
+        ("2048 g", "2048 GiB", "2048MiB"),
+        ("1536 k", "1536 KiB", "1536MiB"),
+        ("512KiB", "512 KiB", None),
+        ("0.5", "0.5 MiB", None),
+    ],
+)
 def test_implausible_vram_warns_at_the_value_with_what_was_meant(proj, vram, read, guess):
     _, diags = findings(inline_hw(proj, "s", vram))
     (d,) = [d for d in diags if d.code == "VR104"]
@@ -175,11 +192,24 @@ def test_implausible_host_ram_and_plausible_sizes(proj):
     assert [d.code for d in diags if d.code in ("VR103", "VR104")] == ["VR104"]
 
 
-@pytest.mark.parametrize("text,n_bytes", [
-    ("24G", 24 << 30), ("24g", 24 << 30), ("24 GiB", 24 << 30), ("24gib", 24 << 30),
-    ("24GB", 24 * 10**9), ("24 gb", 24 * 10**9), ("2T", 2 << 40), ("2 TB", 2 * 10**12),
-    ("512K", 512 << 10), ("512KB", 512000), ("100 b", 100), ("24576", 24 << 30), (24576, 24 << 30),
-])
+@pytest.mark.parametrize(
+    "text,n_bytes",
+    [
+        ("24G", 24 << 30),
+        ("24g", 24 << 30),
+        ("24 GiB", 24 << 30),
+        ("24gib", 24 << 30),
+        ("24GB", 24 * 10**9),
+        ("24 gb", 24 * 10**9),
+        ("2T", 2 << 40),
+        ("2 TB", 2 * 10**12),
+        ("512K", 512 << 10),
+        ("512KB", 512000),
+        ("100 b", 100),
+        ("24576", 24 << 30),
+        (24576, 24 << 30),
+    ],
+)
 def test_unit_table(text, n_bytes):
     from vramc.units import parse_size
 
@@ -194,21 +224,25 @@ def test_shipped_profiles_raise_none_of_these_codes():
 
 # --- 3. non-finite and huge numbers --------------------------------------------------------------------
 
-@pytest.mark.parametrize("body,value,words", [
-    ("hardware:\n  gpus: [{name: A, vram: .inf}]\n", ".inf", "finite"),
-    ("hardware:\n  gpus: [{name: A, vram: 1.0e+308}]\n", "1.0e+308", "more than 1 PiB"),
-    ("hardware:\n  gpus: [{name: A, vram: 24GiB}]\n  host_ram: 1.0e+308\n", "1.0e+308", "more than 1 PiB"),
-    ("hardware:\n  gpus: [{name: A, vram: \"1e400GiB\"}]\n", '"1e400GiB"', "cannot read"),
-    ("hardware:\n  gpus: [{name: A, vram: 25769803776}]\n", "25769803776", "write 25769803776B"),
-    ("hardware:\n  gpus: [{name: A, vram: .nan}]\n", ".nan", "finite"),
-    ("hardware: two\nlint: {margin: .inf}\n", ".inf", "finite"),
-    ("hardware: two\nlint: {margin: {fraction: .nan}}\n", ".nan", "finite"),
-    ("hardware: two\nlint: {margin: {bytes: -5}}\n", "-5", ">= 0"),
-    ("hardware: two\nsettings: {tensor_split: [.inf, 1]}\n", ".inf", "finite"),
-    ("hardware: two\nsettings: {tensor_split: [-1, 1]}\n", "-1", ">= 0"),
-    ("hardware: two\nvariants: {v: {margin: .inf}}\n", ".inf", "finite"),
-    ("hardware: two\nenv: {LLAMA_ARG_X: .inf}\n", ".inf", ""),
-])
+
+@pytest.mark.parametrize(
+    "body,value,words",
+    [
+        ("hardware:\n  gpus: [{name: A, vram: .inf}]\n", ".inf", "finite"),
+        ("hardware:\n  gpus: [{name: A, vram: 1.0e+308}]\n", "1.0e+308", "more than 1 PiB"),
+        ("hardware:\n  gpus: [{name: A, vram: 24GiB}]\n  host_ram: 1.0e+308\n", "1.0e+308", "more than 1 PiB"),
+        ('hardware:\n  gpus: [{name: A, vram: "1e400GiB"}]\n', '"1e400GiB"', "cannot read"),
+        ("hardware:\n  gpus: [{name: A, vram: 25769803776}]\n", "25769803776", "write 25769803776B"),
+        ("hardware:\n  gpus: [{name: A, vram: .nan}]\n", ".nan", "finite"),
+        ("hardware: two\nlint: {margin: .inf}\n", ".inf", "finite"),
+        ("hardware: two\nlint: {margin: {fraction: .nan}}\n", ".nan", "finite"),
+        ("hardware: two\nlint: {margin: {bytes: -5}}\n", "-5", ">= 0"),
+        ("hardware: two\nsettings: {tensor_split: [.inf, 1]}\n", ".inf", "finite"),
+        ("hardware: two\nsettings: {tensor_split: [-1, 1]}\n", "-1", ">= 0"),
+        ("hardware: two\nvariants: {v: {margin: .inf}}\n", ".inf", "finite"),
+        ("hardware: two\nenv: {LLAMA_ARG_X: .inf}\n", ".inf", ""),
+    ],
+)
 def test_non_finite_numbers_are_vr101_at_the_value(proj, body, value, words):
     p = proj / "n.yaml"
     p.write_text(f"name: n\nmodel: {LLAMA8B}\nengine: llama-server\n{body}")
@@ -245,8 +279,12 @@ def test_plan_json_is_strict_json(proj):
 
 
 def test_cli_never_exits_3_on_hostile_numbers(proj):
-    bodies = ["lint: {margin: .inf}\n", "lint: {margin: {fraction: .nan}}\n",
-              "settings: {override_tensor: ['*=CPU']}\n", "variants: {\"ok\\n\": {}}\n"]
+    bodies = [
+        "lint: {margin: .inf}\n",
+        "lint: {margin: {fraction: .nan}}\n",
+        "settings: {override_tensor: ['*=CPU']}\n",
+        'variants: {"ok\\n": {}}\n',
+    ]
     for i, b in enumerate(bodies):
         deployment(proj, f"h{i}", b)
     (proj / "hardware" / "big.yaml").write_text("kind: hardware\ngpus: [{name: A, vram: .inf}]\nhost_ram: 1.0e+308\n")
@@ -259,6 +297,7 @@ def test_cli_never_exits_3_on_hostile_numbers(proj):
 
 # --- 4. override_tensor patterns ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("item", ["*=CPU", "?=CPU", "+x=CPU", "\\=CPU", "blk.(1=CPU"])
 def test_override_tensor_that_is_no_regex(proj, item):
     p = deployment(proj, "ot", f"settings:\n  override_tensor:\n    - ok=CPU\n    - '{item}'\n")
@@ -268,12 +307,15 @@ def test_override_tensor_that_is_no_regex(proj, item):
     assert "regular expression" in d.message and "`.*`" in d.message
 
 
-@pytest.mark.parametrize("item, said", [
-    ("blk", "names no device"),  # llama-server: error while handling argument "-ot": invalid value
-    ("a=b=c", "'b=c' is not a buffer type"),  # split at the first '=': unknown buffer type 'b=c'
-    ("blk=", "'' is not a buffer type"),
-    ("x{99999999999}=CPU", "too large a regular expression"),  # re raised OverflowError: exit 3
-])
+@pytest.mark.parametrize(
+    "item, said",
+    [
+        ("blk", "names no device"),  # llama-server: error while handling argument "-ot": invalid value
+        ("a=b=c", "'b=c' is not a buffer type"),  # split at the first '=': unknown buffer type 'b=c'
+        ("blk=", "'' is not a buffer type"),
+        ("x{99999999999}=CPU", "too large a regular expression"),  # re raised OverflowError: exit 3
+    ],
+)
 def test_override_tensor_read_as_llama_cpp_splits_it(proj, item, said):
     p = deployment(proj, "ot", f"settings:\n  override_tensor:\n    - ok=CPU\n    - '{item}'\n")
     _, diags = findings(p)
@@ -290,6 +332,7 @@ def test_override_tensor_regex_accepted(proj):
 
 
 # --- 5. paths that cannot be files -------------------------------------------------------------------
+
 
 def test_nul_in_a_model_path(proj):
     p = proj / "nul.yaml"
@@ -325,7 +368,9 @@ def test_hardware_profile_that_is_a_symlink_to_itself(proj):
     assert [d.code for d in diags] == ["VR000"] and "symbolic link" in diags[0].message
     result = run_check([proj])  # found while walking the folder
     assert {("VR000", Path(d.file).name) for d in result.diagnostics if d.code == "VR000"} == {
-        ("VR000", "loop.yaml"), ("VR000", "looped.yaml")}
+        ("VR000", "loop.yaml"),
+        ("VR000", "looped.yaml"),
+    }
     proc = cli("check", str(proj))
     assert proc.returncode == 1 and "internal error" not in proc.stderr
 
@@ -391,6 +436,7 @@ def test_unreadable_models_folder(tmp_path):
 
 # --- 6. names that end in a newline ------------------------------------------------------------------
 
+
 def test_variant_name_with_a_final_newline(proj):
     p = deployment(proj, "v", 'variants:\n  "ok\\n": {settings: {ctx: 4096}}\n')
     _, diags = findings(p)
@@ -422,16 +468,20 @@ def test_newline_ended_codes_and_names(proj):
 
 # --- 7. messages in vramc's words ------------------------------------------------------------------
 
-@pytest.mark.parametrize("body,message", [
-    ("settings: [ctx, 1]\n", "settings must be a mapping (key: value lines), not a list"),
-    ("settings: {ctx: -8192}\n", "settings.ctx must be a whole number >= 0 or auto, got -8192"),
-    ("settings: {gpu_layers: al}\n", "settings.gpu_layers must be a whole number, all or auto, got 'al'"),
-    ("settings: {split_mode: rows}\n", "settings.split_mode must be none, layer or row, got 'rows'"),
-    ("settings: {parallel: 300}\n", "settings.parallel must be a whole number <= 256 or auto, got 300"),
-    ("settings: {kv_unified: maybe}\n", "settings.kv_unified must be true/false, got 'maybe'"),
-    ("settings:\n", "settings must be a mapping (key: value lines), not empty (null)"),
-    ("gpus: [one]\n", "gpus[0] must be a whole number, got 'one'"),
-])
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("settings: [ctx, 1]\n", "settings must be a mapping (key: value lines), not a list"),
+        ("settings: {ctx: -8192}\n", "settings.ctx must be a whole number >= 0 or auto, got -8192"),
+        ("settings: {gpu_layers: al}\n", "settings.gpu_layers must be a whole number, all or auto, got 'al'"),
+        ("settings: {split_mode: rows}\n", "settings.split_mode must be none, layer or row, got 'rows'"),
+        ("settings: {parallel: 300}\n", "settings.parallel must be a whole number <= 256 or auto, got 300"),
+        ("settings: {kv_unified: maybe}\n", "settings.kv_unified must be true/false, got 'maybe'"),
+        ("settings:\n", "settings must be a mapping (key: value lines), not empty (null)"),
+        ("gpus: [one]\n", "gpus[0] must be a whole number, got 'one'"),
+    ],
+)
 def test_pydantic_words_are_translated(proj, body, message):
     _, diags = findings(deployment(proj, "m", body))
     (d,) = [d for d in diags if d.code == "VR101"]
@@ -441,7 +491,9 @@ def test_pydantic_words_are_translated(proj, body, message):
 
 def test_tab_indentation(proj):
     p = proj / "tab.yaml"
-    p.write_text(f"name: tab\nhardware: two\nmodel: {LLAMA8B}\nengine: llama-server\nsettings:\n  ctx: 1\n \tparallel: 2\n")
+    p.write_text(
+        f"name: tab\nhardware: two\nmodel: {LLAMA8B}\nengine: llama-server\nsettings:\n  ctx: 1\n \tparallel: 2\n"
+    )
     _, diags = findings(p)
     assert [(d.code, d.line, d.column) for d in diags] == [("VR001", 7, 2)]
     assert "YAML forbids tabs for indentation" in diags[0].message and diags[0].hint == "indent with spaces"

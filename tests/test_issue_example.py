@@ -21,8 +21,9 @@ def project(tmp_path_factory):
     (root / "profiles").mkdir()
     shutil.copy(FIXTURE, root / "profiles" / "llama8b-split.yaml")
     (root / "models").mkdir()
-    write_sparse_gguf(root / "models" / "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf",
-                      get_shape("llama-3.1-8b-instruct"), "Q8_0")
+    write_sparse_gguf(
+        root / "models" / "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf", get_shape("llama-3.1-8b-instruct"), "Q8_0"
+    )
     return root
 
 
@@ -44,8 +45,17 @@ def test_plan_json_has_the_documented_shape(project, monkeypatch):
     assert (dep["name"], dep["engine"], dep["verdict"]) == ("llama8b-split", "llama-server", "fits")
     assert dep["compute_model"] == "exact"  # Llama's graph is replayed, not approximated
     for d in dep["devices"]:
-        assert {"id", "name", "capacity_bytes", "weights_bytes", "kv_bytes", "compute_bytes",
-                "overhead_bytes", "total_bytes", "layers"} <= set(d)
+        assert {
+            "id",
+            "name",
+            "capacity_bytes",
+            "weights_bytes",
+            "kv_bytes",
+            "compute_bytes",
+            "overhead_bytes",
+            "total_bytes",
+            "layers",
+        } <= set(d)
         assert d["total_bytes"] == d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"] + d["overhead_bytes"]
         assert all(isinstance(v, int) for k, v in d.items() if k.endswith("_bytes"))
     assert {"weights_bytes", "kv_bytes", "compute_bytes"} <= set(dep["host"])

@@ -86,30 +86,58 @@ def _hardware(**gpu):
     return {"kind": "hardware", "name": "h", "gpus": [{"name": "RTX 4090", **gpu}]}
 
 
-@pytest.mark.parametrize(("vram", "valid"), [
-    ("24GiB", True), ("24 gb", True), (" 1.5T ", True), ("512M", True), ("100b", True), (24576, True),
-    (0.5, True), ("24 GiBs", False), ("24ib", False), ("-1GiB", False), (-1, False), ("GiB", False),
-    (True, False), (None, False), ([24], False),
-])
+@pytest.mark.parametrize(
+    ("vram", "valid"),
+    [
+        ("24GiB", True),
+        ("24 gb", True),
+        (" 1.5T ", True),
+        ("512M", True),
+        ("100b", True),
+        (24576, True),
+        (0.5, True),
+        ("24 GiBs", False),
+        ("24ib", False),
+        ("-1GiB", False),
+        (-1, False),
+        ("GiB", False),
+        (True, False),
+        (None, False),
+        ([24], False),
+    ],
+)
 def test_sizes_are_written_as_vramc_reads_them(validator, vram, valid):
     assert (not _errors(validator, _hardware(vram=vram))) == valid
 
 
-@pytest.mark.parametrize(("settings", "valid"), [
-    ({"flash_attn": False}, True),  # YAML 1.1 `off`
-    ({"flash_attn": "auto"}, True), ({"flash_attn": "maybe"}, False),
-    ({"ctx": "auto", "gpu_layers": "all", "tensor_split": "auto"}, True),
-    ({"ctx": "max"}, False), ({"gpu_layers": -1}, False), ({"ctx_size": 4096}, False),
-    ({"kv_cache_memory_bytes": "2GiB"}, True),
-])
+@pytest.mark.parametrize(
+    ("settings", "valid"),
+    [
+        ({"flash_attn": False}, True),  # YAML 1.1 `off`
+        ({"flash_attn": "auto"}, True),
+        ({"flash_attn": "maybe"}, False),
+        ({"ctx": "auto", "gpu_layers": "all", "tensor_split": "auto"}, True),
+        ({"ctx": "max"}, False),
+        ({"gpu_layers": -1}, False),
+        ({"ctx_size": 4096}, False),
+        ({"kv_cache_memory_bytes": "2GiB"}, True),
+    ],
+)
 def test_settings_and_auto(validator, settings, valid):
     deployment = {"name": "d", "engine": "llama-server", "model": "m", "settings": settings}
     assert (not _errors(validator, deployment)) == valid
 
 
-@pytest.mark.parametrize(("margin", "valid"), [
-    ("25%", True), (0.25, True), ("1GiB", True), ({"fraction": 0.1}, True), ("lots", False),
-])
+@pytest.mark.parametrize(
+    ("margin", "valid"),
+    [
+        ("25%", True),
+        (0.25, True),
+        ("1GiB", True),
+        ({"fraction": 0.1}, True),
+        ("lots", False),
+    ],
+)
 def test_margins(validator, margin, valid):
     deployment = {"name": "d", "engine": "ollama", "model": "m", "lint": {"margin": margin}}
     assert (not _errors(validator, deployment)) == valid

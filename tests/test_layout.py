@@ -27,7 +27,8 @@ def modules() -> dict[str, Path]:
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports(name: str, path: Path, known: set[str], module_level: bool) -> set[str]:
@@ -150,7 +151,8 @@ for name in json.loads(sys.argv[1]):
 print(json.dumps(failed))
 """
     names = [n for n in modules() if not n.endswith("__main__")]
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(names)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(names)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {}

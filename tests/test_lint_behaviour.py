@@ -32,13 +32,17 @@ def test_missing_path_is_vr000_and_exit_1(tmp_path):
 
 
 def test_info_rules_partial_offload_and_ctx_rounding(tmp_path):
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: LLAMA8B
         engine: llama-server
         settings: {ctx: 10000, parallel: 3, gpu_layers: 20}
-        """)
+        """,
+    )
     found = codes(p)
     assert ("VR309", "info", 5, 49) in found  # 20 of 33 layers on the GPU
     assert ("VR313", "info", 5, 17) in found  # 10000 tokens over 3 slots
@@ -50,13 +54,17 @@ def test_ctx_rounding_counts_the_padded_context_as_llama_cpp_does(tmp_path):
     """llama_context pads ctx to 256 before dividing it among slots: ctx 1 over 4 slots gives
     each 256 tokens (no rounding), ctx 10000 over 3 gives 3584 each, not 3333."""
     for ctx, parallel, per_slot in ((1, 4, None), (10000, 3, 3584)):
-        p = write(tmp_path, f"d{ctx}.yaml", f"""\
+        p = write(
+            tmp_path,
+            f"d{ctx}.yaml",
+            f"""\
             name: d{ctx}
             hardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}
             model: LLAMA8B
             engine: llama-server
             settings: {{ctx: {ctx}, parallel: {parallel}}}
-            """)
+            """,
+        )
         msgs = [d.message for d in run_check([p]).diagnostics if d.code == "VR313"]
         if per_slot is None:
             assert msgs == []
@@ -65,7 +73,10 @@ def test_ctx_rounding_counts_the_padded_context_as_llama_cpp_does(tmp_path):
 
 
 def test_lint_config_ignores_and_overrides(tmp_path):
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: LLAMA8B
@@ -74,14 +85,18 @@ def test_lint_config_ignores_and_overrides(tmp_path):
         lint:
           ignore: [VR313]
           severity: {VR302: error}
-        """)
+        """,
+    )
     found = {c[:2] for c in codes(p)}
     assert ("VR302", "error") in found and not any(c == "VR313" for c, _ in found)
     assert CliRunner().invoke(app, ["check", str(p)]).exit_code == 1
 
 
 def test_variant_findings_point_at_the_variant(tmp_path):
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: LLAMA8B
@@ -91,7 +106,8 @@ def test_variant_findings_point_at_the_variant(tmp_path):
           big:
             settings:
               gpu_layers: 99
-        """)
+        """,
+    )
     [(code, sev, line, col)] = codes(p)
     assert (code, line, col) == ("VR302", 9, 19)
     [d] = run_check([p]).diagnostics
@@ -99,14 +115,18 @@ def test_variant_findings_point_at_the_variant(tmp_path):
 
 
 def test_margin_warning_and_strict(tmp_path):
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4080, vram: 16GiB}]}
         model: LLAMA8B
         engine: llama-server
         settings: {ctx: 40960, parallel: 1, gpu_layers: all, flash_attn: on}
         lint: {margin: 25%}
-        """)
+        """,
+    )
     assert [c[0] for c in codes(p)] == ["VR301"]
     runner = CliRunner()
     assert runner.invoke(app, ["check", str(p)]).exit_code == 0
@@ -114,13 +134,17 @@ def test_margin_warning_and_strict(tmp_path):
 
 
 def test_engine_error_without_its_own_rule_is_vr320(tmp_path):
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: LLAMA8B
         engine: llama-server
         settings: {ctx: 4096, gpu_layers: all}
-        """)
+        """,
+    )
     plan = run_check([p]).plans[0]
     plan.estimate.errors.append(("llama-new-failure", "some new refusal"))
     [d] = [d for d in run_plan_rules([plan]) if d.code == "VR320"]
@@ -135,13 +159,17 @@ def test_lock_fingerprint_mismatch_is_vr202(tmp_path):
     shutil.copy(ROOT / "profiles" / "models" / "demo-tiny.yaml", tmp_path / "profiles" / "models" / "tiny.yaml")
     lock = tmp_path / "profiles" / "models" / "tiny.yaml"
     lock.write_text(lock.read_text().replace("gguf: models/demo-tiny.gguf", "gguf: models/tiny.gguf"))
-    dep = write(tmp_path / "profiles", "d.yaml", """\
+    dep = write(
+        tmp_path / "profiles",
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: tiny
         engine: llama-cpp-python
         settings: {ctx: 256, gpu_layers: all}
-        """)
+        """,
+    )
     assert [c for c in codes(dep) if c[0] == "VR202"] == []  # the generated file matches its lock
     with open(gguf, "ab") as f:  # the file changes under the lock
         f.write(b"\0" * 64)
@@ -153,9 +181,13 @@ def test_mmproj_and_draft_are_counted_on_the_first_gpu_and_by_the_solver(tmp_pat
     import yaml
 
     lock = yaml.safe_load(LLAMA8B.read_text())["lock"]
-    base = {"name": "mm", "hardware": {"gpus": [{"name": "RTX 4080", "vram": "16GiB"}]},
-            "engine": "llama-server", "settings": {"ctx": 8192, "gpu_layers": "all", "parallel": 1},
-            "model": {"gguf": "nowhere.gguf", "lock": lock}}
+    base = {
+        "name": "mm",
+        "hardware": {"gpus": [{"name": "RTX 4080", "vram": "16GiB"}]},
+        "engine": "llama-server",
+        "settings": {"ctx": 8192, "gpu_layers": "all", "parallel": 1},
+        "model": {"gguf": "nowhere.gguf", "lock": lock},
+    }
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(base))
     base["name"] = "mm2"
     base["model"].update(mmproj="mm.gguf", mmproj_size="600MiB", draft="d.gguf", draft_size="1GiB")
@@ -181,13 +213,17 @@ def test_compute_approximated_for_an_unknown_architecture_with_llama_tensors(tmp
     models.mkdir()
     text = LLAMA8B.read_text().replace("architecture: llama\n", "architecture: llamalike\n")
     (models / "llamalike-8b.yaml").write_text(text.replace("name: llama-3.1-8b-instruct-q8_0", "name: llamalike-8b"))
-    p = write(tmp_path, "d.yaml", """\
+    p = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: llamalike-8b
         engine: llama-server
         settings: {ctx: 8192}
-        """)
+        """,
+    )
     found = [d for d in run_check([p]).diagnostics if d.code == "VR315"]
     assert [(d.severity.label, d.line, d.column) for d in found] == [("warning", 3, 8)]
     assert "approximated with the llama graph" in found[0].message
@@ -195,12 +231,21 @@ def test_compute_approximated_for_an_unknown_architecture_with_llama_tensors(tmp
     plan = run_check([p]).plans[0]
     assert plan.estimate.compute_model == "approximate" and plan.estimate.devices[0].compute_bytes > 0
     # the real llama architecture is replayed exactly: no finding
-    assert "VR315" not in {c for c, *_ in codes(write(tmp_path, "e.yaml", """\
+    assert "VR315" not in {
+        c
+        for c, *_ in codes(
+            write(
+                tmp_path,
+                "e.yaml",
+                """\
         name: e
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: LLAMA8B
         engine: llama-server
-        """))}
+        """,
+            )
+        )
+    }
 
 
 def test_plan_and_build_of_a_missing_path_say_so_and_exit_1(tmp_path):
@@ -216,17 +261,24 @@ def test_a_cached_check_does_not_depend_on_what_was_checked_with_it(tmp_path, mo
     (tmp_path / "models").mkdir()
     bad = LLAMA8B.read_text().replace("kind: model\n", "kind: model\ncolour: blue\n")
     (tmp_path / "models" / "llama8b.yaml").write_text(bad)
-    dep = write(tmp_path, "d.yaml", """\
+    dep = write(
+        tmp_path,
+        "d.yaml",
+        """\
         name: d
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: llama8b
         engine: llama-server
-        """)
+        """,
+    )
 
     def check(*paths):
         res = CliRunner().invoke(app, ["check", *map(str, paths)])
-        return res.exit_code, sorted(line.split(": ")[1].split()[0] for line in res.output.splitlines()
-                                     if "d.yaml" in line or "llama8b.yaml" in line)
+        return res.exit_code, sorted(
+            line.split(": ")[1].split()[0]
+            for line in res.output.splitlines()
+            if "d.yaml" in line or "llama8b.yaml" in line
+        )
 
     monkeypatch.setenv("VRAMC_NO_CACHE", "1")
     alone = check(dep)

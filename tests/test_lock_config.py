@@ -76,18 +76,14 @@ def _value(text: str):
 def config_of(name: str) -> dict:
     """config.json from the catalog entry's quoted fields."""
     cfg: dict = {"architectures": [ARCHITECTURES[name]]}
-    for key, value in re.findall(
-        r"\b([a-z_][a-z0-9_.]*)=([^\s)]+)", CATALOG[name].source
-    ):
+    for key, value in re.findall(r"\b([a-z_][a-z0-9_.]*)=([^\s)]+)", CATALOG[name].source):
         node = cfg
         *path, leaf = key.split(".")
         for p in path:
             node = node.setdefault(p, {})
         node.setdefault(leaf, _value(value))
     cfg.update(PROSE.get(name, {}))
-    if (
-        name == "deepseek-v2-lite-chat"
-    ):  # the yarn fields are quoted beside rope_scaling
+    if name == "deepseek-v2-lite-chat":  # the yarn fields are quoted beside rope_scaling
         for k in ("factor", "beta_fast", "beta_slow", "mscale_all_dim"):
             cfg.pop(k, None)
     return cfg
@@ -100,9 +96,7 @@ def headers(tmp_path_factory):
 
     def header(name: str, quant: str) -> ModelMeta:
         if (name, quant) not in cache:
-            path = write_sparse_gguf(
-                root / f"{name}-{quant}.gguf", CATALOG[name], quant
-            )
+            path = write_sparse_gguf(root / f"{name}-{quant}.gguf", CATALOG[name], quant)
             cache[name, quant] = read_gguf(path)
             path.unlink()
         return cache[name, quant]
@@ -130,21 +124,15 @@ def test_every_derivable_shape_matches_the_real_header(name, headers):
         assert derived.hparams.get(key) == real.hparams.get(key), key
 
 
-@pytest.mark.parametrize(
-    "quant", ["Q8_0", "Q6_K", "Q5_K_M", "Q3_K_M", "IQ4_XS", "Q2_K", "BF16"]
-)
+@pytest.mark.parametrize("quant", ["Q8_0", "Q6_K", "Q5_K_M", "Q3_K_M", "IQ4_XS", "Q2_K", "BF16"])
 def test_quant_mixes(quant, headers):
     for name in ("llama-3.1-8b-instruct", "qwen3-30b-a3b"):
-        assert _by_name(meta_from_config(config_of(name), quant)) == _by_name(
-            headers(name, quant)
-        )
+        assert _by_name(meta_from_config(config_of(name), quant)) == _by_name(headers(name, quant))
 
 
 @pytest.mark.parametrize("name", sorted(NOT_DERIVED))
 def test_shapes_it_does_not_derive_are_refused_clearly(name):
-    with pytest.raises(
-        ConfigError, match="not one vramc derives from config.json.*vramc analyze"
-    ):
+    with pytest.raises(ConfigError, match="not one vramc derives from config.json.*vramc analyze"):
         meta_from_config({"architectures": [NOT_DERIVED[name]]}, "Q4_K_M")
 
 
@@ -188,15 +176,11 @@ def test_lock_command_writes_a_profile_that_plans(tmp_path, monkeypatch, headers
     cfg.parent.mkdir()
     cfg.write_text(json.dumps(config_of("llama-3.1-8b-instruct")))
     dest = project / "profiles" / "models" / "llama8b.yaml"
-    res = runner.invoke(
-        app, ["lock", "--config", str(cfg), "--quant", "Q4_K_M", "--write", str(dest)]
-    )
+    res = runner.invoke(app, ["lock", "--config", str(cfg), "--quant", "Q4_K_M", "--write", str(dest)])
     assert res.exit_code == 0, res.output
     model = Model.model_validate(yaml.safe_load(dest.read_text()))
     assert model.gguf is None and "llama-quantize Q4_K_M" in model.source
-    assert _by_name(ModelMeta.from_lock(model.lock)) == _by_name(
-        headers("llama-3.1-8b-instruct", "Q4_K_M")
-    )
+    assert _by_name(ModelMeta.from_lock(model.lock)) == _by_name(headers("llama-3.1-8b-instruct", "Q4_K_M"))
     (project / "profiles" / "d.yaml").write_text(
         "name: d\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\nmodel: llama8b\n"
         "engine: llama-server\nsettings:\n  ctx: 8192\n"
@@ -208,9 +192,7 @@ def test_lock_command_writes_a_profile_that_plans(tmp_path, monkeypatch, headers
     assert dep["verdict"] == "fits"
 
 
-@pytest.mark.parametrize(
-    "content", ["{", "[]", '{"architectures": ["FooForCausalLM"]}', "x" * (5 << 20)]
-)
+@pytest.mark.parametrize("content", ["{", "[]", '{"architectures": ["FooForCausalLM"]}', "x" * (5 << 20)])
 def test_lock_command_bad_config_is_exit_1(tmp_path, content):
     cfg = tmp_path / "config.json"
     cfg.write_text(content)
@@ -237,19 +219,13 @@ def _plan(tmp_path, monkeypatch, model: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def test_a_profile_config_with_a_quant_plans_as_the_real_file(
-    tmp_path, monkeypatch, headers
-):
+def test_a_profile_config_with_a_quant_plans_as_the_real_file(tmp_path, monkeypatch, headers):
     """`config:` + `quant:` in the model profile: planned as the GGUF would be (no file, no lock)."""
-    code, out = _plan(
-        tmp_path, monkeypatch, f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_M\n"
-    )
+    code, out = _plan(tmp_path, monkeypatch, f"  config: {LLAMA_CONFIG}\n  quant: Q4_K_M\n")
     assert code == 0, out
     [derived] = json.loads(out)["deployments"]
     # the same deployment on the synth-written file (rope_freqs is its only extra tensor: 256 B)
-    path = write_sparse_gguf(
-        tmp_path / "real.gguf", CATALOG["llama-3.1-8b-instruct"], "Q4_K_M"
-    )
+    path = write_sparse_gguf(tmp_path / "real.gguf", CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
     code, out = _plan(tmp_path, monkeypatch, f"  gguf: {path}\n")
     assert code == 0, out
     [real] = json.loads(out)["deployments"]
@@ -282,19 +258,14 @@ def test_a_profile_config_with_a_quant_plans_as_the_real_file(
         ),
     ],
 )
-def test_a_profile_config_that_cannot_be_derived_is_vr206(
-    tmp_path, monkeypatch, model, message
-):
+def test_a_profile_config_that_cannot_be_derived_is_vr206(tmp_path, monkeypatch, model, message):
     (tmp_path / "profiles").mkdir(exist_ok=True)
     (tmp_path / "profiles" / "d.yaml").write_text(
-        f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}"
-        "engine: llama-server\n"
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\nmodel:\n{model}engine: llama-server\n"
     )
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["check", "profiles/d.yaml"])
-    assert res.exit_code == 1 and "VR206" in res.output and message in res.output, (
-        res.output
-    )
+    assert res.exit_code == 1 and "VR206" in res.output and message in res.output, res.output
 
 
 HOSTILE = [

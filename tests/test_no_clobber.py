@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def vramc(*args, cwd):
     env = dict(os.environ, VRAMC_NO_CACHE="1")
-    return subprocess.run([sys.executable, "-m", "vramc", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
 @pytest.fixture
@@ -30,8 +31,12 @@ def project(tmp_path):
     for sub in ("hardware/gpu-16gb.yaml", "models/llama-3.1-8b-instruct-q8_0.yaml", "16gb.yaml"):
         (prof / sub).write_bytes((ROOT / "profiles" / sub).read_bytes())
     (tmp_path / "models").mkdir()
-    subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(tmp_path / "models" / "t.gguf")],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "vramc.synth", "tiny", str(tmp_path / "models" / "t.gguf")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return tmp_path
 
 
@@ -39,9 +44,17 @@ def snapshot(root: Path) -> dict:
     return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("target", ["profiles/16gb.yaml", "profiles/hardware/gpu-16gb.yaml",
-                                    "profiles/../profiles/16gb.yaml", "profiles/report.txt",
-                                    "models/t.gguf", "link"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "profiles/16gb.yaml",
+        "profiles/hardware/gpu-16gb.yaml",
+        "profiles/../profiles/16gb.yaml",
+        "profiles/report.txt",
+        "models/t.gguf",
+        "link",
+    ],
+)
 def test_check_output_never_replaces_what_check_reads(project, target):
     (project / "link").symlink_to("profiles/16gb.yaml")
     before = snapshot(project)
@@ -78,8 +91,12 @@ def test_analyze_write_replaces_a_model_profile(project):
 
 def test_write_new_refuses_what_is_not_a_profile_of_its_kind(tmp_path):
     model = "kind: model\nname: m\ngguf: m.gguf\n"
-    for existing in (b"GGUF\x03\x00\x00\x00" + b"\x00" * 64, b"name: d\nhardware: h\nmodel: m\nengine: ollama\n",
-                     b"\xff\xfe not text", b"just: [a, list"):
+    for existing in (
+        b"GGUF\x03\x00\x00\x00" + b"\x00" * 64,
+        b"name: d\nhardware: h\nmodel: m\nengine: ollama\n",
+        b"\xff\xfe not text",
+        b"just: [a, list",
+    ):
         p = tmp_path / "x.yaml"
         p.write_bytes(existing)
         with pytest.raises(EditRefused, match="is not a model profile"):

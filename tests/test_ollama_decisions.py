@@ -53,6 +53,7 @@ def test_batch_surcharge_and_step_down():
 
 # --- prediction: llm/llama_server.go PredictServerVRAM ---------------------------------------------
 
+
 def _meta(path: Path):
     import yaml
 
@@ -80,20 +81,69 @@ G = o.OllamaGpu
 PLACEMENT_CASES = [
     # (id, gpus, predicted, main_gpu, sched_spread, num_gpu, (selected, main_gpu passed))
     ("selectLlamaServerPlacement: one GPU", [G(24 * GiB, 24 * GiB)], 10 * GiB, None, False, -1, ([0], None)),
-    ("bestSingleGPUFit: most free memory", [G(12 * GiB, 12 * GiB), G(24 * GiB, 24 * GiB)], 9 * GiB, None, False, -1,
-     ([1], 0)),
-    ("betterPlacementGPU: a tie keeps the first", [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)], 9 * GiB, None,
-     False, -1, ([0], 0)),
-    ("betterPlacementGPU: discrete before integrated", [G(64 * GiB, 64 * GiB, integrated=True),
-                                                        G(16 * GiB, 16 * GiB)], 9 * GiB, None, False, -1, ([1], 0)),
-    ("bestSingleGPUFit: within 80% only", [G(12 * GiB, 12 * GiB), G(12 * GiB, 12 * GiB)], 10 * GiB, None, False, -1,
-     ([0, 1], None)),
-    ("envconfig.SchedSpread: every GPU", [G(12 * GiB, 12 * GiB), G(24 * GiB, 24 * GiB)], 9 * GiB, None, True, -1,
-     ([0, 1], None)),
-    ("bestExplicitMainGPU: main_gpu alone, as GPU 0", [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)], 9 * GiB, 1,
-     True, -1, ([1], 0)),
-    ("selectLlamaServerPlacement: num_gpu 0", [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)], 9 * GiB, None, False,
-     0, ([0, 1], None)),
+    (
+        "bestSingleGPUFit: most free memory",
+        [G(12 * GiB, 12 * GiB), G(24 * GiB, 24 * GiB)],
+        9 * GiB,
+        None,
+        False,
+        -1,
+        ([1], 0),
+    ),
+    (
+        "betterPlacementGPU: a tie keeps the first",
+        [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)],
+        9 * GiB,
+        None,
+        False,
+        -1,
+        ([0], 0),
+    ),
+    (
+        "betterPlacementGPU: discrete before integrated",
+        [G(64 * GiB, 64 * GiB, integrated=True), G(16 * GiB, 16 * GiB)],
+        9 * GiB,
+        None,
+        False,
+        -1,
+        ([1], 0),
+    ),
+    (
+        "bestSingleGPUFit: within 80% only",
+        [G(12 * GiB, 12 * GiB), G(12 * GiB, 12 * GiB)],
+        10 * GiB,
+        None,
+        False,
+        -1,
+        ([0, 1], None),
+    ),
+    (
+        "envconfig.SchedSpread: every GPU",
+        [G(12 * GiB, 12 * GiB), G(24 * GiB, 24 * GiB)],
+        9 * GiB,
+        None,
+        True,
+        -1,
+        ([0, 1], None),
+    ),
+    (
+        "bestExplicitMainGPU: main_gpu alone, as GPU 0",
+        [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)],
+        9 * GiB,
+        1,
+        True,
+        -1,
+        ([1], 0),
+    ),
+    (
+        "selectLlamaServerPlacement: num_gpu 0",
+        [G(24 * GiB, 24 * GiB), G(24 * GiB, 24 * GiB)],
+        9 * GiB,
+        None,
+        False,
+        0,
+        ([0, 1], None),
+    ),
 ]
 
 
@@ -121,8 +171,11 @@ def test_default_context(case):
     assert o.default_context(total, n, overhead) == want
 
 
-@pytest.mark.parametrize("num_ctx,train,want", [(262144, 131072, 131072), (8192, 131072, 8192), (8192, 0, 8192)],
-                         ids=["NewLlamaServer: capped", "effectiveContext: below", "effectiveContext: unknown"])
+@pytest.mark.parametrize(
+    "num_ctx,train,want",
+    [(262144, 131072, 131072), (8192, 131072, 8192), (8192, 0, 8192)],
+    ids=["NewLlamaServer: capped", "effectiveContext: below", "effectiveContext: unknown"],
+)
 def test_effective_context(num_ctx, train, want):
     assert o.effective_context(num_ctx, train) == want
 
@@ -134,10 +187,17 @@ def test_oom_retry_contexts():
 
 # --- parallel, mmap, pre-load ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,parallel,completion,want", [
-    ("llama", 4, True, 4), ("nemotron_h", 4, True, 1), ("qwen3next", 2, True, 1), ("bert", 4, False, 1)],
-    ids=["load: llama keeps OLLAMA_NUM_PARALLEL", "load: nemotron_h one sequence", "load: qwen3next one sequence",
-         "load: embeddings one sequence"])
+
+@pytest.mark.parametrize(
+    "arch,parallel,completion,want",
+    [("llama", 4, True, 4), ("nemotron_h", 4, True, 1), ("qwen3next", 2, True, 1), ("bert", 4, False, 1)],
+    ids=[
+        "load: llama keeps OLLAMA_NUM_PARALLEL",
+        "load: nemotron_h one sequence",
+        "load: qwen3next one sequence",
+        "load: embeddings one sequence",
+    ],
+)
 def test_num_parallel(arch, parallel, completion, want):
     assert o.num_parallel(arch, parallel, completion) == want
 
@@ -178,6 +238,7 @@ def test_flash_attention_by_gpu():
 
 # --- through plans, plan JSON and artifacts ----------------------------------------------------------
 
+
 def _profile(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\nmodel: {LLAMA8B}\nengine: ollama\n{body}")
@@ -208,8 +269,9 @@ def test_default_context_is_capped_and_never_warned(tmp_path):
 
 
 def test_ollama_context_length_env_is_the_default(tmp_path):
-    path = _profile(tmp_path, "envctx", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
-                                        "env: {OLLAMA_CONTEXT_LENGTH: 16384}\n")
+    path = _profile(
+        tmp_path, "envctx", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nenv: {OLLAMA_CONTEXT_LENGTH: 16384}\n"
+    )
     _, plans = _plan(path)
     assert plans["envctx"].params.n_ctx == 16384
     assert "OLLAMA_CONTEXT_LENGTH=16384" in plans["envctx"].engine_choices["ctx"].why
@@ -219,8 +281,12 @@ def test_ollama_context_length_env_is_the_default(tmp_path):
 def test_unparsable_ollama_env_is_ollamas_default(tmp_path, value):
     """envconfig.Uint: a value Ollama cannot parse is its default (0: the VRAM tier), so vramc
     plans the tier too, and never fails on it."""
-    path = _profile(tmp_path, "bad", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
-                                     f"env: {{OLLAMA_CONTEXT_LENGTH: {value}, OLLAMA_GPU_OVERHEAD: {value}}}\n")
+    path = _profile(
+        tmp_path,
+        "bad",
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
+        f"env: {{OLLAMA_CONTEXT_LENGTH: {value}, OLLAMA_GPU_OVERHEAD: {value}}}\n",
+    )
     result, plans = _plan(path)
     if value.startswith("9999"):  # parsed, then capped at the trained context
         assert plans["bad"].params.n_ctx == 131072
@@ -242,10 +308,15 @@ def test_plan_json_marks_ollamas_choices(tmp_path):
 
     from vramc.cli.commands import app
 
-    path = _profile(tmp_path, "split", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
-                                       "settings: {ctx: 8192, parallel: 2}\n")
-    res = CliRunner().invoke(app, ["plan", str(path), str(ROOT / "profiles" / "deepseek-14b-split.yaml"),
-                                   "--format", "json"])
+    path = _profile(
+        tmp_path,
+        "split",
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
+        "settings: {ctx: 8192, parallel: 2}\n",
+    )
+    res = CliRunner().invoke(
+        app, ["plan", str(path), str(ROOT / "profiles" / "deepseek-14b-split.yaml"), "--format", "json"]
+    )
     assert res.exit_code == 0, res.output
     recs = {r["name"]: r for r in json.loads(res.output)["deployments"]}
     ch = recs["split"]["engine_choices"]
@@ -261,8 +332,11 @@ def test_plan_json_marks_ollamas_choices(tmp_path):
 def test_multi_gpu_plan_pins_spread(tmp_path, monkeypatch):
     from build_support import build
 
-    path = _profile(tmp_path, "split", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
-                                       "settings: {ctx: 8192}\n")
+    path = _profile(
+        tmp_path,
+        "split",
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\nsettings: {ctx: 8192}\n",
+    )
     monkeypatch.chdir(tmp_path)
     assert build([path.name]) == 0
     env = (tmp_path / "out" / "split" / "ollama.env").read_text()
@@ -274,8 +348,12 @@ def test_multi_gpu_plan_pins_spread(tmp_path, monkeypatch):
 def test_main_gpu_loads_on_that_gpu_alone(tmp_path, monkeypatch):
     from build_support import build, parse_modelfile
 
-    path = _profile(tmp_path, "main", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
-                                      "settings: {ctx: 8192, main_gpu: 1}\n")
+    path = _profile(
+        tmp_path,
+        "main",
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
+        "settings: {ctx: 8192, main_gpu: 1}\n",
+    )
     result, plans = _plan(path)
     p = plans["main"]
     assert [(d.id, d.name) for d in p.estimate.devices] == [("CUDA0", "RTX 3090")]
@@ -290,8 +368,11 @@ def test_main_gpu_loads_on_that_gpu_alone(tmp_path, monkeypatch):
 
 
 def test_user_batch_is_kept_and_ubatch_follows_it(tmp_path):
-    path = _profile(tmp_path, "b", "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\n"
-                                   "settings: {ctx: 8192, batch: 256, ubatch: 128}\n")
+    path = _profile(
+        tmp_path,
+        "b",
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nsettings: {ctx: 8192, batch: 256, ubatch: 128}\n",
+    )
     result, plans = _plan(path)
     p = plans["b"]
     assert (p.params.n_batch, p.params.n_ubatch) == (256, 256)  # appendBatchArgs: -b 256 -ub 256
@@ -301,8 +382,10 @@ def test_user_batch_is_kept_and_ubatch_follows_it(tmp_path):
 
 def test_parallel_forced_for_nemotron_h(tmp_path):
     path = tmp_path / "nano.yaml"
-    path.write_text(f"name: nano\nmodel: {NANO}\nengine: ollama\n"
-                    "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nsettings: {ctx: 8192, parallel: 4}\n")
+    path.write_text(
+        f"name: nano\nmodel: {NANO}\nengine: ollama\n"
+        "hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nsettings: {ctx: 8192, parallel: 4}\n"
+    )
     result, plans = _plan(path)
     assert plans["nano"].params.n_seq_max == 1 and plans["nano"].params.n_ctx == 8192
     assert "VR406" in {d.code for d in result.diagnostics}
@@ -317,8 +400,11 @@ def test_auto_ctx_gets_the_batch_of_the_context_the_solver_chose(tmp_path):
     assert "ctx" in p.auto and ctx > 4096
     meta, gpus = p.meta, o._ollama_gpus(p.gpus)
     predicted = o.predict_server_vram(o.model_file_size(meta), meta, ctx)
-    assert p.params.n_batch == p.params.n_ubatch == o.automatic_generation_batch(
-        ctx, predicted, o.available_for_placement(gpus), False, [16 * GiB])
+    assert (
+        p.params.n_batch
+        == p.params.n_ubatch
+        == o.automatic_generation_batch(ctx, predicted, o.available_for_placement(gpus), False, [16 * GiB])
+    )
 
 
 def test_cpu_only_and_the_trained_context(tmp_path):
@@ -334,8 +420,9 @@ def test_cpu_only_and_the_trained_context(tmp_path):
 def test_old_gpu_gets_flash_attention_off_and_the_small_batch(tmp_path):
     # ml/device.go cudaFlashAttentionSupported: a GTX 980 (5.2) has none, so Ollama passes
     # --flash-attn off and, on 8 GiB or less above 4096 tokens, a batch of 256
-    path = _profile(tmp_path, "old", "hardware: {gpus: [{name: GTX 980, vram: 4GiB}]}\n"
-                                     "settings: {ctx: 8192, gpu_layers: auto}\n")
+    path = _profile(
+        tmp_path, "old", "hardware: {gpus: [{name: GTX 980, vram: 4GiB}]}\nsettings: {ctx: 8192, gpu_layers: auto}\n"
+    )
     _, plans = _plan(path)
     p = plans["old"]
     assert p.params.flash_attn == "off" and p.params.n_batch == p.params.n_ubatch == 256

@@ -101,9 +101,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         srv: Server = self.server
         path = self.path
-        if path.startswith(
-            "http://"
-        ):  # asked as a proxy: the absolute URL of the target
+        if path.startswith("http://"):  # asked as a proxy: the absolute URL of the target
             srv.proxied.append(path)
             path = "/" + path.split("/", 3)[3]
         srv.seen.append((path, dict(self.headers)))
@@ -139,21 +137,14 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
         if kind == "liar":  # a Content-Range far bigger than what was asked
-            return self.send_body(
-                206, b"GGUF", {"Content-Range": "bytes 0-99999999/100000000"}
-            )
+            return self.send_body(206, b"GGUF", {"Content-Range": "bytes 0-99999999/100000000"})
         if kind == "api":  # /api/models/ORG/REPO/revision/REV
             parts = rest.split("/")
             repo = "/".join(parts[1:3])
-            if (
-                repo == "org/gated"
-                and self.headers.get("Authorization") != f"Bearer {TOKEN}"
-            ):
+            if repo == "org/gated" and self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self.send_body(401, b"gated")
             if repo == "org/garbage":
-                return self.send_body(
-                    200, b"<html>not json</html>", {"Content-Type": "text/html"}
-                )
+                return self.send_body(200, b"<html>not json</html>", {"Content-Type": "text/html"})
             if repo == "org/odd":
                 doc = {"sha": "x", "siblings": [{"rfilename": "a\x1b[2J-Q4_K_M.gguf"}]}
                 return self.send_body(200, json.dumps(doc).encode())
@@ -163,20 +154,13 @@ class Handler(BaseHTTPRequestHandler):
                 "sha": COMMIT,
                 "siblings": [{"rfilename": f} for f in srv.listing[repo]],
             }
-            return self.send_body(
-                200, json.dumps(doc).encode(), {"Content-Type": "application/json"}
-            )
+            return self.send_body(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
         if "/resolve/" in path:  # /ORG/REPO/resolve/REV/FILE -> the "CDN"
             repo, _, tail = path.lstrip("/").partition("/resolve/")
-            if (
-                repo == "org/gated"
-                and self.headers.get("Authorization") != f"Bearer {TOKEN}"
-            ):
+            if repo == "org/gated" and self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self.send_body(403, b"gated")
             file = tail.partition("/")[2]
-            return self.send_body(
-                302, b"", {"Location": f"/range/{file.rsplit('/', 1)[-1]}"}
-            )
+            return self.send_body(302, b"", {"Location": f"/range/{file.rsplit('/', 1)[-1]}"})
         return self.send_body(404, b"not found")
 
 
@@ -225,9 +209,7 @@ def server(models, tmp_path, monkeypatch):
         "README.md",
     ]
     monkeypatch.setenv("HF_ENDPOINT", srv.base)
-    thread = threading.Thread(
-        target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -251,18 +233,14 @@ def test_an_8b_header_over_range_requests(server, models):
         want.header_sha256,
     )
     # never the tensor data: the header plus at most one read-ahead chunk
-    assert (
-        header.data_offset < http.transferred <= header.data_offset + remote.READ_AHEAD
-    )
+    assert header.data_offset < http.transferred <= header.data_offset + remote.READ_AHEAD
     assert server.sent == http.transferred
     assert header.file_size > 4 * 2**30  # the file is 4.9 GB; a few MB crossed the wire
     assert all(h.get("Range", "").startswith("bytes=") for _, h in server.seen)
 
 
 def test_a_redirect_is_followed(server):
-    got = remote.read_remote(
-        f"{server.base}/redirect/llama-8b-Q4_K_M.gguf", http=_http()
-    )
+    got = remote.read_remote(f"{server.base}/redirect/llama-8b-Q4_K_M.gguf", http=_http())
     assert got.meta.architecture == "llama"
     assert [p for p, _ in server.seen][:2] == [
         "/redirect/llama-8b-Q4_K_M.gguf",
@@ -271,18 +249,14 @@ def test_a_redirect_is_followed(server):
 
 
 def test_a_server_without_range_is_refused_not_downloaded(server, models):
-    with pytest.raises(
-        remote.RemoteError, match="ignores HTTP Range requests.*download the file"
-    ):
+    with pytest.raises(remote.RemoteError, match="ignores HTTP Range requests.*download the file"):
         remote.read_remote(f"{server.base}/norange/llama-8b-Q4_K_M.gguf", http=_http())
     assert server.sent < 64 * 2**20  # it stopped reading; the file is 4.9 GB
 
 
 def test_the_proxy_variables_are_honoured(server, monkeypatch):
     monkeypatch.setenv("http_proxy", server.base)
-    got = remote.read_remote(
-        "http://models.example/range/llama-8b-Q4_K_M.gguf", http=_http()
-    )
+    got = remote.read_remote("http://models.example/range/llama-8b-Q4_K_M.gguf", http=_http())
     assert got.meta.architecture == "llama"
     assert server.proxied[0] == "http://models.example/range/llama-8b-Q4_K_M.gguf"
 
@@ -315,18 +289,14 @@ def test_bad_answers_are_clear_errors(server, path, message):
 
 def test_a_huge_declared_length_is_not_fetched(server, tmp_path):
     # a header whose first key claims a 1 GiB string, in a "file" of 4 GiB
-    body = (
-        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 30) + b"k" * 64
-    )
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 30) + b"k" * 64
     big = tmp_path / "huge.gguf"
     big.write_bytes(body)
     import os
 
     os.truncate(big, 4 << 30)
     server.files["huge.gguf"] = big
-    with pytest.raises(
-        (remote.RemoteError, GGUFError), match="needs|runs past|vramc allows"
-    ):
+    with pytest.raises((remote.RemoteError, GGUFError), match="needs|runs past|vramc allows"):
         remote.read_remote(f"{server.base}/range/huge.gguf", http=_http())
     assert server.sent <= 2 * remote.READ_AHEAD
 
@@ -364,9 +334,7 @@ def test_hf_quant_none_or_several(server):
     with pytest.raises(remote.RemoteError) as e:
         remote.read_remote("hf://org/repo:Q5_K_M", http=_http())
     assert "no GGUF model file of quant Q5_K_M" in str(e.value)
-    assert "  llama-8b-Q8_0.gguf\n" in str(
-        e.value
-    ) and "split/big-Q6_K-00001-of-00002.gguf" in str(e.value)
+    assert "  llama-8b-Q8_0.gguf\n" in str(e.value) and "split/big-Q6_K-00001-of-00002.gguf" in str(e.value)
     assert "mmproj" not in str(e.value) and "00002-of" not in str(e.value)
     server.listing["org/repo"].append("other/llama-8b-Q4_K_M.gguf")
     with pytest.raises(remote.RemoteError, match="2 files match quant Q4_K_M"):
@@ -384,15 +352,11 @@ def test_hf_gated_says_how_to_get_access(server, monkeypatch):
     # the token went to the Hub, not to where it redirected
     sent = {p: h.get("Authorization") for p, h in server.seen}
     assert sent["/api/models/org/gated/revision/main"] == f"Bearer {TOKEN}"
-    assert (
-        sent[f"/org/gated/resolve/{COMMIT}/llama-8b-Q4_K_M.gguf"] == f"Bearer {TOKEN}"
-    )
+    assert sent[f"/org/gated/resolve/{COMMIT}/llama-8b-Q4_K_M.gguf"] == f"Bearer {TOKEN}"
 
 
 def test_hf_hostile_listings(server):
-    with pytest.raises(
-        remote.RemoteError, match="did not answer with a repository listing"
-    ):
+    with pytest.raises(remote.RemoteError, match="did not answer with a repository listing"):
         remote.read_remote("hf://org/garbage:Q4_K_M", http=_http())
     with pytest.raises(remote.RemoteError, match="no GGUF model file of quant") as e:
         remote.read_remote("hf://org/odd:Q4_K_M", http=_http())
@@ -418,9 +382,7 @@ def test_hf_missing_repo_and_file(server):
 def test_split_model_reads_every_part(server, tmp_path):
     from conftest import llama_keys, llama_tensors, write_gguf
 
-    parts = write_gguf(
-        tmp_path / "big.gguf", llama_tensors(), llama_keys, split_max_tensors=8
-    )
+    parts = write_gguf(tmp_path / "big.gguf", llama_tensors(), llama_keys, split_max_tensors=8)
     for p in parts:
         server.files[p.name] = p
     got = remote.read_remote(f"{server.base}/range/{parts[0].name}", http=_http())
@@ -439,17 +401,13 @@ def test_split_model_reads_every_part(server, tmp_path):
 def test_hf_split_model_in_a_folder(server, tmp_path):
     from conftest import llama_keys, llama_tensors, write_gguf
 
-    parts = write_gguf(
-        tmp_path / "big.gguf", llama_tensors(), llama_keys, split_max_tensors=8
-    )
+    parts = write_gguf(tmp_path / "big.gguf", llama_tensors(), llama_keys, split_max_tensors=8)
     for p in parts:
         server.files[p.name] = p
     server.listing["org/split"] = [f"sub/{p.name}" for p in parts]
     got = remote.read_remote("hf://org/split", http=_http())  # the one model there
     assert got.source == f"hf://org/split@{COMMIT}/sub/{parts[0].name}"
-    assert got.urls == [
-        f"{server.base}/org/split/resolve/{COMMIT}/sub/{p.name}" for p in parts
-    ]
+    assert got.urls == [f"{server.base}/org/split/resolve/{COMMIT}/sub/{p.name}" for p in parts]
     assert (got.meta.splits, got.meta.header_sha256) == (
         3,
         read_gguf(parts[0]).header_sha256,
@@ -474,9 +432,7 @@ def test_an_unreachable_server_falls_back_to_the_cache(server, models):
     server.server_close()  # connection refused from now on
     again = remote.read_remote(url, http=_http())
     assert again.cached and again.meta.header_sha256 == first.meta.header_sha256
-    with pytest.raises(
-        remote.RemoteError, match="cannot reach .*no header of it is cached"
-    ):
+    with pytest.raises(remote.RemoteError, match="cannot reach .*no header of it is cached"):
         remote.read_remote(url.replace("Q4_K_M", "Q8_0"), http=_http())
 
 
@@ -484,9 +440,7 @@ def test_a_pinned_header_is_not_fetched_twice(server):
     remote.read_remote("hf://org/repo:Q4_K_M", http=_http())
     http = _http()
     remote.read_remote("hf://org/repo:Q4_K_M", http=http)
-    assert (
-        http.requests == 1
-    )  # the listing; the header at that commit came from the cache
+    assert http.requests == 1  # the listing; the header at that commit came from the cache
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -496,23 +450,15 @@ runner = CliRunner()
 def test_analyze_write_needs_no_network_later(server, tmp_path, monkeypatch):
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     dest = tmp_path / "profiles" / "models" / "llama.yaml"
-    result = runner.invoke(
-        app, ["analyze", "hf://org/repo:Q4_K_M", "--write", str(dest)]
-    )
+    result = runner.invoke(app, ["analyze", "hf://org/repo:Q4_K_M", "--write", str(dest)])
     assert result.exit_code == 0, result.output
     text = dest.read_text()
-    assert (
-        f"# download: {server.base}/org/repo/resolve/{COMMIT}/llama-8b-Q4_K_M.gguf\n"
-        in text
-    )
+    assert f"# download: {server.base}/org/repo/resolve/{COMMIT}/llama-8b-Q4_K_M.gguf\n" in text
     model = Model.model_validate(yaml.safe_load(text))
     assert model.gguf == "models/llama-8b-Q4_K_M.gguf"
     assert model.source == f"hf://org/repo@{COMMIT}/llama-8b-Q4_K_M.gguf"
     assert ModelMeta.from_lock(model.lock).tensors
-    assert (
-        model.lock.file.header_sha256
-        == read_gguf(server.files["llama-8b-Q4_K_M.gguf"]).header_sha256
-    )
+    assert model.lock.file.header_sha256 == read_gguf(server.files["llama-8b-Q4_K_M.gguf"]).header_sha256
 
 
 @pytest.mark.parametrize(
@@ -543,26 +489,16 @@ def test_analyze_errors_exit_1_not_3(server, ref):
         check=False,
     )
     assert result.returncode == 1, result.stderr
-    assert (
-        result.stderr.startswith("vramc analyze: ")
-        and "internal error" not in result.stderr
-    )
+    assert result.stderr.startswith("vramc analyze: ") and "internal error" not in result.stderr
 
 
-def test_a_written_profile_plans_without_the_network(
-    server, tmp_path, monkeypatch, models
-):
+def test_a_written_profile_plans_without_the_network(server, tmp_path, monkeypatch, models):
     """analyze hf://... --write, then check and plan with the server gone: the lock is enough,
     and the plan equals the plan of the real file's header."""
     project = tmp_path / "project"
     (project / "profiles" / "models").mkdir(parents=True)
     dest = project / "profiles" / "models" / "llama-8b-Q4_K_M.yaml"
-    assert (
-        runner.invoke(
-            app, ["analyze", "hf://org/repo:Q4_K_M", "--write", str(dest)]
-        ).exit_code
-        == 0
-    )
+    assert runner.invoke(app, ["analyze", "hf://org/repo:Q4_K_M", "--write", str(dest)]).exit_code == 0
     deployment = (
         "name: llama\nhardware:\n  gpus:\n    - {name: RTX 4090, vram: 24GiB}\n"
         "model: llama-8b-Q4_K_M\nengine: llama-server\nsettings:\n  ctx: 8192\n"
@@ -573,35 +509,23 @@ def test_a_written_profile_plans_without_the_network(
     monkeypatch.chdir(project)
     res = runner.invoke(app, ["check", "profiles/llama.yaml"])
     assert res.exit_code == 0, res.output
-    planned = json.loads(
-        runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output
-    )
+    planned = json.loads(runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output)
     # the same deployment on the real file
     (project / "models").mkdir()
-    (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(
-        models["llama-8b-Q4_K_M.gguf"]
-    )
+    (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(models["llama-8b-Q4_K_M.gguf"])
     res = runner.invoke(app, ["check", "profiles/llama.yaml"])
-    assert res.exit_code == 0 and "VR202" not in res.output, (
-        res.output
-    )  # the lock matches the file
-    direct = json.loads(
-        runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output
-    )
+    assert res.exit_code == 0 and "VR202" not in res.output, res.output  # the lock matches the file
+    direct = json.loads(runner.invoke(app, ["plan", "profiles/llama.yaml", "--format", "json"]).output)
     [a], [b] = planned["deployments"], direct["deployments"]
     assert a["verdict"] == b["verdict"] == "fits"
-    assert [d["weights_bytes"] for d in a["devices"]] == [
-        d["weights_bytes"] for d in b["devices"]
-    ]
+    assert [d["weights_bytes"] for d in a["devices"]] == [d["weights_bytes"] for d in b["devices"]]
     assert a["devices"][0]["weights_bytes"] > 4 * 2**30
 
 
 def test_plan_quants_table(server, tmp_path, monkeypatch):
     """`vramc plan PROFILE --quants hf://ORG/REPO`: each quant against an 8 GiB card."""
     (tmp_path / "profiles" / "models").mkdir(parents=True)
-    (tmp_path / "profiles" / "models" / "m.yaml").write_text(
-        "kind: model\ngguf: models/none.gguf\n"
-    )
+    (tmp_path / "profiles" / "models" / "m.yaml").write_text("kind: model\ngguf: models/none.gguf\n")
     (tmp_path / "profiles" / "d.yaml").write_text(
         "name: d\nhardware:\n  gpus:\n    - {name: RTX 4060, vram: 8GiB}\nmodel: m\n"
         "engine: llama-server\nsettings:\n  ctx: 8192\n  gpu_layers: auto\n"
@@ -609,11 +533,7 @@ def test_plan_quants_table(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants"])
     assert res.exit_code == 0, res.output
-    rows = {
-        line.split()[0]: line.split()
-        for line in res.stdout.splitlines()
-        if line.startswith("  Q")
-    }
+    rows = {line.split()[0]: line.split() for line in res.stdout.splitlines() if line.startswith("  Q")}
     assert list(rows) == [
         "Q8_0",
         "Q4_K_M",
@@ -621,11 +541,6 @@ def test_plan_quants_table(server, tmp_path, monkeypatch):
     ]  # largest first; the mmproj is no quant
     assert rows["Q4_K_M"][3] == "fits" and rows["Q4_K_M"][4] == "33/33"
     assert rows["Q8_0"][4] != "33/33"  # 8 GB of weights: part of it stays on the CPU
-    assert (
-        "choice: Q4_K_M (llama-8b-Q4_K_M.gguf), the largest quant that fits with all layers"
-        in res.stdout
-    )
-    bad = runner.invoke(
-        app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants:Q4_K_M"]
-    )
+    assert "choice: Q4_K_M (llama-8b-Q4_K_M.gguf), the largest quant that fits with all layers" in res.stdout
+    bad = runner.invoke(app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants:Q4_K_M"])
     assert bad.exit_code == 1 and "takes a repository" in bad.output

@@ -5,18 +5,29 @@ from vramc.lint.rules import load_rules
 from vramc.lint.report import format_github, format_json, format_sarif, format_text, summary
 
 DIAGS = [
-    Diagnostic("VR300", Severity.ERROR, "CUDA1 (RTX 3060) needs 13 GiB: 1.2 GiB over", "profiles/a b.yaml",
-               Span(12, 5, 12, 20), ("settings",), "use gpu_layers: 28", "chat@stable"),
-    Diagnostic("VR301", Severity.WARNING, "100% used, line1\nline2", "profiles/x,y.yaml",
-               Span(3, 1, 5, 2), ("margin",)),
+    Diagnostic(
+        "VR300",
+        Severity.ERROR,
+        "CUDA1 (RTX 3060) needs 13 GiB: 1.2 GiB over",
+        "profiles/a b.yaml",
+        Span(12, 5, 12, 20),
+        ("settings",),
+        "use gpu_layers: 28",
+        "chat@stable",
+    ),
+    Diagnostic(
+        "VR301", Severity.WARNING, "100% used, line1\nline2", "profiles/x,y.yaml", Span(3, 1, 5, 2), ("margin",)
+    ),
     Diagnostic("VR309", Severity.INFO, "some layers on the CPU", "profiles/c.yaml", None),
 ]
 
 
 def test_text_is_path_line_col_code_message():
     lines = format_text(DIAGS, load_rules()).splitlines()
-    assert lines[0] == ("profiles/a b.yaml:12:5: VR300 error: [chat@stable] CUDA1 (RTX 3060) needs 13 GiB: "
-                        "1.2 GiB over; use gpu_layers: 28")
+    assert lines[0] == (
+        "profiles/a b.yaml:12:5: VR300 error: [chat@stable] CUDA1 (RTX 3060) needs 13 GiB: "
+        "1.2 GiB over; use gpu_layers: 28"
+    )
     assert lines[1].endswith("100% used, line1\\nline2")
     assert lines[2].startswith("profiles/c.yaml:1:1: VR309 info: ")
 

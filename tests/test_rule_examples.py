@@ -50,8 +50,11 @@ from vramc.lint.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models"
-WORKSTATION = {"kind": "hardware", "name": "workstation",
-               "gpus": [{"name": "RTX 4090", "vram": "24GiB"}, {"name": "RTX 4090", "vram": "24GiB"}]}
+WORKSTATION = {
+    "kind": "hardware",
+    "name": "workstation",
+    "gpus": [{"name": "RTX 4090", "vram": "24GiB"}, {"name": "RTX 4090", "vram": "24GiB"}],
+}
 BASE_HARDWARE = WORKSTATION
 BASE_DEPLOYMENT = {"name": "example", "hardware": "workstation"}  # + engine and model: complete()
 ENGINE_ORDER = ("llama-server", "vllm", "ollama", "llama-cpp-python")
@@ -60,8 +63,23 @@ GGUF_MODEL = "llama-3.1-8b-instruct-q8_0"
 # Rules whose examples are whole files: a missing key (VR102) or the kind itself (VR004).
 WHOLE_FILE = {"VR004", "VR102"}
 HARDWARE_KEYS = {"kind", "name", "description", "gpus", "host_ram", "overhead", "device_order"}
-MODEL_KEYS = {"kind", "name", "description", "source", "gguf", "mmproj", "mmproj_size", "draft",
-              "draft_size", "lock", "hf", "config", "quantization", "weights_size", "params"}
+MODEL_KEYS = {
+    "kind",
+    "name",
+    "description",
+    "source",
+    "gguf",
+    "mmproj",
+    "mmproj_size",
+    "draft",
+    "draft_size",
+    "lock",
+    "hf",
+    "config",
+    "quantization",
+    "weights_size",
+    "params",
+}
 DIAG_RE = re.compile(r"^\S+:\d+:\d+: (VR\d{3}) ", re.M)
 
 runner = CliRunner()
@@ -101,9 +119,12 @@ def context_template(tmp_path_factory) -> Path:
     (files / "half-downloaded.gguf").write_bytes(tiny.read_bytes()[:4096])
     write_sparse_gguf(files / "gemma-3-12b.gguf", CATALOG["gemma-3-12b-it"], "Q4_K_M")
     (base / "models").mkdir()
-    for name, target in (("demo-tiny.gguf", tiny), ("complete.gguf", tiny),
-                         ("half-downloaded.gguf", files / "half-downloaded.gguf"),
-                         ("gemma-3-12b.gguf", files / "gemma-3-12b.gguf")):
+    for name, target in (
+        ("demo-tiny.gguf", tiny),
+        ("complete.gguf", tiny),
+        ("half-downloaded.gguf", files / "half-downloaded.gguf"),
+        ("gemma-3-12b.gguf", files / "gemma-3-12b.gguf"),
+    ):
         (base / "models" / name).symlink_to(target)
     return base
 
@@ -167,7 +188,10 @@ def run_example(code: str, text: str, folder: Path) -> set[str]:
                 assert argv[0] == "vramc", text
                 res = runner.invoke(app, argv[1:])
                 assert res.exit_code in (0, 1) and isinstance(res.exception, (SystemExit, type(None))), (
-                    text, res.output, res.exception)
+                    text,
+                    res.output,
+                    res.exception,
+                )
                 codes |= set(DIAG_RE.findall(res.output))
         finally:
             os.chdir(cwd)
@@ -177,8 +201,7 @@ def run_example(code: str, text: str, folder: Path) -> set[str]:
     base = complete(BASE_DEPLOYMENT)
     if kind == "raw":
         own = set(re.findall(r"^([A-Za-z_][\w.-]*)\s*:", text, re.M))
-        dep_file.write_text(yaml.safe_dump({k: v for k, v in base.items() if k not in own},
-                                           sort_keys=False) + text)
+        dep_file.write_text(yaml.safe_dump({k: v for k, v in base.items() if k not in own}, sort_keys=False) + text)
     else:
         data = yaml.safe_load(text)
         if kind == "whole":
@@ -194,9 +217,14 @@ def run_example(code: str, text: str, folder: Path) -> set[str]:
                 target = profiles / "hardware" / "workstation.yaml"
                 ref = BASE_HARDWARE
             else:
-                target = next((p for p in sorted((profiles / "models").glob("*.yaml"))
-                               if data.get("gguf") and (yaml.safe_load(p.read_text()) or {}).get("gguf") == data["gguf"]),
-                              profiles / "models" / f"{base['model']}.yaml")
+                target = next(
+                    (
+                        p
+                        for p in sorted((profiles / "models").glob("*.yaml"))
+                        if data.get("gguf") and (yaml.safe_load(p.read_text()) or {}).get("gguf") == data["gguf"]
+                    ),
+                    profiles / "models" / f"{base['model']}.yaml",
+                )
                 ref = yaml.safe_load(target.read_text())
                 doc = dict(base, model=target.stem)
             target.write_text(yaml.safe_dump(merge(ref, data), sort_keys=False))
@@ -219,9 +247,11 @@ def test_printed_examples_raise_their_rule(code, context_template, tmp_path):
         found[label] = run_example(code, text, folder)
     assert code in found["bad"], (
         f"{code}'s Bad example ({context_of(code, examples['bad'])} context) does not raise it: "
-        f"{sorted(found['bad'])}\n{examples['bad']}")
+        f"{sorted(found['bad'])}\n{examples['bad']}"
+    )
     assert code not in found["good"], (
-        f"{code}'s Good example ({context_of(code, examples['good'])} context) raises it\n{examples['good']}")
+        f"{code}'s Good example ({context_of(code, examples['good'])} context) raises it\n{examples['good']}"
+    )
 
 
 def test_vr000_examples_are_commands():

@@ -15,14 +15,22 @@ MODELS = ROOT / "profiles" / "models"
 
 # One deployment per engine that fits but leaves less than the margin free (VR301).
 BELOW_MARGIN = {
-    "llama-server": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
-                     "{ctx: 61440, gpu_layers: all}"),
-    "llama-cpp-python": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
-                         "{ctx: 57344, gpu_layers: all, flash_attn: on}"),
-    "ollama": ("{gpus: [{name: RTX 4080, vram: 16GiB}]}", "llama-3.1-8b-instruct-q8_0",
-               "{ctx: 61440, gpu_layers: all}"),
-    "vllm": ("{gpus: [{name: RTX 4090, vram: 24GiB}]}", "mistral-7b-instruct-awq",
-             "{gpu_memory_utilization: 0.97}"),
+    "llama-server": (
+        "{gpus: [{name: RTX 4080, vram: 16GiB}]}",
+        "llama-3.1-8b-instruct-q8_0",
+        "{ctx: 61440, gpu_layers: all}",
+    ),
+    "llama-cpp-python": (
+        "{gpus: [{name: RTX 4080, vram: 16GiB}]}",
+        "llama-3.1-8b-instruct-q8_0",
+        "{ctx: 57344, gpu_layers: all, flash_attn: on}",
+    ),
+    "ollama": (
+        "{gpus: [{name: RTX 4080, vram: 16GiB}]}",
+        "llama-3.1-8b-instruct-q8_0",
+        "{ctx: 61440, gpu_layers: all}",
+    ),
+    "vllm": ("{gpus: [{name: RTX 4090, vram: 24GiB}]}", "mistral-7b-instruct-awq", "{gpu_memory_utilization: 0.97}"),
 }
 # What the hint must name, and what it must not (settings the engine does not have).
 NAMES = {
@@ -37,8 +45,10 @@ NAMES = {
 def test_below_margin_hint_names_the_engines_own_settings(engine, tmp_path):
     hardware, model, settings = BELOW_MARGIN[engine]
     f = tmp_path / "dep.yaml"
-    f.write_text(f"name: tight\nhardware: {hardware}\nmodel: {MODELS / model}.yaml\nengine: {engine}\n"
-                 f"lint: {{margin: 10%}}\nsettings: {settings}\n")
+    f.write_text(
+        f"name: tight\nhardware: {hardware}\nmodel: {MODELS / model}.yaml\nengine: {engine}\n"
+        f"lint: {{margin: 10%}}\nsettings: {settings}\n"
+    )
     found = [d for d in run_check([f]).diagnostics if d.code == "VR301"]
     assert found, f"no VR301 for {engine}"
     must, must_not = NAMES[engine]
@@ -52,9 +62,11 @@ def test_below_margin_hint_names_the_engines_own_settings(engine, tmp_path):
 def test_does_not_fit_hint_suggests_only_what_the_engine_can_set(engine, tmp_path):
     # the solver's answer for two GPUs is layers and a split; Ollama cannot pass a split (VR400)
     f = tmp_path / "dep.yaml"
-    f.write_text(f"name: big\nhardware: {{gpus: [{{name: A, vram: 8GiB}}, {{name: B, vram: 6GiB}}]}}\n"
-                 f"model: {MODELS}/deepseek-r1-distill-qwen-14b-q4_k_m.yaml\nengine: {engine}\n"
-                 "settings: {ctx: 32768, gpu_layers: all}\n")
+    f.write_text(
+        f"name: big\nhardware: {{gpus: [{{name: A, vram: 8GiB}}, {{name: B, vram: 6GiB}}]}}\n"
+        f"model: {MODELS}/deepseek-r1-distill-qwen-14b-q4_k_m.yaml\nengine: {engine}\n"
+        "settings: {ctx: 32768, gpu_layers: all}\n"
+    )
     hints = {d.hint for d in run_check([f]).diagnostics if d.code == "VR300"}
     assert hints and all("gpu_layers" in h and "--relax ctx" in h for h in hints)
     assert all(("tensor_split" in h) == (engine != "ollama") for h in hints), hints

@@ -29,8 +29,9 @@ def test_every_rule_has_summary_bad_and_good():
 def test_every_rule_is_exercised_by_a_test():
     tests = Path(__file__).parent
     # bytes: tests/fixtures/unreadable holds a profile that is not UTF-8 on purpose (VR000)
-    text = "\n".join(p.read_bytes().decode("utf-8", "replace") for p in tests.rglob("*")
-                     if p.suffix in (".py", ".yaml"))
+    text = "\n".join(
+        p.read_bytes().decode("utf-8", "replace") for p in tests.rglob("*") if p.suffix in (".py", ".yaml")
+    )
     missing = [c for c in load_rules() if c not in text.replace("test_rules_meta", "")]
     assert missing == []
 
@@ -73,8 +74,9 @@ def test_readme_rules_table_is_current():
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, str(root / "scripts" / "update_readme.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "update_readme.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -96,8 +98,9 @@ def test_shipped_profiles_pass_strict_check_and_the_shipped_hooks():
         assert argv[0] == "vramc", hook
         runs.append(argv[1:])
     for argv in runs:
-        proc = subprocess.run([sys.executable, "-m", "vramc", *argv], cwd=root, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vramc", *argv], cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, (argv, proc.stdout[-3000:], proc.stderr[-3000:])
     for f in sorted((root / "profiles").glob("*.yaml")):
         lines = f.read_text().splitlines()
@@ -108,4 +111,3 @@ def test_shipped_profiles_pass_strict_check_and_the_shipped_hooks():
         block = "\n".join(lines[start:end])
         if "ignore" in block or "severity" in block:
             assert "#" in block, f"{f.name}: lint accepts a finding without a comment saying why"
-

@@ -66,11 +66,18 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def vramc_run(project: Path, *args: str, env: dict | None = None, timeout: float = 60,
-              preexec=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vramc", "run", *args], cwd=project, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                          preexec_fn=preexec)
+def vramc_run(
+    project: Path, *args: str, env: dict | None = None, timeout: float = 60, preexec=None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", "run", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        preexec_fn=preexec,
+    )
 
 
 def add_profile(project: Path, name: str, text: str) -> None:
@@ -78,6 +85,7 @@ def add_profile(project: Path, name: str, text: str) -> None:
 
 
 # --- --prompt ----------------------------------------------------------------------------------
+
 
 def test_prompt_returns_tokens(project):
     r = vramc_run(project, "tiny", "--prompt", "Hello", "--max-tokens", "12")
@@ -120,10 +128,12 @@ def test_memory_table_matches_llama_log(project, tmp_path):
     assert kv == 1024 * 2 * 2 * 32 * 2  # cells x layers x (K, V) x n_embd_k_gqa x f16
     assert f"{kv / 2**20:.2f}" == f"{logged['KV']:.2f}"  # llama.cpp's exact figure at its precision
     assert table["KV"][0] == logged["KV"] and table["compute"][0] == pytest.approx(
-        plan.estimate.host.compute_bytes / 2**20, abs=0.005)
+        plan.estimate.host.compute_bytes / 2**20, abs=0.005
+    )
 
 
 # --- the server --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(project, tmp_path_factory):
@@ -138,8 +148,13 @@ def server(project, tmp_path_factory):
 
 def start_server(project: Path, logs: Path, *args: str):
     out, err = open(logs / "stdout.txt", "w"), open(logs / "stderr.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vramc", "run", "tiny", "--port", "0", *args], cwd=project,
-                            stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vramc", "run", "tiny", "--port", "0", *args],
+        cwd=project,
+        stdout=out,
+        stderr=err,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.monotonic() + 30
     url = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -236,14 +251,17 @@ def test_sixteen_concurrent_requests(server):
     assert codes == [200] * 16
 
 
-@pytest.mark.parametrize("path, body, status", [
-    ("/v1/chat/completions", b"{not json", 400),  # OpenAI's status and error format (test_run_server)
-    ("/v1/chat/completions", b'{"messages": 3}', 400),
-    ("/v1/completions", b'"just a string"', 400),
-    ("/v1/completions", b'{"prompt": "x", "max_tokens": "many"}', 400),
-    ("/v1/completions", json.dumps({"prompt": "a " * 1500, "max_tokens": 4}).encode(), 400),  # > ctx
-    ("/v1/nothing", b"{}", 404),
-])
+@pytest.mark.parametrize(
+    "path, body, status",
+    [
+        ("/v1/chat/completions", b"{not json", 400),  # OpenAI's status and error format (test_run_server)
+        ("/v1/chat/completions", b'{"messages": 3}', 400),
+        ("/v1/completions", b'"just a string"', 400),
+        ("/v1/completions", b'{"prompt": "x", "max_tokens": "many"}', 400),
+        ("/v1/completions", json.dumps({"prompt": "a " * 1500, "max_tokens": 4}).encode(), 400),  # > ctx
+        ("/v1/nothing", b"{}", 404),
+    ],
+)
 def test_malformed_requests_get_4xx_and_server_keeps_serving(server, path, body, status):
     r = httpx.post(server + path, headers={**auth(), "content-type": "application/json"}, content=body, timeout=30)
     assert r.status_code == status, r.text
@@ -252,10 +270,19 @@ def test_malformed_requests_get_4xx_and_server_keeps_serving(server, path, body,
     assert ok.status_code == 200
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"),
-    ("POST", "/extras/tokenize"), ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/nothing"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/extras/tokenize"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/nothing"),
+    ],
+)
 def test_api_key_enforced_everywhere(server, method, path):
     for headers in ({}, auth("wrong"), {"Authorization": KEY}):
         r = httpx.request(method, server + path, headers=headers, json={"prompt": "x", "max_tokens": 1})
@@ -279,6 +306,7 @@ def test_sigterm_stops_cleanly(project, tmp_path):
 
 # --- refusals and plain failures ---------------------------------------------------------------
 
+
 def test_public_host_without_key_is_refused(project):
     r = vramc_run(project, "tiny", "--host", "0.0.0.0")
     assert r.returncode == 2
@@ -297,7 +325,8 @@ def test_port_in_use(project):
 
 def test_missing_model_says_how_to_make_it(project):
     (project / "profiles" / "models" / "gone.yaml").write_text(
-        "kind: model\nname: gone\ngguf: models/gone.gguf\nsource: 'generated: python -m vramc.synth tiny models/gone.gguf'\n")
+        "kind: model\nname: gone\ngguf: models/gone.gguf\nsource: 'generated: python -m vramc.synth tiny models/gone.gguf'\n"
+    )
     add_profile(project, "gone", DEPLOYMENT.replace("name: tiny", "name: gone").replace("model: tiny", "model: gone"))
     r = vramc_run(project, "gone", "--prompt", "x")
     assert r.returncode == 5
@@ -318,8 +347,13 @@ def test_not_enough_memory(project):
     """A 2 GiB KV cache under a 1.5 GB address-space limit: llama.cpp's allocation fails."""
     import resource
 
-    add_profile(project, "huge", DEPLOYMENT.replace("name: tiny", "name: huge").replace(
-        "ctx: 1024", "ctx: 4194304, cache_type_k: f32, cache_type_v: f32"))
+    add_profile(
+        project,
+        "huge",
+        DEPLOYMENT.replace("name: tiny", "name: huge").replace(
+            "ctx: 1024", "ctx: 4194304, cache_type_k: f32, cache_type_v: f32"
+        ),
+    )
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (1500 * 2**20, 1500 * 2**20))
@@ -332,8 +366,11 @@ def test_not_enough_memory(project):
 
 def test_check_errors_refuse_with_diagnostics(project):
     """llama.cpp would refuse a quantized V cache without flash attention: so does vramc, first."""
-    add_profile(project, "qv", DEPLOYMENT.replace("name: tiny", "name: qv").replace(
-        "flash_attn: off", "flash_attn: off, cache_type_v: q8_0"))
+    add_profile(
+        project,
+        "qv",
+        DEPLOYMENT.replace("name: tiny", "name: qv").replace("flash_attn: off", "flash_attn: off, cache_type_v: q8_0"),
+    )
     r = vramc_run(project, "qv", "--prompt", "x")
     assert r.returncode == 1, r.stderr
     assert re.search(r"profiles/qv\.yaml:\d+:\d+: VR\d{3} error", r.stderr), r.stderr
@@ -343,8 +380,11 @@ def test_check_errors_refuse_with_diagnostics(project):
 
 @pytest.mark.parametrize("engine", ["llama-server", "ollama", "vllm"])
 def test_other_engines_are_refused(project, engine):
-    text = DEPLOYMENT.replace("name: tiny", f"name: e-{engine}").replace(
-        "llama-cpp-python", engine).replace("flash_attn: off", "port: 9000")
+    text = (
+        DEPLOYMENT.replace("name: tiny", f"name: e-{engine}")
+        .replace("llama-cpp-python", engine)
+        .replace("flash_attn: off", "port: 9000")
+    )
     if engine == "vllm":  # a vLLM deployment without a GPU is invalid (VR114), not refused
         text = text.replace("gpus: []", "gpus: [{name: RTX 4090, vram: 24GiB}]")
     add_profile(project, f"e-{engine}", text)
@@ -390,9 +430,15 @@ def test_device_order_is_set_before_llama_cpp_loads(project, tmp_path):
     seen = tmp_path / "seen.txt"
     (fake / "__init__.py").write_text(
         f"import os\nopen({str(seen)!r}, 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))\n"
-        "raise ImportError('stand-in')\n")
-    r = vramc_run(project, "gpus2", "--prompt", "x", env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}",
-                                                          "CUDA_VISIBLE_DEVICES": "7"})
+        "raise ImportError('stand-in')\n"
+    )
+    r = vramc_run(
+        project,
+        "gpus2",
+        "--prompt",
+        "x",
+        env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}", "CUDA_VISIBLE_DEVICES": "7"},
+    )
     assert r.returncode == 4
     assert seen.read_text() == "GPU-bbbb,GPU-aaaa"  # free_desc: the big free GPU is CUDA0
     assert "CUDA_VISIBLE_DEVICES=GPU-bbbb,GPU-aaaa (was '7')" in r.stderr
@@ -420,8 +466,13 @@ def test_shipped_demo_profile(tmp_path):
     r = vramc_run(tmp_path, "demo-tiny", "--prompt", "Hello")
     assert r.returncode == 5 and "python -m vramc.synth tiny models/demo-tiny.gguf" in r.stderr
     (tmp_path / "models").mkdir()  # the documented command is `mkdir -p models && python -m ...`
-    subprocess.run([sys.executable, "-m", "vramc.dev.synth", "tiny", "models/demo-tiny.gguf"], cwd=tmp_path,
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "vramc.dev.synth", "tiny", "models/demo-tiny.gguf"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     r = vramc_run(tmp_path, "demo-tiny", "--prompt", "Hello", "--max-tokens", "8")
     assert r.returncode == 0, r.stderr
     assert "VR202" not in r.stderr  # the generated file matches the profile's lock

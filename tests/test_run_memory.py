@@ -9,8 +9,18 @@ import types
 import pytest
 
 from vramc.memory.usage import DeviceUse, HostUse, MemoryEstimate
-from vramc.run.measured import (HOST, LogCapture, Row, actual_use, compare, format_table, parse_buffers,
-                              parse_threshold, place_of, warnings)
+from vramc.run.measured import (
+    HOST,
+    LogCapture,
+    Row,
+    actual_use,
+    compare,
+    format_table,
+    parse_buffers,
+    parse_threshold,
+    place_of,
+    warnings,
+)
 from vramc.units import MiB
 
 # As the pinned llama.cpp prints them for two CUDA devices with an SWA model (two KV caches per
@@ -34,26 +44,58 @@ sched_reserve: graph: nodes = 1030, splits = 3
 
 
 def estimate() -> MemoryEstimate:
-    devs = [DeviceUse("CUDA0", "RTX 4090", 0, 24 * 1024 * MiB, weights_bytes=2873 * MiB, kv_bytes=416 * MiB,
-                      compute_bytes=172 * MiB, overhead_bytes=512 * MiB),
-            DeviceUse("CUDA1", "RTX 3090", 1, 24 * 1024 * MiB, weights_bytes=4731 * MiB, kv_bytes=640 * MiB,
-                      compute_bytes=300 * MiB, overhead_bytes=512 * MiB)]
+    devs = [
+        DeviceUse(
+            "CUDA0",
+            "RTX 4090",
+            0,
+            24 * 1024 * MiB,
+            weights_bytes=2873 * MiB,
+            kv_bytes=416 * MiB,
+            compute_bytes=172 * MiB,
+            overhead_bytes=512 * MiB,
+        ),
+        DeviceUse(
+            "CUDA1",
+            "RTX 3090",
+            1,
+            24 * 1024 * MiB,
+            weights_bytes=4731 * MiB,
+            kv_bytes=640 * MiB,
+            compute_bytes=300 * MiB,
+            overhead_bytes=512 * MiB,
+        ),
+    ]
     host = HostUse(weights_bytes=532 * MiB, compute_bytes=72 * MiB, other_bytes=int(0.5 * MiB))
     return MemoryEstimate(devices=devs, host=host)
 
 
 def test_parse_buffers_reads_every_buffer_line():
     bufs = parse_buffers(TWO_GPU_LOG.splitlines())
-    assert [(b.name, b.kind) for b in bufs][:4] == [("CPU_Mapped", "model"), ("CUDA0", "model"),
-                                                    ("CUDA1", "model"), ("CUDA_Host", "output")]
+    assert [(b.name, b.kind) for b in bufs][:4] == [
+        ("CPU_Mapped", "model"),
+        ("CUDA0", "model"),
+        ("CUDA1", "model"),
+        ("CUDA_Host", "output"),
+    ]
     assert len(bufs) == 12
     assert bufs[0].mib == 532.31
 
 
-@pytest.mark.parametrize("name, place", [
-    ("CPU", HOST), ("CPU_Mapped", HOST), ("CPU_REPACK", HOST), ("CUDA_Host", HOST),
-    ("CUDA0", 0), ("CUDA1", 1), ("ROCm2", 2), ("Vulkan0", 0), ("RPC1[127.0.0.1:50053]", 1),
-])
+@pytest.mark.parametrize(
+    "name, place",
+    [
+        ("CPU", HOST),
+        ("CPU_Mapped", HOST),
+        ("CPU_REPACK", HOST),
+        ("CUDA_Host", HOST),
+        ("CUDA0", 0),
+        ("CUDA1", 1),
+        ("ROCm2", 2),
+        ("Vulkan0", 0),
+        ("RPC1[127.0.0.1:50053]", 1),
+    ],
+)
 def test_place_of(name, place):
     assert place_of(name) == place
 
@@ -109,7 +151,8 @@ def test_an_unplanned_device_gets_its_own_rows():
     bufs = parse_buffers(["load_tensors:        CUDA2 model buffer size =  10.00 MiB"])
     rows = compare(estimate(), bufs)
     assert [(r.place, r.component, r.planned_bytes, r.actual_mib) for r in rows if r.place == "device2"] == [
-        ("device2", "weights", 0, 10.0)]
+        ("device2", "weights", 0, 10.0)
+    ]
 
 
 @pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), ("12.5%", 0.125), ("0", 0.0)])
@@ -126,7 +169,8 @@ def test_parse_threshold_rejects(text):
 def fake_llama_cpp():
     ll = types.SimpleNamespace(
         llama_log_callback=ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p),
-        llama_log_set=lambda cb, ud: None)
+        llama_log_set=lambda cb, ud: None,
+    )
     return types.SimpleNamespace(llama_cpp=ll)
 
 
@@ -149,8 +193,11 @@ def test_log_capture_assembles_lines_and_echoes_problems():
     cap._on_log(5, b"...", None)  # GGML_LOG_LEVEL_CONT continues the line and its level
     cap._on_log(5, b"\n", None)
     cap._on_log(4, b"ggml_aligned_malloc: insufficient memory\n", None)
-    assert cap.lines == ["load_tensors:   CPU_Mapped model buffer size =     0.41 MiB", "loading...",
-                         "ggml_aligned_malloc: insufficient memory"]
+    assert cap.lines == [
+        "load_tensors:   CPU_Mapped model buffer size =     0.41 MiB",
+        "loading...",
+        "ggml_aligned_malloc: insufficient memory",
+    ]
     assert console.text == "llama.cpp: ggml_aligned_malloc: insufficient memory\n"
     assert cap.problems() == ["ggml_aligned_malloc: insufficient memory"]
     cap.stop_recording()
@@ -168,9 +215,20 @@ def test_progress_cancels_the_load():
     assert p(0.6, None) is False  # llama.cpp aborts the load when the callback returns false
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                            ("[::1]", True), ("127.0.0.2", True), ("0.0.0.0", False),
-                                            ("::", False), ("192.168.1.5", False), ("myhost", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("myhost", False),
+    ],
+)
 def test_is_loopback(host, loopback):
     from vramc.run.serve import is_loopback
 

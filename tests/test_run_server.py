@@ -43,8 +43,9 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(project, tmp_path_factory):
     logs = tmp_path_factory.mktemp("server")
-    proc, url = start_server(project, logs, "--queue", str(QUEUE), "--max-body", "64KiB",
-                             "--allow-host", "proxy.example")
+    proc, url = start_server(
+        project, logs, "--queue", str(QUEUE), "--max-body", "64KiB", "--allow-host", "proxy.example"
+    )
     try:
         yield url
     finally:
@@ -113,8 +114,12 @@ INVALID = [
     (CHAT, {"messages": [{"role": "developer", "content": "Hi"}]}, "messages[0].role", "invalid_value"),
     (CHAT, {"messages": [USER[0], "Hi"]}, "messages[1]", "invalid_type"),
     (CHAT, {"messages": [{"role": "user", "content": 7}]}, "messages[0].content", "invalid_type"),
-    (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "http://x/a.png"}]}]},
-     "messages[0].content[0].type", "invalid_value"),
+    (
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "http://x/a.png"}]}]},
+        "messages[0].content[0].type",
+        "invalid_value",
+    ),
     (CHAT, {"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id", "missing_required_parameter"),
     (CHAT, {"messages": USER, "max_tokens": -5}, "max_tokens", "integer_below_min_value"),
     (CHAT, {"messages": USER, "max_tokens": 0}, "max_tokens", "integer_below_min_value"),
@@ -162,8 +167,11 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("path, body, param, code", INVALID,
-                         ids=[f"{'chat' if p == CHAT else 'completions'}-{json.dumps(b)[:60]}" for p, b, _, _ in INVALID])
+@pytest.mark.parametrize(
+    "path, body, param, code",
+    INVALID,
+    ids=[f"{'chat' if p == CHAT else 'completions'}-{json.dumps(b)[:60]}" for p, b, _, _ in INVALID],
+)
 def test_invalid_request_is_refused_before_the_model(server, path, body, param, code):
     before = health(server)["admitted"]
     error = openai_error(httpx.post(server + path, json=body, timeout=30), 400)
@@ -175,8 +183,11 @@ def test_invalid_request_is_refused_before_the_model(server, path, body, param, 
 def test_model_checks_keep_the_server_up(server):
     """A token id past the vocabulary aborted llama.cpp (std::out_of_range) and a bad grammar left a
     null sampler: either request killed the process. Refused with 400, and the server still answers."""
-    for body, param in (({"tokens": [999999]}, "tokens[0]"), ({"tokens": [-1]}, "tokens[0]"),
-                        ({"tokens": [1, "2"]}, "tokens[1]")):
+    for body, param in (
+        ({"tokens": [999999]}, "tokens[0]"),
+        ({"tokens": [-1]}, "tokens[0]"),
+        ({"tokens": [1, "2"]}, "tokens[1]"),
+    ):
         assert openai_error(httpx.post(server + "/extras/detokenize", json=body, timeout=30), 400)["param"] == param
     r = httpx.post(server + "/extras/detokenize", json={"tokens": [5, 6]}, timeout=30)
     assert r.status_code == 200 and isinstance(r.json()["text"], str)
@@ -190,27 +201,32 @@ def test_model_checks_keep_the_server_up(server):
 
 def test_invalid_request_messages_read_like_openai(server):
     e = openai_error(httpx.post(server + CHAT, json={"messages": USER, "max_tokens": -5}), 400)
-    assert e["message"].startswith("Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, "
-                                   "but got -5 instead.")
+    assert e["message"].startswith(
+        "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got -5 instead."
+    )
     e = openai_error(httpx.post(server + CHAT, json={"messages": []}), 400)
-    assert e["message"] == ("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
-                            "empty array instead.")
+    assert e["message"] == (
+        "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead."
+    )
     e = openai_error(httpx.post(server + CHAT, json={"messages": [{"role": "wizard", "content": "x"}]}), 400)
     assert e["message"].startswith("Invalid value: 'wizard'. Supported values are: 'system', 'user'")
 
 
-@pytest.mark.parametrize("raw, ctype, status", [
-    (b"{not json", "application/json", 400),
-    (b'"just a string"', "application/json", 400),
-    (b"[1, 2]", "application/json", 400),
-    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', "application/json", 400),
-    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "application/json", 400),
-    (b"[" * 5000 + b"]" * 5000, "application/json", 400),
-    (b"\xff\xfe\x00garbage", "application/json", 400),
-    (b'{"messages": [{"role": "user", "content": "x"}]}', "text/plain", 415),
-    (b'{"messages": [{"role": "user", "content": "x"}]}', "application/x-www-form-urlencoded", 415),
-    (b'{"messages": [{"role": "user", "content": "x"}]}', None, 415),
-])
+@pytest.mark.parametrize(
+    "raw, ctype, status",
+    [
+        (b"{not json", "application/json", 400),
+        (b'"just a string"', "application/json", 400),
+        (b"[1, 2]", "application/json", 400),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', "application/json", 400),
+        (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "application/json", 400),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+        (b"\xff\xfe\x00garbage", "application/json", 400),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "text/plain", 415),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "application/x-www-form-urlencoded", 415),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', None, 415),
+    ],
+)
 def test_body_that_is_not_a_json_object(server, raw, ctype, status):
     headers = {"content-type": ctype} if ctype else {}
     before = health(server)["admitted"]
@@ -226,8 +242,11 @@ def test_other_invalid_fields_get_openai_400_from_the_routes(server):
     e = openai_error(httpx.post(server + CHAT, json={"messages": USER, "stop": 5}), 400)
     assert (e["param"], e["code"], e["type"]) == ("stop", "invalid_type", "invalid_request_error"), e
     # the error of the message type its role names, where the request has it
-    call = {"role": "assistant", "content": "", "tool_calls": [{"id": 7, "type": "function",
-                                                                "function": {"name": "f", "arguments": "{}"}}]}
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": 7, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
     e = openai_error(httpx.post(server + CHAT, json={"messages": [USER[0], call]}), 400)
     assert e["param"] == "messages[1].tool_calls[0].id", e
     e = openai_error(httpx.post(server + CHAT, json={"messages": USER, "response_format": {"type": "xml"}}), 400)
@@ -244,8 +263,11 @@ def test_other_invalid_fields_get_openai_400_from_the_routes(server):
 
 def test_accepted_requests_mean_what_openai_means(server):
     # null is "left out" (llama-cpp-python refuses a null temperature or stream)
-    r = httpx.post(server + CHAT, json={"messages": USER, "max_tokens": 3, "temperature": None, "stream": None,
-                                        "top_p": None, "n": None}, timeout=30)
+    r = httpx.post(
+        server + CHAT,
+        json={"messages": USER, "max_tokens": 3, "temperature": None, "stream": None, "top_p": None, "n": None},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     # max_completion_tokens limits (llama-cpp-python ignores it and would fill the context)
     r = httpx.post(server + CHAT, json={"messages": USER, "max_completion_tokens": 3}, timeout=30)
@@ -255,15 +277,22 @@ def test_accepted_requests_mean_what_openai_means(server):
     parts = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]
     counts = []
     for content in (parts, "Hello\nthere", "[{'type': 'text', 'text': 'Hello'}, {'type': 'text', 'text': 'there'}]"):
-        r = httpx.post(server + CHAT, json={"messages": [{"role": "user", "content": content}], "max_tokens": 1},
-                       timeout=30)
+        r = httpx.post(
+            server + CHAT, json={"messages": [{"role": "user", "content": content}], "max_tokens": 1}, timeout=30
+        )
         assert r.status_code == 200, r.text
         counts.append(r.json()["usage"]["prompt_tokens"])
     assert counts[0] == counts[1] != counts[2], counts
     # an assistant turn that only called a tool may have no content
-    msgs = [USER[0], {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    msgs = [
+        USER[0],
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
     r = httpx.post(server + CHAT, json={"messages": msgs, "max_tokens": 2}, timeout=30)
     assert r.status_code == 200, r.text
     r = httpx.post(server + COMPLETIONS, json={"prompt": ["Hello"], "max_tokens": 2}, timeout=30)
@@ -283,6 +312,7 @@ def test_unknown_route_and_wrong_method(server):
 
 # --- 2. the body limit -------------------------------------------------------------------------
 
+
 def test_body_over_the_limit(server):
     before = health(server)["admitted"]
     body = {"messages": USER, "max_tokens": 1, "user": "x" * MAX_BODY}
@@ -297,8 +327,11 @@ def test_body_over_the_limit(server):
 def test_declared_length_over_the_limit_is_refused_unread(server):
     """Content-Length: 1 GB and no body at all: 413 at once, not a wait for a gigabyte."""
     t0 = time.monotonic()
-    status, data = raw_request(server, f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
-                                       "Content-Type: application/json\nContent-Length: 1000000000\n")
+    status, data = raw_request(
+        server,
+        f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
+        "Content-Type: application/json\nContent-Length: 1000000000\n",
+    )
     assert status == 413 and time.monotonic() - t0 < 5
     assert b"connection: close" in data.lower()
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_too_large"
@@ -308,16 +341,23 @@ def test_chunked_body_over_the_limit(server):
     """No Content-Length: the bytes are counted as they come."""
     parts = [b'{"messages": [], "user": "'] + [b"x" * 8192] * (MAX_BODY // 8192 + 1)
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)  # no last chunk: the server stops first
-    status, data = raw_request(server, f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
-                                       "Content-Type: application/json\nTransfer-Encoding: chunked\n", chunked)
+    status, data = raw_request(
+        server,
+        f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
+        "Content-Type: application/json\nTransfer-Encoding: chunked\n",
+        chunked,
+    )
     assert status == 413, data[:300]
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_too_large"
     # a small chunked body is read whole and served
     small = json.dumps({"prompt": "Hi", "max_tokens": 2}).encode()
-    status, data = raw_request(server, f"POST {COMPLETIONS} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
-                                       "Content-Type: application/json\nTransfer-Encoding: chunked\n"
-                                       "Connection: close\n",
-                               b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small))
+    status, data = raw_request(
+        server,
+        f"POST {COMPLETIONS} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
+        "Content-Type: application/json\nTransfer-Encoding: chunked\n"
+        "Connection: close\n",
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small),
+    )
     assert status == 200, data[:300]
 
 
@@ -325,13 +365,18 @@ def test_content_length_shorter_than_the_body(server):
     """A Content-Length that under-states the body: only that many bytes are the request (not JSON:
     400); what follows is not taken as part of it, and the server keeps serving."""
     body = json.dumps({"messages": USER, "max_tokens": 1, "user": "x" * (MAX_BODY + 1024)}).encode()
-    status, _ = raw_request(server, f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
-                                    "Content-Type: application/json\nContent-Length: 20\n", body)
+    status, _ = raw_request(
+        server,
+        f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
+        "Content-Type: application/json\nContent-Length: 20\n",
+        body,
+    )
     assert status == 400
     assert health(server)["status"] == "ok"
 
 
 # --- 3. the queue ------------------------------------------------------------------------------
+
 
 def test_bounded_queue(server):
     """One streamed request holds the model (its client reads slowly: each event carries the 60 kB
@@ -346,8 +391,11 @@ def test_bounded_queue(server):
     results: list = [None] * QUEUE
     threads = []
     try:
-        slow.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        slow.sendall(
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
         got = b""
         while b"data: " not in got:
             got += slow.recv(4096)
@@ -401,16 +449,24 @@ def test_bounded_queue(server):
 
 # --- 4. the Host header ------------------------------------------------------------------------
 
+
 def test_host_header(server):
     port = port_of(server)
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}", "proxy.example",
-                 "proxy.example:443"):
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}", "proxy.example", "proxy.example:443"):
         assert httpx.get(f"{server}/health", headers={"Host": host}).status_code == 200, host
         r = httpx.post(server + COMPLETIONS, headers={"Host": host}, json={"prompt": "x", "max_tokens": 1}, timeout=30)
         assert r.status_code == 200, (host, r.text)
     before = health(server)["admitted"]
-    for host in (f"evil.example:{port}", "evil.example", f"localhost:{port + 1}", "localhost",
-                 f"127.0.0.1.evil.example:{port}", f"192.168.1.20:{port}", "proxy.example.evil:80", "a:b"):
+    for host in (
+        f"evil.example:{port}",
+        "evil.example",
+        f"localhost:{port + 1}",
+        "localhost",
+        f"127.0.0.1.evil.example:{port}",
+        f"192.168.1.20:{port}",
+        "proxy.example.evil:80",
+        "a:b",
+    ):
         for method, path in (("GET", "/health"), ("POST", COMPLETIONS), ("GET", "/v1/models"), ("GET", "/docs")):
             r = httpx.request(method, server + path, headers={"Host": host}, json={"prompt": "x", "max_tokens": 1})
             e = openai_error(r, 421)
@@ -418,22 +474,25 @@ def test_host_header(server):
     assert health(server)["admitted"] == before
 
 
-@pytest.mark.parametrize("bound, allow, host, ok", [
-    ("::1", [], "[::1]:8000", True),
-    ("::1", [], "localhost:8000", True),
-    ("::1", [], "[::2]:8000", False),
-    ("0.0.0.0", [], "192.168.1.20:8000", True),  # a wildcard address: reached through any of its IPs
-    ("0.0.0.0", [], "[fe80::1]:8000", True),
-    ("0.0.0.0", [], "myhost.lan:8000", False),  # but a DNS name only when allowed
-    ("0.0.0.0", ["myhost.lan"], "MyHost.LAN:8000", True),
-    ("0.0.0.0", ["myhost.lan:8000"], "myhost.lan:8001", False),
-    ("0.0.0.0", ["myhost.lan:80"], "myhost.lan", True),
-    ("192.168.1.5", [], "192.168.1.5:8000", True),
-    ("192.168.1.5", [], "192.168.1.6:8000", False),
-    ("127.0.0.1", ["*"], "anything.example:1", True),
-    ("127.0.0.1", [], "localhost:8000:8000", False),
-    ("127.0.0.1", [], "", False),
-])
+@pytest.mark.parametrize(
+    "bound, allow, host, ok",
+    [
+        ("::1", [], "[::1]:8000", True),
+        ("::1", [], "localhost:8000", True),
+        ("::1", [], "[::2]:8000", False),
+        ("0.0.0.0", [], "192.168.1.20:8000", True),  # a wildcard address: reached through any of its IPs
+        ("0.0.0.0", [], "[fe80::1]:8000", True),
+        ("0.0.0.0", [], "myhost.lan:8000", False),  # but a DNS name only when allowed
+        ("0.0.0.0", ["myhost.lan"], "MyHost.LAN:8000", True),
+        ("0.0.0.0", ["myhost.lan:8000"], "myhost.lan:8001", False),
+        ("0.0.0.0", ["myhost.lan:80"], "myhost.lan", True),
+        ("192.168.1.5", [], "192.168.1.5:8000", True),
+        ("192.168.1.5", [], "192.168.1.6:8000", False),
+        ("127.0.0.1", ["*"], "anything.example:1", True),
+        ("127.0.0.1", [], "localhost:8000:8000", False),
+        ("127.0.0.1", [], "", False),
+    ],
+)
 def test_host_names_accepted(bound, allow, host, ok):
     from vramc.run.serve import HostCheck
 
@@ -454,17 +513,21 @@ def test_host_checked_before_the_api_key(project, tmp_path):
 
 # --- the options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, said", [
-    (["--max-body", "100"], "give a unit"),
-    (["--max-body", "lots"], "cannot read"),
-    (["--max-body", "10B"], "at least 1KiB"),
-    (["--queue", "-1"], "0 or more"),
-    (["--allow-host", "http://evil/"], "--allow-host"),
-    (["--allow-host", "a b"], "--allow-host"),
-    (["--allow-host", "x:70000"], "--allow-host"),
-    # read whole, /dev/zero ran until memory was gone
-    (["--api-key-file", "/dev/zero", "--host", "0.0.0.0"], "not a key file"),
-])
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--max-body", "100"], "give a unit"),
+        (["--max-body", "lots"], "cannot read"),
+        (["--max-body", "10B"], "at least 1KiB"),
+        (["--queue", "-1"], "0 or more"),
+        (["--allow-host", "http://evil/"], "--allow-host"),
+        (["--allow-host", "a b"], "--allow-host"),
+        (["--allow-host", "x:70000"], "--allow-host"),
+        # read whole, /dev/zero ran until memory was gone
+        (["--api-key-file", "/dev/zero", "--host", "0.0.0.0"], "not a key file"),
+    ],
+)
 def test_bad_server_options_are_usage_errors(project, args, said):
     r = vramc_run(project, "tiny", "--port", "0", *args)
     assert r.returncode == 2, r.stderr

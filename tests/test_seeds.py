@@ -29,8 +29,7 @@ def test_shipped_profiles_pass_check():
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     assert errors == []
     names = {p.dep.label for p in result.plans}
-    assert {"16gb", "16gb@stable", "16gb@conservative", "nemotron", "deepseek-14b-split",
-            "coder", "general"} <= names
+    assert {"16gb", "16gb@stable", "16gb@conservative", "nemotron", "deepseek-14b-split", "coder", "general"} <= names
 
 
 def test_16gb_ollama_guide():
@@ -46,7 +45,10 @@ def test_16gb_ollama_guide():
     # num_batch is left to Ollama, which picks its automatic batch for num_ctx x parallel (server/
     # sched.go automaticGenerationBatch) and passes it as -b and -ub: 1024 above 4096 tokens
     assert {label: (p.params.n_batch, p.params.n_ubatch) for label, p in plans.items()} == {
-        "16gb": (1024, 1024), "16gb@stable": (1024, 1024), "16gb@conservative": (512, 512)}
+        "16gb": (1024, 1024),
+        "16gb@stable": (1024, 1024),
+        "16gb@conservative": (512, 512),
+    }
     assert plans["16gb"].engine_choices["batch"].value == 1024
     # the larger micro-batch doubles the compute buffer of the 512 the guide's plan assumed
     assert 200 * 2**20 < plans["16gb"].estimate.devices[0].compute_bytes < 260 * 2**20
@@ -104,8 +106,12 @@ def test_plans_reuse_the_solvers_estimate_faithfully():
             continue
         fresh = estimate_llama(plan.meta, plan.gpus, plan.params)
         for a, b in zip(plan.estimate.devices, fresh.devices):
-            assert (a.weights_bytes, a.kv_bytes, a.compute_bytes, a.layers) == \
-                   (b.weights_bytes, b.kv_bytes, b.compute_bytes, b.layers), plan.dep.label
+            assert (a.weights_bytes, a.kv_bytes, a.compute_bytes, a.layers) == (
+                b.weights_bytes,
+                b.kv_bytes,
+                b.compute_bytes,
+                b.layers,
+            ), plan.dep.label
         assert plan.estimate.host.total_bytes == fresh.host.total_bytes
 
 

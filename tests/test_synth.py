@@ -25,6 +25,7 @@ def types_of(tensors, suffix):
 
 # --- catalog ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_shape_tensor_table_is_consistent(name):
     s = CATALOG[name]
@@ -44,8 +45,12 @@ def test_shape_tensor_table_is_consistent(name):
 
 def test_tensor_counts_per_block():
     per_block = {  # tensors in one block, as convert_hf_to_gguf.py writes them
-        "llama-3.1-8b-instruct": 9, "qwen2.5-32b-instruct": 12, "gemma-2-9b-it": 11,
-        "gemma-3-12b-it": 13, "mixtral-8x7b-instruct-v0.1": 10, "qwen3-30b-a3b": 12,
+        "llama-3.1-8b-instruct": 9,
+        "qwen2.5-32b-instruct": 12,
+        "gemma-2-9b-it": 11,
+        "gemma-3-12b-it": 13,
+        "mixtral-8x7b-instruct-v0.1": 10,
+        "qwen3-30b-a3b": 12,
         "phi-3-mini-4k-instruct": 6,
     }
     for name, n in per_block.items():
@@ -73,8 +78,9 @@ def test_moe_expert_tensors():
 def test_deci_per_layer_arrays_and_tensors():
     s = get_shape("llama-3.3-nemotron-super-49b-v1.5")
     meta = model_meta(s, "BF16")
-    heads, heads_kv, ff = (meta.per_layer(k) for k in
-                           ("attention.head_count", "attention.head_count_kv", "feed_forward_length"))
+    heads, heads_kv, ff = (
+        meta.per_layer(k) for k in ("attention.head_count", "attention.head_count_kv", "feed_forward_length")
+    )
     assert len(heads) == len(heads_kv) == len(ff) == 80
     assert sum(1 for h in heads_kv if h) == 49 and set(heads_kv) == {0, 8}
     assert sorted(set(ff)) == [2816, 5632, 7168, 14336, 17920, 28672]
@@ -126,8 +132,15 @@ def test_hybrid_tensors():
     for name, _ in tensor_shapes(s):
         if name.startswith("blk."):
             il, rest = int(name.split(".")[1]), name.split(".", 2)[2]
-            kind = "M" if rest.startswith("ssm") else "*" if rest.startswith("attn_q") else \
-                "-" if rest.startswith("ffn") else None
+            kind = (
+                "M"
+                if rest.startswith("ssm")
+                else "*"
+                if rest.startswith("attn_q")
+                else "-"
+                if rest.startswith("ffn")
+                else None
+            )
             if kind:
                 kinds.setdefault(il, set()).add(kind)
     assert all(len(k) == 1 for k in kinds.values())
@@ -143,6 +156,7 @@ def test_hybrid_tensors():
 
 
 # --- quantization type selection -------------------------------------------------------------
+
 
 def test_llama31_8b_q4_k_m_types():
     tensors = tensor_types(CATALOG["llama-3.1-8b-instruct"], "Q4_K_M")
@@ -163,8 +177,10 @@ def test_llama31_8b_q4_k_m_matches_published_file_size():
     assert abs(total - 4_920_734_016) / 4_920_734_016 < 0.005
 
 
-@pytest.mark.parametrize("ftype,gb", [("BF16", 99.74), ("Q8_0", 52.99), ("Q6_K", 40.92),
-                                      ("Q5_K_M", 35.39), ("Q4_1", 31.38), ("Q4_K_M", 30.22)])
+@pytest.mark.parametrize(
+    "ftype,gb",
+    [("BF16", 99.74), ("Q8_0", 52.99), ("Q6_K", 40.92), ("Q5_K_M", 35.39), ("Q4_1", 31.38), ("Q4_K_M", 30.22)],
+)
 def test_nemotron_super_matches_bartowski_sizes(ftype, gb):
     # bartowski's imatrix quants of Llama-3_3-Nemotron-Super-49B-v1 (same sizes for v1_5)
     total = model_meta(CATALOG["llama-3.3-nemotron-super-49b-v1.5"], ftype, imatrix=True).total_bytes
@@ -176,8 +192,7 @@ def test_70b_attn_v_gets_q5_k():
     v = types_of(tensor_types(CATALOG["llama-3.3-70b-instruct"], "Q4_K_M"), "attn_v.weight")
     assert set(v.values()) == {"q5_k", "q6_k"}
     assert v[0] == "q6_k" and v[10] == "q5_k"
-    deci_v = types_of(tensor_types(CATALOG["llama-3.3-nemotron-super-49b-v1.5"], "Q4_K_M"),
-                      "attn_v.weight")
+    deci_v = types_of(tensor_types(CATALOG["llama-3.3-nemotron-super-49b-v1.5"], "Q4_K_M"), "attn_v.weight")
     assert len(deci_v) == 49 and set(deci_v.values()) == {"q5_k", "q6_k"}
 
 
@@ -240,6 +255,7 @@ def test_unknown_file_type():
 
 # --- writers ---------------------------------------------------------------------------------
 
+
 def test_sparse_file_is_small_on_disk_and_reads_back(tmp_path):
     read_gguf = pytest.importorskip("vramc.model.gguf").read_gguf
     s = CATALOG["llama-3.3-70b-instruct"]
@@ -248,8 +264,7 @@ def test_sparse_file_is_small_on_disk_and_reads_back(tmp_path):
     assert st.st_blocks * 512 < 16 * 2**20
     meta = read_gguf(path)
     expected = model_meta(s, "Q4_K_M")
-    assert [(t.name, t.type, t.shape) for t in meta.tensors] == \
-        [(t.name, t.type, t.shape) for t in expected.tensors]
+    assert [(t.name, t.type, t.shape) for t in meta.tensors] == [(t.name, t.type, t.shape) for t in expected.tensors]
     assert meta.architecture == "llama" and meta.vocab_size == 128256
     assert meta.hparams["attention.head_count_kv"] == 8
     data = sum((t.nbytes + 31) // 32 * 32 for t in expected.tensors)
@@ -295,8 +310,7 @@ def test_cli(tmp_path):
     out = subprocess.run(run + ["list"], capture_output=True, text=True, check=True).stdout
     assert "llama-3.3-nemotron-super-49b-v1.5" in out and "deci" in out
     path = tmp_path / "m.gguf"
-    subprocess.run(run + ["write", "mistral-7b-instruct-v0.3", "q4_k_m", str(path)], check=True,
-                   capture_output=True)
+    subprocess.run(run + ["write", "mistral-7b-instruct-v0.3", "q4_k_m", str(path)], check=True, capture_output=True)
     assert path.stat().st_size > 4 * 10**9
     bad = subprocess.run(run + ["write", "nope", "Q8_0", str(path)], capture_output=True, text=True)
     assert bad.returncode == 2
@@ -308,8 +322,9 @@ def test_cli_under_the_name_users_are_given(tmp_path):
     path = tmp_path / "tiny.gguf"
     subprocess.run([sys.executable, "-m", "vramc.synth", "tiny", str(path)], check=True, capture_output=True)
     assert path.read_bytes()[:4] == b"GGUF"
-    bad = subprocess.run([sys.executable, "-m", "vramc.synth", "write", "nope", "Q8_0", str(path)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vramc.synth", "write", "nope", "Q8_0", str(path)], capture_output=True, text=True
+    )
     assert bad.returncode == 2
 
 
@@ -321,6 +336,7 @@ def test_import_is_cheap():
 
 # --- the oracle ------------------------------------------------------------------------------
 
+
 @pytest.mark.oracle
 def test_oracle_loads_sparse_files_and_agrees_on_model_bytes():
     oracle = pytest.importorskip("vramc.dev.oracle")
@@ -328,6 +344,5 @@ def test_oracle_loads_sparse_files_and_agrees_on_model_bytes():
         pytest.skip("oracle binaries not built (scripts/build-llama.sh)")
     from vramc.dev.synth.validate import validate
 
-    checks = validate(["llama-3.1-8b-instruct", "gemma-2-9b-it", "llama-3.3-nemotron-super-49b-v1.5"],
-                      ("Q4_K_M",))
+    checks = validate(["llama-3.1-8b-instruct", "gemma-2-9b-it", "llama-3.3-nemotron-super-49b-v1.5"], ("Q4_K_M",))
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]

@@ -56,8 +56,7 @@ def project(tmp_path_factory):
 
 
 def ask(client) -> None:
-    r = client.post("/v1/chat/completions",
-                    json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["role"] == "assistant"
 
@@ -104,8 +103,9 @@ def test_serve_script_loads_to_llama_kwargs_and_serves(project, monkeypatch):
     # serve.py patches these for its own process; restore them for the rest of the test session
     for key in serve.ENV:
         monkeypatch.setenv(key, os.environ.get(key, ""))
-    monkeypatch.setattr(LlamaProxy, "load_llama_from_model_settings",
-                        LlamaProxy.__dict__["load_llama_from_model_settings"])
+    monkeypatch.setattr(
+        LlamaProxy, "load_llama_from_model_settings", LlamaProxy.__dict__["load_llama_from_model_settings"]
+    )
     monkeypatch.chdir(FIXTURE)  # anywhere: serve.py finds the model through its own location
     with TestClient(serve.create_app()) as client:
         llama = server_app._llama_proxy._current_model

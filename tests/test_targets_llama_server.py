@@ -14,8 +14,7 @@ import subprocess
 
 import pytest
 
-from build_support import (FIXTURE, Server, args_file_lines, build, free_port,
-                           llama_server_binary)
+from build_support import FIXTURE, Server, args_file_lines, build, free_port, llama_server_binary
 from vramc import LLAMA_CPP_COMMIT, LLAMA_CPP_PYTHON_VERSION
 from vramc.build.targets.llama_server import OPTIONS_FILE, option_table
 
@@ -38,7 +37,7 @@ def parse_help(text: str) -> list[tuple[list[str], str | None]]:
         if line.startswith("-") and not line.startswith("-----"):
             # The spellings end where the description column starts; a long list of spellings
             # pushes the description to the next line.
-            wide = line[DESCRIPTION_COLUMN - 2:DESCRIPTION_COLUMN] == "  " and len(line) > DESCRIPTION_COLUMN
+            wide = line[DESCRIPTION_COLUMN - 2 : DESCRIPTION_COLUMN] == "  " and len(line) > DESCRIPTION_COLUMN
             spec = line[:DESCRIPTION_COLUMN] if wide else line
             entries.append(([t for t in re.split(r"[,\s]+", spec) if _OPTION.match(t)], None))
         elif entries and (m := _ENV.search(line)):
@@ -88,8 +87,11 @@ def test_every_generated_flag_is_one_the_binary_accepts():
         assert value["--flash-attn"] in ("on", "off", "auto")
         assert value["--gpu-layers"] == "all" or value["--gpu-layers"].isdigit()
         assert value["--fit"] == "off" and value["--port"].isdigit()
-        env = dict(line.split("=", 1) for line in (path.parent / "llama-server.env").read_text().splitlines()
-                   if line and not line.startswith("#"))
+        env = dict(
+            line.split("=", 1)
+            for line in (path.parent / "llama-server.env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
         assert {k for k in env if k.startswith("LLAMA_ARG_")} <= set(filter(None, option_table().values()))
 
 
@@ -112,8 +114,10 @@ settings:
   load_mode: none
   port: {port}
 """
-CONTEXT_LINE = re.compile(r"llama_context: (n_seq_max|n_ctx|n_ctx_seq|n_batch|n_ubatch|n_outputs_max|"
-                          r"flash_attn|kv_unified)\s+= (\S+)")
+CONTEXT_LINE = re.compile(
+    r"llama_context: (n_seq_max|n_ctx|n_ctx_seq|n_batch|n_ubatch|n_outputs_max|"
+    r"flash_attn|kv_unified)\s+= (\S+)"
+)
 LOAD_MODE = re.compile(r"load_tensors: .*\(load_mode = (\S+)\)")
 
 
@@ -154,9 +158,11 @@ def serve_and_ask(argv: list[str], project, tmp_path, env_extra: dict | None = N
         # greedy: the tiny model's weights are random, and a sampled byte token that is not valid
         # UTF-8 on its own makes llama-server answer 500 (json type_error.316); its greedy answer is
         # the same every run
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
-                       json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4,
-                             "temperature": 0})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=30,
+            json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "temperature": 0},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["role"] == "assistant"
         props = httpx.get(f"http://127.0.0.1:{port}/props", timeout=5).json()
@@ -168,10 +174,17 @@ def serve_and_ask(argv: list[str], project, tmp_path, env_extra: dict | None = N
 
 def expected_parameters(plan) -> dict[str, str]:
     r = plan.estimate.resolved
-    return {"n_seq_max": str(r["n_seq_max"]), "n_ctx": str(r["n_ctx"]), "n_ctx_seq": str(r["n_ctx_seq"]),
-            "n_batch": str(r["n_batch"]), "n_ubatch": str(r["n_ubatch"]),
-            "n_outputs_max": str(r["n_outputs_max"]), "flash_attn": "disabled",
-            "kv_unified": "true", "load_mode": "none"}
+    return {
+        "n_seq_max": str(r["n_seq_max"]),
+        "n_ctx": str(r["n_ctx"]),
+        "n_ctx_seq": str(r["n_ctx_seq"]),
+        "n_batch": str(r["n_batch"]),
+        "n_ubatch": str(r["n_ubatch"]),
+        "n_outputs_max": str(r["n_outputs_max"]),
+        "flash_attn": "disabled",
+        "kv_unified": "true",
+        "load_mode": "none",
+    }
 
 
 @pytest.mark.oracle
@@ -186,7 +199,7 @@ def test_argument_file_through_xargs_starts_the_planned_server(project, tmp_path
 @needs_binary
 def test_env_file_alone_starts_the_same_server(project, tmp_path):
     _, _, plan = project
-    argv = ["sh", "-c", "set -a; . ./out/tiny/llama-server.env; set +a; exec \"$0\"", str(binary)]
+    argv = ["sh", "-c", 'set -a; . ./out/tiny/llama-server.env; set +a; exec "$0"', str(binary)]
     assert serve_and_ask(argv, project, tmp_path) == expected_parameters(plan)
 
 

@@ -5,8 +5,7 @@ the planned parameters."""
 
 from __future__ import annotations
 
-from build_support import (FIXTURE, build, copy_fixture, parse_modelfile, read_env_file,
-                           unit_environment)
+from build_support import FIXTURE, build, copy_fixture, parse_modelfile, read_env_file, unit_environment
 from vramc.engines import OLLAMA_ENV, OLLAMA_SOURCE
 
 OUT = FIXTURE / "out"

@@ -68,7 +68,8 @@ def test_instances_sharing_a_gpu_get_the_checked_shares_and_distinct_ports():
 
 def test_equal_explicit_ports_on_one_machine_are_vr405(tmp_path, monkeypatch, capsys):
     project = copy_fixture(tmp_path / "p")
-    (project / "profiles" / "vllm-shared.yaml").write_text(textwrap.dedent("""\
+    (project / "profiles" / "vllm-shared.yaml").write_text(
+        textwrap.dedent("""\
         kind: deployments
         hardware: rtx4090
         deployments:
@@ -80,7 +81,8 @@ def test_equal_explicit_ports_on_one_machine_are_vr405(tmp_path, monkeypatch, ca
             model: qwen2.5-7b-instruct-awq
             engine: vllm
             settings: {gpu_memory_utilization: 0.45, max_model_len: 4096, port: 9000}
-        """))
+        """)
+    )
     diagnostics = run_check([project / "profiles" / "vllm-shared.yaml"]).diagnostics
     found = [(d.code, d.deployment, d.line) for d in diagnostics if d.code == "VR405"]
     assert found == [("VR405", "a", 7), ("VR405", "b", 11)]
@@ -93,7 +95,8 @@ def test_auto_settings_are_written_as_the_values_vramc_chose(tmp_path, monkeypat
     """Issue 16: `auto` utilization, max_num_seqs and tensor_parallel_size reach vLLM as numbers,
     and kv_cache_memory_bytes as --kv-cache-memory-bytes (in bytes)."""
     project = copy_fixture(tmp_path / "p")
-    (project / "profiles" / "vllm-shared.yaml").write_text(textwrap.dedent("""\
+    (project / "profiles" / "vllm-shared.yaml").write_text(
+        textwrap.dedent("""\
         kind: deployments
         hardware: rtx4090
         deployments:
@@ -107,7 +110,8 @@ def test_auto_settings_are_written_as_the_values_vramc_chose(tmp_path, monkeypat
             engine: vllm
             settings: {gpu_memory_utilization: 0.3, kv_cache_memory_bytes: 2GiB, max_model_len: 8192,
                        port: 9001}
-        """))
+        """)
+    )
     plans = {p.dep.name: p for p in run_check([project / "profiles" / "vllm-shared.yaml"]).plans}
     monkeypatch.chdir(project)
     assert build(["profiles/vllm-shared.yaml"]) == 0

@@ -3,11 +3,22 @@ import pytest
 from vramc.units import GiB, MiB, SizeError, fmt_size, parse_fraction, parse_size
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("24GiB", 24 * GiB), ("24 GiB", 24 * GiB), ("24576", 24576 * MiB), (24576, 24576 * MiB),
-    ("1024MiB", GiB), ("512M", 512 * MiB), ("24 GB", 24 * 10**9), ("1.5GiB", 3 * GiB // 2),
-    ("100B", 100), ("2TiB", 2048 * GiB), (0.5, MiB // 2),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("24GiB", 24 * GiB),
+        ("24 GiB", 24 * GiB),
+        ("24576", 24576 * MiB),
+        (24576, 24576 * MiB),
+        ("1024MiB", GiB),
+        ("512M", 512 * MiB),
+        ("24 GB", 24 * 10**9),
+        ("1.5GiB", 3 * GiB // 2),
+        ("100B", 100),
+        ("2TiB", 2048 * GiB),
+        (0.5, MiB // 2),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 

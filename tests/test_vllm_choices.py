@@ -71,8 +71,9 @@ def test_shipped_coder_kv_figures_by_hand():
     assert per_block == d["kv_bytes_per_block"] == 4_063_232
     blocks = available // per_block  # get_kv_cache_config_from_groups
     assert blocks == 10_424
-    rec = json.loads(CliRunner().invoke(
-        app, ["plan", "--format", "json", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output)
+    rec = json.loads(
+        CliRunner().invoke(app, ["plan", "--format", "json", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
+    )
     coder = next(r for r in rec["deployments"] if r["name"] == "coder")
     per_request = 16384 // 16  # cdiv(max_model_len, block_size)
     assert coder["kv_blocks"] == blocks and coder["block_size"] == 16
@@ -88,8 +89,9 @@ def test_shipped_coder_kv_figures_by_hand():
     assert coder["verdict"] == "tight" and blocks < per_request * 64
     # plan's text says the same
     text = CliRunner().invoke(app, ["plan", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
-    assert ("KV cache: 10,424 blocks x 16 = 166,784 tokens (39.45 GiB); maximum concurrency 10.18x "
-            "at max_model_len 16,384") in text
+    assert (
+        "KV cache: 10,424 blocks x 16 = 166,784 tokens (39.45 GiB); maximum concurrency 10.18x at max_model_len 16,384"
+    ) in text
 
 
 def test_shipped_general_kv_figures_by_hand():
@@ -136,13 +138,18 @@ def test_golden_plan_of_the_shipped_vllm_profile(monkeypatch):
 
 # --- auto, one deployment -----------------------------------------------------------------------
 def test_utilization_auto_leaves_the_margin(tmp_path):
-    prof = project(tmp_path, {"one.yaml": """\
+    prof = project(
+        tmp_path,
+        {
+            "one.yaml": """\
         name: one
         hardware: {gpus: [{name: RTX PRO 6000 Blackwell, vram: 96GiB, tenants: [{name: desktop, vram: 3GiB}]}]}
         model: qwen2.5-coder-32b-instruct-awq
         engine: vllm
         settings: {gpu_memory_utilization: auto, max_model_len: 32768}
-        """})
+        """
+        },
+    )
     p = plans(prof / "one.yaml")["one"]
     # (96 GiB - 3 GiB tenants - 701.2 MiB context - 4.8 GiB margin) / 96 GiB = 0.9115 -> 0.91
     share = (CAP - 3 * GiB - OVERHEAD - MARGIN) / CAP
@@ -153,13 +160,18 @@ def test_utilization_auto_leaves_the_margin(tmp_path):
 
 
 def test_max_num_seqs_auto_is_the_concurrency_the_cache_holds(tmp_path):
-    prof = project(tmp_path, {"one.yaml": """\
+    prof = project(
+        tmp_path,
+        {
+            "one.yaml": """\
         name: one
         hardware: gpu-96gb
         model: deepseek-coder-33b-instruct-awq
         engine: vllm
         settings: {gpu_memory_utilization: 0.4, max_model_len: 65536, max_num_seqs: auto}
-        """})
+        """
+        },
+    )
     p = plans(prof / "one.yaml")["one"]
     d = p.estimate.devices[0].detail
     seqs = p.estimate.resolved["max_num_seqs"]
@@ -169,13 +181,18 @@ def test_max_num_seqs_auto_is_the_concurrency_the_cache_holds(tmp_path):
 
 
 def test_tensor_parallel_auto_is_the_smallest_that_fits(tmp_path):
-    prof = project(tmp_path, {"tp.yaml": """\
+    prof = project(
+        tmp_path,
+        {
+            "tp.yaml": """\
         name: big
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 4090, vram: 24GiB}]}
         model: qwen2.5-coder-32b-instruct-awq
         engine: vllm
         settings: {tensor_parallel_size: auto, gpu_memory_utilization: 0.92, max_model_len: 32768}
-        """})
+        """
+        },
+    )
     p = plans(prof / "tp.yaml")["big"]
     # TP 1: 18 GiB of AWQ weights leave too little of 22 GiB for one 32768-token request; TP 2 does
     assert p.estimate.resolved["tensor_parallel_size"] == 2 and not p.estimate.errors
@@ -185,19 +202,25 @@ def test_tensor_parallel_auto_is_the_smallest_that_fits(tmp_path):
 
 
 def test_max_model_len_auto_and_kv_dtype_auto_reach_the_derived_length(tmp_path):
-    prof = project(tmp_path, {"a.yaml": """\
+    prof = project(
+        tmp_path,
+        {
+            "a.yaml": """\
         name: a
         hardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}
         model: qwen2.5-coder-32b-instruct-awq
         engine: vllm
         settings: {max_model_len: auto, kv_cache_dtype: auto}
-        """, "b.yaml": """\
+        """,
+            "b.yaml": """\
         name: b
         hardware: {gpus: [{name: RTX 3090, vram: 24GiB}]}
         model: qwen2.5-coder-32b-instruct-awq
         engine: vllm
         settings: {max_model_len: auto, kv_cache_dtype: auto}
-        """})
+        """,
+        },
+    )
     a, b = plans(prof / "a.yaml")["a"], plans(prof / "b.yaml")["b"]
     # bf16 cannot hold the derived 32768 on one 4090; fp8 (Ada has it) holds twice the tokens
     assert a.estimate.resolved["kv_cache_dtype"] == "fp8"
@@ -213,21 +236,28 @@ def test_max_model_len_auto_and_kv_dtype_auto_reach_the_derived_length(tmp_path)
 
 
 def test_kv_cache_memory_bytes_replaces_the_budget(tmp_path):
-    prof = project(tmp_path, {"k.yaml": """\
+    prof = project(
+        tmp_path,
+        {
+            "k.yaml": """\
         name: k
         hardware: gpu-96gb
         model: mistral-7b-instruct-awq
         engine: vllm
         settings: {kv_cache_memory_bytes: 8GiB, gpu_memory_utilization: 0.5, max_model_len: 32768}
-        """})
+        """
+        },
+    )
     p = plans(prof / "k.yaml")["k"]
     d = p.estimate.devices[0]
     # Worker.determine_available_memory returns kv_cache_memory_bytes as the KV budget:
     # 8 GiB // (32 layers x 65 536 B) = 4096 blocks = 65 536 tokens = 2 requests of 32768
     assert d.detail["kv_blocks"] == 8 * GiB // (32 * 65536) == 4096
     assert d.kv_bytes == 8 * GiB and p.estimate.resolved["kv_cache_memory_bytes"] == 8 * GiB
-    assert d.detail["held"] == d.weights_bytes + d.detail["activation"] + d.detail["non_torch"] \
-        + d.detail["cudagraph"] + 8 * GiB
+    assert (
+        d.detail["held"]
+        == d.weights_bytes + d.detail["activation"] + d.detail["non_torch"] + d.detail["cudagraph"] + 8 * GiB
+    )
     out = CliRunner().invoke(app, ["plan", "--format", "json", str(prof / "k.yaml")]).output
     assert json.loads(out)["deployments"][0]["max_concurrency"] == 2.0
 
@@ -269,8 +299,11 @@ def test_joint_utilization_auto_by_hand(tmp_path):
     assert times == pytest.approx(8.48, abs=0.01)
     share_c = math.floor((non_kv_c + (times * 1024 + 1) * 4_063_232) / CAP * 100) / 100
     share_g = math.floor((non_kv_g + (times * 2048 + 1) * 2_097_152) / CAP * 100) / 100
-    assert (c.estimate.resolved["gpu_memory_utilization"], g.estimate.resolved["gpu_memory_utilization"]) \
-        == (share_c, share_g) == (0.53, 0.4)
+    assert (
+        (c.estimate.resolved["gpu_memory_utilization"], g.estimate.resolved["gpu_memory_utilization"])
+        == (share_c, share_g)
+        == (0.53, 0.4)
+    )
     # together they leave the margin, and each holds about 8 requests at its length
     held = sum(p.estimate.devices[0].detail["requested"] + OVERHEAD for p in (c, g))
     assert CAP - held >= MARGIN
@@ -290,15 +323,19 @@ def test_joint_auto_next_to_a_fixed_share_and_tenants():
             from types import SimpleNamespace
 
             self.requested = SimpleNamespace(gpu_memory_utilization=util)
-            self.gpus = [GpuBudget("CUDA0", "RTX PRO 6000 Blackwell", 0, CAP, tenants_bytes=2 * GiB,
-                                   overhead_bytes=OVERHEAD)]
+            self.gpus = [
+                GpuBudget("CUDA0", "RTX PRO 6000 Blackwell", 0, CAP, tenants_bytes=2 * GiB, overhead_bytes=OVERHEAD)
+            ]
             self.margins = [MARGIN]
             self.estimate = SimpleNamespace(devices=[SimpleNamespace(gpu=0, detail=detail)])
 
-    fixed = P(0.3, {"requested": math.ceil(CAP * 0.3), "kv_available": 0, "blocks_per_request": 1,
-                    "kv_bytes_per_block": 1})
-    auto = P("auto", {"requested": 50 * GiB, "kv_available": 40 * GiB, "blocks_per_request": 1024,
-                      "kv_bytes_per_block": 4 * MiB})
+    fixed = P(
+        0.3, {"requested": math.ceil(CAP * 0.3), "kv_available": 0, "blocks_per_request": 1, "kv_bytes_per_block": 1}
+    )
+    auto = P(
+        "auto",
+        {"requested": 50 * GiB, "kv_available": 40 * GiB, "blocks_per_request": 1024, "kv_bytes_per_block": 4 * MiB},
+    )
     shares = joint_shares([fixed, auto], lambda p, gpu: MARGIN, {id(auto)})
     # room: 96 - 2 tenants - 4.8 margin - 2 contexts - 28.8 (0.3 fixed) GiB; the auto one takes
     # all of it (10 GiB of non-KV, the rest KV): floor((room + ... ) / 96 GiB, 2 decimals)
@@ -309,10 +346,17 @@ def test_joint_auto_next_to_a_fixed_share_and_tenants():
 
 
 def test_variant_with_auto_utilization_shares_with_the_base(tmp_path):
-    prof = project(tmp_path, {"pair.yaml": PAIR.replace(
-        "      max_num_batched_tokens: 8192\n      - name: general",
-        "      max_num_batched_tokens: 8192\n        variants:\n"
-        "          long: {settings: {max_model_len: 65536}}\n      - name: general", 1)})
+    prof = project(
+        tmp_path,
+        {
+            "pair.yaml": PAIR.replace(
+                "      max_num_batched_tokens: 8192\n      - name: general",
+                "      max_num_batched_tokens: 8192\n        variants:\n"
+                "          long: {settings: {max_model_len: 65536}}\n      - name: general",
+                1,
+            )
+        },
+    )
     ps = plans(prof / "pair.yaml")
     assert "coder@long" in ps
     long, general = ps["coder@long"], ps["general"]
@@ -342,25 +386,30 @@ def test_fit_write_and_refit_for_vllm(tmp_path, monkeypatch):
     res = runner.invoke(app, ["fit", "--refit", "--write", "profiles/pair.yaml"])
     assert res.exit_code == 0, res.output
     after = (prof / "pair.yaml").read_text()
-    shares = [float(line.split(":")[1].split("#")[0]) for line in after.splitlines()
-              if "gpu_memory_utilization:" in line]
+    shares = [
+        float(line.split(":")[1].split("#")[0]) for line in after.splitlines() if "gpu_memory_utilization:" in line
+    ]
     assert shares[0] > 0.53 and shares[1] < 0.4 and sum(shares) <= 0.95
 
 
 def test_fit_relax_names_vllm_settings(tmp_path, monkeypatch):
-    project(tmp_path, {"one.yaml": """\
+    project(
+        tmp_path,
+        {
+            "one.yaml": """\
         name: one
         hardware: gpu-96gb
         model: deepseek-coder-33b-instruct-awq
         engine: vllm
         settings: {gpu_memory_utilization: 0.2, max_model_len: 65536}
-        """})
+        """
+        },
+    )
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["fit", "profiles/one.yaml"])
     assert res.exit_code == 1
     assert "`vramc fit --relax gpu_memory_utilization,max_model_len profiles/one.yaml`" in res.output
-    res = CliRunner().invoke(app, ["fit", "--format", "json", "--relax", "gpu_memory_utilization",
-                                   "profiles/one.yaml"])
+    res = CliRunner().invoke(app, ["fit", "--format", "json", "--relax", "gpu_memory_utilization", "profiles/one.yaml"])
     doc = json.loads(res.stdout)["deployments"][0]
     assert res.exit_code == 0 and doc["chosen"] == {"gpu_memory_utilization": 0.94}
     assert doc["plan"]["max_model_len_fit"] == 65536 and doc["fits"]
@@ -369,22 +418,30 @@ def test_fit_relax_names_vllm_settings(tmp_path, monkeypatch):
 
 
 # --- hostile input ------------------------------------------------------------------------------
-@pytest.mark.parametrize("setting, where", [
-    ("gpu_memory_utilization: automatic", "gpu_memory_utilization"),
-    ("max_num_seqs: auto-ish", "max_num_seqs"),
-    ("tensor_parallel_size: 0", "tensor_parallel_size"),
-    ("kv_cache_memory_bytes: -5GiB", "kv_cache_memory_bytes"),
-    ("kv_cache_memory_bytes: lots", "kv_cache_memory_bytes"),
-])
+@pytest.mark.parametrize(
+    "setting, where",
+    [
+        ("gpu_memory_utilization: automatic", "gpu_memory_utilization"),
+        ("max_num_seqs: auto-ish", "max_num_seqs"),
+        ("tensor_parallel_size: 0", "tensor_parallel_size"),
+        ("kv_cache_memory_bytes: -5GiB", "kv_cache_memory_bytes"),
+        ("kv_cache_memory_bytes: lots", "kv_cache_memory_bytes"),
+    ],
+)
 def test_bad_auto_values_are_positioned_errors(tmp_path, setting, where):
-    prof = project(tmp_path, {"bad.yaml": f"""\
+    prof = project(
+        tmp_path,
+        {
+            "bad.yaml": f"""\
         name: bad
         hardware: gpu-96gb
         model: mistral-7b-instruct-awq
         engine: vllm
         settings:
           {setting}
-        """})
+        """
+        },
+    )
     res = CliRunner().invoke(app, ["check", str(prof / "bad.yaml")])
     assert res.exit_code == 1, res.output
     assert "bad.yaml:6:" in res.output and where in res.output and "Traceback" not in res.output
@@ -413,7 +470,8 @@ def test_auto_with_no_room_says_so_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_markdown_plan_shows_the_kv_figures():
-    out = CliRunner().invoke(app, ["plan", "--format", "markdown",
-                                   str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
-    assert ("KV cache: 10,424 blocks x 16 = 166,784 tokens; maximum concurrency 10.18x at "
-            "max_model_len 16384; longest max_model_len that fits: 65,536") in out
+    out = CliRunner().invoke(app, ["plan", "--format", "markdown", str(ROOT / "profiles" / "vllm-96gb.yaml")]).output
+    assert (
+        "KV cache: 10,424 blocks x 16 = 166,784 tokens; maximum concurrency 10.18x at "
+        "max_model_len 16384; longest max_model_len that fits: 65,536"
+    ) in out

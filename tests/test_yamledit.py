@@ -105,27 +105,28 @@ def check_set(text: str, path: tuple, key, value, *, comment=None, must_refuse=F
     if breaks(text):
         assert breaks(after) <= breaks(text), (text, after)
     assert after.endswith(("\n", "\r")) == text.endswith(("\n", "\r")) or not text
-    existed = isinstance(get(before.data, path) if _has(before.data, path) else None, dict) and \
-        key in get(before.data, path)
+    existed = isinstance(get(before.data, path) if _has(before.data, path) else None, dict) and key in get(
+        before.data, path
+    )
     if existed:
         span = before.positions.values[full]
         starts = line_starts(text)
         a, b = offset(text, starts, span.line, span.column), offset(text, starts, span.end_line, span.end_column)
         tail = len(text) - b
-        assert after[:a] == text[:a] and after[len(after) - tail:] == text[b:], (text, after)
-        assert not re.search(r"[\r\n]", after[a:len(after) - tail])
+        assert after[:a] == text[:a] and after[len(after) - tail :] == text[b:], (text, after)
+        assert not re.search(r"[\r\n]", after[a : len(after) - tail])
     else:
         old_lines, new_lines = text.splitlines(), after.splitlines()
         if len(new_lines) == len(old_lines):  # a flow entry: one insertion, no line break in it
             i = next(i for i, (x, y) in enumerate(zip(text, after)) if x != y)
             ins = len(after) - len(text)
-            assert after[:i] + after[i + ins:] == text and not re.search(r"[\r\n]", after[i:i + ins])
+            assert after[:i] + after[i + ins :] == text and not re.search(r"[\r\n]", after[i : i + ins])
         else:  # whole lines inserted together: one, plus one per mapping created
-            created = sum(1 for i in range(len(path)) if not _has(before.data, path[:i + 1]))
+            created = sum(1 for i in range(len(path)) if not _has(before.data, path[: i + 1]))
             n = len(new_lines) - len(old_lines)
             assert n == 1 + created, (text, after)
             i = next((i for i, (x, y) in enumerate(zip(old_lines, new_lines)) if x != y), len(old_lines))
-            assert new_lines[:i] + new_lines[i + n:] == old_lines, (text, after)
+            assert new_lines[:i] + new_lines[i + n :] == old_lines, (text, after)
     if comment is not None:
         assert ((path, key) in ed.marked(comment)) == placed
         again = Editor(after, "t.yaml")
@@ -176,11 +177,13 @@ def test_list_index_in_path_edits_that_item_only():
 
 
 def test_path_steps_must_match_the_data():
-    for path, reason in [(("deployments", "0"), "deployments is not a mapping"),
-                         (("deployments", 2, "settings"), "deployments has no item 2"),
-                         (("kind", "x"), "kind is not a mapping"),
-                         (("deployments", 0, "settings", "ctx"), "deployments[0].settings.ctx is not a mapping"),
-                         (("hardware", "gpus", 0, "x", 3), "hardware.gpus[0].x does not exist")]:
+    for path, reason in [
+        (("deployments", "0"), "deployments is not a mapping"),
+        (("deployments", 2, "settings"), "deployments has no item 2"),
+        (("kind", "x"), "kind is not a mapping"),
+        (("deployments", 0, "settings", "ctx"), "deployments[0].settings.ctx is not a mapping"),
+        (("hardware", "gpus", 0, "x", 3), "hardware.gpus[0].x does not exist"),
+    ]:
         with pytest.raises(EditRefused, match=re.escape(reason)) as e:
             Editor(TWO, "two.yaml").set(path, "gpu_layers", 1)
         assert str(e.value).startswith("two.yaml:") and "gpu_layers" in str(e.value)
@@ -217,31 +220,48 @@ def test_missing_mappings_are_created():
 
 
 def test_values_are_written_as_yaml_would_read_them():
-    for value in ["auto", "yes", "a, b", "#x", "x: y", "", "33", "ünï 😀", None, True, 0.5, 16.0,
-                  ["blk\\.(\\d+)\\.ffn_.*_exps\\.=CPU", "a,b=CUDA0"], {"k": [1, 2]}]:
+    for value in [
+        "auto",
+        "yes",
+        "a, b",
+        "#x",
+        "x: y",
+        "",
+        "33",
+        "ünï 😀",
+        None,
+        True,
+        0.5,
+        16.0,
+        ["blk\\.(\\d+)\\.ffn_.*_exps\\.=CPU", "a,b=CUDA0"],
+        {"k": [1, 2]},
+    ]:
         check_set("settings: {ctx: 1}\nname: a\n", ("settings",), "v", value)
         check_set("settings:\n  ctx: 1\nname: a\n", ("settings",), "ctx", value)
     assert flow([16.0, 12.0]) == "[16, 12]" and flow("on") == "'on'"
 
 
-@pytest.mark.parametrize("text, path, key, reason", [
-    ("a: &x {b: 1}\nc: *x\n", ("a",), "b", "anchor that an alias shares"),
-    ("a: &x {b: 1}\nc: *x\n", ("c",), "b", "anchor that an alias shares"),
-    ("a: &x 1\nc: *x\n", (), "c", "alias"),
-    ("a: &x 1\nc: *x\n", (), "a", "alias"),
-    ("a: {b: &x 1}\nc: *x\n", (), "a", "holds a YAML anchor"),
-    ("d: |\n  one\n  two\ne: 1\n", (), "d", "block scalar"),
-    ("d: >-\n  one\ne: 1\n", (), "d", "block scalar"),
-    ("d: one\n  two\ne: 1\n", (), "d", "spans several lines"),
-    ("d: {a: 1,\n  b: 2}\n", (), "d", "spans several lines"),
-    ("d:\n  - 1\n", (), "d", "block collection"),
-    ("? a\n: 1\n", (), "b", "would not load back as intended"),  # caught by the reload check
-    ("? [a, b]\n: 1\nc: 2\n", (), "c", "does not load cleanly"),
-    ("a: 1\na: 2\n", (), "b", "does not load cleanly"),
-    ("a: [1, 2\n", (), "b", "does not load cleanly"),
-    ("", (), "b", "the file is empty"),
-    ("- 1\n", (), "b", "the file is not a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, path, key, reason",
+    [
+        ("a: &x {b: 1}\nc: *x\n", ("a",), "b", "anchor that an alias shares"),
+        ("a: &x {b: 1}\nc: *x\n", ("c",), "b", "anchor that an alias shares"),
+        ("a: &x 1\nc: *x\n", (), "c", "alias"),
+        ("a: &x 1\nc: *x\n", (), "a", "alias"),
+        ("a: {b: &x 1}\nc: *x\n", (), "a", "holds a YAML anchor"),
+        ("d: |\n  one\n  two\ne: 1\n", (), "d", "block scalar"),
+        ("d: >-\n  one\ne: 1\n", (), "d", "block scalar"),
+        ("d: one\n  two\ne: 1\n", (), "d", "spans several lines"),
+        ("d: {a: 1,\n  b: 2}\n", (), "d", "spans several lines"),
+        ("d:\n  - 1\n", (), "d", "block collection"),
+        ("? a\n: 1\n", (), "b", "would not load back as intended"),  # caught by the reload check
+        ("? [a, b]\n: 1\nc: 2\n", (), "c", "does not load cleanly"),
+        ("a: 1\na: 2\n", (), "b", "does not load cleanly"),
+        ("a: [1, 2\n", (), "b", "does not load cleanly"),
+        ("", (), "b", "the file is empty"),
+        ("- 1\n", (), "b", "the file is not a mapping"),
+    ],
+)
 def test_unsafe_writes_are_refused(text, path, key, reason):
     ed = Editor(text, "p.yaml")
     with pytest.raises(EditRefused, match=re.escape(reason)):
@@ -360,17 +380,21 @@ class Gen:
         if s is not None:
             d["settings"] = s
         if r.random() < 0.5:
-            d["variants"] = {f"v{j}": ({"margin": "25%"} | ({"settings": self.settings() or {}}
-                                                             if r.random() < 0.5 else {}))
-                             for j in range(r.randint(1, 2))}
+            d["variants"] = {
+                f"v{j}": ({"margin": "25%"} | ({"settings": self.settings() or {}} if r.random() < 0.5 else {}))
+                for j in range(r.randint(1, 2))
+            }
         return d
 
     def doc(self):
         r = self.r
         if r.random() < 0.5:
-            top = {"kind": "deployments", "name": "multi",
-                   "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB"}]},
-                   "deployments": [self.deployment(i) for i in range(r.randint(1, 3))]}
+            top = {
+                "kind": "deployments",
+                "name": "multi",
+                "hardware": {"gpus": [{"name": "RTX 4090", "vram": "24GiB"}]},
+                "deployments": [self.deployment(i) for i in range(r.randint(1, 3))],
+            }
         else:
             top = {"name": "single", "hardware": "gpu-16gb"} | self.deployment(0)
         return top
@@ -393,8 +417,10 @@ class Gen:
         if isinstance(v, str) and self.r.random() < 0.3:
             text = json.dumps(v, ensure_ascii=False)
             if self.r.random() < 0.3:  # YAML escapes: \u for the BMP, \U beyond it (no surrogate pairs)
-                text = "".join(c if ord(c) < 128 else (f"\\u{ord(c):04x}" if ord(c) < 0x10000
-                                                       else f"\\U{ord(c):08x}") for c in text)
+                text = "".join(
+                    c if ord(c) < 128 else (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                    for c in text
+                )
             return text
         if isinstance(v, str) and self.r.random() < 0.3:
             return "'" + v.replace("'", "''") + "'"
@@ -471,8 +497,7 @@ class Gen:
             self.multiline.add(path)
             items = [f"{self.key(k)}: {self.flow_of(x, path + (k,))}" for k, x in v.items()]
             self.lines.append(head + anchor + " {" + items[0] + ",")
-            self.lines.extend(" " * child + it + ("," if i < len(items) - 2 else "")
-                              for i, it in enumerate(items[1:]))
+            self.lines.extend(" " * child + it + ("," if i < len(items) - 2 else "") for i, it in enumerate(items[1:]))
             self.lines[-1] += " }" + self.comment()
         else:
             self.lines.append(head + anchor + " " + self.flow_of(v, path) + self.comment())
@@ -507,7 +532,9 @@ def test_property_over_a_generated_corpus():
         rng = random.Random(seed)
         ops = _ops_for(loaded.data, rng, 6)
         deps = loaded.data.get("deployments")
-        bodies = [(("deployments", i), d) for i, d in enumerate(deps)] if isinstance(deps, list) else [((), loaded.data)]
+        bodies = (
+            [(("deployments", i), d) for i, d in enumerate(deps)] if isinstance(deps, list) else [((), loaded.data)]
+        )
         for base, d in bodies:  # settings that may be missing, in items and in variants
             if isinstance(d, dict):
                 ops.append((base + ("settings",), "gpu_layers", 33))
@@ -517,8 +544,9 @@ def test_property_over_a_generated_corpus():
             full = path + (key,)
             prefixes = {full[:i] for i in range(len(full) + 1)}
             replaced = _has(loaded.data, full)
-            must = bool(prefixes & g.shared) or (replaced and (
-                full in g.multiline or any(a[:len(full)] == full for a in g.used_anchors)))
+            must = bool(prefixes & g.shared) or (
+                replaced and (full in g.multiline or any(a[: len(full)] == full for a in g.used_anchors))
+            )
             if _has(loaded.data, path) and not isinstance(get(loaded.data, path), dict):
                 continue
             out = check_set(text, path, key, value, comment=rng.choice([None, MARK]), must_refuse=must)
@@ -575,8 +603,15 @@ def vramc(*args, fsize: int | None = None, cwd=None):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     env = dict(os.environ, VRAMC_NO_CACHE="1")
-    return subprocess.run([sys.executable, "-m", "vramc", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120, preexec_fn=limit if fsize else None)
+    return subprocess.run(
+        [sys.executable, "-m", "vramc", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        preexec_fn=limit if fsize else None,
+    )
 
 
 def _two(tmp_path, newline="\n") -> Path:
@@ -616,16 +651,20 @@ def test_fit_write_refuses_an_anchored_setting(tmp_path):
     # the first edit (deployment a) can be made, the second (its variant, whose settings deployment
     # b shares through an alias) cannot: nothing is written at all
     prof = tmp_path / "anchored.yaml"
-    prof.write_text(f"kind: deployments\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\n"
-                    f"deployments:\n  - name: a\n    model: {LLAMA8B}\n    engine: llama-server\n"
-                    f"    settings:\n      ctx: 4096\n      parallel: 1\n      gpu_layers: auto\n"
-                    f"    variants:\n      v: {{settings: &s {{ctx: 2048, parallel: 1, gpu_layers: auto}}}}\n"
-                    f"  - name: b\n    model: {LLAMA8B}\n    engine: llama-server\n    settings: *s\n")
+    prof.write_text(
+        f"kind: deployments\nhardware: {{gpus: [{{name: RTX 4090, vram: 24GiB}}]}}\n"
+        f"deployments:\n  - name: a\n    model: {LLAMA8B}\n    engine: llama-server\n"
+        f"    settings:\n      ctx: 4096\n      parallel: 1\n      gpu_layers: auto\n"
+        f"    variants:\n      v: {{settings: &s {{ctx: 2048, parallel: 1, gpu_layers: auto}}}}\n"
+        f"  - name: b\n    model: {LLAMA8B}\n    engine: llama-server\n    settings: *s\n"
+    )
     before = prof.read_bytes()
     res = vramc("fit", "--write", prof)
     assert res.returncode == 2, res.stderr
-    assert (f"{prof}:12:21: cannot set deployments[0].variants.v.settings.gpu_layers: it is inside a "
-            "YAML anchor that an alias shares") in res.stderr
+    assert (
+        f"{prof}:12:21: cannot set deployments[0].variants.v.settings.gpu_layers: it is inside a "
+        "YAML anchor that an alias shares"
+    ) in res.stderr
     assert "Traceback" not in res.stderr and prof.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anchored.yaml"]
 
@@ -635,8 +674,11 @@ def test_hostile_files_are_refused_not_damaged(tmp_path):
     bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(EditRefused, match="not UTF-8"):
         Editor.open(bad)
-    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")) + "s: {k: 1}\n"
+    laughs = (
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+        + "s: {k: 1}\n"
+    )
     deep = "s: {k: 1}\nd: " + "[" * 2000 + "]" * 2000 + "\n"
     for text in (laughs, deep, "s: {k: 1}\n---\nt: 2\n"):
         ed = Editor(text, "h.yaml")

@@ -63,7 +63,8 @@ def test_hostile_yaml_is_refused_quickly():
     recursive = load_text("a: &x\n  b: *x\n", "p.yaml")
     assert [d.code for d in recursive.diagnostics] == ["VR003"] and "alias" in recursive.diagnostics[0].message
     laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+    )
     bomb = load_text(laughs, "p.yaml")
     assert bomb.data is None and [d.code for d in bomb.diagnostics] == ["VR003"]
     deep = load_text("a: " + "[" * 3000 + "]" * 3000 + "\n", "p.yaml")
@@ -73,9 +74,11 @@ def test_hostile_yaml_is_refused_quickly():
 
 def test_flow_nesting_that_would_crash_libyaml_is_refused_before_parsing():
     # 100,000 levels crash libyaml's C composer (the process dies, no exception): run it apart
-    code = ("from vramc.load.yamlpos import load_text\n"
-            "r = load_text('a: ' + '[' * 100000 + ']' * 100000, 'p.yaml')\n"
-            "print(r.data, [d.code for d in r.diagnostics])")
+    code = (
+        "from vramc.load.yamlpos import load_text\n"
+        "r = load_text('a: ' + '[' * 100000 + ']' * 100000, 'p.yaml')\n"
+        "print(r.data, [d.code for d in r.diagnostics])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "None ['VR003']"

@@ -43,7 +43,7 @@ def read_entry(path: Path) -> str | None:
     head, body, tail = text[:_HEAD_LEN], text[_HEAD_LEN:-1], text[-1:]
     if not (head.startswith(_HEAD_START) and head.endswith(_HEAD_END) and tail == "}"):
         return None
-    if head[len(_HEAD_START):-len(_HEAD_END)] != hashlib.sha256(body.encode("utf-8")).hexdigest():
+    if head[len(_HEAD_START) : -len(_HEAD_END)] != hashlib.sha256(body.encode("utf-8")).hexdigest():
         return None
     return body
 

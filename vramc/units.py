@@ -23,15 +23,37 @@ MAX_SIZE = 1024 * TiB  # 1 PiB: no GPU or host comes near it; larger values are 
 _UNITS = {
     "": MiB,  # bare numbers are MiB
     "b": 1,
-    "kib": KiB, "k": KiB, "kb": 1000,
-    "mib": MiB, "m": MiB, "mb": 1000**2,
-    "gib": GiB, "g": GiB, "gb": 1000**3,
-    "tib": 1024 * GiB, "t": 1024 * GiB, "tb": 1000**4,
+    "kib": KiB,
+    "k": KiB,
+    "kb": 1000,
+    "mib": MiB,
+    "m": MiB,
+    "mb": 1000**2,
+    "gib": GiB,
+    "g": GiB,
+    "gb": 1000**3,
+    "tib": 1024 * GiB,
+    "t": 1024 * GiB,
+    "tb": 1000**4,
 }
 DECIMAL_UNITS = {"kb", "mb", "gb", "tb"}
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")  # fullmatch: no "24GiB\n"
-UNIT_NAMES = {"": "MiB", "b": "B", "k": "KiB", "kib": "KiB", "m": "MiB", "mib": "MiB", "g": "GiB",
-              "gib": "GiB", "t": "TiB", "tib": "TiB", "kb": "KB", "mb": "MB", "gb": "GB", "tb": "TB"}
+UNIT_NAMES = {
+    "": "MiB",
+    "b": "B",
+    "k": "KiB",
+    "kib": "KiB",
+    "m": "MiB",
+    "mib": "MiB",
+    "g": "GiB",
+    "gib": "GiB",
+    "t": "TiB",
+    "tib": "TiB",
+    "kb": "KB",
+    "mb": "MB",
+    "gb": "GB",
+    "tb": "TB",
+}
 
 
 class SizeError(ValueError):
@@ -51,8 +73,10 @@ def parse_size(value: object) -> int:
         raise SizeError(f"cannot read {value!r} as a size; write e.g. 24GiB, 1024MiB or 24576 (MiB)")
     number, unit = m.group(1), m.group(2).lower()
     if unit not in _UNITS:
-        raise SizeError(f"unknown unit {m.group(2)!r} in {value!r}; use B, KiB, MiB, GiB or TiB "
-                        "(or K, M, G, T, which are the same; KB, MB, GB, TB are powers of 1000)")
+        raise SizeError(
+            f"unknown unit {m.group(2)!r} in {value!r}; use B, KiB, MiB, GiB or TiB "
+            "(or K, M, G, T, which are the same; KB, MB, GB, TB are powers of 1000)"
+        )
     return _bytes(float(number), _UNITS[unit], repr(value))
 
 
@@ -103,8 +127,11 @@ def implausible(value: object, low: int, high: int) -> tuple[str, str | None] | 
     ladder = ["B", "KiB", "MiB", "GiB", "TiB"]  # memory is sold in binary units (VR103)
     here = ladder.index(name[0] + "iB" if name != "B" else name)
     # the next unit up for a size too small, down for one too large: one slip of the unit
-    guess = ladder[here + 1] if n_bytes < low and here + 1 < len(ladder) else (
-        ladder[here - 1] if n_bytes > high and here > 0 else None)
+    guess = (
+        ladder[here + 1]
+        if n_bytes < low and here + 1 < len(ladder)
+        else (ladder[here - 1] if n_bytes > high and here > 0 else None)
+    )
     if guess is None or float(number) < 1 or not low <= float(number) * _UNITS[guess.lower()] <= high:
         return read, None
     return read, f"{number}{guess}"

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import time
 
-from bench.accuracy.compare import (CaseResult, format_row, markdown, rpc_gpus, run_case, summary_lines,
-                                    timing_line)
+from bench.accuracy.compare import CaseResult, format_row, markdown, rpc_gpus, run_case, summary_lines, timing_line
 from bench.accuracy.grid import MODELS, SAMPLES_PER_MODEL, cases
 from vramc.model.gguf import read_gguf
 from vramc.memory.llama import estimate_llama
@@ -23,21 +22,40 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 # Real loads move every weight to the RPC servers, so they use small shapes of catalog families
 # (8 blocks, narrower) with the real vocabularies; launch-mode estimates (pins kept) are compared.
-REAL_SHAPES = {"llama-mini": ("llama-3.1-8b-instruct", dict(n_layer=8, n_embd=1024, n_head=16, n_head_kv=4,
-                                                            n_ff=3072)),
-               "gemma3-mini": ("gemma-3-12b-it", dict(n_layer=12, n_embd=1024, n_head=8, n_head_kv=4,
-                                                      n_ff=3072))}
+REAL_SHAPES = {
+    "llama-mini": ("llama-3.1-8b-instruct", dict(n_layer=8, n_embd=1024, n_head=16, n_head_kv=4, n_ff=3072)),
+    "gemma3-mini": ("gemma-3-12b-it", dict(n_layer=12, n_embd=1024, n_head=8, n_head_kv=4, n_ff=3072)),
+}
 REAL_CASES = (
     ("llama-mini", "Q8_0", 2, LlamaParams(n_ctx=8192, tensor_split=(3, 5), n_outputs_max=1)),
-    ("llama-mini", "Q4_K_M", 3, LlamaParams(n_ctx=16384, tensor_split=(1, 2, 1), n_seq_max=4, kv_unified=True,
-                                            n_outputs_max=4)),
-    ("llama-mini", "Q8_0", 2, LlamaParams(n_ctx=8192, offload_kqv=False, tensor_split=(2, 1), flash_attn="off",
-                                          n_outputs_max=1)),
-    ("llama-mini", "Q8_0", 2, LlamaParams(n_ctx=8192, tensor_split=(1, 1), n_gpu_layers=5, type_k="q8_0",
-                                          type_v="q8_0", n_ubatch=1024, n_outputs_max=1)),
+    (
+        "llama-mini",
+        "Q4_K_M",
+        3,
+        LlamaParams(n_ctx=16384, tensor_split=(1, 2, 1), n_seq_max=4, kv_unified=True, n_outputs_max=4),
+    ),
+    (
+        "llama-mini",
+        "Q8_0",
+        2,
+        LlamaParams(n_ctx=8192, offload_kqv=False, tensor_split=(2, 1), flash_attn="off", n_outputs_max=1),
+    ),
+    (
+        "llama-mini",
+        "Q8_0",
+        2,
+        LlamaParams(
+            n_ctx=8192,
+            tensor_split=(1, 1),
+            n_gpu_layers=5,
+            type_k="q8_0",
+            type_v="q8_0",
+            n_ubatch=1024,
+            n_outputs_max=1,
+        ),
+    ),
     ("gemma3-mini", "Q4_K_M", 2, LlamaParams(n_ctx=32768, tensor_split=(1, 1), n_seq_max=2, n_outputs_max=2)),
-    ("gemma3-mini", "Q4_K_M", 3, LlamaParams(n_ctx=8192, tensor_split=(1, 1, 1), flash_attn="off",
-                                             n_outputs_max=1)),
+    ("gemma3-mini", "Q4_K_M", 3, LlamaParams(n_ctx=8192, tensor_split=(1, 1, 1), flash_attn="off", n_outputs_max=1)),
 )
 
 
@@ -57,8 +75,9 @@ def model_path(name: str, ftype: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
     ap.add_argument("--full", action="store_true", help="the whole cross product instead of a sample")
-    ap.add_argument("--samples", type=int, default=SAMPLES_PER_MODEL,
-                    help="cases sampled per model (default: %(default)s)")
+    ap.add_argument(
+        "--samples", type=int, default=SAMPLES_PER_MODEL, help="cases sampled per model (default: %(default)s)"
+    )
     ap.add_argument("--real", action="store_true", help="also real llama-server loads (launch mode)")
     ap.add_argument("--models", nargs="*", help="only these catalog names")
     ap.add_argument("--out", type=Path, default=RESULTS, help="markdown results (default: %(default)s)")
@@ -96,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and all(r.ok for r in res)
     speed = speed_lines()
     print("\n== speed\n" + "\n".join(f"  {s}" for s in speed))
-    command = ("python -m bench.accuracy" + (" --full" if args.full else "")
-               + (f" --samples {args.samples}" if args.samples != SAMPLES_PER_MODEL and not args.full else "")
-               + (" --real" if args.real else ""))
+    command = (
+        "python -m bench.accuracy"
+        + (" --full" if args.full else "")
+        + (f" --samples {args.samples}" if args.samples != SAMPLES_PER_MODEL and not args.full else "")
+        + (" --real" if args.real else "")
+    )
     args.out.write_text(markdown(results, real, command, speed))
     print(f"\nwrote {args.out}")
     return 0 if ok else 1
@@ -106,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
 SPEED_CASES = (
     ("full offload, c=8192", LlamaParams(n_ctx=8192, tensor_split=(1, 1, 1))),
-    ("40 layers offloaded, c=32768, no flash attention",
-     LlamaParams(n_ctx=32768, tensor_split=(3, 2, 1), n_gpu_layers=40, flash_attn="off")),
-    ("4 slots, q8_0 KV, c=131072", LlamaParams(n_ctx=131072, tensor_split=(1, 2, 1), n_seq_max=4,
-                                               type_k="q8_0", type_v="q8_0")),
+    (
+        "40 layers offloaded, c=32768, no flash attention",
+        LlamaParams(n_ctx=32768, tensor_split=(3, 2, 1), n_gpu_layers=40, flash_attn="off"),
+    ),
+    (
+        "4 slots, q8_0 KV, c=131072",
+        LlamaParams(n_ctx=131072, tensor_split=(1, 2, 1), n_seq_max=4, type_k="q8_0", type_v="q8_0"),
+    ),
 )
 
 
@@ -129,8 +155,11 @@ def speed_lines() -> list[str]:
 def _describe(p: LlamaParams) -> str:
     ts = ",".join(f"{x:g}" for x in p.tensor_split) if p.tensor_split else "-"
     ngl = "all" if p.n_gpu_layers < 0 else str(p.n_gpu_layers)
-    return (f"ts={ts} ngl={ngl} c={p.n_ctx} ub={p.n_ubatch} fa={p.flash_attn} kv={p.type_k} np={p.n_seq_max}"
-            + (" kvu" if p.kv_unified else "") + ("" if p.offload_kqv else " nkvo"))
+    return (
+        f"ts={ts} ngl={ngl} c={p.n_ctx} ub={p.n_ubatch} fa={p.flash_attn} kv={p.type_k} np={p.n_seq_max}"
+        + (" kvu" if p.kv_unified else "")
+        + ("" if p.offload_kqv else " nkvo")
+    )
 
 
 def _print(res: CaseResult, quiet: bool) -> None:

@@ -55,8 +55,10 @@ class Case:
         p = self.params
         ngl = "all" if p.n_gpu_layers < 0 else str(p.n_gpu_layers)
         ts = ",".join(f"{x:g}" for x in p.tensor_split) if p.tensor_split else "-"
-        return (f"{self.model} {self.ftype} dev={self.n_devices} ts={ts} ngl={ngl} c={p.n_ctx} "
-                f"ub={p.n_ubatch} fa={p.flash_attn} kv={p.type_k} np={p.n_seq_max}")
+        return (
+            f"{self.model} {self.ftype} dev={self.n_devices} ts={ts} ngl={ngl} c={p.n_ctx} "
+            f"ub={p.n_ubatch} fa={p.flash_attn} kv={p.type_k} np={p.n_seq_max}"
+        )
 
 
 def _gpu_layers(choice: str, n_layer: int) -> int:
@@ -64,24 +66,42 @@ def _gpu_layers(choice: str, n_layer: int) -> int:
 
 
 def _params(n_dev: int, ts, ngl: int, ctx: int, ub: int, fa: str, kv: str, np_: int) -> LlamaParams:
-    return LlamaParams(n_ctx=ctx, n_seq_max=np_, n_ubatch=ub, n_gpu_layers=ngl if n_dev else 0,
-                       tensor_split=ts, flash_attn=fa, type_k=kv, type_v=kv)
+    return LlamaParams(
+        n_ctx=ctx,
+        n_seq_max=np_,
+        n_ubatch=ub,
+        n_gpu_layers=ngl if n_dev else 0,
+        tensor_split=ts,
+        flash_attn=fa,
+        type_k=kv,
+        type_v=kv,
+    )
 
 
 def _valid(fa: str, kv: str) -> bool:
     return fa == "on" or kv == "f16"  # "quantized V cache requires flash_attn to be enabled"
 
 
-def cases(n_layers: dict[str, int], full: bool = False, models=None,
-          samples: int = SAMPLES_PER_MODEL) -> list[Case]:
+def cases(n_layers: dict[str, int], full: bool = False, models=None, samples: int = SAMPLES_PER_MODEL) -> list[Case]:
     """The grid; `n_layers` gives each model's block count (for the partial offload)."""
     out: list[Case] = []
     for name, ftypes in MODELS:
         if models and name not in models:
             continue
-        combos = [c for c in itertools.product(
-            ftypes, [(n, ts) for n in SPLITS for ts in SPLITS[n]], GPU_LAYERS, CONTEXTS, UBATCHES,
-            FLASH_ATTN, KV_TYPES, PARALLEL) if _valid(c[5], c[6]) and (c[1][0] or c[2] == "all")]
+        combos = [
+            c
+            for c in itertools.product(
+                ftypes,
+                [(n, ts) for n in SPLITS for ts in SPLITS[n]],
+                GPU_LAYERS,
+                CONTEXTS,
+                UBATCHES,
+                FLASH_ATTN,
+                KV_TYPES,
+                PARALLEL,
+            )
+            if _valid(c[5], c[6]) and (c[1][0] or c[2] == "all")
+        ]
         if not full:
             combos = _sample(combos, name, samples)
         for ftype, (n_dev, ts), ngl, ctx, ub, fa, kv, np_ in combos:

@@ -101,12 +101,13 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) ->
         blocking = _blocking(plan, findings)
         if blocking and not force:
             failed = True
-            _say(f"not built: {plan.dep.label} fails check ({_codes(blocking)}); fix it, or build "
-                 "anyway with --force")
+            _say(f"not built: {plan.dep.label} fails check ({_codes(blocking)}); fix it, or build anyway with --force")
             continue
         if blocking:
-            _say(f"--force: BUILDING {plan.dep.label} ALTHOUGH CHECK FAILS ({_codes(blocking)}); "
-                 "these artifacts may not start or may not fit")
+            _say(
+                f"--force: BUILDING {plan.dep.label} ALTHOUGH CHECK FAILS ({_codes(blocking)}); "
+                "these artifacts may not start or may not fit"
+            )
         job = _job(out, plan)
         try:
             _render(job, ports, out)
@@ -149,8 +150,7 @@ def _blocking(plan: Plan, findings) -> list:
     members = getattr(plan, "build_members", None) or [plan]  # a server: all its models
     own = {d for p in members for d in p.diagnostics}  # the model's load errors, which name no deployment
     labels = {p.dep.label for p in members}
-    return [d for d in findings if d.severity == Severity.ERROR
-            and (d.deployment in labels or d in own)]
+    return [d for d in findings if d.severity == Severity.ERROR and (d.deployment in labels or d in own)]
 
 
 def _one_per_server(plans) -> list:
@@ -189,9 +189,11 @@ def _unique_folders(plans, out: Path) -> tuple[list, bool]:
         if len(files) == 1:
             ok.append(p)
         elif p.dep.variant is None and p.dep.member in (None, 0):
-            _say(f"not built: {Path(out) / (p.dep.server or p.dep.name)} would hold deployment "
-                 f"{(p.dep.server or p.dep.name)!r} of "
-                 f"{' and '.join(sorted(files))}; rename one")
+            _say(
+                f"not built: {Path(out) / (p.dep.server or p.dep.name)} would hold deployment "
+                f"{(p.dep.server or p.dep.name)!r} of "
+                f"{' and '.join(sorted(files))}; rename one"
+            )
     return ok, len(ok) < len(plans)
 
 
@@ -211,15 +213,26 @@ def _render(job: Job, ports: dict, out: Path) -> None:
     command = f"vramc build {shlex.quote(profile)}"
     if out_rel != "out":
         command += f" --out {shlex.quote(out_rel)}"
-    ctx = Context(plan=plan, port=port_of(plan, ports), profile=profile, command=command,
-                  root=relative(root, job.folder), folder=relative(job.folder, root),
-                  warnings=job.warnings)
+    ctx = Context(
+        plan=plan,
+        port=port_of(plan, ports),
+        profile=profile,
+        command=command,
+        root=relative(root, job.folder),
+        folder=relative(job.folder, root),
+        warnings=job.warnings,
+    )
     project_dir = project_templates_dir(root)
     builtin = {m.FOLDER for m in TARGETS.values()}
     members = getattr(plan, "build_members", None)
-    targets = [] if members else [
-        (TARGETS[n].FOLDER, TARGETS[n].outputs(plan), TARGETS[n].data(plan, ctx))
-        for n in ENGINE_TARGETS[plan.engine]]
+    targets = (
+        []
+        if members
+        else [
+            (TARGETS[n].FOLDER, TARGETS[n].outputs(plan), TARGETS[n].data(plan, ctx))
+            for n in ENGINE_TARGETS[plan.engine]
+        ]
+    )
     for r in _server_files(members or [], ctx, project_dir):
         job.files[r.path] = (r.text.encode(), r.executable)
     targets += [(f, {}, {}) for f in project_target_folders(project_dir) if f not in builtin]
@@ -251,27 +264,30 @@ def _server_files(members, ctx, project_dir) -> list:
         from vramc.build.targets import llama_router
 
         t = llama_router.data(members, ctx)
-        return [Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
-                for name, path in (("llama_router/models.ini.j2", "models.ini"),
-                                   ("llama_router/launch.sh.j2", "launch.sh"))]
+        return [
+            Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
+            for name, path in (("llama_router/models.ini.j2", "models.ini"), ("llama_router/launch.sh.j2", "launch.sh"))
+        ]
     if members[0].dep.server_engine == "llama-swap":
         from vramc.build.targets import llama_swap
 
         t = llama_swap.data(members, ctx)
-        return [Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
-                for name, path in (("llama_swap/config.yaml.j2", "config.yaml"),
-                                   ("llama_swap/launch.sh.j2", "launch.sh"))]
+        return [
+            Rendered(path, render_template(project_dir, name, {**ctx.variables(), "t": t}))
+            for name, path in (("llama_swap/config.yaml.j2", "config.yaml"), ("llama_swap/launch.sh.j2", "launch.sh"))
+        ]
     server = {"env": ollama_server.server_env(members, ctx), "ollama": ollama_server.PIN}
-    jobs = [("ollama/ollama.env.j2", "ollama.env", ctx, server),
-            ("ollama/override.conf.j2", "ollama.service.d/override.conf", ctx, server),
-            ("ollama_server/create-models.sh.j2", "create-models.sh", ctx,
-             ollama_server.data(members, ctx))]
+    jobs = [
+        ("ollama/ollama.env.j2", "ollama.env", ctx, server),
+        ("ollama/override.conf.j2", "ollama.service.d/override.conf", ctx, server),
+        ("ollama_server/create-models.sh.j2", "create-models.sh", ctx, ollama_server.data(members, ctx)),
+    ]
     for p in members:
         mctx = replace(ctx, plan=p)
-        jobs.append(("ollama_server/Modelfile.j2", ollama_server.modelfile(p), mctx,
-                     ollama_server.model_data(p, mctx)))
-    return [Rendered(path, render_template(project_dir, name, {**c.variables(), "t": data}))
-            for name, path, c, data in jobs]
+        jobs.append(("ollama_server/Modelfile.j2", ollama_server.modelfile(p), mctx, ollama_server.model_data(p, mctx)))
+    return [
+        Rendered(path, render_template(project_dir, name, {**c.variables(), "t": data})) for name, path, c, data in jobs
+    ]
 
 
 def _output_name(path: str) -> str:
@@ -281,10 +297,15 @@ def _output_name(path: str) -> str:
 
     parts = path.split("/")
     check_safe(path)
-    if (any(p in ("", ".", "..") or "\\" in p for p in parts) or parts[-1] == MANIFEST
-            or parts[0].startswith(VARIANT_PREFIX)):
-        raise TargetError(f"a template would write {path!r}: output names must be plain relative "
-                          f"paths, not {MANIFEST} nor starting with {VARIANT_PREFIX}")
+    if (
+        any(p in ("", ".", "..") or "\\" in p for p in parts)
+        or parts[-1] == MANIFEST
+        or parts[0].startswith(VARIANT_PREFIX)
+    ):
+        raise TargetError(
+            f"a template would write {path!r}: output names must be plain relative "
+            f"paths, not {MANIFEST} nor starting with {VARIANT_PREFIX}"
+        )
     return path
 
 
@@ -296,10 +317,12 @@ def _flat_copies(job: Job) -> None:
 
 
 def _manifest(ctx, files: dict[str, tuple[bytes, bool]]) -> bytes:
-    lines = [ctx.header(),
-             "# The files vramc build wrote for it and their SHA-256. A build removes a file listed",
-             "# here once it no longer generates it, unless it was changed since; it removes",
-             f"# nothing else. Check from this folder with: sha256sum -c {MANIFEST}"]
+    lines = [
+        ctx.header(),
+        "# The files vramc build wrote for it and their SHA-256. A build removes a file listed",
+        "# here once it no longer generates it, unless it was changed since; it removes",
+        f"# nothing else. Check from this folder with: sha256sum -c {MANIFEST}",
+    ]
     lines += [f"{hashlib.sha256(data).hexdigest()}  {rel}" for rel, (data, _) in sorted(files.items())]
     return ("\n".join(lines) + "\n").encode()
 
@@ -327,7 +350,7 @@ def _read_manifest(tree, parts: tuple[str, ...]) -> Manifest | None:
     if not text.startswith(_HEADER):
         return None
     lines = text.splitlines()
-    profile = lines[0][len(_HEADER):].rpartition(", deployment ")[0]
+    profile = lines[0][len(_HEADER) :].rpartition(", deployment ")[0]
     entries = {}
     for line in lines[1:]:
         m = _ENTRY.fullmatch(line)
@@ -339,14 +362,18 @@ def _read_manifest(tree, parts: tuple[str, ...]) -> Manifest | None:
             owner = parts[:1]
         else:
             owner = parts
-        if (any(p in ("", ".", "..") or "\\" in p for p in rel) or rel[-1] == MANIFEST
-                or (len(owner) == 1 and rel[0].startswith(VARIANT_PREFIX))):
+        if (
+            any(p in ("", ".", "..") or "\\" in p for p in rel)
+            or rel[-1] == MANIFEST
+            or (len(owner) == 1 and rel[0].startswith(VARIANT_PREFIX))
+        ):
             continue
         entries[owner + tuple(rel)] = m.group(1)
     return Manifest(profile, entries)
 
 
 # --- before anything is written -------------------------------------------------------------------
+
 
 def _problems(tree, jobs: list[Job], writing: bool) -> list[str]:
     """Why the build cannot write (or compare) its files at all: reported together, and then
@@ -361,8 +388,7 @@ def _problems(tree, jobs: list[Job], writing: bool) -> list[str]:
         for rel in sorted(job.files):
             here = job.where(rel)
             if here in owners:
-                problems.append(f"{tree.show(here)} would be written by both {owners[here]} and "
-                                f"{job.plan.dep.label}")
+                problems.append(f"{tree.show(here)} would be written by both {owners[here]} and {job.plan.dep.label}")
             owners[here] = job.plan.dep.label
             p = tree.problem(here, writing)
             if p is None and writing:
@@ -383,8 +409,10 @@ def _foreign(tree, here: tuple[str, ...], data: bytes, own: Manifest | None) -> 
         return None  # tree.problem has said what is wrong with it
     if got is None or got[0] == data or b"Generated by vramc from " in got[0][:1024]:
         return None
-    return (f"{tree.show(here)} exists and vramc did not write it (no manifest lists it and it "
-            "has no vramc header): move it away or delete it, then build again")
+    return (
+        f"{tree.show(here)} exists and vramc did not write it (no manifest lists it and it "
+        "has no vramc header): move it away or delete it, then build again"
+    )
 
 
 def _survey(tree, jobs: list[Job], plans) -> Survey:
@@ -419,7 +447,7 @@ def _survey(tree, jobs: list[Job], plans) -> Survey:
                 continue
             _judge(tree, survey, seen, here, kind, claims.get(here, ""), here in claims)
         for here, sha in claims.items():  # flat copies beside a variant's folder
-            if here[:len(job.parts)] != job.parts and here not in generated:
+            if here[: len(job.parts)] != job.parts and here not in generated:
                 kind = tree.kind(here)
                 if kind is not None:
                     _judge(tree, survey, seen, here, kind, sha, True)
@@ -483,6 +511,7 @@ def _strays(tree, plans) -> list[tuple[tuple[str, ...], str]]:
 
 # --- comparing and writing ------------------------------------------------------------------------
 
+
 def _compare(tree, jobs: list[Job], survey: Survey) -> bool:
     differs = False
     for job in jobs:
@@ -523,14 +552,18 @@ def _folder(tree, here: tuple[str, ...]) -> str:
 def _diff(old: bytes | None, new: bytes, path: Path) -> list[str]:
     a = (old or b"").decode(errors="replace").splitlines(keepends=True)
     b = new.decode(errors="replace").splitlines(keepends=True)
-    lines = list(difflib.unified_diff(a, b, f"{path} (on disk)" if old is not None else "/dev/null",
-                                      f"{path} (generated)" if new else "/dev/null"))
+    lines = list(
+        difflib.unified_diff(
+            a, b, f"{path} (on disk)" if old is not None else "/dev/null", f"{path} (generated)" if new else "/dev/null"
+        )
+    )
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
 def _write(tree, jobs: list[Job], survey: Survey) -> None:
     """Files first, then the stale files go, then the manifests: a build killed on the way leaves
     every removed file's entry in the old manifest, to be removed by the next one."""
+
     def put(job: Job, rel: str) -> None:
         data, executable = job.files[rel]
         here = job.where(rel)

@@ -88,8 +88,10 @@ class OutTree:
                 break
             if kind == "link":
                 target = os.readlink(self.show(here))
-                return (f"{self.show(here)} is a symbolic link (to {target}): vramc writes nothing "
-                        f"through a link below {self.root}; remove the link")
+                return (
+                    f"{self.show(here)} is a symbolic link (to {target}): vramc writes nothing "
+                    f"through a link below {self.root}; remove the link"
+                )
             if i < len(parts) and kind != "dir":
                 return f"{self.show(here)} is not a folder; remove it"
             if i == len(parts) and kind != "file":
@@ -150,8 +152,7 @@ class OutTree:
             return None
         try:
             try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             dir_fd=folder)
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
             except FileNotFoundError:
                 return None
             with os.fdopen(fd, "rb") as f:
@@ -169,8 +170,9 @@ class OutTree:
             while True:
                 tmp = f".{parts[-1]}.{os.urandom(4).hex()}.tmp"
                 try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=folder)
+                    fd = os.open(
+                        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
+                    )
                     break
                 except FileExistsError:
                     continue

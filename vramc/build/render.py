@@ -57,9 +57,11 @@ def describe_char(ch: str) -> str:
     names = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
     if ch in names:
         return names[ch]
-    name = unicodedata.name(ch, "") or {"Cc": "a control character", "Cs": "a surrogate",
-                                        "Co": "a private-use character"}.get(
-                                            unicodedata.category(ch), "an unassigned code point")
+    name = unicodedata.name(ch, "") or {
+        "Cc": "a control character",
+        "Cs": "a surrogate",
+        "Co": "a private-use character",
+    }.get(unicodedata.category(ch), "an unassigned code point")
     return f"U+{ord(ch):04X} ({name})"
 
 
@@ -68,12 +70,12 @@ def check_safe(value: object, spaces: bool = False) -> str:
     found = unsafe_char(text, spaces)
     if found:
         i, ch = found
-        raise UnsafeValue(f"{text!r} contains {describe_char(ch)} at character {i + 1}, which "
-                          "no artifact can carry")
+        raise UnsafeValue(f"{text!r} contains {describe_char(ch)} at character {i + 1}, which no artifact can carry")
     return text
 
 
 # --- POSIX shell ----------------------------------------------------------------------------------
+
 
 class PathArg(str):
     """A path from the profile: a leading `~/` means the home directory where the artifact's
@@ -142,6 +144,7 @@ def envquote(value: object) -> str:
 
 # --- Ollama Modelfile (parser/parser.go: unquote strips "..." or """...""", knows no escapes) ----
 
+
 def modelfile_value(value: object) -> str:
     text = check_safe(value, spaces=True)
     if '"""' in text:
@@ -152,6 +155,7 @@ def modelfile_value(value: object) -> str:
 
 
 # --- data formats ---------------------------------------------------------------------------------
+
 
 def _check_strings(data: object) -> None:
     """check_safe every string (key or value) of a plain data structure."""
@@ -170,8 +174,7 @@ def to_yaml(data: object) -> str:
     import yaml
 
     _check_strings(data)  # PyYAML writes U+0085 unescaped and then cannot read the file back
-    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True,
-                          width=100)
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True, width=100)
 
 
 def to_json(data: object) -> str:
@@ -192,14 +195,22 @@ def num(value: float | int) -> str:
 
 
 FILTERS = {
-    "shquote": shquote, "systemd_escape": systemd_escape, "systemd_env": systemd_env,
-    "envquote": envquote, "argline": check_safe,
-    "env_name": check_env_name, "modelfile_value": modelfile_value, "to_yaml": to_yaml,
-    "to_json": to_json, "to_python": to_python, "num": num,
+    "shquote": shquote,
+    "systemd_escape": systemd_escape,
+    "systemd_env": systemd_env,
+    "envquote": envquote,
+    "argline": check_safe,
+    "env_name": check_env_name,
+    "modelfile_value": modelfile_value,
+    "to_yaml": to_yaml,
+    "to_json": to_json,
+    "to_python": to_python,
+    "num": num,
 }
 
 
 # --- template folders and the environment -------------------------------------------------------
+
 
 def builtin_templates_dir() -> Path:
     package = Path(__file__).resolve().parents[1]  # the vramc package (installed: _templates beside it)
@@ -227,9 +238,14 @@ def environment(project_dir: Path | None):
     loaders += [PrefixLoader({"builtin": builtin}), builtin]
     # keep_trailing_newline: files end with exactly the newline the template has (copier does the
     # same); trim/lstrip: block tags do not leave blank lines; no autoescape: this is not HTML.
-    env = SandboxedEnvironment(loader=ChoiceLoader(loaders), undefined=StrictUndefined,
-                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                               autoescape=False)
+    env = SandboxedEnvironment(
+        loader=ChoiceLoader(loaders),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
     env.filters.update(FILTERS)
     return env
 
@@ -250,8 +266,7 @@ def template_names(project_dir: Path | None, folder: str) -> list[str]:
 def project_target_folders(project_dir: Path | None) -> list[str]:
     if project_dir is None:
         return []
-    return sorted(p.name for p in Path(project_dir).iterdir()
-                  if p.is_dir() and not p.name.startswith((".", "_")))
+    return sorted(p.name for p in Path(project_dir).iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def render_template(project_dir: Path | None, name: str, context: dict) -> str:
@@ -259,6 +274,7 @@ def render_template(project_dir: Path | None, name: str, context: dict) -> str:
 
 
 # --- rendering a target ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -270,8 +286,7 @@ class Rendered:
         return self.text.startswith("#!")
 
 
-def render_target(folder: str, outputs: dict[str, str], variables: dict,
-                  project_dir: Path | None) -> list[Rendered]:
+def render_target(folder: str, outputs: dict[str, str], variables: dict, project_dir: Path | None) -> list[Rendered]:
     """Render the templates of one target for one deployment.
 
     `outputs` maps the target's own templates (file names in `folder`) to output paths; any other
@@ -281,7 +296,7 @@ def render_target(folder: str, outputs: dict[str, str], variables: dict,
     """
     files = {f"{folder}/{tpl}": out for tpl, out in outputs.items()}
     for name in template_names(project_dir, folder):
-        files.setdefault(name, name[len(folder) + 1:-len(TEMPLATE_SUFFIX)])
+        files.setdefault(name, name[len(folder) + 1 : -len(TEMPLATE_SUFFIX)])
     out = []
     for name, path in sorted(files.items(), key=lambda kv: kv[1]):
         text = render_template(project_dir, name, variables)

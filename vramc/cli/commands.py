@@ -29,8 +29,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     pass
 
@@ -63,10 +64,15 @@ def _refuse_input_as_output(output: Path, paths: List[Path]) -> None:
     except (OSError, ValueError):
         return  # what cannot be resolved is reported by check itself, or by the write
     suffix = target.suffix.lower()
-    if (target in inputs or any(folder == target or folder in target.parents for folder in folders)
-            or (suffix in (".yaml", ".yml", ".gguf") and os.path.lexists(output))):
-        _fail_usage(f"--output {output} would replace a file that vramc check reads (a profile or a model) or "
-                    "put the report among the profiles; write the report elsewhere (e.g. vramc-report.txt)")
+    if (
+        target in inputs
+        or any(folder == target or folder in target.parents for folder in folders)
+        or (suffix in (".yaml", ".yml", ".gguf") and os.path.lexists(output))
+    ):
+        _fail_usage(
+            f"--output {output} would replace a file that vramc check reads (a profile or a model) or "
+            "put the report among the profiles; write the report elsewhere (e.g. vramc-report.txt)"
+        )
 
 
 def _fail_usage(message: str) -> None:
@@ -106,9 +112,13 @@ def _default_paths(paths: Optional[List[Path]]) -> List[Path]:
 @app.command()
 def check(
     paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders of profiles (default: profiles/)."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, json, github, sarif or auto (github under GitHub Actions)."),
+    fmt: str = typer.Option(
+        "text", "--format", "-f", help="text, json, github, sarif or auto (github under GitHub Actions)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
-    margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU, e.g. 10% or 1GiB (profiles' own lint.margin wins)."),
+    margin: Optional[str] = typer.Option(
+        None, "--margin", help="Default free-memory margin per GPU, e.g. 10% or 1GiB (profiles' own lint.margin wins)."
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to a file instead of stdout."),
 ) -> None:
     """Validate profiles and lint their memory plans. Exit 0 clean, 1 findings, 2 usage error."""
@@ -138,9 +148,15 @@ def check(
 def plan(
     paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or markdown."),
-    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
+    deployment: Optional[str] = typer.Option(
+        None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."
+    ),
     margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
-    quants: Optional[str] = typer.Option(None, "--quants", help="Plan every quant of a GGUF repository, hf://ORG/REPO, in place of the model: fits, tight or not, layers on GPU."),
+    quants: Optional[str] = typer.Option(
+        None,
+        "--quants",
+        help="Plan every quant of a GGUF repository, hf://ORG/REPO, in place of the model: fits, tight or not, layers on GPU.",
+    ),
 ) -> None:
     """Show each deployment's per-device memory plan. Exit 1 if a deployment cannot be planned."""
     from vramc.diagnostics import Severity
@@ -163,8 +179,11 @@ def plan(
     for d in errors:
         typer.echo(d.one_line(), err=True)
     if not plans and not errors:  # a hardware or model profile: an empty answer said nothing
-        typer.echo(f"vramc plan: no deployment in {', '.join(map(str, _default_paths(paths)))}: plan takes "
-                   "deployment profiles (a file with `engine:`, or `deployments:`) or folders of them", err=True)
+        typer.echo(
+            f"vramc plan: no deployment in {', '.join(map(str, _default_paths(paths)))}: plan takes "
+            "deployment profiles (a file with `engine:`, or `deployments:`) or folders of them",
+            err=True,
+        )
     if fmt == "json":
         sys.stdout.write(plans_json(plans))
     elif fmt == "markdown":
@@ -181,14 +200,24 @@ def plan(
 
 @app.command()
 def diff(
-    args: Optional[List[str]] = typer.Argument(None, metavar="[BASE] [HEAD] [PATH...]", help="Git revisions (BASE: the merge base with the upstream branch, else HEAD; HEAD: the working tree) and profiles or folders (default: profiles/); `--` ends the revisions."),
+    args: Optional[List[str]] = typer.Argument(
+        None,
+        metavar="[BASE] [HEAD] [PATH...]",
+        help="Git revisions (BASE: the merge base with the upstream branch, else HEAD; HEAD: the working tree) and profiles or folders (default: profiles/); `--` ends the revisions.",
+    ),
     base_dir: Optional[Path] = typer.Option(None, "--base-dir", help="Compare this folder (without git) ..."),
     head_dir: Optional[Path] = typer.Option(None, "--head-dir", help="... with this one."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, markdown, json, github or auto (github under GitHub Actions)."),
-    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on", help="worse-verdict (default), tight, growth:N% or never; repeatable."),
+    fmt: str = typer.Option(
+        "text", "--format", "-f", help="text, markdown, json, github or auto (github under GitHub Actions)."
+    ),
+    fail_on: Optional[List[str]] = typer.Option(
+        None, "--fail-on", help="worse-verdict (default), tight, growth:N% or never; repeatable."
+    ),
     margin: Optional[str] = typer.Option(None, "--margin", help="Default free-memory margin per GPU."),
     show_unchanged: bool = typer.Option(False, "--all", help="Text: list unchanged deployments too."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="A side without profiles counts every deployment as added or removed."),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="A side without profiles counts every deployment as added or removed."
+    ),
 ) -> None:
     """What a change does to every GPU: memory plans of two revisions, deployment by deployment.
 
@@ -198,9 +227,18 @@ def diff(
     from vramc.diff import FORMATS, cli_diff
 
     fmt = _output_format(fmt, FORMATS)
-    raise typer.Exit(cli_diff(list(args or []), base_dir=base_dir, head_dir=head_dir, fmt=fmt,
-                              fail_on=list(fail_on or []), margin=_margin_option(margin),
-                              show_unchanged=show_unchanged, allow_empty=allow_empty))
+    raise typer.Exit(
+        cli_diff(
+            list(args or []),
+            base_dir=base_dir,
+            head_dir=head_dir,
+            fmt=fmt,
+            fail_on=list(fail_on or []),
+            margin=_margin_option(margin),
+            show_unchanged=show_unchanged,
+            allow_empty=allow_empty,
+        )
+    )
 
 
 @app.command()
@@ -214,8 +252,12 @@ def rules(
 
     table = sorted(load_rules().values(), key=lambda r: r.code)
     if fmt == "json":
-        typer.echo(json.dumps([{"code": r.code, "slug": r.slug, "severity": r.severity.label,
-                                "summary": r.summary} for r in table], indent=2))
+        typer.echo(
+            json.dumps(
+                [{"code": r.code, "slug": r.slug, "severity": r.severity.label, "summary": r.summary} for r in table],
+                indent=2,
+            )
+        )
     elif fmt == "md":
         typer.echo("| code | name | severity | what it catches |\n|---|---|---|---|")
         for r in table:
@@ -258,9 +300,13 @@ def schema() -> None:
 
 @app.command()
 def detect(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the hardware profile here (default: stdout)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write the hardware profile here (default: stdout)."
+    ),
     name: str = typer.Option("this-machine", "--name", help="Name of the hardware profile."),
-    order: str = typer.Option("index", "--order", help="GPU order for CUDA_VISIBLE_DEVICES: index, free_desc or total_desc."),
+    order: str = typer.Option(
+        "index", "--order", help="GPU order for CUDA_VISIBLE_DEVICES: index, free_desc or total_desc."
+    ),
 ) -> None:
     """Read the NVIDIA GPUs (name, total and free VRAM, index, UUID) into a hardware profile."""
     from vramc.hardware.detect import ORDERS, NoDriver, hardware_yaml, host_ram_bytes, read_gpus
@@ -270,8 +316,11 @@ def detect(
     try:
         gpus = read_gpus()
     except NoDriver as e:
-        typer.echo(f"vramc detect: {e}; nothing to detect on this machine. Write the hardware "
-                   "profile by hand (see README.md).", err=True)
+        typer.echo(
+            f"vramc detect: {e}; nothing to detect on this machine. Write the hardware "
+            "profile by hand (see README.md).",
+            err=True,
+        )
         raise typer.Exit(EXIT_USAGE) from None
     if not gpus:
         typer.echo("vramc detect: the NVIDIA driver reports no GPUs.", err=True)
@@ -294,11 +343,26 @@ def detect(
 @app.command()
 def fit(
     profile: Path = typer.Argument(..., help="A deployment profile."),
-    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."),
-    write: bool = typer.Option(False, "--write", help="Write the chosen settings into the profile, keeping its comments and layout, each marked `# vramc fit: auto`; nothing is written if `vramc check` would reject the result."),
+    deployment: Optional[str] = typer.Option(
+        None, "--deployment", "-d", help="Only this deployment (NAME or NAME@VARIANT)."
+    ),
+    write: bool = typer.Option(
+        False,
+        "--write",
+        help="Write the chosen settings into the profile, keeping its comments and layout, each marked `# vramc fit: auto`; nothing is written if `vramc check` would reject the result.",
+    ),
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
-    relax: Optional[str] = typer.Option(None, "--relax", metavar="KEY[,KEY]", help="Let the solver change these fixed settings too: ctx, gpu_layers, tensor_split, cache_type_k, cache_type_v."),
-    refit: bool = typer.Option(False, "--refit", help="Solve again the values an earlier --write marked `# vramc fit: auto` (after a new GPU or a longer context); with --write, write the new answers."),
+    relax: Optional[str] = typer.Option(
+        None,
+        "--relax",
+        metavar="KEY[,KEY]",
+        help="Let the solver change these fixed settings too: ctx, gpu_layers, tensor_split, cache_type_k, cache_type_v.",
+    ),
+    refit: bool = typer.Option(
+        False,
+        "--refit",
+        help="Solve again the values an earlier --write marked `# vramc fit: auto` (after a new GPU or a longer context); with --write, write the new answers.",
+    ),
 ) -> None:
     """Choose settings that fit (every `auto`, or gpu_layers/tensor_split/ctx left to the engine).
 
@@ -314,8 +378,12 @@ def fit(
 def build(
     paths: Optional[List[Path]] = typer.Argument(None, help="Profiles or folders (default: profiles/)."),
     out: str = typer.Option("out", "--out", help="Output folder; each deployment gets out/<name>/."),
-    check_only: bool = typer.Option(False, "--check", help="Write nothing; exit 1 and show the difference if out/ is stale."),
-    force: bool = typer.Option(False, "--force", help="Build deployments that fail `check` at error level too (says what it skips)."),
+    check_only: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 and show the difference if out/ is stale."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Build deployments that fail `check` at error level too (says what it skips)."
+    ),
 ) -> None:
     """Compile each checked deployment (and variant) into its launch artifacts under out/."""
     from vramc.build.builder import cli_build
@@ -330,29 +398,53 @@ def run(
     name: str = typer.Argument(..., help="Deployment name (NAME, or NAME@VARIANT)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Variant to run (same as NAME@VARIANT)."),
     profiles_dir: Path = typer.Option(Path("profiles"), "--profiles", help="Where to look for the deployment."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Run one completion, print it and exit instead of serving."),
+    prompt: Optional[str] = typer.Option(
+        None, "--prompt", help="Run one completion, print it and exit instead of serving."
+    ),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Tokens to generate with --prompt."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default: the profile's, else 8000)."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key clients must send."),
+    api_key_file: Optional[Path] = typer.Option(
+        None, "--api-key-file", help="File holding the API key clients must send."
+    ),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
-    threshold: str = typer.Option("5%", "--threshold", help="Warn when actual memory differs from the plan by more than this."),
+    threshold: str = typer.Option(
+        "5%", "--threshold", help="Warn when actual memory differs from the plan by more than this."
+    ),
     max_body: str = typer.Option("1MiB", "--max-body", help="Largest request body the server reads (413 beyond)."),
     queue: int = typer.Option(8, "--queue", help="Requests that may wait while one runs (503 beyond)."),
-    allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="Also accept this Host header name (repeatable; * for any)."),
+    allow_host: Optional[List[str]] = typer.Option(
+        None, "--allow-host", help="Also accept this Host header name (repeatable; * for any)."
+    ),
 ) -> None:
     """Load a compiled deployment in-process with llama-cpp-python and serve it (or run one prompt)."""
     from vramc.run.runner import cli_run
 
-    raise typer.Exit(cli_run(name, variant=variant, profiles_dir=profiles_dir, prompt=prompt,
-                             max_tokens=max_tokens, host=host, port=port, api_key_file=api_key_file,
-                             insecure=insecure, threshold=threshold, max_body=max_body, queue=queue,
-                             allow_hosts=allow_host or []))
+    raise typer.Exit(
+        cli_run(
+            name,
+            variant=variant,
+            profiles_dir=profiles_dir,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            host=host,
+            port=port,
+            api_key_file=api_key_file,
+            insecure=insecure,
+            threshold=threshold,
+            max_body=max_body,
+            queue=queue,
+            allow_hosts=allow_host or [],
+        )
+    )
 
 
 @app.command()
 def analyze(
-    model: str = typer.Argument(..., help="A GGUF file (the first part of a split model is enough), an http(s) URL, hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT (only the header is read)."),
+    model: str = typer.Argument(
+        ...,
+        help="A GGUF file (the first part of a split model is enough), an http(s) URL, hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT (only the header is read).",
+    ),
     layers: bool = typer.Option(False, "--layers", help="Print the full per-block table."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
     write: Optional[Path] = typer.Option(None, "--write", help="Write a model profile with the locked metadata."),
@@ -388,8 +480,10 @@ def main() -> None:
     except Exception as e:  # a bug in vramc, never the user's input: say so, briefly
         if os.environ.get("VRAMC_DEBUG"):
             raise
-        sys.stderr.write(f"vramc: internal error: {type(e).__name__}: {e}\n"
-                         "This is a bug in vramc; rerun with VRAMC_DEBUG=1 for the traceback and report it.\n")
+        sys.stderr.write(
+            f"vramc: internal error: {type(e).__name__}: {e}\n"
+            "This is a bug in vramc; rerun with VRAMC_DEBUG=1 for the traceback and report it.\n"
+        )
         sys.exit(EXIT_INTERNAL)
 
 

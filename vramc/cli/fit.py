@@ -14,10 +14,20 @@ from vramc.diagnostics import Severity
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan
 
-AUTO_KEYS = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v", "override_tensor",
-             # vLLM's (vramc.plan.vllm_fit)
-             "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
-             "kv_cache_dtype")
+AUTO_KEYS = (
+    "ctx",
+    "gpu_layers",
+    "tensor_split",
+    "cache_type_k",
+    "cache_type_v",
+    "override_tensor",
+    # vLLM's (vramc.plan.vllm_fit)
+    "gpu_memory_utilization",
+    "max_model_len",
+    "max_num_seqs",
+    "tensor_parallel_size",
+    "kv_cache_dtype",
+)
 
 
 def chosen(plan: Plan) -> dict:
@@ -45,8 +55,7 @@ def _settings_path(plan: Plan) -> tuple:
 # them as the fixed values they are)
 MARKER = "vramc fit: auto"
 RELAXABLE = ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v")
-RELAXABLE_VLLM = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
-                  "kv_cache_dtype")
+RELAXABLE_VLLM = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size", "kv_cache_dtype")
 
 
 def edit_choices(plans, cleared=None) -> list:
@@ -113,9 +122,11 @@ def parse_relax(text: str | None) -> tuple[str, ...] | str:
     keys = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
     bad = [k for k in keys if k not in RELAXABLE + RELAXABLE_VLLM]
     if bad or not keys:
-        return (f"--relax takes one or more of {', '.join(RELAXABLE)} (llama.cpp engines), "
-                f"{', '.join(RELAXABLE_VLLM)} (vLLM) (comma-separated), not "
-                f"{', '.join(repr(k) for k in bad) or repr(text)}")
+        return (
+            f"--relax takes one or more of {', '.join(RELAXABLE)} (llama.cpp engines), "
+            f"{', '.join(RELAXABLE_VLLM)} (vLLM) (comma-separated), not "
+            f"{', '.join(repr(k) for k in bad) or repr(text)}"
+        )
     return keys
 
 
@@ -162,8 +173,9 @@ class _Freed:
         self.keys[(dep.doc.file, dep.name, dep.variant)] = keys
 
 
-def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, relax: str | None = None,
-            refit: bool = False) -> int:
+def cli_fit(
+    profile: Path, *, deployment: str | None, write: bool, fmt: str, relax: str | None = None, refit: bool = False
+) -> int:
     from vramc.lint.check import run_check
     from vramc.lint.runner import raised_while_loading
     from vramc.plan.view import plan_record, plan_text
@@ -175,6 +187,7 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
     if isinstance(relax_keys, str):
         print(f"vramc fit: {relax_keys}", file=sys.stderr)
         return 2
+
     def selected(dep) -> bool:
         return is_selected(dep, deployment)
 
@@ -189,24 +202,49 @@ def cli_fit(profile: Path, *, deployment: str | None, write: bool, fmt: str, rel
         print(d.one_line(), file=sys.stderr)
     if not plans:
         if not blocking:  # a hardware or model profile (or a folder with no deployment): exit 1 said nothing
-            print(f"vramc fit: no deployment in {profile}: vramc fit takes a deployment profile (a file with "
-                  "`engine:`, or `deployments:`), not a hardware or model profile", file=sys.stderr)
+            print(
+                f"vramc fit: no deployment in {profile}: vramc fit takes a deployment profile (a file with "
+                "`engine:`, or `deployments:`), not a hardware or model profile",
+                file=sys.stderr,
+            )
         return 1
     if refit and not freed.keys:
-        print(f"vramc fit: no value in {profile} carries the `# {MARKER}` marker of `vramc fit --write`; "
-              "nothing to re-fit beyond its `auto` settings", file=sys.stderr)
+        print(
+            f"vramc fit: no value in {profile} carries the `# {MARKER}` marker of `vramc fit --write`; "
+            "nothing to re-fit beyond its `auto` settings",
+            file=sys.stderr,
+        )
     labels = {p.dep.label for p in plans}
     # what `check` says against these deployments beyond their own plans (they run with others)
-    together = [d for d in result.diagnostics if d.severity == Severity.ERROR and not raised_while_loading(d.code)
-                and d.deployment in labels and d.code in _GROUP_CODES]
+    together = [
+        d
+        for d in result.diagnostics
+        if d.severity == Severity.ERROR
+        and not raised_while_loading(d.code)
+        and d.deployment in labels
+        and d.code in _GROUP_CODES
+    ]
     ideas = {id(p): _ideas(p) for p in plans}
     if fmt == "json":
-        doc = {"version": 1, "deployments": [
-            {"name": p.dep.name, "variant": p.dep.variant, "chosen": chosen(p),
-             "fits": p.verdict in ("fits", "tight"), "search": p.search, "hint": p.fit_hint,
-             "relax": [{"keys": list(keys), "values": {k: _json_value(v) for k, v in values.items()},
-                        "command": cmd} for keys, values, cmd in ideas[id(p)][1]],
-             "plan": plan_record(p)} for p in plans]}
+        doc = {
+            "version": 1,
+            "deployments": [
+                {
+                    "name": p.dep.name,
+                    "variant": p.dep.variant,
+                    "chosen": chosen(p),
+                    "fits": p.verdict in ("fits", "tight"),
+                    "search": p.search,
+                    "hint": p.fit_hint,
+                    "relax": [
+                        {"keys": list(keys), "values": {k: _json_value(v) for k, v in values.items()}, "command": cmd}
+                        for keys, values, cmd in ideas[id(p)][1]
+                    ],
+                    "plan": plan_record(p),
+                }
+                for p in plans
+            ],
+        }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         for p in plans:
@@ -249,8 +287,10 @@ def _write(profile: Path, plans, freed, said=()) -> int:
         for d in rejected:
             if d not in said:
                 print(d.one_line(), file=sys.stderr)
-        print(f"vramc fit: nothing was written: `vramc check` would reject {profile} with these "
-              "settings (above)", file=sys.stderr)
+        print(
+            f"vramc fit: nothing was written: `vramc check` would reject {profile} with these settings (above)",
+            file=sys.stderr,
+        )
         return 1
     counts = {}
     try:
@@ -261,17 +301,19 @@ def _write(profile: Path, plans, freed, said=()) -> int:
         print(f"vramc fit: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{e.filename or profile}: cannot write: {e.strerror or e}; the file was left as it was",
-              file=sys.stderr)
+        print(f"{e.filename or profile}: cannot write: {e.strerror or e}; the file was left as it was", file=sys.stderr)
         return 1
     for file, n in sorted(counts.items()):
         print(f"wrote {n} setting{'s' if n != 1 else ''} into {file}", file=sys.stderr)
     for editor, _, unmarked in editors:
         for path, key in unmarked:
             where = ".".join(str(x) for x in path + (key,))
-            print(f"note: {editor.file}: {where} sits in a flow mapping ({{...}}), where no comment can "
-                  f"mark it: `vramc fit --refit` leaves it as written (write that mapping in block style "
-                  "to re-fit it)", file=sys.stderr)
+            print(
+                f"note: {editor.file}: {where} sits in a flow mapping ({{...}}), where no comment can "
+                f"mark it: `vramc fit --refit` leaves it as written (write that mapping in block style "
+                "to re-fit it)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -312,8 +354,7 @@ def _fit_text(plan: Plan, ideas=("", [])) -> str:
     for keys, would, cmd in found:
         now = getattr(plan.choice, keys[0])
         rest = "".join(f" with {k} {show_value(would[k])}" for k in keys[1:])
-        lines.append(f"  {keys[0]} {show_value(now)} does not fit; {show_value(would[keys[0]])}{rest} "
-                     f"would: `{cmd}`")
+        lines.append(f"  {keys[0]} {show_value(now)} does not fit; {show_value(would[keys[0]])}{rest} would: `{cmd}`")
     if plan.verdict == "does-not-fit" and not found and plan.fit_hint:
         lines.append(f"  these settings do not fit; {plan.fit_hint}")
     elif plan.verdict == "does-not-fit" and plan.engine == "vllm":
@@ -321,12 +362,16 @@ def _fit_text(plan: Plan, ideas=("", [])) -> str:
 
         free = [k for k in ("gpu_memory_utilization", "max_model_len") if k not in plan.auto]
         if free:
-            lines.append("  vLLM would not start with these settings; vramc can choose them: "
-                         f"`vramc fit --relax {','.join(free)} {fit_target(plan.dep)}`")
+            lines.append(
+                "  vLLM would not start with these settings; vramc can choose them: "
+                f"`vramc fit --relax {','.join(free)} {fit_target(plan.dep)}`"
+            )
         else:
-            lines.append("  nothing vramc can choose starts vLLM on these GPUs (search above): free "
-                         "memory that other processes hold, add GPUs (tensor_parallel_size: auto), "
-                         "or use a smaller or more quantized model")
+            lines.append(
+                "  nothing vramc can choose starts vLLM on these GPUs (search above): free "
+                "memory that other processes hold, add GPUs (tensor_parallel_size: auto), "
+                "or use a smaller or more quantized model"
+            )
     return "\n".join(lines) + "\n"
 
 

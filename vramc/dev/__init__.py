@@ -1,2 +1,1 @@
-"""Developer tools: synthetic GGUF files (synth) and the llama.cpp oracle; never imported by commands.
-"""
+"""Developer tools: synthetic GGUF files (synth) and the llama.cpp oracle; never imported by commands."""

@@ -91,8 +91,8 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout_s: float) -> None
 class RpcServers:
     """`n` ggml-rpc-server processes on free loopback ports; always stopped on exit.
 
-        with RpcServers(2, bin_dir) as rpc:
-            run_fit_print(model, params, rpc.endpoints, bin_dir)
+    with RpcServers(2, bin_dir) as rpc:
+        run_fit_print(model, params, rpc.endpoints, bin_dir)
     """
 
     def __init__(self, n: int, bin_dir: Path, start_timeout_s: float = 10.0):
@@ -119,7 +119,10 @@ class RpcServers:
             port = _free_port()
             proc = subprocess.Popen(
                 [str(self.bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.procs.append(proc)
             try:
                 _wait_listening(port, proc, self.start_timeout_s)
@@ -156,10 +159,31 @@ def _params_args(params: LlamaParams, buffer_names: list[str]) -> list[str]:
     `--fit off` keeps the parameters as given; `--no-repack` keeps host weights in the CPU buffer
     type, because common_fit_print leaves CPU_REPACK buffers (not host buffers) out of "Host"."""
     ngl = "all" if params.n_gpu_layers < 0 else str(params.n_gpu_layers)
-    args = ["-c", str(params.n_ctx), "-np", str(params.n_seq_max), "-b", str(params.n_batch),
-            "-ub", str(params.n_ubatch), "-ngl", ngl, "-sm", params.split_mode, "-mg", str(params.main_gpu),
-            "-fa", params.flash_attn, "-ctk", params.type_k, "-ctv", params.type_v,
-            "--fit", "off", "--no-repack"]
+    args = [
+        "-c",
+        str(params.n_ctx),
+        "-np",
+        str(params.n_seq_max),
+        "-b",
+        str(params.n_batch),
+        "-ub",
+        str(params.n_ubatch),
+        "-ngl",
+        ngl,
+        "-sm",
+        params.split_mode,
+        "-mg",
+        str(params.main_gpu),
+        "-fa",
+        params.flash_attn,
+        "-ctk",
+        params.type_k,
+        "-ctv",
+        params.type_v,
+        "--fit",
+        "off",
+        "--no-repack",
+    ]
     if params.tensor_split is not None:
         args += ["-ts", ",".join(f"{x:g}" for x in params.tensor_split)]
     if not params.offload_kqv:
@@ -227,8 +251,14 @@ def parse_compute_log(log: str, endpoints: list[str]) -> dict[str, int]:
     return out
 
 
-def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path,
-                  precise: bool = False, timeout_s: float = 60.0) -> OracleResult:
+def run_fit_print(
+    model: str | os.PathLike,
+    params: LlamaParams,
+    endpoints: list[str],
+    bin_dir: Path,
+    precise: bool = False,
+    timeout_s: float = 60.0,
+) -> OracleResult:
     """Run the dry run for `params` with one RPC device per endpoint (none: CPU only)."""
     cmd = [str(Path(bin_dir) / "llama-fit-params"), "-m", str(model)]
     if endpoints:
@@ -243,8 +273,9 @@ def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list
     # compare against a missing figure.
     for _attempt in range(3):
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, env=env, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise OracleError(f"llama-fit-params timed out after {timeout_s} s: {' '.join(cmd)}") from None
         if proc.returncode != 0:
@@ -257,24 +288,36 @@ def run_fit_print(model: str | os.PathLike, params: LlamaParams, endpoints: list
         missing = [d.name for d in [*devices, host] if d.compute_bytes and d.name not in precise_compute]
         if not missing:
             return OracleResult(devices, host, precise_compute, cmd)
-    raise OracleError(f"llama-fit-params printed no compute buffer line for {', '.join(missing)} "
-                      f"(3 runs): {' '.join(cmd)}")
+    raise OracleError(
+        f"llama-fit-params printed no compute buffer line for {', '.join(missing)} (3 runs): {' '.join(cmd)}"
+    )
 
 
-def run_server_load(model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path,
-                    timeout_s: float = 300.0) -> OracleResult:
+def run_server_load(
+    model: str | os.PathLike, params: LlamaParams, endpoints: list[str], bin_dir: Path, timeout_s: float = 300.0
+) -> OracleResult:
     """Load for real with llama-server and stop once the compute buffers are reserved."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cmd = [str(Path(bin_dir) / "llama-server"), "-m", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "-lv", "4"]
+    cmd = [
+        str(Path(bin_dir) / "llama-server"),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-lv",
+        "4",
+    ]
     if endpoints:
         cmd += ["--rpc", ",".join(endpoints)]
     cmd += server_args(params, rpc_buffer_names(endpoints))
     env = dict(os.environ, LLAMA_ARG_LOG_COLORS="off")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     lines: list[str] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -308,15 +351,21 @@ def run_server_load(model: str | os.PathLike, params: LlamaParams, endpoints: li
     return OracleResult([row(f"RPC{i}") for i in range(len(endpoints))], row("Host"), compute, cmd)
 
 
-def check(model: str | os.PathLike, params: LlamaParams, n_devices: int, bin_dir: Path | None = None,
-          precise: bool = False, timeout_s: float = 60.0) -> OracleResult:
+def check(
+    model: str | os.PathLike,
+    params: LlamaParams,
+    n_devices: int,
+    bin_dir: Path | None = None,
+    precise: bool = False,
+    timeout_s: float = 60.0,
+) -> OracleResult:
     """Start `n_devices` RPC servers, run the dry run, stop them."""
     bin_dir = bin_dir or find_binaries()
     if bin_dir is None:
-        raise OracleError(f"oracle binaries not found (set VRAMC_ORACLE_BIN or run scripts/build-llama.sh; "
-                          f"looked in {DEFAULT_BIN})")
+        raise OracleError(
+            f"oracle binaries not found (set VRAMC_ORACLE_BIN or run scripts/build-llama.sh; looked in {DEFAULT_BIN})"
+        )
     if not Path(model).exists():
         raise OracleError(f"model not found: {model}")
     with RpcServers(n_devices, bin_dir) as rpc:
         return run_fit_print(model, params, rpc.endpoints, bin_dir, precise=precise, timeout_s=timeout_s)
-

@@ -30,8 +30,9 @@ def _repo_paths(root: Path, paths: list[str]) -> list[str]:
         if "\0" in p:
             raise DiffError(f"{p!r} is not a path")
         absolute = os.path.normpath(os.path.join(os.getcwd(), p))
-        rel = os.path.relpath(absolute, real_root) if absolute.startswith(real_root) else \
-            os.path.relpath(absolute, root)
+        rel = (
+            os.path.relpath(absolute, real_root) if absolute.startswith(real_root) else os.path.relpath(absolute, root)
+        )
         if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
             raise DiffError(f"{p}: outside the repository ({root}); give paths inside it")
         out.append(Path(rel).as_posix())
@@ -56,9 +57,18 @@ def _side_doc(side) -> dict:
     return {"rev": side.label, "commit": side.commit}
 
 
-def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, fmt: str,
-             fail_on: list[str], margin=None, show_unchanged: bool = False,
-             allow_empty: bool = False, artifacts: bool = True) -> int:
+def cli_diff(
+    args: list[str],
+    *,
+    base_dir: Path | None,
+    head_dir: Path | None,
+    fmt: str,
+    fail_on: list[str],
+    margin=None,
+    show_unchanged: bool = False,
+    allow_empty: bool = False,
+    artifacts: bool = True,
+) -> int:
     from vramc.diff import formats
     from vramc.diff.compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
 
@@ -78,11 +88,15 @@ def cli_diff(args: list[str], *, base_dir: Path | None, head_dir: Path | None, f
                 where = ", ".join(paths)
                 msg = f"{side.label} has no profiles under {where}"
                 if not allow_empty:
-                    raise DiffError(f"{msg}; give the PATH of the profiles, another revision, or "
-                                    "--allow-empty to count every deployment as added or removed")
+                    raise DiffError(
+                        f"{msg}; give the PATH of the profiles, another revision, or "
+                        "--allow-empty to count every deployment as added or removed"
+                    )
                 _say(f"vramc diff: note: {msg}")
-        bp, hp = (plan_side(side, paths, margin=margin) if _has_profiles(side, paths) else SidePlans()
-                  for side in (base, head))
+        bp, hp = (
+            plan_side(side, paths, margin=margin) if _has_profiles(side, paths) else SidePlans()
+            for side in (base, head)
+        )
         if artifacts:  # before the temporary copies go: rendering reads the project's templates/
             keys = to_render(bp, hp)
             render(base, bp, keys)

@@ -59,14 +59,18 @@ def plan_side(side, paths: list[str], margin=None) -> SidePlans:
 
     out = SidePlans()
     with _cwd(side.root):
+
         def adjust(dep) -> None:
             if dep.gguf_path is not None:
                 link_models(side, dep.gguf_path)
 
         result = run_check([Path(p) for p in paths], margin=margin, adjust=adjust)
         out.files = len(result.files)
-        out.errors = [f"{d.file}:{d.line}:{d.column}: {d.code} error: {d.full_message()}"
-                      for d in result.diagnostics if d.severity == Severity.ERROR]
+        out.errors = [
+            f"{d.file}:{d.line}:{d.column}: {d.code} error: {d.full_message()}"
+            for d in result.diagnostics
+            if d.severity == Severity.ERROR
+        ]
         out.all_plans = result.plans
         for plan in result.plans:
             rec = plan_record(plan)
@@ -181,6 +185,7 @@ def _render_all(plans, wanted, root: Path) -> dict:
 
 # --- pairing and deltas --------------------------------------------------------------------------
 
+
 def _components(d: dict | None, keys) -> dict | None:
     return None if d is None else {k: d.get(k) for k in keys}
 
@@ -211,9 +216,12 @@ def _device_rows(b: dict | None, h: dict | None) -> list[dict]:
 def _host(b: dict | None, h: dict | None) -> dict:
     bh, hh = (b or {}).get("host"), (h or {}).get("host")
     bc, hc = _components(bh, HOST_COMPONENTS), _components(hh, HOST_COMPONENTS)
-    return {"base": bc, "head": hc,
-            "delta_bytes": (hc or {}).get("total_bytes", 0) - (bc or {}).get("total_bytes", 0),
-            "deltas": {k: (hc or {}).get(k, 0) - (bc or {}).get(k, 0) for k in HOST_COMPONENTS}}
+    return {
+        "base": bc,
+        "head": hc,
+        "delta_bytes": (hc or {}).get("total_bytes", 0) - (bc or {}).get("total_bytes", 0),
+        "deltas": {k: (hc or {}).get(k, 0) - (bc or {}).get(k, 0) for k in HOST_COMPONENTS},
+    }
 
 
 def _settings(b: dict | None, h: dict | None) -> list[dict]:
@@ -243,13 +251,23 @@ def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
         file, name, variant = key
         b, h = base.planned.get(key), head.planned.get(key)
         br, hr = (b.record if b else None), (h.record if h else None)
-        inputs_changed = sorted(f for f in set(b.inputs if b else {}) | set(h.inputs if h else {})
-                                if (b.inputs.get(f) if b else None) != (h.inputs.get(f) if h else None)) \
-            if b and h else []
+        inputs_changed = (
+            sorted(
+                f
+                for f in set(b.inputs if b else {}) | set(h.inputs if h else {})
+                if (b.inputs.get(f) if b else None) != (h.inputs.get(f) if h else None)
+            )
+            if b and h
+            else []
+        )
         arts = _artifacts(b, h)
         if b is None or h is None:  # its whole folder comes or goes; no need to render it
-            arts = [{"path": f"out/{name}/" + (f"@{variant}/" if variant else ""),
-                     "change": "added" if b is None else "removed"}]
+            arts = [
+                {
+                    "path": f"out/{name}/" + (f"@{variant}/" if variant else ""),
+                    "change": "added" if b is None else "removed",
+                }
+            ]
         if b is None:
             change = "added"
         elif h is None:
@@ -261,25 +279,28 @@ def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
             change = "changed"
         else:
             change = "unchanged"
-        out.append({
-            "name": name,
-            "variant": variant,
-            "file": file,
-            "change": change,
-            "engine": (hr or br)["engine"],
-            "verdict": {"base": br["verdict"] if br else None, "head": hr["verdict"] if hr else None},
-            "settings": _settings(br, hr),
-            "devices": _device_rows(br, hr),
-            "host": _host(br, hr),
-            "layers_moved": _layers_moved(br, hr),
-            # other keys of the plan record that differ (engine, model, auto, engine_choices, notes,
-            # errors, ...): settings, devices and host have their own entries above
-            "plan_changes": sorted(k for k in set(br or {}) | set(hr or {})
-                                   if br and hr and k not in SHOWN and br.get(k) != hr.get(k)),
-            "inputs_changed": inputs_changed,
-            "artifacts": arts,
-            "_anchors": (h or b).lines,
-        })
+        out.append(
+            {
+                "name": name,
+                "variant": variant,
+                "file": file,
+                "change": change,
+                "engine": (hr or br)["engine"],
+                "verdict": {"base": br["verdict"] if br else None, "head": hr["verdict"] if hr else None},
+                "settings": _settings(br, hr),
+                "devices": _device_rows(br, hr),
+                "host": _host(br, hr),
+                "layers_moved": _layers_moved(br, hr),
+                # other keys of the plan record that differ (engine, model, auto, engine_choices, notes,
+                # errors, ...): settings, devices and host have their own entries above
+                "plan_changes": sorted(
+                    k for k in set(br or {}) | set(hr or {}) if br and hr and k not in SHOWN and br.get(k) != hr.get(k)
+                ),
+                "inputs_changed": inputs_changed,
+                "artifacts": arts,
+                "_anchors": (h or b).lines,
+            }
+        )
     return out
 
 
@@ -287,8 +308,11 @@ def _layers_moved(b: dict | None, h: dict | None) -> list[dict]:
     if b is None or h is None:
         return []
     rows = _device_rows(b, h)
-    return [{"id": r["id"], "base": r["layers"]["base"], "head": r["layers"]["head"]}
-            for r in rows if r["layers"]["base"] != r["layers"]["head"]]
+    return [
+        {"id": r["id"], "base": r["layers"]["base"], "head": r["layers"]["head"]}
+        for r in rows
+        if r["layers"]["base"] != r["layers"]["head"]
+    ]
 
 
 def worse(d: dict) -> bool:
@@ -312,8 +336,11 @@ def regressions(deployments: list[dict], policies: list) -> list[tuple[dict, str
             continue
         for p in policies:
             if isinstance(p, float):
-                grown = [r for r in d["devices"] if r["base"] and r["head"]
-                         and r["delta_bytes"] > r["base"]["total_bytes"] * p / 100]
+                grown = [
+                    r
+                    for r in d["devices"]
+                    if r["base"] and r["head"] and r["delta_bytes"] > r["base"]["total_bytes"] * p / 100
+                ]
                 if grown:
                     r = grown[0]
                     pct = 100 * r["delta_bytes"] / max(r["base"]["total_bytes"], 1)
@@ -332,7 +359,7 @@ def parse_policy(values: list[str]) -> list:
             if part in ("worse-verdict", "tight", "never"):
                 out.append(part)
             elif part.startswith("growth:"):
-                n = part[len("growth:"):].rstrip("%")
+                n = part[len("growth:") :].rstrip("%")
                 try:
                     pct = float(n)
                 except ValueError:

@@ -16,9 +16,15 @@ from vramc.units import GiB, MiB
 
 from vramc.diff.compare import COMPONENTS, DIFF_JSON_VERSION, HOST_COMPONENTS
 
-LABELS = {"total_bytes": "total", "weights_bytes": "weights", "kv_bytes": "KV",
-          "compute_bytes": "compute", "overhead_bytes": "overhead", "free_bytes": "free",
-          "other_bytes": "other"}
+LABELS = {
+    "total_bytes": "total",
+    "weights_bytes": "weights",
+    "kv_bytes": "KV",
+    "compute_bytes": "compute",
+    "overhead_bytes": "overhead",
+    "free_bytes": "free",
+    "other_bytes": "other",
+}
 ARROW = "->"
 MD_ARROW = "→"
 
@@ -84,6 +90,7 @@ def _side_label(s: dict) -> str:
 
 # --- json ----------------------------------------------------------------------------------------
 
+
 def to_json(doc: dict) -> str:
     public = dict(doc)
     public["deployments"] = [{k: v for k, v in d.items() if not k.startswith("_")} for d in doc["deployments"]]
@@ -94,34 +101,50 @@ def document(base: dict, head: dict, deployments: list[dict], regressions) -> di
     flagged = {id(d): why for d, why in regressions}
     for d in deployments:
         d["regression"] = flagged.get(id(d))
-    return {"version": DIFF_JSON_VERSION, "base": base, "head": head, "deployments": deployments,
-            "summary": {c: sum(1 for d in deployments if d["change"] == c)
-                        for c in ("changed", "added", "removed", "unchanged")},
-            "regressions": len(flagged)}
+    return {
+        "version": DIFF_JSON_VERSION,
+        "base": base,
+        "head": head,
+        "deployments": deployments,
+        "summary": {
+            c: sum(1 for d in deployments if d["change"] == c) for c in ("changed", "added", "removed", "unchanged")
+        },
+        "regressions": len(flagged),
+    }
 
 
 # --- text ----------------------------------------------------------------------------------------
 
+
 def _bar(row_side: dict, capacity: int, width: int = 40) -> str:
     from vramc.plan.view import bar
 
-    ns = SimpleNamespace(capacity_bytes=capacity, reserve_bytes=0, tenants_bytes=0, **{
-        k: row_side.get(k, 0) for k in ("weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes",
-                                         "free_bytes")})
+    ns = SimpleNamespace(
+        capacity_bytes=capacity,
+        reserve_bytes=0,
+        tenants_bytes=0,
+        **{
+            k: row_side.get(k, 0)
+            for k in ("weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes", "free_bytes")
+        },
+    )
     return bar(ns, width)
 
 
 def _table(header, rows, numeric_from: int) -> list[str]:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    return ["  " + "  ".join(str(c).rjust(w) if i >= numeric_from else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in [header] + rows]
+    return [
+        "  "
+        + "  ".join(
+            str(c).rjust(w) if i >= numeric_from else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in [header] + rows
+    ]
 
 
 def text(doc: dict, show_unchanged: bool = False) -> str:
     deps = doc["deployments"]
-    lines = [f"vramc diff: {_side_label(doc['base'])} {ARROW} {_side_label(doc['head'])}",
-             f"  {counts(deps)}"]
+    lines = [f"vramc diff: {_side_label(doc['base'])} {ARROW} {_side_label(doc['head'])}", f"  {counts(deps)}"]
     for d in deps:
         if d["change"] == "unchanged" and not show_unchanged:
             continue
@@ -133,8 +156,10 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         if d["inputs_changed"]:
             lines.append("  inputs changed: " + ", ".join(d["inputs_changed"]))
         if d["settings"] and d["change"] == "changed":
-            lines.append("  settings: " + "; ".join(f"{s['key']} {_value(s['base'])} {ARROW} {_value(s['head'])}"
-                                                   for s in d["settings"]))
+            lines.append(
+                "  settings: "
+                + "; ".join(f"{s['key']} {_value(s['base'])} {ARROW} {_value(s['head'])}" for s in d["settings"])
+            )
         if d["plan_changes"]:
             lines.append("  also changed in the plan: " + ", ".join(d["plan_changes"]))
         header = ("device", "", *[LABELS[c] for c in COMPONENTS])
@@ -157,25 +182,45 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
                 if s is None:
                     continue
                 used = f"{s['total_bytes'] / GiB:5.2f}/{cap / GiB:.2f} GiB"
-                lines.append(f"  {r['id'] if side == 'base' or r['base'] is None else '':<6} {word:<6} "
-                             f"{_bar(s, cap)} {used}  {r['verdict'][side]}")
+                lines.append(
+                    f"  {r['id'] if side == 'base' or r['base'] is None else '':<6} {word:<6} "
+                    f"{_bar(s, cap)} {used}  {r['verdict'][side]}"
+                )
         if d["layers_moved"]:
-            lines.append("  layers: " + "; ".join(f"{m['id']} {_layers(m['base'])} {ARROW} {_layers(m['head'])}"
-                                                 for m in d["layers_moved"]))
+            lines.append(
+                "  layers: "
+                + "; ".join(f"{m['id']} {_layers(m['base'])} {ARROW} {_layers(m['head'])}" for m in d["layers_moved"])
+            )
         if d["artifacts"]:
-            lines.append("  out/ differs: " + ", ".join(
-                a["path"] + ("" if a["change"] == "changed" else f" ({a['change']})") for a in d["artifacts"]))
+            lines.append(
+                "  out/ differs: "
+                + ", ".join(
+                    a["path"] + ("" if a["change"] == "changed" else f" ({a['change']})") for a in d["artifacts"]
+                )
+            )
     return "\n".join(lines) + "\n"
 
 
 # --- markdown ------------------------------------------------------------------------------------
 
+
 def md(s) -> str:
     """Text from a profile, safe in a markdown table cell and in GitHub's HTML subset."""
     s = str(s)
-    for a, b in (("&", "&amp;"), ("#", "&#35;"), ("<", "&lt;"), (">", "&gt;"), ("|", "&#124;"), ("`", "&#96;"),
-                 ("*", "&#42;"), ("[", "&#91;"), ("]", "&#93;"), ("\r", " "), ("\n", " "),
-                 ("@", "&#64;")):
+    for a, b in (
+        ("&", "&amp;"),
+        ("#", "&#35;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "&#124;"),
+        ("`", "&#96;"),
+        ("*", "&#42;"),
+        ("[", "&#91;"),
+        ("]", "&#93;"),
+        ("\r", " "),
+        ("\n", " "),
+        ("@", "&#64;"),
+    ):
         s = s.replace(a, b)
     return s
 
@@ -189,49 +234,66 @@ def _largest_md(d: dict) -> str:
             return f"{md(f['id'])} free {_sgib(f['deltas']['free_bytes'])} GiB"
         return "no change"
     b, h = r["base"], r["head"]
-    return (f"{md(r['id'])} {_sgib(r['delta_bytes'])} GiB "
-            f"({_gib(b and b['total_bytes'])} {MD_ARROW} {_gib(h and h['total_bytes'])} GiB)")
+    return (
+        f"{md(r['id'])} {_sgib(r['delta_bytes'])} GiB "
+        f"({_gib(b and b['total_bytes'])} {MD_ARROW} {_gib(h and h['total_bytes'])} GiB)"
+    )
 
 
 def _summary_row(d: dict) -> str:
     mark = " ⚠️" if d.get("regression") else ""
-    return (f"| {md(label(d))} | {md(d['file'])} | {d['change']} | {_verdicts(d, MD_ARROW)}{mark} | "
-            f"{_largest_md(d)} |")
+    return f"| {md(label(d))} | {md(d['file'])} | {d['change']} | {_verdicts(d, MD_ARROW)}{mark} | {_largest_md(d)} |"
 
 
 def _device_table(d: dict) -> list[str]:
-    out = ["| device | | " + " | ".join(LABELS[c] for c in COMPONENTS) + " | layers |",
-           "|---|---|" + "---:|" * len(COMPONENTS) + "---|"]
+    out = [
+        "| device | | " + " | ".join(LABELS[c] for c in COMPONENTS) + " | layers |",
+        "|---|---|" + "---:|" * len(COMPONENTS) + "---|",
+    ]
     for r in d["devices"]:
         name = f"{md(r['id'])} {md(r['name'])}"
         for side, word in (("base", "before"), ("head", "after")):
             s = r[side]
-            out.append(f"| {name if side == 'base' else ''} | {word} | " +
-                       " | ".join(_gib((s or {}).get(c)) for c in COMPONENTS) +
-                       f" | {_layers(r['layers'][side])} |")
+            out.append(
+                f"| {name if side == 'base' else ''} | {word} | "
+                + " | ".join(_gib((s or {}).get(c)) for c in COMPONENTS)
+                + f" | {_layers(r['layers'][side])} |"
+            )
         out.append("| | **delta** | " + " | ".join(_sgib(r["deltas"][c]) for c in COMPONENTS) + " | |")
     h = d["host"]
     for side, word in (("base", "before"), ("head", "after")):
         s = h[side]
-        out.append(f"| {'host' if side == 'base' else ''} | {word} | " +
-                   " | ".join(_gib((s or {}).get(c)) if c in HOST_COMPONENTS else "" for c in COMPONENTS) + " | |")
-    out.append("| | **delta** | " + " | ".join(_sgib(h["deltas"][c]) if c in HOST_COMPONENTS else ""
-                                             for c in COMPONENTS) + " | |")
+        out.append(
+            f"| {'host' if side == 'base' else ''} | {word} | "
+            + " | ".join(_gib((s or {}).get(c)) if c in HOST_COMPONENTS else "" for c in COMPONENTS)
+            + " | |"
+        )
+    out.append(
+        "| | **delta** | "
+        + " | ".join(_sgib(h["deltas"][c]) if c in HOST_COMPONENTS else "" for c in COMPONENTS)
+        + " | |"
+    )
     return out
 
 
 def markdown(doc: dict) -> str:
     deps = doc["deployments"]
     shown = [d for d in deps if d["change"] != "unchanged"]
-    lines = [f"### vramc diff: {md(_side_label(doc['base']))} {MD_ARROW} {md(_side_label(doc['head']))}", "",
-             f"{counts(deps)}" + (f"; **{doc['regressions']} regression"
-                                  f"{'s' if doc['regressions'] != 1 else ''}**" if doc["regressions"] else ""),
-             ""]
+    lines = [
+        f"### vramc diff: {md(_side_label(doc['base']))} {MD_ARROW} {md(_side_label(doc['head']))}",
+        "",
+        f"{counts(deps)}"
+        + (
+            f"; **{doc['regressions']} regression{'s' if doc['regressions'] != 1 else ''}**"
+            if doc["regressions"]
+            else ""
+        ),
+        "",
+    ]
     if not shown:
         lines.append("No deployment's memory plan or settings changed.")
         return "\n".join(lines) + "\n"
-    lines += ["| deployment | file | change | verdict | largest per-GPU change |",
-              "|---|---|---|---|---|"]
+    lines += ["| deployment | file | change | verdict | largest per-GPU change |", "|---|---|---|---|---|"]
     lines += [_summary_row(d) for d in shown]
     for d in shown:
         lines += ["", "<details>", f"<summary>{md(label(d))}: {d['change']}, {_verdicts(d, MD_ARROW)}</summary>", ""]
@@ -241,19 +303,28 @@ def markdown(doc: dict) -> str:
             lines += ["Inputs changed: " + ", ".join(md(f) for f in d["inputs_changed"]), ""]
         if d["settings"] and d["change"] == "changed":
             lines += ["| setting | before | after |", "|---|---|---|"]
-            lines += [f"| {md(s['key'])} | {md(_value(s['base']))} | {md(_value(s['head']))} |"
-                      for s in d["settings"]]
+            lines += [f"| {md(s['key'])} | {md(_value(s['base']))} | {md(_value(s['head']))} |" for s in d["settings"]]
             lines.append("")
         if d["plan_changes"]:
             lines += ["Also changed in the plan: " + ", ".join(md(k) for k in d["plan_changes"]), ""]
         lines += ["Memory in GiB:", ""]
         lines += _device_table(d)
         if d["layers_moved"]:
-            lines += ["", "Layers moved: " + "; ".join(
-                f"{md(m['id'])} {_layers(m['base'])} {MD_ARROW} {_layers(m['head'])}" for m in d["layers_moved"])]
+            lines += [
+                "",
+                "Layers moved: "
+                + "; ".join(
+                    f"{md(m['id'])} {_layers(m['base'])} {MD_ARROW} {_layers(m['head'])}" for m in d["layers_moved"]
+                ),
+            ]
         if d["artifacts"]:
-            lines += ["", "Built files that differ: " + ", ".join(
-                md(a["path"]) + ("" if a["change"] == "changed" else f" ({a['change']})") for a in d["artifacts"])]
+            lines += [
+                "",
+                "Built files that differ: "
+                + ", ".join(
+                    md(a["path"]) + ("" if a["change"] == "changed" else f" ({a['change']})") for a in d["artifacts"]
+                ),
+            ]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
@@ -263,29 +334,47 @@ def plans_markdown(records: list[dict]) -> str:
     lines = []
     for r in records:
         name = f"{r['name']}@{r['variant']}" if r["variant"] else r["name"]
-        lines += [f"### {md(name)}", "",
-                  f"{md(r['engine'])}, {md(r['file'])}: **{md(r['verdict'])}**", ""]
+        lines += [f"### {md(name)}", "", f"{md(r['engine'])}, {md(r['file'])}: **{md(r['verdict'])}**", ""]
         shown = {k: v for k, v in r["settings"].items() if v is not None}
         if shown:
             star = {k: "\\*" if k in r["auto"] else "" for k in shown}
-            lines.append(", ".join(f"{md(k)}={md(_value(v))}{star[k]}" for k, v in shown.items()) +
-                         (" (\\* chosen by vramc)" if r["auto"] else ""))
+            lines.append(
+                ", ".join(f"{md(k)}={md(_value(v))}{star[k]}" for k, v in shown.items())
+                + (" (\\* chosen by vramc)" if r["auto"] else "")
+            )
             lines.append("")
         if not r["devices"]:
             lines += ["Not planned: see `vramc check`.", ""]
             continue
         if "kv_tokens" in r:  # vLLM: what it logs at start (plan JSON's added keys)
-            lines += [f"KV cache: {r['kv_blocks']:,} blocks x {r['block_size']} = {r['kv_tokens']:,} "
-                      f"tokens; maximum concurrency {r['max_concurrency']:g}x at max_model_len "
-                      f"{r['settings'].get('max_model_len')}; longest max_model_len that fits: "
-                      f"{r['max_model_len_fit']:,}", ""]
-        lines += ["| device | name | weights | KV | compute | overhead | total | capacity | free | verdict | layers |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+            lines += [
+                f"KV cache: {r['kv_blocks']:,} blocks x {r['block_size']} = {r['kv_tokens']:,} "
+                f"tokens; maximum concurrency {r['max_concurrency']:g}x at max_model_len "
+                f"{r['settings'].get('max_model_len')}; longest max_model_len that fits: "
+                f"{r['max_model_len_fit']:,}",
+                "",
+            ]
+        lines += [
+            "| device | name | weights | KV | compute | overhead | total | capacity | free | verdict | layers |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
         for d in r["devices"]:
-            lines.append(f"| {md(d['id'])} | {md(d['name'])} | " + " | ".join(
-                _gib(d[k]) for k in ("weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes",
-                                     "total_bytes", "capacity_bytes", "free_bytes")) +
-                f" | {d['verdict']} | {_layers(d['layers'])} |")
+            lines.append(
+                f"| {md(d['id'])} | {md(d['name'])} | "
+                + " | ".join(
+                    _gib(d[k])
+                    for k in (
+                        "weights_bytes",
+                        "kv_bytes",
+                        "compute_bytes",
+                        "overhead_bytes",
+                        "total_bytes",
+                        "capacity_bytes",
+                        "free_bytes",
+                    )
+                )
+                + f" | {d['verdict']} | {_layers(d['layers'])} |"
+            )
         h = r["host"]
         if h:
             parts = " | ".join(_gib(h[k]) for k in ("weights_bytes", "kv_bytes", "compute_bytes"))
@@ -295,6 +384,7 @@ def plans_markdown(records: list[dict]) -> str:
 
 
 # --- github --------------------------------------------------------------------------------------
+
 
 def _gh_data(s: str) -> str:
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -326,10 +416,17 @@ def github(doc: dict, failing: bool) -> str:
             continue
         file, line = _anchor(d)
         r = largest(d)
-        grew = (f"; {r['id']} {_sgib(r['delta_bytes'])} GiB ({_gib(r['base'] and r['base']['total_bytes'])} "
-                f"{ARROW} {_gib(r['head'] and r['head']['total_bytes'])} GiB)") if r else ""
+        grew = (
+            (
+                f"; {r['id']} {_sgib(r['delta_bytes'])} GiB ({_gib(r['base'] and r['base']['total_bytes'])} "
+                f"{ARROW} {_gib(r['head'] and r['head']['total_bytes'])} GiB)"
+            )
+            if r
+            else ""
+        )
         level = "error" if failing else "warning"
         msg = f"{label(d)}: {d['regression']}{grew}"
-        out.append(f"::{level} file={_gh_prop(file)},line={line},title={_gh_prop('vramc diff: ' + label(d))}"
-                   f"::{_gh_data(msg)}")
+        out.append(
+            f"::{level} file={_gh_prop(file)},line={line},title={_gh_prop('vramc diff: ' + label(d))}::{_gh_data(msg)}"
+        )
     return "".join(x + "\n" for x in out)

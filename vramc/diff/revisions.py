@@ -35,11 +35,11 @@ def _git(root: Path | None, *args: str, input: bytes | None = None) -> subproces
     for k in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):  # the repository is the one at `root`
         env.pop(k, None)
     try:
-        return subprocess.run(["git", *args], cwd=root, input=input, capture_output=True, env=env,
-                              timeout=120)
+        return subprocess.run(["git", *args], cwd=root, input=input, capture_output=True, env=env, timeout=120)
     except FileNotFoundError:
-        raise DiffError("git is not installed (or not on PATH); use --base-dir/--head-dir to "
-                        "compare two folders") from None
+        raise DiffError(
+            "git is not installed (or not on PATH); use --base-dir/--head-dir to compare two folders"
+        ) from None
     except subprocess.TimeoutExpired:
         raise DiffError(f"git {args[0]} took over 120 s") from None
 
@@ -52,8 +52,9 @@ def _err(p: subprocess.CompletedProcess) -> str:
 def repo_root(cwd: Path) -> Path:
     p = _git(cwd, "rev-parse", "--show-toplevel")
     if p.returncode != 0:
-        raise DiffError(f"{cwd} is not in a git repository ({_err(p)}); compare two folders with "
-                        "--base-dir DIR --head-dir DIR")
+        raise DiffError(
+            f"{cwd} is not in a git repository ({_err(p)}); compare two folders with --base-dir DIR --head-dir DIR"
+        )
     return Path(p.stdout.decode().strip())
 
 
@@ -64,10 +65,16 @@ def resolve_rev(root: Path, rev: str) -> str:
     p = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     if p.returncode != 0:
         shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
-        raise DiffError(f"unknown revision {rev!r}: git cannot resolve it to a commit "
-                        "(a branch, tag, commit or expression such as HEAD~1)" +
-                        ("; this clone is shallow: fetch the history (git fetch --unshallow, or "
-                         "fetch-depth: 0 in actions/checkout)" if shallow else ""))
+        raise DiffError(
+            f"unknown revision {rev!r}: git cannot resolve it to a commit "
+            "(a branch, tag, commit or expression such as HEAD~1)"
+            + (
+                "; this clone is shallow: fetch the history (git fetch --unshallow, or "
+                "fetch-depth: 0 in actions/checkout)"
+                if shallow
+                else ""
+            )
+        )
     return p.stdout.decode().strip()
 
 
@@ -150,15 +157,19 @@ def revision(root: Path, rev: str) -> Side:
     chosen = {p: b for p, b in blobs.items() if _wanted(p) or b[0] == "120000"}
     for p, (mode, _, size) in chosen.items():
         if mode != "120000" and size > BLOB_LIMIT:
-            raise DiffError(f"{rev}:{p} is {size:,} bytes, over the {BLOB_LIMIT // 1048576} MiB a "
-                            "profile may have; it is not a profile (rename it, or move it out of the "
-                            "profiles)")
+            raise DiffError(
+                f"{rev}:{p} is {size:,} bytes, over the {BLOB_LIMIT // 1048576} MiB a "
+                "profile may have; it is not a profile (rename it, or move it out of the "
+                "profiles)"
+            )
     contents = _cat(root, [b[1] for b in chosen.values()])
     try:
         tmp = tempfile.mkdtemp(prefix="vramc-diff-")
     except OSError as e:
-        raise DiffError(f"cannot create a temporary folder for {rev} in {tempfile.gettempdir()}: "
-                        f"{e.strerror or e}; point TMPDIR at a writable folder") from None
+        raise DiffError(
+            f"cannot create a temporary folder for {rev} in {tempfile.gettempdir()}: "
+            f"{e.strerror or e}; point TMPDIR at a writable folder"
+        ) from None
     side = Side(rev, commit, Path(tmp), worktree=root, tmp=tmp)
     try:
         for p, (mode, sha, _) in sorted(chosen.items()):
@@ -171,8 +182,10 @@ def revision(root: Path, rev: str) -> Side:
                 continue
             data = contents[sha]
             if p.endswith(PROFILE_SUFFIXES) and b"\0" in data:
-                raise DiffError(f"{rev}:{p} is binary (it holds NUL bytes), not a YAML profile; "
-                                "remove it from the profiles or give it another name")
+                raise DiffError(
+                    f"{rev}:{p} is binary (it holds NUL bytes), not a YAML profile; "
+                    "remove it from the profiles or give it another name"
+                )
             _write(side.root, p, data)
     except OSError as e:  # a full disk or a quota: nothing of the user's was touched
         side.close()
@@ -197,7 +210,7 @@ def _cat(root: Path, shas: list[str]) -> dict[str, bytes]:
         if len(header) < 3 or header[1] == "missing":
             raise DiffError(f"object {sha} is missing from the repository (a shallow or partial clone?)")
         size = int(header[2])
-        out[sha] = buf[nl + 1:nl + 1 + size]
+        out[sha] = buf[nl + 1 : nl + 1 + size]
         pos = nl + 1 + size + 1
     return out
 
@@ -265,8 +278,10 @@ def _place_link(side: Side, rev: str, path: str, blobs: dict, trees: set, conten
 
 def _bad_link(rev: str, path: str, why: str) -> None:
     if path.endswith(PROFILE_SUFFIXES):
-        raise DiffError(f"{rev}:{path} is a symbolic link that vramc diff does not follow: {why}; "
-                        "commit the profile itself, or a link to a file inside the repository")
+        raise DiffError(
+            f"{rev}:{path} is a symbolic link that vramc diff does not follow: {why}; "
+            "commit the profile itself, or a link to a file inside the repository"
+        )
     return None
 
 

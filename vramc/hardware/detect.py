@@ -46,10 +46,16 @@ def read_gpus() -> list[GpuReading]:
                 display = bool(pynvml.nvmlDeviceGetDisplayActive(h))
             except pynvml.NVMLError:
                 display = False
-            out.append(GpuReading(
-                index=i, name=name.decode() if isinstance(name, bytes) else name,
-                uuid=uuid.decode() if isinstance(uuid, bytes) else uuid,
-                total_bytes=int(mem.total), free_bytes=int(mem.free), display=display))
+            out.append(
+                GpuReading(
+                    index=i,
+                    name=name.decode() if isinstance(name, bytes) else name,
+                    uuid=uuid.decode() if isinstance(uuid, bytes) else uuid,
+                    total_bytes=int(mem.total),
+                    free_bytes=int(mem.free),
+                    display=display,
+                )
+            )
         return out
     finally:
         pynvml.nvmlShutdown()
@@ -59,7 +65,7 @@ def short_name(name: str) -> str:
     """'NVIDIA GeForce RTX 3090 Ti' -> 'RTX 3090 Ti', as llama.cpp's memory breakdown prints it."""
     for prefix in ("NVIDIA ", "GeForce "):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 
@@ -76,8 +82,12 @@ def order_gpus(gpus: list[GpuReading], order: str) -> list[GpuReading]:
 
 def hardware_yaml(gpus: list[GpuReading], name: str, order: str, host_ram: int | None) -> str:
     """A hardware profile in MiB as nvidia-smi prints them; `free` is kept for free_desc ordering."""
-    lines = ["# Written by `vramc detect`; edit reserves and tenants by hand, re-run to refresh.",
-             "kind: hardware", f"name: {name}", f"device_order: {order}"]
+    lines = [
+        "# Written by `vramc detect`; edit reserves and tenants by hand, re-run to refresh.",
+        "kind: hardware",
+        f"name: {name}",
+        f"device_order: {order}",
+    ]
     if host_ram:
         lines.append(f"host_ram: {host_ram // MiB}MiB")
     lines.append("gpus:")

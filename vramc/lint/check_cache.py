@@ -101,8 +101,7 @@ def load(file: str, margin) -> list[Diagnostic] | None:
 def store(file: str, margin, depends: set[str], diagnostics) -> None:
     if not enabled():
         return
-    entry = {"depends": [_stamp(p) for p in sorted(depends)],
-             "diagnostics": [_record(d) for d in diagnostics]}
+    entry = {"depends": [_stamp(p) for p in sorted(depends)], "diagnostics": [_record(d) for d in diagnostics]}
     try:
         text = json.dumps(entry)
     except (TypeError, ValueError):
@@ -112,9 +111,17 @@ def store(file: str, margin, depends: set[str], diagnostics) -> None:
 
 def _record(d: Diagnostic) -> dict:
     s = d.span
-    return {"code": d.code, "severity": int(d.severity), "message": d.message, "file": d.file,
-            "span": [s.line, s.column, s.end_line, s.end_column] if s else None,
-            "path": list(d.path), "hint": d.hint, "deployment": d.deployment, "data": d.data}
+    return {
+        "code": d.code,
+        "severity": int(d.severity),
+        "message": d.message,
+        "file": d.file,
+        "span": [s.line, s.column, s.end_line, s.end_column] if s else None,
+        "path": list(d.path),
+        "hint": d.hint,
+        "deployment": d.deployment,
+        "data": d.data,
+    }
 
 
 def _diagnostic(r: dict) -> Diagnostic:
@@ -129,8 +136,16 @@ def _diagnostic(r: dict) -> Diagnostic:
         raise ValueError("bad severity, path or data")
     if not all(type(p) in (str, int) for p in path):
         raise ValueError("bad path")
-    if span is not None and not (isinstance(span, list) and len(span) == 4
-                                 and all(type(x) is int for x in span)):
+    if span is not None and not (isinstance(span, list) and len(span) == 4 and all(type(x) is int for x in span)):
         raise ValueError("bad span")
-    return Diagnostic(r["code"], Severity(severity), r["message"], r["file"],
-                      Span(*span) if span else None, tuple(path), r["hint"], r["deployment"], data)
+    return Diagnostic(
+        r["code"],
+        Severity(severity),
+        r["message"],
+        r["file"],
+        Span(*span) if span else None,
+        tuple(path),
+        r["hint"],
+        r["deployment"],
+        data,
+    )

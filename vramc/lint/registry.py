@@ -17,6 +17,8 @@ from typing import Callable
 from vramc.diagnostics import Severity
 
 CODE_RE = re.compile(r"^VR\d{3}\Z")
+
+
 @dataclass(frozen=True)
 class Finding:
     message: str
@@ -50,8 +52,9 @@ def rule(code: str, slug: str, severity: Severity, scope: str = "plan"):
             raise ValueError(f"bad rule code {code}")
         if code in RULES:
             raise ValueError(f"rule code {code} registered twice")
-        RULES[code] = Rule(code, slug, severity, scope, func if scope in ("plan", "group") else None,
-                           func.__doc__ or "")
+        RULES[code] = Rule(
+            code, slug, severity, scope, func if scope in ("plan", "group") else None, func.__doc__ or ""
+        )
         return func
 
     return register

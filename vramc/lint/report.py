@@ -39,8 +39,10 @@ def _one_line(text: str) -> str:
 
 
 def format_text(diags: list[Diagnostic], rules: dict) -> str:
-    lines = [f"{_one_line(d.file)}:{d.line}:{d.column}: {d.code} {d.severity.label}: "
-             f"{_one_line(d.full_message())}" for d in diags]
+    lines = [
+        f"{_one_line(d.file)}:{d.line}:{d.column}: {d.code} {d.severity.label}: {_one_line(d.full_message())}"
+        for d in diags
+    ]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -66,9 +68,13 @@ def _record(d: Diagnostic, rules: dict) -> dict:
 
 def format_json(diags: list[Diagnostic], rules: dict) -> str:
     c = Counter(d.severity.label for d in diags)
-    doc = {"version": 1, "tool": "vramc", "tool_version": __version__,
-           "diagnostics": [_record(d, rules) for d in diags],
-           "summary": {k: c.get(k, 0) for k in ("error", "warning", "info")}}
+    doc = {
+        "version": 1,
+        "tool": "vramc",
+        "tool_version": __version__,
+        "diagnostics": [_record(d, rules) for d in diags],
+        "summary": {k: c.get(k, 0) for k in ("error", "warning", "info")},
+    }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
 
@@ -127,24 +133,34 @@ def format_sarif(diags: list[Diagnostic], rules: dict) -> str:
         region = {"startLine": d.line, "startColumn": d.column}
         if d.span:
             region.update(endLine=d.span.end_line, endColumn=d.span.end_column)
-        results.append({
-            "ruleId": d.code,
-            "ruleIndex": index[d.code],
-            "level": level[d.severity],
-            "message": {"text": d.full_message()},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": _uri(d.file), "uriBaseId": "%SRCROOT%"},
-                "region": region}}],
-            "partialFingerprints": {"vramcDiagnostic/v1": _fingerprint(d)},
-        })
+        results.append(
+            {
+                "ruleId": d.code,
+                "ruleIndex": index[d.code],
+                "level": level[d.severity],
+                "message": {"text": d.full_message()},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": _uri(d.file), "uriBaseId": "%SRCROOT%"},
+                            "region": region,
+                        }
+                    }
+                ],
+                "partialFingerprints": {"vramcDiagnostic/v1": _fingerprint(d)},
+            }
+        )
     doc = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "vramc", "version": __version__,
-                                "informationUri": INFO_URI, "rules": rule_list}},
-            "results": results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {"name": "vramc", "version": __version__, "informationUri": INFO_URI, "rules": rule_list}
+                },
+                "results": results,
+            }
+        ],
     }
     return json.dumps(doc, indent=2) + "\n"
 

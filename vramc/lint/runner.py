@@ -11,15 +11,24 @@ from vramc.lint.rules import load_rules
 
 # Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
 ESTIMATE_CODES = {
-    "llama-split-row": "VR311", "llama-quantized-v-needs-fa": "VR305",
-    "llama-kv-types-differ": "VR321", "llama-kv-type-block": "VR321",
+    "llama-split-row": "VR311",
+    "llama-quantized-v-needs-fa": "VR305",
+    "llama-kv-types-differ": "VR321",
+    "llama-kv-type-block": "VR321",
     "llama-override-device": "VR322",
 }
 # The setting each engine error is about, so the diagnostic points at it when the profile sets it.
 ESTIMATE_ANCHORS = {
-    "VR305": "cache_type_v", "VR311": "split_mode", "VR321": "cache_type_v", "VR322": "override_tensor", "VR330": "gpu_memory_utilization",
-    "VR331": "max_model_len", "VR332": "gpu_memory_utilization", "VR333": "max_num_batched_tokens",
-    "VR334": "max_model_len", "VR337": "tensor_parallel_size",
+    "VR305": "cache_type_v",
+    "VR311": "split_mode",
+    "VR321": "cache_type_v",
+    "VR322": "override_tensor",
+    "VR330": "gpu_memory_utilization",
+    "VR331": "max_model_len",
+    "VR332": "gpu_memory_utilization",
+    "VR333": "max_num_batched_tokens",
+    "VR334": "max_model_len",
+    "VR337": "tensor_parallel_size",
 }
 
 
@@ -70,7 +79,7 @@ def run_plan_rules(plans) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for plan in plans:
         out.extend(plan.diagnostics)
-        for code, message in (plan.estimate.errors if plan.estimate else ()):
+        for code, message in plan.estimate.errors if plan.estimate else ():
             r = rules.get(ESTIMATE_CODES.get(code, code)) or rules["VR320"]
             key = ESTIMATE_ANCHORS.get(r.code)
             if key and key in plan.dep.settings.model_fields_set:
@@ -122,8 +131,11 @@ def apply_config_to_load(diags: list[Diagnostic], lint_by_file: dict) -> list[Di
         sev = _apply_config(d.code, d.severity, lint_by_file.get(d.file))
         if sev is None:
             continue
-        out.append(d if sev == d.severity else Diagnostic(
-            d.code, sev, d.message, d.file, d.span, d.path, d.hint, d.deployment, d.data))
+        out.append(
+            d
+            if sev == d.severity
+            else Diagnostic(d.code, sev, d.message, d.file, d.span, d.path, d.hint, d.deployment, d.data)
+        )
     return out
 
 

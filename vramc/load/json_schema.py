@@ -27,8 +27,11 @@ _PYDANTIC_ONLY = ("ge", "gt", "le", "lt")
 
 def _clean(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _clean(v) for k, v in node.items()
-                if not (k in _PYDANTIC_ONLY and "type" not in node and "anyOf" in node)}
+        return {
+            k: _clean(v)
+            for k, v in node.items()
+            if not (k in _PYDANTIC_ONLY and "type" not in node and "anyOf" in node)
+        }
     if isinstance(node, list):
         return [_clean(v) for v in node]
     return node
@@ -42,23 +45,27 @@ def profile_schema() -> dict[str, Any]:
     from vramc.load import schema
 
     kinds: list[tuple[str, type[BaseModel]]] = [
-        ("hardware", schema.Hardware), ("model", schema.Model),
-        ("deployment", schema.DeploymentBody), ("deployments", schema.DeploymentFile)]
-    refs, defs = models_json_schema([(model, "validation") for _, model in kinds],
-                                    ref_template="#/$defs/{model}")
+        ("hardware", schema.Hardware),
+        ("model", schema.Model),
+        ("deployment", schema.DeploymentBody),
+        ("deployments", schema.DeploymentFile),
+    ]
+    refs, defs = models_json_schema([(model, "validation") for _, model in kinds], ref_template="#/$defs/{model}")
     one_of = []
     for kind, model in kinds:
         ref = dict(refs[(model, "validation")])
         ref["title"] = f"a {kind} profile" if kind != "deployments" else "a file of deployments"
         one_of.append(ref)
-    cleaned: dict[str, Any] = _clean({
-        "$schema": DIALECT,
-        "title": "vramc profile",
-        "description": "A vramc profile: hardware, model, deployment or a file of deployments "
-                       "(see `vramc check` and README.md, Profiles).",
-        "oneOf": one_of,
-        "$defs": defs["$defs"],
-    })
+    cleaned: dict[str, Any] = _clean(
+        {
+            "$schema": DIALECT,
+            "title": "vramc profile",
+            "description": "A vramc profile: hardware, model, deployment or a file of deployments "
+            "(see `vramc check` and README.md, Profiles).",
+            "oneOf": one_of,
+            "$defs": defs["$defs"],
+        }
+    )
     return cleaned
 
 

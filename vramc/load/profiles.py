@@ -88,6 +88,7 @@ class LoadResult:
 
 # --- discovering files --------------------------------------------------------------------------
 
+
 def probe(path: Path) -> tuple[str, str]:
     """What is at `path`: ("file" | "dir" | "other" | "missing" | "error", why it cannot be read).
 
@@ -120,9 +121,17 @@ def safe_resolve(path: Path) -> Path:
 
 
 def _unreadable(path: Path, reason: str) -> Diagnostic:
-    return Diagnostic("VR000", Severity.ERROR, f"cannot read: {reason}", display_path(path), None, (),
-                      "make it readable (chmod), or fix or remove the link" if "link" in reason or
-                      "ermission" in reason else "check the path")
+    return Diagnostic(
+        "VR000",
+        Severity.ERROR,
+        f"cannot read: {reason}",
+        display_path(path),
+        None,
+        (),
+        "make it readable (chmod), or fix or remove the link"
+        if "link" in reason or "ermission" in reason
+        else "check the path",
+    )
 
 
 def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
@@ -164,16 +173,33 @@ def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
     """VR000 for a path that probe() found missing or not a regular file, when that is worth
     saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
     if kind == "other":
-        return [Diagnostic("VR000", Severity.ERROR, "not a regular file (a pipe, a device or a socket)",
-                           display_path(path), None, (), "profiles are regular YAML files: remove it or "
-                           "rename it so that it does not end in .yaml")]
+        return [
+            Diagnostic(
+                "VR000",
+                Severity.ERROR,
+                "not a regular file (a pipe, a device or a socket)",
+                display_path(path),
+                None,
+                (),
+                "profiles are regular YAML files: remove it or rename it so that it does not end in .yaml",
+            )
+        ]
     if kind == "missing" and os.path.islink(path):
         try:
             target = os.readlink(path)
         except OSError:
             target = "?"
-        return [Diagnostic("VR000", Severity.ERROR, f"a symbolic link to {target}, which does not exist",
-                           display_path(path), None, (), "fix or remove the link")]
+        return [
+            Diagnostic(
+                "VR000",
+                Severity.ERROR,
+                f"a symbolic link to {target}, which does not exist",
+                display_path(path),
+                None,
+                (),
+                "fix or remove the link",
+            )
+        ]
     return []
 
 
@@ -189,8 +215,20 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
         elif kind == "error":
             problems.append(_unreadable(p, reason))
         else:
-            problems.extend(_not_a_profile(p, kind) or [Diagnostic(
-                "VR000", Severity.ERROR, "no such file or directory", display_path(p), None, (), "check the path")])
+            problems.extend(
+                _not_a_profile(p, kind)
+                or [
+                    Diagnostic(
+                        "VR000",
+                        Severity.ERROR,
+                        "no such file or directory",
+                        display_path(p),
+                        None,
+                        (),
+                        "check the path",
+                    )
+                ]
+            )
     seen, unique = set(), []
     for f in files:
         key = safe_resolve(f)
@@ -201,6 +239,7 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
 
 
 # --- validation with positions ------------------------------------------------------------------
+
 
 def _existing_prefix(data: object, loc: tuple) -> tuple:
     """The part of a pydantic `loc` that indexes into the data.
@@ -257,9 +296,9 @@ def _model_fields(schema_cls, path: tuple):
 def _plain(msg: str) -> str:
     """pydantic's wording, shortened to what a person needs: 'expected an integer'."""
     if msg.startswith("Value error, "):
-        return msg[len("Value error, "):]
+        return msg[len("Value error, ") :]
     if msg.startswith("Input should be "):
-        msg = msg[len("Input should be "):]
+        msg = msg[len("Input should be ") :]
         msg = msg.split(", unable to parse")[0]
         msg = msg.replace("a valid integer", "an integer").replace("a valid number", "a number")
         msg = msg.replace("a valid ", "")
@@ -267,16 +306,27 @@ def _plain(msg: str) -> str:
     return msg
 
 
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 _MAPPING = "a mapping (key: value lines)"
 _WANTED = {  # pydantic error type -> what the value must be, in a profile's words
-    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
     "finite_number": "a finite number (not .inf or .nan)",
-    "bool_type": "true/false", "bool_parsing": "true/false",
-    "string_type": "text", "dict_type": _MAPPING, "model_type": _MAPPING,
-    "model_attributes_type": _MAPPING, "list_type": "a list ([a, b], or lines starting with '- ')",
+    "bool_type": "true/false",
+    "bool_parsing": "true/false",
+    "string_type": "text",
+    "dict_type": _MAPPING,
+    "model_type": _MAPPING,
+    "model_attributes_type": _MAPPING,
+    "list_type": "a list ([a, b], or lines starting with '- ')",
     "string_pattern_mismatch": "letters, digits, '.', '_' or '-', starting with a letter or digit",
 }
 
@@ -386,21 +436,49 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
             key = path[-1]
             valid = _model_fields(schema_cls, path[:-1])
             close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"valid keys here: {', '.join(valid)}" if valid else "remove it")
-            diags.append(Diagnostic("VR100", Severity.ERROR, f"unknown key {key!r}", file,
-                                    positions.locate(path, prefer_key=True), prefix + path, hint))
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else (f"valid keys here: {', '.join(valid)}" if valid else "remove it")
+            )
+            diags.append(
+                Diagnostic(
+                    "VR100",
+                    Severity.ERROR,
+                    f"unknown key {key!r}",
+                    file,
+                    positions.locate(path, prefer_key=True),
+                    prefix + path,
+                    hint,
+                )
+            )
             continue
         if first["type"] == "missing":
             missing = [str(e.get("_missing")) for e in errs if e["type"] == "missing"]
             names = ", ".join(sorted(set(missing)))
-            diags.append(Diagnostic("VR102", Severity.ERROR, f"missing required key {names}", file,
-                                    positions.locate(path, prefer_key=True), prefix + path,
-                                    "add it (see `vramc explain VR102`)"))
+            diags.append(
+                Diagnostic(
+                    "VR102",
+                    Severity.ERROR,
+                    f"missing required key {names}",
+                    file,
+                    positions.locate(path, prefer_key=True),
+                    prefix + path,
+                    "add it (see `vramc explain VR102`)",
+                )
+            )
             continue
         at_key = any("[key]" in e["loc"] for e in errs)  # a mapping's key (a variant's name)
-        diags.append(Diagnostic("VR101", Severity.ERROR, _value_message(path, errs),
-                                file, positions.locate(path, prefer_key=at_key), prefix + path))
+        diags.append(
+            Diagnostic(
+                "VR101",
+                Severity.ERROR,
+                _value_message(path, errs),
+                file,
+                positions.locate(path, prefer_key=at_key),
+                prefix + path,
+            )
+        )
     return None, diags
 
 
@@ -422,11 +500,20 @@ def _implausible(what: str, v, bounds, positions: Positions, file: str, p: tuple
     low, high = bounds
     side = f"less than {_BOUND_TEXT[low]}" if _parsed(v) < low else f"more than {_BOUND_TEXT[high]}"
     shown = v if isinstance(v, str) else _number(v)
-    hint = (f"did you mean {guess}?" if guess else
-            f"write the size with its unit, e.g. {'24GiB' if what == 'vram' else '64GiB'}")
-    return Diagnostic("VR104", Severity.WARNING,
-                      f"{what} {shown} is read as {read}, {side}, implausible for {_WHAT[what]}",
-                      file, positions.locate(p), p, hint)
+    hint = (
+        f"did you mean {guess}?"
+        if guess
+        else f"write the size with its unit, e.g. {'24GiB' if what == 'vram' else '64GiB'}"
+    )
+    return Diagnostic(
+        "VR104",
+        Severity.WARNING,
+        f"{what} {shown} is read as {read}, {side}, implausible for {_WHAT[what]}",
+        file,
+        positions.locate(p),
+        p,
+        hint,
+    )
 
 
 _WHAT = {"vram": "a GPU", "host_ram": "a host's memory"}
@@ -466,10 +553,17 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
                     gib = parse_size(v) / GiB
                 except ValueError:
                     continue
-                out.append(Diagnostic(
-                    "VR103", Severity.WARNING, f"vram {v!r} is {gib:.2f} GiB in decimal units",
-                    file, positions.locate(p), p,
-                    f"GPU memory is sold in GiB: write {v.strip()[:-2].strip()}GiB if you mean the card's size"))
+                out.append(
+                    Diagnostic(
+                        "VR103",
+                        Severity.WARNING,
+                        f"vram {v!r} is {gib:.2f} GiB in decimal units",
+                        file,
+                        positions.locate(p),
+                        p,
+                        f"GPU memory is sold in GiB: write {v.strip()[:-2].strip()}GiB if you mean the card's size",
+                    )
+                )
         for k, v in data.items():
             if k != "gpus" and isinstance(v, (dict, list)):
                 out.extend(_decimal_vram(v, positions, file, path + (k,)))
@@ -480,6 +574,7 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
 
 
 # --- kinds --------------------------------------------------------------------------------------
+
 
 def _kind_of(data: dict) -> str | None:
     kind = data.get("kind")
@@ -499,8 +594,12 @@ def _kind_of(data: dict) -> str | None:
 def _schema_for(kind: str):
     from vramc.load import schema
 
-    return {"hardware": schema.Hardware, "model": schema.Model,
-            "deployment": schema.DeploymentBody, "deployments": schema.DeploymentFile}[kind]
+    return {
+        "hardware": schema.Hardware,
+        "model": schema.Model,
+        "deployment": schema.DeploymentBody,
+        "deployments": schema.DeploymentFile,
+    }[kind]
 
 
 def profiles_root(file: Path) -> Path:
@@ -544,16 +643,32 @@ class Loader:
         diags = list(loaded.diagnostics)
         doc, kind = None, None
         if loaded.data is None and not diags:
-            diags.append(Diagnostic("VR004", Severity.ERROR, "empty profile", display, None, (),
-                                    "a profile needs at least a name and its settings"))
+            diags.append(
+                Diagnostic(
+                    "VR004",
+                    Severity.ERROR,
+                    "empty profile",
+                    display,
+                    None,
+                    (),
+                    "a profile needs at least a name and its settings",
+                )
+            )
         elif isinstance(loaded.data, dict):
             kind = _kind_of(loaded.data)
             if kind is None:
-                diags.append(Diagnostic(
-                    "VR004", Severity.ERROR, "cannot tell what kind of profile this is", display,
-                    loaded.positions.locate(()), (),
-                    "add `kind: hardware|model|deployment|deployments`, or the keys of one "
-                    "(gpus; gguf/lock/hf; engine; deployments)"))
+                diags.append(
+                    Diagnostic(
+                        "VR004",
+                        Severity.ERROR,
+                        "cannot tell what kind of profile this is",
+                        display,
+                        loaded.positions.locate(()),
+                        (),
+                        "add `kind: hardware|model|deployment|deployments`, or the keys of one "
+                        "(gpus; gguf/lock/hf; engine; deployments)",
+                    )
+                )
             elif not diags:
                 obj, vdiags = validate(_schema_for(kind), loaded.data, loaded.positions, display)
                 diags.extend(vdiags)
@@ -561,8 +676,16 @@ class Loader:
                 if obj is not None:
                     doc = Doc(display, path, obj, loaded.positions, loaded.data)
         elif loaded.data is not None and not diags:
-            diags.append(Diagnostic("VR004", Severity.ERROR, "a profile must be a YAML mapping",
-                                    display, loaded.positions.locate(()), ()))
+            diags.append(
+                Diagnostic(
+                    "VR004",
+                    Severity.ERROR,
+                    "a profile must be a YAML mapping",
+                    display,
+                    loaded.positions.locate(()),
+                    (),
+                )
+            )
         self._files[key] = (loaded, doc, kind)
         if key not in self._reported:
             self._reported.add(key)
@@ -572,8 +695,14 @@ class Loader:
     # --- references ---
     def _resolve_ref(self, owner: Doc, path_in_owner: tuple, value, folder: str, kind: str) -> Doc | None:
         if not isinstance(value, str):  # inline
-            return Doc(owner.file, owner.path, value, owner.positions.sub(path_in_owner),
-                       _get(owner.raw, path_in_owner), owner.prefix + path_in_owner)
+            return Doc(
+                owner.file,
+                owner.path,
+                value,
+                owner.positions.sub(path_in_owner),
+                _get(owner.raw, path_in_owner),
+                owner.prefix + path_in_owner,
+            )
         from vramc.load.schema import path_problem
 
         span = owner.positions.locate(path_in_owner)
@@ -585,9 +714,17 @@ class Loader:
         where = owner.prefix + path_in_owner
         problem = next((pp for pp in (path_problem(str(c)) for c in candidates) if pp), None)
         if problem:  # no file can have this name: say why, rather than "not found" or a crash
-            self.diagnostics.append(Diagnostic(
-                "VR101", Severity.ERROR, f"{kind} {_describe_input(value)} cannot name a profile file: {problem}",
-                owner.file, span, where, f"give the name of a file in {folder}/ without .yaml, or inline the {kind}"))
+            self.diagnostics.append(
+                Diagnostic(
+                    "VR101",
+                    Severity.ERROR,
+                    f"{kind} {_describe_input(value)} cannot name a profile file: {problem}",
+                    owner.file,
+                    span,
+                    where,
+                    f"give the name of a file in {folder}/ without .yaml, or inline the {kind}",
+                )
+            )
             return None
         # the link as well as its target: a symlink pointed at another file changes the answer
         looked = {str(safe_resolve(c)) for c in candidates} | {os.path.abspath(c) for c in candidates}
@@ -596,29 +733,60 @@ class Loader:
         target = next((c for c, what, _ in probes if what == "file"), None)
         failed = next(((c, why) for c, what, why in probes if what == "error"), None)
         if target is None and failed is not None:
-            self.diagnostics.append(Diagnostic(
-                "VR000", Severity.ERROR, f"{kind} profile {value!r} cannot be read: {display_path(failed[0])}: {failed[1]}",
-                owner.file, span, where,
-                "make it readable (chmod), or fix or remove the link" if "link" in failed[1] or
-                "ermission" in failed[1] else "check the path"))
+            self.diagnostics.append(
+                Diagnostic(
+                    "VR000",
+                    Severity.ERROR,
+                    f"{kind} profile {value!r} cannot be read: {display_path(failed[0])}: {failed[1]}",
+                    owner.file,
+                    span,
+                    where,
+                    "make it readable (chmod), or fix or remove the link"
+                    if "link" in failed[1] or "ermission" in failed[1]
+                    else "check the path",
+                )
+            )
             return None
         if target is None:
             looked = ", ".join(display_path(c) for c in candidates)
             close = _close_names(value, candidates[0].parent)
-            self.diagnostics.append(Diagnostic(
-                "VR110", Severity.ERROR, f"{kind} profile {value!r} not found", owner.file, span, where,
-                (f"did you mean {close!r}? " if close else "") + f"looked for {looked}; create it or fix the name"))
+            self.diagnostics.append(
+                Diagnostic(
+                    "VR110",
+                    Severity.ERROR,
+                    f"{kind} profile {value!r} not found",
+                    owner.file,
+                    span,
+                    where,
+                    (f"did you mean {close!r}? " if close else "") + f"looked for {looked}; create it or fix the name",
+                )
+            )
             return None
         _, doc, found_kind = self.load(target)
         if doc is None:
-            self.diagnostics.append(Diagnostic(
-                "VR111", Severity.ERROR, f"{kind} profile {value!r} is invalid", owner.file, span,
-                owner.prefix + path_in_owner, f"fix {display_path(target)} (see its diagnostics)"))
+            self.diagnostics.append(
+                Diagnostic(
+                    "VR111",
+                    Severity.ERROR,
+                    f"{kind} profile {value!r} is invalid",
+                    owner.file,
+                    span,
+                    owner.prefix + path_in_owner,
+                    f"fix {display_path(target)} (see its diagnostics)",
+                )
+            )
             return None
         if found_kind != kind:
-            self.diagnostics.append(Diagnostic(
-                "VR111", Severity.ERROR, f"{display_path(target)} is a {found_kind} profile, not a {kind} profile",
-                owner.file, span, owner.prefix + path_in_owner))
+            self.diagnostics.append(
+                Diagnostic(
+                    "VR111",
+                    Severity.ERROR,
+                    f"{display_path(target)} is a {found_kind} profile, not a {kind} profile",
+                    owner.file,
+                    span,
+                    owner.prefix + path_in_owner,
+                )
+            )
             return None
         return doc
 
@@ -638,10 +806,17 @@ class Loader:
             seen: dict[str, int] = {}
             for i, body in enumerate(f.deployments):
                 if body.name in seen:
-                    self.diagnostics.append(Diagnostic(
-                        "VR112", Severity.ERROR, f"deployment name {body.name!r} is used twice in this file",
-                        doc.file, doc.positions.locate(("deployments", i, "name")),
-                        ("deployments", i, "name"), "give each deployment its own name"))
+                    self.diagnostics.append(
+                        Diagnostic(
+                            "VR112",
+                            Severity.ERROR,
+                            f"deployment name {body.name!r} is used twice in this file",
+                            doc.file,
+                            doc.positions.locate(("deployments", i, "name")),
+                            ("deployments", i, "name"),
+                            "give each deployment its own name",
+                        )
+                    )
                 seen[body.name] = i
         for owner, prefix in bodies:
             body = _get_obj(owner.obj, prefix)
@@ -652,9 +827,17 @@ class Loader:
                 hw = file_hw
             else:
                 hw = None
-                self.diagnostics.append(Diagnostic(
-                    "VR102", Severity.ERROR, "missing required key hardware", bdoc.file,
-                    bdoc.positions.locate(()), prefix, "name a hardware profile or describe the GPUs inline"))
+                self.diagnostics.append(
+                    Diagnostic(
+                        "VR102",
+                        Severity.ERROR,
+                        "missing required key hardware",
+                        bdoc.file,
+                        bdoc.positions.locate(()),
+                        prefix,
+                        "name a hardware profile or describe the GPUs inline",
+                    )
+                )
             if body.models is not None or body.model is None or body.engine == "llama-swap":
                 out += self._server_members(bdoc, body, hw, file_lint, group)
                 continue
@@ -680,13 +863,24 @@ class Loader:
                 if model.obj.gguf:
                     gp = Path(os.path.expanduser(model.obj.gguf))
                     gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
-                out.append(Deployment(
-                    name=body.name, variant=vname, doc=bdoc, hardware=hw, model=model,
-                    settings=settings, env=env, margin=margin or schema.Margin(fraction=DEFAULT_MARGIN),
-                    lint=lint, group=group, variant_path=vpath, gguf_path=gguf_path,
-                    project_root=project_root(bdoc.path)))
+                out.append(
+                    Deployment(
+                        name=body.name,
+                        variant=vname,
+                        doc=bdoc,
+                        hardware=hw,
+                        model=model,
+                        settings=settings,
+                        env=env,
+                        margin=margin or schema.Margin(fraction=DEFAULT_MARGIN),
+                        lint=lint,
+                        group=group,
+                        variant_path=vpath,
+                        gguf_path=gguf_path,
+                        project_root=project_root(bdoc.path),
+                    )
+                )
         return out
-
 
     def _server_members(self, bdoc: Doc, body, hw: Doc | None, file_lint, group: str) -> list[Deployment]:
         """A server that serves several models (`models:`): one Deployment per model, each planned
@@ -695,74 +889,115 @@ class Loader:
         from vramc.load import schema
 
         def say(msg: str, path: tuple, hint: str, code: str = "VR343") -> None:
-            self.diagnostics.append(Diagnostic(code, Severity.ERROR, msg, bdoc.file,
-                                               bdoc.positions.locate(path), bdoc.prefix + path, hint))
+            self.diagnostics.append(
+                Diagnostic(code, Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(path), bdoc.prefix + path, hint)
+            )
 
         if body.models is None and body.engine == "llama-swap":
-            say("engine llama-swap serves `models:`, a list of models", ("model",),
-                "write `models: [{name: NAME, model: MODEL}]`, or engine: llama-server for one model")
+            say(
+                "engine llama-swap serves `models:`, a list of models",
+                ("model",),
+                "write `models: [{name: NAME, model: MODEL}]`, or engine: llama-server for one model",
+            )
             return []
         if body.models is None:
-            say("missing required key model (or `models:` for a server that serves several)", (),
-                "name a model profile, or list the server's models under `models:`", "VR102")
+            say(
+                "missing required key model (or `models:` for a server that serves several)",
+                (),
+                "name a model profile, or list the server's models under `models:`",
+                "VR102",
+            )
             return []
         problems = False
         if body.model is not None:
-            say("`model` and `models` cannot both be given", ("model",),
-                "keep `models:` (a server with several models) or `model:` (one)")
+            say(
+                "`model` and `models` cannot both be given",
+                ("model",),
+                "keep `models:` (a server with several models) or `model:` (one)",
+            )
             problems = True
         if body.engine not in SERVER_ENGINES:
-            say(f"engine {body.engine} serves one model per deployment; `models:` needs engine: "
-                f"{' or '.join(SERVER_ENGINES)}", ("models",),
-                "write one deployment per model in a `deployments:` file instead")
+            say(
+                f"engine {body.engine} serves one model per deployment; `models:` needs engine: "
+                f"{' or '.join(SERVER_ENGINES)}",
+                ("models",),
+                "write one deployment per model in a `deployments:` file instead",
+            )
             problems = True
         if body.variants:
-            say("a server with `models:` cannot have variants (yet)", ("variants",),
-                "write each variant as its own deployment file")
+            say(
+                "a server with `models:` cannot have variants (yet)",
+                ("variants",),
+                "write each variant as its own deployment file",
+            )
             problems = True
         seen: dict[str, int] = {}
         tags: dict[str, int] = {}
         for i, m in enumerate(body.models):
             if m.name in seen:
-                say(f"model name {m.name!r} is used twice in this server", ("models", i, "name"),
-                    "give each model its own name")
+                say(
+                    f"model name {m.name!r} is used twice in this server",
+                    ("models", i, "name"),
+                    "give each model its own name",
+                )
                 problems = True
             seen.setdefault(m.name, i)
             tag = m.tag or m.name
             if tag.lower() in tags:  # Ollama's names compare case-insensitively (types/model/name.go)
-                say(f"tag {tag!r} is used twice in this server: the second `ollama create` would "
-                    "replace the first", ("models", i, "tag" if m.tag else "name"),
-                    "give each model its own tag")
+                say(
+                    f"tag {tag!r} is used twice in this server: the second `ollama create` would replace the first",
+                    ("models", i, "tag" if m.tag else "name"),
+                    "give each model its own tag",
+                )
                 problems = True
             tags.setdefault(tag.lower(), i)
             if body.engine == "llama-server" and not schema.valid_name(tag):
-                say(f"tag {tag!r} cannot name a router preset: llama-server rewrites the part after ':' "
-                    "(common/preset.cpp load_from_ini)", ("models", i, "tag"),
-                    "use letters, digits, '.', '_' and '-' only")
+                say(
+                    f"tag {tag!r} cannot name a router preset: llama-server rewrites the part after ':' "
+                    "(common/preset.cpp load_from_ini)",
+                    ("models", i, "tag"),
+                    "use letters, digits, '.', '_' and '-' only",
+                )
                 problems = True
             for key in sorted(SERVER_SETTINGS.get(body.engine, frozenset()) & m.settings.model_fields_set):
-                say(f"{key} is a setting of the whole server, not of one model", ("models", i, "settings", key),
-                    "move it to the deployment's own `settings:`")
+                say(
+                    f"{key} is a setting of the whole server, not of one model",
+                    ("models", i, "settings", key),
+                    "move it to the deployment's own `settings:`",
+                )
                 problems = True
             if m.ttl is not None and body.engine != "llama-swap":
-                say("ttl is llama-swap's; Ollama keeps a model loaded for the server's keep_alive",
-                    ("models", i, "ttl"), "set `keep_alive` in the deployment's `settings:`")
+                say(
+                    "ttl is llama-swap's; Ollama keeps a model loaded for the server's keep_alive",
+                    ("models", i, "ttl"),
+                    "set `keep_alive` in the deployment's `settings:`",
+                )
                 problems = True
         if (body.groups is not None or body.ttl is not None) and body.engine != "llama-swap":
             key = "groups" if body.groups is not None else "ttl"
-            say(f"`{key}` is llama-swap's (engine: llama-swap)", (key,),
-                "for Ollama, max_loaded_models and keep_alive in `settings:` say what stays loaded")
+            say(
+                f"`{key}` is llama-swap's (engine: llama-swap)",
+                (key,),
+                "for Ollama, max_loaded_models and keep_alive in `settings:` say what stays loaded",
+            )
             problems = True
         grouped: dict[str, str] = {}
         for gname, g in (body.groups or {}).items():
             for j, member in enumerate(g.members):
                 if member not in seen:
-                    say(f"group {gname} names {member!r}, which is not one of this server's models "
-                        f"({', '.join(seen)})", ("groups", gname, "members", j), "use a name from `models:`")
+                    say(
+                        f"group {gname} names {member!r}, which is not one of this server's models ({', '.join(seen)})",
+                        ("groups", gname, "members", j),
+                        "use a name from `models:`",
+                    )
                     problems = True
                 elif member in grouped:
-                    say(f"{member!r} is in group {grouped[member]} and in group {gname}: llama-swap allows "
-                        "a model in one group only", ("groups", gname, "members", j), "keep it in one group")
+                    say(
+                        f"{member!r} is in group {grouped[member]} and in group {gname}: llama-swap allows "
+                        "a model in one group only",
+                        ("groups", gname, "members", j),
+                        "keep it in one group",
+                    )
                     problems = True
                 grouped.setdefault(member, gname)
         if problems or hw is None:
@@ -774,8 +1009,14 @@ class Loader:
         lint = _merge_lint(file_lint, body.lint)
         out: list[Deployment] = []
         for i, m in enumerate(body.models):
-            mdoc = Doc(bdoc.file, bdoc.path, m, bdoc.positions.sub(("models", i)),
-                       _get(bdoc.raw, ("models", i)), bdoc.prefix + ("models", i))
+            mdoc = Doc(
+                bdoc.file,
+                bdoc.path,
+                m,
+                bdoc.positions.sub(("models", i)),
+                _get(bdoc.raw, ("models", i)),
+                bdoc.prefix + ("models", i),
+            )
             model = self._resolve_ref(mdoc, ("model",), m.model, "models", "model")
             if model is None:
                 continue
@@ -786,21 +1027,36 @@ class Loader:
             if engine == "llama-server":  # the router's own setting, not its models'
                 values = {**dict(settings), "max_loaded_models": None}
                 settings = type(settings).model_construct(
-                    _fields_set=settings.model_fields_set - {"max_loaded_models"}, **values)
-            one = body.model_copy(update={"model": m.model, "models": None, "settings": settings,
-                                          "engine": engine})
+                    _fields_set=settings.model_fields_set - {"max_loaded_models"}, **values
+                )
+            one = body.model_copy(update={"model": m.model, "models": None, "settings": settings, "engine": engine})
             doc = Doc(bdoc.file, bdoc.path, one, bdoc.positions, bdoc.raw, bdoc.prefix)
             gguf_path = None
             if model.obj.gguf:
                 gp = Path(os.path.expanduser(model.obj.gguf))
                 gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
-            out.append(Deployment(
-                name=f"{body.name}.{m.name}", variant=None, doc=doc, hardware=hw, model=model,
-                settings=settings, env=dict(body.env),
-                margin=lint.margin or schema.Margin(fraction=DEFAULT_MARGIN), lint=lint,
-                group=group, gguf_path=gguf_path, project_root=project_root(bdoc.path),
-                server=body.name, member=i, tag=m.tag or m.name, server_engine=body.engine,
-                ttl=m.ttl, models_max=body.settings.max_loaded_models))
+            out.append(
+                Deployment(
+                    name=f"{body.name}.{m.name}",
+                    variant=None,
+                    doc=doc,
+                    hardware=hw,
+                    model=model,
+                    settings=settings,
+                    env=dict(body.env),
+                    margin=lint.margin or schema.Margin(fraction=DEFAULT_MARGIN),
+                    lint=lint,
+                    group=group,
+                    gguf_path=gguf_path,
+                    project_root=project_root(bdoc.path),
+                    server=body.name,
+                    member=i,
+                    tag=m.tag or m.name,
+                    server_engine=body.engine,
+                    ttl=m.ttl,
+                    models_max=body.settings.max_loaded_models,
+                )
+            )
         return out
 
 
@@ -808,8 +1064,19 @@ class Loader:
 SERVER_ENGINES = ("ollama", "llama-swap", "llama-server")
 SERVER_SETTINGS = {
     # Ollama reads these from its own environment, once for every model
-    "ollama": frozenset({"parallel", "cache_type_k", "cache_type_v", "flash_attn", "keep_alive",
-                         "max_loaded_models", "host", "port", "device_order"}),
+    "ollama": frozenset(
+        {
+            "parallel",
+            "cache_type_k",
+            "cache_type_v",
+            "flash_attn",
+            "keep_alive",
+            "max_loaded_models",
+            "host",
+            "port",
+            "device_order",
+        }
+    ),
     # llama-swap listens on host:port; each llama-server it starts takes the rest per model
     "llama-swap": frozenset({"host", "port"}),
     # llama-server's router mode: its own address and --models-max (max_loaded_models)
@@ -843,8 +1110,7 @@ def check_gpus(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
     on the CPU, while vLLM cannot start at all."""
     gpus = hw.obj.gpus
     listing = ", ".join(f"{i} ({g.name})" for i, g in enumerate(gpus)) or "none"
-    named = (repr(hw.obj.name) if hw.obj.name else
-             display_path(hw.path) if hw.path != bdoc.path else "(inline)")
+    named = repr(hw.obj.name) if hw.obj.name else display_path(hw.path) if hw.path != bdoc.path else "(inline)"
     have = f"{named} has {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}: {listing}"
     out: list[Diagnostic] = []
     seen: dict[int, int] = {}
@@ -856,20 +1122,33 @@ def check_gpus(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
         elif not 0 <= i < len(gpus):
             msg = (f"GPU index {i} is negative" if i < 0 else f"there is no GPU {i}") + f": hardware {have}"
             same = [k for k, g in enumerate(gpus) if g.index == i]
-            hint = (f"gpus: counts positions in the hardware's gpus list from 0; the GPU with "
-                    f"`index: {i}` is at position {same[0]}" if same else
-                    "gpus: counts positions in the hardware's gpus list, from 0")
+            hint = (
+                f"gpus: counts positions in the hardware's gpus list from 0; the GPU with "
+                f"`index: {i}` is at position {same[0]}"
+                if same
+                else "gpus: counts positions in the hardware's gpus list, from 0"
+            )
         else:
             seen[i] = pos
             continue
-        out.append(Diagnostic("VR113", Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where),
-                              bdoc.prefix + where, hint))
+        out.append(
+            Diagnostic("VR113", Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint)
+        )
     if not out and body.engine == "vllm" and (body.gpus == [] or (body.gpus is None and not gpus)):
         where = ("gpus",) if body.gpus is not None else ("hardware",)
-        out.append(Diagnostic(
-            "VR114", Severity.ERROR, f"no GPUs selected: vLLM needs at least one (hardware {have})",
-            bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where,
-            "list the GPUs to use, e.g. gpus: [0]" if gpus else "describe the machine's GPUs in the hardware profile"))
+        out.append(
+            Diagnostic(
+                "VR114",
+                Severity.ERROR,
+                f"no GPUs selected: vLLM needs at least one (hardware {have})",
+                bdoc.file,
+                bdoc.positions.locate(where),
+                bdoc.prefix + where,
+                "list the GPUs to use, e.g. gpus: [0]"
+                if gpus
+                else "describe the machine's GPUs in the hardware profile",
+            )
+        )
     return out
 
 
@@ -934,8 +1213,10 @@ def _gguf_files(path: Path) -> list[str]:
     out = [str(safe_resolve(path)), os.path.abspath(path)]  # the target, and a link to it
     m = re.match(r"^(.*)-\d{5}-of-(\d{5})\.gguf$", path.name)
     if m:
-        out += [str(safe_resolve(path.parent / f"{m.group(1)}-{i:05d}-of-{m.group(2)}.gguf"))
-                for i in range(1, int(m.group(2)) + 1)]
+        out += [
+            str(safe_resolve(path.parent / f"{m.group(1)}-{i:05d}-of-{m.group(2)}.gguf"))
+            for i in range(1, int(m.group(2)) + 1)
+        ]
     return out
 
 

@@ -47,8 +47,9 @@ def _path(v: str) -> str:
     return v
 
 
-_OT_FORM = ("override_tensor takes llama.cpp's -ot form PATTERN=DEVICE, PATTERN a regular expression "
-            "searched in tensor names")
+_OT_FORM = (
+    "override_tensor takes llama.cpp's -ot form PATTERN=DEVICE, PATTERN a regular expression searched in tensor names"
+)
 
 
 def _override(spec: str) -> str:
@@ -58,21 +59,27 @@ def _override(spec: str) -> str:
     # (std::regex_search); vramc reads it with Python's re, which refuses what std::regex refuses
     pattern, eq, device = spec.partition("=")
     if not eq:
-        raise ValueError(f"{spec!r} names no device: {_OT_FORM}, e.g. 'blk\\.[0-9]+\\.ffn_.*_exps=CPU' "
-                         "(llama-server refuses it: invalid value)")
+        raise ValueError(
+            f"{spec!r} names no device: {_OT_FORM}, e.g. 'blk\\.[0-9]+\\.ffn_.*_exps=CPU' "
+            "(llama-server refuses it: invalid value)"
+        )
     if not device or "=" in device:
-        raise ValueError(f"the device {device!r} is not a buffer type: {_OT_FORM}, split at the first '=' "
-                         "(so PATTERN cannot hold one); e.g. CPU or CUDA0")
+        raise ValueError(
+            f"the device {device!r} is not a buffer type: {_OT_FORM}, split at the first '=' "
+            "(so PATTERN cannot hold one); e.g. CPU or CUDA0"
+        )
     try:
         re.compile(pattern)
     except re.error as e:
         raise ValueError(
             f"{pattern!r} is not a regular expression ({e.msg} at position {e.pos}): {_OT_FORM}; "
             "write `.*` for anything (not `*`), `\\.` for a dot, e.g. "
-            "'blk\\.[0-9]+\\.ffn_.*_exps=CPU'") from None
+            "'blk\\.[0-9]+\\.ffn_.*_exps=CPU'"
+        ) from None
     except (OverflowError, RecursionError):  # x{99999999999}, or nesting past the stack
-        raise ValueError(f"{pattern[:60]!r} is too large a regular expression for a tensor name pattern: "
-                         f"{_OT_FORM}") from None
+        raise ValueError(
+            f"{pattern[:60]!r} is too large a regular expression for a tensor name pattern: {_OT_FORM}"
+        ) from None
     return spec
 
 
@@ -95,8 +102,9 @@ def _finite_tree(v: Any) -> Any:
 def _variant_name(name: str) -> str:
     # a variant's name becomes a directory (out/NAME@VARIANT) and part of `vramc run NAME@VARIANT`
     if not valid_name(name):
-        raise ValueError(f"variant name {name!r} must be letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
+        raise ValueError(
+            f"variant name {name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -131,8 +139,10 @@ def _margin(v: Any) -> Any:
     return {"bytes": parse_size(v)}
 
 
-OnOffAuto = Annotated[Literal["on", "off", "auto"],
-                      BeforeValidator(_onoff, json_schema_input_type=Union[Literal["on", "off", "auto"], bool])]
+OnOffAuto = Annotated[
+    Literal["on", "off", "auto"],
+    BeforeValidator(_onoff, json_schema_input_type=Union[Literal["on", "off", "auto"], bool]),
+]
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 if TYPE_CHECKING:
     Engine = str  # the registry's names exist only when it is imported
@@ -160,8 +170,12 @@ class Margin(Strict):
 
 
 PERCENT_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"
-MarginSpec = Annotated[Margin, BeforeValidator(
-    _margin, json_schema_input_type=Union[Margin, Annotated[str, Field(pattern=PERCENT_PATTERN)], SizeInput])]
+MarginSpec = Annotated[
+    Margin,
+    BeforeValidator(
+        _margin, json_schema_input_type=Union[Margin, Annotated[str, Field(pattern=PERCENT_PATTERN)], SizeInput]
+    ),
+]
 
 
 class Tenant(Strict):
@@ -227,7 +241,9 @@ class HFConfig(Strict):
     torch_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
     kv_lora_rank: int | None = Field(default=None, ge=0)
     qk_rope_head_dim: int | None = Field(default=None, ge=0)
-    rope_scaling: Annotated[dict[str, Any], AfterValidator(_finite_tree)] | None = None  # as in config.json; vLLM scales max_model_len by it
+    rope_scaling: Annotated[dict[str, Any], AfterValidator(_finite_tree)] | None = (
+        None  # as in config.json; vLLM scales max_model_len by it
+    )
     tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (no second copy)
 
 
@@ -337,8 +353,10 @@ TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-
 
 def _tag(v: str) -> str:
     if re.fullmatch(TAG_RE, v) is None or len(v) > 350:
-        raise ValueError(f"tag {v!r} is not an Ollama model name: write [namespace/]model[:tag] in "
-                         "letters, digits, '.', '_' and '-' (e.g. 'coder:7b')")
+        raise ValueError(
+            f"tag {v!r} is not an Ollama model name: write [namespace/]model[:tag] in "
+            "letters, digits, '.', '_' and '-' (e.g. 'coder:7b')"
+        )
     return v
 
 

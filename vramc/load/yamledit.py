@@ -54,8 +54,7 @@ BOM = "\ufeff"
 class EditRefused(ValueError):
     """An edit vramc will not make, because it could not be made safely; nothing was changed."""
 
-    def __init__(self, file: str, path: tuple, key, reason: str, line: int | None = None,
-                 column: int | None = None):
+    def __init__(self, file: str, path: tuple, key, reason: str, line: int | None = None, column: int | None = None):
         self.file, self.path, self.key, self.reason = file, tuple(path), key, reason
         self.line, self.column = line, column
         super().__init__(str(self))
@@ -97,8 +96,9 @@ def flow(value) -> str:
         return value
     # Dumped as the only item of a flow list, so strings get the quoting a flow context needs
     # (a plain `a, b` would split in `{k: a, b}`).
-    text = yaml.safe_dump([_plain_numbers(value)], default_flow_style=True, width=10**9,
-                          allow_unicode=True, sort_keys=False).strip()
+    text = yaml.safe_dump(
+        [_plain_numbers(value)], default_flow_style=True, width=10**9, allow_unicode=True, sort_keys=False
+    ).strip()
     return text[1:-1]
 
 
@@ -132,8 +132,14 @@ class _Doc:
         loaded = loaded or load_text(text, file)
         if loaded.diagnostics:
             d = loaded.diagnostics[0]
-            raise EditRefused(file, (), None, f"it does not load cleanly ({d.code}: {d.message})",
-                              d.span.line if d.span else None, d.span.column if d.span else None)
+            raise EditRefused(
+                file,
+                (),
+                None,
+                f"it does not load cleanly ({d.code}: {d.message})",
+                d.span.line if d.span else None,
+                d.span.column if d.span else None,
+            )
         self.data = loaded.data
         self.root = yaml.compose(text, Loader=_Loader)
         # How often each node is referred to: more than once means an anchor that an alias shares.
@@ -213,8 +219,9 @@ class Editor:
         if not self.changed:
             return False
         if self.path.read_bytes() != self._disk:
-            raise EditRefused(self.file, (), None, "it changed on disk while vramc was working on it; "
-                              "run the command again")
+            raise EditRefused(
+                self.file, (), None, "it changed on disk while vramc was working on it; run the command again"
+            )
         write_atomic(self.path, self.text.encode("utf-8"))
         self._disk, self._original = self.text.encode("utf-8"), self.text
         return True
@@ -235,7 +242,7 @@ class Editor:
         """The comment between `after` and the end of its line, if the rest of the line is one."""
         text = self.text if text is None else text
         ends = [j for j in (text.find("\n", after), text.find("\r", after)) if j >= 0]
-        stripped = text[after:min(ends) if ends else len(text)].lstrip(" \t")
+        stripped = text[after : min(ends) if ends else len(text)].lstrip(" \t")
         return stripped if stripped.startswith("#") else None
 
     def marked(self, marker: str) -> list[tuple[tuple, object]]:
@@ -262,7 +269,7 @@ class Editor:
                         if isinstance(v, yaml.ScalarNode) or v.flow_style:
                             comment = self._line_comment(v.end_mark.index)
                         else:  # a block collection: its comment sits after `key:`
-                            m = re.match(r"[ \t]*:", self.text[k.end_mark.index:])
+                            m = re.match(r"[ \t]*:", self.text[k.end_mark.index :])
                             comment = self._line_comment(k.end_mark.index + m.end()) if m else None
                         if comment and marker in _comment_parts(comment):
                             out.append((path, key))
@@ -287,8 +294,9 @@ class Editor:
 
         def refuse(reason: str, node=None):
             mark = node.start_mark if node is not None else None
-            raise EditRefused(self.file, path, key, reason, mark.line + 1 if mark else None,
-                              mark.column + 1 if mark else None)
+            raise EditRefused(
+                self.file, path, key, reason, mark.line + 1 if mark else None, mark.column + 1 if mark else None
+            )
 
         text_value = flow(value)
         if re.search(r"[\r\n\x85\u2028\u2029]", text_value):
@@ -317,7 +325,7 @@ class Editor:
             if found is None:
                 missing = path[i:]
                 if any(not isinstance(s, str) for s in missing):
-                    refuse(f"{_show(path[:i + 1])} does not exist", node)
+                    refuse(f"{_show(path[: i + 1])} does not exist", node)
                 break
             target[seg] = _shallow(target[seg])
             node, target = found[1], target[seg]
@@ -385,7 +393,7 @@ class Editor:
                 entry = f"{flow(seg)}: {{{entry}}}"
             if not mapping.value:
                 brace = text.index("{", mapping.start_mark.index)
-                return text[:brace + 1] + entry + text[brace + 1:], comment is None
+                return text[: brace + 1] + entry + text[brace + 1 :], comment is None
             end = _content_end(text, mapping)
             return text[:end] + ", " + entry + text[end:], comment is None
         # a block mapping: new lines after its last content, at its keys' indentation
@@ -413,8 +421,9 @@ class Editor:
         loaded = load_text(new_text, self.file)
         if loaded.diagnostics or not _same(loaded.data, expected):
             d = loaded.diagnostics[0].message if loaded.diagnostics else "other values would change"
-            raise EditRefused(self.file, path, key, f"the edited file would not load back as intended ({d}); "
-                              "edit it by hand")
+            raise EditRefused(
+                self.file, path, key, f"the edited file would not load back as intended ({d}); edit it by hand"
+            )
         return loaded
 
 
@@ -469,6 +478,7 @@ def _content_end(text: str, mapping) -> int:
 
 def _indent_step(root, near) -> int:
     """How far this file indents a nested block mapping (the first one found; else 2)."""
+
     def step_of(m):
         for _, v in m.value:
             if isinstance(v, yaml.MappingNode) and not v.flow_style and v.value:
@@ -526,8 +536,12 @@ def write_new(path, text: str, file: str | None = None) -> None:
     shown = file or str(path)
     loaded = load_text(text, shown)
     if loaded.diagnostics:  # a generator bug: never leave it on the user's disk
-        raise EditRefused(shown, (), None, f"vramc generated YAML that does not load "
-                          f"({loaded.diagnostics[0].message}); please report this")
+        raise EditRefused(
+            shown,
+            (),
+            None,
+            f"vramc generated YAML that does not load ({loaded.diagnostics[0].message}); please report this",
+        )
     _check_replaceable(Path(path), loaded.data, shown)
     write_atomic(Path(path), text.encode("utf-8"))
 
@@ -549,8 +563,9 @@ def _check_replaceable(path: Path, new, shown: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         return  # the write says "Is a directory"
     if not stat.S_ISREG(st.st_mode):
-        raise WriteRefused(shown, (), None, "it is not a regular file, so vramc will not replace it; "
-                                            "write to another path")
+        raise WriteRefused(
+            shown, (), None, "it is not a regular file, so vramc will not replace it; write to another path"
+        )
     raw = read_regular(path, MAX_REPLACED)  # None: larger (a model), unreadable, swapped
     try:
         old_text = raw.decode("utf-8") if raw is not None else None

@@ -102,9 +102,17 @@ class _Walker:
         self.positions.values[path] = _span(node)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             if id(node) in self.open:
-                self.diagnostics.append(Diagnostic(
-                    "VR003", Severity.ERROR, "a YAML alias refers to the collection that contains it",
-                    self.file, _span(node), path, "remove the recursive alias"))
+                self.diagnostics.append(
+                    Diagnostic(
+                        "VR003",
+                        Severity.ERROR,
+                        "a YAML alias refers to the collection that contains it",
+                        self.file,
+                        _span(node),
+                        path,
+                        "remove the recursive alias",
+                    )
+                )
                 return None
             self.open.add(id(node))
             try:
@@ -118,14 +126,29 @@ class _Walker:
             out: dict = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.diagnostics.append(Diagnostic(
-                        "VR003", Severity.ERROR, "YAML merge keys (<<) are not supported in profiles",
-                        self.file, _span(key_node), path, "write the keys out, or use a variant"))
+                    self.diagnostics.append(
+                        Diagnostic(
+                            "VR003",
+                            Severity.ERROR,
+                            "YAML merge keys (<<) are not supported in profiles",
+                            self.file,
+                            _span(key_node),
+                            path,
+                            "write the keys out, or use a variant",
+                        )
+                    )
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.diagnostics.append(Diagnostic(
-                        "VR003", Severity.ERROR, "mapping keys must be plain scalars",
-                        self.file, _span(key_node), path))
+                    self.diagnostics.append(
+                        Diagnostic(
+                            "VR003",
+                            Severity.ERROR,
+                            "mapping keys must be plain scalars",
+                            self.file,
+                            _span(key_node),
+                            path,
+                        )
+                    )
                     continue
                 key = _scalar(key_node)
                 if not isinstance(key, (str, int)):
@@ -134,10 +157,17 @@ class _Walker:
                 if key in out:
                     first = self.positions.keys.get(child)
                     where = f" (first at line {first.line})" if first else ""
-                    self.diagnostics.append(Diagnostic(
-                        "VR002", Severity.ERROR, f"duplicate key {key!r}{where}",
-                        self.file, _span(key_node), child,
-                        "remove one of them: YAML keeps only the last, silently"))
+                    self.diagnostics.append(
+                        Diagnostic(
+                            "VR002",
+                            Severity.ERROR,
+                            f"duplicate key {key!r}{where}",
+                            self.file,
+                            _span(key_node),
+                            child,
+                            "remove one of them: YAML keeps only the last, silently",
+                        )
+                    )
                     continue
                 self.positions.keys[child] = _span(key_node)
                 out[key] = self.walk(value_node, child)
@@ -170,7 +200,7 @@ def _tab_at(text: str, line: int, column: int) -> tuple[int, int, bool] | None:
     row = lines[line]
     if column < len(row) and row[column] == "\t":
         return line, column, not row[:column].strip()
-    lead = row[:len(row) - len(row.lstrip(" \t"))]
+    lead = row[: len(row) - len(row.lstrip(" \t"))]
     if "\t" in lead:
         return line, lead.index("\t"), True
     return None
@@ -182,12 +212,18 @@ def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> Diagnosti
     where = e.position if isinstance(e.position, int) and 0 <= e.position <= len(text) else 0
     line = text.count("\n", 0, where)
     column = where - (text.rfind("\n", 0, where) + 1)
-    char = e.character if isinstance(e.character, str) else text[where:where + 1]
+    char = e.character if isinstance(e.character, str) else text[where : where + 1]
     n = ord(char) if len(char) == 1 else 0
     escape = f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-    return Diagnostic("VR001", Severity.ERROR, f"YAML does not allow U+{n:04X} (a non-printable character) "
-                      "in a file", file, Span(line + 1, column + 1, line + 1, column + 2), (),
-                      f"remove it, or write it as \"{escape}\" inside a double-quoted string if it is meant")
+    return Diagnostic(
+        "VR001",
+        Severity.ERROR,
+        f"YAML does not allow U+{n:04X} (a non-printable character) in a file",
+        file,
+        Span(line + 1, column + 1, line + 1, column + 2),
+        (),
+        f'remove it, or write it as "{escape}" inside a double-quoted string if it is meant',
+    )
 
 
 def load_text(text: str, file: str) -> Loaded:
@@ -208,31 +244,46 @@ def load_text(text: str, file: str) -> Loaded:
         if tab is not None:
             line, col, indent = tab
             span = Span(line + 1, col + 1, line + 1, col + 2)
-            problem = ("YAML forbids tabs for indentation" if indent else "YAML does not allow a tab here")
+            problem = "YAML forbids tabs for indentation" if indent else "YAML does not allow a tab here"
             hint = "indent with spaces" if indent else "use spaces"
-        walker.diagnostics.append(Diagnostic(
-            "VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (), hint))
+        walker.diagnostics.append(
+            Diagnostic("VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (), hint)
+        )
         data = None
     except yaml.reader.ReaderError as e:
         walker.diagnostics.append(_reader_error(e, text, file))
         data = None
     except yaml.YAMLError as e:
-        walker.diagnostics.append(Diagnostic(
-            "VR001", Severity.ERROR, f"YAML error: {e}", file, None, ()))
+        walker.diagnostics.append(Diagnostic("VR001", Severity.ERROR, f"YAML error: {e}", file, None, ()))
         data = None
     except _TooLarge:
-        walker.diagnostics.append(Diagnostic(
-            "VR003", Severity.ERROR, f"the YAML expands to more than {MAX_NODES} values (aliases?)",
-            file, None, (), "write the profile out without aliases"))
+        walker.diagnostics.append(
+            Diagnostic(
+                "VR003",
+                Severity.ERROR,
+                f"the YAML expands to more than {MAX_NODES} values (aliases?)",
+                file,
+                None,
+                (),
+                "write the profile out without aliases",
+            )
+        )
         data = None
     except RecursionError:
-        walker.diagnostics.append(Diagnostic(
-            "VR003", Severity.ERROR, "the YAML is nested too deeply", file, None, (),
-            "a profile needs a few levels of nesting, not hundreds"))
+        walker.diagnostics.append(
+            Diagnostic(
+                "VR003",
+                Severity.ERROR,
+                "the YAML is nested too deeply",
+                file,
+                None,
+                (),
+                "a profile needs a few levels of nesting, not hundreds",
+            )
+        )
         data = None
     except (ValueError, TypeError) as e:  # e.g. a timestamp PyYAML cannot construct
-        walker.diagnostics.append(Diagnostic(
-            "VR001", Severity.ERROR, f"YAML value error: {e}", file, None, ()))
+        walker.diagnostics.append(Diagnostic("VR001", Severity.ERROR, f"YAML value error: {e}", file, None, ()))
         data = None
     return Loaded(file, data, walker.positions, text, walker.diagnostics)
 
@@ -244,10 +295,29 @@ def load_file(path, display: str | None = None) -> Loaded:
             raw = f.read()
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return Loaded(display, None, Positions(), "", [Diagnostic(
-            "VR000", Severity.ERROR, f"not UTF-8 text ({e.reason} at byte {e.start})", display,
-            None, (), "save the profile as UTF-8")])
+        return Loaded(
+            display,
+            None,
+            Positions(),
+            "",
+            [
+                Diagnostic(
+                    "VR000",
+                    Severity.ERROR,
+                    f"not UTF-8 text ({e.reason} at byte {e.start})",
+                    display,
+                    None,
+                    (),
+                    "save the profile as UTF-8",
+                )
+            ],
+        )
     except OSError as e:
-        return Loaded(display, None, Positions(), "", [Diagnostic(
-            "VR000", Severity.ERROR, f"cannot read file: {e.strerror}", display, None, ())])
+        return Loaded(
+            display,
+            None,
+            Positions(),
+            "",
+            [Diagnostic("VR000", Severity.ERROR, f"cannot read file: {e.strerror}", display, None, ())],
+        )
     return load_text(text, display)

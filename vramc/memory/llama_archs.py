@@ -85,8 +85,10 @@ class MoeConf:
 
 def _groups(hparams: dict) -> dict:
     """llama_model_base::load_hparams reads the expert groups for every architecture."""
-    return {"n_groups": int(hparams.get("expert_group_count", 0) or 0),
-            "n_group_used": int(hparams.get("expert_group_used_count", 0) or 0)}
+    return {
+        "n_groups": int(hparams.get("expert_group_count", 0) or 0),
+        "n_group_used": int(hparams.get("expert_group_used_count", 0) or 0),
+    }
 
 
 def moe_conf(arch: str, hparams: dict) -> MoeConf:
@@ -94,16 +96,22 @@ def moe_conf(arch: str, hparams: dict) -> MoeConf:
     if arch == "gpt-oss":
         return MoeConf(gating="softmax_weight", norm_w=False, w_scale=w_scale)
     if arch == "nemotron_h_moe":  # nemotron-h.cpp passes the gating and the activation itself
-        return MoeConf(gating="sigmoid", norm_w=bool(hparams.get("expert_weights_norm", False)),
-                       w_scale=w_scale, relu_sqr=True, **_groups(hparams))
+        return MoeConf(
+            gating="sigmoid",
+            norm_w=bool(hparams.get("expert_weights_norm", False)),
+            w_scale=w_scale,
+            relu_sqr=True,
+            **_groups(hparams),
+        )
     if arch not in ("deepseek2", "glm4moe"):
         # llama (Mixtral), qwen3moe, phi3, granitehybrid and the like: softmax, normalised weights
         return MoeConf(w_scale=w_scale)
     # llama_model_glm4_moe::load_arch_hparams: a file without a gating function gets sigmoid
     default = 2 if arch == "glm4moe" else 0
     gating = {2: "sigmoid", 3: "softmax_weight"}.get(int(hparams.get("expert_gating_func", 0) or default), "softmax")
-    return MoeConf(gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)),
-                   w_scale=w_scale, **_groups(hparams))
+    return MoeConf(
+        gating=gating, norm_w=bool(hparams.get("expert_weights_norm", False)), w_scale=w_scale, **_groups(hparams)
+    )
 
 
 @dataclass
@@ -154,8 +162,18 @@ def _rot_size(head: int) -> int:
 
 
 class _Builder:
-    def __init__(self, spec: ArchSpec, hp, w: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
-                 moe: MoeConf, mla: dict, rs: dict[int, LayerRS], ssm: SsmConf):
+    def __init__(
+        self,
+        spec: ArchSpec,
+        hp,
+        w: dict[str, Tensor],
+        kv: dict[int, LayerKV],
+        p: GraphParams,
+        moe: MoeConf,
+        mla: dict,
+        rs: dict[int, LayerRS],
+        ssm: SsmConf,
+    ):
         self.spec, self.hp, self.w, self.kv, self.p = spec, hp, w, kv, p
         self.moe_conf, self.mla = moe, mla
         self.rs, self.ssm = rs, ssm
@@ -202,7 +220,7 @@ class _Builder:
             g.expand(cur)  # "make sure the produced embeddings are immediately materialized"
         self.inp_pos = gg.input_tensor("i32", (p.n_tokens,), "inp_pos")
         self.attn_in = {}
-        for swa in ((False, True) if self.spec.iswa else (False,)):
+        for swa in (False, True) if self.spec.iswa else (False,):
             kvs = [x for x in self.kv.values() if x.swa == swa]
             if not kvs:
                 continue
@@ -218,11 +236,14 @@ class _Builder:
         v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
         inp = {
             "k_idxs": gg.input_tensor("i64", (p.n_tokens,), "attn_inp_k_idxs"),
-            "v_idxs": None if hp.is_mla else gg.input_tensor(
-                "i64", (p.n_tokens * (v_max if p.v_trans else 1),), "attn_inp_v_idxs"),
-            "mask": gg.input_tensor("f16" if p.flash_attn else "f32",
-                                    (n_kv, p.n_tokens // p.n_stream, 1, p.n_stream), "attn_inp_kq_mask"),
-            "k_rot": None, "v_rot": None,
+            "v_idxs": None
+            if hp.is_mla
+            else gg.input_tensor("i64", (p.n_tokens * (v_max if p.v_trans else 1),), "attn_inp_v_idxs"),
+            "mask": gg.input_tensor(
+                "f16" if p.flash_attn else "f32", (n_kv, p.n_tokens // p.n_stream, 1, p.n_stream), "attn_inp_kq_mask"
+            ),
+            "k_rot": None,
+            "v_rot": None,
         }
         heads_k = {hp.head_k[il] for il in self.kv if self.kv[il].swa == kvs[0].swa}
         heads_v = {hp.head_v[il] for il in self.kv if self.kv[il].swa == kvs[0].swa}
@@ -246,8 +267,7 @@ class _Builder:
             qkv = self.mm(wqkv, x, W(b + "attn_qkv.bias"))
             q = gg.view(qkv, (hk, nh, n_tok), (row_size("f32", hk), qkv.nb[1]), 0)
             k = gg.view(qkv, (hk, nkv, n_tok), (row_size("f32", hk), qkv.nb[1]), row_size("f32", hk * nh))
-            v = gg.view(qkv, (hv, nkv, n_tok), (row_size("f32", hv), qkv.nb[1]),
-                        row_size("f32", hk * nh + hk * nkv))
+            v = gg.view(qkv, (hv, nkv, n_tok), (row_size("f32", hv), qkv.nb[1]), row_size("f32", hk * nh + hk * nkv))
             return q, k, v
         q = gg.reshape(self.mm(self.need(b + "attn_q.weight"), x, W(b + "attn_q.bias")), hk, nh, n_tok)
         k = gg.reshape(self.mm(self.need(b + "attn_k.weight"), x, W(b + "attn_k.bias")), hk, nkv, n_tok)
@@ -334,7 +354,7 @@ class _Builder:
         if inp["v_rot"] is not None:
             v_cur = self.hadamard(v_cur, inp["v_rot"])
         # build_attn expands q, v, k; the iswa variant q, k, v
-        for t in ((q, k_cur, v_cur) if self.spec.iswa else (q, v_cur, k_cur)):
+        for t in (q, k_cur, v_cur) if self.spec.iswa else (q, v_cur, k_cur):
             g.expand(t)
         g.expand(self.cpy_k(lkv, k_cur, inp["k_idxs"]))
         g.expand(self.cpy_v(lkv, v_cur, inp["v_idxs"]))
@@ -373,8 +393,12 @@ class _Builder:
     def get_k(self, il: int, lkv: LayerKV) -> Tensor:
         hp, k = self.hp, lkv.k
         hk, nkv, ns, size = hp.head_k[il], hp.n_head_kv[il], k.ne[2], lkv.kv_size
-        return gg.view(k, (hk, nkv, size, ns),
-                       (row_size(k.type, hk), row_size(k.type, k.ne[0]), row_size(k.type, k.ne[0] * size)), 0)
+        return gg.view(
+            k,
+            (hk, nkv, size, ns),
+            (row_size(k.type, hk), row_size(k.type, k.ne[0]), row_size(k.type, k.ne[0] * size)),
+            0,
+        )
 
     def get_v(self, il: int, lkv: LayerKV) -> Tensor:
         hp, v = self.hp, lkv.v
@@ -382,13 +406,29 @@ class _Builder:
             return self.get_k(il, lkv)
         hv, nkv, ns, size = hp.head_v[il], hp.n_head_kv[il], v.ne[2], lkv.kv_size
         if not self.p.v_trans:
-            return gg.view(v, (hv, nkv, size, ns),
-                           (row_size(v.type, hv), row_size(v.type, v.ne[0]), row_size(v.type, v.ne[0] * size)), 0)
-        return gg.view(v, (size, nkv, hv, ns),
-                       (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])), 0)
+            return gg.view(
+                v,
+                (hv, nkv, size, ns),
+                (row_size(v.type, hv), row_size(v.type, v.ne[0]), row_size(v.type, v.ne[0] * size)),
+                0,
+            )
+        return gg.view(
+            v,
+            (size, nkv, hv, ns),
+            (row_size(v.type, size * hv), row_size(v.type, size), row_size(v.type, size * v.ne[0])),
+            0,
+        )
 
-    def mha(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, v_mla: Tensor | None = None,
-            sinks: Tensor | None = None, il: int = -1) -> Tensor:
+    def mha(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        v_mla: Tensor | None = None,
+        sinks: Tensor | None = None,
+        il: int = -1,
+    ) -> Tensor:
         p, g = self.p, self.g
         v_trans = v.nb[1] > v.nb[2]
         ns = k.ne[3]
@@ -483,17 +523,26 @@ class _Builder:
             gate_up = gg.mul_mat_id(gate_up_w, cur, selected)
             n_ff = gate_up.ne[0] // 2
             gate = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]), 0)
-            up = gg.view(gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]),
-                         n_ff * gate_up.nb[0])
+            up = gg.view(
+                gate_up, (n_ff, gate_up.ne[1], gate_up.ne[2]), (gate_up.nb[1], gate_up.nb[2]), n_ff * gate_up.nb[0]
+            )
         else:
-            up = self.add_id(gg.mul_mat_id(self.need(b + "ffn_up_exps.weight"), cur, selected),
-                             W(b + "ffn_up_exps.bias"), selected)
-            gate = None if c.relu_sqr else self.add_id(
-                gg.mul_mat_id(self.need(b + "ffn_gate_exps.weight"), cur, selected), W(b + "ffn_gate_exps.bias"),
-                selected)
+            up = self.add_id(
+                gg.mul_mat_id(self.need(b + "ffn_up_exps.weight"), cur, selected), W(b + "ffn_up_exps.bias"), selected
+            )
+            gate = (
+                None
+                if c.relu_sqr
+                else self.add_id(
+                    gg.mul_mat_id(self.need(b + "ffn_gate_exps.weight"), cur, selected),
+                    W(b + "ffn_gate_exps.bias"),
+                    selected,
+                )
+            )
         act = gg.unary(gg.unary(up), "SQR") if c.relu_sqr else gg.glu_split(gate, up)
-        experts = self.add_id(gg.mul_mat_id(self.need(b + "ffn_down_exps.weight"), act, selected),
-                              W(b + "ffn_down_exps.bias"), selected)
+        experts = self.add_id(
+            gg.mul_mat_id(self.need(b + "ffn_down_exps.weight"), act, selected), W(b + "ffn_down_exps.bias"), selected
+        )
         experts = gg.binary("MUL", experts, weights)
         g.expand(experts)
         views = [gg.view(experts, (n_embd, n_tok), (experts.nb[2],), i * experts.nb[1]) for i in range(n_used)]
@@ -535,8 +584,16 @@ class _Builder:
             if spec.variable and hp.n_head[il] > 0 and hp.n_head_kv[il] == 0:
                 cur = gg.mul_mat(self.need(b + "attn_output.weight"), cur)  # "linear attention"
             elif spec.mixers and hp.is_recr[il]:
-                cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
-                                   self.mixer_weights(b), lambda x, w, il=il: self.norm(x, w, il))
+                cur = mamba2_layer(
+                    g,
+                    self.ssm,
+                    self.rs[il],
+                    self.rs_in,
+                    self.p.n_seqs,
+                    cur,
+                    self.mixer_weights(b),
+                    lambda x, w, il=il: self.norm(x, w, il),
+                )
             elif not no_attn:
                 cur = self.attention(il, cur)
             res = inp
@@ -575,7 +632,6 @@ class _Builder:
         g.expand(cur)
         return g
 
-
     def build_blocks(self, layers: list[int]) -> Graph:
         """nemotron-h.cpp and mamba.cpp: a residual around every block."""
         W, hp, g, spec = self.W, self.hp, self.g, self.spec
@@ -585,16 +641,29 @@ class _Builder:
             cur = self.norm(inp, W(b + "attn_norm.weight"), il)
             g.entry[il] = _first_norm(cur)
             if hp.is_recr[il]:
-                cur = mamba2_layer(g, self.ssm, self.rs[il], self.rs_in, self.p.n_seqs, cur,
-                                   self.mixer_weights(b), lambda x, w: self.norm(x, w, il))  # noqa: B023
+                cur = mamba2_layer(
+                    g,
+                    self.ssm,
+                    self.rs[il],
+                    self.rs_in,
+                    self.p.n_seqs,
+                    cur,
+                    self.mixer_weights(b),
+                    lambda x, w: self.norm(x, w, il),  # noqa: B023
+                )
             elif hp.n_ff[il] == 0:
                 cur = self.attn(il, *self.qkv(il, cur))  # no RoPE
                 cur = self.mm(self.need(b + "attn_output.weight"), cur, W(b + "attn_output.bias"))
             elif W(b + "ffn_gate_inp.weight") is not None:
                 cur = self.moe_block(il, cur)
             else:  # LLM_FFN_RELU_SQR without a gate
-                cur = self.relu_sqr_ffn(cur, self.need(b + "ffn_up.weight"), self.need(b + "ffn_down.weight"),
-                                        W(b + "ffn_up.bias"), W(b + "ffn_down.bias"))
+                cur = self.relu_sqr_ffn(
+                    cur,
+                    self.need(b + "ffn_up.weight"),
+                    self.need(b + "ffn_down.weight"),
+                    W(b + "ffn_up.bias"),
+                    W(b + "ffn_down.bias"),
+                )
             if il == hp.n_layer - 1 and not spec.h_nextn:
                 cur = gg.get_rows(cur, self.out_ids)
                 inp = gg.get_rows(inp, self.out_ids)
@@ -609,8 +678,9 @@ class _Builder:
         g.expand(cur)
         return g
 
-    def relu_sqr_ffn(self, x: Tensor, up: Tensor, down: Tensor, up_b: Tensor | None = None,
-                     down_b: Tensor | None = None) -> Tensor:
+    def relu_sqr_ffn(
+        self, x: Tensor, up: Tensor, down: Tensor, up_b: Tensor | None = None, down_b: Tensor | None = None
+    ) -> Tensor:
         cur = gg.unary(gg.unary(self.mm(up, x, up_b)), "SQR")
         return self.mm(down, cur, down_b)
 
@@ -648,17 +718,30 @@ def graph_spec(arch: str, tensor_names) -> tuple[ArchSpec | None, bool]:
     return None, False
 
 
-def build_graph(spec: ArchSpec, hp, weights: dict[str, Tensor], kv: dict[int, LayerKV], p: GraphParams,
-                layers: list[int], arch: str, hparams: dict, rs: dict[int, LayerRS] | None = None) -> Graph:
+def build_graph(
+    spec: ArchSpec,
+    hp,
+    weights: dict[str, Tensor],
+    kv: dict[int, LayerKV],
+    p: GraphParams,
+    layers: list[int],
+    arch: str,
+    hparams: dict,
+    rs: dict[int, LayerRS] | None = None,
+) -> Graph:
     """The reserve graph through `layers` (the trunk, or a shortened trunk, see llama_compute);
     `rs`: the recurrent layers' state tensors."""
     spec = replace(spec, iswa=any(x.swa for x in kv.values()))
     if spec.granite:
-        spec = replace(spec, inp_embd_scale=bool(hparams.get("embedding_scale")),
-                       residual_scale=bool(hparams.get("residual_scale")),
-                       logit_scale=bool(hparams.get("logit_scale")),
-                       rope=bool(hparams.get("rope.scaling.finetuned", True)))
-    mla = {"kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
-           "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0)}
-    return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla, rs or {},
-                    ssm_conf(hparams)).build(layers)
+        spec = replace(
+            spec,
+            inp_embd_scale=bool(hparams.get("embedding_scale")),
+            residual_scale=bool(hparams.get("residual_scale")),
+            logit_scale=bool(hparams.get("logit_scale")),
+            rope=bool(hparams.get("rope.scaling.finetuned", True)),
+        )
+    mla = {
+        "kv_lora_rank": int(hparams.get("attention.kv_lora_rank", 0) or 0),
+        "head_k_mla": int(hparams.get("attention.key_length_mla", 0) or 0),
+    }
+    return _Builder(spec, hp, weights, kv, p, moe_conf(arch, hparams), mla, rs or {}, ssm_conf(hparams)).build(layers)

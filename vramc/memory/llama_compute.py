@@ -38,8 +38,9 @@ class ComputeResult:
     n_splits: int
 
 
-def pipeline_parallel(n_devices: int, n_gpu_layers: int, n_layer_all: int, split_mode: str,
-                      offload_kqv: bool, has_overrides: bool) -> bool:
+def pipeline_parallel(
+    n_devices: int, n_gpu_layers: int, n_layer_all: int, split_mode: str, offload_kqv: bool, has_overrides: bool
+) -> bool:
     """llama_context ctor: more than one device, everything offloaded, layer split, no overrides
     (RPC and CUDA devices support the async compute and events it also needs)."""
     ngl = n_gpu_layers if n_gpu_layers >= 0 else n_layer_all + 1
@@ -70,8 +71,9 @@ class _Model:
         self._sigs: dict[tuple, object] = {}
         self._ids: dict[tuple, int] = {}  # signature -> a small number (cheap to compare)
         # the layers' tensors in name order: (layer, name suffix, shape, type, name)
-        self.layer_tensors = sorted((t.block, t.name.split(".", 2)[2], t.shape, t.type, t.name)
-                                    for t in self.tensors if t.block is not None)
+        self.layer_tensors = sorted(
+            (t.block, t.name.split(".", 2)[2], t.shape, t.type, t.name) for t in self.tensors if t.block is not None
+        )
 
     def holds(self, meta: ModelMeta) -> bool:
         ts = meta.tensors
@@ -90,8 +92,10 @@ class _Model:
         both = self._sigs.get(key)
         if both is None:
             plain = [tuple(x[:2]) + tuple(sorted(x[2:])) for x in layer_signatures(self.meta, hp, True)]
-            both = self._sigs[key] = (self._numbered([x[:2] + tuple(e[:2] for e in x[2:]) for x in plain]),
-                                      self._numbered(plain))
+            both = self._sigs[key] = (
+                self._numbered([x[:2] + tuple(e[:2] for e in x[2:]) for x in plain]),
+                self._numbered(plain),
+            )
         untyped, with_types = both
         return [w if t else u for u, w, t in zip(untyped, with_types, typed)]
 
@@ -121,8 +125,7 @@ def _model(meta: ModelMeta) -> _Model:
     return m
 
 
-def _signatures(model: _Model, hp: LlamaHparams, pl: Placement, cuda_offload: bool,
-                has_overrides: bool) -> list[int]:
+def _signatures(model: _Model, hp: LlamaHparams, pl: Placement, cuda_offload: bool, has_overrides: bool) -> list[int]:
     """The layer signatures plan_layers compares: equal numbers for layers whose graphs are
     identical, node for node, and scheduled alike when they sit on the same device.
 
@@ -132,7 +135,7 @@ def _signatures(model: _Model, hp: LlamaHparams, pl: Placement, cuda_offload: bo
     (and, on the host, its type) is part of the signature."""
     if has_overrides:
         return model.placed(hp, pl.tensor_dev, cuda_offload)
-    return model.kinds(hp, [cuda_offload and d == HOST for d in pl.layer_dev[:hp.n_layer_all]])
+    return model.kinds(hp, [cuda_offload and d == HOST for d in pl.layer_dev[: hp.n_layer_all]])
 
 
 # The shortcut (plan_layers, _verify). A periodic stretch of layers keeps at least KEEP of its
@@ -158,9 +161,13 @@ class Stretch:
         return [*range(self.n - 1 - self.dropped), self.n - 1]
 
 
-def plan_layers(signatures: list[int], layer_dev: list[int], n_layer: int,
-                retry: frozenset[int] = frozenset(), whole: frozenset[int] = frozenset()
-                ) -> tuple[list[int], list[Stretch]]:
+def plan_layers(
+    signatures: list[int],
+    layer_dev: list[int],
+    n_layer: int,
+    retry: frozenset[int] = frozenset(),
+    whole: frozenset[int] = frozenset(),
+) -> tuple[list[int], list[Stretch]]:
     """The trunk with repeated layers dropped, and the stretches they were dropped from (for
     _verify, which decides whether that made no difference).
 
@@ -253,8 +260,15 @@ def _same_state(a: AllocState, b: AllocState, last: AllocState) -> bool:
             if ta is tb:
                 if left_a != left_b and not ta.flags & gg.OUTPUT and not any(ta in lv for lv in last.live):
                     return False
-            elif (tb.pos - ta.pos != delta or left_a != left_b or ta.op != tb.op or ta.ne != tb.ne
-                  or ta.type != tb.type or ta.nb != tb.nb or ta.flags != tb.flags):
+            elif (
+                tb.pos - ta.pos != delta
+                or left_a != left_b
+                or ta.op != tb.op
+                or ta.ne != tb.ne
+                or ta.type != tb.type
+                or ta.nb != tb.nb
+                or ta.flags != tb.flags
+            ):
                 return False
     return True
 
@@ -263,8 +277,9 @@ def _at(x: tuple) -> tuple[int, int]:
     return x[0].offset, x[0].pos
 
 
-def _verify(plan: list[tuple[Stretch, list]], states: list[AllocState], s: Scheduled,
-            n_copies: int) -> tuple[set[int], set[int], int]:
+def _verify(
+    plan: list[tuple[Stretch, list]], states: list[AllocState], s: Scheduled, n_copies: int
+) -> tuple[set[int], set[int], int]:
     """Which stretches' dropped periods could have changed a compute buffer (their starts): those
     whose states did not repeat, and those that cannot be shortened at all; and how many splits
     the dropped periods held (the full graph's count is the shortened one's plus these).
@@ -293,17 +308,19 @@ def _verify(plan: list[tuple[Stretch, list]], states: list[AllocState], s: Sched
     for st, nodes in plan:
         if not nodes:
             continue  # periods without nodes
-        got = states[k:k + len(nodes)]
-        split_state = s.entry_split[k:k + len(nodes)]
-        at = s.checkpoint_pos[k:k + len(nodes)]
+        got = states[k : k + len(nodes)]
+        split_state = s.entry_split[k : k + len(nodes)]
+        at = s.checkpoint_pos[k : k + len(nodes)]
         k += len(nodes)
         # the periods from `a` on are split alike if pass 5 enters period a as it enters the next
         alike = [split_state[a] == split_state[a + 1] for a in range(len(got) - 1)]
         ok = None
         for cycle in range(1, len(got)):
             if st.dropped % cycle == 0:
-                ok = next((a for a in range(len(got) - cycle)
-                           if alike[a] and _same_state(got[a], got[a + cycle], got[-1])), None)
+                ok = next(
+                    (a for a in range(len(got) - cycle) if alike[a] and _same_state(got[a], got[a + cycle], got[-1])),
+                    None,
+                )
                 if ok is not None:
                     break
         if ok is None:
@@ -328,10 +345,18 @@ class _Weights:
         if "output.weight" not in self.by_name and tok is not None:
             # tied embeddings: the output head reads the copy in the output device's buffer
             devs = pl.tensor_dev["token_embd.weight"]
-            self.made["output.weight"] = tok if len(devs) == 1 else gg.weight(tok.type, tok.ne, devs[1], "output.weight")
+            self.made["output.weight"] = (
+                tok if len(devs) == 1 else gg.weight(tok.type, tok.ne, devs[1], "output.weight")
+            )
         # per-layer RoPE factors: each layer reads the copy in its own buffer (TENSOR_DUPLICATED)
-        name = next((n for n in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
-                     if n in self.by_name), None)
+        name = next(
+            (
+                n
+                for n in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+                if n in self.by_name
+            ),
+            None,
+        )
         if name is not None:
             first = self.get(name)
             copies = {first.dev: first}
@@ -351,8 +376,9 @@ class _Weights:
         return w
 
 
-def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_trans: bool,
-              hp: LlamaHparams, layers=None) -> dict[int, LayerKV]:
+def _layer_kv(
+    caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_trans: bool, hp: LlamaHparams, layers=None
+) -> dict[int, LayerKV]:
     """The KV cache of every layer; K and V tensors only for `layers` (None: all), the ones the
     graph reads."""
     v_max = max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all))
@@ -366,8 +392,11 @@ def _layer_kv(caches: list[LayerCache], c: Cparams, type_k: str, type_v: str, v_
             k = gg.new_tensor(type_k, (hp.n_embd_k_gqa(lc.il), lc.cells, c.n_stream), name=f"cache_k_l{lc.il}")
             k.dev = lc.device
             if not hp.is_mla:
-                v = gg.new_tensor(type_v, (v_max if v_trans else hp.n_embd_v_gqa(lc.il), lc.cells, c.n_stream),
-                                  name=f"cache_v_l{lc.il}")
+                v = gg.new_tensor(
+                    type_v,
+                    (v_max if v_trans else hp.n_embd_v_gqa(lc.il), lc.cells, c.n_stream),
+                    name=f"cache_v_l{lc.il}",
+                )
                 v.dev = lc.device
         out[lc.il] = LayerKV(k, v, lc.cells, lc.kind == "kv_swa")
     return out
@@ -386,21 +415,53 @@ def _layer_rs(caches: list[LayerCache], hp: LlamaHparams, layers) -> dict[int, L
     return out
 
 
-def estimate_compute(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
-                     caches: list[LayerCache],
-                     backend_kinds: dict[int, str], *, flash_attn: bool, offload_kqv: bool, type_k: str,
-                     type_v: str, n_gpu_layers: int, split_mode: str, has_overrides: bool,
-                     op_offload: bool, final_softcap: bool, dry_run: bool = False,
-                     full_graph: bool = False) -> ComputeResult:
+def estimate_compute(
+    spec: ArchSpec,
+    meta: ModelMeta,
+    hp: LlamaHparams,
+    c: Cparams,
+    pl: Placement,
+    caches: list[LayerCache],
+    backend_kinds: dict[int, str],
+    *,
+    flash_attn: bool,
+    offload_kqv: bool,
+    type_k: str,
+    type_v: str,
+    n_gpu_layers: int,
+    split_mode: str,
+    has_overrides: bool,
+    op_offload: bool,
+    final_softcap: bool,
+    dry_run: bool = False,
+    full_graph: bool = False,
+) -> ComputeResult:
     # the replay makes thousands of tensors and drops them at the end, none of them in reference
     # cycles: the cyclic garbage collector would only rescan them (and the caller's heap) again
     # and again, a third of the time of a `vramc check` estimate
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k,
-                                 type_v, n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap,
-                                 dry_run, full_graph)
+        return _estimate_compute(
+            spec,
+            meta,
+            hp,
+            c,
+            pl,
+            caches,
+            backend_kinds,
+            flash_attn,
+            offload_kqv,
+            type_k,
+            type_v,
+            n_gpu_layers,
+            split_mode,
+            has_overrides,
+            op_offload,
+            final_softcap,
+            dry_run,
+            full_graph,
+        )
     finally:
         if enabled:
             gc.enable()
@@ -411,16 +472,16 @@ def _backends(pl: Placement, backend_kinds: dict[int, str]) -> tuple[list[Backen
     backends = []
     for d in pl.devices:
         kind = backend_kinds[d]
-        backends.append(Backend(f"dev{d}", f"dev{d}", kind, 128 if kind == "cuda" else 32,
-                                op_offload=kind == "cuda"))
+        backends.append(Backend(f"dev{d}", f"dev{d}", kind, 128 if kind == "cuda" else 32, op_offload=kind == "cuda"))
     backends.append(Backend("CPU", "host", "cpu", 32))
     dev_backend = {d: i for i, d in enumerate(pl.devices)}
     dev_backend[HOST] = len(backends) - 1
     return backends, dev_backend
 
 
-def _pins(hp: LlamaHparams, pl: Placement, dev_backend: dict[int, int], n_gpu_layers: int,
-          n_tokens: int) -> dict[int, int]:
+def _pins(
+    hp: LlamaHparams, pl: Placement, dev_backend: dict[int, int], n_gpu_layers: int, n_tokens: int
+) -> dict[int, int]:
     """graph_get_cb: with everything offloaded, or a batch under 32 tokens, each layer's "norm"
     nodes run on the layer's device."""
     ngl = n_gpu_layers if n_gpu_layers >= 0 else hp.n_layer_all + 1
@@ -429,10 +490,22 @@ def _pins(hp: LlamaHparams, pl: Placement, dev_backend: dict[int, int], n_gpu_la
     return {}
 
 
-def flash_attn_strays(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cparams, pl: Placement,
-                      caches: list[LayerCache], backend_kinds: dict[int, str], *, offload_kqv: bool,
-                      type_k: str, type_v: str, n_gpu_layers: int, op_offload: bool,
-                      has_overrides: bool) -> int | None:
+def flash_attn_strays(
+    spec: ArchSpec,
+    meta: ModelMeta,
+    hp: LlamaHparams,
+    c: Cparams,
+    pl: Placement,
+    caches: list[LayerCache],
+    backend_kinds: dict[int, str],
+    *,
+    offload_kqv: bool,
+    type_k: str,
+    type_v: str,
+    n_gpu_layers: int,
+    op_offload: bool,
+    has_overrides: bool,
+) -> int | None:
     """llama_context::resolve_fused_ops for flash_attn auto: the probe graph (one token per
     sequence, flash attention on, split but not allocated, the pins of its build kept) must run
     every FLASH_ATTN_EXT node on its layer's device. Returns the first layer whose node the
@@ -451,15 +524,32 @@ def flash_attn_strays(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpar
         backends, dev_backend = _backends(pl, backend_kinds)
         n_seqs = c.n_seq_max
         p = GraphParams(
-            n_tokens=n_seqs, n_stream=c.n_stream, n_outputs=n_seqs, flash_attn=True,
-            v_trans=not c.flash_attn_requested, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
-            n_seqs=n_seqs, pin=_pins(hp, pl, dev_backend, n_gpu_layers, n_seqs), cpu_backend=dev_backend[HOST])
+            n_tokens=n_seqs,
+            n_stream=c.n_stream,
+            n_outputs=n_seqs,
+            flash_attn=True,
+            v_trans=not c.flash_attn_requested,
+            offload_kqv=offload_kqv,
+            type_k=type_k,
+            type_v=type_v,
+            n_seqs=n_seqs,
+            pin=_pins(hp, pl, dev_backend, n_gpu_layers, n_seqs),
+            cpu_backend=dev_backend[HOST],
+        )
         model = _model(meta)
         sigs = _signatures(model, hp, pl, op_offload and any(b.op_offload for b in backends), has_overrides)
         layers, _ = plan_layers(sigs, pl.layer_dev, hp.n_layer, frozenset(), frozenset())
-        g = build_graph(spec, hp, _Weights(model, hp, pl),
-                        _layer_kv(caches, c, type_k, type_v, p.v_trans, hp, layers),
-                        p, layers, meta.architecture, meta.hparams, _layer_rs(caches, hp, layers))
+        g = build_graph(
+            spec,
+            hp,
+            _Weights(model, hp, pl),
+            _layer_kv(caches, c, type_k, type_v, p.v_trans, hp, layers),
+            p,
+            layers,
+            meta.architecture,
+            meta.hparams,
+            _layer_rs(caches, hp, layers),
+        )
         schedule(g, backends, dev_backend, 1, op_offload)
         return next((il for il, t in g.flash.items() if t.sb != dev_backend[pl.layer_dev[il]]), None)
     finally:
@@ -467,9 +557,26 @@ def flash_attn_strays(spec: ArchSpec, meta: ModelMeta, hp: LlamaHparams, c: Cpar
             gc.enable()
 
 
-def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, offload_kqv, type_k, type_v,
-                      n_gpu_layers, split_mode, has_overrides, op_offload, final_softcap, dry_run,
-                      full_graph) -> ComputeResult:
+def _estimate_compute(
+    spec,
+    meta,
+    hp,
+    c,
+    pl,
+    caches,
+    backend_kinds,
+    flash_attn,
+    offload_kqv,
+    type_k,
+    type_v,
+    n_gpu_layers,
+    split_mode,
+    has_overrides,
+    op_offload,
+    final_softcap,
+    dry_run,
+    full_graph,
+) -> ComputeResult:
     backends, dev_backend = _backends(pl, backend_kinds)
     cpu = dev_backend[HOST]
     n_tokens = min(c.n_ctx, c.n_ubatch)
@@ -480,14 +587,27 @@ def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, 
     pin = _pins(hp, pl, dev_backend, n_gpu_layers, n_tokens)
     v_trans = not c.flash_attn_requested
     p = GraphParams(
-        n_tokens=n_tokens, n_stream=c.n_stream, n_outputs=n_outputs,
-        flash_attn=flash_attn, v_trans=v_trans, offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
-        final_softcap=final_softcap, n_seqs=n_seqs, pin=pin, cpu_backend=cpu)
+        n_tokens=n_tokens,
+        n_stream=c.n_stream,
+        n_outputs=n_outputs,
+        flash_attn=flash_attn,
+        v_trans=v_trans,
+        offload_kqv=offload_kqv,
+        type_k=type_k,
+        type_v=type_v,
+        final_softcap=final_softcap,
+        n_seqs=n_seqs,
+        pin=pin,
+        cpu_backend=cpu,
+    )
     model = _model(meta)
     pp = pipeline_parallel(len(pl.devices), n_gpu_layers, hp.n_layer_all, split_mode, offload_kqv, has_overrides)
     n_copies = GGML_SCHED_MAX_COPIES if pp else 1
-    sigs = None if full_graph else _signatures(
-        model, hp, pl, op_offload and any(b.op_offload for b in backends), has_overrides)
+    sigs = (
+        None
+        if full_graph
+        else _signatures(model, hp, pl, op_offload and any(b.op_offload for b in backends), has_overrides)
+    )
     retry: frozenset[int] = frozenset()
     whole: frozenset[int] = frozenset()
     # a shortened graph whose dropped layers could have made a difference is replayed again with
@@ -497,9 +617,17 @@ def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, 
             layers, stretches = list(range(hp.n_layer)), []
         else:
             layers, stretches = plan_layers(sigs, pl.layer_dev, hp.n_layer, retry, whole)
-        g = build_graph(spec, hp, _Weights(model, hp, pl),
-                        _layer_kv(caches, c, type_k, type_v, v_trans, hp, layers),
-                        p, layers, meta.architecture, meta.hparams, _layer_rs(caches, hp, layers))
+        g = build_graph(
+            spec,
+            hp,
+            _Weights(model, hp, pl),
+            _layer_kv(caches, c, type_k, type_v, v_trans, hp, layers),
+            p,
+            layers,
+            meta.architecture,
+            meta.hparams,
+            _layer_rs(caches, hp, layers),
+        )
         # the no_alloc dry run loses the pins: ggml_backend_sched_reserve_size resets the scheduler
         # after the graph (and its set_tensor_backend calls) was built
         plan = _checkpoints(stretches, g.entry)
@@ -514,5 +642,9 @@ def _estimate_compute(spec, meta, hp, c, pl, caches, backend_kinds, flash_attn, 
         retry |= failed
         whole |= kept_whole
     devices = [*pl.devices, HOST]  # in backend order: the CPU backend last
-    return ComputeResult({d: a.sizes[i] for i, d in enumerate(devices)},
-                         {d: a.peak[i] for i, d in enumerate(devices)}, n_copies, len(s.splits) + extra_splits)
+    return ComputeResult(
+        {d: a.sizes[i] for i, d in enumerate(devices)},
+        {d: a.peak[i] for i, d in enumerate(devices)},
+        n_copies,
+        len(s.splits) + extra_splits,
+    )

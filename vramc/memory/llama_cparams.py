@@ -48,8 +48,13 @@ def resolve_cparams(p: LlamaParams, n_ctx_train: int) -> Cparams:
             raise ValueError("n_ctx_seq == 0")
         n_ctx = n_ctx_seq * n_seq_max  # "n_ctx is not divisible by n_seq_max - rounding down"
     return Cparams(
-        n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq_max=n_seq_max,
-        n_stream=1 if p.kv_unified else n_seq_max, kv_unified=p.kv_unified,
-        n_batch=n_batch, n_ubatch=n_ubatch, n_outputs_max=n_outputs_max,
+        n_ctx=n_ctx,
+        n_ctx_seq=n_ctx_seq,
+        n_seq_max=n_seq_max,
+        n_stream=1 if p.kv_unified else n_seq_max,
+        kv_unified=p.kv_unified,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        n_outputs_max=n_outputs_max,
         flash_attn_requested=p.flash_attn != "off",
     )

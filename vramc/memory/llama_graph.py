@@ -20,10 +20,32 @@ from vramc.model.ggml import GGML_TYPES
 INPUT, OUTPUT = 1, 2  # GGML_TENSOR_FLAG_INPUT / _OUTPUT
 
 # ggml_op_can_inplace (ggml-alloc.c): ops whose result may take over a source's memory
-INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1",
-                         "SUB", "MUL", "DIV", "SQR", "SQRT", "LOG", "UNARY", "ROPE", "ROPE_BACK",
-                         "SILU_BACK", "RMS_NORM", "RMS_NORM_BACK", "CLAMP", "SOFT_MAX",
-                         "SOFT_MAX_BACK"})
+INPLACE_OPS = frozenset(
+    {
+        "FILL",
+        "SCALE",
+        "DIAG_MASK_ZERO",
+        "DIAG_MASK_INF",
+        "ADD",
+        "ADD_ID",
+        "ADD1",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQR",
+        "SQRT",
+        "LOG",
+        "UNARY",
+        "ROPE",
+        "ROPE_BACK",
+        "SILU_BACK",
+        "RMS_NORM",
+        "RMS_NORM_BACK",
+        "CLAMP",
+        "SOFT_MAX",
+        "SOFT_MAX_BACK",
+    }
+)
 VIEW_OPS = frozenset({"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
 
 
@@ -31,9 +53,29 @@ _TYPE_INFO = {name: (blck, size) for name, blck, size in GGML_TYPES.values()}
 
 
 class Tensor:
-    __slots__ = ("op", "src", "type", "ne", "nb", "view_src", "view_offs", "flags", "name", "dev",
-                 "weight", "nbytes", "backend", "sb", "n_children", "n_views", "buffer", "offset", "own",
-                 "mark", "pos")
+    __slots__ = (
+        "op",
+        "src",
+        "type",
+        "ne",
+        "nb",
+        "view_src",
+        "view_offs",
+        "flags",
+        "name",
+        "dev",
+        "weight",
+        "nbytes",
+        "backend",
+        "sb",
+        "n_children",
+        "n_views",
+        "buffer",
+        "offset",
+        "own",
+        "mark",
+        "pos",
+    )
 
     def __init__(self, op, type_, ne, nb, src=None, view_src=None, view_offs=0, name="", nbytes=-1):
         self.op = op

@@ -99,8 +99,9 @@ class LlamaHparams:
             return False
         if self.arch in ("nemotron_h", "nemotron_h_moe") and self.n_ff[il]:
             return False  # create_memory's filter_attn: MLP layers hold neither KV nor state
-        return ((not self.is_recr[il] or self.arch == "falcon-h1")
-                and (self.n_layer == self.n_layer_all or il < self.n_layer))
+        return (not self.is_recr[il] or self.arch == "falcon-h1") and (
+            self.n_layer == self.n_layer_all or il < self.n_layer
+        )
 
 
 def _per_layer(meta: ModelMeta, key: str, n: int, default) -> tuple[int, ...]:
@@ -188,8 +189,11 @@ def llama_hparams(meta: ModelMeta) -> LlamaHparams:
     n_layer = n_layer_all - int(meta.hp("nextn_predict_layers", 0) or 0)
     n_embd = int(meta.hp("embedding_length"))
     n_head = _per_layer(meta, "attention.head_count", n_layer_all, 0)
-    n_head_kv = (_per_layer(meta, "attention.head_count_kv", n_layer_all, 0)
-                 if meta.hp("attention.head_count_kv") is not None else n_head)
+    n_head_kv = (
+        _per_layer(meta, "attention.head_count_kv", n_layer_all, 0)
+        if meta.hp("attention.head_count_kv") is not None
+        else n_head
+    )
     n_ff = _per_layer(meta, "feed_forward_length", n_layer_all, 0)
     h0 = max(n_head) if n_head else 0
     head_k_full = int(meta.hp("attention.key_length", n_embd // h0 if h0 else 0))

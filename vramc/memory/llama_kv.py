@@ -38,8 +38,9 @@ def swa_cells(hp: LlamaHparams, c: Cparams, swa_full: bool) -> int:
     return pad(min(c.n_ctx_seq, hp.n_swa * (c.n_seq_max if c.kv_unified else 1) + c.n_ubatch), 256)
 
 
-def layer_caches(hp: LlamaHparams, c: Cparams, layer_dev: list[int], offload_kqv: bool,
-                 type_k: str, type_v: str, swa_full: bool) -> list[LayerCache]:
+def layer_caches(
+    hp: LlamaHparams, c: Cparams, layer_dev: list[int], offload_kqv: bool, type_k: str, type_v: str, swa_full: bool
+) -> list[LayerCache]:
     out: list[LayerCache] = []
     v_trans = not c.flash_attn_requested  # decided before FA auto is resolved
     v_max = max((hp.n_embd_v_gqa(il) for il in range(hp.n_layer_all)), default=0)
@@ -50,8 +51,7 @@ def layer_caches(hp: LlamaHparams, c: Cparams, layer_dev: list[int], offload_kqv
         dev = layer_dev[il] if offload_kqv else HOST
         if hp.is_recr[il]:
             # f32 R (conv / token shift) and S (ssm / wkv) state, one row per sequence
-            out.append(LayerCache(il, dev, "rs", rs_rows, 4 * hp.n_embd_r * rs_rows,
-                                  4 * hp.n_embd_s * rs_rows))
+            out.append(LayerCache(il, dev, "rs", rs_rows, 4 * hp.n_embd_r * rs_rows, 4 * hp.n_embd_s * rs_rows))
         if not hp.has_kv(il):
             continue
         swa = iswa and hp.is_swa[il]

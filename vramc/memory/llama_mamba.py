@@ -36,8 +36,14 @@ class SsmConf:
 def ssm_conf(hparams: dict) -> SsmConf:
     def get(key: str) -> int:
         return int(hparams.get(key, 0) or 0)
-    return SsmConf(get("ssm.conv_kernel"), get("ssm.inner_size"), get("ssm.state_size"),
-                   get("ssm.time_step_rank"), get("ssm.group_count"))
+
+    return SsmConf(
+        get("ssm.conv_kernel"),
+        get("ssm.inner_size"),
+        get("ssm.state_size"),
+        get("ssm.time_step_rank"),
+        get("ssm.group_count"),
+    )
 
 
 @dataclass
@@ -50,8 +56,7 @@ class RsInputs:
 
 def rs_inputs(n_rs: int, n_seqs: int) -> RsInputs:
     s_copy = gg.input_tensor("i32", (n_rs,), "rs_s_copy")
-    return RsInputs(gg.view(s_copy, (n_seqs,), (), 0),
-                    gg.view(s_copy, (n_rs - n_seqs,), (), n_seqs * s_copy.nb[0]))
+    return RsInputs(gg.view(s_copy, (n_seqs,), (), 0), gg.view(s_copy, (n_rs - n_seqs,), (), n_seqs * s_copy.nb[0]))
 
 
 def _cpy(a: Tensor, dst: Tensor) -> Tensor:
@@ -94,8 +99,9 @@ def mamba2_layer(g: Graph, c: SsmConf, rs: LayerRS, inp: RsInputs, n_seqs: int, 
     conv_x = gg.concat(conv, gg.transpose(xbc), 0)
     last = gg.view(conv_x, (c.d_conv - 1, d_xbc, n_seqs), (conv_x.nb[1], conv_x.nb[2]), n_seq_tokens * F32)
     g.expand(_cpy(last, gg.view(rs.r, ((c.d_conv - 1) * d_xbc, n_seqs), (rs.r.nb[1],), 0)))
-    xbc = gg.new_tensor("f32", (d_xbc, conv_x.ne[0] - c.d_conv + 1, n_seqs), "SSM_CONV",
-                        [conv_x, w("ssm_conv1d.weight")])
+    xbc = gg.new_tensor(
+        "f32", (d_xbc, conv_x.ne[0] - c.d_conv + 1, n_seqs), "SSM_CONV", [conv_x, w("ssm_conv1d.weight")]
+    )
     if w("ssm_conv1d.bias") is not None:
         xbc = gg.binary("ADD", xbc, w("ssm_conv1d.bias"))
     xbc = gg.unary(xbc)  # silu
@@ -115,8 +121,12 @@ def mamba2_layer(g: Graph, c: SsmConf, rs: LayerRS, inp: RsInputs, n_seqs: int, 
 
     y_ssm = build_rs(g, rs.s, inp, n_seqs, scan)
     d = c.d_state * c.d_inner
-    g.expand(_cpy(gg.view(y_ssm, (d, n_seqs, 1), (d * F32, d * F32 * n_seqs), n_x * F32),
-                  gg.view(rs.s, (d, n_seqs, 1), (rs.s.nb[1], rs.s.ne[1] * rs.s.nb[1]), 0)))
+    g.expand(
+        _cpy(
+            gg.view(y_ssm, (d, n_seqs, 1), (d * F32, d * F32 * n_seqs), n_x * F32),
+            gg.view(rs.s, (d, n_seqs, 1), (rs.s.nb[1], rs.s.ne[1] * rs.s.nb[1]), 0),
+        )
+    )
     xs = x.nb[1]
     y = gg.view(y_ssm, (head_dim, c.n_head, n_seq_tokens, n_seqs), (xs, c.n_head * xs, n_seq_tokens * c.n_head * xs), 0)
     y = gg.binary("ADD", y, gg.binary("MUL", x, w("ssm_d")))

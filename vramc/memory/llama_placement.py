@@ -63,7 +63,7 @@ def _is_quantized(type_name: str) -> bool:
 
 
 def backend_kind(gpu: GpuBudget) -> str:
-    """"rpc" for ggml-rpc-server devices (the oracle), "cuda" for everything else."""
+    """ "rpc" for ggml-rpc-server devices (the oracle), "cuda" for everything else."""
     return "rpc" if gpu.id.upper().startswith("RPC") else "cuda"
 
 
@@ -113,7 +113,9 @@ def split_points(devices: list[int], gpus: list[GpuBudget], tensor_split) -> lis
     return [f32(s / total) for s in splits]
 
 
-def assign_layers(n_layer_all: int, n_gpu_layers: int, devices: list[int], splits: list[float]) -> tuple[list[int], int, int]:
+def assign_layers(
+    n_layer_all: int, n_gpu_layers: int, devices: list[int], splits: list[float]
+) -> tuple[list[int], int, int]:
     """Device of each layer 0..n_layer_all (the output layer last), i_gpu_start, active layers."""
     ngl = n_gpu_layers if n_gpu_layers >= 0 else n_layer_all + 1
     i_gpu_start = max(n_layer_all + 1 - ngl, 0)
@@ -155,9 +157,17 @@ def _override_target(name: str, overrides, device_ids: dict[str, int]) -> int | 
     return None
 
 
-def place_model(meta: ModelMeta, gpus: list[GpuBudget], n_layer: int, n_layer_all: int,
-                n_gpu_layers: int, split_mode: str, tensor_split, main_gpu: int,
-                overrides=()) -> Placement:
+def place_model(
+    meta: ModelMeta,
+    gpus: list[GpuBudget],
+    n_layer: int,
+    n_layer_all: int,
+    n_gpu_layers: int,
+    split_mode: str,
+    tensor_split,
+    main_gpu: int,
+    overrides=(),
+) -> Placement:
     devices = model_devices(len(gpus), split_mode, main_gpu)
     splits = split_points(devices, gpus, tensor_split) if devices else []
     layer_dev, i_gpu_start, act = assign_layers(n_layer_all, n_gpu_layers, devices, splits)
@@ -199,6 +209,12 @@ def place_model(meta: ModelMeta, gpus: list[GpuBudget], n_layer: int, n_layer_al
             # the output device's buffer type
             put(t, out_dev)
 
-    return Placement(devices=devices, layer_dev=layer_dev, weights=weights, tensor_dev=tensor_dev,
-                     splits=splits, i_gpu_start=i_gpu_start, n_gpu_layers=act)
-
+    return Placement(
+        devices=devices,
+        layer_dev=layer_dev,
+        weights=weights,
+        tensor_dev=tensor_dev,
+        splits=splits,
+        i_gpu_start=i_gpu_start,
+        n_gpu_layers=act,
+    )

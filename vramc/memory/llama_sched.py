@@ -86,8 +86,15 @@ class Scheduled:
         self.checkpoint_pos: list[int] = []  # where each checkpoint is in nodes
 
 
-def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_copies: int,
-             op_offload: bool, pins: bool = True, checkpoints=()) -> Scheduled:
+def schedule(
+    g: Graph,
+    backends: list[Backend],
+    dev_backend: dict[int, int],
+    n_copies: int,
+    op_offload: bool,
+    pins: bool = True,
+    checkpoints=(),
+) -> Scheduled:
     """`pins`: honour ggml_backend_sched_set_tensor_backend assignments made while building (the
     no_alloc dry run loses them: ggml_backend_sched_reserve_size resets the scheduler first).
     `checkpoints`: nodes, in graph order, at which to record the state of pass 5 (`entry_split`)."""
@@ -182,9 +189,13 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
         if n.sb == -1:
             best, best_n = -1, -1
             for b in range(len(backends)):
-                k = sum(1 for s in n.src if s is not None
-                        and (s.sb != -1 or (s.view_src is not None and s.view_src.sb != -1))
-                        and supported(s, b))
+                k = sum(
+                    1
+                    for s in n.src
+                    if s is not None
+                    and (s.sb != -1 or (s.view_src is not None and s.view_src.sb != -1))
+                    and supported(s, b)
+                )
                 if k > best_n:
                     best, best_n = b, k
             n.sb = best
@@ -263,8 +274,7 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
                 leaf.flags |= OUTPUT
                 cps = [leaf]
                 for _c in range(1, n_copies):
-                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=f"copy of {leaf.name}",
-                                nbytes=leaf.nbytes)
+                    cp = Tensor("NONE", leaf.type, leaf.ne, leaf.nb, name=f"copy of {leaf.name}", nbytes=leaf.nbytes)
                     cp.flags |= INPUT | OUTPUT
                     cps.append(cp)
                 graph_inputs.append((leaf, cps))
@@ -284,7 +294,7 @@ def schedule(g: Graph, backends: list[Backend], dev_backend: dict[int, int], n_c
         while mark_index[m] < sp.i_end:
             mark_pos.append(len(out_nodes) + mark_index[m] - sp.i_start)
             m += 1
-        part = nodes[sp.i_start:sp.i_end]
+        part = nodes[sp.i_start : sp.i_end]
         out_nodes += part
         out_backend += [n.sb for n in part]
     if n_copies > 1:
@@ -489,8 +499,14 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4, checkpoints
                 del live[buffer][p]
                 p.own = False
         if end < n_nodes:
-            states.append(AllocState(tick(), [tuple(map(tuple, ta.blocks)) for ta in tallocs],
-                                     [list(lv) for lv in live], [list(map(left, lv)) for lv in live]))
+            states.append(
+                AllocState(
+                    tick(),
+                    [tuple(map(tuple, ta.blocks)) for ta in tallocs],
+                    [list(lv) for lv in live],
+                    [list(map(left, lv)) for lv in live],
+                )
+            )
         start = end
 
     peak: list[list[tuple[str, int]]] = []

@@ -168,8 +168,7 @@ def activation_peak(cfg: schema.HFConfig, tp: int, dbytes: int, tokens: int, seq
     rows = min(seqs, tokens)
     sampler = int(SAMPLER_BYTES_PER_LOGIT * rows * round_up(cfg.vocab_size, VOCAB_PADDING))
     hidden = tokens * H * dbytes
-    return {"forward": forward, "sampler": sampler, "hidden": hidden,
-            "peak": max(forward, sampler) + hidden}
+    return {"forward": forward, "sampler": sampler, "hidden": hidden, "peak": max(forward, sampler) + hidden}
 
 
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
@@ -185,16 +184,19 @@ def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
     return sorted({s for s in sizes if s <= max_num_batched_tokens})
 
 
-def cudagraph_estimate(cfg: schema.HFConfig, dbytes: int, max_num_seqs: int,
-                       max_num_batched_tokens: int) -> tuple[int, int]:
+def cudagraph_estimate(
+    cfg: schema.HFConfig, dbytes: int, max_num_seqs: int, max_num_batched_tokens: int
+) -> tuple[int, int]:
     """(bytes, graphs) of GPUModelRunner.profile_cudagraph_memory for FULL_AND_PIECEWISE:
     PIECEWISE graphs for every capture size, FULL decode graphs for sizes <= max_num_seqs.
     vLLM measures the largest capture and the per-graph cost of the next one; we take the
     graph's static output [tokens, hidden] as that cost (floor 1 MiB)."""
     sizes = capture_sizes(max_num_seqs, max_num_batched_tokens)
     per_mode = [sizes, [s for s in sizes if s <= max_num_seqs]]
+
     def graph(s: int) -> int:
         return max(s * cfg.hidden_size * dbytes, GRAPH_FLOOR)
+
     first = max(graph(m[-1]) for m in per_mode if m)
     rest = sum((len(m) - 1) * graph(m[-2]) for m in per_mode if len(m) > 1)
     return first + rest, sum(len(m) for m in per_mode)

@@ -1,2 +1,1 @@
-"""Model: what a GGUF file says (header, tensors, hyper-parameters) and its lock in a model profile.
-"""
+"""Model: what a GGUF file says (header, tensors, hyper-parameters) and its lock in a model profile."""

@@ -38,11 +38,20 @@ from vramc.model.modelmeta import ModelMeta, Tensor, block_ranges, lock_mismatch
 REPORT_VERSION = 1
 _INPUT = ("token_embd.", "token_embd_norm.", "token_types.", "position_embd.")
 _OUTPUT = ("output.", "output_norm.")
-_EXPERT_KEYS = ("expert_count", "expert_used_count", "expert_shared_count",
-                "expert_feed_forward_length", "leading_dense_block_count")
+_EXPERT_KEYS = (
+    "expert_count",
+    "expert_used_count",
+    "expert_shared_count",
+    "expert_feed_forward_length",
+    "leading_dense_block_count",
+)
 _RECURRENT_PREFIXES = ("ssm.", "wkv.", "shortconv.")
-_MLA_LABELS = {"key_length_mla": "MLA key length", "value_length_mla": "MLA value length",
-               "kv_lora_rank": "KV LoRA rank", "q_lora_rank": "Q LoRA rank"}
+_MLA_LABELS = {
+    "key_length_mla": "MLA key length",
+    "value_length_mla": "MLA value length",
+    "kv_lora_rank": "KV LoRA rank",
+    "q_lora_rank": "Q LoRA rank",
+}
 
 
 # --- report --------------------------------------------------------------------------------
@@ -93,8 +102,9 @@ def build_report(meta: ModelMeta, path: str | os.PathLike) -> dict[str, Any]:
         "other": {"bytes": _sum(others), "tensors": [t.name for t in others]},
         "attention": _attention(meta, n_layer),
         "experts": {k: hp[k] for k in _EXPERT_KEYS if k in hp},
-        "recurrent": {k: v for k, v in sorted(hp.items())
-                      if k.startswith(_RECURRENT_PREFIXES) or k == "token_shift_count"},
+        "recurrent": {
+            k: v for k, v in sorted(hp.items()) if k.startswith(_RECURRENT_PREFIXES) or k == "token_shift_count"
+        },
         "types": _types(meta.tensors),
     }
 
@@ -104,8 +114,7 @@ def _layers(tensors: list[Tensor], n_layer: int) -> list[dict]:
     for t in tensors:
         sizes[t.block] += t.nbytes
         types[t.block][t.type] += 1
-    return [{"index": i, "bytes": sizes[i], "types": dict(sorted(types[i].items()))}
-            for i in range(n_layer)]
+    return [{"index": i, "bytes": sizes[i], "types": dict(sorted(types[i].items()))} for i in range(n_layer)]
 
 
 def _per_layer(value: Any, n_layer: int) -> list[int] | None:
@@ -175,29 +184,37 @@ def render_text(report: dict, layers: bool = False) -> str:
     file_size += f" in {r['splits']} parts)" if r["splits"] > 1 else ")"
     vocab = f"{r['vocab_size']:,} tokens" + (f" ({r['tokenizer']})" if r["tokenizer"] else "")
     weights = [
-        ("per block", f"min {_human(blocks['min_bytes'])}, mean {_human(blocks['mean_bytes'])}, "
-                      f"max {_human(blocks['max_bytes'])}"),
+        (
+            "per block",
+            f"min {_human(blocks['min_bytes'])}, mean {_human(blocks['mean_bytes'])}, "
+            f"max {_human(blocks['max_bytes'])}",
+        ),
         ("input", _tensors(r["input"]) + " (host memory)"),
         ("output", _tensors(out)),
         ("tied embeddings", "no"),
     ]
     if out["tied_embeddings"]:
-        weights[-1] = ("tied embeddings", "yes: token_embd.weight is copied onto the output "
-                                          f"device, {_human(out['device_bytes'])} there")
+        weights[-1] = (
+            "tied embeddings",
+            f"yes: token_embd.weight is copied onto the output device, {_human(out['device_bytes'])} there",
+        )
     if r["other"]["tensors"]:
         weights.append(("other", _tensors(r["other"])))
     sections = [
-        (None, [
-            ("architecture", r["architecture"]),
-            ("name", r["name"] or "-"),
-            ("file type", r["file_type"] or "-"),
-            ("file size", file_size),
-            ("header sha256", r["header_sha256"]),
-            ("blocks", str(r["block_count"])),
-            ("trained context", _num(r["context_length"])),
-            ("embedding length", _num(r["embedding_length"])),
-            ("vocabulary", vocab),
-        ]),
+        (
+            None,
+            [
+                ("architecture", r["architecture"]),
+                ("name", r["name"] or "-"),
+                ("file type", r["file_type"] or "-"),
+                ("file size", file_size),
+                ("header sha256", r["header_sha256"]),
+                ("blocks", str(r["block_count"])),
+                ("trained context", _num(r["context_length"])),
+                ("embedding length", _num(r["embedding_length"])),
+                ("vocabulary", vocab),
+            ],
+        ),
         ("weights", weights),
         ("attention", _attention_rows(r["attention"])),
         ("experts", [(k.replace("_", " "), _num(v)) for k, v in r["experts"].items()]),
@@ -212,8 +229,7 @@ def render_text(report: dict, layers: bool = False) -> str:
     lines += _types_table(r["types"], r["total_bytes"])
     if layers:
         lines += _layers_table(blocks["layers"])
-    lines += ["", f"total: {_human(r['total_bytes'])} ({r['total_bytes']:,} bytes) "
-                  f"in {r['tensor_count']} tensors"]
+    lines += ["", f"total: {_human(r['total_bytes'])} ({r['total_bytes']:,} bytes) in {r['tensor_count']} tensors"]
     return "\n".join(lines) + "\n"
 
 
@@ -242,8 +258,7 @@ def _attention_rows(a: dict) -> list[tuple[str, str]]:
 
 def _types_table(types: dict, total: int) -> list[str]:
     rows = sorted(types.items(), key=lambda kv: (-kv[1]["bytes"], kv[0]))
-    lines = ["", "quantization mix",
-             f"  {'type':<8} {'tensors':>7}  {'bytes':>16}  {'size':>11}  share"]
+    lines = ["", "quantization mix", f"  {'type':<8} {'tensors':>7}  {'bytes':>16}  {'size':>11}  share"]
     for name, row in rows:
         n, share = row["bytes"], row["bytes"] / total if total else 0
         lines.append(f"  {name:<8} {row['tensors']:>7}  {n:>16,}  {_human(n):>11}  {share:6.1%}")
@@ -299,8 +314,15 @@ def default_name(path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "model"
 
 
-def profile_yaml(meta: ModelMeta, *, gguf: str | None, name: str, command: str,
-                 source: str | None = None, download: list[str] | None = None) -> str:
+def profile_yaml(
+    meta: ModelMeta,
+    *,
+    gguf: str | None,
+    name: str,
+    command: str,
+    source: str | None = None,
+    download: list[str] | None = None,
+) -> str:
     """A model profile holding the lock; loads back through `schema.Model`."""
     import yaml
 
@@ -311,10 +333,8 @@ def profile_yaml(meta: ModelMeta, *, gguf: str | None, name: str, command: str,
         pass
 
     # short lists and the file fingerprint on one line each; every other map in block style
-    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v,
-                                                                   flow_style=True))
-    Dumper.add_representer(FlowMap, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v,
-                                                                     flow_style=True))
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    Dumper.add_representer(FlowMap, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True))
     lock = meta.to_lock()
     if "file" in lock:
         lock["file"] = FlowMap(lock["file"])
@@ -393,8 +413,7 @@ def meta_problem(meta: ModelMeta) -> str | None:
 
 
 # --- command -------------------------------------------------------------------------------
-def cli_analyze(path: str | Path, *, layers: bool, fmt: str, write: Path | None,
-                name: str | None) -> int:
+def cli_analyze(path: str | Path, *, layers: bool, fmt: str, write: Path | None, name: str | None) -> int:
     if fmt not in ("text", "json"):
         return _usage(f"--format must be text or json, not {fmt!r}")
     if name is not None:
@@ -441,13 +460,18 @@ def cli_analyze(path: str | Path, *, layers: bool, fmt: str, write: Path | None,
             Path(write).parent.mkdir(parents=True, exist_ok=True)
             if remote is not None:
                 # not downloaded: gguf: is where the project expects the file, beside profiles/
-                text = profile_yaml(meta, gguf=f"models/{remote.file_name}",
-                                    name=name or default_name(remote.file_name),
-                                    command=command_text, source=remote.source,
-                                    download=remote.urls)
+                text = profile_yaml(
+                    meta,
+                    gguf=f"models/{remote.file_name}",
+                    name=name or default_name(remote.file_name),
+                    command=command_text,
+                    source=remote.source,
+                    download=remote.urls,
+                )
             else:
-                text = profile_yaml(meta, gguf=relative_gguf(path, write),
-                                    name=name or default_name(path), command=command_text)
+                text = profile_yaml(
+                    meta, gguf=relative_gguf(path, write), name=name or default_name(path), command=command_text
+                )
             write_new(write, text)
         except EditRefused as e:
             sys.stderr.write(f"vramc analyze: {e}\n")

@@ -40,20 +40,59 @@ _INT64_MAX = 2**63 - 1
 
 # llama_ftype (include/llama.h) by value, named as in quantized file names.
 FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M",
-    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
-    39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+    39: "NVFP4",
+    40: "Q1_0",
+    41: "Q2_0",
 }
 
 # GGUF value types: id -> (name, struct format or None, smallest encoded size).
 _F32, _STRING, _ARRAY = 6, 8, 9
 _VALUE_TYPES: dict[int, tuple[str, str | None, int]] = {
-    0: ("u8", "B", 1), 1: ("i8", "b", 1), 2: ("u16", "H", 2), 3: ("i16", "h", 2),
-    4: ("u32", "I", 4), 5: ("i32", "i", 4), 6: ("f32", "f", 4), 7: ("bool", "?", 1),
-    8: ("str", None, 8), 9: ("arr", None, 12), 10: ("u64", "Q", 8), 11: ("i64", "q", 8),
+    0: ("u8", "B", 1),
+    1: ("i8", "b", 1),
+    2: ("u16", "H", 2),
+    3: ("i16", "h", 2),
+    4: ("u32", "I", 4),
+    5: ("i32", "i", 4),
+    6: ("f32", "f", 4),
+    7: ("bool", "?", 1),
+    8: ("str", None, 8),
+    9: ("arr", None, 12),
+    10: ("u64", "Q", 8),
+    11: ("i64", "q", 8),
     12: ("f64", "d", 8),
 }
 _STRUCTS = {t: struct.Struct("<" + fmt) for t, (_, fmt, _) in _VALUE_TYPES.items() if fmt}
@@ -64,8 +103,7 @@ _CHUNK = 1024  # strings walked per regular-expression match (see _short_strings
 _MIN_KV, _MIN_TENSOR_INFO = 8 + 1 + 4 + 1, 8 + 4 + 4 + 8
 _SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 # Header keys outside <arch>.* that ModelMeta.extra carries for display.
-_EXTRA_KEYS = ("general.size_label", "general.quantization_version", "tokenizer.ggml.model",
-               "tokenizer.ggml.pre")
+_EXTRA_KEYS = ("general.size_label", "general.quantization_version", "tokenizer.ggml.model", "tokenizer.ggml.pre")
 
 
 class GGUFError(Exception):
@@ -169,11 +207,14 @@ def meta_of_parts(parts: list[GGUFHeader]) -> ModelMeta:
     if not isinstance(arch, str) or not arch:
         raise GGUFError(head.path, None, "no general.architecture key: not a llama.cpp model")
     prefix = arch + "."
-    hparams = {k[len(prefix):]: v for k, v in kv.items() if k.startswith(prefix) and _is_hparam(v)}
+    hparams = {k[len(prefix) :]: v for k, v in kv.items() if k.startswith(prefix) and _is_hparam(v)}
     n_layer = hparams.get("block_count", 0)
     if type(n_layer) is not int or not 0 <= n_layer <= MAX_LAYERS:
-        raise GGUFError(head.path, None, f"{prefix}block_count is {n_layer!r}; llama.cpp takes a "
-                        f"whole number from 0 to {MAX_LAYERS}")
+        raise GGUFError(
+            head.path,
+            None,
+            f"{prefix}block_count is {n_layer!r}; llama.cpp takes a whole number from 0 to {MAX_LAYERS}",
+        )
     tokens = kv.get("tokenizer.ggml.tokens")
     if isinstance(tokens, (list, SkippedArray)):
         # llama.cpp sizes the vocabulary by its token list; <arch>.vocab_size only without one
@@ -208,9 +249,13 @@ def split_paths(path: str | os.PathLike, count: int) -> list[Path]:
         return [path]
     m = _SPLIT_RE.match(path.name)
     if not m or int(m["count"]) != count:
-        raise GGUFError(path, None, f"the model is split into {count} parts, but the file name "
-                        f"does not end in -NNNNN-of-{count:05d}.gguf, so the other parts cannot "
-                        "be found")
+        raise GGUFError(
+            path,
+            None,
+            f"the model is split into {count} parts, but the file name "
+            f"does not end in -NNNNN-of-{count:05d}.gguf, so the other parts cannot "
+            "be found",
+        )
     prefix = m["prefix"]
     return [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
@@ -237,9 +282,13 @@ def check_parts(parts: list[GGUFHeader], count: int) -> list[GGUFHeader]:
     """`parts` if they are the `count` parts of one split model in order, else a GGUFError."""
     for no, part in enumerate(parts):
         if part.kv.get("split.no") != no or part.kv.get("split.count") != count:
-            raise GGUFError(part.path, None, f"the file name says part {no + 1} of {count}, but "
-                            f"its header says split.no={part.kv.get('split.no')} (0-based), "
-                            f"split.count={part.kv.get('split.count')}")
+            raise GGUFError(
+                part.path,
+                None,
+                f"the file name says part {no + 1} of {count}, but "
+                f"its header says split.no={part.kv.get('split.no')} (0-based), "
+                f"split.count={part.kv.get('split.count')}",
+            )
     seen: set[str] = set()
     for part in parts:
         for t in part.tensors:
@@ -248,8 +297,9 @@ def check_parts(parts: list[GGUFHeader], count: int) -> list[GGUFHeader]:
             seen.add(t.name)
     expected = parts[0].kv.get("split.tensors.count")
     if isinstance(expected, int) and expected != len(seen):
-        raise GGUFError(parts[0].path, None, f"split.tensors.count says {expected} tensors, but "
-                        f"the {count} parts hold {len(seen)}")
+        raise GGUFError(
+            parts[0].path, None, f"split.tensors.count says {expected} tensors, but the {count} parts hold {len(seen)}"
+        )
     return parts
 
 
@@ -301,8 +351,7 @@ class _Parser:
         """Claim the next n bytes; their start."""
         start = self.pos
         if n > self.size - start:
-            self.fail(f"{what} needs {n} bytes, but only {self.size - start} are left "
-                      "(truncated or corrupt file)")
+            self.fail(f"{what} needs {n} bytes, but only {self.size - start} are left (truncated or corrupt file)")
         if start + n > MAX_HEADER:
             self._too_long()
         self.need(start + n)
@@ -313,8 +362,10 @@ class _Parser:
         """Bytes [0, end) are about to be read: a parser over a partial buffer fetches them."""
 
     def _too_long(self) -> NoReturn:
-        self.fail(f"the header (metadata and tensor table) runs past {MAX_HEADER} bytes; no "
-                  "model's comes near: a corrupt length or count?")
+        self.fail(
+            f"the header (metadata and tensor table) runs past {MAX_HEADER} bytes; no "
+            "model's comes near: a corrupt length or count?"
+        )
 
     def u32(self, what: str) -> int:
         return _U32.unpack_from(self.buf, self.take(4, what))[0]
@@ -332,7 +383,7 @@ class _Parser:
         start = self.take(n, what)
         if n > STRING_LIMIT:
             return SkippedString(n)
-        return self.buf[start:start + n]
+        return self.buf[start : start + n]
 
     def text(self, what: str) -> str | SkippedString:
         raw = self.raw_string(what)
@@ -365,23 +416,26 @@ class _Parser:
         n_kv = self.u64("key-value count")
         left = self.size - self.pos
         if n_kv * _MIN_KV + n_tensors * _MIN_TENSOR_INFO > left:
-            self.fail(f"the header claims {n_kv} key-value pairs and {n_tensors} tensors, which "
-                      f"cannot fit in the {left} bytes that follow", 8)
+            self.fail(
+                f"the header claims {n_kv} key-value pairs and {n_tensors} tensors, which "
+                f"cannot fit in the {left} bytes that follow",
+                8,
+            )
         kv = self.key_values(n_kv)
         alignment = self.alignment(kv)
         tensors, offsets = self.tensor_infos(n_tensors)
         data_offset = _pad(self.pos, alignment) if n_tensors else self.pos
         if data_offset > self.size:
-            self.fail(f"the data section would start at byte {data_offset}, past the end of the "
-                      f"file ({self.size} bytes)")
+            self.fail(
+                f"the data section would start at byte {data_offset}, past the end of the file ({self.size} bytes)"
+            )
         self.check_placement(tensors, offsets, data_offset, alignment)
         if data_offset > MAX_HEADER:
             self._too_long()
         self.need(data_offset)
         with memoryview(self.buf) as view, view[:data_offset] as head:
             digest = hashlib.sha256(head).hexdigest()
-        return GGUFHeader(self.path, version, kv, tensors, alignment, data_offset, self.size,
-                          digest)
+        return GGUFHeader(self.path, version, kv, tensors, alignment, data_offset, self.size, digest)
 
     def key_values(self, n_kv: int) -> dict[str, Any]:
         kv: dict[str, Any] = {}
@@ -431,8 +485,11 @@ class _Parser:
             self.fail(f"{what} nests arrays more than {_MAX_NESTING} deep", at)
         left = self.size - self.pos
         if count * min_size > left:
-            self.fail(f"{what} claims {count} elements of type {ename} (at least "
-                      f"{count * min_size} bytes), but only {left} bytes are left", at)
+            self.fail(
+                f"{what} claims {count} elements of type {ename} (at least "
+                f"{count * min_size} bytes), but only {left} bytes are left",
+                at,
+            )
         if self.pos + count * min_size > MAX_HEADER:
             self._too_long()
         if not keep or (self.array_limit is not None and count > self.array_limit):
@@ -504,24 +561,34 @@ class _Parser:
                 self.fail(f"tensor {name!r} has unknown ggml type {type_id}", at)
             type_name, block, _ = GGML_TYPES[type_id]
             if shape[0] % block:
-                self.fail(f"tensor {name!r} rows of {shape[0]} elements are not a whole number of "
-                          f"{type_name} blocks ({block} elements)", at)
+                self.fail(
+                    f"tensor {name!r} rows of {shape[0]} elements are not a whole number of "
+                    f"{type_name} blocks ({block} elements)",
+                    at,
+                )
             offsets.append((at, self.u64(f"data offset of {name!r}")))
             tensors.append(make_tensor(name, type_name, shape))
         return tensors, offsets
 
-    def check_placement(self, tensors: list[Tensor], offsets: list[tuple[int, int]],
-                        data_offset: int, alignment: int) -> None:
+    def check_placement(
+        self, tensors: list[Tensor], offsets: list[tuple[int, int]], data_offset: int, alignment: int
+    ) -> None:
         # llama.cpp requires tensors packed in table order, each padded to the alignment.
         expected = 0
         for t, (at, offset) in zip(tensors, offsets):
             if offset != expected:
-                self.fail(f"tensor {t.name!r} has data offset {offset}, expected {expected} "
-                          "(llama.cpp requires tensors packed in table order)", at)
+                self.fail(
+                    f"tensor {t.name!r} has data offset {offset}, expected {expected} "
+                    "(llama.cpp requires tensors packed in table order)",
+                    at,
+                )
             end = data_offset + offset + t.nbytes
             if end > self.size:
-                self.fail(f"tensor {t.name!r} data ends at byte {end}, past the end of the file "
-                          f"({self.size} bytes): truncated download?", at)
+                self.fail(
+                    f"tensor {t.name!r} data ends at byte {end}, past the end of the file "
+                    f"({self.size} bytes): truncated download?",
+                    at,
+                )
             expected += _pad(t.nbytes, alignment)
 
 

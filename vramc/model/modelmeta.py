@@ -90,8 +90,7 @@ class ModelMeta:
     def to_lock(self) -> dict:
         lock: dict[str, Any] = {}
         if self.file_size is not None:
-            lock["file"] = {"size": self.file_size, "header_sha256": self.header_sha256 or "",
-                            "splits": self.splits}
+            lock["file"] = {"size": self.file_size, "header_sha256": self.header_sha256 or "", "splits": self.splits}
         lock["architecture"] = self.architecture
         if self.name:
             lock["name"] = self.name
@@ -134,18 +133,38 @@ _ARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 # Hyper-parameters the memory model reads as whole numbers: True where a per-layer array is allowed.
 _INT_KEYS = {
-    "block_count": False, "context_length": False, "embedding_length": False, "vocab_size": False,
-    "feed_forward_length": True, "attention.head_count": True, "attention.head_count_kv": True,
-    "attention.key_length": False, "attention.value_length": False,
-    "attention.key_length_swa": False, "attention.value_length_swa": False,
-    "attention.key_length_mla": False, "attention.value_length_mla": False,
-    "attention.kv_lora_rank": False, "attention.sliding_window": False,
-    "attention.shared_kv_layers": False, "rope.dimension_count": False, "expert_count": False,
-    "expert_used_count": True, "expert_group_count": False, "expert_group_used_count": False,
-    "expert_gating_func": False, "nextn_predict_layers": False, "full_attention_interval": False,
-    "wkv.head_size": False, "token_shift_count": False, "shortconv.l_cache": False,
-    "ssm.conv_kernel": False, "ssm.inner_size": False, "ssm.state_size": False,
-    "ssm.time_step_rank": False, "ssm.group_count": False,
+    "block_count": False,
+    "context_length": False,
+    "embedding_length": False,
+    "vocab_size": False,
+    "feed_forward_length": True,
+    "attention.head_count": True,
+    "attention.head_count_kv": True,
+    "attention.key_length": False,
+    "attention.value_length": False,
+    "attention.key_length_swa": False,
+    "attention.value_length_swa": False,
+    "attention.key_length_mla": False,
+    "attention.value_length_mla": False,
+    "attention.kv_lora_rank": False,
+    "attention.sliding_window": False,
+    "attention.shared_kv_layers": False,
+    "rope.dimension_count": False,
+    "expert_count": False,
+    "expert_used_count": True,
+    "expert_group_count": False,
+    "expert_group_used_count": False,
+    "expert_gating_func": False,
+    "nextn_predict_layers": False,
+    "full_attention_interval": False,
+    "wkv.head_size": False,
+    "token_shift_count": False,
+    "shortconv.l_cache": False,
+    "ssm.conv_kernel": False,
+    "ssm.inner_size": False,
+    "ssm.state_size": False,
+    "ssm.time_step_rank": False,
+    "ssm.group_count": False,
 }
 _U32_KEYS = ("context_length", "attention.sliding_window")  # token counts: llama.cpp's u32
 # Other keys the memory model reads as numbers; the pattern may also be a per-layer list of flags.
@@ -154,8 +173,7 @@ _NUMBER_KEYS = ("expert_weights_scale", *_LIST_OR_NUMBER)
 # Architectures whose graph runs llama.cpp's Mamba-2 mixer (build_mamba2_layer), which divides the
 # inner size by the SSM heads and the groups.
 _MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h", "nemotron_h_moe", "falcon-h1"})
-_SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.time_step_rank",
-             "ssm.group_count")
+_SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.time_step_rank", "ssm.group_count")
 
 
 class MetaError(ValueError):
@@ -198,11 +216,14 @@ def validate_meta(meta: ModelMeta) -> None:
     n = hp.get("block_count")
     if type(n) is not int or not 0 < n <= MAX_LAYERS:
         where = "is missing" if "block_count" not in hp else f"is {_show(n)}"
-        raise MetaError(f"block_count {where}: it must be a whole number from 1 to {MAX_LAYERS}",
-                        ("hparams", "block_count") if "block_count" in hp else ("hparams",))
+        raise MetaError(
+            f"block_count {where}: it must be a whole number from 1 to {MAX_LAYERS}",
+            ("hparams", "block_count") if "block_count" in hp else ("hparams",),
+        )
     if type(meta.vocab_size) is not int or not 0 <= meta.vocab_size <= MAX_DIM:
-        raise MetaError(f"vocab_size {_show(meta.vocab_size)} is implausible (a whole number up to "
-                        f"{MAX_DIM})", ("vocab_size",))
+        raise MetaError(
+            f"vocab_size {_show(meta.vocab_size)} is implausible (a whole number up to {MAX_DIM})", ("vocab_size",)
+        )
     for key, v in hp.items():
         _check_value(str(key), v, n)
     if "embedding_length" not in hp:
@@ -222,8 +243,9 @@ def _show(v: Any) -> str:
 def _check_value(key: str, v: Any, n_layer: int) -> None:
     path = ("hparams", key)
     if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v)):
-        raise MetaError(f"{key} is {_show(v)}: a hyper-parameter is a number, a string, a boolean "
-                        "or a list of numbers", path)
+        raise MetaError(
+            f"{key} is {_show(v)}: a hyper-parameter is a number, a string, a boolean or a list of numbers", path
+        )
     if isinstance(v, list):
         if len(v) > MAX_LAYERS:
             raise MetaError(f"{key} has {len(v)} values, more than {MAX_LAYERS} layers", path)
@@ -233,11 +255,9 @@ def _check_value(key: str, v: Any, n_layer: int) -> None:
     for x in values:
         if isinstance(x, float) and not math.isfinite(x):
             raise MetaError(f"{key} is {x}, not a finite number", path)
-        if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_DIM * 1024 \
-                and key not in _U32_KEYS:
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_DIM * 1024 and key not in _U32_KEYS:
             raise MetaError(f"{key} = {_show(x)} is implausible", path)
-    if key in _NUMBER_KEYS and not isinstance(v, (int, float)) and not (
-            key in _LIST_OR_NUMBER and isinstance(v, list)):
+    if key in _NUMBER_KEYS and not isinstance(v, (int, float)) and not (key in _LIST_OR_NUMBER and isinstance(v, list)):
         raise MetaError(f"{key} is {_show(v)}: it must be a number", path)
     per_layer = _INT_KEYS.get(key)
     if per_layer is None:
@@ -250,8 +270,11 @@ def _check_value(key: str, v: Any, n_layer: int) -> None:
             raise MetaError(f"{key} has {len(v)} values for {n_layer} layers", path)
     for x in values:
         if type(x) is not int or not 0 <= x <= bound:
-            raise MetaError(f"{key} is {_show(v)}: it must be a whole number from 0 to {bound:,}"
-                            + (", or one per layer" if per_layer else ""), path)
+            raise MetaError(
+                f"{key} is {_show(v)}: it must be a whole number from 0 to {bound:,}"
+                + (", or one per layer" if per_layer else ""),
+                path,
+            )
 
 
 def _check_derived(meta: ModelMeta) -> None:
@@ -261,46 +284,61 @@ def _check_derived(meta: ModelMeta) -> None:
     n_layer = hp["block_count"]
     nextn = hp.get("nextn_predict_layers", 0)
     if nextn >= n_layer:
-        raise MetaError(f"nextn_predict_layers ({nextn}) must be fewer than block_count ({n_layer})",
-                        ("hparams", "nextn_predict_layers"))
+        raise MetaError(
+            f"nextn_predict_layers ({nextn}) must be fewer than block_count ({n_layer})",
+            ("hparams", "nextn_predict_layers"),
+        )
     if hp.get("full_attention_interval", 1) < 1:
-        raise MetaError("full_attention_interval is 0: it must be at least 1",
-                        ("hparams", "full_attention_interval"))
+        raise MetaError("full_attention_interval is 0: it must be at least 1", ("hparams", "full_attention_interval"))
     n_expert, used = hp.get("expert_count", 0), hp.get("expert_used_count", 0)
     used = max(used) if isinstance(used, list) else used
     if n_expert > MAX_EXPERTS:
-        raise MetaError(f"expert_count {n_expert} is more than llama.cpp's {MAX_EXPERTS}",
-                        ("hparams", "expert_count"))
+        raise MetaError(f"expert_count {n_expert} is more than llama.cpp's {MAX_EXPERTS}", ("hparams", "expert_count"))
     if used > n_expert or (n_expert and not used):
-        raise MetaError(f"expert_used_count {used} must be from 1 to expert_count ({n_expert})",
-                        ("hparams", "expert_used_count" if "expert_used_count" in hp else "expert_count"))
+        raise MetaError(
+            f"expert_used_count {used} must be from 1 to expert_count ({n_expert})",
+            ("hparams", "expert_used_count" if "expert_used_count" in hp else "expert_count"),
+        )
     groups, groups_used = hp.get("expert_group_count", 0), hp.get("expert_group_used_count", 0)
     if groups > 1 and (n_expert % groups or not 0 < groups_used <= groups):
-        raise MetaError(f"expert_group_count {groups} must divide expert_count ({n_expert}) and "
-                        f"expert_group_used_count ({groups_used}) be from 1 to it",
-                        ("hparams", "expert_group_count"))
+        raise MetaError(
+            f"expert_group_count {groups} must divide expert_count ({n_expert}) and "
+            f"expert_group_used_count ({groups_used}) be from 1 to it",
+            ("hparams", "expert_group_count"),
+        )
     h = llama_hparams(meta)
     recurrent = meta.architecture in RECURRENT_ARCHS or any(h.is_recr)
     if not recurrent and max(h.n_head, default=0) == 0:
-        raise MetaError(f"attention.head_count is 0 (or missing): a {meta.architecture} model "
-                        "needs attention heads", ("hparams", "attention.head_count")
-                        if "attention.head_count" in hp else ("hparams",))
+        raise MetaError(
+            f"attention.head_count is 0 (or missing): a {meta.architecture} model needs attention heads",
+            ("hparams", "attention.head_count") if "attention.head_count" in hp else ("hparams",),
+        )
     for il in range(h.n_layer_all):
         if not (h.has_kv(il) and h.n_head_kv[il] > 0):
             continue
         for kind, size in (("key", h.head_k[il]), ("value", h.head_v[il])):
             if size < 1:
-                key = next((k for k in (f"attention.{kind}_length_swa" if h.is_swa[il] else "",
-                                        f"attention.{kind}_length") if k in hp), "embedding_length")
-                raise MetaError(f"layer {il} has attention heads of {kind} length 0 ({key} is "
-                                f"{hp.get(key)}): a head needs at least one element", ("hparams", key))
+                key = next(
+                    (
+                        k
+                        for k in (f"attention.{kind}_length_swa" if h.is_swa[il] else "", f"attention.{kind}_length")
+                        if k in hp
+                    ),
+                    "embedding_length",
+                )
+                raise MetaError(
+                    f"layer {il} has attention heads of {kind} length 0 ({key} is "
+                    f"{hp.get(key)}): a head needs at least one element",
+                    ("hparams", key),
+                )
     if meta.architecture in _MAMBA2_ARCHS and any(h.is_recr):
         values = {k: hp.get(k, 0) for k in _SSM_KEYS}
         missing = [k for k, x in values.items() if x < 1]
         if missing:
-            raise MetaError(f"{', '.join(missing)} must be at least 1: the Mamba-2 layers of a "
-                            f"{meta.architecture} model need them", ("hparams", missing[0])
-                            if missing[0] in hp else ("hparams",))
+            raise MetaError(
+                f"{', '.join(missing)} must be at least 1: the Mamba-2 layers of a {meta.architecture} model need them",
+                ("hparams", missing[0]) if missing[0] in hp else ("hparams",),
+            )
         inner = values["ssm.inner_size"]
         for k in ("ssm.time_step_rank", "ssm.group_count"):
             if inner % values[k]:
@@ -379,8 +417,7 @@ def expand_tensors(table: dict[str, list]) -> list[Tensor]:
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise MetaError(f"tensor {key!r}: dimensions must be non-negative integers", path)
         if len(shape) > 4 or math.prod(shape) > 2**63 - 1:
-            raise MetaError(f"tensor {key!r}: ggml allows 4 dimensions of at most 2^63-1 elements "
-                            "in all", path)
+            raise MetaError(f"tensor {key!r}: ggml allows 4 dimensions of at most 2^63-1 elements in all", path)
         m = _RANGE_KEY_RE.match(key)
         try:
             names = [f"blk.{b}.{m.group(2)}" for b in _expand_range(m.group(1))] if m else [key]

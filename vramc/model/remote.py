@@ -49,9 +49,7 @@ from vramc.model.gguf import (
 from vramc.model.modelmeta import ModelMeta
 
 READ_AHEAD = 1 << 20  # bytes fetched past what the parser needs, per request
-MAX_REMOTE_HEADER = (
-    1 << 26
-)  # no model's header comes near 64 MiB; a longer one is a corrupt count
+MAX_REMOTE_HEADER = 1 << 26  # no model's header comes near 64 MiB; a longer one is a corrupt count
 MAX_JSON = 1 << 24  # a repository listing larger than this is refused
 ATTEMPTS = 3
 DEFAULT_TIMEOUT = 30.0
@@ -98,9 +96,7 @@ def parse_ref(text: str) -> Ref:
         try:
             parts.port  # noqa: B018  (raises on a port that is not a number)
         except ValueError:
-            raise RemoteError(
-                f"{text}: the port is not a number from 0 to 65535"
-            ) from None
+            raise RemoteError(f"{text}: the port is not a number from 0 to 65535") from None
         m = re.match(r"^/([^/]+/[^/]+)/blob/([^/]+)/(.+)$", parts.path)
         if m and parts.hostname in ("huggingface.co", "hf.co"):
             # a repository page's "blob" link serves HTML; "resolve" serves the file
@@ -112,9 +108,7 @@ def parse_ref(text: str) -> Ref:
     quant = None
     segments = body.split("/")
     if len(segments) < 2:
-        raise RemoteError(
-            f"{text}: expected hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT"
-        )
+        raise RemoteError(f"{text}: expected hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT")
     org, repo_rev, rest = segments[0], segments[1], segments[2:]
     if not rest and ":" in repo_rev:
         repo_rev, quant = repo_rev.split(":", 1)
@@ -122,21 +116,13 @@ def parse_ref(text: str) -> Ref:
             raise RemoteError(f"{text}: {quant!r} is not a quant type such as Q4_K_M")
     repo, _, revision = repo_rev.partition("@")
     if not (_REPO_PART.match(org) and _REPO_PART.match(repo)):
-        raise RemoteError(
-            f"{text}: {org}/{repo} is not a Hugging Face repository name (ORG/REPO)"
-        )
+        raise RemoteError(f"{text}: {org}/{repo} is not a Hugging Face repository name (ORG/REPO)")
     if revision and not _REVISION_RE.match(revision):
-        raise RemoteError(
-            f"{text}: {revision!r} is not a revision (a branch, tag or commit)"
-        )
+        raise RemoteError(f"{text}: {revision!r} is not a revision (a branch, tag or commit)")
     file = "/".join(rest) or None
     if file is not None and (not file.endswith(".gguf") or ".." in rest or "" in rest):
-        raise RemoteError(
-            f"{text}: the file must be a path ending in .gguf inside the repository"
-        )
-    return Ref(
-        text, repo=f"{org}/{repo}", revision=revision or "main", file=file, quant=quant
-    )
+        raise RemoteError(f"{text}: the file must be a path ending in .gguf inside the repository")
+    return Ref(text, repo=f"{org}/{repo}", revision=revision or "main", file=file, quant=quant)
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -203,12 +189,8 @@ class Http:
                     time.sleep(min(e.wait, 5.0))
         raise RemoteError(f"{what}: {last} (tried {self.attempts} times)")
 
-    def _get_once(
-        self, url: str, start: int | None, end: int | None, limit: int
-    ) -> Response:
-        req = urllib.request.Request(
-            url, headers={"User-Agent": "vramc", "Accept-Encoding": "identity"}
-        )
+    def _get_once(self, url: str, start: int | None, end: int | None, limit: int) -> Response:
+        req = urllib.request.Request(url, headers={"User-Agent": "vramc", "Accept-Encoding": "identity"})
         if start is not None and end is not None:
             req.add_header("Range", f"bytes={start}-{end - 1}")
         if self.token:
@@ -221,9 +203,7 @@ class Http:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code in _TRANSIENT:
-                raise _Retry(
-                    f"HTTP {e.code} {e.reason}", _retry_after(e.headers)
-                ) from None
+                raise _Retry(f"HTTP {e.code} {e.reason}", _retry_after(e.headers)) from None
             if 300 <= e.code < 400:
                 reason = str(e.reason)
                 if "refused" not in reason:
@@ -245,9 +225,7 @@ class Http:
             chunks, got = [], 0
             while got <= limit:
                 if time.monotonic() > deadline:
-                    raise _Retry(
-                        f"timed out after {self.timeout:g} s reading the answer"
-                    )
+                    raise _Retry(f"timed out after {self.timeout:g} s reading the answer")
                 block = resp.read(min(1 << 16, limit + 1 - got))
                 if not block:
                     break
@@ -255,9 +233,7 @@ class Http:
                 got += len(block)
                 self.transferred += len(block)
         except TimeoutError:
-            raise _Retry(
-                f"timed out after {self.timeout:g} s reading the answer"
-            ) from None
+            raise _Retry(f"timed out after {self.timeout:g} s reading the answer") from None
         except (http.client.HTTPException, ConnectionError) as e:
             raise _Retry(f"the answer was cut short ({e!r})") from None
         finally:
@@ -353,9 +329,7 @@ class Fetched:
 
 
 class Reader:
-    def __init__(
-        self, http: Http, ref_text: str, hf_repo: str | None, endpoint: str
-    ) -> None:
+    def __init__(self, http: Http, ref_text: str, hf_repo: str | None, endpoint: str) -> None:
         self.http, self.ref_text, self.hf_repo, self.endpoint = (
             http,
             ref_text,
@@ -385,9 +359,7 @@ class Reader:
             raise
         return Fetched(header, bytes(parser.buf[: header.data_offset]), url)
 
-    def _range(
-        self, url: str, start: int, stop: int, display: str, first: bool = False
-    ) -> tuple[bytes, int]:
+    def _range(self, url: str, start: int, stop: int, display: str, first: bool = False) -> tuple[bytes, int]:
         want = stop - start
         resp = self.http.get(url, start=start, end=stop, limit=want, what=display)
         if resp.status in (401, 403):
@@ -413,31 +385,24 @@ class Reader:
         )
         if not m:
             raise RemoteError(
-                f"{display}: the server's Content-Range "
-                f"{resp.headers.get('Content-Range')!r} gives no file size"
+                f"{display}: the server's Content-Range {resp.headers.get('Content-Range')!r} gives no file size"
             )
         a, b, total = int(m[1]), int(m[2]), int(m[3])
         if a != start or b < a or b >= total or b - a + 1 > want:
-            raise RemoteError(
-                f"{display}: the server sent bytes {a}-{b} of {total} when asked for "
-                f"{start}-{stop - 1}"
-            )
+            raise RemoteError(f"{display}: the server sent bytes {a}-{b} of {total} when asked for {start}-{stop - 1}")
         if len(resp.body) != b - a + 1:
             # a body cut short: try again once more through the retry loop
             data, size = self._retry_range(url, start, stop, display, b - a + 1)
             return data, size
         if b + 1 < min(stop, total):
             raise RemoteError(
-                f"{display}: the server sent bytes {a}-{b} of {total}, fewer than "
-                f"asked ({start}-{stop - 1})"
+                f"{display}: the server sent bytes {a}-{b} of {total}, fewer than asked ({start}-{stop - 1})"
             )
         return resp.body, total
 
     def _retry_range(self, url, start, stop, display, expected) -> tuple[bytes, int]:
         for _ in range(self.http.attempts - 1):
-            resp = self.http.get(
-                url, start=start, end=stop, limit=stop - start, what=display
-            )
+            resp = self.http.get(url, start=start, end=stop, limit=stop - start, what=display)
             if resp.status == 206 and len(resp.body) == expected:
                 m = re.match(
                     r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$",
@@ -464,17 +429,11 @@ class Reader:
                 f"private; accept its terms at {page}, create a read token at "
                 f"{self.endpoint}/settings/tokens and set HF_TOKEN to it"
             )
-        return (
-            f"{display}: access denied (HTTP {status}); for a Hugging Face URL set HF_TOKEN to "
-            "a token with access"
-        )
+        return f"{display}: access denied (HTTP {status}); for a Hugging Face URL set HF_TOKEN to a token with access"
 
     def _hint_404(self) -> str:
         if self.hf_repo:
-            return (
-                f": check the repository and file name; `vramc analyze hf://{self.hf_repo}` "
-                "lists its GGUF files"
-            )
+            return f": check the repository and file name; `vramc analyze hf://{self.hf_repo}` lists its GGUF files"
         return ""
 
 
@@ -510,16 +469,12 @@ def _hub_hosts() -> set[str]:
     return hosts
 
 
-def list_repo(
-    http: Http, endpoint: str, repo: str, revision: str, display: str
-) -> tuple[str, list[str]]:
+def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str) -> tuple[str, list[str]]:
     """The commit `revision` names and the repository's files at it."""
     url = f"{endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
     resp = http.get(url, limit=MAX_JSON, what=display)
     if resp.status in (401, 403):
-        raise RemoteError(
-            Reader(http, display, repo, endpoint)._denied(display, resp.status)
-        )
+        raise RemoteError(Reader(http, display, repo, endpoint)._denied(display, resp.status))
     if resp.status == 404:
         raise RemoteError(
             f"{display}: no repository {repo} at revision {revision} on "
@@ -534,9 +489,7 @@ def list_repo(
         sha = doc.get("sha")
         files = [s["rfilename"] for s in doc.get("siblings", [])]
     except (ValueError, AttributeError, TypeError, KeyError):
-        raise RemoteError(
-            f"{display}: {url} did not answer with a repository listing"
-        ) from None
+        raise RemoteError(f"{display}: {url} did not answer with a repository listing") from None
     if not all(isinstance(f, str) for f in files):
         raise RemoteError(f"{display}: {url} did not answer with a repository listing")
     # names that could not be a file (control characters, absurd lengths) are not listed or used
@@ -554,9 +507,7 @@ def is_model_file(path: str) -> bool:
 def pick_quant(files: list[str], quant: str | None, display: str) -> str:
     """The first part of the one model file of `quant` (llama.cpp's `-hf` match), or an error."""
     models = [f for f in files if is_model_file(f)]
-    firsts = [
-        f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1
-    ]
+    firsts = [f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1]
     listing = "\n".join(f"  {f}" for f in sorted(firsts)) or "  (no GGUF model files)"
     if quant is None:
         if len(firsts) == 1:
@@ -571,14 +522,10 @@ def pick_quant(files: list[str], quant: str | None, display: str) -> str:
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise RemoteError(
-            f"{display}: no GGUF model file of quant {quant}; the files there are:"
-            f"\n{listing}"
-        )
+        raise RemoteError(f"{display}: no GGUF model file of quant {quant}; the files there are:\n{listing}")
     listing = "\n".join(f"  {f}" for f in hits)
     raise RemoteError(
-        f"{display}: {len(hits)} files match quant {quant}; name one as "
-        f"hf://ORG/REPO/FILE.gguf:\n{listing}"
+        f"{display}: {len(hits)} files match quant {quant}; name one as hf://ORG/REPO/FILE.gguf:\n{listing}"
     )
 
 
@@ -586,9 +533,7 @@ def pick_quant(files: list[str], quant: str | None, display: str) -> str:
 def _cache_path(key: str):
     from vramc.cache import cache_root
 
-    return (
-        cache_root() / "remote" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
-    )
+    return cache_root() / "remote" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
 
 def _cache_get(key: str) -> dict | None:
@@ -615,10 +560,7 @@ def _cache_put(key: str, doc: dict) -> None:
 
 
 def _offline() -> bool:
-    return any(
-        os.environ.get(v, "") not in ("", "0", "false")
-        for v in ("VRAMC_OFFLINE", "HF_HUB_OFFLINE")
-    )
+    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("VRAMC_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def _header_from_cache(doc: dict, display: str) -> GGUFHeader:
@@ -628,14 +570,10 @@ def _header_from_cache(doc: dict, display: str) -> GGUFHeader:
             int(doc["file_size"]),
         )
     except (KeyError, TypeError, ValueError):
-        raise RemoteError(
-            f"{display}: the cached header is damaged; run again online"
-        ) from None
+        raise RemoteError(f"{display}: the cached header is damaged; run again online") from None
 
     def no_fetch(start: int, stop: int) -> bytes:
-        raise RemoteError(
-            f"{display}: the cached header is incomplete; run again online"
-        )
+        raise RemoteError(f"{display}: the cached header is incomplete; run again online")
 
     return _RangeParser(display, no_fetch, data, size).header()
 
@@ -670,8 +608,7 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
         cached = _cache_get(ref_key)
         if cached is None:
             raise RemoteError(
-                f"{text}: {e}, and no header of it is cached under "
-                f"$VRAMC_CACHE; run once online"
+                f"{text}: {e}, and no header of it is cached under $VRAMC_CACHE; run once online"
             ) from None
         try:
             parts = [_header_from_cache(d, text) for d in cached["parts"]]
@@ -684,9 +621,7 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
                 text,
             )
         except (KeyError, TypeError, AttributeError):
-            raise RemoteError(
-                f"{text}: {e}, and its cached header is damaged; run once online"
-            ) from None
+            raise RemoteError(f"{text}: {e}, and its cached header is damaged; run once online") from None
         model.cached = True
         return model
 
@@ -708,10 +643,7 @@ def _online(http: Http, ref: Ref, endpoint: str, ref_key: str) -> RemoteModel:
                 "parts cannot be found"
             )
         base = urls[0].rsplit("/", 1)[0]
-        urls = [
-            f"{base}/{split[0]}-{no:05d}-of-{count:05d}.gguf"
-            for no in range(1, count + 1)
-        ]
+        urls = [f"{base}/{split[0]}-{no:05d}-of-{count:05d}.gguf" for no in range(1, count + 1)]
         for url in urls[1:]:
             fetched.append(_cached_or_fetch(reader, url, source, revision))
     parts = [f.header for f in fetched]
@@ -737,18 +669,14 @@ def _entry(f: Fetched) -> dict:
     }
 
 
-def _cached_or_fetch(
-    reader: Reader, url: str, source: str, revision: str | None
-) -> Fetched:
+def _cached_or_fetch(reader: Reader, url: str, source: str, revision: str | None) -> Fetched:
     # a header at a commit never changes: a pinned URL read before is not read again
     key = f"url\0{url}"
     if revision is not None:
         doc = _cache_get(key)
         if doc is not None:
             try:
-                return Fetched(
-                    _header_from_cache(doc, url), base64.b64decode(doc["header"]), url
-                )
+                return Fetched(_header_from_cache(doc, url), base64.b64decode(doc["header"]), url)
             except (RemoteError, GGUFError):
                 pass
     fetched = reader.header(url, url if reader.hf_repo is None else source)
@@ -766,18 +694,14 @@ def _model(
     display: str,
 ) -> RemoteModel:
     if not parts:
-        raise RemoteError(
-            f"{display}: the cached entry holds no header; run again online"
-        )
+        raise RemoteError(f"{display}: the cached entry holds no header; run again online")
     count = parts[0].kv.get("split.count", 1)
     if isinstance(count, int) and count > 1:
         check_parts(parts, count)
     return RemoteModel(meta_of_parts(parts), source, revision, file_name, urls)
 
 
-def _resolve(
-    http: Http, ref: Ref, endpoint: str
-) -> tuple[str, str | None, str, list[str]]:
+def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str, list[str]]:
     """(source, commit, file name, [url of the first part])."""
     if ref.url:
         name = urlsplit(ref.url).path.rsplit("/", 1)[-1] or "model.gguf"
@@ -786,14 +710,8 @@ def _resolve(
     commit, files = list_repo(http, endpoint, ref.repo, ref.revision, ref.text)
     if ref.file is not None:
         if ref.file not in files:
-            near = (
-                "\n".join(f"  {f}" for f in sorted(files) if is_model_file(f))
-                or "  (none)"
-            )
-            raise RemoteError(
-                f"{ref.text}: {ref.file} is not in {ref.repo}; its GGUF model files "
-                f"are:\n{near}"
-            )
+            near = "\n".join(f"  {f}" for f in sorted(files) if is_model_file(f)) or "  (none)"
+            raise RemoteError(f"{ref.text}: {ref.file} is not in {ref.repo}; its GGUF model files are:\n{near}")
         file = ref.file
     else:
         file = pick_quant(files, ref.quant, ref.text)
@@ -803,9 +721,5 @@ def _resolve(
 
 
 def note(model: RemoteModel) -> str:
-    how = (
-        "from the cache (offline)"
-        if model.cached
-        else f"{model.transferred:,} bytes in {model.requests} requests"
-    )
+    how = "from the cache (offline)" if model.cached else f"{model.transferred:,} bytes in {model.requests} requests"
     return f"{model.source}: header read {how}\n"

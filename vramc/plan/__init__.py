@@ -1,2 +1,1 @@
-"""Plan: each deployment's settings resolved against its engine, its memory estimated, and `auto` fitted.
-"""
+"""Plan: each deployment's settings resolved against its engine, its memory estimated, and `auto` fitted."""

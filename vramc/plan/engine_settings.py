@@ -55,8 +55,9 @@ def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
     """Fill in `engine`'s defaults for the unset settings of `s` (a schema.Settings)."""
     d = DEFAULTS[engine]
     parallel = s.parallel if isinstance(s.parallel, int) else d.parallel
-    kv_unified = s.kv_unified if s.kv_unified is not None else (
-        d.kv_unified if not isinstance(s.parallel, int) else False)
+    kv_unified = (
+        s.kv_unified if s.kv_unified is not None else (d.kv_unified if not isinstance(s.parallel, int) else False)
+    )
     batch = s.batch or d.batch
     ubatch = s.ubatch or d.ubatch
     ctx = s.ctx if s.ctx is not None else d.ctx
@@ -79,10 +80,19 @@ def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
     cache_k = s.cache_type_k or d.cache_type
     cache_v = s.cache_type_v or d.cache_type
     return LlamaChoice(
-        engine=engine, ctx=ctx, parallel=parallel, kv_unified=kv_unified, batch=batch,
-        ubatch=ubatch, gpu_layers=gpu_layers, split_mode=s.split_mode or "layer",
-        tensor_split=ts, main_gpu=s.main_gpu or 0, flash_attn=s.flash_attn or d.flash_attn,
-        cache_type_k=cache_k, cache_type_v=cache_v,
+        engine=engine,
+        ctx=ctx,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        batch=batch,
+        ubatch=ubatch,
+        gpu_layers=gpu_layers,
+        split_mode=s.split_mode or "layer",
+        tensor_split=ts,
+        main_gpu=s.main_gpu or 0,
+        flash_attn=s.flash_attn or d.flash_attn,
+        cache_type_k=cache_k,
+        cache_type_v=cache_v,
         kv_offload=s.kv_offload if s.kv_offload is not None else True,
         # llama_context_default_params() has swa_full true; llama-server's common params false
         swa_full=s.swa_full if s.swa_full is not None else engine == "llama-cpp-python",
@@ -134,9 +144,20 @@ def to_llama_params(c: LlamaChoice, n_layer: int, n_ctx_train: int) -> LlamaPara
     else:
         n_outputs_max = None  # llama_context default: n_batch
     return LlamaParams(
-        n_ctx=total_context(c, n_ctx_train), n_seq_max=c.parallel, kv_unified=c.kv_unified,
-        n_batch=c.batch, n_ubatch=c.ubatch, n_gpu_layers=ngl, split_mode=c.split_mode,
-        tensor_split=c.tensor_split, main_gpu=c.main_gpu, flash_attn=c.flash_attn,
-        type_k=c.cache_type_k, type_v=c.cache_type_v, offload_kqv=c.kv_offload,
-        swa_full=c.swa_full, n_outputs_max=n_outputs_max, overrides=c.overrides,
+        n_ctx=total_context(c, n_ctx_train),
+        n_seq_max=c.parallel,
+        kv_unified=c.kv_unified,
+        n_batch=c.batch,
+        n_ubatch=c.ubatch,
+        n_gpu_layers=ngl,
+        split_mode=c.split_mode,
+        tensor_split=c.tensor_split,
+        main_gpu=c.main_gpu,
+        flash_attn=c.flash_attn,
+        type_k=c.cache_type_k,
+        type_v=c.cache_type_v,
+        offload_kqv=c.kv_offload,
+        swa_full=c.swa_full,
+        n_outputs_max=n_outputs_max,
+        overrides=c.overrides,
     )

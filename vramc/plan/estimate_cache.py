@@ -34,11 +34,11 @@ def _code(solver: bool = False) -> str:
     global _code_hash, _solver_code_hash
     if _code_hash is None:
         here = Path(__file__).resolve().parents[1]  # the vramc package
-        memory = sorted((here / "memory").glob("*.py")) + [here / "model" / "ggml.py",
-                                                          here / "model" / "modelmeta.py"]
+        memory = sorted((here / "memory").glob("*.py")) + [here / "model" / "ggml.py", here / "model" / "modelmeta.py"]
         _code_hash = _hash_files(memory)
-        _solver_code_hash = _hash_files([*memory, here / "plan" / "fit.py", here / "plan" / "engine_settings.py",
-                                             here / "engines.py"])
+        _solver_code_hash = _hash_files(
+            [*memory, here / "plan" / "fit.py", here / "plan" / "engine_settings.py", here / "engines.py"]
+        )
     return _solver_code_hash if solver else _code_hash
 
 
@@ -83,26 +83,47 @@ def _from_json(text: str) -> MemoryEstimate:
     for dev in d["devices"]:
         _expect(isinstance(dev, dict) and set(dev) == _DEVICE_FIELDS, "device")
         _expect(all(isinstance(dev[k], str) for k in ("id", "name")), "device name")
-        _expect(all(_is_int(dev[k]) for k in _DEVICE_FIELDS - {"id", "name", "layers", "output", "detail"}),
-                "device figures")
+        _expect(
+            all(_is_int(dev[k]) for k in _DEVICE_FIELDS - {"id", "name", "layers", "output", "detail"}),
+            "device figures",
+        )
         _expect(type(dev["output"]) is bool and isinstance(dev["detail"], dict), "device output")
         layers = dev["layers"]
-        _expect(layers is None or (isinstance(layers, list) and len(layers) == 2 and all(map(_is_int, layers))),
-                "device layers")
+        _expect(
+            layers is None or (isinstance(layers, list) and len(layers) == 2 and all(map(_is_int, layers))),
+            "device layers",
+        )
         dev["layers"] = tuple(layers) if layers is not None else None
         devices.append(DeviceUse(**dev))
     host = d["host"]
-    _expect(isinstance(host, dict) and set(host) == _HOST_FIELDS and isinstance(host["detail"], dict)
-            and all(_is_int(host[k]) for k in _HOST_FIELDS - {"detail"}), "host")
+    _expect(
+        isinstance(host, dict)
+        and set(host) == _HOST_FIELDS
+        and isinstance(host["detail"], dict)
+        and all(_is_int(host[k]) for k in _HOST_FIELDS - {"detail"}),
+        "host",
+    )
     notes, errors, resolved, how = d["notes"], d["errors"], d["resolved"], d.get("compute_model")
     _expect(isinstance(notes, list) and all(isinstance(n, str) for n in notes), "notes")
-    _expect(isinstance(errors, list) and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
-                                             for e in errors), "errors")
-    _expect(isinstance(resolved, dict) and all(isinstance(v, (int, float, str, bool)) or v is None
-                                               for v in resolved.values()), "resolved")
+    _expect(
+        isinstance(errors, list)
+        and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in errors),
+        "errors",
+    )
+    _expect(
+        isinstance(resolved, dict)
+        and all(isinstance(v, (int, float, str, bool)) or v is None for v in resolved.values()),
+        "resolved",
+    )
     _expect(how is None or isinstance(how, str), "compute_model")
-    return MemoryEstimate(devices=devices, host=HostUse(**host), notes=notes,
-                          errors=[tuple(e) for e in errors], resolved=resolved, compute_model=how)
+    return MemoryEstimate(
+        devices=devices,
+        host=HostUse(**host),
+        notes=notes,
+        errors=[tuple(e) for e in errors],
+        resolved=resolved,
+        compute_model=how,
+    )
 
 
 _DEVICE_FIELDS = {f.name for f in dataclasses.fields(DeviceUse)}
@@ -114,16 +135,25 @@ def _number(v) -> bool:
 
 
 _CHOICE_TYPES = {  # engines.LlamaChoice's fields as JSON holds them
-    "engine": lambda v: isinstance(v, str), "ctx": lambda v: type(v) in (int, str),
-    "parallel": lambda v: _is_int(v), "kv_unified": lambda v: type(v) is bool,
-    "batch": lambda v: _is_int(v), "ubatch": lambda v: _is_int(v),
-    "gpu_layers": lambda v: type(v) in (int, str), "split_mode": lambda v: isinstance(v, str),
+    "engine": lambda v: isinstance(v, str),
+    "ctx": lambda v: type(v) in (int, str),
+    "parallel": lambda v: _is_int(v),
+    "kv_unified": lambda v: type(v) is bool,
+    "batch": lambda v: _is_int(v),
+    "ubatch": lambda v: _is_int(v),
+    "gpu_layers": lambda v: type(v) in (int, str),
+    "split_mode": lambda v: isinstance(v, str),
     "tensor_split": lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(map(_number, v))),
-    "main_gpu": lambda v: _is_int(v), "flash_attn": lambda v: isinstance(v, str),
-    "cache_type_k": lambda v: isinstance(v, str), "cache_type_v": lambda v: isinstance(v, str),
-    "kv_offload": lambda v: type(v) is bool, "swa_full": lambda v: type(v) is bool,
-    "overrides": lambda v: isinstance(v, list) and all(
-        isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o) for o in v),
+    "main_gpu": lambda v: _is_int(v),
+    "flash_attn": lambda v: isinstance(v, str),
+    "cache_type_k": lambda v: isinstance(v, str),
+    "cache_type_v": lambda v: isinstance(v, str),
+    "kv_offload": lambda v: type(v) is bool,
+    "swa_full": lambda v: type(v) is bool,
+    "overrides": lambda v: (
+        isinstance(v, list)
+        and all(isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o) for o in v)
+    ),
 }
 
 
@@ -158,19 +188,29 @@ def solve(meta, gpus, choice, margins, ctx_min):
 
     def to_json(r) -> str:
         c = dataclasses.asdict(r.choice)
-        return json.dumps({"choice": c, "fits": r.fits, "log": r.log, "estimates": r.estimates,
-                           "moved_experts": r.moved_experts})
+        return json.dumps(
+            {"choice": c, "fits": r.fits, "log": r.log, "estimates": r.estimates, "moved_experts": r.moved_experts}
+        )
 
     def from_json(text: str):
         from vramc.plan.engine_settings import LlamaChoice, to_llama_params
 
         d = json.loads(text)
         c = d["choice"]
-        _expect(isinstance(c, dict) and set(c) == {f.name for f in dataclasses.fields(LlamaChoice)}
-                and all(_CHOICE_TYPES[k](v) for k, v in c.items()), "solver choice")
-        _expect(isinstance(d["log"], list) and all(isinstance(x, str) for x in d["log"])
-                and type(d["fits"]) is bool and _is_int(d["moved_experts"]) and _is_int(d["estimates"]),
-                "solver result")
+        _expect(
+            isinstance(c, dict)
+            and set(c) == {f.name for f in dataclasses.fields(LlamaChoice)}
+            and all(_CHOICE_TYPES[k](v) for k, v in c.items()),
+            "solver choice",
+        )
+        _expect(
+            isinstance(d["log"], list)
+            and all(isinstance(x, str) for x in d["log"])
+            and type(d["fits"]) is bool
+            and _is_int(d["moved_experts"])
+            and _is_int(d["estimates"]),
+            "solver result",
+        )
         if isinstance(c["tensor_split"], list):
             c["tensor_split"] = tuple(c["tensor_split"])
         c["overrides"] = tuple(tuple(o) for o in c["overrides"])
@@ -178,8 +218,9 @@ def solve(meta, gpus, choice, margins, ctx_min):
         est = estimate_llama(meta, gpus, to_llama_params(ch, meta.n_layer, int(meta.hp("context_length", 0) or 0)))
         return fit.FitResult(ch, d["fits"], d["log"], d["estimates"], d["moved_experts"], est)
 
-    key = hashlib.sha256(repr(("solve", _code(solver=True), _key(meta, gpus, choice), tuple(margins),
-                               ctx_min)).encode()).hexdigest()
+    key = hashlib.sha256(
+        repr(("solve", _code(solver=True), _key(meta, gpus, choice), tuple(margins), ctx_min)).encode()
+    ).hexdigest()
     return remembered(key, compute, to_json, from_json)
 
 

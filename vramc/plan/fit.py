@@ -60,8 +60,9 @@ class Solver:
         self.meta, self.gpus, self.choice = meta, gpus, choice
         self.hp = llama_hparams(meta)
         self.n_train = self.hp.n_ctx_train
-        self.limits = [g.capacity_bytes - g.reserve_bytes - g.tenants_bytes - g.overhead_bytes - m
-                       for g, m in zip(gpus, margins)]
+        self.limits = [
+            g.capacity_bytes - g.reserve_bytes - g.tenants_bytes - g.overhead_bytes - m for g, m in zip(gpus, margins)
+        ]
         self.ctx_min = ctx_min or DEFAULT_CTX_MIN
         self.log: list[str] = []
         self.moved_experts = 0  # blocks whose expert tensors the solver put in host memory
@@ -110,8 +111,7 @@ class Solver:
         if key in _WEIGHTS and _WEIGHTS[key][0] is self.meta:
             self._weights[p.overrides] = _WEIGHTS[key][1]
         if p.overrides not in self._weights:
-            from vramc.memory.llama_placement import (_tensor_role, backend_kind, buffer_rules,
-                                                      place_model)
+            from vramc.memory.llama_placement import _tensor_role, backend_kind, buffer_rules, place_model
 
             hp = self.hp
             one = self.gpus[:1]
@@ -198,7 +198,9 @@ class Solver:
             counts = self.balanced(costs, n_gpu, compute)
             if counts is None:
                 # nothing packs: larger compute guesses never will; show the closest layout once
-                counts = self.pack(costs, n_gpu, [float("inf")] * len(self.gpus)) or [n_gpu] + [0] * (len(self.gpus) - 1)
+                counts = self.pack(costs, n_gpu, [float("inf")] * len(self.gpus)) or [n_gpu] + [0] * (
+                    len(self.gpus) - 1
+                )
                 c = replace(c, tensor_split=tuple(float(x) for x in counts))
                 return c, self.estimate(c)
             c = replace(c, tensor_split=tuple(float(x) for x in counts))
@@ -215,8 +217,9 @@ class Solver:
 
     def guess_compute(self, choice) -> list[int] | None:
         """Compute buffers per GPU with every GPU holding layers (what a full split needs)."""
-        guess = replace(choice, gpu_layers=self.hp.n_layer_all + 1,
-                        tensor_split=tuple(float(max(x, 1)) for x in self.limits))
+        guess = replace(
+            choice, gpu_layers=self.hp.n_layer_all + 1, tensor_split=tuple(float(max(x, 1)) for x in self.limits)
+        )
         est = self.estimate(guess)
         return None if est.errors else self.compute_of(est)
 
@@ -269,12 +272,21 @@ class Solver:
 
     def moe_allowed(self, choice) -> bool:
         """Expert offload needs --override-tensor (llama-server) and no overrides of the user's."""
-        return (choice.engine == "llama-server" and not self.choice.overrides
-                and self.hp.n_expert > 0 and bool(self.expert_blocks()))
+        return (
+            choice.engine == "llama-server"
+            and not self.choice.overrides
+            and self.hp.n_expert > 0
+            and bool(self.expert_blocks())
+        )
 
     def expert_blocks(self) -> list[int]:
-        return sorted({t.block for t in self.meta.tensors
-                       if t.block is not None and "_exps" in t.name and t.block < self.hp.n_layer})
+        return sorted(
+            {
+                t.block
+                for t in self.meta.tensors
+                if t.block is not None and "_exps" in t.name and t.block < self.hp.n_layer
+            }
+        )
 
     def moe_offload(self, choice, split_auto: bool):
         """All layers on GPUs, with expert tensors in host memory where the GPUs run out.
@@ -364,8 +376,10 @@ class Solver:
             if not mine:
                 continue
             b = mine[-1]
-            tensors = sorted((t for t in self.meta.tensors if t.block == b and "_exps" in t.name),
-                             key=lambda t: rules.padded(rules.alloc_size(t)))
+            tensors = sorted(
+                (t for t in self.meta.tensors if t.block == b and "_exps" in t.name),
+                key=lambda t: rules.padded(rules.alloc_size(t)),
+            )
             kept = []
             for t in tensors:
                 size = rules.padded(rules.alloc_size(t))
@@ -378,7 +392,8 @@ class Solver:
             return cand, cest
         whole = sorted(cpu - set(parts))
         overrides = ((experts_on_cpu(whole),) if whole else ()) + tuple(
-            (rf"blk\.{b}\.{re.escape(t.name.split('.')[2])}", "CPU") for b in sorted(parts) for t in parts[b])
+            (rf"blk\.{b}\.{re.escape(t.name.split('.')[2])}", "CPU") for b in sorted(parts) for t in parts[b]
+        )
         trial = replace(cand, overrides=self.choice.overrides + overrides)
         test = self.estimate(trial)
         return (trial, test) if self.fits(test) else (cand, cest)
@@ -412,6 +427,7 @@ class Solver:
         and bisects, so its work is bounded by the logarithm of the range searched, never by the
         context length itself (a 10M-token model once took 40,000 steps of 256). `at_lo` is the
         verified answer at `lo` (which fits)."""
+
         def full(k: int):
             cm, em, nm = attempt(replace(ch, ctx=k * CTX_STEP))
             return (cm, em) if nm == n_fixed and self.fits(em) else None
@@ -455,8 +471,9 @@ class Solver:
             ch, split_auto = replace(ch, tensor_split="auto"), True
         ctx_auto = ch.ctx == "auto"
         if not self.gpus:
-            ch = replace(ch, gpu_layers=0 if layers_auto else ch.gpu_layers,
-                         tensor_split=None if split_auto else ch.tensor_split)
+            ch = replace(
+                ch, gpu_layers=0 if layers_auto else ch.gpu_layers, tensor_split=None if split_auto else ch.tensor_split
+            )
             if ctx_auto:
                 ch = replace(ch, ctx=self.ctx_bounds(ch)[1])
             self.log.append("no GPUs: everything runs on the host")
@@ -481,8 +498,7 @@ class Solver:
             else:
                 c_lo, e_lo, n_lo = attempt(replace(ch, ctx=lo))
                 if n_lo < want or not self.fits(e_lo):
-                    self.log.append(f"even ctx {lo} does not fit {want} layers: ctx {lo}, "
-                                    f"{n_lo} layers on GPUs")
+                    self.log.append(f"even ctx {lo} does not fit {want} layers: ctx {lo}, {n_lo} layers on GPUs")
                     ch, est = c_lo, e_lo
                 else:
                     # bisect with compute buffers interpolated between the two ends (they grow
@@ -500,14 +516,16 @@ class Solver:
                     a, b = lo // CTX_STEP, hi // CTX_STEP
                     while a < b:
                         mid = (a + b + 1) // 2
-                        if self.quick_fits(replace(ch, ctx=mid * CTX_STEP), n_fixed, split_auto,
-                                           compute_at(mid * CTX_STEP)):
+                        if self.quick_fits(
+                            replace(ch, ctx=mid * CTX_STEP), n_fixed, split_auto, compute_at(mid * CTX_STEP)
+                        ):
                             a = mid
                         else:
                             b = mid - 1
                     ch, est = self.verify_ctx(ch, a, lo, n_fixed, split_auto, attempt, (c_lo, e_lo))
-                    self.log.append(f"largest ctx with {want} layers on GPUs: {ch.ctx} "
-                                    f"(searched {lo}..{hi} in steps of {CTX_STEP})")
+                    self.log.append(
+                        f"largest ctx with {want} layers on GPUs: {ch.ctx} (searched {lo}..{hi} in steps of {CTX_STEP})"
+                    )
         else:
             ch, est, n = attempt(ch)
             if layers_auto:
@@ -518,14 +536,19 @@ class Solver:
             if moe is not None:
                 ch, est, k = moe
                 self.moved_experts = k
-                self.log.append(f"MoE: all {total} layers fit on GPUs with the expert tensors of "
-                                f"{k} of {len(self.expert_blocks())} blocks in host memory "
-                                "(instead of whole layers on the CPU)")
+                self.log.append(
+                    f"MoE: all {total} layers fit on GPUs with the expert tensors of "
+                    f"{k} of {len(self.expert_blocks())} blocks in host memory "
+                    "(instead of whole layers on the CPU)"
+                )
         if single:
             ch = replace(ch, tensor_split=self.choice.tensor_split)
         elif split_auto and ch.tensor_split is not None:
-            self.log.append("tensor_split " + ",".join(f"{x:g}" for x in ch.tensor_split)
-                            + " (layers per GPU, balancing the share of each GPU left free)")
+            self.log.append(
+                "tensor_split "
+                + ",".join(f"{x:g}" for x in ch.tensor_split)
+                + " (layers per GPU, balancing the share of each GPU left free)"
+            )
         fits = self.fits(est)
         if not fits:
             self.log.append("no choice of the auto settings fits; the plan shows the closest")
@@ -544,8 +567,9 @@ def solve(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int 
         return Solver(meta, gpus, choice, margins, ctx_min).solve()
     best = None
     for t in CACHE_TYPES:
-        c = replace(choice, cache_type_k=t if auto_k else choice.cache_type_k,
-                    cache_type_v=t if auto_v else choice.cache_type_v)
+        c = replace(
+            choice, cache_type_k=t if auto_k else choice.cache_type_k, cache_type_v=t if auto_v else choice.cache_type_v
+        )
         if t != "f16" and auto_v and c.flash_attn == "off":
             break  # a quantized V cache needs flash attention (VR305)
         r = Solver(meta, gpus, c, margins, ctx_min).solve()
@@ -569,10 +593,12 @@ def _ctx_top(choice, meta) -> int:
 
 def _better(a: FitResult, b: FitResult, meta) -> bool:
     """Fits beats not; then more layers on GPUs; then a longer context."""
+
     def rank(r):
         n = r.choice.gpu_layers
         layers = meta.n_layer + 1 if n == "all" else (n if isinstance(n, int) else 0)
         return (r.fits, layers, r.choice.ctx if isinstance(r.choice.ctx, int) else 0)
+
     return rank(a) > rank(b)
 
 
@@ -610,14 +636,18 @@ def show_value(v) -> str:
     return str(v)
 
 
-def suggest(meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None,
-            profile: str | None = None) -> str:
+def suggest(
+    meta, gpus: list[GpuBudget], choice, margins: list[int], ctx_min: int | None = None, profile: str | None = None
+) -> str:
     """`suggestions` in words, each with the command that writes it (`profile`: its argument)."""
     first, ideas = suggestions(meta, gpus, choice, margins, ctx_min)
     if not ideas:
         return "nothing fits on these GPUs at this context; use a smaller quantisation or more GPUs"
-    said = " or ".join(" with ".join(f"{k} {show_value(v)}" for k, v in values.items())
-                       + f" would fit (`{relax_command(keys, profile)}`)" for keys, values in ideas)
+    said = " or ".join(
+        " with ".join(f"{k} {show_value(v)}" for k, v in values.items())
+        + f" would fit (`{relax_command(keys, profile)}`)"
+        for keys, values in ideas
+    )
     return f"{first}; then {said}" if first else said
 
 
@@ -649,10 +679,16 @@ def fit_together(combo, refit) -> None:
         for i, d in enumerate(p.estimate.devices):
             uses.setdefault(d.gpu, []).append((p, i))
     shared = {g: u for g, u in uses.items() if len(u) > 1}
-    adj = [p for p in combo.adjustable() if p.estimate is not None and p.auto and p.meta is not None
-           and p.requested is not None
-           and (p.engine in ("llama-server", "llama-cpp-python") or _explicit_auto(p))
-           and any(d.gpu in shared for d in p.estimate.devices)]
+    adj = [
+        p
+        for p in combo.adjustable()
+        if p.estimate is not None
+        and p.auto
+        and p.meta is not None
+        and p.requested is not None
+        and (p.engine in ("llama-server", "llama-cpp-python") or _explicit_auto(p))
+        and any(d.gpu in shared for d in p.estimate.devices)
+    ]
     if not adj:
         return
     margin = {g: max(p.margins[i] for p, i in u) for g, u in shared.items()}

@@ -64,14 +64,29 @@ MMPROJ_HEADROOM = 1 * GiB  # llm/llama_server.go mmprojOffloadHeadroom
 MINIMUM_MEMORY = 457 * MiB  # ml/device.go DeviceInfo.MinimumMemory (not Metal)
 
 # server/sched.go load: "Some architectures are not safe with num_parallel > 1"
-PARALLEL_ONE_ARCHS = frozenset({
-    "mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
-    "nemotron_h", "nemotron_h_moe", "nemotron_h_omni"})
+PARALLEL_ONE_ARCHS = frozenset(
+    {
+        "mllama",
+        "qwen3vl",
+        "qwen3vlmoe",
+        "qwen35",
+        "qwen35moe",
+        "qwen3next",
+        "lfm2",
+        "lfm2moe",
+        "nemotron_h",
+        "nemotron_h_moe",
+        "nemotron_h_omni",
+    }
+)
 
 # ml/device.go cudaFlashAttentionSupported: compute capability 6.0 and later, except 7.2 (Xavier).
 # vramc knows GPUs by name, so the GPUs below 6.0 are recognised by their families' names.
-_NO_FA_RE = re.compile(r"\b(gtx\s*(9\d\d|7\d\d|6\d\d)|tesla\s*[km]\d+|quadro\s*[km]\d+|"
-                       r"gtx\s*titan(\s*(x|black|z))?$|jetson\s*(agx\s*)?xavier)", re.I)
+_NO_FA_RE = re.compile(
+    r"\b(gtx\s*(9\d\d|7\d\d|6\d\d)|tesla\s*[km]\d+|quadro\s*[km]\d+|"
+    r"gtx\s*titan(\s*(x|black|z))?$|jetson\s*(agx\s*)?xavier)",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -84,11 +99,11 @@ class EngineChoice:
     pinned: str = ""  # what vramc writes so that Ollama keeps it ("" when it cannot be pinned)
 
     def record(self) -> dict:
-        return {"value": self.value, "by": PIN, "why": self.why, "source": self.source,
-                "pinned": self.pinned or None}
+        return {"value": self.value, "by": PIN, "why": self.why, "source": self.source, "pinned": self.pinned or None}
 
 
 # --- context --------------------------------------------------------------------------------------
+
 
 def default_context(total_vram_bytes: int, n_gpus: int, gpu_overhead: int = 0) -> int:
     """server/routes.go Serve: the tier of `sum(TotalMemory - OLLAMA_GPU_OVERHEAD)` over the GPUs
@@ -127,6 +142,7 @@ def num_parallel(arch: str, parallel: int, completion: bool = True) -> int:
 
 # --- prediction -----------------------------------------------------------------------------------
 
+
 def predict_server_vram(file_size: int, meta, num_ctx: int) -> int:
     """llm/llama_server.go PredictServerVRAM: the file size plus an f16 KV estimate,
     2 * layers * min(kv heads) * (n_embd / max(heads)) * ctx * 2 bytes."""
@@ -147,6 +163,7 @@ def model_file_size(meta) -> int:
 
 
 # --- batch ----------------------------------------------------------------------------------------
+
 
 def generation_batch_for_context(effective_ctx: int) -> int:
     """server/sched.go generationBatchForContext."""
@@ -200,8 +217,9 @@ def constrained_cuda_without_fa(effective_ctx: int, cuda_memory: list[int]) -> b
     return any(0 < m <= 8 * GiB for m in cuda_memory)
 
 
-def automatic_generation_batch(effective_ctx: int, predicted: int, available: int,
-                               fa_disabled: bool, cuda_memory: list[int]) -> int:
+def automatic_generation_batch(
+    effective_ctx: int, predicted: int, available: int, fa_disabled: bool, cuda_memory: list[int]
+) -> int:
     """server/sched.go automaticGenerationBatch. `cuda_memory`: per CUDA GPU of the placement,
     min(free, total); empty when no GPU is CUDA."""
     if fa_disabled and cuda_memory:
@@ -215,6 +233,7 @@ def automatic_generation_batch(effective_ctx: int, predicted: int, available: in
 
 
 # --- GPUs -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OllamaGpu:
@@ -245,8 +264,9 @@ def best_single_gpu_fit(gpus: list[OllamaGpu], predicted: int) -> int | None:
     return best
 
 
-def select_placement(gpus: list[OllamaGpu], predicted: int, main_gpu: int | None,
-                     sched_spread: bool, num_gpu: int = -1) -> tuple[list[int], int | None]:
+def select_placement(
+    gpus: list[OllamaGpu], predicted: int, main_gpu: int | None, sched_spread: bool, num_gpu: int = -1
+) -> tuple[list[int], int | None]:
     """server/sched.go selectLlamaServerPlacement: the GPUs llama-server is started with (indices
     into `gpus`) and the main_gpu it is given (None: not passed)."""
     if len(gpus) <= 1 or num_gpu == 0:
@@ -289,6 +309,7 @@ def flash_attention(setting: str, gpu_names: list[str]) -> str:
 
 # --- mmap -----------------------------------------------------------------------------------------
 
+
 def mmap_host_pressure_headroom(total_memory: int) -> int:
     """server/sched.go mmapHostPressureHeadroom (format.GigaByte is 10^9)."""
     if total_memory == 0:
@@ -306,9 +327,15 @@ def disable_mmap_reason(use_mmap: bool | None, num_gpu: int, n_gpus: int) -> str
     return ""
 
 
-def disable_mmap_for_host_pressure(use_mmap: bool | None, model_size: int, host_free: int,
-                                   host_total: int, predicted: int, available: int,
-                                   loaded_mmap: int = 0) -> bool:
+def disable_mmap_for_host_pressure(
+    use_mmap: bool | None,
+    model_size: int,
+    host_free: int,
+    host_total: int,
+    predicted: int,
+    available: int,
+    loaded_mmap: int = 0,
+) -> bool:
     """server/sched.go disableMmapForHostPressure on Linux with discrete GPUs."""
     if use_mmap is not None or model_size == 0 or host_free == 0:
         return False
@@ -318,6 +345,7 @@ def disable_mmap_for_host_pressure(use_mmap: bool | None, model_size: int, host_
 
 
 # --- applied to a plan ----------------------------------------------------------------------------
+
 
 def _env_uint(env: dict, key: str) -> int:
     """envconfig.Uint / Uint64: an unparsable value is Ollama's default (0 for these)."""
@@ -364,36 +392,51 @@ def before_solve(plan: Plan, meta, choice):
             ctx, why = env_ctx, f"OLLAMA_CONTEXT_LENGTH={env_ctx} (envconfig.ContextLength)"
         else:
             ctx = default_context(total, len(plan.gpus), _env_uint(env, "OLLAMA_GPU_OVERHEAD"))
-            why = f"Ollama's default context for {_gib(total)} of VRAM (server/routes.go Serve: 4096, " \
-                  "32768 from 23 GiB, 262144 from 47 GiB)"
+            why = (
+                f"Ollama's default context for {_gib(total)} of VRAM (server/routes.go Serve: 4096, "
+                "32768 from 23 GiB, 262144 from 47 GiB)"
+            )
         capped = effective_context(ctx, train)
         if capped != ctx:
             why += f", capped at the model's trained {train} (llm/server.go NewLlamaServer)"
         ctx = capped
         retry = next_lower_auto_num_ctx(ctx)
         if not env_ctx and retry:
-            why += ("; pinned as num_ctx, so Ollama's retry of an automatic context after an out-of-"
-                    f"memory load (at {retry}, server/sched.go reduceAutoNumCtxForLoadOOM) never happens")
-        ch["ctx"] = EngineChoice(ctx, why, "server/routes.go Serve, llm/server.go NewLlamaServer",
-                                 f"PARAMETER num_ctx {ctx}")
+            why += (
+                "; pinned as num_ctx, so Ollama's retry of an automatic context after an out-of-"
+                f"memory load (at {retry}, server/sched.go reduceAutoNumCtxForLoadOOM) never happens"
+            )
+        ch["ctx"] = EngineChoice(
+            ctx, why, "server/routes.go Serve, llm/server.go NewLlamaServer", f"PARAMETER num_ctx {ctx}"
+        )
     elif isinstance(ctx, int) and train and ctx > train:
-        ch["ctx"] = EngineChoice(train, f"num_ctx {ctx} is capped at the model's trained {train} "
-                                 "(llm/server.go NewLlamaServer)", "llm/server.go NewLlamaServer",
-                                 f"PARAMETER num_ctx {train}")
+        ch["ctx"] = EngineChoice(
+            train,
+            f"num_ctx {ctx} is capped at the model's trained {train} (llm/server.go NewLlamaServer)",
+            "llm/server.go NewLlamaServer",
+            f"PARAMETER num_ctx {train}",
+        )
         ctx = train
     if isinstance(ctx, int) and plan.dep.model.obj.mmproj and ctx < 2048:
-        ch["ctx"] = EngineChoice(2048, f"num_ctx {ctx} is raised to 2048 for a model with vision "
-                                 "(server/sched.go getRunner)", "server/sched.go getRunner",
-                                 "PARAMETER num_ctx 2048")
+        ch["ctx"] = EngineChoice(
+            2048,
+            f"num_ctx {ctx} is raised to 2048 for a model with vision (server/sched.go getRunner)",
+            "server/sched.go getRunner",
+            "PARAMETER num_ctx 2048",
+        )
         ctx = 2048
 
     # parallel (server/sched.go load)
     parallel = num_parallel(meta.architecture, choice.parallel, completion)
     if parallel != choice.parallel:
-        why = (f"Ollama runs {meta.architecture} models with one sequence" if completion else
-               "Ollama runs embedding models with one sequence")
-        ch["parallel"] = EngineChoice(parallel, f"{why} whatever OLLAMA_NUM_PARALLEL says "
-                                      "(server/sched.go load)", "server/sched.go load")
+        why = (
+            f"Ollama runs {meta.architecture} models with one sequence"
+            if completion
+            else "Ollama runs embedding models with one sequence"
+        )
+        ch["parallel"] = EngineChoice(
+            parallel, f"{why} whatever OLLAMA_NUM_PARALLEL says (server/sched.go load)", "server/sched.go load"
+        )
 
     # GPUs (server/sched.go selectLlamaServerPlacement)
     split_mode, main_gpu = choice.split_mode, choice.main_gpu
@@ -404,51 +447,83 @@ def before_solve(plan: Plan, meta, choice):
     if len(plan.gpus) > 1 and s.main_gpu is not None and 0 <= s.main_gpu < len(plan.gpus):
         kept = plan.gpus[s.main_gpu]
         ch["gpus"] = EngineChoice(
-            [kept.gpu], f"main_gpu {s.main_gpu}: Ollama starts llama-server with only that GPU visible "
+            [kept.gpu],
+            f"main_gpu {s.main_gpu}: Ollama starts llama-server with only that GPU visible "
             "and --split-mode none --main-gpu 0 (server/sched.go bestExplicitMainGPU, "
             "llm/llama_server.go appendMainGPUArgs); the deployment's other GPUs are not used",
-            "server/sched.go selectLlamaServerPlacement", "main_gpu 0, CUDA_VISIBLE_DEVICES")
+            "server/sched.go selectLlamaServerPlacement",
+            "main_gpu 0, CUDA_VISIBLE_DEVICES",
+        )
         plan.margins = [plan.margins[s.main_gpu]]
         plan.gpus = [replace(kept, id="CUDA0")]
         ogpus = [ogpus[s.main_gpu]]
         split_mode, main_gpu = "none", 0
-        ch["split_mode"] = EngineChoice("none", "one GPU given by main_gpu: Ollama passes --split-mode none "
-                                        "(llm/llama_server.go appendMainGPUArgs)",
-                                        "llm/llama_server.go appendMainGPUArgs", "main_gpu 0")
+        ch["split_mode"] = EngineChoice(
+            "none",
+            "one GPU given by main_gpu: Ollama passes --split-mode none (llm/llama_server.go appendMainGPUArgs)",
+            "llm/llama_server.go appendMainGPUArgs",
+            "main_gpu 0",
+        )
     elif len(plan.gpus) > 1:
         alone = best_single_gpu_fit(ogpus, predicted)
         if alone is not None:
-            why = (f"OLLAMA_SCHED_SPREAD=1 is written: without it Ollama would load the model on "
-                   f"{plan.gpus[alone].id} alone, whose free memory holds its prediction of "
-                   f"{_gib(predicted)} within 80% (server/sched.go bestSingleGPUFit)")
+            why = (
+                f"OLLAMA_SCHED_SPREAD=1 is written: without it Ollama would load the model on "
+                f"{plan.gpus[alone].id} alone, whose free memory holds its prediction of "
+                f"{_gib(predicted)} within 80% (server/sched.go bestSingleGPUFit)"
+            )
         else:
-            why = (f"no single GPU holds Ollama's prediction of {_gib(predicted)} within 80% of its "
-                   "free memory, so Ollama uses them all (server/sched.go bestGPUGroupByAvailableMemory); "
-                   "OLLAMA_SCHED_SPREAD=1 is written all the same")
-        ch["gpus"] = EngineChoice([g.gpu for g in plan.gpus], why,
-                                  "server/sched.go selectLlamaServerPlacement", "OLLAMA_SCHED_SPREAD=1")
+            why = (
+                f"no single GPU holds Ollama's prediction of {_gib(predicted)} within 80% of its "
+                "free memory, so Ollama uses them all (server/sched.go bestGPUGroupByAvailableMemory); "
+                "OLLAMA_SCHED_SPREAD=1 is written all the same"
+            )
+        ch["gpus"] = EngineChoice(
+            [g.gpu for g in plan.gpus], why, "server/sched.go selectLlamaServerPlacement", "OLLAMA_SCHED_SPREAD=1"
+        )
 
     # flash attention (llm/llama_server.go LlamaServerFlashAttention)
     fa = flash_attention(choice.flash_attn, [g.name for g in plan.gpus])
     if fa != choice.flash_attn:
-        ch["flash_attn"] = EngineChoice(fa, "a GPU without flash attention (compute capability below "
-                                        "6.0): Ollama passes --flash-attn off (ml/device.go "
-                                        "FlashAttentionSupported)", "llm/llama_server.go LlamaServerFlashAttention")
+        ch["flash_attn"] = EngineChoice(
+            fa,
+            "a GPU without flash attention (compute capability below "
+            "6.0): Ollama passes --flash-attn off (ml/device.go "
+            "FlashAttentionSupported)",
+            "llm/llama_server.go LlamaServerFlashAttention",
+        )
 
     # batch (server/sched.go automaticGenerationBatch; llm/llama_server.go appendBatchArgs)
     batch = choice.batch
     if s.batch is None and plan.gpus is not None:
         batch, why = auto_batch(meta, ogpus, eff_ctx, fa, completion, ctx, parallel)
-        ch["batch"] = EngineChoice(batch, why, "server/sched.go automaticGenerationBatch"
-                                   if completion else "llm/llama_server.go DefaultEmbeddingNumBatchForContext",
-                                   f"PARAMETER num_batch {batch}")
+        ch["batch"] = EngineChoice(
+            batch,
+            why,
+            "server/sched.go automaticGenerationBatch"
+            if completion
+            else "llm/llama_server.go DefaultEmbeddingNumBatchForContext",
+            f"PARAMETER num_batch {batch}",
+        )
     elif not completion:
         batch = min(batch, eff_ctx)  # embeddingBatchSize
-    ch["ubatch"] = EngineChoice(batch, f"Ollama passes -b {batch} -ub {batch}: the micro-batch is always "
-                                "num_batch (llm/llama_server.go appendBatchArgs)",
-                                "llm/llama_server.go appendBatchArgs", f"PARAMETER num_batch {batch}")
-    return replace(choice, ctx=ctx, parallel=parallel, split_mode=split_mode, main_gpu=main_gpu,
-                   flash_attn=fa, batch=batch, ubatch=batch)
+    ch["ubatch"] = EngineChoice(
+        batch,
+        f"Ollama passes -b {batch} -ub {batch}: the micro-batch is always "
+        "num_batch (llm/llama_server.go appendBatchArgs)",
+        "llm/llama_server.go appendBatchArgs",
+        f"PARAMETER num_batch {batch}",
+    )
+    return replace(
+        choice,
+        ctx=ctx,
+        parallel=parallel,
+        split_mode=split_mode,
+        main_gpu=main_gpu,
+        flash_attn=fa,
+        batch=batch,
+        ubatch=batch,
+    )
 
 
 def auto_batch(meta, ogpus: list[OllamaGpu], eff_ctx: int, fa: str, completion: bool, ctx, parallel: int):
@@ -470,8 +545,10 @@ def auto_batch(meta, ogpus: list[OllamaGpu], eff_ctx: int, fa: str, completion: 
         first = generation_batch_for_context(eff_ctx)
         why = f"{what}: {first}"
         if batch != first:
-            why += (f", stepped down to {batch} because Ollama's prediction of {_gib(predicted)} "
-                    f"leaves too little of {_gib(available)} free (60%/75%/80% thresholds)")
+            why += (
+                f", stepped down to {batch} because Ollama's prediction of {_gib(predicted)} "
+                f"leaves too little of {_gib(available)} free (60%/75%/80% thresholds)"
+            )
         elif available:
             why += f" (Ollama's prediction {_gib(predicted)} of {_gib(available)} free)"
     return batch, why
@@ -483,15 +560,16 @@ def rebatch(plan: Plan, meta, choice) -> int | None:
         return None
     ogpus = _ollama_gpus(plan.gpus)
     eff_ctx = choice.ctx * choice.parallel
-    batch, why = auto_batch(meta, ogpus, eff_ctx, choice.flash_attn, _completion(meta), choice.ctx,
-                            choice.parallel)
+    batch, why = auto_batch(meta, ogpus, eff_ctx, choice.flash_attn, _completion(meta), choice.ctx, choice.parallel)
     old = plan.engine_choices.get("batch")
-    plan.engine_choices["batch"] = EngineChoice(batch, why, old.source if old else "",
-                                                f"PARAMETER num_batch {batch}")
+    plan.engine_choices["batch"] = EngineChoice(batch, why, old.source if old else "", f"PARAMETER num_batch {batch}")
     plan.engine_choices["ubatch"] = EngineChoice(
-        batch, f"Ollama passes -b {batch} -ub {batch}: the micro-batch is always num_batch "
-        "(llm/llama_server.go appendBatchArgs)", "llm/llama_server.go appendBatchArgs",
-        f"PARAMETER num_batch {batch}")
+        batch,
+        f"Ollama passes -b {batch} -ub {batch}: the micro-batch is always num_batch "
+        "(llm/llama_server.go appendBatchArgs)",
+        "llm/llama_server.go appendBatchArgs",
+        f"PARAMETER num_batch {batch}",
+    )
     return batch if batch != choice.batch else None
 
 
@@ -506,11 +584,14 @@ def after_solve(plan: Plan, meta) -> None:
     mmproj = plan.dep.model.obj.mmproj_size if plan.dep.model.obj.mmproj else 0
     target = "1024 MiB" + (" plus the projector and 1 GiB" if mmproj else "")
     ch["fit"] = EngineChoice(
-        "off", f"llama-server's own fit does not run: vramc writes num_gpu {ngl} (-ngl, which makes fit "
+        "off",
+        f"llama-server's own fit does not run: vramc writes num_gpu {ngl} (-ngl, which makes fit "
         "abort: llama.cpp common/fit.cpp) and LLAMA_ARG_FIT=off, which applies because Ollama puts no "
         f"--fit argument on llama-server's command line (llm/llama_server.go startLlamaServer); left "
         f"on, it would keep {target} free per GPU and lower the GPU layers",
-        "llm/llama_server.go startLlamaServer, extraEnvsForStart", f"PARAMETER num_gpu {ngl}, LLAMA_ARG_FIT=off")
+        "llm/llama_server.go startLlamaServer, extraEnvsForStart",
+        f"PARAMETER num_gpu {ngl}, LLAMA_ARG_FIT=off",
+    )
 
     use_mmap = False if s.load_mode == "none" else None
     reason = disable_mmap_reason(use_mmap, ngl if plan.gpus else 0, len(plan.gpus))
@@ -520,23 +601,39 @@ def after_solve(plan: Plan, meta) -> None:
     predicted = predict_server_vram(size, meta, eff_ctx)
     available = available_for_placement(ogpus)
     if use_mmap is False:
-        ch["mmap"] = EngineChoice(False, "use_mmap false (load_mode none): --load-mode none",
-                                  "llm/llama_server.go appendLoadModeArgs", "PARAMETER use_mmap false")
+        ch["mmap"] = EngineChoice(
+            False,
+            "use_mmap false (load_mode none): --load-mode none",
+            "llm/llama_server.go appendLoadModeArgs",
+            "PARAMETER use_mmap false",
+        )
     elif reason == "cpu":
-        ch["mmap"] = EngineChoice(False, "no GPU layers: Ollama turns mmap off and passes --load-mode "
-                                  "none (server/sched.go disableMmapDefaultReason \"cpu\")",
-                                  "server/sched.go disableMmapDefaultReason")
+        ch["mmap"] = EngineChoice(
+            False,
+            "no GPU layers: Ollama turns mmap off and passes --load-mode "
+            'none (server/sched.go disableMmapDefaultReason "cpu")',
+            "server/sched.go disableMmapDefaultReason",
+        )
     elif host_total and disable_mmap_for_host_pressure(None, size, host_total, host_total, predicted, available):
-        ch["mmap"] = EngineChoice(False, f"host memory pressure: {_gib(host_total)} of RAM is less than the "
-                                  f"model file ({_gib(size)}) plus max(8 GB, 10% of RAM), so Ollama turns "
-                                  "mmap off (server/sched.go disableMmapForHostPressure; it compares the free "
-                                  "memory at load time, which vramc takes as all of host_ram)",
-                                  "server/sched.go disableMmapForHostPressure")
+        ch["mmap"] = EngineChoice(
+            False,
+            f"host memory pressure: {_gib(host_total)} of RAM is less than the "
+            f"model file ({_gib(size)}) plus max(8 GB, 10% of RAM), so Ollama turns "
+            "mmap off (server/sched.go disableMmapForHostPressure; it compares the free "
+            "memory at load time, which vramc takes as all of host_ram)",
+            "server/sched.go disableMmapForHostPressure",
+        )
     else:
-        ch["mmap"] = EngineChoice(True, "mmap stays on (Linux, discrete GPUs, "
-                                  + ("no host memory pressure at host_ram)" if host_total else
-                                     "host_ram not given, so host memory pressure is not checked)"),
-                                  "server/sched.go applyLlamaServerMmapDefaults")
+        ch["mmap"] = EngineChoice(
+            True,
+            "mmap stays on (Linux, discrete GPUs, "
+            + (
+                "no host memory pressure at host_ram)"
+                if host_total
+                else "host_ram not given, so host memory pressure is not checked)"
+            ),
+            "server/sched.go applyLlamaServerMmapDefaults",
+        )
 
     if plan.dep.model.obj.mmproj and plan.gpus:
         free = [min(g.free, g.total) for g in ogpus]
@@ -547,17 +644,25 @@ def after_solve(plan: Plan, meta) -> None:
         else:
             why = ""
         if why:
-            ch["mmproj_offload"] = EngineChoice(False, f"{why}: Ollama passes --no-mmproj-offload and "
-                                                "the projector runs on the CPU (llm/llama_server.go "
-                                                "shouldDisableMMProjOffload); the plan still counts it "
-                                                "on the first GPU", "llm/llama_server.go shouldDisableMMProjOffload")
+            ch["mmproj_offload"] = EngineChoice(
+                False,
+                f"{why}: Ollama passes --no-mmproj-offload and "
+                "the projector runs on the CPU (llm/llama_server.go "
+                "shouldDisableMMProjOffload); the plan still counts it "
+                "on the first GPU",
+                "llm/llama_server.go shouldDisableMMProjOffload",
+            )
 
     if plan.gpus:
         for_load = predicted + generation_batch_surcharge(p.n_batch)
         ch["coresident"] = EngineChoice(
             preload_fits(for_load, available),
             f"Ollama's prediction with the batch surcharge, {_gib(for_load)}, against 80% of "
-            f"{_gib(available)} free: " + ("it may load next to other resident models" if
-                                           preload_fits(for_load, available) else
-                                           "it evicts every other resident model first"),
-            "server/sched.go load (pre-flight check)")
+            f"{_gib(available)} free: "
+            + (
+                "it may load next to other resident models"
+                if preload_fits(for_load, available)
+                else "it evicts every other resident model first"
+            ),
+            "server/sched.go load (pre-flight check)",
+        )

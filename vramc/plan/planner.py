@@ -43,7 +43,6 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
     return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
 
 
-
 @dataclass
 class Plan:
     dep: Deployment
@@ -73,8 +72,7 @@ class Plan:
         chosen = [gpus[g.gpu] for g in self.gpus]
         if chosen and all(g.uuid for g in chosen):
             return ",".join(g.uuid for g in chosen)
-        return ",".join(str(gpus[g.gpu].index if gpus[g.gpu].index is not None else g.gpu)
-                        for g in self.gpus)
+        return ",".join(str(gpus[g.gpu].index if gpus[g.gpu].index is not None else g.gpu) for g in self.gpus)
 
     def device_verdict(self, i: int) -> str:
         d = self.estimate.devices[i]
@@ -132,11 +130,19 @@ def gpu_budgets(dep, settings=None) -> list[GpuBudget]:
     for launch, i in enumerate(chosen):
         g = hw.gpus[i]
         reserve = g.reserve if g.reserve is not None else (DISPLAY_RESERVE if g.display else 0)
-        out.append(GpuBudget(
-            id=f"CUDA{launch}", name=g.name, gpu=i, capacity_bytes=g.vram,
-            tenants_bytes=sum(t.vram for t in g.tenants), reserve_bytes=reserve,
-            overhead_bytes=g.overhead if g.overhead is not None else (
-                hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, settings))))
+        out.append(
+            GpuBudget(
+                id=f"CUDA{launch}",
+                name=g.name,
+                gpu=i,
+                capacity_bytes=g.vram,
+                tenants_bytes=sum(t.vram for t in g.tenants),
+                reserve_bytes=reserve,
+                overhead_bytes=g.overhead
+                if g.overhead is not None
+                else (hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, settings)),
+            )
+        )
     return out
 
 
@@ -179,16 +185,32 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             validate_meta(meta)
         except (GGUFError, MetaError) as e:
             what = "cannot read GGUF" if isinstance(e, GGUFError) else "cannot plan with the header of"
-            diags.append(Diagnostic("VR201", Severity.ERROR, f"{what} {os.path.relpath(path)}: {e}", m.file,
-                                    where, m.prefix + ("gguf",), "check the file, or remove `gguf` to use the lock"))
+            diags.append(
+                Diagnostic(
+                    "VR201",
+                    Severity.ERROR,
+                    f"{what} {os.path.relpath(path)}: {e}",
+                    m.file,
+                    where,
+                    m.prefix + ("gguf",),
+                    "check the file, or remove `gguf` to use the lock",
+                )
+            )
             meta, unreadable = None, True
         if meta is not None and lock is not None and lock.file is not None:
             reason = _lock_mismatch(meta, lock)
             if reason:
-                diags.append(Diagnostic(
-                    "VR202", Severity.WARNING, f"the GGUF file no longer matches its lock ({reason})",
-                    m.file, m.positions.locate(("lock",)) or where, m.prefix + ("lock",),
-                    f"re-lock it: vramc analyze {os.path.relpath(path)} --write {m.file}"))
+                diags.append(
+                    Diagnostic(
+                        "VR202",
+                        Severity.WARNING,
+                        f"the GGUF file no longer matches its lock ({reason})",
+                        m.file,
+                        m.positions.locate(("lock",)) or where,
+                        m.prefix + ("lock",),
+                        f"re-lock it: vramc analyze {os.path.relpath(path)} --write {m.file}",
+                    )
+                )
         if meta is not None:
             return meta, diags
     if lock is not None:
@@ -196,24 +218,47 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             return ModelMeta.from_lock(lock), diags
         except (ValueError, KeyError) as e:
             at = ("lock",) + getattr(e, "path", ())  # MetaError says where in the lock
-            diags.append(Diagnostic("VR203", Severity.ERROR, f"the locked metadata is inconsistent: {e}",
-                                    m.file, m.positions.locate(at) or m.positions.locate(("lock",)), m.prefix + at,
-                                    "regenerate it with `vramc analyze MODEL.gguf --write`"))
+            diags.append(
+                Diagnostic(
+                    "VR203",
+                    Severity.ERROR,
+                    f"the locked metadata is inconsistent: {e}",
+                    m.file,
+                    m.positions.locate(at) or m.positions.locate(("lock",)),
+                    m.prefix + at,
+                    "regenerate it with `vramc analyze MODEL.gguf --write`",
+                )
+            )
             return None, diags
     if unreadable:
         return None, diags
     if m.obj.config is not None and m.obj.quant:
         return _meta_from_config(m, diags)
     if path is not None:
-        diags.append(Diagnostic(
-            "VR200", Severity.ERROR, f"model file {os.path.relpath(path)} not found and the model has no lock",
-            m.file, where, m.prefix + ("gguf",),
-            "run `vramc analyze MODEL.gguf --write profiles/models/NAME.yaml` where the file exists, "
-            "and refer to that model profile"))
+        diags.append(
+            Diagnostic(
+                "VR200",
+                Severity.ERROR,
+                f"model file {os.path.relpath(path)} not found and the model has no lock",
+                m.file,
+                where,
+                m.prefix + ("gguf",),
+                "run `vramc analyze MODEL.gguf --write profiles/models/NAME.yaml` where the file exists, "
+                "and refer to that model profile",
+            )
+        )
     else:
-        diags.append(Diagnostic(
-            "VR200", Severity.ERROR, "the model has neither a gguf path nor locked metadata",
-            m.file, m.positions.locate(()), m.prefix, "add `gguf:` or a lock written by `vramc analyze`"))
+        diags.append(
+            Diagnostic(
+                "VR200",
+                Severity.ERROR,
+                "the model has neither a gguf path nor locked metadata",
+                m.file,
+                m.positions.locate(()),
+                m.prefix,
+                "add `gguf:` or a lock written by `vramc analyze`",
+            )
+        )
     return None, diags
 
 
@@ -231,11 +276,18 @@ def _meta_from_config(m, diags: list[Diagnostic]) -> tuple[object, list[Diagnost
         validate_meta(meta)
     except (ConfigError, MetaError) as e:
         at = ("quant",) if "quant" in str(e) else ("config",)
-        diags.append(Diagnostic(
-            "VR206", Severity.ERROR, f"cannot derive the GGUF from config: {e}", m.file,
-            m.positions.locate(at) or m.positions.locate(()), m.prefix + at,
-            "lock it from the whole config.json (vramc lock --config config.json --quant Q4_K_M "
-            "--write PROFILE) or from a GGUF (vramc analyze hf://ORG/REPO:QUANT --write PROFILE)"))
+        diags.append(
+            Diagnostic(
+                "VR206",
+                Severity.ERROR,
+                f"cannot derive the GGUF from config: {e}",
+                m.file,
+                m.positions.locate(at) or m.positions.locate(()),
+                m.prefix + at,
+                "lock it from the whole config.json (vramc lock --config config.json --quant Q4_K_M "
+                "--write PROFILE) or from a GGUF (vramc analyze hf://ORG/REPO:QUANT --write PROFILE)",
+            )
+        )
         return None, diags
     return meta, diags
 
@@ -243,12 +295,24 @@ def _meta_from_config(m, diags: list[Diagnostic]) -> tuple[object, list[Diagnost
 def _missing_tensor(dep, meta, e) -> Diagnostic:
     m = dep.model
     if getattr(meta, "origin", None) == "lock":
-        return Diagnostic("VR203", Severity.ERROR, f"the locked metadata is inconsistent: {e}", m.file,
-                          m.positions.locate(("lock", "tensors")) or m.positions.locate(("lock",)),
-                          m.prefix + ("lock", "tensors"), "regenerate it with `vramc analyze MODEL.gguf --write`")
-    return Diagnostic("VR201", Severity.ERROR, f"cannot use GGUF {os.path.relpath(dep.gguf_path)}: {e}", m.file,
-                      m.positions.locate(("gguf",)) or m.positions.locate(()), m.prefix + ("gguf",),
-                      "the file is incomplete or of another architecture: convert it again")
+        return Diagnostic(
+            "VR203",
+            Severity.ERROR,
+            f"the locked metadata is inconsistent: {e}",
+            m.file,
+            m.positions.locate(("lock", "tensors")) or m.positions.locate(("lock",)),
+            m.prefix + ("lock", "tensors"),
+            "regenerate it with `vramc analyze MODEL.gguf --write`",
+        )
+    return Diagnostic(
+        "VR201",
+        Severity.ERROR,
+        f"cannot use GGUF {os.path.relpath(dep.gguf_path)}: {e}",
+        m.file,
+        m.positions.locate(("gguf",)) or m.positions.locate(()),
+        m.prefix + ("gguf",),
+        "the file is incomplete or of another architecture: convert it again",
+    )
 
 
 def _lock_mismatch(meta: ModelMeta, lock) -> str | None:
@@ -296,10 +360,17 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         plan.estimate = None
         return
     except ValueError as e:  # settings llama.cpp refuses at load (its own error, in its words)
-        plan.diagnostics.append(Diagnostic(
-            "VR320", Severity.ERROR, f"these settings cannot be loaded: {e}", dep.doc.file,
-            dep.doc.positions.locate(("settings",)), dep.doc.prefix + ("settings",),
-            "change the setting the engine's message names; `vramc explain VR320` lists the cases"))
+        plan.diagnostics.append(
+            Diagnostic(
+                "VR320",
+                Severity.ERROR,
+                f"these settings cannot be loaded: {e}",
+                dep.doc.file,
+                dep.doc.positions.locate(("settings",)),
+                dep.doc.prefix + ("settings",),
+                "change the setting the engine's message names; `vramc explain VR320` lists the cases",
+            )
+        )
         plan.estimate = None
         return
     if plan.engine == "ollama":
@@ -308,8 +379,7 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         from vramc.plan.fit import suggest
 
         try:
-            plan.fit_hint = suggest(meta, plan.gpus, plan.choice, plan.margins, dep.settings.ctx_min,
-                                    fit_target(dep))
+            plan.fit_hint = suggest(meta, plan.gpus, plan.choice, plan.margins, dep.settings.ctx_min, fit_target(dep))
         except ValueError:
             plan.fit_hint = ""
 
@@ -321,8 +391,9 @@ def _resolve_and_estimate(plan: Plan, meta, choice, keep_free: list[int] | None 
 
     dep = plan.dep
     plan.requested = choice
-    autos = tuple(k for k in ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v")
-                  if getattr(choice, k) == "auto")
+    autos = tuple(
+        k for k in ("ctx", "gpu_layers", "tensor_split", "cache_type_k", "cache_type_v") if getattr(choice, k) == "auto"
+    )
     est = None
     if autos:
         from vramc.plan.estimate_cache import solve
@@ -330,8 +401,7 @@ def _resolve_and_estimate(plan: Plan, meta, choice, keep_free: list[int] | None 
         # a projector or draft model loads onto the first GPU after the model (so it does not
         # change the split by free memory): the solver keeps room for it there
         extra = extra_model_bytes(dep.model.obj)
-        margins = [m + extra if i == 0 else m
-                   for i, m in enumerate(plan.margins if keep_free is None else keep_free)]
+        margins = [m + extra if i == 0 else m for i, m in enumerate(plan.margins if keep_free is None else keep_free)]
         result = solve(meta, plan.gpus, choice, margins, dep.settings.ctx_min)
         if plan.engine == "ollama":  # Ollama's automatic batch follows the context the solver chose
             from dataclasses import replace
@@ -340,8 +410,9 @@ def _resolve_and_estimate(plan: Plan, meta, choice, keep_free: list[int] | None 
 
             batch = ollama_sched.rebatch(plan, meta, result.choice)
             if batch is not None:
-                result = solve(meta, plan.gpus, replace(choice, batch=batch, ubatch=batch), margins,
-                               dep.settings.ctx_min)
+                result = solve(
+                    meta, plan.gpus, replace(choice, batch=batch, ubatch=batch), margins, dep.settings.ctx_min
+                )
         plan.search = result.log
         plan.auto = autos + (("override_tensor",) if result.moved_experts else ())
         choice, est = result.choice, result.estimate
@@ -358,8 +429,7 @@ def _resolve_and_estimate(plan: Plan, meta, choice, keep_free: list[int] | None 
 
 
 def extra_model_bytes(model) -> int:
-    return sum(size or 0 for path, size in ((model.mmproj, model.mmproj_size), (model.draft, model.draft_size))
-               if path)
+    return sum(size or 0 for path, size in ((model.mmproj, model.mmproj_size), (model.draft, model.draft_size)) if path)
 
 
 def add_extra_models(est: MemoryEstimate, model) -> None:
@@ -369,12 +439,16 @@ def add_extra_models(est: MemoryEstimate, model) -> None:
     if not est.devices:
         return
     d = est.devices[0]
-    for what, path, size in (("mmproj", model.mmproj, model.mmproj_size),
-                             ("draft model", model.draft, model.draft_size)):
+    for what, path, size in (
+        ("mmproj", model.mmproj, model.mmproj_size),
+        ("draft model", model.draft, model.draft_size),
+    ):
         if path and size:
             d.weights_bytes += size
-            est.notes.append(f"{what} {path}: {fmt_size(size)} of weights counted on {d.id}; "
-                             "its compute buffers (and a draft's KV cache) are not, so keep a margin")
+            est.notes.append(
+                f"{what} {path}: {fmt_size(size)} of weights counted on {d.id}; "
+                "its compute buffers (and a draft's KV cache) are not, so keep a margin"
+            )
 
 
 def add_overhead(est: MemoryEstimate, gpus: list[GpuBudget]) -> None:
@@ -391,10 +465,17 @@ def _plan_vllm(plan: Plan) -> None:
     dep = plan.dep
     model = dep.model.obj
     if model.config is None:
-        plan.diagnostics.append(Diagnostic(
-            "VR200", Severity.ERROR, "a vLLM deployment needs the model's `config` (from config.json)",
-            dep.model.file, dep.model.positions.locate(()), dep.model.prefix,
-            "add `hf:` and `config:` to the model profile"))
+        plan.diagnostics.append(
+            Diagnostic(
+                "VR200",
+                Severity.ERROR,
+                "a vLLM deployment needs the model's `config` (from config.json)",
+                dep.model.file,
+                dep.model.positions.locate(()),
+                dep.model.prefix,
+                "add `hf:` and `config:` to the model profile",
+            )
+        )
         return
     from vramc.plan import vllm_fit
 
@@ -414,9 +495,11 @@ def solve_vllm(plan: Plan, util: float | None = None) -> None:
 
     dep = plan.dep
     result = vllm_fit.solve(
-        dep, plan.margins,
+        dep,
+        plan.margins,
         lambda tp: gpu_budgets(dep, dep.settings.model_copy(update={"tensor_parallel_size": tp})),
-        util=util)
+        util=util,
+    )
     plan.gpus, plan.estimate, plan.choice = result.gpus, result.estimate, result.settings
     plan.auto, plan.search = result.auto, result.log
 
@@ -444,19 +527,20 @@ def _share_vllm(combo) -> None:
     """`gpu_memory_utilization: auto` of vLLM deployments that share GPUs (vllm_fit.joint_shares)."""
     from vramc.plan import vllm_fit
 
-    members = [p for p in combo.members if p.estimate is not None
-               and ENGINES[p.engine].family == "vllm"]
+    members = [p for p in combo.members if p.estimate is not None and ENGINES[p.engine].family == "vllm"]
     if len(members) < 2:
         return
     adjustable = {id(p) for p in combo.adjustable()}
     shares = vllm_fit.joint_shares(
-        members, lambda p, gpu: next(m for g, m in zip(p.gpus, p.margins) if g.gpu == gpu),
-        adjustable)
+        members, lambda p, gpu: next(m for g, m in zip(p.gpus, p.margins) if g.gpu == gpu), adjustable
+    )
     for p in members:
         if id(p) in shares:
             solve_vllm(p, util=shares[id(p)])
-            p.search = [f"gpu_memory_utilization {shares[id(p)]:g}: the share left on the GPUs it "
-                        f"shares with {', '.join(q.dep.label for q in members if q is not p)}"] + p.search
+            p.search = [
+                f"gpu_memory_utilization {shares[id(p)]:g}: the share left on the GPUs it "
+                f"shares with {', '.join(q.dep.label for q in members if q is not p)}"
+            ] + p.search
             add_overhead(p.estimate, p.gpus)
 
 
@@ -504,15 +588,13 @@ def combinations(plans: list[Plan]) -> list[Combination]:
             for m in servers.values():
                 for p in m:
                     p.server_members = m  # the rules need every model of the server, not one set
-            sets = [[p for s in combo for p in s]
-                    for combo in product(*(resident_sets(m) for m in servers.values()))]
+            sets = [[p for s in combo for p in s] for combo in product(*(resident_sets(m) for m in servers.values()))]
         for extra in sets:
             if len(bases) + len(extra) < 2:  # one deployment: its variants are alternatives
                 continue
             out.append(Combination(group, None, bases + extra))
             for v in sorted({p.dep.variant for p in ps if p.dep.variant is not None}):
-                members = [next((q for q in ps if q.dep.doc is b.dep.doc and q.dep.variant == v), b)
-                           for b in bases]
+                members = [next((q for q in ps if q.dep.doc is b.dep.doc and q.dep.variant == v), b) for b in bases]
                 out.append(Combination(group, v, members + extra))
     return out
 

@@ -58,9 +58,7 @@ def quant_rows(plan, metas: list[tuple[str, str, ModelMeta]]) -> list[Row]:
     for quant, file, meta in metas:
         p = plan_deployment(plan.dep, cache=_Given(meta))
         est = p.estimate
-        layers = (
-            meta.hparams.get("block_count", 0) + 1
-        )  # the blocks and the output layer
+        layers = meta.hparams.get("block_count", 0) + 1  # the blocks and the output layer
         on_gpu = sum(d.n_layers or 0 for d in est.devices) if est else 0
         rows.append(Row(quant, file, meta.total_bytes, p.verdict, on_gpu, layers))
     return rows
@@ -111,9 +109,7 @@ def cli_quants(plans, ref_text: str) -> int:
     try:
         ref = parse_ref(ref_text)
         if ref.repo is None or ref.file or ref.quant:
-            raise RemoteError(
-                f"{ref_text}: --quants takes a repository, hf://ORG/REPO[@REVISION]"
-            )
+            raise RemoteError(f"{ref_text}: --quants takes a repository, hf://ORG/REPO[@REVISION]")
         import os
 
         http = Http(token=os.environ.get("HF_TOKEN") or None)
@@ -121,8 +117,7 @@ def cli_quants(plans, ref_text: str) -> int:
         firsts = [
             f
             for f in files
-            if is_model_file(f)
-            and not (_SPLIT_RE.match(f.removesuffix(".gguf")) and "-00001-of-" not in f)
+            if is_model_file(f) and not (_SPLIT_RE.match(f.removesuffix(".gguf")) and "-00001-of-" not in f)
         ]
         if not firsts:
             raise RemoteError(f"{ref_text}: no GGUF model files in {ref.repo}")
@@ -135,14 +130,10 @@ def cli_quants(plans, ref_text: str) -> int:
         return 1
     llama = [p for p in plans if ENGINES[p.engine].family != "vllm"]
     if not llama:
-        sys.stderr.write(
-            "vramc plan: --quants plans GGUF deployments (llama.cpp engines); none "
-            "was given\n"
-        )
+        sys.stderr.write("vramc plan: --quants plans GGUF deployments (llama.cpp engines); none was given\n")
         return 2
     sys.stderr.write(
-        f"{ref.repo}@{commit[:12]}: {len(metas)} quant files, {http.transferred:,} "
-        "bytes of headers read\n"
+        f"{ref.repo}@{commit[:12]}: {len(metas)} quant files, {http.transferred:,} bytes of headers read\n"
     )
     for p in llama:
         sys.stdout.write(render(p.dep.name, quant_rows(p, metas)))

@@ -71,30 +71,36 @@ def plan_record(plan: Plan) -> dict:
     if plan.engine == "vllm" and est.devices:  # vLLM's own start-up figures (added keys)
         rec.update(vllm_kv_record(est))
     for i, d in enumerate(est.devices):
-        rec["devices"].append({
-            "id": d.id,
-            "name": d.name,
-            "gpu": d.gpu,
-            "capacity_bytes": d.capacity_bytes,
-            "reserve_bytes": d.reserve_bytes,
-            "tenants_bytes": d.tenants_bytes,
-            "available_bytes": d.available_bytes,
-            "weights_bytes": d.weights_bytes,
-            "kv_bytes": d.kv_bytes,
-            "compute_bytes": d.compute_bytes,
-            "overhead_bytes": d.overhead_bytes,
-            "total_bytes": d.total_bytes,
-            "free_bytes": d.free_bytes,
-            "margin_bytes": plan.margins[i],
-            "verdict": plan.device_verdict(i),
-            "layers": list(d.layers) if d.layers else None,
-            "n_layers": d.n_layers,
-            "output": d.output,
-        })
+        rec["devices"].append(
+            {
+                "id": d.id,
+                "name": d.name,
+                "gpu": d.gpu,
+                "capacity_bytes": d.capacity_bytes,
+                "reserve_bytes": d.reserve_bytes,
+                "tenants_bytes": d.tenants_bytes,
+                "available_bytes": d.available_bytes,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "overhead_bytes": d.overhead_bytes,
+                "total_bytes": d.total_bytes,
+                "free_bytes": d.free_bytes,
+                "margin_bytes": plan.margins[i],
+                "verdict": plan.device_verdict(i),
+                "layers": list(d.layers) if d.layers else None,
+                "n_layers": d.n_layers,
+                "output": d.output,
+            }
+        )
     h = est.host
-    rec["host"] = {"weights_bytes": h.weights_bytes, "kv_bytes": h.kv_bytes,
-                   "compute_bytes": h.compute_bytes, "other_bytes": h.other_bytes,
-                   "total_bytes": h.total_bytes}
+    rec["host"] = {
+        "weights_bytes": h.weights_bytes,
+        "kv_bytes": h.kv_bytes,
+        "compute_bytes": h.compute_bytes,
+        "other_bytes": h.other_bytes,
+        "total_bytes": h.total_bytes,
+    }
     return rec
 
 
@@ -114,15 +120,16 @@ def server_record(plan: Plan) -> dict:
     members = getattr(plan, "server_members", [plan])
     k, said = max_resident(members)
     return {
-        "name": plan.dep.server, "tag": plan.dep.tag,
+        "name": plan.dep.server,
+        "tag": plan.dep.tag,
         "max_resident": min(k, len(members)),
         "engine": plan.dep.server_engine,
         # what decides it: max_loaded_models (Ollama, the router), Ollama's default, llama-swap's groups
         "max_resident_from": _resident_from(plan, said),
         "worst_resident_sets": [
-            {"gpu": gpu, "models": [p.dep.label for p in members_set], "need_bytes": need,
-             "available_bytes": have}
-            for gpu, (members_set, need, have) in worst_sets(members).items()],
+            {"gpu": gpu, "models": [p.dep.label for p in members_set], "need_bytes": need, "available_bytes": have}
+            for gpu, (members_set, need, have) in worst_sets(members).items()
+        ],
     }
 
 
@@ -135,11 +142,14 @@ def vllm_kv_record(est) -> dict:
     over 1..the derived length; 0: not even one token)."""
     d = est.devices[0].detail
     per = d.get("blocks_per_request") or 0
-    return {"kv_blocks": d["kv_blocks"], "block_size": est.resolved["block_size"],
-            "kv_tokens": d["kv_tokens"],
-            "max_concurrency": round(d["kv_blocks"] / per, 2) if per else 0.0,
-            "kv_capacity_tokens": d["kv_capacity_tokens"],
-            "max_model_len_fit": d["max_model_len_fit"]}
+    return {
+        "kv_blocks": d["kv_blocks"],
+        "block_size": est.resolved["block_size"],
+        "kv_tokens": d["kv_tokens"],
+        "max_concurrency": round(d["kv_blocks"] / per, 2) if per else 0.0,
+        "kv_capacity_tokens": d["kv_capacity_tokens"],
+        "max_model_len_fit": d["max_model_len_fit"],
+    }
 
 
 def plans_json(plans) -> str:
@@ -150,6 +160,7 @@ def plans_json(plans) -> str:
 
 
 # --- text ---------------------------------------------------------------------------------------
+
 
 def _m(n: int) -> str:
     return f"{n / MiB:,.0f}"
@@ -198,20 +209,34 @@ def shared_gpus(plan: Plan, plans) -> list[str]:
             return []
         from vramc.plan.servers import describe
 
-        others = [p for p in plans if p.dep.group == plan.dep.group and p.dep.server is None
-                  and p.dep.variant is None and p.estimate is not None]
+        others = [
+            p
+            for p in plans
+            if p.dep.group == plan.dep.group
+            and p.dep.server is None
+            and p.dep.variant is None
+            and p.estimate is not None
+        ]
         return describe(members, others)
     out = []
     for d in plan.estimate.devices:
-        others = [(p.dep.label, o) for p in plans if p is not plan and p.dep.variant is None
-                  and p.dep.server is None
-                  and p.dep.group == plan.dep.group and p.estimate is not None
-                  for o in p.estimate.devices if o.gpu == d.gpu]
+        others = [
+            (p.dep.label, o)
+            for p in plans
+            if p is not plan
+            and p.dep.variant is None
+            and p.dep.server is None
+            and p.dep.group == plan.dep.group
+            and p.estimate is not None
+            for o in p.estimate.devices
+            if o.gpu == d.gpu
+        ]
         if others:
             together = d.total_bytes + sum(o.total_bytes for _, o in others)
             names = ", ".join(f"{label} ({o.total_bytes / GiB:.2f} GiB)" for label, o in others)
-            out.append(f"  {d.id} is shared with {names}: {together / GiB:.2f} of "
-                       f"{d.available_bytes / GiB:.2f} GiB together")
+            out.append(
+                f"  {d.id} is shared with {names}: {together / GiB:.2f} of {d.available_bytes / GiB:.2f} GiB together"
+            )
     return out
 
 
@@ -239,11 +264,26 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
         return "\n".join(lines) + "\n"
     s = resolved_settings(plan)
     if plan.engine == "vllm":
-        keys = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                "kv_cache_dtype", "tensor_parallel_size")
+        keys = (
+            "gpu_memory_utilization",
+            "max_model_len",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "kv_cache_dtype",
+            "tensor_parallel_size",
+        )
     else:
-        keys = ("ctx", "parallel", "gpu_layers", "split_mode", "tensor_split", "flash_attn",
-                "cache_type_k", "cache_type_v", "ubatch")
+        keys = (
+            "ctx",
+            "parallel",
+            "gpu_layers",
+            "split_mode",
+            "tensor_split",
+            "flash_attn",
+            "cache_type_k",
+            "cache_type_v",
+            "ubatch",
+        )
     shown = []
     for k in keys:
         if k in s and s[k] is not None:
@@ -258,7 +298,8 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
         star = "*" if "override_tensor" in plan.auto else ""
         shown.append(f"override_tensor={len(plan.params.overrides)} pattern(s){star}")
     marks = (["* chosen by vramc"] if plan.auto else []) + (
-        [f"† chosen by {_engine_pin(plan)}"] if any(k in plan.engine_choices for k in keys) else [])
+        [f"† chosen by {_engine_pin(plan)}"] if any(k in plan.engine_choices for k in keys) else []
+    )
     lines.append("  " + "  ".join(shown) + (f"   ({'; '.join(marks)})" if marks else ""))
     if plan.engine == "vllm" and est.devices:
         from vramc.plan.vllm_fit import describe
@@ -267,18 +308,34 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
     header = ("device", "name", "weights", "KV", "compute", "overhead", "total", "capacity", "free", "layers")
     rows = []
     for d in est.devices:
-        rows.append((d.id, d.name, _m(d.weights_bytes), _m(d.kv_bytes), _m(d.compute_bytes),
-                     _m(d.overhead_bytes), _m(d.total_bytes), _m(d.capacity_bytes), _m(d.free_bytes),
-                     _layers(d, plan.meta.n_layer if plan.meta is not None else None)))
+        rows.append(
+            (
+                d.id,
+                d.name,
+                _m(d.weights_bytes),
+                _m(d.kv_bytes),
+                _m(d.compute_bytes),
+                _m(d.overhead_bytes),
+                _m(d.total_bytes),
+                _m(d.capacity_bytes),
+                _m(d.free_bytes),
+                _layers(d, plan.meta.n_layer if plan.meta is not None else None),
+            )
+        )
     h = est.host
-    rows.append(("host", "", _m(h.weights_bytes), _m(h.kv_bytes), _m(h.compute_bytes), "",
-                 _m(h.total_bytes), "", "", ""))
+    rows.append(
+        ("host", "", _m(h.weights_bytes), _m(h.kv_bytes), _m(h.compute_bytes), "", _m(h.total_bytes), "", "", "")
+    )
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     numeric = set(range(2, 9))
 
     def fmt(r):
-        return "  " + "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
-                                for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return (
+            "  "
+            + "  ".join(
+                str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
 
     lines.append(fmt(header) + "   (MiB)")
     lines.extend(fmt(r) for r in rows)

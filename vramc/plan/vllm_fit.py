@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 
 from vramc.units import GiB
 
-VLLM_AUTO_KEYS = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
-                  "kv_cache_dtype")
+VLLM_AUTO_KEYS = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size", "kv_cache_dtype")
 UTIL_STEP = 0.01  # a share written as two decimals (what vLLM users write)
 _SEQ_ROUNDS = 4  # max_num_seqs changes the activation peak a little: a few rounds settle it
 
 # GPUs with fp8 (compute capability >= 8.9: Ada, Hopper, Blackwell), by the names vramc reads
-_FP8 = re.compile(r"\b(h100|h200|h800|h20|gh200|b100|b200|gb200|b300|gb300|l4|l40s?|l20|"
-                  r"rtx\s*(40\d\d|50\d\d)|rtx\s*\d000\s*ada|rtx\s*pro\s*\d000|blackwell|ada)\b")
+_FP8 = re.compile(
+    r"\b(h100|h200|h800|h20|gh200|b100|b200|gb200|b300|gb300|l4|l40s?|l20|"
+    r"rtx\s*(40\d\d|50\d\d)|rtx\s*\d000\s*ada|rtx\s*pro\s*\d000|blackwell|ada)\b"
+)
 
 
 def fp8_kv_supported(gpu_name: str) -> bool:
@@ -66,8 +67,11 @@ def solo_share(gpus, margins, held: dict[int, int] | None = None) -> float:
     """The largest share of every GPU that leaves `margins` free, after tenants, reserve, the
     process's CUDA context and what others hold on it (`held`: bytes per hardware GPU index)."""
     held = held or {}
-    shares = [(g.capacity_bytes - g.tenants_bytes - g.reserve_bytes - g.overhead_bytes - m
-               - held.get(g.gpu, 0)) / g.capacity_bytes for g, m in zip(gpus, margins)]
+    shares = [
+        (g.capacity_bytes - g.tenants_bytes - g.reserve_bytes - g.overhead_bytes - m - held.get(g.gpu, 0))
+        / g.capacity_bytes
+        for g, m in zip(gpus, margins)
+    ]
     return round(min(1.0, floor_share(min(shares))), 2) if shares else 0.0
 
 
@@ -99,21 +103,32 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             if s.gpu_memory_utilization == "auto":
                 share = util if util is not None else solo_share(ranks, rank_margins, held)
                 if share <= 0:
-                    log.append("no share of the GPUs leaves the margin free: other processes, the "
-                               "reserve, the CUDA context and the margin take it all")
+                    log.append(
+                        "no share of the GPUs leaves the margin free: other processes, the "
+                        "reserve, the CUDA context and the margin take it all"
+                    )
                 update["gpu_memory_utilization"] = share if share > 0 else UTIL_STEP
             trial = s.model_copy(update=update)
-            est = _seqs(model, ranks, trial, log) if s.max_num_seqs == "auto" else \
-                estimate_vllm(model, ranks, trial)
-            trial = trial.model_copy(update={"max_num_seqs": est.resolved["max_num_seqs"]}) \
-                if s.max_num_seqs == "auto" else trial
+            est = _seqs(model, ranks, trial, log) if s.max_num_seqs == "auto" else estimate_vllm(model, ranks, trial)
+            trial = (
+                trial.model_copy(update={"max_num_seqs": est.resolved["max_num_seqs"]})
+                if s.max_num_seqs == "auto"
+                else trial
+            )
             ok = not est.errors
-            log.append(f"tensor_parallel_size {tp}, kv_cache_dtype {kv or 'auto'}"
-                       + (f", gpu_memory_utilization {trial.gpu_memory_utilization}"
-                          if "gpu_memory_utilization" in autos else "")
-                       + (f": starts, {concurrency(est):.2f} requests at max_model_len "
-                          f"{est.resolved['max_model_len']}" if ok else
-                          ": " + ", ".join(sorted({c for c, _ in est.errors}))))
+            log.append(
+                f"tensor_parallel_size {tp}, kv_cache_dtype {kv or 'auto'}"
+                + (
+                    f", gpu_memory_utilization {trial.gpu_memory_utilization}"
+                    if "gpu_memory_utilization" in autos
+                    else ""
+                )
+                + (
+                    f": starts, {concurrency(est):.2f} requests at max_model_len {est.resolved['max_model_len']}"
+                    if ok
+                    else ": " + ", ".join(sorted({c for c, _ in est.errors}))
+                )
+            )
             if s.max_model_len == "auto":  # pinned to the length vLLM's auto-fit arrives at
                 trial = trial.model_copy(update={"max_model_len": est.resolved["max_model_len"]})
             # with max_model_len: auto any size starts (at a shorter length): what counts is
@@ -121,8 +136,10 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             reach = (est.resolved["max_model_len"] if s.max_model_len == "auto" else 1) if ok else 0
             if best is None or reach > best[0]:
                 best = (reach, trial, est, gpus)
-            if ok and (s.max_model_len != "auto"
-                       or est.resolved["max_model_len"] >= est.devices[0].detail["derived_max_model_len"]):
+            if ok and (
+                s.max_model_len != "auto"
+                or est.resolved["max_model_len"] >= est.devices[0].detail["derived_max_model_len"]
+            ):
                 return VllmFit(trial, est, gpus, autos, log)
     _, trial, est, gpus = best
     return VllmFit(trial, est, gpus, autos, log)
@@ -146,9 +163,11 @@ def _seqs(model, ranks, settings, log):
         if more <= seqs:
             break
         seqs = more
-    log.append(f"max_num_seqs {best.resolved['max_num_seqs']}: the KV cache holds "
-               f"{concurrency(best):.2f} requests of {best.resolved['max_model_len']} tokens "
-               f"(vLLM's default {default})")
+    log.append(
+        f"max_num_seqs {best.resolved['max_num_seqs']}: the KV cache holds "
+        f"{concurrency(best):.2f} requests of {best.resolved['max_model_len']} tokens "
+        f"(vLLM's default {default})"
+    )
     return best
 
 
@@ -166,23 +185,35 @@ def joint_shares(members, margin_of, adjustable: set[int]) -> dict[int, float]:
             by_gpu.setdefault(d.gpu, []).append((p, d))
     shares: dict[int, float] = {}
     for gpu, here in by_gpu.items():
-        autos = [(p, d) for p, d in here if id(p) in adjustable and p.requested is not None
-                 and getattr(p.requested, "gpu_memory_utilization", None) == "auto"]
+        autos = [
+            (p, d)
+            for p, d in here
+            if id(p) in adjustable
+            and p.requested is not None
+            and getattr(p.requested, "gpu_memory_utilization", None) == "auto"
+        ]
         if len(here) < 2 or not autos:
             continue
         budget = next(g for p, _ in here for g in p.gpus if g.gpu == gpu)
-        room = (budget.capacity_bytes - budget.tenants_bytes - budget.reserve_bytes
-                - max(margin_of(p, gpu) for p, _ in here) - len(here) * budget.overhead_bytes)
+        room = (
+            budget.capacity_bytes
+            - budget.tenants_bytes
+            - budget.reserve_bytes
+            - max(margin_of(p, gpu) for p, _ in here)
+            - len(here) * budget.overhead_bytes
+        )
         for p, d in here:
             if (p, d) not in autos:
                 room -= max(d.detail["requested"], d.detail.get("held", 0))
         fixed_need = sum(d.detail["requested"] - d.detail["kv_available"] for _, d in autos)
-        per_request = sum(d.detail["blocks_per_request"] * d.detail["kv_bytes_per_block"]
-                          for _, d in autos)
+        per_request = sum(d.detail["blocks_per_request"] * d.detail["kv_bytes_per_block"] for _, d in autos)
         times = max(0.0, (room - fixed_need) / per_request) if per_request else 0.0
         for p, d in autos:
-            need = (d.detail["requested"] - d.detail["kv_available"]
-                    + (times * d.detail["blocks_per_request"] + 1) * d.detail["kv_bytes_per_block"])
+            need = (
+                d.detail["requested"]
+                - d.detail["kv_available"]
+                + (times * d.detail["blocks_per_request"] + 1) * d.detail["kv_bytes_per_block"]
+            )
             share = floor_share(need / budget.capacity_bytes)
             key = id(p)
             shares[key] = round(min(shares.get(key, 1.0), share), 2)
@@ -193,8 +224,10 @@ def describe(est) -> str:
     """vLLM's own start-up figures, as it logs them, for the plan's text."""
     d = est.devices[0].detail
     r = est.resolved
-    return (f"KV cache: {d['kv_blocks']:,} blocks x {r['block_size']} = {d['kv_tokens']:,} tokens "
-            f"({d['kv_bytes_per_block'] * d['kv_blocks'] / GiB:.2f} GiB); maximum concurrency "
-            f"{concurrency(est):.2f}x at max_model_len {r['max_model_len']:,} (vLLM logs "
-            f"\"GPU KV cache size: {d['kv_capacity_tokens']:,} tokens\"); longest max_model_len that "
-            f"fits: {d['max_model_len_fit']:,}")
+    return (
+        f"KV cache: {d['kv_blocks']:,} blocks x {r['block_size']} = {d['kv_tokens']:,} tokens "
+        f"({d['kv_bytes_per_block'] * d['kv_blocks'] / GiB:.2f} GiB); maximum concurrency "
+        f"{concurrency(est):.2f}x at max_model_len {r['max_model_len']:,} (vLLM logs "
+        f'"GPU KV cache size: {d["kv_capacity_tokens"]:,} tokens"); longest max_model_len that '
+        f"fits: {d['max_model_len_fit']:,}"
+    )

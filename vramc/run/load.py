@@ -22,9 +22,17 @@ import signal
 import threading
 import time
 
-MEMORY_PATTERNS = ("out of memory", "failed to allocate", "unable to allocate", "cudamalloc failed",
-                   "erroroutofdevicememory", "not enough memory", "cannot allocate memory", "insufficient memory",
-                   "bad_alloc")
+MEMORY_PATTERNS = (
+    "out of memory",
+    "failed to allocate",
+    "unable to allocate",
+    "cudamalloc failed",
+    "erroroutofdevicememory",
+    "not enough memory",
+    "cannot allocate memory",
+    "insufficient memory",
+    "bad_alloc",
+)
 
 
 QUIET_SECONDS = 1.0

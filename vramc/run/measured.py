@@ -27,7 +27,8 @@ LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
 
 BUFFER_RE = re.compile(
     r"^(?P<func>\w+):\s+(?P<name>\S+)\s+(?P<kind>model|KV|RS|compute|output) buffer size\s*=\s*"
-    r"(?P<mib>[0-9]+(?:\.[0-9]+)?) MiB")
+    r"(?P<mib>[0-9]+(?:\.[0-9]+)?) MiB"
+)
 # model/KV/RS lines add up (one line per mapped file, per SWA/non-SWA cache); compute and output
 # buffers are re-reserved in place, so the last line for a buffer name is its size.
 COMPONENT = {"model": "weights", "KV": "kv", "RS": "kv", "compute": "compute", "output": "output"}
@@ -160,8 +161,9 @@ def format_table(rows: list[Row], estimate, threshold: float) -> str:
             note = f"({pct}) over {threshold:.0%}"
         else:
             note = f"({pct})" if pct else ""
-        body.append((r.place, LABELS[r.component], f"{r.planned_mib:,.2f}", f"{r.actual_mib:,.2f}",
-                     f"{r.diff_mib:+,.2f}", note))
+        body.append(
+            (r.place, LABELS[r.component], f"{r.planned_mib:,.2f}", f"{r.actual_mib:,.2f}", f"{r.diff_mib:+,.2f}", note)
+        )
     widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
     lines = ["planned against actual (MiB; actual = the buffer sizes llama.cpp reported)"]
     prev = None
@@ -174,8 +176,10 @@ def format_table(rows: list[Row], estimate, threshold: float) -> str:
     unmeasured = [d for d in estimate.devices if d.overhead_bytes]
     if unmeasured:
         parts = ", ".join(f"{d.id} {d.overhead_bytes / MiB:,.0f}" for d in unmeasured)
-        lines.append(f"  not measured: planned overhead {parts} MiB (CUDA context, cuBLAS, driver: "
-                     "llama.cpp does not report it; nvidia-smi shows it)")
+        lines.append(
+            f"  not measured: planned overhead {parts} MiB (CUDA context, cuBLAS, driver: "
+            "llama.cpp does not report it; nvidia-smi shows it)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -183,9 +187,11 @@ def warnings(rows: list[Row], threshold: float) -> list[str]:
     out = []
     for r in rows:
         if r.exceeds(threshold):
-            out.append(f"{r.place} {LABELS[r.component]}: llama.cpp allocated {r.actual_mib:,.2f} MiB, "
-                       f"the plan said {r.planned_mib:,.2f} MiB ({r.diff_mib:+,.2f} MiB, {_pct(r)}; "
-                       f"the threshold is {threshold:.0%})")
+            out.append(
+                f"{r.place} {LABELS[r.component]}: llama.cpp allocated {r.actual_mib:,.2f} MiB, "
+                f"the plan said {r.planned_mib:,.2f} MiB ({r.diff_mib:+,.2f} MiB, {_pct(r)}; "
+                f"the threshold is {threshold:.0%})"
+            )
     return out
 
 

@@ -57,8 +57,9 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_NO_ENGINE, EXIT_LOAD, EXIT_ADDRESS, EXIT_INTERRUPTED = 4, 5, 6, 130
 DEFAULT_PORT = 8000  # llama_cpp.server's
-INSTALL_HINT = ("pip install 'vramc[run]' (llama-cpp-python 0.3.36 with its server extra; it compiles "
-                "llama.cpp, about 6 minutes)")
+INSTALL_HINT = (
+    "pip install 'vramc[run]' (llama-cpp-python 0.3.36 with its server extra; it compiles llama.cpp, about 6 minutes)"
+)
 
 REFUSED_ENGINES = {e.name: e.run_refusal for e in ENGINES.values() if e.run_refusal}
 ENGINE_NAMES = {e.name: e.article for e in ENGINES.values()}
@@ -106,12 +107,38 @@ class Options:
     allow_hosts: tuple[str, ...] = ()
 
 
-def cli_run(name: str, *, variant: str | None, profiles_dir: Path, prompt: str | None, max_tokens: int,
-            host: str, port: int | None, api_key_file: Path | None, insecure: bool, threshold: str,
-            max_body: str = "1MiB", queue: int = 8, allow_hosts: list[str] | tuple[str, ...] = ()) -> int:
+def cli_run(
+    name: str,
+    *,
+    variant: str | None,
+    profiles_dir: Path,
+    prompt: str | None,
+    max_tokens: int,
+    host: str,
+    port: int | None,
+    api_key_file: Path | None,
+    insecure: bool,
+    threshold: str,
+    max_body: str = "1MiB",
+    queue: int = 8,
+    allow_hosts: list[str] | tuple[str, ...] = (),
+) -> int:
     console = Console()
-    opts = Options(name, variant, profiles_dir, prompt, max_tokens, host, port, api_key_file, insecure, threshold,
-                   max_body, queue, tuple(allow_hosts))
+    opts = Options(
+        name,
+        variant,
+        profiles_dir,
+        prompt,
+        max_tokens,
+        host,
+        port,
+        api_key_file,
+        insecure,
+        threshold,
+        max_body,
+        queue,
+        tuple(allow_hosts),
+    )
     try:
         return _run(console, opts)
     except KeyboardInterrupt:
@@ -143,9 +170,11 @@ def _run(console: Console, opts: Options) -> int:
     engine = dep.doc.obj.engine
     if engine in REFUSED_ENGINES:
         other = "" if engine == "vllm" else ", or use `engine: llama-cpp-python`"
-        console.say(f"{dep.label} is {ENGINE_NAMES[engine]} deployment; vramc run loads llama-cpp-python "
-                    f"deployments only: {REFUSED_ENGINES[engine]}. Launch it with what `vramc build` "
-                    f"writes (out/{dep.name}/){other}.")
+        console.say(
+            f"{dep.label} is {ENGINE_NAMES[engine]} deployment; vramc run loads llama-cpp-python "
+            f"deployments only: {REFUSED_ENGINES[engine]}. Launch it with what `vramc build` "
+            f"writes (out/{dep.name}/){other}."
+        )
         return EXIT_USAGE
     problem = model_file_problem(dep)
     if problem:
@@ -190,8 +219,10 @@ def server_option_problem(opts: Options) -> str | None:
         return f"--queue {opts.queue}: how many requests may wait while one runs; 0 or more"
     for name in opts.allow_hosts:
         if not valid_allow_host(name):
-            return (f"--allow-host {name!r}: give a host name or address as clients write it, optionally with "
-                    "a port (example.lan, 192.168.1.5:8000, [::1]), or * to accept any Host")
+            return (
+                f"--allow-host {name!r}: give a host name or address as clients write it, optionally with "
+                "a port (example.lan, 192.168.1.5:8000, [::1]), or * to accept any Host"
+            )
     return None
 
 
@@ -204,9 +235,11 @@ def _listen_socket(console: Console, dep, opts: Options):
         return None, [], code
     if not is_loopback(opts.host) and not api_keys:
         if not opts.insecure:
-            console.say(f"refusing to serve on {opts.host} without an API key: anyone who can reach "
-                        "this machine could use the model. Give --api-key-file FILE (or `api_key_file` "
-                        "in the profile), or --insecure if the network is trusted.")
+            console.say(
+                f"refusing to serve on {opts.host} without an API key: anyone who can reach "
+                "this machine could use the model. Give --api-key-file FILE (or `api_key_file` "
+                "in the profile), or --insecure if the network is trusted."
+            )
             return None, [], EXIT_USAGE
         console.say(f"warning: serving on {opts.host} without an API key (--insecure)")
     port = opts.port if opts.port is not None else (dep.settings.port or DEFAULT_PORT)
@@ -245,8 +278,7 @@ def _find(console: Console, name: str, variant: str | None, profiles_dir: Path):
         msg += f"; known: {', '.join(known)}"
     errors = sum(1 for d in loaded.diagnostics if d.severity == Severity.ERROR)
     if errors:
-        msg += (f" ({errors} error{'s' if errors != 1 else ''} in the profiles: "
-                f"`vramc check {profiles_dir}` shows them)")
+        msg += f" ({errors} error{'s' if errors != 1 else ''} in the profiles: `vramc check {profiles_dir}` shows them)"
     console.say(msg)
     return None, EXIT_USAGE
 
@@ -256,8 +288,7 @@ def model_file_problem(dep) -> str | None:
     path = dep.gguf_path
     model = dep.model.obj
     if path is None:
-        return (f"the model of {dep.label} ({dep.model.file}) has no `gguf:` file; llama.cpp needs a "
-                "GGUF file")
+        return f"the model of {dep.label} ({dep.model.file}) has no `gguf:` file; llama.cpp needs a GGUF file"
     shown = _shown(path)
     if not path.exists():
         msg = f"model file {shown} not found (from `gguf:` in {dep.model.file})"
@@ -293,15 +324,16 @@ def _check(console: Console, dep, profiles_dir: Path):
 
     result = run_check([profiles_dir], deployments=[dep])
     files = {dep.doc.file, dep.model.file, dep.hardware.file}
-    mine = [d for d in result.diagnostics
-            if d.deployment == dep.label or (not d.deployment and d.file in files)]
+    mine = [d for d in result.diagnostics if d.deployment == dep.label or (not d.deployment and d.file in files)]
     if mine:
         console.write(format_text(mine, load_rules()))
     errors = [d for d in mine if d.severity == Severity.ERROR]
     plan = result.plans[0] if result.plans else None
     if errors:
-        console.say(f"refusing to run {dep.label}: `vramc check` finds {len(errors)} error"
-                    f"{'s' if len(errors) != 1 else ''} (above)")
+        console.say(
+            f"refusing to run {dep.label}: `vramc check` finds {len(errors)} error"
+            f"{'s' if len(errors) != 1 else ''} (above)"
+        )
         return None, EXIT_CHECK
     if plan is None or plan.estimate is None or plan.params is None:
         console.say(f"{dep.label} could not be planned; `vramc plan -d {dep.label}` says why")
@@ -326,8 +358,9 @@ def _api_keys(console: Console, dep, api_key_file: Path | None):
         with open(path, "rb") as f:
             raw = f.read(MAX_KEY_FILE + 1)
         if len(raw) > MAX_KEY_FILE:
-            console.say(f"the API key file {path} is larger than {MAX_KEY_FILE // 1024} KiB: not a key file "
-                        "(one key per line)")
+            console.say(
+                f"the API key file {path} is larger than {MAX_KEY_FILE // 1024} KiB: not a key file (one key per line)"
+            )
             return [], EXIT_USAGE
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -395,16 +428,20 @@ def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_key
     except LoadError as e:
         console.say(str(e))
         if e.memory:
-            console.say(f"`vramc plan -d {dep.label}` shows what the plan expected on each device; "
-                        "lower ctx or gpu_layers, or describe the machine (vram, host_ram) so that "
-                        "`vramc check` catches this before loading")
+            console.say(
+                f"`vramc plan -d {dep.label}` shows what the plan expected on each device; "
+                "lower ctx or gpu_layers, or describe the machine (vram, host_ram) so that "
+                "`vramc check` catches this before loading"
+            )
         return EXIT_INTERRUPTED if e.interrupted else EXIT_LOAD
     capture.stop_recording()
     console.say(f"loaded in {time.monotonic() - t0:.1f} s")
     if plan.gpus and plan.params.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
-        console.say("warning: this llama-cpp-python was built without GPU support, so every layer "
-                    "runs on the CPU, whatever the plan says; reinstall it with a GPU backend, e.g. "
-                    "CMAKE_ARGS=-DGGML_CUDA=on pip install --force-reinstall --no-cache-dir 'vramc[run]'")
+        console.say(
+            "warning: this llama-cpp-python was built without GPU support, so every layer "
+            "runs on the CPU, whatever the plan says; reinstall it with a GPU backend, e.g. "
+            "CMAKE_ARGS=-DGGML_CUDA=on pip install --force-reinstall --no-cache-dir 'vramc[run]'"
+        )
     buffers = parse_buffers(capture.lines)
     if buffers:
         rows = compare(plan.estimate, buffers)
@@ -426,8 +463,10 @@ def describe(plan: Plan) -> str:
     n_layers = plan.meta.n_layer + 1
     ngl = n_layers if p.n_gpu_layers < 0 else min(p.n_gpu_layers, n_layers)
     where = "CPU only" if not plan.gpus else ", ".join(f"{g.id} {g.name}" for g in plan.gpus)
-    return (f"{dep.label} ({plan.engine}, {dep.doc.file}): plan {plan.verdict}; ctx {p.n_ctx}, "
-            f"{ngl}/{n_layers} layers on GPU, {where}")
+    return (
+        f"{dep.label} ({plan.engine}, {dep.doc.file}): plan {plan.verdict}; ctx {p.n_ctx}, "
+        f"{ngl}/{n_layers} layers on GPU, {where}"
+    )
 
 
 def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
@@ -441,8 +480,10 @@ def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
     usage = out.get("usage", {})
     n = usage.get("completion_tokens", 0)
     rate = n / elapsed if elapsed > 0 else 0.0
-    console.say(f"generated {n} tokens in {elapsed:.3f} s ({rate:.1f} tokens/s, {cpu:.3f} s of CPU; prompt "
-                f"{usage.get('prompt_tokens', 0)} tokens, finish: {out['choices'][0].get('finish_reason')})")
+    console.say(
+        f"generated {n} tokens in {elapsed:.3f} s ({rate:.1f} tokens/s, {cpu:.3f} s of CPU; prompt "
+        f"{usage.get('prompt_tokens', 0)} tokens, finish: {out['choices'][0].get('finish_reason')})"
+    )
     return EXIT_OK
 
 
@@ -450,12 +491,22 @@ def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> int:
     from vramc.run.serve import build_app, serve, url_of
 
     alias = dep.settings.alias or dep.label
-    app = build_app(llm, alias, api_keys, host=opts.host, port=sock.getsockname()[1],
-                    allow_hosts=list(opts.allow_hosts), max_body=max_body_bytes(opts.max_body), queue=opts.queue)
+    app = build_app(
+        llm,
+        alias,
+        api_keys,
+        host=opts.host,
+        port=sock.getsockname()[1],
+        allow_hosts=list(opts.allow_hosts),
+        max_body=max_body_bytes(opts.max_body),
+        queue=opts.queue,
+    )
     url = url_of(sock)
     auth = "API key required" if api_keys else "no API key"
-    console.say(f"serving {alias} on {url} ({auth}): /v1/models, /v1/chat/completions, "
-                f"/v1/completions, /health; one request at a time, {opts.queue} may wait; Ctrl-C stops")
+    console.say(
+        f"serving {alias} on {url} ({auth}): /v1/models, /v1/chat/completions, "
+        f"/v1/completions, /health; one request at a time, {opts.queue} may wait; Ctrl-C stops"
+    )
     serve(app, sock, console)
     console.say("stopped")
     return EXIT_OK

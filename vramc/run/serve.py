@@ -78,11 +78,20 @@ class LoadedModel:
 
 # --- OpenAI's error format ---------------------------------------------------------------------
 
+
 class ApiError(Exception):
     """An answer in OpenAI's error format: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers or {}
@@ -91,8 +100,9 @@ class ApiError(Exception):
         return error_body(self.message, kind=self.kind, param=self.param, code=self.code)
 
 
-def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> bytes:
+def error_body(
+    message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
 
 
@@ -115,6 +125,7 @@ def _header(scope, name: bytes) -> bytes | None:
 
 # --- request checks ----------------------------------------------------------------------------
 
+
 def _kind(value) -> str:
     if value is None:
         return "null"
@@ -132,8 +143,12 @@ def _kind(value) -> str:
 
 
 def _type_error(param: str, expected: str, value) -> ApiError:
-    return ApiError(400, f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
-                    param=param, code="invalid_type")
+    return ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
 
 
 def _missing(param: str) -> ApiError:
@@ -147,8 +162,13 @@ def _integer(body: dict, name: str, minimum: int, *, why: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _type_error(name, "an integer", value)
     if value < minimum:
-        raise ApiError(400, f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, "
-                            f"but got {value} instead.{why}", param=name, code="integer_below_min_value")
+        raise ApiError(
+            400,
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, "
+            f"but got {value} instead.{why}",
+            param=name,
+            code="integer_below_min_value",
+        )
 
 
 def _number(body: dict, name: str, low: float, high: float) -> None:
@@ -157,11 +177,18 @@ def _number(body: dict, name: str, low: float, high: float) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _type_error(name, "a number", value)
-    for bad, word, sign, bound, code in ((value < low, "below minimum", ">=", low, "decimal_below_min_value"),
-                                         (value > high, "above maximum", "<=", high, "decimal_above_max_value")):
+    for bad, word, sign, bound, code in (
+        (value < low, "below minimum", ">=", low, "decimal_below_min_value"),
+        (value > high, "above maximum", "<=", high, "decimal_above_max_value"),
+    ):
         if bad:
-            raise ApiError(400, f"Invalid '{name}': decimal {word} value. Expected a value {sign} {bound:g}, "
-                                f"but got {value:g} instead.", param=name, code=code)
+            raise ApiError(
+                400,
+                f"Invalid '{name}': decimal {word} value. Expected a value {sign} {bound:g}, "
+                f"but got {value:g} instead.",
+                param=name,
+                code=code,
+            )
 
 
 def _boolean(body: dict, name: str) -> None:
@@ -174,12 +201,18 @@ def _only_one(body: dict, name: str) -> None:
     """llama-cpp-python drops `n` and `best_of`: more than one would be answered with one."""
     _integer(body, name, 1)
     if body.get(name, 1) not in (None, 1):
-        raise ApiError(400, f"Unsupported value: '{name}' must be 1 here; this server generates one choice "
-                            "per request (send several requests instead).", param=name, code="unsupported_value")
+        raise ApiError(
+            400,
+            f"Unsupported value: '{name}' must be 1 here; this server generates one choice "
+            "per request (send several requests instead).",
+            param=name,
+            code="unsupported_value",
+        )
 
 
-MAX_TOKENS_ZERO = (" llama-cpp-python reads 0 or less as 'until the context is full': leave it out, or "
-                   "null, for no limit.")
+MAX_TOKENS_ZERO = (
+    " llama-cpp-python reads 0 or less as 'until the context is full': leave it out, or null, for no limit."
+)
 
 
 def _common(body: dict) -> None:
@@ -189,8 +222,12 @@ def _common(body: dict) -> None:
         # OpenAI's newer name; llama-cpp-python ignores it and would generate without a limit.
         limit = body.pop("max_completion_tokens")
         if body.get("max_tokens") not in (None, limit):
-            raise ApiError(400, "Give one of 'max_tokens' and 'max_completion_tokens', not two different values.",
-                           param="max_completion_tokens", code="invalid_value")
+            raise ApiError(
+                400,
+                "Give one of 'max_tokens' and 'max_completion_tokens', not two different values.",
+                param="max_completion_tokens",
+                code="invalid_value",
+            )
         body["max_tokens"] = limit
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
@@ -210,8 +247,10 @@ def _drop_nulls(body: dict) -> None:
         del body[key]
 
 
-NO_LOGPROBS = ("Unsupported parameter: '{}'. This server does not return log probabilities: vramc run loads "
-               "the model with logits_all off, as the rendered llama-cpp-python server does.")
+NO_LOGPROBS = (
+    "Unsupported parameter: '{}'. This server does not return log probabilities: vramc run loads "
+    "the model with logits_all off, as the rendered llama-cpp-python server does."
+)
 
 
 def _no_logprobs(body: dict, *names: str) -> None:
@@ -232,8 +271,12 @@ def check_chat(body: dict) -> None:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array", messages)
     if not messages:
-        raise ApiError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
-                            "empty array instead.", param="messages", code="empty_array")
+        raise ApiError(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
     for i, message in enumerate(messages):
         _check_message(message, f"messages[{i}]")
     _common(body)
@@ -251,8 +294,12 @@ def _check_message(message, at: str) -> None:
         hint = " (use 'system' for developer instructions)" if role == "developer" else ""
         supported = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f", and '{ROLES[-1]}'"
         shown = f"'{role[:80]}'" if isinstance(role, str) else json.dumps(role)[:80]
-        raise ApiError(400, f"Invalid value: {shown}. Supported values are: {supported}{hint}.",
-                       param=f"{at}.role", code="invalid_value")
+        raise ApiError(
+            400,
+            f"Invalid value: {shown}. Supported values are: {supported}{hint}.",
+            param=f"{at}.role",
+            code="invalid_value",
+        )
     content = message.get("content")
     if content is None:
         # OpenAI: required, but for an assistant message that has tool_calls or a function_call
@@ -276,8 +323,12 @@ def _text_of_parts(parts: list, at: str) -> str:
     that take a string (common_chat_msg::to_json_oaicompat with concat_typed_text): llama-cpp-python
     hands the list itself to the chat template, which prints it as a Python list."""
     if not parts:
-        raise ApiError(400, f"Invalid '{at}': empty array. Expected an array with minimum length 1, but got an "
-                            "empty array instead.", param=at, code="empty_array")
+        raise ApiError(
+            400,
+            f"Invalid '{at}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param=at,
+            code="empty_array",
+        )
     texts = []
     for j, part in enumerate(parts):
         where = f"{at}[{j}]"
@@ -286,9 +337,13 @@ def _text_of_parts(parts: list, at: str) -> str:
         if part.get("type") != "text":
             kind = part.get("type")
             shown = f"'{kind[:80]}'" if isinstance(kind, str) else json.dumps(kind)[:80]
-            raise ApiError(400, f"Invalid value: {shown}. This server takes text content parts only (type "
-                                "'text'): vramc run loads no image or audio projector.",
-                           param=f"{where}.type", code="invalid_value")
+            raise ApiError(
+                400,
+                f"Invalid value: {shown}. This server takes text content parts only (type "
+                "'text'): vramc run loads no image or audio projector.",
+                param=f"{where}.type",
+                code="invalid_value",
+            )
         if not isinstance(part.get("text"), str):
             raise _type_error(f"{where}.text", "a string", part.get("text"))
         texts.append(part["text"])
@@ -304,8 +359,13 @@ def check_completion(body: dict) -> None:
     if isinstance(prompt, list):
         # llama-cpp-python asserts one prompt (an AssertionError: a 500) and takes no token ids
         if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise ApiError(400, "Invalid 'prompt': this server takes one prompt per request, as a string (or an "
-                                "array holding one string).", param="prompt", code="invalid_value")
+            raise ApiError(
+                400,
+                "Invalid 'prompt': this server takes one prompt per request, as a string (or an "
+                "array holding one string).",
+                param="prompt",
+                code="invalid_value",
+            )
     elif not isinstance(prompt, str):
         raise _type_error("prompt", "a string", prompt)
     _common(body)
@@ -327,8 +387,10 @@ class ModelChecks:
         model = getattr(llm, "_model", None)
         self.vocab = getattr(model, "vocab", None)
         if self.vocab is None or not hasattr(llm, "n_vocab"):
-            raise RuntimeError("this llama-cpp-python's Llama has no _model.vocab/n_vocab(); "
-                               "vramc run needs llama-cpp-python 0.3.36 (pip install 'vramc[run]')")
+            raise RuntimeError(
+                "this llama-cpp-python's Llama has no _model.vocab/n_vocab(); "
+                "vramc run needs llama-cpp-python 0.3.36 (pip install 'vramc[run]')"
+            )
         self.n_vocab = int(llm.n_vocab())
 
     def check_detokenize(self, body: dict) -> None:
@@ -340,8 +402,13 @@ class ModelChecks:
             if isinstance(token, bool) or not isinstance(token, int):
                 raise _type_error(f"tokens[{i}]", "an integer", token)
             if not 0 <= token < self.n_vocab:
-                raise ApiError(400, f"Invalid 'tokens[{i}]': {token} is not a token id of this model; token ids "
-                                    f"are from 0 to {self.n_vocab - 1}.", param=f"tokens[{i}]", code="invalid_value")
+                raise ApiError(
+                    400,
+                    f"Invalid 'tokens[{i}]': {token} is not a token id of this model; token ids "
+                    f"are from 0 to {self.n_vocab - 1}.",
+                    param=f"tokens[{i}]",
+                    code="invalid_value",
+                )
 
     def check(self, body: dict) -> None:
         self._logit_bias(body)
@@ -351,8 +418,13 @@ class ModelChecks:
         if not isinstance(grammar, str):
             raise _type_error("grammar", "a string", grammar)
         if not self._parses(grammar):
-            raise ApiError(400, "Invalid 'grammar': llama.cpp cannot parse it as a GBNF grammar with a 'root' rule "
-                                "(the server's log says where).", param="grammar", code="invalid_value")
+            raise ApiError(
+                400,
+                "Invalid 'grammar': llama.cpp cannot parse it as a GBNF grammar with a 'root' rule "
+                "(the server's log says where).",
+                param="grammar",
+                code="invalid_value",
+            )
 
     def _logit_bias(self, body: dict) -> None:
         bias = body.get("logit_bias")
@@ -362,17 +434,24 @@ class ModelChecks:
             raise _type_error("logit_bias", "an object", bias)
         by_text = body.get("logit_bias_type") == "tokens"  # llama-cpp-python's: keys are text to tokenize
         for key, value in bias.items():
-            if not by_text and not (key.isascii() and key.isdigit() and len(key) <= 12
-                                    and int(key) < self.n_vocab):
-                raise ApiError(400, f"Invalid 'logit_bias': {json.dumps(key[:40])} is not a token id of this "
-                                    f"model; keys are token ids from 0 to {self.n_vocab - 1}.",
-                               param="logit_bias", code="invalid_value")
+            if not by_text and not (key.isascii() and key.isdigit() and len(key) <= 12 and int(key) < self.n_vocab):
+                raise ApiError(
+                    400,
+                    f"Invalid 'logit_bias': {json.dumps(key[:40])} is not a token id of this "
+                    f"model; keys are token ids from 0 to {self.n_vocab - 1}.",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _type_error("logit_bias", "numbers as values", value)
             if not -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT:
-                raise ApiError(400, f"Invalid 'logit_bias': {value:g} is out of range. Expected values from "
-                                    f"-{LOGIT_BIAS_LIMIT} to {LOGIT_BIAS_LIMIT}.", param="logit_bias",
-                               code="invalid_value")
+                raise ApiError(
+                    400,
+                    f"Invalid 'logit_bias': {value:g} is out of range. Expected values from "
+                    f"-{LOGIT_BIAS_LIMIT} to {LOGIT_BIAS_LIMIT}.",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
 
     def _parses(self, grammar: str) -> bool:
         import llama_cpp
@@ -394,11 +473,17 @@ def parse_json_object(raw: bytes) -> dict:
     except RecursionError:
         raise ApiError(400, "The JSON body of this request is nested too deeply.") from None
     except UnicodeEncodeError:
-        raise ApiError(400, "The JSON body of this request holds a lone UTF-16 surrogate (such as \\ud800): "
-                            "not text. Send valid Unicode.") from None
+        raise ApiError(
+            400,
+            "The JSON body of this request holds a lone UTF-16 surrogate (such as \\ud800): "
+            "not text. Send valid Unicode.",
+        ) from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, UnicodeEncodeError
-        raise ApiError(400, f"We could not parse the JSON body of your request ({e}). The API expects a JSON "
-                            "object; send it with Content-Type: application/json.") from None
+        raise ApiError(
+            400,
+            f"We could not parse the JSON body of your request ({e}). The API expects a JSON "
+            "object; send it with Content-Type: application/json.",
+        ) from None
     if not isinstance(value, dict):
         raise ApiError(400, f"The JSON body of this request must be an object, not {_kind(value)}.")
     return value
@@ -411,8 +496,14 @@ class RequestGuard:
     bytes counted pass it (or at once when Content-Length says so), whatever Content-Length said.
     """
 
-    def __init__(self, app, post_paths: frozenset[str], max_body: int, embeddings: bool = True,
-                 model_checks: ModelChecks | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        post_paths: frozenset[str],
+        max_body: int,
+        embeddings: bool = True,
+        model_checks: ModelChecks | None = None,
+    ) -> None:
         self.app = app
         self.post_paths = post_paths
         self.max_body = max_body
@@ -433,8 +524,11 @@ class RequestGuard:
             body = parse_json_object(raw)
             if scope["path"] == "/v1/embeddings" and not self.embeddings:
                 # llama-cpp-python would answer a 500 ("must be created with embedding=True")
-                raise ApiError(400, "This server does not compute embeddings: vramc run loads the model for "
-                                    "text generation.", code="unsupported_endpoint")
+                raise ApiError(
+                    400,
+                    "This server does not compute embeddings: vramc run loads the model for text generation.",
+                    code="unsupported_endpoint",
+                )
             if scope["path"] in CHAT_PATHS:
                 check_chat(body)
             elif scope["path"] in COMPLETION_PATHS:
@@ -463,8 +557,12 @@ class RequestGuard:
     def _check_headers(self, scope) -> None:
         ctype = (_header(scope, b"content-type") or b"").decode("latin-1").partition(";")[0].strip().lower()
         if not JSON_TYPE.match(ctype):
-            raise ApiError(415, f"Content-Type must be application/json, not {ctype or 'missing'!r}.",
-                           param=None, code="unsupported_media_type")
+            raise ApiError(
+                415,
+                f"Content-Type must be application/json, not {ctype or 'missing'!r}.",
+                param=None,
+                code="unsupported_media_type",
+            )
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -487,11 +585,15 @@ class RequestGuard:
                 return b"".join(chunks)
 
     def _too_large(self) -> ApiError:
-        return ApiError(413, f"Request body too large: this server takes at most {self.max_body} bytes "
-                             "(vramc run --max-body).", code="request_too_large")
+        return ApiError(
+            413,
+            f"Request body too large: this server takes at most {self.max_body} bytes (vramc run --max-body).",
+            code="request_too_large",
+        )
 
 
 # --- the queue ---------------------------------------------------------------------------------
+
 
 class ModelQueue:
     """One request uses the model at a time (llama_cpp.server.app's lock); at most `limit` wait.
@@ -548,10 +650,17 @@ class QueueMiddleware:
         admitted = self.queue.enter()
         if admitted is None:
             wait = self.queue.retry_after()
-            await send_error(send, ApiError(
-                503, f"The server is busy: one request is running and {self.queue.waiting} are waiting, the most "
-                     f"it queues (vramc run --queue {self.queue.limit}). Retry after {wait} s.",
-                kind="server_error", code="queue_full", headers={"Retry-After": str(wait)}))
+            await send_error(
+                send,
+                ApiError(
+                    503,
+                    f"The server is busy: one request is running and {self.queue.waiting} are waiting, the most "
+                    f"it queues (vramc run --queue {self.queue.limit}). Retry after {wait} s.",
+                    kind="server_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(wait)},
+                ),
+            )
             return
         try:
             await self.app(scope, receive, send)
@@ -560,6 +669,7 @@ class QueueMiddleware:
 
 
 # --- Host and API key --------------------------------------------------------------------------
+
 
 def split_host(value: str) -> tuple[str, int | None]:
     """'Name:port' or '[v6]:port' into (name, port), lower-cased, without a trailing dot."""
@@ -626,10 +736,16 @@ class HostCheck:
             await self.app(scope, receive, send)
             return
         shown = json.dumps(value[:100]) if raw is not None else "missing"
-        await send_error(send, ApiError(
-            421, f"Host {shown} is not a name of this server (a DNS rebinding attack looks like this). Use "
-                 f"http://localhost:{self.port}/, or start vramc run with --allow-host NAME for a name that "
-                 "reaches it.", code="invalid_host"))
+        await send_error(
+            send,
+            ApiError(
+                421,
+                f"Host {shown} is not a name of this server (a DNS rebinding attack looks like this). Use "
+                f"http://localhost:{self.port}/, or start vramc run with --allow-host NAME for a name that "
+                "reaches it.",
+                code="invalid_host",
+            ),
+        )
 
 
 class ApiKeyMiddleware:
@@ -643,8 +759,10 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        await send_error(send, ApiError(401, "Invalid or missing API key", code="invalid_api_key",
-                                        headers={"WWW-Authenticate": "Bearer"}))
+        await send_error(
+            send,
+            ApiError(401, "Invalid or missing API key", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}),
+        )
 
     def _authorized(self, scope) -> bool:
         value = _header(scope, b"authorization")
@@ -660,6 +778,7 @@ class ApiKeyMiddleware:
 
 # --- the app -----------------------------------------------------------------------------------
 
+
 def validation_error(exc) -> ApiError:
     """FastAPI's RequestValidationError (pydantic's list) as OpenAI's one 400."""
     errors = exc.errors() or [{"loc": (), "msg": "invalid request", "type": "value_error"}]
@@ -672,8 +791,13 @@ def validation_error(exc) -> ApiError:
     first, loc = errors[deepest], paths[deepest]
     param = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
     kind = str(first.get("type", ""))
-    code = ("missing_required_parameter" if kind == "missing" else
-            "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value")
+    code = (
+        "missing_required_parameter"
+        if kind == "missing"
+        else "invalid_type"
+        if kind.endswith(("_type", "_parsing"))
+        else "invalid_value"
+    )
     where = f"'{param}'" if param else "the request body"
     return ApiError(400, f"Invalid {where}: {first.get('msg', 'invalid')}.", param=param or None, code=code)
 
@@ -688,8 +812,14 @@ def _request_path(body, loc: list) -> list:
         elif isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here):
             path.append(part)
             here = here[part]
-        elif isinstance(here, dict) and isinstance(part, str) and part.isidentifier() and part[:1].islower() \
-                and "[" not in part and part not in ("str", "int", "float", "bool", "list", "dict"):
+        elif (
+            isinstance(here, dict)
+            and isinstance(part, str)
+            and part.isidentifier()
+            and part[:1].islower()
+            and "[" not in part
+            and part not in ("str", "int", "float", "bool", "list", "dict")
+        ):
             path.append(part)  # a missing field: no further
             break
     return path
@@ -724,10 +854,20 @@ def openai_router(server_app, alias: str):
         if r.path == "/v1/models":
             continue
         router.add_api_route(
-            r.path, r.endpoint, methods=list(r.methods), response_model=r.response_model,
-            status_code=r.status_code, tags=r.tags, dependencies=r.dependencies, summary=r.summary,
-            description=r.description, responses=r.responses, name=r.name,
-            include_in_schema=r.include_in_schema, openapi_extra=r.openapi_extra)
+            r.path,
+            r.endpoint,
+            methods=list(r.methods),
+            response_model=r.response_model,
+            status_code=r.status_code,
+            tags=r.tags,
+            dependencies=r.dependencies,
+            summary=r.summary,
+            description=r.description,
+            responses=r.responses,
+            name=r.name,
+            include_in_schema=r.include_in_schema,
+            openapi_extra=r.openapi_extra,
+        )
 
     @router.get("/v1/models", summary="Models", tags=["OpenAI V1"])
     async def get_models() -> dict:
@@ -737,9 +877,17 @@ def openai_router(server_app, alias: str):
     return router
 
 
-def build_app(llm, alias: str, api_keys: list[str], *, host: str = "127.0.0.1", port: int = 8000,
-              allow_hosts: list[str] | None = None, max_body: int = DEFAULT_MAX_BODY,
-              queue: int = DEFAULT_QUEUE):
+def build_app(
+    llm,
+    alias: str,
+    api_keys: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    allow_hosts: list[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    queue: int = DEFAULT_QUEUE,
+):
     import llama_cpp
     import llama_cpp.server.app as server_app
     from fastapi import FastAPI
@@ -749,8 +897,10 @@ def build_app(llm, alias: str, api_keys: list[str], *, host: str = "127.0.0.1", 
     from starlette.exceptions import HTTPException
 
     if not hasattr(server_app, "_llama_proxy") or not hasattr(server_app, "router"):
-        raise RuntimeError("this llama-cpp-python has no llama_cpp.server.app._llama_proxy/router; "
-                           "vramc run needs llama-cpp-python 0.3.36 (pip install 'vramc[run]')")
+        raise RuntimeError(
+            "this llama-cpp-python has no llama_cpp.server.app._llama_proxy/router; "
+            "vramc run needs llama-cpp-python 0.3.36 (pip install 'vramc[run]')"
+        )
     # api_key stays None here: ApiKeyMiddleware checks every path, the routes need not repeat it
     server_app.set_server_settings(ServerSettings(api_key=None, interrupt_requests=False))
     server_app._llama_proxy = LoadedModel(llm, alias)
@@ -762,8 +912,15 @@ def build_app(llm, alias: str, api_keys: list[str], *, host: str = "127.0.0.1", 
     @app.get("/health", tags=["vramc"])
     async def health() -> dict:
         # The model is loaded before the socket listens, so a server that answers is ready.
-        return {"status": "ok", "model": alias, "busy": model_queue.active > 0, "waiting": model_queue.waiting,
-                "queue": model_queue.limit, "admitted": model_queue.admitted, "refused": model_queue.refused}
+        return {
+            "status": "ok",
+            "model": alias,
+            "busy": model_queue.active > 0,
+            "waiting": model_queue.waiting,
+            "queue": model_queue.limit,
+            "admitted": model_queue.admitted,
+            "refused": model_queue.refused,
+        }
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc):  # routes outside OpenAIRoute (none take a body today)
@@ -774,21 +931,27 @@ def build_app(llm, alias: str, api_keys: list[str], *, host: str = "127.0.0.1", 
     async def http_error(request, exc):
         # Starlette's 404/405 and the routes' own HTTPExceptions, in OpenAI's format
         where = f"{request.method} {request.url.path}"
-        message = {404: f"Invalid URL ({where})",
-                   405: f"Invalid method for URL ({where})"}.get(exc.status_code, str(exc.detail))
+        message = {404: f"Invalid URL ({where})", 405: f"Invalid method for URL ({where})"}.get(
+            exc.status_code, str(exc.detail)
+        )
         code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
         kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
-        return JSONResponse(json.loads(error_body(message, kind=kind, code=code)), status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            json.loads(error_body(message, kind=kind, code=code)), status_code=exc.status_code, headers=exc.headers
+        )
 
     post_paths = frozenset(r.path for r in router.routes if "POST" in r.methods)
     if not post_paths >= CHAT_PATHS | COMPLETION_PATHS:
         raise RuntimeError(f"llama_cpp.server.app's routes are not the expected ones: {sorted(post_paths)}")
     # add_middleware wraps: the last added is the outermost
     app.add_middleware(QueueMiddleware, queue=model_queue, post_paths=post_paths)
-    app.add_middleware(RequestGuard, post_paths=post_paths, max_body=max_body,
-                       embeddings=bool(getattr(getattr(llm, "context_params", None), "embeddings", False)),
-                       model_checks=ModelChecks(llm))
+    app.add_middleware(
+        RequestGuard,
+        post_paths=post_paths,
+        max_body=max_body,
+        embeddings=bool(getattr(getattr(llm, "context_params", None), "embeddings", False)),
+        model_checks=ModelChecks(llm),
+    )
     if api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(HostCheck, host=host, port=port, allow=list(allow_hosts or []))
@@ -828,11 +991,15 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise BindError(f"port {port} on {host} is already in use (another server?); "
-                            "choose another with --port, or stop the other one") from None
+            raise BindError(
+                f"port {port} on {host} is already in use (another server?); "
+                "choose another with --port, or stop the other one"
+            ) from None
         if e.errno == errno.EACCES:
-            raise BindError(f"not allowed to bind port {port} on {host} (ports below 1024 need "
-                            "privileges); choose another with --port") from None
+            raise BindError(
+                f"not allowed to bind port {port} on {host} (ports below 1024 need "
+                "privileges); choose another with --port"
+            ) from None
         raise BindError(f"cannot bind {host}:{port}: {e.strerror or e}") from None
     return sock
 
@@ -857,8 +1024,9 @@ def serve(app, sock: socket.socket, console) -> None:
     config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5, lifespan="off")
     server = uvicorn.Server(config)
     caught: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         server.run(sockets=[sock])
     finally:

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 # llama_cpp.LLAMA_SPLIT_MODE_* and ggml_type values (llama_cpp/llama_cpp.py, ggml.h)
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
-GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-                 "iq4_nl": 20, "bf16": 30}
+GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 
 
 def model_path(plan: Plan, absolute: bool = False) -> str:
@@ -100,10 +99,14 @@ def service(plan: Plan, ctx) -> dict:
     from vramc.build.render import PathArg
     from vramc.build.targets.common import device_env, path_arg, process_env
 
-    return {"lines": [["python3", "-m", "llama_cpp.server"],
-                      ["--config_file", PathArg(path_arg(f"{ctx.folder}/{CONFIG_FILE}"))]],
-            "env": process_env(plan, device_env(plan), ctx),
-            "memlock": to_llama_kwargs(plan)["use_mlock"]}
+    return {
+        "lines": [
+            ["python3", "-m", "llama_cpp.server"],
+            ["--config_file", PathArg(path_arg(f"{ctx.folder}/{CONFIG_FILE}"))],
+        ],
+        "env": process_env(plan, device_env(plan), ctx),
+        "memlock": to_llama_kwargs(plan)["use_mlock"],
+    }
 
 
 def outputs(plan: Plan) -> dict[str, str]:
@@ -115,6 +118,10 @@ def data(plan: Plan, ctx) -> dict:
 
     model_file(plan)  # a model without a gguf path cannot be served
     config, missing = server_config(plan, ctx)
-    return {"kwargs": to_llama_kwargs(plan), "config": config, "config_file": CONFIG_FILE,
-            "not_in_config": [f"{k}={v!r}" for k, v in sorted(missing.items())],
-            "env": process_env(plan, device_env(plan), ctx)}
+    return {
+        "kwargs": to_llama_kwargs(plan),
+        "config": config,
+        "config_file": CONFIG_FILE,
+        "not_in_config": [f"{k}={v!r}" for k, v in sorted(missing.items())],
+        "env": process_env(plan, device_env(plan), ctx),
+    }

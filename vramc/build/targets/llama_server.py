@@ -121,8 +121,11 @@ def service(plan: Plan, ctx: Context) -> dict:
 
 
 def outputs(plan: Plan) -> dict[str, str]:
-    return {"llama-server.args.j2": "llama-server.args", "llama-server.env.j2": "llama-server.env",
-            "launch.sh.j2": "launch.sh"}
+    return {
+        "llama-server.args.j2": "llama-server.args",
+        "llama-server.env.j2": "llama-server.env",
+        "launch.sh.j2": "launch.sh",
+    }
 
 
 def data(plan: Plan, ctx: Context) -> dict:

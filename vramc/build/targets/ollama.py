@@ -56,8 +56,7 @@ def server_env(plan: Plan, ctx: Context) -> dict[str, str]:
         if key not in OLLAMA_ENV:
             ctx.warnings.append(f"env {key} not written: Ollama does not read it ({OLLAMA_SOURCE})")
         elif key in computed and computed[key] != env_text(value):
-            ctx.warnings.append(f"env {key}={env_text(value)} replaced by {computed[key]} "
-                                "(the plan's setting)")
+            ctx.warnings.append(f"env {key}={env_text(value)} replaced by {computed[key]} (the plan's setting)")
         else:
             env[key] = env_text(value)
     env.update(computed)
@@ -78,8 +77,11 @@ def parameters(plan: Plan) -> list[tuple[str, str]]:
     p, s = plan.params, plan.dep.settings
     n_layers = plan.meta.n_layer + 1  # num_gpu counts the output layer, as -ngl does
     ngl = n_layers if p.n_gpu_layers < 0 else min(p.n_gpu_layers, n_layers)
-    params = [("num_ctx", str(p.n_ctx // p.n_seq_max)),  # per slot: Ollama multiplies by parallel
-              ("num_gpu", str(ngl)), ("num_batch", str(p.n_batch))]
+    params = [
+        ("num_ctx", str(p.n_ctx // p.n_seq_max)),  # per slot: Ollama multiplies by parallel
+        ("num_gpu", str(ngl)),
+        ("num_batch", str(p.n_batch)),
+    ]
     if s.main_gpu is not None:  # Ollama turns main_gpu into --split-mode none: only when asked
         # the plan keeps that GPU alone (CUDA_VISIBLE_DEVICES), where it is GPU 0
         params.append(("main_gpu", str(p.main_gpu)))
@@ -91,10 +93,12 @@ def parameters(plan: Plan) -> list[tuple[str, str]]:
 
 
 def outputs(plan: Plan) -> dict[str, str]:
-    return {"ollama.env.j2": "ollama.env", "override.conf.j2": "ollama.service.d/override.conf",
-            "Modelfile.j2": "Modelfile"}
+    return {
+        "ollama.env.j2": "ollama.env",
+        "override.conf.j2": "ollama.service.d/override.conf",
+        "Modelfile.j2": "Modelfile",
+    }
 
 
 def data(plan: Plan, ctx: Context) -> dict:
-    return {"env": server_env(plan, ctx), "from": model_from(plan, ctx),
-            "parameters": parameters(plan), "ollama": PIN}
+    return {"env": server_env(plan, ctx), "from": model_from(plan, ctx), "parameters": parameters(plan), "ollama": PIN}

@@ -27,8 +27,7 @@ OPTIONS_FILE = Path(__file__).resolve().parents[2] / "data" / "vllm_options.txt"
 
 @lru_cache(maxsize=1)
 def option_names() -> frozenset[str]:
-    return frozenset(line.strip() for line in OPTIONS_FILE.read_text().splitlines()
-                     if line.startswith("-"))
+    return frozenset(line.strip() for line in OPTIONS_FILE.read_text().splitlines() if line.startswith("-"))
 
 
 def model_arg(plan: Plan) -> str:
@@ -46,12 +45,17 @@ def options(plan: Plan, ctx: Context) -> list[tuple[str, object]]:
         raise TargetError("the deployment has no memory plan, so there are no values to write")
     r = plan.estimate.resolved
     opts: list[tuple[str, object]] = [
-        ("--served-model-name", ctx.model_name), ("--host", ctx.host), ("--port", ctx.port),
+        ("--served-model-name", ctx.model_name),
+        ("--host", ctx.host),
+        ("--port", ctx.port),
         ("--gpu-memory-utilization", r["gpu_memory_utilization"]),
-        ("--max-model-len", r["max_model_len"]), ("--max-num-seqs", r["max_num_seqs"]),
+        ("--max-model-len", r["max_model_len"]),
+        ("--max-num-seqs", r["max_num_seqs"]),
         ("--max-num-batched-tokens", r["max_num_batched_tokens"]),
-        ("--kv-cache-dtype", r["kv_cache_dtype"]), ("--block-size", r["block_size"]),
-        ("--tensor-parallel-size", r["tensor_parallel_size"]), ("--dtype", r["dtype"]),
+        ("--kv-cache-dtype", r["kv_cache_dtype"]),
+        ("--block-size", r["block_size"]),
+        ("--tensor-parallel-size", r["tensor_parallel_size"]),
+        ("--dtype", r["dtype"]),
     ]
     q = plan.dep.model.obj.quantization
     if q is not None and q.method != "none":
@@ -63,8 +67,10 @@ def options(plan: Plan, ctx: Context) -> list[tuple[str, object]]:
     if r["enforce_eager"]:
         opts.append(("--enforce-eager", True))
     if plan.dep.settings.api_key_file:
-        ctx.warnings.append("vLLM has no --api-key-file: api_key_file is not written; set "
-                            "VLLM_API_KEY in the service's environment instead")
+        ctx.warnings.append(
+            "vLLM has no --api-key-file: api_key_file is not written; set "
+            "VLLM_API_KEY in the service's environment instead"
+        )
     unknown = [flag for flag, _ in opts if flag not in option_names()]
     assert not unknown, f"options the pinned vLLM does not have: {unknown}"
     return opts
@@ -92,8 +98,11 @@ def config(plan: Plan, ctx: Context) -> dict:
 
 
 def service(plan: Plan, ctx: Context) -> dict:
-    return {"lines": [[BINARY, "serve"]] + cli_lines(plan, ctx),
-            "env": process_env(plan, device_env(plan), ctx), "memlock": False}
+    return {
+        "lines": [[BINARY, "serve"]] + cli_lines(plan, ctx),
+        "env": process_env(plan, device_env(plan), ctx),
+        "memlock": False,
+    }
 
 
 def outputs(plan: Plan) -> dict[str, str]:
@@ -102,5 +111,10 @@ def outputs(plan: Plan) -> dict[str, str]:
 
 def data(plan: Plan, ctx: Context) -> dict:
     lines = cli_lines(plan, ctx)
-    return {"binary": BINARY, "lines": lines, "args": [a for line in lines for a in line],
-            "config": config(plan, ctx), "process_env": process_env(plan, device_env(plan), ctx)}
+    return {
+        "binary": BINARY,
+        "lines": lines,
+        "args": [a for line in lines for a in line],
+        "config": config(plan, ctx),
+        "process_env": process_env(plan, device_env(plan), ctx),
+    }

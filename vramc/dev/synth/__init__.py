@@ -10,5 +10,13 @@ from vramc.dev.synth.quant import FTYPES, tensor_types
 from vramc.dev.synth.shapes import CATALOG, ModelShape, get_shape
 from vramc.dev.synth.writer import model_meta, write_sparse_gguf, write_tiny_model
 
-__all__ = ["CATALOG", "FTYPES", "ModelShape", "get_shape", "model_meta", "tensor_types",
-           "write_sparse_gguf", "write_tiny_model"]
+__all__ = [
+    "CATALOG",
+    "FTYPES",
+    "ModelShape",
+    "get_shape",
+    "model_meta",
+    "tensor_types",
+    "write_sparse_gguf",
+    "write_tiny_model",
+]

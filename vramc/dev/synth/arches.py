@@ -18,6 +18,7 @@ TensorShapes = list[tuple[str, tuple[int, ...]]]
 
 # --- pieces shared by most architectures -----------------------------------------------------
 
+
 def _embeddings(s: ModelShape) -> TensorShapes:
     out = [("token_embd.weight", (s.n_embd, s.n_vocab))]
     if s.rope_freqs:  # llama3 rope scaling, one tensor shared by all layers
@@ -34,28 +35,38 @@ def _output(s: ModelShape) -> TensorShapes:
 
 def _attention(s: ModelShape, il: int, p: str) -> TensorShapes:
     hd, n_head, n_kv = s.n_embd_head, s.per_layer("n_head")[il], s.per_layer("n_head_kv")[il]
-    out = [(f"{p}.attn_q.weight", (s.n_embd, hd * n_head)),
-           (f"{p}.attn_k.weight", (s.n_embd, hd * n_kv)),
-           (f"{p}.attn_v.weight", (s.n_embd, hd * n_kv))]
+    out = [
+        (f"{p}.attn_q.weight", (s.n_embd, hd * n_head)),
+        (f"{p}.attn_k.weight", (s.n_embd, hd * n_kv)),
+        (f"{p}.attn_v.weight", (s.n_embd, hd * n_kv)),
+    ]
     if s.qkv_bias:
-        out += [(f"{p}.attn_q.bias", (hd * n_head,)), (f"{p}.attn_k.bias", (hd * n_kv,)),
-                (f"{p}.attn_v.bias", (hd * n_kv,))]
+        out += [
+            (f"{p}.attn_q.bias", (hd * n_head,)),
+            (f"{p}.attn_k.bias", (hd * n_kv,)),
+            (f"{p}.attn_v.bias", (hd * n_kv,)),
+        ]
     out.append((f"{p}.attn_output.weight", (hd * n_head, s.n_embd)))
     return out
 
 
 def _ffn(s: ModelShape, il: int, p: str) -> TensorShapes:
     n_ff = s.per_layer("n_ff")[il]
-    return [(f"{p}.ffn_gate.weight", (s.n_embd, n_ff)), (f"{p}.ffn_up.weight", (s.n_embd, n_ff)),
-            (f"{p}.ffn_down.weight", (n_ff, s.n_embd))]
+    return [
+        (f"{p}.ffn_gate.weight", (s.n_embd, n_ff)),
+        (f"{p}.ffn_up.weight", (s.n_embd, n_ff)),
+        (f"{p}.ffn_down.weight", (n_ff, s.n_embd)),
+    ]
 
 
 def _moe(s: ModelShape, il: int, p: str) -> TensorShapes:
     n_ff = s.n_ff_exp or s.per_layer("n_ff")[il]
-    return [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)),
-            (f"{p}.ffn_gate_exps.weight", (s.n_embd, n_ff, s.n_expert)),
-            (f"{p}.ffn_up_exps.weight", (s.n_embd, n_ff, s.n_expert)),
-            (f"{p}.ffn_down_exps.weight", (n_ff, s.n_embd, s.n_expert))]
+    return [
+        (f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)),
+        (f"{p}.ffn_gate_exps.weight", (s.n_embd, n_ff, s.n_expert)),
+        (f"{p}.ffn_up_exps.weight", (s.n_embd, n_ff, s.n_expert)),
+        (f"{p}.ffn_down_exps.weight", (n_ff, s.n_embd, s.n_expert)),
+    ]
 
 
 def _norm(p: str, name: str, n: int) -> tuple[str, tuple[int, ...]]:
@@ -63,6 +74,7 @@ def _norm(p: str, name: str, n: int) -> tuple[str, tuple[int, ...]]:
 
 
 # --- architectures ---------------------------------------------------------------------------
+
 
 def _llama_like(s: ModelShape) -> TensorShapes:
     """llama (Llama 3, Mistral, Mixtral) and qwen2: pre-norm attention + SwiGLU or MoE FFN."""
@@ -110,12 +122,14 @@ def _phi3(s: ModelShape) -> TensorShapes:
     hd, n_kv = s.n_embd_head, s.per_layer("n_head_kv")[0]
     for il in range(s.n_layer):
         p = f"blk.{il}"
-        out += [_norm(p, "attn_norm", s.n_embd),
-                (f"{p}.attn_qkv.weight", (s.n_embd, s.n_embd + 2 * hd * n_kv)),
-                (f"{p}.attn_output.weight", (s.n_embd, s.n_embd)),
-                _norm(p, "ffn_norm", s.n_embd),
-                (f"{p}.ffn_up.weight", (s.n_embd, 2 * s.per_layer("n_ff")[il])),
-                (f"{p}.ffn_down.weight", (s.per_layer("n_ff")[il], s.n_embd))]
+        out += [
+            _norm(p, "attn_norm", s.n_embd),
+            (f"{p}.attn_qkv.weight", (s.n_embd, s.n_embd + 2 * hd * n_kv)),
+            (f"{p}.attn_output.weight", (s.n_embd, s.n_embd)),
+            _norm(p, "ffn_norm", s.n_embd),
+            (f"{p}.ffn_up.weight", (s.n_embd, 2 * s.per_layer("n_ff")[il])),
+            (f"{p}.ffn_down.weight", (s.per_layer("n_ff")[il], s.n_embd)),
+        ]
     return out + _output(s)
 
 
@@ -143,18 +157,26 @@ def _deepseek2(s: ModelShape) -> TensorShapes:
     the converter into attn_k_b (transposed) and attn_v_b; leading dense FFN blocks, then routed
     experts plus shared experts of n_ff_exp * n_shared width."""
     x, out = s.extra, _embeddings(s)
-    n_head, rank, rope, nope, v = (s.per_layer("n_head")[0], x["kv_lora_rank"], x["qk_rope_head_dim"],
-                                   x["qk_nope_head_dim"], x["v_head_dim"])
+    n_head, rank, rope, nope, v = (
+        s.per_layer("n_head")[0],
+        x["kv_lora_rank"],
+        x["qk_rope_head_dim"],
+        x["qk_nope_head_dim"],
+        x["v_head_dim"],
+    )
     shared = s.n_ff_exp * x["n_shared_experts"]
     for il in range(s.n_layer):
         p = f"blk.{il}"
-        out += [_norm(p, "attn_norm", s.n_embd), _norm(p, "attn_kv_a_norm", rank),
-                (f"{p}.attn_q.weight", (s.n_embd, n_head * (nope + rope))),
-                (f"{p}.attn_kv_a_mqa.weight", (s.n_embd, rank + rope)),
-                (f"{p}.attn_k_b.weight", (nope, rank, n_head)),
-                (f"{p}.attn_v_b.weight", (rank, v, n_head)),
-                (f"{p}.attn_output.weight", (n_head * v, s.n_embd)),
-                _norm(p, "ffn_norm", s.n_embd)]
+        out += [
+            _norm(p, "attn_norm", s.n_embd),
+            _norm(p, "attn_kv_a_norm", rank),
+            (f"{p}.attn_q.weight", (s.n_embd, n_head * (nope + rope))),
+            (f"{p}.attn_kv_a_mqa.weight", (s.n_embd, rank + rope)),
+            (f"{p}.attn_k_b.weight", (nope, rank, n_head)),
+            (f"{p}.attn_v_b.weight", (rank, v, n_head)),
+            (f"{p}.attn_output.weight", (n_head * v, s.n_embd)),
+            _norm(p, "ffn_norm", s.n_embd),
+        ]
         if il < x["leading_dense"]:
             out += _ffn(s, il, p)
         else:
@@ -164,9 +186,11 @@ def _deepseek2(s: ModelShape) -> TensorShapes:
 
 def _shared_expert(s: ModelShape, p: str, shared: int) -> TensorShapes:
     """A SwiGLU shared expert `shared` wide (DeepSeek, GLM, Granite)."""
-    return [(f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
-            (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
-            (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd))]
+    return [
+        (f"{p}.ffn_gate_shexp.weight", (s.n_embd, shared)),
+        (f"{p}.ffn_up_shexp.weight", (s.n_embd, shared)),
+        (f"{p}.ffn_down_shexp.weight", (shared, s.n_embd)),
+    ]
 
 
 def _glm4moe(s: ModelShape) -> TensorShapes:
@@ -189,9 +213,12 @@ def _glm4moe(s: ModelShape) -> TensorShapes:
             out.append((f"{p}.exp_probs_b.bias", (s.n_expert,)))
             out += _shared_expert(s, p, s.n_ff_exp * s.extra["n_shared_experts"])
         if il >= s.n_layer:
-            out += [(f"{p}.nextn.eh_proj.weight", (2 * s.n_embd, s.n_embd)),
-                    _norm(p, "nextn.enorm", s.n_embd), _norm(p, "nextn.hnorm", s.n_embd),
-                    _norm(p, "nextn.shared_head_norm", s.n_embd)]
+            out += [
+                (f"{p}.nextn.eh_proj.weight", (2 * s.n_embd, s.n_embd)),
+                _norm(p, "nextn.enorm", s.n_embd),
+                _norm(p, "nextn.hnorm", s.n_embd),
+                _norm(p, "nextn.shared_head_norm", s.n_embd),
+            ]
     return out + _output(s)
 
 
@@ -199,12 +226,16 @@ def _mamba2_mixer(s: ModelShape, p: str) -> TensorShapes:
     x = s.extra
     d_inner, d_state, n_group, n_ssm_head = x["d_inner"], x["d_state"], x["n_group"], x["n_ssm_head"]
     d_xbc = d_inner + 2 * n_group * d_state
-    return [(f"{p}.ssm_in.weight", (s.n_embd, 2 * d_inner + 2 * n_group * d_state + n_ssm_head)),
-            (f"{p}.ssm_conv1d.weight", (x["d_conv"], d_xbc)), (f"{p}.ssm_conv1d.bias", (d_xbc,)),
-            (f"{p}.ssm_dt.bias", (n_ssm_head,)), (f"{p}.ssm_a", (1, n_ssm_head)),
-            (f"{p}.ssm_d", (1, n_ssm_head)),
-            (f"{p}.ssm_norm.weight", (d_inner // n_group, n_group)),
-            (f"{p}.ssm_out.weight", (d_inner, s.n_embd))]
+    return [
+        (f"{p}.ssm_in.weight", (s.n_embd, 2 * d_inner + 2 * n_group * d_state + n_ssm_head)),
+        (f"{p}.ssm_conv1d.weight", (x["d_conv"], d_xbc)),
+        (f"{p}.ssm_conv1d.bias", (d_xbc,)),
+        (f"{p}.ssm_dt.bias", (n_ssm_head,)),
+        (f"{p}.ssm_a", (1, n_ssm_head)),
+        (f"{p}.ssm_d", (1, n_ssm_head)),
+        (f"{p}.ssm_norm.weight", (d_inner // n_group, n_group)),
+        (f"{p}.ssm_out.weight", (d_inner, s.n_embd)),
+    ]
 
 
 def _granite_hybrid(s: ModelShape) -> TensorShapes:
@@ -252,12 +283,16 @@ def _nemotron_h_experts(s: ModelShape, p: str) -> TensorShapes:
     out = [(f"{p}.ffn_gate_inp.weight", (s.n_embd, s.n_expert)), (f"{p}.exp_probs_b.bias", (s.n_expert,))]
     if latent:
         out += [(f"{p}.ffn_latent_down.weight", (s.n_embd, latent)), (f"{p}.ffn_latent_up.weight", (latent, s.n_embd))]
-    return out + [(f"{p}.ffn_up_exps.weight", (moe_embd, n_ff, s.n_expert)),
-                  (f"{p}.ffn_down_exps.weight", (n_ff, moe_embd, s.n_expert)),
-                  (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)), (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd))]
+    return out + [
+        (f"{p}.ffn_up_exps.weight", (moe_embd, n_ff, s.n_expert)),
+        (f"{p}.ffn_down_exps.weight", (n_ff, moe_embd, s.n_expert)),
+        (f"{p}.ffn_up_shexp.weight", (s.n_embd, shexp)),
+        (f"{p}.ffn_down_shexp.weight", (shexp, s.n_embd)),
+    ]
 
 
 # --- metadata --------------------------------------------------------------------------------
+
 
 def _common_kv(s: ModelShape) -> dict[str, Any]:
     """TextModel.set_gguf_parameters: the keys every converted text model carries."""
@@ -325,41 +360,52 @@ def _deepseek2_kv(s: ModelShape) -> dict[str, Any]:
     x = s.extra
     kv = _common_kv(s)
     kv["attention.head_count_kv"] = 1  # MLA is converted as MQA over the compressed latent
-    kv.update({
-        "expert_group_count": x["n_group"], "expert_group_used_count": x["topk_group"],
-        "expert_gating_func": 1,  # softmax
-        "rope.scaling.type": "yarn", "rope.scaling.factor": x["yarn_factor"],
-        "rope.scaling.original_context_length": x["yarn_orig_ctx"],
-        "rope.scaling.yarn_beta_fast": x["yarn_beta_fast"], "rope.scaling.yarn_beta_slow": x["yarn_beta_slow"],
-        "leading_dense_block_count": x["leading_dense"], "vocab_size": s.n_vocab,
-        "attention.kv_lora_rank": x["kv_lora_rank"],
-        "attention.key_length": x["kv_lora_rank"] + x["qk_rope_head_dim"],
-        "attention.value_length": x["kv_lora_rank"],
-        "attention.key_length_mla": x["qk_nope_head_dim"] + x["qk_rope_head_dim"],
-        "attention.value_length_mla": x["v_head_dim"],
-        "expert_feed_forward_length": s.n_ff_exp, "expert_shared_count": x["n_shared_experts"],
-        "expert_weights_scale": x["routed_scaling_factor"],
-        "rope.dimension_count": x["qk_rope_head_dim"],
-        "rope.scaling.yarn_log_multiplier": 0.1 * x["mscale_all_dim"],
-    })
+    kv.update(
+        {
+            "expert_group_count": x["n_group"],
+            "expert_group_used_count": x["topk_group"],
+            "expert_gating_func": 1,  # softmax
+            "rope.scaling.type": "yarn",
+            "rope.scaling.factor": x["yarn_factor"],
+            "rope.scaling.original_context_length": x["yarn_orig_ctx"],
+            "rope.scaling.yarn_beta_fast": x["yarn_beta_fast"],
+            "rope.scaling.yarn_beta_slow": x["yarn_beta_slow"],
+            "leading_dense_block_count": x["leading_dense"],
+            "vocab_size": s.n_vocab,
+            "attention.kv_lora_rank": x["kv_lora_rank"],
+            "attention.key_length": x["kv_lora_rank"] + x["qk_rope_head_dim"],
+            "attention.value_length": x["kv_lora_rank"],
+            "attention.key_length_mla": x["qk_nope_head_dim"] + x["qk_rope_head_dim"],
+            "attention.value_length_mla": x["v_head_dim"],
+            "expert_feed_forward_length": s.n_ff_exp,
+            "expert_shared_count": x["n_shared_experts"],
+            "expert_weights_scale": x["routed_scaling_factor"],
+            "rope.dimension_count": x["qk_rope_head_dim"],
+            "rope.scaling.yarn_log_multiplier": 0.1 * x["mscale_all_dim"],
+        }
+    )
     return kv
 
 
 def _glm4moe_kv(s: ModelShape) -> dict[str, Any]:
     x = s.extra
     kv = _common_kv(s)
-    kv.update({
-        # Glm4MoeModel counts the NextN layers in block_count; rope covers part of each head
-        "block_count": s.n_layer + s.n_nextn,
-        "rope.dimension_count": int(s.n_embd_head * x["partial_rotary_factor"]),
-        "expert_group_count": x["n_group"], "expert_group_used_count": x["topk_group"],
-        "expert_feed_forward_length": s.n_ff_exp, "expert_shared_count": x["n_shared_experts"],
-        "leading_dense_block_count": x["leading_dense"],
-        "expert_gating_func": 2,  # sigmoid
-        "expert_weights_scale": x["routed_scaling_factor"],
-        "expert_weights_norm": x["norm_topk_prob"],
-        "nextn_predict_layers": s.n_nextn,
-    })
+    kv.update(
+        {
+            # Glm4MoeModel counts the NextN layers in block_count; rope covers part of each head
+            "block_count": s.n_layer + s.n_nextn,
+            "rope.dimension_count": int(s.n_embd_head * x["partial_rotary_factor"]),
+            "expert_group_count": x["n_group"],
+            "expert_group_used_count": x["topk_group"],
+            "expert_feed_forward_length": s.n_ff_exp,
+            "expert_shared_count": x["n_shared_experts"],
+            "leading_dense_block_count": x["leading_dense"],
+            "expert_gating_func": 2,  # sigmoid
+            "expert_weights_scale": x["routed_scaling_factor"],
+            "expert_weights_norm": x["norm_topk_prob"],
+            "nextn_predict_layers": s.n_nextn,
+        }
+    )
     return kv
 
 
@@ -367,10 +413,17 @@ def _mamba2_hybrid_kv(s: ModelShape) -> dict[str, Any]:
     """GraniteHybridModel's keys, which NemotronHModel inherits: the Mamba-2 state sizes, and a
     hybrid without rope claims a 2**20 context."""
     x = s.extra
-    return {"context_length": 2**20, "vocab_size": s.n_vocab, "rope.dimension_count": s.n_embd_head,
-            "ssm.conv_kernel": x["d_conv"], "ssm.state_size": x["d_state"], "ssm.group_count": x["n_group"],
-            "ssm.inner_size": x["d_inner"], "ssm.time_step_rank": x["n_ssm_head"],
-            "rope.scaling.finetuned": False}
+    return {
+        "context_length": 2**20,
+        "vocab_size": s.n_vocab,
+        "rope.dimension_count": s.n_embd_head,
+        "ssm.conv_kernel": x["d_conv"],
+        "ssm.state_size": x["d_state"],
+        "ssm.group_count": x["n_group"],
+        "ssm.inner_size": x["d_inner"],
+        "ssm.time_step_rank": x["n_ssm_head"],
+        "rope.scaling.finetuned": False,
+    }
 
 
 def _nemotron_h_kv(s: ModelShape) -> dict[str, Any]:
@@ -383,9 +436,14 @@ def _granite_hybrid_kv(s: ModelShape) -> dict[str, Any]:
     """GraniteMoeModel (LlamaModel's keys, the multipliers, the shared expert) and GraniteHybridModel
     (the Mamba-2 keys)."""
     x = s.extra
-    kv = {**_common_kv(s), "attention.scale": x["attention_multiplier"],
-          "embedding_scale": x["embedding_multiplier"], "residual_scale": x["residual_multiplier"],
-          "logit_scale": x["logits_scaling"], **_mamba2_hybrid_kv(s)}
+    kv = {
+        **_common_kv(s),
+        "attention.scale": x["attention_multiplier"],
+        "embedding_scale": x["embedding_multiplier"],
+        "residual_scale": x["residual_multiplier"],
+        "logit_scale": x["logits_scaling"],
+        **_mamba2_hybrid_kv(s),
+    }
     if s.n_expert:
         kv["expert_shared_feed_forward_length"] = x["n_ff_shexp"]
     return kv
@@ -393,11 +451,16 @@ def _granite_hybrid_kv(s: ModelShape) -> dict[str, Any]:
 
 def _nemotron_h_moe_kv(s: ModelShape) -> dict[str, Any]:
     x = s.extra
-    return {**_nemotron_h_kv(s), "expert_feed_forward_length": s.n_ff_exp,
-            "expert_shared_feed_forward_length": x["n_ff_shexp"], "expert_shared_count": x["n_shared"],
-            "expert_weights_norm": x["norm_topk_prob"], "expert_weights_scale": x["routed_scaling_factor"],
-            "expert_group_count": x["n_expert_group"],
-            **({"moe_latent_size": x["moe_latent_size"]} if "moe_latent_size" in x else {})}
+    return {
+        **_nemotron_h_kv(s),
+        "expert_feed_forward_length": s.n_ff_exp,
+        "expert_shared_feed_forward_length": x["n_ff_shexp"],
+        "expert_shared_count": x["n_shared"],
+        "expert_weights_norm": x["norm_topk_prob"],
+        "expert_weights_scale": x["routed_scaling_factor"],
+        "expert_group_count": x["n_expert_group"],
+        **({"moe_latent_size": x["moe_latent_size"]} if "moe_latent_size" in x else {}),
+    }
 
 
 ARCHES: dict[str, tuple[Callable[[ModelShape], TensorShapes], Callable[[ModelShape], dict]]] = {

@@ -44,9 +44,7 @@ _TIED_DEFAULT = {
     "gemma2": True,
     "gemma3": True,
 }  # the transformers config classes' defaults
-GEMMA3_VOCAB = (
-    262208  # Gemma3TextConfig's default vocab_size, absent from most config.json
-)
+GEMMA3_VOCAB = 262208  # Gemma3TextConfig's default vocab_size, absent from most config.json
 
 
 class ConfigError(ValueError):
@@ -55,19 +53,10 @@ class ConfigError(ValueError):
 
 def _int(cfg: dict, key: str, default: Any = None, *, positive: bool = True) -> int:
     v = cfg.get(key, default)
-    if (
-        v is None
-        or isinstance(v, bool)
-        or not isinstance(v, int)
-        or (positive and v <= 0)
-        or v < 0
-    ):
+    if v is None or isinstance(v, bool) or not isinstance(v, int) or (positive and v <= 0) or v < 0:
         if v is None:
             raise ConfigError(f"config.json has no {key}")
-        raise ConfigError(
-            f"config.json: {key} is {v!r}, not a {'positive ' if positive else ''}"
-            "whole number"
-        )
+        raise ConfigError(f"config.json: {key} is {v!r}, not a {'positive ' if positive else ''}whole number")
     if v > 1 << 24:
         raise ConfigError(f"config.json: {key} is {v}, far beyond any model")
     return v
@@ -96,11 +85,7 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
     if not isinstance(cfg, dict):
         raise ConfigError("config.json is not a JSON object")
     archs = cfg.get("architectures")
-    hf_arch = (
-        archs[0]
-        if isinstance(archs, list) and archs and isinstance(archs[0], str)
-        else None
-    )
+    hf_arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if hf_arch not in CONFIG_ARCHES:
         raise ConfigError(
             f"architecture {hf_arch!r} is not one vramc derives from config.json "
@@ -109,16 +94,12 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
         )
     arch = CONFIG_ARCHES[hf_arch]
     top = cfg
-    if isinstance(
-        cfg.get("text_config"), dict
-    ):  # multimodal wrappers: the language model
+    if isinstance(cfg.get("text_config"), dict):  # multimodal wrappers: the language model
         cfg = {**cfg["text_config"]}
     n_head = _int(cfg, "num_attention_heads")
     n_embd = _int(cfg, "hidden_size")
     vocab_default = GEMMA3_VOCAB if arch == "gemma3" else None
-    rope_scaling = (
-        cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), dict) else {}
-    )
+    rope_scaling = cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), dict) else {}
     kw: dict[str, Any] = {
         "n_layer": _int(cfg, "num_hidden_layers"),
         "n_embd": n_embd,
@@ -130,9 +111,7 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
         "tokenizer": SPM_TOKENIZER,
         "head_dim": _int(cfg, "head_dim") if cfg.get("head_dim") is not None else None,
         "rope_theta": _float(cfg, "rope_theta", 10000.0),
-        "rms_eps": _float(
-            cfg, "rms_norm_eps", 1e-6 if arch.startswith("gemma") else 1e-5
-        ),
+        "rms_eps": _float(cfg, "rms_norm_eps", 1e-6 if arch.startswith("gemma") else 1e-5),
         "tied_embeddings": _bool(
             cfg,
             "tie_word_embeddings",
@@ -148,9 +127,7 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
     extra: dict[str, Any] = {}
     if arch == "llama":
         kw["qkv_bias"] = _bool(cfg, "attention_bias", False)
-        kw["rope_freqs"] = (
-            rope_scaling.get("rope_type", rope_scaling.get("type")) == "llama3"
-        )
+        kw["rope_freqs"] = rope_scaling.get("rope_type", rope_scaling.get("type")) == "llama3"
         if hf_arch == "MixtralForCausalLM":
             kw["n_expert"] = _int(cfg, "num_local_experts")
             kw["n_expert_used"] = _int(cfg, "num_experts_per_tok")
@@ -205,9 +182,7 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
             "topk_group": _int(cfg, "topk_group", 1),
             "routed_scaling_factor": _float(cfg, "routed_scaling_factor", 1.0),
             "yarn_factor": _float(rope_scaling, "factor", 1.0),
-            "yarn_orig_ctx": _int(
-                rope_scaling, "original_max_position_embeddings", kw["n_ctx_train"]
-            ),
+            "yarn_orig_ctx": _int(rope_scaling, "original_max_position_embeddings", kw["n_ctx_train"]),
             "yarn_beta_fast": _float(rope_scaling, "beta_fast", 32.0),
             "yarn_beta_slow": _float(rope_scaling, "beta_slow", 1.0),
             "mscale_all_dim": _float(rope_scaling, "mscale_all_dim", 0.0),
@@ -233,30 +208,23 @@ def shape_from_config(cfg: Any, name: str = "model") -> ModelShape:
     return ModelShape(name, arch, f"config.json ({hf_arch})", extra=extra, **kw)
 
 
-def meta_from_config(
-    cfg: Any, quant: str, *, name: str = "model", imatrix: bool = False
-) -> ModelMeta:
+def meta_from_config(cfg: Any, quant: str, *, name: str = "model", imatrix: bool = False) -> ModelMeta:
     """What vramc would read from the header of the `quant` GGUF of the model `cfg` describes."""
     from vramc.dev.synth.writer import model_meta
 
     quant = quant.upper()
     if quant not in FTYPES:
         raise ConfigError(
-            f"quant {quant!r} is not a llama-quantize file type vramc models; "
-            f"one of: {', '.join(FTYPES)}"
+            f"quant {quant!r} is not a llama-quantize file type vramc models; one of: {', '.join(FTYPES)}"
         )
     from vramc.model.modelmeta import validate_meta
 
     shape = shape_from_config(cfg, name)
     try:
         meta = model_meta(shape, quant, imatrix=imatrix)
-        validate_meta(
-            meta
-        )  # what llama.cpp would refuse to load (a head size of 0, ...)
+        validate_meta(meta)  # what llama.cpp would refuse to load (a head size of 0, ...)
     except (KeyError, ValueError, ZeroDivisionError, TypeError, IndexError) as e:
-        raise ConfigError(
-            f"config.json does not describe a model vramc can lay out: {e}"
-        ) from None
+        raise ConfigError(f"config.json does not describe a model vramc can lay out: {e}") from None
     return meta
 
 
@@ -266,9 +234,7 @@ def load_config(path: str | os.PathLike) -> Any:
     try:
         # only a regular file: opening a FIFO would wait for a writer forever
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ConfigError(
-                f"{path}: not a regular file; give the path of config.json"
-            )
+            raise ConfigError(f"{path}: not a regular file; give the path of config.json")
         with open(path, "rb") as f:
             raw = f.read(1 << 22)
             if f.read(1):
@@ -294,9 +260,7 @@ def cli_lock(config: Path, quant: str, *, write: Path | None, name: str | None) 
 
     try:
         cfg = load_config(config)
-        model_name = name or default_name(
-            Path(config).parent.name + f"-{quant.upper()}"
-        )
+        model_name = name or default_name(Path(config).parent.name + f"-{quant.upper()}")
         meta = meta_from_config(cfg, quant, name=model_name)
     except ConfigError as e:
         sys.stderr.write(f"vramc lock: {e}\n")
@@ -337,9 +301,7 @@ def cli_lock(config: Path, quant: str, *, write: Path | None, name: str | None) 
             sys.stderr.write(f"vramc lock: {e}\n")
             return 2
         except OSError as e:
-            sys.stderr.write(
-                f"{write}: cannot write: {e.strerror or e}; nothing was written\n"
-            )
+            sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
             return 1
         sys.stderr.write(f"wrote {write}\n")
     return 0

@@ -25,22 +25,70 @@ from vramc.dev.synth.shapes import ModelShape
 
 # file type -> default tensor type (llama_ftype_get_default_type)
 DEFAULT_TYPE = {
-    "F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0",
-    "Q4_0": "q4_0", "Q4_1": "q4_1", "Q5_0": "q5_0", "Q5_1": "q5_1",
-    "Q2_K": "q2_k", "Q2_K_S": "q2_k", "Q3_K_S": "q3_k", "Q3_K_M": "q3_k", "Q3_K_L": "q3_k",
-    "Q4_K_S": "q4_k", "Q4_K_M": "q4_k", "Q5_K_S": "q5_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k",
-    "IQ2_XXS": "iq2_xxs", "IQ2_XS": "iq2_xs", "IQ2_S": "iq2_xs", "IQ2_M": "iq2_s",
-    "IQ3_XXS": "iq3_xxs", "IQ3_XS": "iq3_s", "IQ3_S": "iq3_s", "IQ3_M": "iq3_s",
-    "IQ1_S": "iq1_s", "IQ1_M": "iq1_m", "IQ4_NL": "iq4_nl", "IQ4_XS": "iq4_xs",
+    "F32": "f32",
+    "F16": "f16",
+    "BF16": "bf16",
+    "Q8_0": "q8_0",
+    "Q4_0": "q4_0",
+    "Q4_1": "q4_1",
+    "Q5_0": "q5_0",
+    "Q5_1": "q5_1",
+    "Q2_K": "q2_k",
+    "Q2_K_S": "q2_k",
+    "Q3_K_S": "q3_k",
+    "Q3_K_M": "q3_k",
+    "Q3_K_L": "q3_k",
+    "Q4_K_S": "q4_k",
+    "Q4_K_M": "q4_k",
+    "Q5_K_S": "q5_k",
+    "Q5_K_M": "q5_k",
+    "Q6_K": "q6_k",
+    "IQ2_XXS": "iq2_xxs",
+    "IQ2_XS": "iq2_xs",
+    "IQ2_S": "iq2_xs",
+    "IQ2_M": "iq2_s",
+    "IQ3_XXS": "iq3_xxs",
+    "IQ3_XS": "iq3_s",
+    "IQ3_S": "iq3_s",
+    "IQ3_M": "iq3_s",
+    "IQ1_S": "iq1_s",
+    "IQ1_M": "iq1_m",
+    "IQ4_NL": "iq4_nl",
+    "IQ4_XS": "iq4_xs",
 }
 FTYPES = tuple(DEFAULT_TYPE)
 # llama_ftype values (include/llama.h), written as general.file_type
 FTYPE_ID = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
-    "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
-    "Q5_K_M": 17, "Q6_K": 18, "IQ2_XXS": 19, "IQ2_XS": 20, "Q2_K_S": 21, "IQ3_XS": 22,
-    "IQ3_XXS": 23, "IQ1_S": 24, "IQ4_NL": 25, "IQ3_S": 26, "IQ3_M": 27, "IQ2_S": 28, "IQ2_M": 29,
-    "IQ4_XS": 30, "IQ1_M": 31, "BF16": 32,
+    "F32": 0,
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 7,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q2_K": 10,
+    "Q3_K_S": 11,
+    "Q3_K_M": 12,
+    "Q3_K_L": 13,
+    "Q4_K_S": 14,
+    "Q4_K_M": 15,
+    "Q5_K_S": 16,
+    "Q5_K_M": 17,
+    "Q6_K": 18,
+    "IQ2_XXS": 19,
+    "IQ2_XS": 20,
+    "Q2_K_S": 21,
+    "IQ3_XS": 22,
+    "IQ3_XXS": 23,
+    "IQ1_S": 24,
+    "IQ4_NL": 25,
+    "IQ3_S": 26,
+    "IQ3_M": 27,
+    "IQ2_S": 28,
+    "IQ2_M": 29,
+    "IQ4_XS": 30,
+    "IQ1_M": 31,
+    "BF16": 32,
 }
 FLOAT_FTYPES = ("F32", "F16", "BF16")
 
@@ -48,11 +96,25 @@ _IQ2_FAMILY = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"}
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 
 # names convert_hf_to_gguf.py always stores as F32 (base.py prepare_tensors), beyond 1-D and norms
-_CONVERT_F32 = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight", "position_embd.weight",
-                "token_types.weight", "ssm_conv1d.weight", "shortconv.conv.weight")
+_CONVERT_F32 = (
+    "ffn_gate_inp.weight",
+    "ffn_gate_inp_shexp.weight",
+    "position_embd.weight",
+    "token_types.weight",
+    "ssm_conv1d.weight",
+    "shortconv.conv.weight",
+)
 # substrings that tensor_allows_quantization refuses (the ones that can occur in catalog arches)
-_NEVER_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d", "shortconv.conv.weight",
-                    "altup", "laurel", "per_layer_model_proj", "attn_rel_b.weight")
+_NEVER_QUANTIZED = (
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "attn_rel_b.weight",
+)
 
 
 def ggml_n_dims(shape: tuple[int, ...]) -> int:
@@ -78,10 +140,17 @@ def _category(name: str) -> str:
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
-    for needle, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"),
-                        ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"),
-                        ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
-                        ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+    for needle, cat in (
+        ("attn_qkv.weight", "attn_qkv"),
+        ("attn_kv_b.weight", "attn_kv_b"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+        ("ffn_up", "ffn_up"),
+        ("ffn_gate", "ffn_gate"),
+        ("ffn_down", "ffn_down"),
+    ):
         if needle in name:
             return cat
     return "other"
@@ -183,12 +252,24 @@ def _type_impl(st: _State, new_type: str, name: str, shape: tuple[int, ...], cat
         return _ffn_down(st, new_type, i_layer, st.n_layer)
     if cat == "attn_output":
         if n_expert == 8:
-            if ft in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S",
-                      "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS"):
+            if ft in (
+                "Q2_K",
+                "IQ3_XS",
+                "IQ3_XXS",
+                "Q3_K_S",
+                "Q3_K_M",
+                "IQ4_NL",
+                "Q4_K_S",
+                "Q4_K_M",
+                "IQ3_S",
+                "IQ3_M",
+                "IQ4_XS",
+            ):
                 return "q5_k"
             return new_type
-        return {"Q2_K": "q3_k", "IQ3_XXS": "iq3_s", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k",
-                "IQ3_M": "q4_k"}.get(ft, new_type)
+        return {"Q2_K": "q3_k", "IQ3_XXS": "iq3_s", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k", "IQ3_M": "q4_k"}.get(
+            ft, new_type
+        )
     if cat in ("ffn_gate", "ffn_up"):
         counter = "i_ffn_gate" if cat == "ffn_gate" else "i_ffn_up"
         i_layer = st.layer(getattr(st, counter), name)
@@ -257,9 +338,21 @@ def _ffn_down(st: _State, new_type: str, i_layer: int, n_layer: int) -> str:
     return new_type
 
 
-_FALLBACK = {"iq1_s": "iq4_nl", "iq1_m": "iq4_nl", "iq2_xxs": "iq4_nl", "iq2_xs": "iq4_nl",
-             "iq2_s": "iq4_nl", "iq3_xxs": "iq4_nl", "iq3_s": "iq4_nl", "iq4_xs": "iq4_nl",
-             "q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+_FALLBACK = {
+    "iq1_s": "iq4_nl",
+    "iq1_m": "iq4_nl",
+    "iq2_xxs": "iq4_nl",
+    "iq2_xs": "iq4_nl",
+    "iq2_s": "iq4_nl",
+    "iq3_xxs": "iq4_nl",
+    "iq3_s": "iq4_nl",
+    "iq4_xs": "iq4_nl",
+    "q2_k": "q4_0",
+    "q3_k": "q4_0",
+    "q4_k": "q5_0",
+    "q5_k": "q5_1",
+    "q6_k": "q8_0",
+}
 
 
 def _fallback(type_: str, ncols: int) -> str:
@@ -275,9 +368,11 @@ def _fallback(type_: str, ncols: int) -> str:
 
 def _weights_map_order(names: list[str]) -> list[int]:
     """Indices in llama_model_loader's weights_map order: by block (-1 first), then by name."""
+
     def key(i: int):
         m = _BLK_RE.match(names[i])
         return (int(m.group(1)) if m else -1, names[i])
+
     return sorted(range(len(names)), key=key)
 
 

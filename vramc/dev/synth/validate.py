@@ -34,8 +34,12 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and abs(self.device_mib - self.expected_device_mib) < 1
-                and abs(self.host_mib - self.expected_host_mib) < 1 and self.compute_mib > 0)
+        return (
+            self.error is None
+            and abs(self.device_mib - self.expected_device_mib) < 1
+            and abs(self.host_mib - self.expected_host_mib) < 1
+            and self.compute_mib > 0
+        )
 
 
 def expected_split(meta: ModelMeta) -> tuple[int, int]:
@@ -47,8 +51,12 @@ def expected_split(meta: ModelMeta) -> tuple[int, int]:
     return device, host
 
 
-def validate(names: list[str] | None = None, ftypes: tuple[str, ...] = ("Q4_K_M", "Q8_0"),
-             n_ctx: int = 4096, bin_dir: Path | None = None) -> list[Check]:
+def validate(
+    names: list[str] | None = None,
+    ftypes: tuple[str, ...] = ("Q4_K_M", "Q8_0"),
+    n_ctx: int = 4096,
+    bin_dir: Path | None = None,
+) -> list[Check]:
     """Run the dry run for each shape x file type; raises vramc.dev.oracle.OracleError on failure."""
     from vramc.memory.llama_params import LlamaParams
     from vramc.dev.oracle import OracleError, RpcServers, find_binaries, run_fit_print
@@ -71,17 +79,30 @@ def validate(names: list[str] | None = None, ftypes: tuple[str, ...] = ("Q4_K_M"
                 finally:
                     path.unlink()
                 rpc0 = res.devices[0]
-                out.append(Check(name, ftype, rpc0.model_bytes // MiB, device / MiB,
-                                 res.host.model_bytes // MiB, host / MiB,
-                                 rpc0.context_bytes // MiB, rpc0.compute_bytes // MiB))
+                out.append(
+                    Check(
+                        name,
+                        ftype,
+                        rpc0.model_bytes // MiB,
+                        device / MiB,
+                        res.host.model_bytes // MiB,
+                        host / MiB,
+                        rpc0.context_bytes // MiB,
+                        rpc0.compute_bytes // MiB,
+                    )
+                )
     return out
 
 
 def format_table(checks: list[Check]) -> str:
-    rows = ["| shape | ftype | RPC0 model (oracle / catalog MiB) | Host model | context | compute | ok |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| shape | ftype | RPC0 model (oracle / catalog MiB) | Host model | context | compute | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in checks:
-        rows.append(f"| {c.shape} | {c.ftype} | {c.device_mib} / {c.expected_device_mib:.2f} | "
-                    f"{c.host_mib} / {c.expected_host_mib:.2f} | {c.context_mib} | {c.compute_mib} | "
-                    f"{'yes' if c.ok else 'NO: ' + (c.error or 'mismatch').splitlines()[-1]} |")
+        rows.append(
+            f"| {c.shape} | {c.ftype} | {c.device_mib} / {c.expected_device_mib:.2f} | "
+            f"{c.host_mib} / {c.expected_host_mib:.2f} | {c.context_mib} | {c.compute_mib} | "
+            f"{'yes' if c.ok else 'NO: ' + (c.error or 'mismatch').splitlines()[-1]} |"
+        )
     return "\n".join(rows)

@@ -27,8 +27,9 @@ class Vocab:
 
 def _gpt2_byte_chars() -> list[str]:
     """GPT-2's bytes_to_unicode: the printable stand-in character of every byte, by byte value."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     out, extra = {}, 0
     for b in range(256):
         if b in printable:

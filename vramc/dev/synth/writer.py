@@ -43,8 +43,14 @@ def file_metadata(shape: ModelShape, ftype: str) -> dict[str, Any]:
 def model_meta(shape: ModelShape, ftype: str, *, imatrix: bool = False) -> ModelMeta:
     """What vramc would read from the header of `write_sparse_gguf(path, shape, ftype)`."""
     tensors = tensor_types(shape, ftype, imatrix=imatrix)
-    return ModelMeta(architecture=shape.arch, hparams=arch_metadata(shape), vocab_size=shape.n_vocab,
-                     tensors=tensors, name=shape.name, file_type=ftype.upper())
+    return ModelMeta(
+        architecture=shape.arch,
+        hparams=arch_metadata(shape),
+        vocab_size=shape.n_vocab,
+        tensors=tensors,
+        name=shape.name,
+        file_type=ftype.upper(),
+    )
 
 
 def _add_kv(writer, key: str, value: Any) -> None:
@@ -64,8 +70,7 @@ def _add_kv(writer, key: str, value: Any) -> None:
         raise TypeError(f"{key}: unsupported metadata value {value!r}")
 
 
-def write_sparse_gguf(path: str | os.PathLike, shape: ModelShape, ftype: str, *,
-                      imatrix: bool = False) -> Path:
+def write_sparse_gguf(path: str | os.PathLike, shape: ModelShape, ftype: str, *, imatrix: bool = False) -> Path:
     """Write `shape` as a `ftype` GGUF whose data region is a hole; returns the path.
 
     The apparent size equals that of a real file of the same tensors (header, padded tensor data);
@@ -82,8 +87,13 @@ def write_sparse_gguf(path: str | os.PathLike, shape: ModelShape, ftype: str, *,
         _add_kv(writer, key, value)
     for t in tensors:
         # shape in numpy order; a non-uint8 dtype makes gguf take it as the element shape
-        writer.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.nbytes,
-                               raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[t.type]))
+        writer.add_tensor_info(
+            t.name,
+            tuple(reversed(t.shape)),
+            np.dtype(np.float32),
+            t.nbytes,
+            raw_dtype=GGMLQuantizationType(TYPE_BY_NAME[t.type]),
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -97,9 +107,18 @@ def write_sparse_gguf(path: str | os.PathLike, shape: ModelShape, ftype: str, *,
 # --- a tiny model that runs ------------------------------------------------------------------
 
 TINY_SHAPE = ModelShape(
-    "tiny-llama", "llama", "synthetic: not a published model",
-    n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=260, n_ctx_train=2048,
-    tokenizer=SPM_TOKENIZER)
+    "tiny-llama",
+    "llama",
+    "synthetic: not a published model",
+    n_layer=2,
+    n_embd=64,
+    n_head=4,
+    n_head_kv=2,
+    n_ff=128,
+    n_vocab=260,
+    n_ctx_train=2048,
+    tokenizer=SPM_TOKENIZER,
+)
 TINY_FTYPES = ("F32", "F16", "Q8_0", "Q4_0")
 
 
@@ -121,8 +140,9 @@ def tiny_tensors(shape: ModelShape, ftype: str, seed: int) -> list[tuple[str, An
     return out
 
 
-def write_tiny_model(path: str | os.PathLike, *, ftype: str = "F32", seed: int = 0,
-                     shape: ModelShape = TINY_SHAPE) -> Path:
+def write_tiny_model(
+    path: str | os.PathLike, *, ftype: str = "F32", seed: int = 0, shape: ModelShape = TINY_SHAPE
+) -> Path:
     """A real llama-arch GGUF with random weights (about 430 KB in F32) that llama.cpp loads and
     generates from: 2 blocks, n_embd 64, 4 heads, 2 KV heads, n_ff 128 and a 260-token
     SentencePiece vocabulary (<unk> <s> </s>, the 256 byte tokens and the space piece).
@@ -149,4 +169,3 @@ def write_tiny_model(path: str | os.PathLike, *, ftype: str = "F32", seed: int =
     writer.write_tensors_to_file()
     writer.close()
     return path
-

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Severity
-from vramc.engines import (ENGINES, LLAMA_SERVER_EXTRA_ENV, LLAMA_SERVER_REMOVED_ENV, OLLAMA_ENV,
-                              OLLAMA_MYTHS, OLLAMA_SOURCE)
+from vramc.engines import (
+    ENGINES,
+    LLAMA_SERVER_EXTRA_ENV,
+    LLAMA_SERVER_REMOVED_ENV,
+    OLLAMA_ENV,
+    OLLAMA_MYTHS,
+    OLLAMA_SOURCE,
+)
 from vramc.lint.registry import Finding, rule
 
 if TYPE_CHECKING:
@@ -15,10 +21,10 @@ if TYPE_CHECKING:
 ENGINE_SETTINGS = {e.name: e.settings for e in ENGINES.values()}
 _WHY = {
     ("ollama", "tensor_split"): "Ollama has no way to pass a tensor split: llama-server splits the layers "
-                                "by the GPUs' free memory",
+    "by the GPUs' free memory",
     ("ollama", "split_mode"): "Ollama sets the split mode itself (main_gpu implies split mode none)",
     ("ollama", "ubatch"): "Ollama passes -b num_batch -ub num_batch (llm/llama_server.go appendBatchArgs), "
-                          "so the micro-batch is always `batch`",
+    "so the micro-batch is always `batch`",
     ("ollama", "kv_unified"): "Ollama starts llama-server with an explicit -np, so the KV cache is never unified",
     ("llama-cpp-python", "parallel"): "llama_cpp.Llama serves one sequence at a time",
     ("llama-cpp-python", "kv_unified"): "llama_cpp.Llama has no unified KV option",
@@ -33,9 +39,8 @@ UNWRITABLE_LOAD_MODES = {
     ("ollama", "mlock"): _NO_MLOCK,
     ("ollama", "mmap+mlock"): _NO_MLOCK,
     ("ollama", "dio"): "Ollama chooses direct I/O itself, for an integrated GPU on Linux (llm/llama_server.go "
-                       "appendLoadModeArgs); a model option cannot ask for it",
-    ("llama-cpp-python", "dio"): "llama_cpp.Llama has use_mmap and use_mlock, no direct I/O (it was "
-                                 "loaded with mmap)",
+    "appendLoadModeArgs); a model option cannot ask for it",
+    ("llama-cpp-python", "dio"): "llama_cpp.Llama has use_mmap and use_mlock, no direct I/O (it was loaded with mmap)",
 }
 
 
@@ -61,14 +66,20 @@ def setting_ignored(plan: Plan):
         if plan.engine == "llama-cpp-python" and key == "parallel" and plan.dep.settings.parallel in (1, "auto"):
             continue
         why = _WHY.get((plan.engine, key), f"{plan.engine} has no such setting")
-        yield Finding(f"{key} does nothing for {plan.engine}: {why}", ("settings", key),
-                      "remove it, or choose an engine that has it")
+        yield Finding(
+            f"{key} does nothing for {plan.engine}: {why}",
+            ("settings", key),
+            "remove it, or choose an engine that has it",
+        )
     mode = plan.dep.settings.load_mode
     why = UNWRITABLE_LOAD_MODES.get((plan.engine, mode))
     if why is not None:
         # a value the engine has no option for: nothing was written, and the model loaded with mmap
-        yield Finding(f"load_mode {mode} does nothing for {plan.engine}: {why}", ("settings", "load_mode"),
-                      "use a load_mode it has, or choose an engine that has this one")
+        yield Finding(
+            f"load_mode {mode} does nothing for {plan.engine}: {why}",
+            ("settings", "load_mode"),
+            "use a load_mode it has, or choose an engine that has this one",
+        )
 
 
 @rule("VR401", "unknown-env", Severity.ERROR)
@@ -91,26 +102,41 @@ def unknown_env(plan: Plan):
     for key in sorted(env):
         if plan.engine == "ollama":
             if key in OLLAMA_MYTHS:
-                yield Finding(f"{key} is not an Ollama variable: {OLLAMA_MYTHS[key]}", ("env", key),
-                              "remove it and use the profile setting named above")
+                yield Finding(
+                    f"{key} is not an Ollama variable: {OLLAMA_MYTHS[key]}",
+                    ("env", key),
+                    "remove it and use the profile setting named above",
+                )
             elif key.startswith("OLLAMA_") and key not in OLLAMA_ENV:
-                yield Finding(f"{key} is not read by Ollama ({OLLAMA_SOURCE})", ("env", key),
-                              "check the name against `ollama serve --help`")
+                yield Finding(
+                    f"{key} is not read by Ollama ({OLLAMA_SOURCE})",
+                    ("env", key),
+                    "check the name against `ollama serve --help`",
+                )
         elif plan.engine == "llama-server":
             if key in LLAMA_SERVER_REMOVED_ENV:
-                yield Finding(f"{key} is no longer read by llama-server: {LLAMA_SERVER_REMOVED_ENV[key]}",
-                              ("env", key), "remove it and use the setting named above")
+                yield Finding(
+                    f"{key} is no longer read by llama-server: {LLAMA_SERVER_REMOVED_ENV[key]}",
+                    ("env", key),
+                    "remove it and use the setting named above",
+                )
             elif key.startswith("LLAMA_ARG_") and key not in _llama_server_env():
                 import difflib
 
                 near = difflib.get_close_matches(key, sorted(_llama_server_env()), n=1, cutoff=0.8)
-                yield Finding(f"{key} is not read by the pinned llama-server (no option of its --help "
-                              "names it)", ("env", key),
-                              f"did you mean {near[0]}?" if near else
-                              "check the name against `llama-server --help` (the env: of each option)")
+                yield Finding(
+                    f"{key} is not read by the pinned llama-server (no option of its --help names it)",
+                    ("env", key),
+                    f"did you mean {near[0]}?"
+                    if near
+                    else "check the name against `llama-server --help` (the env: of each option)",
+                )
             elif key.startswith("LLAMA_") and not key.startswith("LLAMA_ARG_") and key not in LLAMA_SERVER_EXTRA_ENV:
-                yield Finding(f"{key} is not read by llama-server", ("env", key),
-                              "llama-server reads LLAMA_ARG_* options and LLAMA_API_KEY")
+                yield Finding(
+                    f"{key} is not read by llama-server",
+                    ("env", key),
+                    "llama-server reads LLAMA_ARG_* options and LLAMA_API_KEY",
+                )
 
 
 def _llama_server_env() -> frozenset[str]:
@@ -136,6 +162,9 @@ def ollama_kv_types(plan: Plan):
     """
     s = plan.dep.settings
     if plan.engine == "ollama" and (s.cache_type_k or "f16") != (s.cache_type_v or "f16"):
-        yield Finding(f"cache_type_k {s.cache_type_k or 'f16'} and cache_type_v {s.cache_type_v or 'f16'} "
-                      "differ, but OLLAMA_KV_CACHE_TYPE sets both", ("settings", "cache_type_v"),
-                      "use the same type for both")
+        yield Finding(
+            f"cache_type_k {s.cache_type_k or 'f16'} and cache_type_v {s.cache_type_v or 'f16'} "
+            "differ, but OLLAMA_KV_CACHE_TYPE sets both",
+            ("settings", "cache_type_v"),
+            "use the same type for both",
+        )

@@ -19,8 +19,12 @@ def _anchor(plan: Plan) -> tuple:
 
 
 def _breakdown(d) -> str:
-    parts = [("weights", d.weights_bytes), ("KV", d.kv_bytes), ("compute", d.compute_bytes),
-             ("overhead", d.overhead_bytes)]
+    parts = [
+        ("weights", d.weights_bytes),
+        ("KV", d.kv_bytes),
+        ("compute", d.compute_bytes),
+        ("overhead", d.overhead_bytes),
+    ]
     return ", ".join(f"{k} {fmt_size(v)}" for k, v in parts if v)
 
 
@@ -28,12 +32,11 @@ def _breakdown(d) -> str:
 # the engine has: vLLM has no context or GPU layers, Ollama no tensor split).
 _SHRINK = {
     "vllm": "lower gpu_memory_utilization (vLLM fills its share of the whole GPU with KV cache; "
-            "then lower max_model_len or max_num_seqs if a request no longer fits the smaller cache)",
+    "then lower max_model_len or max_num_seqs if a request no longer fits the smaller cache)",
     "ollama": "lower ctx (num_ctx), parallel (OLLAMA_NUM_PARALLEL) or gpu_layers (num_gpu), or "
-              "quantize the KV cache (cache_type_k and cache_type_v: q8_0, OLLAMA_KV_CACHE_TYPE)",
+    "quantize the KV cache (cache_type_k and cache_type_v: q8_0, OLLAMA_KV_CACHE_TYPE)",
 }
-_SHRINK_LLAMA = ("lower ctx or gpu_layers, or quantize the KV cache (cache_type_k and cache_type_v: "
-                 "q8_0)")
+_SHRINK_LLAMA = "lower ctx or gpu_layers, or quantize the KV cache (cache_type_k and cache_type_v: q8_0)"
 
 
 def shrink_hint(engine: str) -> str:
@@ -77,8 +80,10 @@ def does_not_fit(plan: Plan):
                 f"{d.id} ({d.name}) needs {fmt_size(d.total_bytes)} ({_breakdown(d)}) but has "
                 f"{fmt_size(d.available_bytes)} available ({_available(d)}): "
                 f"{fmt_size(-d.free_bytes)} over",
-                _anchor(plan), plan.fit_hint,
-                data={"device": d.id, "over_bytes": -d.free_bytes})
+                _anchor(plan),
+                plan.fit_hint,
+                data={"device": d.id, "over_bytes": -d.free_bytes},
+            )
 
 
 @rule("VR301", "below-margin", Severity.WARNING)
@@ -110,7 +115,8 @@ def below_margin(plan: Plan):
                 f"{plan.dep.margin.describe()} margin ({fmt_size(plan.margins[i])})",
                 ("margin",) if plan.dep.variant else _anchor(plan),
                 f"{shrink_hint(plan.engine)}, or accept a smaller margin",
-                data={"device": d.id, "free_bytes": d.free_bytes})
+                data={"device": d.id, "free_bytes": d.free_bytes},
+            )
 
 
 @rule("VR307", "host-memory", Severity.ERROR)
@@ -149,8 +155,10 @@ def host_memory(plan: Plan):
         f"the host needs {fmt_size(h.total_bytes)} (weights {fmt_size(h.weights_bytes)}, KV "
         f"{fmt_size(h.kv_bytes)}, compute {fmt_size(h.compute_bytes)}, other {fmt_size(h.other_bytes)}) "
         f"but has {fmt_size(host_ram)} of RAM",
-        _anchor(plan), hint,
-        severity=Severity.WARNING if mapped else None)
+        _anchor(plan),
+        hint,
+        severity=Severity.WARNING if mapped else None,
+    )
 
 
 @rule("VR308", "gpu-unused", Severity.WARNING)
@@ -174,11 +182,14 @@ def gpu_unused(plan: Plan):
         return
     for d in devices:
         if d.n_layers == 0:
-            yield Finding(f"{d.id} ({d.name}) holds no layers but still pays "
-                          f"{fmt_size(d.overhead_bytes)} of CUDA overhead",
-                          ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),
-                          "leave it out with `gpus:`" if plan.engine == "ollama" else  # no tensor_split
-                          "leave it out with `gpus:` or give it a share of the split")
+            yield Finding(
+                f"{d.id} ({d.name}) holds no layers but still pays {fmt_size(d.overhead_bytes)} of CUDA overhead",
+                ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),
+                "leave it out with `gpus:`"
+                if plan.engine == "ollama"
+                # no tensor_split
+                else "leave it out with `gpus:` or give it a share of the split",
+            )
 
 
 @rule("VR309", "partial-offload", Severity.INFO)
@@ -199,8 +210,10 @@ def partial_offload(plan: Plan):
     total = plan.meta.n_layer + 1
     on_gpu = sum(d.n_layers for d in plan.estimate.devices)
     if 0 < on_gpu < total or (on_gpu == 0 and plan.gpus):
-        yield Finding(f"{on_gpu} of {total} layers are on GPUs; {total - on_gpu} run on the CPU",
-                      ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else _anchor(plan))
+        yield Finding(
+            f"{on_gpu} of {total} layers are on GPUs; {total - on_gpu} run on the CPU",
+            ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else _anchor(plan),
+        )
 
 
 @rule("VR315", "compute-unmodelled", Severity.WARNING)
@@ -231,11 +244,14 @@ def compute_unmodelled(plan: Plan):
         return
     arch = plan.meta.architecture if plan.meta is not None else "this model"
     if est.compute_model == "none":
-        msg = (f"compute buffers are not modelled for architecture {arch!r}: the plan counts "
-               "weights, KV cache and recurrent state only, and is short by the compute buffers")
+        msg = (
+            f"compute buffers are not modelled for architecture {arch!r}: the plan counts "
+            "weights, KV cache and recurrent state only, and is short by the compute buffers"
+        )
     else:
-        msg = (f"compute buffers of architecture {arch!r} are approximated with the llama graph, "
-               "not replayed from its own")
+        msg = (
+            f"compute buffers of architecture {arch!r} are approximated with the llama graph, not replayed from its own"
+        )
     yield Finding(msg, ("model",), "leave room for them: a larger `lint: {margin: ...}` for this deployment")
 
 
@@ -291,11 +307,16 @@ def oversubscribed(plans):
         if need > have:
             names = ", ".join(f"{p.dep.label} {fmt_size(d.total_bytes)}" for p, d in uses)
             for plan, _d in uses:
-                yield plan, Finding(
-                    f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
-                    f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
-                    _anchor(plan), f"{shrink_hint(plan.engine)} for one of them, or move one to "
-                    "another GPU (`gpus:`)" + _share_hint(plan, uses))
+                yield (
+                    plan,
+                    Finding(
+                        f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
+                        f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
+                        _anchor(plan),
+                        f"{shrink_hint(plan.engine)} for one of them, or move one to "
+                        "another GPU (`gpus:`)" + _share_hint(plan, uses),
+                    ),
+                )
 
 
 def _share_hint(plan: Plan, uses) -> str:
@@ -305,7 +326,6 @@ def _share_hint(plan: Plan, uses) -> str:
     if all(p.engine in ("llama-server", "llama-cpp-python") for p, _ in uses):  # the whole file
         return f"; or let `vramc fit --relax gpu_layers {shlex.quote(plan.dep.doc.file)}` share it between them"
     return ""
-
 
 
 @rule("VR320", "engine-refuses", Severity.ERROR, "estimate")

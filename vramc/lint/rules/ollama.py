@@ -37,10 +37,11 @@ def ollama_evicts_resident_models(plan: Plan):
     c = plan.engine_choices.get("coresident") if plan.engine == "ollama" else None
     if c is None or c.value or not s.max_loaded_models or s.max_loaded_models < 2:
         return
-    yield Finding(f"max_loaded_models {s.max_loaded_models} asks for models side by side, but {c.why}",
-                  ("settings", "max_loaded_models"),
-                  "lower ctx or parallel until Ollama's prediction is under 80% of the free memory, "
-                  "or set max_loaded_models: 1")
+    yield Finding(
+        f"max_loaded_models {s.max_loaded_models} asks for models side by side, but {c.why}",
+        ("settings", "max_loaded_models"),
+        "lower ctx or parallel until Ollama's prediction is under 80% of the free memory, or set max_loaded_models: 1",
+    )
 
 
 @rule("VR406", "ollama-parallel-forced", Severity.WARNING)
@@ -66,8 +67,11 @@ def ollama_parallel_forced(plan: Plan):
     c = plan.engine_choices.get("parallel") if plan.engine == "ollama" else None
     if c is None or plan.dep.settings.parallel in (None, "auto"):
         return
-    yield Finding(f"parallel {plan.dep.settings.parallel} becomes {c.value}: {c.why}",
-                  ("settings", "parallel"), f"set parallel: {c.value}")
+    yield Finding(
+        f"parallel {plan.dep.settings.parallel} becomes {c.value}: {c.why}",
+        ("settings", "parallel"),
+        f"set parallel: {c.value}",
+    )
 
 
 @rule("VR407", "ollama-main-gpu-alone", Severity.WARNING)
@@ -92,9 +96,12 @@ def ollama_main_gpu_alone(plan: Plan):
     c = plan.engine_choices.get("gpus") if plan.engine == "ollama" else None
     if c is None or plan.dep.settings.main_gpu is None:
         return
-    yield Finding(c.why, ("settings", "main_gpu"),
-                  f"list only that GPU (`gpus: [{c.value[0]}]`) and drop main_gpu, or drop main_gpu "
-                  "to spread the model over every GPU")
+    yield Finding(
+        c.why,
+        ("settings", "main_gpu"),
+        f"list only that GPU (`gpus: [{c.value[0]}]`) and drop main_gpu, or drop main_gpu "
+        "to spread the model over every GPU",
+    )
 
 
 @rule("VR317", "ollama-projector-on-cpu", Severity.WARNING)
@@ -123,7 +130,10 @@ def ollama_projector_on_cpu(plan: Plan):
     if c is None:
         return
     at = ("settings", "gpu_layers") if plan.dep.settings.gpu_layers is not None else ("model",)
-    yield Finding(f"the projector runs on the CPU: {c.why.split(': Ollama passes')[0]} makes Ollama pass "
-                  "--no-mmproj-offload (llm/llama_server.go shouldDisableMMProjOffload)", at,
-                  "put every layer on the GPUs (a shorter ctx or a quantized KV cache makes room), or accept "
-                  "CPU image encoding and its host memory")
+    yield Finding(
+        f"the projector runs on the CPU: {c.why.split(': Ollama passes')[0]} makes Ollama pass "
+        "--no-mmproj-offload (llm/llama_server.go shouldDisableMMProjOffload)",
+        at,
+        "put every layer on the GPUs (a shorter ctx or a quantized KV cache makes room), or accept "
+        "CPU image encoding and its host memory",
+    )

@@ -85,33 +85,56 @@ def unsafe_value(plan: Plan):
     if plan.dep.project_root is not None:  # what the artifacts' headers name
         f = Path(os.path.relpath(plan.dep.doc.path, plan.dep.project_root)).as_posix()
     if (what := _control(f)) is not None:
-        yield Finding(f"the profile's file name {f!r} contains {what}, and every artifact names "
-                      "its profile", ("name",), "rename the file")
+        yield Finding(
+            f"the profile's file name {f!r} contains {what}, and every artifact names its profile",
+            ("name",),
+            "rename the file",
+        )
     if plan.dep.variant is not None and (what := _control(plan.dep.variant)) is not None:
-        yield Finding(f"variant name {plan.dep.variant!r} contains {what}",
-                      ("variants", plan.dep.variant), "rename the variant")
+        yield Finding(
+            f"variant name {plan.dep.variant!r} contains {what}", ("variants", plan.dep.variant), "rename the variant"
+        )
     for what, value, target, path in _values(plan):
         spaces = plan.engine == "ollama" and what == "model gguf"  # Modelfile FROM
         if (bad := _control(value, spaces)) is not None:
-            yield Finding(f"{what} {value!r} contains {bad}: no quoting can carry it into every "
-                          "artifact (units, env files, YAML, Modelfile)", path, "remove it", target)
+            yield Finding(
+                f"{what} {value!r} contains {bad}: no quoting can carry it into every "
+                "artifact (units, env files, YAML, Modelfile)",
+                path,
+                "remove it",
+                target,
+            )
         elif what.startswith("env ") and not _ENV_NAME.match(what[4:]):
-            yield Finding(f"{what[4:]!r} is not an environment variable name (letters, digits, _)",
-                          path, "rename it", target)
+            yield Finding(
+                f"{what[4:]!r} is not an environment variable name (letters, digits, _)", path, "rename it", target
+            )
         elif what == "override_tensor" and "," in value.rpartition("=")[0]:
-            yield Finding(f"override_tensor {value!r}: llama-server splits the list at commas, "
-                          "which would cut this pattern in two", path,
-                          "write the pattern without a comma (use [] or |)", target)
+            yield Finding(
+                f"override_tensor {value!r}: llama-server splits the list at commas, "
+                "which would cut this pattern in two",
+                path,
+                "write the pattern without a comma (use [] or |)",
+                target,
+            )
         elif what == "GPU uuid" and "," in value:
-            yield Finding(f"GPU uuid {value!r} contains a comma, which would add a device to "
-                          "CUDA_VISIBLE_DEVICES", path, "copy the uuid from `vramc detect`", target)
+            yield Finding(
+                f"GPU uuid {value!r} contains a comma, which would add a device to CUDA_VISIBLE_DEVICES",
+                path,
+                "copy the uuid from `vramc detect`",
+                target,
+            )
         elif plan.engine == "ollama" and what == "model gguf" and '"""' in value:
-            yield Finding(f'model path {value!r} contains """, which a Modelfile cannot quote', path,
-                          "rename the file", target)
+            yield Finding(
+                f'model path {value!r} contains """, which a Modelfile cannot quote', path, "rename the file", target
+            )
         elif plan.engine == "vllm" and what in ("host", "alias") and value.startswith("-"):
-            yield Finding(f"{what} {value!r} starts with '-': vLLM's --config loader passes it "
-                          "as an argument of its own, which its parser reads as an option", path,
-                          "choose a value that does not start with '-'", target)
+            yield Finding(
+                f"{what} {value!r} starts with '-': vLLM's --config loader passes it "
+                "as an argument of its own, which its parser reads as an option",
+                path,
+                "choose a value that does not start with '-'",
+                target,
+            )
 
 
 @rule("VR405", "port-conflict", Severity.ERROR, "group")
@@ -146,5 +169,11 @@ def port_conflict(plans):
             continue
         names = ", ".join(p.dep.label for p in same)
         for plan in same:
-            yield plan, Finding(f"port {port} is used by {names} on the same machine",
-                                ("settings", "port"), "give each deployment its own port")
+            yield (
+                plan,
+                Finding(
+                    f"port {port} is used by {names} on the same machine",
+                    ("settings", "port"),
+                    "give each deployment its own port",
+                ),
+            )

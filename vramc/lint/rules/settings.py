@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from vramc.plan.planner import Plan
 
 
-
 def _llama(plan: Plan) -> bool:
     return plan.engine != "vllm" and plan.meta is not None and plan.choice is not None
 
@@ -35,9 +34,12 @@ def gpu_layers_beyond_model(plan: Plan):
     n = plan.dep.settings.gpu_layers
     total = plan.meta.n_layer + 1
     if isinstance(n, int) and n > total:
-        yield Finding(f"gpu_layers {n} is more than the model's {total} layers "
-                      f"({plan.meta.n_layer} blocks + output); it means all of them",
-                      ("settings", "gpu_layers"), "write `gpu_layers: all` to say so")
+        yield Finding(
+            f"gpu_layers {n} is more than the model's {total} layers "
+            f"({plan.meta.n_layer} blocks + output); it means all of them",
+            ("settings", "gpu_layers"),
+            "write `gpu_layers: all` to say so",
+        )
 
 
 @rule("VR303", "tensor-split-length", Severity.ERROR)
@@ -57,12 +59,18 @@ def tensor_split_length(plan: Plan):
     """
     ts = plan.dep.settings.tensor_split
     if isinstance(ts, list) and len(ts) != len(plan.gpus):
-        yield Finding(f"tensor_split has {len(ts)} numbers for {len(plan.gpus)} GPUs",
-                      ("settings", "tensor_split"), "give one proportion per GPU, in launch order")
+        yield Finding(
+            f"tensor_split has {len(ts)} numbers for {len(plan.gpus)} GPUs",
+            ("settings", "tensor_split"),
+            "give one proportion per GPU, in launch order",
+        )
     elif isinstance(ts, list) and ts and not any(ts):
-        yield Finding("tensor_split is all zeros, which llama.cpp treats as 'split by free memory'",
-                      ("settings", "tensor_split"), "leave it out, or give real proportions",
-                      severity=Severity.WARNING)
+        yield Finding(
+            "tensor_split is all zeros, which llama.cpp treats as 'split by free memory'",
+            ("settings", "tensor_split"),
+            "leave it out, or give real proportions",
+            severity=Severity.WARNING,
+        )
 
 
 @rule("VR304", "ctx-beyond-trained", Severity.WARNING)
@@ -90,14 +98,19 @@ def ctx_beyond_trained(plan: Plan):
         # plan never exceeds it; only a ctx the user wrote is worth a word, and its default never is
         ctx = plan.dep.settings.ctx
         if isinstance(ctx, int) and train and ctx > train:
-            yield Finding(f"ctx {ctx} is beyond the model's trained context of {train}: Ollama caps "
-                          f"num_ctx at {train} (llm/server.go NewLlamaServer), which the plan uses",
-                          ("settings", "ctx"), f"use ctx {train} or less")
+            yield Finding(
+                f"ctx {ctx} is beyond the model's trained context of {train}: Ollama caps "
+                f"num_ctx at {train} (llm/server.go NewLlamaServer), which the plan uses",
+                ("settings", "ctx"),
+                f"use ctx {train} or less",
+            )
         return
     if train and per_seq > train:
-        yield Finding(f"{per_seq} tokens per sequence is beyond the model's trained context of {train}",
-                      ("settings", "ctx") if plan.dep.settings.ctx is not None else ("model",),
-                      f"use ctx {train if plan.engine != 'llama-server' or p.kv_unified else train * p.n_seq_max} or less")
+        yield Finding(
+            f"{per_seq} tokens per sequence is beyond the model's trained context of {train}",
+            ("settings", "ctx") if plan.dep.settings.ctx is not None else ("model",),
+            f"use ctx {train if plan.engine != 'llama-server' or p.kv_unified else train * p.n_seq_max} or less",
+        )
 
 
 @rule("VR305", "quantized-v-without-flash-attn", Severity.ERROR, "estimate")
@@ -165,8 +178,12 @@ def unaccounted_model(plan: Plan):
         return
     for key, path, size in (("mmproj", m.mmproj, m.mmproj_size), ("draft", m.draft, m.draft_size)):
         if path and size is None:
-            yield Finding(f"{key} {path} is not counted in the plan", (key,),
-                          f"add `{key}_size:` to the model profile", target="model")
+            yield Finding(
+                f"{key} {path} is not counted in the plan",
+                (key,),
+                f"add `{key}_size:` to the model profile",
+                target="model",
+            )
 
 
 @rule("VR310", "main-gpu-out-of-range", Severity.ERROR)
@@ -188,8 +205,11 @@ def main_gpu_out_of_range(plan: Plan):
     if plan.engine == "ollama" and "gpus" in plan.engine_choices:  # Ollama kept main_gpu's GPU alone
         n = len(plan.dep.doc.obj.gpus or plan.dep.hardware.obj.gpus)
     if mg is not None and mg >= n:
-        yield Finding(f"main_gpu {mg} is out of range: the deployment has {n} GPU(s)",
-                      ("settings", "main_gpu"), f"use 0..{max(0, n - 1)}")
+        yield Finding(
+            f"main_gpu {mg} is out of range: the deployment has {n} GPU(s)",
+            ("settings", "main_gpu"),
+            f"use 0..{max(0, n - 1)}",
+        )
 
 
 @rule("VR311", "split-mode-row", Severity.ERROR, "estimate")
@@ -230,9 +250,12 @@ def ctx_rounded(plan: Plan):
 
     n_ctx = pad(p.n_ctx, 256)  # llama_context pads the context before dividing it among slots
     if n_ctx % p.n_seq_max and n_ctx // p.n_seq_max:
-        yield Finding(f"ctx {p.n_ctx} is not divisible by {p.n_seq_max} slots; each slot gets "
-                      f"{pad(n_ctx // p.n_seq_max, 256)} tokens (the share rounded down, then "
-                      "padded to 256)", ("settings", "ctx"))
+        yield Finding(
+            f"ctx {p.n_ctx} is not divisible by {p.n_seq_max} slots; each slot gets "
+            f"{pad(n_ctx // p.n_seq_max, 256)} tokens (the share rounded down, then "
+            "padded to 256)",
+            ("settings", "ctx"),
+        )
 
 
 @rule("VR314", "cpu-only-default", Severity.WARNING)
@@ -251,6 +274,8 @@ def cpu_only_default(plan: Plan):
         settings: {ctx: 4096, gpu_layers: all}
     """
     if plan.engine == "llama-cpp-python" and plan.dep.settings.gpu_layers is None and plan.gpus:
-        yield Finding("gpu_layers is not set: llama-cpp-python defaults to n_gpu_layers=0 (CPU only)",
-                      ("settings",) if "settings" in (plan.dep.doc.raw or {}) else ("engine",),
-                      "set `gpu_layers: all` (or auto) to use the GPUs")
+        yield Finding(
+            "gpu_layers is not set: llama-cpp-python defaults to n_gpu_layers=0 (CPU only)",
+            ("settings",) if "settings" in (plan.dep.doc.raw or {}) else ("engine",),
+            "set `gpu_layers: all` (or auto) to use the GPUs",
+        )

@@ -177,9 +177,15 @@ def _colocated(plans, code: str):
     gpus = {g.gpu: g for p in vllm for g in p.gpus}
     for name, found, message in check_colocated([(p.dep.label, p.estimate) for p in vllm], list(gpus.values())):
         if found == code:
-            yield by_name[name], Finding(message, ("settings", "gpu_memory_utilization")
-                                         if by_name[name].dep.settings.gpu_memory_utilization is not None
-                                         else ("name",))
+            yield (
+                by_name[name],
+                Finding(
+                    message,
+                    ("settings", "gpu_memory_utilization")
+                    if by_name[name].dep.settings.gpu_memory_utilization is not None
+                    else ("name",),
+                ),
+            )
 
 
 @rule("VR350", "vllm-kv-below-max-num-seqs", Severity.INFO)
@@ -211,17 +217,23 @@ def kv_below_max_num_seqs(plan: Plan):
 
     r = est.resolved
     n = concurrency(est)
-    fp8 = ("" if r["kv_cache_dtype"].startswith("fp8")
-           or not all(fp8_kv_supported(d.name) for d in est.devices)
-           else ", use kv_cache_dtype: fp8 (half the bytes per token)")
+    fp8 = (
+        ""
+        if r["kv_cache_dtype"].startswith("fp8") or not all(fp8_kv_supported(d.name) for d in est.devices)
+        else ", use kv_cache_dtype: fp8 (half the bytes per token)"
+    )
     yield Finding(
         f"the KV cache holds {n:.2f} requests of max_model_len {r['max_model_len']} tokens "
         f"({est.devices[0].detail['kv_tokens']} tokens in {est.devices[0].detail['kv_blocks']} "
-        f"blocks), fewer than max_num_seqs {r['max_num_seqs']}: vLLM will log \"Maximum "
-        f"concurrency for {r['max_model_len']} tokens per request: {n:.2f}x\" and preempt long "
+        f'blocks), fewer than max_num_seqs {r["max_num_seqs"]}: vLLM will log "Maximum '
+        f'concurrency for {r["max_model_len"]} tokens per request: {n:.2f}x" and preempt long '
         "requests beyond that",
-        ("settings", "max_num_seqs") if "max_num_seqs" in plan.dep.settings.model_fields_set
-        else ("settings",) if "settings" in (plan.dep.doc.raw or {}) else ("name",),
+        ("settings", "max_num_seqs")
+        if "max_num_seqs" in plan.dep.settings.model_fields_set
+        else ("settings",)
+        if "settings" in (plan.dep.doc.raw or {})
+        else ("name",),
         f"raise gpu_memory_utilization, lower max_model_len{fp8}, or set max_num_seqs: auto "
         f"(it would be {max(1, int(n))})",
-        data={"max_concurrency": round(n, 2), "max_num_seqs": r["max_num_seqs"]})
+        data={"max_concurrency": round(n, 2), "max_num_seqs": r["max_num_seqs"]},
+    )
