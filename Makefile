@@ -37,6 +37,7 @@ engine: $(VENV)/.engine models/demo-tiny.gguf
 # lint (ruff) and types (mypy, configured in pyproject.toml) first: they take seconds, the suite minutes
 test: $(VENV)/.engine
 	$(BIN)/ruff check vramc tests bench scripts
+	$(BIN)/ruff format --check vramc tests bench scripts
 	$(BIN)/mypy vramc
 	$(BIN)/python -m pytest -q
 
