@@ -507,3 +507,12 @@ def test_missing_profile_suggests_the_nearest_name(proj):
     assert f"did you mean '{LLAMA8B}'?" in diags[0].hint
     _, diags = findings(deployment(proj, "r3", "", hardware="zzzzzz"))
     assert "did you mean" not in diags[0].hint
+
+
+def test_paths_are_shown_relative_only_below_the_working_directory(tmp_path, monkeypatch):
+    from vramc.load.profiles import display_path
+
+    (tmp_path / "here" / "p").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    assert display_path(tmp_path / "here" / "p" / "a.yaml") == "p/a.yaml"
+    assert display_path(tmp_path / "elsewhere.yaml") == str(tmp_path / "elsewhere.yaml")

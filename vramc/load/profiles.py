@@ -29,11 +29,13 @@ KINDS = ("hardware", "model", "deployment", "deployments")
 
 
 def display_path(path: Path) -> str:
-    """Paths as the user would type them: relative to the working directory when below it."""
+    """Paths as the user would type them: relative to the working directory when below it, else
+    absolute (`../../tmp/x.yaml` depends on where the command ran and reads worse than `/tmp/x.yaml`)."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:  # pragma: no cover - another drive on Windows
         return str(path)
+    return os.path.abspath(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 @dataclass
