@@ -19,6 +19,7 @@ import pytest
 from conftest import llama_tensors
 from gguf_craft import ARR, F32, F64, STR, U32, llama_kv, write
 
+from vramc.load.profiles import display_path
 from vramc.lint.check import run_check
 from vramc.memory.llama_archs import _rot_size
 from vramc.model.modelmeta import MetaError, validate_meta
@@ -115,7 +116,7 @@ def test_bad_header_is_vr201_at_the_gguf_key(tmp_path, case, settings):
     result = run_check([p])  # the hangs ran forever here, the crashes raised
     [d] = found(result.diagnostics, "VR201")
     assert words in d.message, d.message
-    assert (d.file, d.line, d.column) == (os.path.relpath(p), 3, 15)  # the `gguf:` value
+    assert (d.file, d.line, d.column) == (display_path(p), 3, 15)  # the `gguf:` value
 
 
 @pytest.mark.parametrize("case", ["head-count-0", "non-utf8-architecture", "no-tensors"])

@@ -6,13 +6,13 @@ The `Plan` is the one input of the lint rules, the renderers and `vramc run`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Diagnostic, Severity
 from vramc.engines import ENGINES
+from vramc.load.profiles import display_path
 from vramc.memory.usage import GpuBudget, MemoryEstimate
 from vramc.units import MiB, fmt_size
 
@@ -189,7 +189,7 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
                 Diagnostic(
                     "VR201",
                     Severity.ERROR,
-                    f"{what} {os.path.relpath(path)}: {e}",
+                    f"{what} {display_path(path)}: {e}",
                     m.file,
                     where,
                     m.prefix + ("gguf",),
@@ -208,7 +208,7 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
                         m.file,
                         m.positions.locate(("lock",)) or where,
                         m.prefix + ("lock",),
-                        f"re-lock it: vramc analyze {os.path.relpath(path)} --write {m.file}",
+                        f"re-lock it: vramc analyze {display_path(path)} --write {m.file}",
                     )
                 )
         if meta is not None:
@@ -239,7 +239,7 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             Diagnostic(
                 "VR200",
                 Severity.ERROR,
-                f"model file {os.path.relpath(path)} not found and the model has no lock",
+                f"model file {display_path(path)} not found and the model has no lock",
                 m.file,
                 where,
                 m.prefix + ("gguf",),
@@ -307,7 +307,7 @@ def _missing_tensor(dep, meta, e) -> Diagnostic:
     return Diagnostic(
         "VR201",
         Severity.ERROR,
-        f"cannot use GGUF {os.path.relpath(dep.gguf_path)}: {e}",
+        f"cannot use GGUF {display_path(dep.gguf_path)}: {e}",
         m.file,
         m.positions.locate(("gguf",)) or m.positions.locate(()),
         m.prefix + ("gguf",),
