@@ -509,9 +509,32 @@ def test_dangling_looping_and_special_profiles_are_reported_and_the_rest_checked
         "exist; fix or remove the link" in lines
     )
     assert any(x.startswith("profiles/loop.yaml:1:1: VR000 error: ") and "leads back to itself" in x for x in lines)
+    loop = next(x for x in lines if x.startswith("profiles/loop.yaml:"))
+    assert "fix the link" in loop and "chmod" not in loop  # chmod cannot cure a loop
     if hasattr(os, "mkfifo"):
         assert any(x.startswith("profiles/fifo.yaml:1:1: VR000 error: not a regular file") for x in lines)
     assert any(x.startswith("profiles/d.yaml:3:8: VR110 error:") for x in lines)  # still checked
+
+
+def test_a_reference_to_a_looping_link_gets_the_loops_hint(tmp_path):
+    (tmp_path / "profiles" / "models").mkdir(parents=True)
+    os.symlink("m.yaml", tmp_path / "profiles" / "models" / "m.yaml")
+    (tmp_path / "profiles" / "d.yaml").write_text(
+        "name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel: m\nengine: llama-server\n"
+    )
+    r = vramc(["check", "profiles/d.yaml"], tmp_path, timeout=60)
+    line = next(x for x in r.stdout.splitlines() if "VR000" in x)
+    assert "leads back to itself" in line and "fix the link" in line and "chmod" not in line, line
+
+
+def test_each_unreadable_cause_gets_its_own_hint():
+    from vramc.load.profiles import unreadable_hint
+
+    assert "chmod" in unreadable_hint("Permission denied") and "owner" in unreadable_hint("Permission denied")
+    assert "chmod" not in unreadable_hint(
+        "Too many levels of symbolic links (a symbolic link that leads back to itself)"
+    )
+    assert unreadable_hint("File name too long") == "shorten the path"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 folder: permissions deny nothing")

@@ -130,10 +130,22 @@ def _unreadable(path: Path, reason: str) -> Diagnostic:
         display_path(path),
         None,
         (),
-        "make it readable (chmod), or fix or remove the link"
-        if "link" in reason or "ermission" in reason
-        else "check the path",
+        unreadable_hint(reason),
     )
+
+
+def unreadable_hint(reason: str) -> str:
+    """What to do about one of probe()'s reasons, per cause: chmod cures a permission, never a
+    symlink loop, and a loop is cured by fixing the link, never by permissions."""
+    if "leads back to itself" in reason:
+        return "fix the link so that it ends at a file, or remove it"
+    if "ermission" in reason:
+        return "make it readable (chmod u+r on the file, u+x on its folders), or run vramc as its owner"
+    if "too long" in reason:
+        return "shorten the path"
+    if "Not a directory" in reason:
+        return "a part of the path is a file, not a folder: check the path"
+    return "check the path"
 
 
 def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
@@ -743,9 +755,7 @@ class Loader:
                     owner.file,
                     span,
                     where,
-                    "make it readable (chmod), or fix or remove the link"
-                    if "link" in failed[1] or "ermission" in failed[1]
-                    else "check the path",
+                    unreadable_hint(failed[1]),
                 )
             )
             return None
