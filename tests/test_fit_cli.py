@@ -40,6 +40,17 @@ def test_plan_of_a_profile_without_deployments_says_why(tmp_path):
     assert res.exit_code == 0 and "plan takes deployment profiles" in res.stderr, res.output
 
 
+def test_an_empty_deployment_name_is_a_usage_error(tmp_path):
+    """`vramc fit -d ''` (an unset variable) fitted every deployment, as if no -d had been given."""
+    prof = project(tmp_path) / "16gb.yaml"
+    for command in ("fit", "plan"):
+        for name in ("", " ", "@v", "x@"):
+            res = CliRunner().invoke(app, [command, str(prof), "-d", name])
+            assert res.exit_code == 2, (command, name, res.output)
+            assert "--deployment" in res.stderr and "NAME@VARIANT" in res.stderr, res.stderr
+            assert "chosen:" not in res.stdout and "gpu" not in res.stdout.lower()
+
+
 def test_fit_json(tmp_path):
     prof = project(tmp_path) / "16gb.yaml"
     res = CliRunner().invoke(app, ["fit", str(prof), "--format", "json"])

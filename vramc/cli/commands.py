@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected  # noqa: E402
+from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected, selection_problem  # noqa: E402
 
 
 def _version(value: bool) -> None:
@@ -165,12 +165,15 @@ def plan(
     from vramc.plan.view import plan_text, plans_json
 
     fmt = _output_format(fmt, ("text", "json", "markdown"))
+    problem = selection_problem(deployment)
+    if problem:
+        _fail_usage(problem)
     result = run_check(_default_paths(paths), margin=_margin_option(margin))
     plans = result.plans
-    if deployment:
+    if deployment is not None:
         plans = [p for p in plans if is_selected(p.dep, deployment)]
         if not plans:
-            _fail_usage(f"no deployment named {deployment!r}")
+            _fail_usage(f'no deployment named "{deployment}"')
     if quants is not None:
         from vramc.plan.quants import cli_quants
 

@@ -17,9 +17,22 @@ def split_selection(text: str | None) -> tuple[str, str]:
     return name, variant
 
 
+def selection_problem(text: str | None) -> str | None:
+    """Why --deployment TEXT names no deployment at all, or None: `-d ''` (an unset variable) must
+    not be read as no filter, which would act on every deployment the user meant to narrow down."""
+    if text is None:
+        return None
+    name, _, variant = text.partition("@")
+    if not name.strip():
+        return "--deployment is empty (an unset variable?); give a deployment's name, NAME or NAME@VARIANT"
+    if "@" in text and not variant.strip():
+        return f"--deployment {text}: the variant after @ is empty; give NAME or NAME@VARIANT"
+    return None
+
+
 def is_selected(dep: Deployment, text: str | None) -> bool:
     """Whether `dep` is the one NAME@VARIANT names (every deployment when nothing is named)."""
-    if not text:
+    if text is None:
         return True
     name, variant = split_selection(text)
     return dep.name == name and (dep.variant or "") == variant

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from vramc.cli.common import is_selected
+from vramc.cli.common import is_selected, selection_problem
 from vramc.diagnostics import Severity
 
 if TYPE_CHECKING:
@@ -183,6 +183,10 @@ def cli_fit(
     if fmt not in ("text", "json"):
         print("vramc fit: --format must be text or json", file=sys.stderr)
         return 2
+    problem = selection_problem(deployment)
+    if problem:
+        print(f"vramc fit: {problem}", file=sys.stderr)
+        return 2
     relax_keys = parse_relax(relax)
     if isinstance(relax_keys, str):
         print(f"vramc fit: {relax_keys}", file=sys.stderr)
@@ -194,8 +198,8 @@ def cli_fit(
     freed = _Freed(relax_keys, refit, selected)
     result = run_check([profile], adjust=freed)
     plans = [p for p in result.plans if selected(p.dep)]
-    if deployment and not plans:
-        print(f"vramc fit: no deployment named {deployment!r} in {profile}", file=sys.stderr)
+    if deployment is not None and not plans:
+        print(f'vramc fit: no deployment named "{deployment}" in {profile}', file=sys.stderr)
         return 2
     blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and raised_while_loading(d.code)]
     for d in blocking:
