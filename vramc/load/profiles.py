@@ -365,10 +365,14 @@ def _wanted(err: dict) -> list[str] | None:
     if kind in _BOUNDS:
         op, key = _BOUNDS[kind]
         bound = ctx.get(key)
+        # pydantic gives the bound in the field's type: an int bound is a whole-number field, a
+        # float one a number field even when the value written (`gpu_memory_utilization: 2`) is whole
+        whole = isinstance(bound, int) and not isinstance(bound, bool)
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
-        number = "a whole number" if isinstance(err.get("input"), int) else "a number"
-        return [f"{number} {op} {bound}"]
+        if not whole and op in ("<=", "<") and bound == 1:
+            return [f"a fraction {op} 1 (e.g. 0.9)"]
+        return [f"{'a whole number' if whole else 'a number'} {op} {bound}"]
     if kind == "literal_error":
         return [x.strip().strip("'") for x in str(ctx.get("expected", "")).replace(" or ", ", ").split(", ")]
     if kind == "too_short":
