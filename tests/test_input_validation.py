@@ -156,6 +156,7 @@ def inline_hw(prof: Path, name: str, vram: str, host_ram: str = "64GiB") -> Path
         ("1536 k", "1536 KiB", "1536MiB"),
         ("512KiB", "512 KiB", None),
         ("0.5", "0.5 MiB", None),
+        ("0.5GiB", "0.5 GiB", None),
     ],
 )
 def test_implausible_vram_warns_at_the_value_with_what_was_meant(proj, vram, read, guess):
@@ -163,7 +164,13 @@ def test_implausible_vram_warns_at_the_value_with_what_was_meant(proj, vram, rea
     (d,) = [d for d in diags if d.code == "VR104"]
     assert (d.line, d.column, d.severity) == (4, 30, Severity.WARNING)
     assert f"is read as {read}" in d.message
-    assert (f"did you mean {guess}?" in d.hint) if guess else "with its unit" in d.hint
+    if guess:
+        assert f"did you mean {guess}?" in d.hint
+    elif vram[-1].isdigit():  # a bare number: the unit is what is missing
+        assert "with its unit" in d.hint
+    else:  # `vram: 0.5GiB` has its unit: telling it to write one was wrong
+        assert "with its unit" not in d.hint and "check the value" in d.hint, d.hint
+        assert "so little" in d.hint
 
 
 @pytest.mark.parametrize("layers", ["33", "auto"])

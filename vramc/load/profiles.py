@@ -518,11 +518,18 @@ def _implausible(what: str, v, bounds, positions: Positions, file: str, p: tuple
     low, high = bounds
     side = f"less than {_BOUND_TEXT[low]}" if _parsed(v) < low else f"more than {_BOUND_TEXT[high]}"
     shown = v if isinstance(v, str) else _number(v)
-    hint = (
-        f"did you mean {guess}?"
-        if guess
-        else f"write the size with its unit, e.g. {'24GiB' if what == 'vram' else '64GiB'}"
-    )
+    from vramc.units import size_unit
+
+    example = "24GiB" if what == "vram" else "64GiB"
+    if guess:
+        hint = f"did you mean {guess}?"
+    elif size_unit(v):  # `vram: 0.5GiB` has its unit: the number itself is what to check
+        hint = (
+            f"check the value: {_WHAT[what]} with {'so little' if _parsed(v) < low else 'so much'} memory "
+            f"is unlikely (e.g. {example})"
+        )
+    else:
+        hint = f"write the size with its unit, e.g. {example}"
     return Diagnostic(
         "VR104",
         Severity.WARNING,
