@@ -151,9 +151,16 @@ def test_broken_profile_in_one_revision_is_reported_not_fatal(repo):
     write(repo, "profiles/chat.yaml", "name: chat\nsettings: [unclosed\n")
     commit(repo, "broken")
     res = run(repo, "HEAD~1", "HEAD", "--format", "json")
-    assert res.exit_code == 0  # the deployment is gone from HEAD: removed, not a regression
+    # the newer revision broke a profile: a regression (it exited 0, the error on stderr only)
+    assert res.exit_code == 1, res.output
     assert '"change": "removed"' in res.stdout
     assert "HEAD: profiles/chat.yaml" in res.output  # the load error, on stderr
+    assert "regression: profiles/chat.yaml does not load in HEAD" in res.stderr
+    assert run(repo, "HEAD~1", "HEAD", "--fail-on", "never").exit_code == 0
+    # the other way round (the newer revision repairs it) is no regression, nor is a profile
+    # broken on both sides
+    assert run(repo, "HEAD", "HEAD~1").exit_code == 0
+    assert run(repo, "HEAD", "HEAD").exit_code == 0
     git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
 
 

@@ -70,7 +70,16 @@ def cli_diff(
     artifacts: bool = True,
 ) -> int:
     from vramc.diff import formats
-    from vramc.diff.compare import SidePlans, diff_deployments, parse_policy, plan_side, regressions, render, to_render
+    from vramc.diff.compare import (
+        SidePlans,
+        broken_by_head,
+        diff_deployments,
+        parse_policy,
+        plan_side,
+        regressions,
+        render,
+        to_render,
+    )
 
     if fmt not in FORMATS:
         _say(f"vramc diff: --format must be one of {', '.join(FORMATS)}")
@@ -112,6 +121,9 @@ def cli_diff(
             _say(f"{side.label}: {e}")
     deps = diff_deployments(bp, hp)
     flagged = regressions(deps, policy)
+    broken = broken_by_head(bp, hp, policy)
+    for file in broken:
+        _say(f"vramc diff: regression: {file} does not load in {head.label} (it did, or was absent, in {base.label})")
     doc = formats.document(_side_doc(base), _side_doc(head), deps, flagged)
     if fmt == "json":
         out = formats.to_json(doc)
@@ -129,9 +141,9 @@ def cli_diff(
     else:
         out = formats.text(doc, show_unchanged=show_unchanged)
     sys.stdout.write(out)
-    if fmt == "github" and not flagged:
+    if fmt == "github" and not flagged and not broken:
         _say(f"vramc diff: {formats.counts(deps)}; no regression")
-    return EXIT_REGRESSED if flagged else EXIT_OK
+    return EXIT_REGRESSED if flagged or broken else EXIT_OK
 
 
 def _sides(args: list[str], base_dir, head_dir, sides: list):

@@ -33,6 +33,9 @@ class Planned:
 class SidePlans:
     planned: dict = field(default_factory=dict)  # (file, name, variant) -> Planned
     errors: list = field(default_factory=list)  # "file:line:col: CODE error: message"
+    # (file, code, message) of each error that kept a profile from loading: no plan, so no verdict
+    # to compare, and a revision that breaks a profile must not pass as one without change
+    load_errors: set = field(default_factory=set)
     files: int = 0
     plans: dict = field(default_factory=dict)  # key -> the Plan, to render its files on demand
     all_plans: list = field(default_factory=list)
@@ -52,6 +55,7 @@ def _cwd(path: Path):
 def plan_side(side, paths: list[str], margin=None) -> SidePlans:
     """Load and plan `paths` (relative to the side's project folder) as `vramc plan` would."""
     from vramc.lint.check import run_check
+    from vramc.lint.runner import raised_while_loading
     from vramc.diagnostics import Severity
     from vramc.plan.view import plan_record
 
@@ -71,6 +75,11 @@ def plan_side(side, paths: list[str], margin=None) -> SidePlans:
             for d in result.diagnostics
             if d.severity == Severity.ERROR
         ]
+        out.load_errors = {
+            (d.file, d.code, d.full_message())
+            for d in result.diagnostics
+            if d.severity == Severity.ERROR and raised_while_loading(d.code)
+        }
         out.all_plans = result.plans
         for plan in result.plans:
             rec = plan_record(plan)
@@ -347,6 +356,15 @@ def regressions(deployments: list[dict], policies: list) -> list[tuple[dict, str
                     out.append((d, f"{r['id']} total grew {pct:.1f}% (more than {p:g}%)"))
                     break
     return out
+
+
+def broken_by_head(base: SidePlans, head: SidePlans, policies: list) -> list[str]:
+    """The files the newer revision keeps from loading that loaded (or were absent) before: a
+    regression under every policy but `never`; a profile that fails on both sides, or only on the
+    base side, is not one (the change did not break it)."""
+    if "never" in policies:
+        return []
+    return sorted({file for file, code, message in head.load_errors - base.load_errors})
 
 
 def parse_policy(values: list[str]) -> list:
