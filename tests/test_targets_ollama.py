@@ -80,3 +80,30 @@ def test_every_ollama_choice_the_plan_assumes_is_written():
                         assert env[name] == value, (plan.dep.label, key, pin)
                         seen += 1
     assert seen >= 5 * 3  # batch, ubatch, num_gpu, LLAMA_ARG_FIT for each of 5 plans, at least
+
+
+def test_an_explicit_mmap_is_written_as_use_mmap_true_and_only_then(tmp_path, monkeypatch):
+    """`load_mode: mmap` wrote no use_mmap, and Ollama turns mmap off itself when none is set (no
+    GPU layers, host memory pressure: server/sched.go disableMmapDefaultReason,
+    disableMmapForHostPressure); unset, nothing is written, as before."""
+    from vramc.lint.check import run_check
+
+    project = copy_fixture(tmp_path / "p")
+    profile = project / "profiles" / "ollama.yaml"
+    profile.write_text(
+        profile.read_text().replace(
+            "  one-slot:\n",
+            "  mapped:\n    settings: {load_mode: mmap}\n  unmapped:\n    settings: {load_mode: none}\n  one-slot:\n",
+        )
+    )
+    monkeypatch.chdir(project)
+    assert build(["profiles/ollama.yaml"]) == 0
+    want = {"mistral-ollama@mapped": "true", "mistral-ollama@unmapped": "false", "mistral-ollama": None}
+    want["mistral-ollama@one-slot"] = None
+    plans = {p.dep.label: p for p in run_check([profile]).plans}
+    for label, value in want.items():
+        params = dict(parse_modelfile((project / "out" / label.replace("@", "/@") / "Modelfile").read_text())[1:])
+        assert params.get("use_mmap") == value, (label, params)
+        mmap = plans[label].engine_choices["mmap"]
+        if value == "true":
+            assert mmap.value is True and mmap.pinned == "PARAMETER use_mmap true"

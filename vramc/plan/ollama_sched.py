@@ -593,7 +593,7 @@ def after_solve(plan: Plan, meta) -> None:
         f"PARAMETER num_gpu {ngl}, LLAMA_ARG_FIT=off",
     )
 
-    use_mmap = False if s.load_mode == "none" else None
+    use_mmap = {"none": False, "mmap": True}.get(s.load_mode or "")  # as parameters() writes it
     reason = disable_mmap_reason(use_mmap, ngl if plan.gpus else 0, len(plan.gpus))
     host_total = getattr(plan.dep.hardware.obj, "host_ram", None) or 0
     eff_ctx = p.n_ctx
@@ -606,6 +606,14 @@ def after_solve(plan: Plan, meta) -> None:
             "use_mmap false (load_mode none): --load-mode none",
             "llm/llama_server.go appendLoadModeArgs",
             "PARAMETER use_mmap false",
+        )
+    elif use_mmap:
+        ch["mmap"] = EngineChoice(
+            True,
+            "use_mmap true (load_mode mmap): Ollama keeps mmap on, without its own checks "
+            "(no GPU layers, host memory pressure) that turn it off when use_mmap is unset",
+            "server/sched.go disableMmapDefaultReason, disableMmapForHostPressure",
+            "PARAMETER use_mmap true",
         )
     elif reason == "cpu":
         ch["mmap"] = EngineChoice(

@@ -87,6 +87,9 @@ def parameters(plan: Plan) -> list[tuple[str, str]]:
         params.append(("main_gpu", str(p.main_gpu)))
     if s.load_mode == "none":
         params.append(("use_mmap", "false"))
+    elif s.load_mode == "mmap":  # only when asked: a set use_mmap stops Ollama turning mmap off
+        # itself (server/sched.go disableMmapDefaultReason, disableMmapForHostPressure skip it)
+        params.append(("use_mmap", "true"))
     if s.threads:
         params.append(("num_thread", str(s.threads)))
     return params
