@@ -266,8 +266,8 @@ def _nested(depth: int) -> bytes:
 
 CORRUPT = {
     "empty": (b"", "empty file, not a GGUF model"),
-    "magic": (b"GGML" + bytes(20), "not a GGUF file: starts with b'GGML'"),
-    "short": (b"GG", "not a GGUF file: starts with b'GG'"),
+    "magic": (b"GGML" + bytes(20), r'starts with "GGML" \(not a GGUF file: GGUF files start with "GGUF"\)'),
+    "short": (b"GG", r'starts with "GG" \(not a GGUF file'),
     "version 1": (_gguf(version=1), "GGUF version 1 is no longer supported"),
     "version 4": (_gguf(version=4), "GGUF version 4 is not supported"),
     "big-endian": (_gguf(version=3 << 24), "a big-endian GGUF"),
@@ -283,7 +283,7 @@ CORRUPT = {
     ),
     "non-UTF-8 key": (
         _gguf([_kv(b"general.\xff\xfe", V.UINT8, b"\1")]),
-        r"key 0 is not valid UTF-8: b'general.\\xff\\xfe'",
+        r'key 0 is not valid UTF-8: "general.\\xff\\xfe"',
     ),
     "empty key": (_gguf([_kv(b"", V.UINT64, bytes(8))]), "key 0 is empty"),
     "duplicate key": (_gguf([ARCH, ARCH]), "duplicate key 'general.architecture'"),

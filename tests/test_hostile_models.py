@@ -84,7 +84,7 @@ BAD_HEADERS = {  # name: (keys, tensors, what the diagnostic says)
     "head-count-text": (
         llama_kv(**{"attention.head_count": (STR, "four")}),
         llama_tensors(),
-        "attention.head_count is 'four'",
+        'attention.head_count is "four"',
     ),
     "head-count-list-short": (
         llama_kv(**{"attention.head_count": (ARR, (U32, [4]))}),
@@ -184,7 +184,7 @@ def lock_profile(tmp_path: Path, hparam: str, drop: str | None = None) -> Path:
         ("attention.head_count_kv: {a: 1}", "a hyper-parameter is a number, a string"),
         ("feed_forward_length: [128]", "feed_forward_length has 1 values for 2 layers"),
         ("rope.dimension_count: [16, 16]", "llama.cpp reads one whole number here"),
-        ("expert_weights_scale: fast", "expert_weights_scale is 'fast': it must be a number"),
+        ("expert_weights_scale: fast", 'expert_weights_scale is "fast": it must be a number'),
     ],
 )
 def test_lock_hparam_is_vr203_at_the_value(tmp_path, hparam, words):
@@ -591,7 +591,7 @@ def test_a_folder_that_cannot_be_listed_is_reported_even_as_root(tmp_path):
     assert r.returncode == 1, r.stderr
     [line] = r.stdout.splitlines()
     assert line.startswith("profiles/ddd") and line.endswith(
-        ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; check the path"
+        ":1:1: VR000 error: cannot read: cannot list the folder: File name too long; shorten the path"
     )
 
 

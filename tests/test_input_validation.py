@@ -481,17 +481,17 @@ def test_newline_ended_codes_and_names(proj):
     [
         ("settings: [ctx, 1]\n", "settings must be a mapping (key: value lines), not a list"),
         ("settings: {ctx: -8192}\n", "settings.ctx must be a whole number >= 0 or auto, got -8192"),
-        ("settings: {gpu_layers: al}\n", "settings.gpu_layers must be a whole number, all or auto, got 'al'"),
-        ("settings: {split_mode: rows}\n", "settings.split_mode must be none, layer or row, got 'rows'"),
+        ("settings: {gpu_layers: al}\n", 'settings.gpu_layers must be a whole number, all or auto, got "al"'),
+        ("settings: {split_mode: rows}\n", 'settings.split_mode must be none, layer or row, got "rows"'),
         ("settings: {parallel: 300}\n", "settings.parallel must be a whole number <= 256 or auto, got 300"),
         # a fraction is no whole number even when the value written is one
         (
             "settings: {gpu_memory_utilization: 2}\n",
             "settings.gpu_memory_utilization must be a fraction <= 1 (e.g. 0.9) or auto, got 2",
         ),
-        ("settings: {kv_unified: maybe}\n", "settings.kv_unified must be true/false, got 'maybe'"),
+        ("settings: {kv_unified: maybe}\n", 'settings.kv_unified must be true/false, got "maybe"'),
         ("settings:\n", "settings must be a mapping (key: value lines), not empty (null)"),
-        ("gpus: [one]\n", "gpus[0] must be a whole number, got 'one'"),
+        ("gpus: [one]\n", 'gpus[0] must be a whole number, got "one"'),
     ],
 )
 def test_pydantic_words_are_translated(proj, body, message):

@@ -113,3 +113,61 @@ def test_vllm_parallel_message_is_one_line(tmp_path):
     out = CliRunner().invoke(app, ["check", str(fixture)]).output
     line = next(ln for ln in out.splitlines() if " VR337 " in ln)
     assert "\\n" not in line and "World size (2)" in line and "'--nnodes' appropriately" in line
+
+
+# Python's spelling of a value the user wrote in YAML: a bytes literal, a dict's quoted keys, the
+# constants True/False/None (YAML says true/false/null).
+PYTHON_REPR = re.compile(r"""\bb'|\bb"|\{'|\{"|\bTrue\b|\bFalse\b|\bNone\b""")
+
+
+def test_no_python_repr_in_any_fixture_message():
+    """Values are shown as the user wrote them (`true`, `"0"`, `{a: 1}`), not as Python prints them
+    (`True`, `'0'`, `{'a': 1}`, `b'# Lo'`)."""
+    diags = _all_fixture_diagnostics()
+    assert any(d.code == "VR201" and 'starts with "this"' in d.message for d in diags)  # a magic, as text
+    bad = [
+        (d.code, d.file, part)
+        for d in diags
+        for part in (d.message, d.hint)
+        # an engine's own error, quoted word for word (vLLM's `model_max_length=None`), is its words
+        if PYTHON_REPR.search(part.split(" would stop with: ")[0])
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "body,shown,python",
+    [
+        ("settings: {split_mode: true}\n", "got true", "True"),
+        ('settings: {cache_type_k: "0"}\n', 'got "0"', "'0'"),
+        ("settings: {split_mode: {a: 1}}\n", "got {a: 1}", "{'a'"),
+        ("settings: {split_mode: [1, null]}\n", None, "None"),
+    ],
+)
+def test_values_are_shown_as_yaml_writes_them(tmp_path, body, shown, python):
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        f"name: v\nhardware: {{gpus: [{{name: A, vram: 24GiB}}]}}\n"
+        f"model: {MODELS}/llama-3.1-8b-instruct-q8_0.yaml\nengine: llama-server\n{body}"
+    )
+    texts = [x for d in run_check([f]).diagnostics for x in (d.message, d.hint)]
+    assert all(not PYTHON_REPR.search(t) for t in texts), texts
+    if shown:
+        assert any(shown in t for t in texts), texts
+    if python:
+        assert not any(python in t for t in texts), texts
+
+
+def test_decimal_vram_and_lock_values_are_shown_as_written(tmp_path):
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        "name: v\nhardware: {gpus: [{name: A, vram: 24GB}]}\n"
+        f"model: {MODELS}/llama-3.1-8b-instruct-q8_0.yaml\nengine: llama-server\n"
+    )
+    (d,) = [d for d in run_check([f]).diagnostics if d.code == "VR103"]
+    assert d.message.startswith("vram 24GB is 22.35 GiB") and "'" not in d.message
+    from vramc.diagnostics import show_bytes, show_value
+
+    assert show_value({"attention.key_length": float("nan"), "on": True}) == '{attention.key_length: .nan, "on": true}'
+    assert show_bytes(b"# Lo") == '"# Lo"' and show_bytes(b"GG\x00\xff") == '"GG\\x00\\xff"'
+    assert show_value("x" * 100).endswith("...") and len(show_value("x" * 100)) == 40

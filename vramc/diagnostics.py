@@ -7,6 +7,9 @@ sorted by file and position, so that every output format shows them the same way
 from __future__ import annotations
 
 import enum
+import json
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,58 @@ class Severity(enum.IntEnum):
             return cls[text.upper()]
         except KeyError:
             raise ValueError(f"unknown severity {text!r}; use error, warning or info") from None
+
+
+# Values in messages are shown as YAML writes them, the language the user wrote them in: `true`,
+# `"0"`, `{a: 1}`, `.nan`, never Python's repr (`True`, `'0'`, `{'a': 1}`, `nan`, `b'...'`).
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+
+
+def show_value(value: object, limit: int = 40) -> str:
+    """`value` in YAML flow style, cut to `limit` characters ("..." marks a cut)."""
+    text = _yaml(value)
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def show_bytes(data: bytes) -> str:
+    """Raw bytes from a file as a YAML double-quoted string: printable ASCII as text ("# Lo"),
+    any other byte in hex ("general.\\xff")."""
+    out = []
+    for b in data:
+        c = chr(b)
+        out.append("\\" + c if c in '"\\' else c if 32 <= b < 127 else f"\\x{b:02x}")
+    return '"' + "".join(out) + '"'
+
+
+def _yaml(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ".nan"
+        if math.isinf(v):
+            return ".inf" if v > 0 else "-.inf"
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a YAML double-quoted one
+    if isinstance(v, (bytes, bytearray)):
+        return show_bytes(bytes(v))
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)}: {_yaml(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_yaml(x) for x in v) + "]"
+    return str(v)
+
+
+def _key(k: object) -> str:
+    if isinstance(k, str) and _PLAIN_KEY.fullmatch(k) and k.lower() not in _YAML_WORDS:
+        return k
+    return _yaml(k)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 import re
 
+# stdlib only, as this module is: values in messages are shown as YAML writes them
+from vramc.diagnostics import show_value
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -65,19 +68,19 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise SizeError("expected a size such as 24GiB, 1024MiB or 24576 (MiB), not a boolean")
     if isinstance(value, (int, float)):
-        return _bytes(value, MiB, f"{value!r} (MiB)")
+        return _bytes(value, MiB, f"{show_value(value)} (MiB)")
     if not isinstance(value, str):
         raise SizeError("expected a size such as 24GiB, 1024MiB or 24576 (MiB)")
     m = _SIZE_RE.fullmatch(value)
     if not m:
-        raise SizeError(f"cannot read {value!r} as a size; write e.g. 24GiB, 1024MiB or 24576 (MiB)")
+        raise SizeError(f"cannot read {show_value(value)} as a size; write e.g. 24GiB, 1024MiB or 24576 (MiB)")
     number, unit = m.group(1), m.group(2).lower()
     if unit not in _UNITS:
         raise SizeError(
-            f"unknown unit {m.group(2)!r} in {value!r}; use B, KiB, MiB, GiB or TiB "
+            f"unknown unit {show_value(m.group(2))} in {show_value(value)}; use B, KiB, MiB, GiB or TiB "
             "(or K, M, G, T, which are the same; KB, MB, GB, TB are powers of 1000)"
         )
-    return _bytes(float(number), _UNITS[unit], repr(value))
+    return _bytes(float(number), _UNITS[unit], show_value(value))
 
 
 def _bytes(number: float, unit: int, shown: str) -> int:
@@ -151,7 +154,7 @@ def parse_fraction(value: object) -> float:
         try:
             f = float(value.strip()[:-1]) / 100
         except ValueError as e:
-            raise SizeError(f"cannot read {value!r} as a percentage") from e
+            raise SizeError(f"cannot read {show_value(value)} as a percentage") from e
     else:
         raise SizeError("expected a fraction such as 0.25 or 25%")
     if not 0 <= f <= 1:

@@ -397,8 +397,9 @@ def _where(path: tuple) -> str:
 
 
 def _describe_input(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    from vramc.diagnostics import show_value
+
+    return show_value(value)
 
 
 def _value_message(path: tuple, errs: list[dict]) -> str:
@@ -582,7 +583,7 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
                     Diagnostic(
                         "VR103",
                         Severity.WARNING,
-                        f"vram {v!r} is {gib:.2f} GiB in decimal units",
+                        f"vram {v} is {gib:.2f} GiB in decimal units",
                         file,
                         positions.locate(p),
                         p,

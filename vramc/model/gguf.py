@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vramc.diagnostics import show_bytes, show_value
 from vramc.model.ggml import GGML_TYPES
 from vramc.model.modelmeta import ModelMeta, Tensor, make_tensor
 
@@ -213,7 +214,7 @@ def meta_of_parts(parts: list[GGUFHeader]) -> ModelMeta:
         raise GGUFError(
             head.path,
             None,
-            f"{prefix}block_count is {n_layer!r}; llama.cpp takes a whole number from 0 to {MAX_LAYERS}",
+            f"{prefix}block_count is {show_value(n_layer)}; llama.cpp takes a whole number from 0 to {MAX_LAYERS}",
         )
     tokens = kv.get("tokenizer.ggml.tokens")
     if isinstance(tokens, (list, SkippedArray)):
@@ -395,13 +396,13 @@ class _Parser:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            self.fail(f"{what} is not valid UTF-8: {raw[:40]!r}", at)
+            self.fail(f"{what} is not valid UTF-8: {show_bytes(raw[:40])}", at)
 
     # --- file layout -----------------------------------------------------------------------
     def header(self) -> GGUFHeader:
         magic = bytes(self.buf[:4])
         if magic != b"GGUF":
-            self.fail(f"not a GGUF file: starts with {magic!r}, expected b'GGUF'", 0)
+            self.fail(f'starts with {show_bytes(magic)} (not a GGUF file: GGUF files start with "GGUF")', 0)
         self.pos = 4
         version = self.u32("version")
         if version == 0:

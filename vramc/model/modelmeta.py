@@ -236,8 +236,9 @@ def validate_meta(meta: ModelMeta) -> None:
 
 
 def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    from vramc.diagnostics import show_value
+
+    return show_value(v)
 
 
 def _check_value(key: str, v: Any, n_layer: int) -> None:
