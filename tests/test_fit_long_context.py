@@ -83,11 +83,8 @@ def test_ten_million_token_context_all_auto_finishes_with_a_sane_answer(tmp_path
     assert count <= 45, dep["search"]
 
 
-def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
-    """Galloping and bisecting below the arithmetic's context finds the context that stepping
-    down 256 tokens at a time found, in fewer estimates."""
-    from vramc.plan import fit
-
+def two_cards_all_auto():
+    """Two 24 GiB cards with llama-server's defaults, every fitted key auto, q8_0 KV cache."""
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]
     choice = LlamaChoice(
@@ -108,6 +105,15 @@ def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
         swa_full=False,
         overrides=(),
     )
+    return gpus, margins, choice
+
+
+def test_bounded_descent_gives_the_step_by_step_answer(monkeypatch):
+    """Galloping and bisecting below the arithmetic's context finds the context that stepping
+    down 256 tokens at a time found, in fewer estimates."""
+    from vramc.plan import fit
+
+    gpus, margins, choice = two_cards_all_auto()
     monkeypatch.setenv("VRAMC_NO_CACHE", "1")
     bounded = fit.solve(scout_like(), gpus, choice, margins)
     monkeypatch.setattr(fit, "CTX_SINGLE_STEPS", 10**9)  # the old search: one step at a time
@@ -123,26 +129,7 @@ def test_descent_is_bounded_however_wrong_the_arithmetic(monkeypatch):
     issue's minutes); the bounded descent needs a few dozen and lands on the same answer."""
     from vramc.plan import fit
 
-    gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
-    margins = [int(0.05 * g.capacity_bytes) for g in gpus]
-    choice = LlamaChoice(
-        engine="llama-server",
-        ctx="auto",
-        parallel=4,
-        kv_unified=True,
-        batch=2048,
-        ubatch=512,
-        gpu_layers="auto",
-        split_mode="layer",
-        tensor_split="auto",
-        main_gpu=0,
-        flash_attn="auto",
-        cache_type_k="q8_0",
-        cache_type_v="q8_0",
-        kv_offload=True,
-        swa_full=False,
-        overrides=(),
-    )
+    gpus, margins, choice = two_cards_all_auto()
     monkeypatch.setenv("VRAMC_NO_CACHE", "1")
     right = fit.solve(scout_like(), gpus, choice, margins)
     monkeypatch.setattr(fit.Solver, "quick_fits", lambda self, *args, **kw: True)
