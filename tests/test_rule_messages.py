@@ -171,3 +171,32 @@ def test_decimal_vram_and_lock_values_are_shown_as_written(tmp_path):
     assert show_value({"attention.key_length": float("nan"), "on": True}) == '{attention.key_length: .nan, "on": true}'
     assert show_bytes(b"# Lo") == '"# Lo"' and show_bytes(b"GG\x00\xff") == '"GG\\x00\\xff"'
     assert show_value("x" * 100).endswith("...") and len(show_value("x" * 100)) == 40
+
+
+@pytest.mark.parametrize(
+    "engine,env,setting",
+    [
+        ("ollama", "{OLLAMA_NUM_PARALLEL: 4}", "settings.parallel"),
+        ("ollama", '{CUDA_VISIBLE_DEVICES: "3"}', "gpus:"),
+        ("llama-server", "{LLAMA_ARG_CTX_SIZE: 32768}", "settings.ctx"),
+        ("vllm", '{CUDA_VISIBLE_DEVICES: "3"}', "gpus:"),
+    ],
+)
+def test_an_env_value_the_build_replaces_is_a_check_warning(tmp_path, engine, env, setting):
+    """The build printed "env X replaced by ..." at build time only; `check` said nothing."""
+    model = "mistral-7b-instruct-awq" if engine == "vllm" else "llama-3.1-8b-instruct-q8_0"
+    f = tmp_path / "dep.yaml"
+    body = f"name: e\nhardware: {{gpus: [{{name: A, vram: 24GiB}}]}}\nmodel: {MODELS}/{model}.yaml\nengine: {engine}\n"
+    f.write_text(body + ("settings: {ctx: 8192, parallel: 1}\n" if engine != "vllm" else "") + f"env: {env}\n")
+    found = [d for d in run_check([f]).diagnostics if d.code == "VR105"]
+    assert len(found) == 1, [(d.code, d.message) for d in run_check([f]).diagnostics]
+    (d,) = found
+    key = env.strip("{}").split(":")[0]
+    assert d.path[-2:] == ("env", key) and d.line == 6 - (engine == "vllm") and setting in d.hint, (d.message, d.hint)
+    # the plan's own value under env: is no conflict
+    from vramc.build.targets import overridden_env
+
+    (plan,) = run_check([f]).plans
+    planned = overridden_env(plan)[0][2]
+    f.write_text(f.read_text().replace(env, "{" + f'{key}: "{planned}"' + "}"))
+    assert [d for d in run_check([f]).diagnostics if d.code == "VR105"] == []

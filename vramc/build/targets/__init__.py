@@ -15,3 +15,21 @@ TARGETS = {m.NAME: m for m in (llama_server, llama_cpp_python, ollama, vllm, sys
 # Every target built for a deployment of each engine (its registry entry), and the one that starts it.
 ENGINE_TARGETS = {e.name: e.targets for e in ENGINES.values()}
 ENGINE_TARGET = {name: TARGETS[targets[0]] for name, targets in ENGINE_TARGETS.items()}
+
+
+def overridden_env(plan) -> list[tuple[str, str, str]]:
+    """(key, the profile's value, the plan's) for each `env:` variable the build would replace
+    with the value the plan was checked with: the engine target's own environment code, run
+    without writing anything, so that `check` and `build` cannot disagree."""
+    from vramc.build.targets.common import Context, TargetError, port_of
+
+    if not plan.dep.env:
+        return []
+    if ENGINES[plan.engine].family == "llama" and plan.params is None:  # not planned: nothing to build from
+        return []
+    ctx = Context(plan=plan, port=port_of(plan, {}), profile="", command="", root=".", folder=".")
+    try:
+        ENGINE_TARGET[plan.engine].data(plan, ctx)
+    except TargetError:  # not buildable as it is (no model file): the build says why
+        return []
+    return list({key: (key, mine, planned) for key, mine, planned in ctx.overridden}.values())

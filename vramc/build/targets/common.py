@@ -34,6 +34,9 @@ class Context:
     root: str  # the project root, relative to the folder the artifact is written to
     folder: str  # that folder relative to the project root (out/NAME or out/NAME/@VARIANT)
     warnings: list[str] = field(default_factory=list)
+    # (key, the profile's env: value, the plan's) for each variable the plan's value replaces:
+    # `check` reports them (VR105) from the same code that writes them
+    overridden: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def dep(self):
@@ -119,6 +122,7 @@ def process_env(plan: Plan, computed: dict[str, str], ctx: Context) -> dict[str,
     for key, value in computed.items():
         if key in env and env[key] != value:
             ctx.warnings.append(f"env {key}={env[key]} replaced by {value} (the plan's setting)")
+            ctx.overridden.append((key, env[key], value))
         env[key] = value
     return dict(sorted(env.items()))
 

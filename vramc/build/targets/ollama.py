@@ -57,6 +57,7 @@ def server_env(plan: Plan, ctx: Context) -> dict[str, str]:
             ctx.warnings.append(f"env {key} not written: Ollama does not read it ({OLLAMA_SOURCE})")
         elif key in computed and computed[key] != env_text(value):
             ctx.warnings.append(f"env {key}={env_text(value)} replaced by {computed[key]} (the plan's setting)")
+            ctx.overridden.append((key, env_text(value), computed[key]))
         else:
             env[key] = env_text(value)
     env.update(computed)

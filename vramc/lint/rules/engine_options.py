@@ -139,6 +139,70 @@ def unknown_env(plan: Plan):
                 )
 
 
+# The profile setting that decides each variable the build computes (what to write instead).
+_GPUS = "the hardware profile's `gpus:` (and the deployment's `gpus:` to use some of them)"
+ENV_SETTING = {
+    "CUDA_VISIBLE_DEVICES": _GPUS,
+    "CUDA_DEVICE_ORDER": "nothing: vramc numbers GPUs as nvidia-smi does (PCI bus order)",
+    "OLLAMA_HOST": "settings.host and settings.port",
+    "OLLAMA_NUM_PARALLEL": "settings.parallel",
+    "OLLAMA_KV_CACHE_TYPE": "settings.cache_type_k and settings.cache_type_v",
+    "OLLAMA_FLASH_ATTENTION": "settings.flash_attn",
+    "OLLAMA_KEEP_ALIVE": "settings.keep_alive",
+    "OLLAMA_MAX_LOADED_MODELS": "settings.max_loaded_models",
+    "OLLAMA_SCHED_SPREAD": _GPUS,
+    "LLAMA_ARG_FIT": "nothing: vramc fits the model itself (`vramc fit`), llama-server's fit must stay off",
+    "LLAMA_ARG_CTX_SIZE": "settings.ctx",
+    "LLAMA_ARG_N_PARALLEL": "settings.parallel",
+    "LLAMA_ARG_BATCH": "settings.batch",
+    "LLAMA_ARG_UBATCH": "settings.ubatch",
+    "LLAMA_ARG_N_GPU_LAYERS": "settings.gpu_layers",
+    "LLAMA_ARG_SPLIT_MODE": "settings.split_mode",
+    "LLAMA_ARG_TENSOR_SPLIT": "settings.tensor_split",
+    "LLAMA_ARG_MAIN_GPU": "settings.main_gpu",
+    "LLAMA_ARG_FLASH_ATTN": "settings.flash_attn",
+    "LLAMA_ARG_CACHE_TYPE_K": "settings.cache_type_k",
+    "LLAMA_ARG_CACHE_TYPE_V": "settings.cache_type_v",
+    "LLAMA_ARG_N_CPU_MOE": "settings.n_cpu_moe",
+    "LLAMA_ARG_THREADS": "settings.threads",
+    "LLAMA_ARG_HOST": "settings.host",
+    "LLAMA_ARG_PORT": "settings.port",
+    "LLAMA_ARG_ALIAS": "settings.alias",
+    "LLAMA_ARG_MODEL": "the model profile",
+}
+
+
+@rule("VR105", "env-overridden", Severity.WARNING)
+def env_overridden(plan: Plan):
+    """An `env:` variable that the build replaces with the plan's own value.
+
+    vramc checks a deployment with the values of its settings and writes them into the launch
+    artifacts, also as environment variables (llama-server's LLAMA_ARG_*, Ollama's OLLAMA_*,
+    CUDA_VISIBLE_DEVICES). A different value under `env:` would contradict the plan, so the build
+    replaces it, and the value written in the profile does nothing. Set the setting instead.
+
+    Bad:
+        engine: ollama
+        settings: {parallel: 1}
+        env: {OLLAMA_NUM_PARALLEL: 4}
+
+    Good:
+        engine: ollama
+        settings: {parallel: 4}
+    """
+    from vramc.build.targets import overridden_env
+
+    for key, mine, planned in overridden_env(plan):
+        instead = ENV_SETTING.get(key, "the profile's settings (vramc computes it from the plan)")
+        yield Finding(
+            f"env {key}={mine} is replaced by {planned} when built (the value the plan was checked with)",
+            ("env", key),
+            f"remove {key} from env: and set {instead}"
+            if not instead.startswith("nothing")
+            else f"remove {key} from env: it needs {instead}",
+        )
+
+
 def _llama_server_env() -> frozenset[str]:
     """The LLAMA_ARG_* variables the pinned llama-server reads (each option's env= in its --help)."""
     from vramc.build.targets.llama_server import option_table
