@@ -528,3 +528,20 @@ def test_paths_are_shown_relative_only_below_the_working_directory(tmp_path, mon
     monkeypatch.chdir(tmp_path / "here")
     assert display_path(tmp_path / "here" / "p" / "a.yaml") == "p/a.yaml"
     assert display_path(tmp_path / "elsewhere.yaml") == str(tmp_path / "elsewhere.yaml")
+
+
+@pytest.mark.parametrize(
+    "settings,key",
+    [("{ctx: true}", "ctx"), ("{gpu_layers: false}", "gpu_layers"), ("{parallel: true}", "parallel")],
+)
+def test_a_yaml_boolean_is_no_number(proj, settings, key):
+    """pydantic's lax mode read `gpu_layers: false` as 0 layers, in silence: now VR101 at the value."""
+    _, diags = findings(deployment(proj, "b", f"settings: {settings}\n"))
+    (d,) = [d for d in diags if d.code == "VR101"]
+    assert f"settings.{key}" in d.message and "is a boolean" in d.message
+
+
+def test_booleans_stay_valid_where_a_key_takes_them(proj):
+    p = deployment(proj, "b", "settings: {flash_attn: yes, kv_unified: true}\n")
+    _, diags = findings(p)
+    assert not [d for d in diags if d.code == "VR101"], [d.message for d in diags]

@@ -7,9 +7,18 @@ to strings) so that the planner never sees two spellings of the same thing. Chan
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from vramc.engines import ENGINES
 from vramc.units import parse_fraction, parse_size
@@ -150,10 +159,29 @@ else:
     Engine = Literal[tuple(ENGINES)]  # the registry's names, in its order
 
 
+def _takes_bool(annotation: Any, metadata: list[Any]) -> bool:
+    """Whether a field accepts true/false: a bool in its type, or on/off (read from YAML booleans);
+    Annotated metadata comes both as FieldInfo.metadata and, nested in an Optional, as type args."""
+    if annotation is bool or any(getattr(m, "func", None) is _onoff for m in [annotation, *metadata]):
+        return True
+    return any(_takes_bool(a, []) for a in get_args(annotation))
+
+
 class Strict(BaseModel):
     # allow_inf_nan: a NaN or infinity in any float field would reach the planner's arithmetic and
     # the plan JSON (which has no spelling for them)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads YAML's true/false as 1/0 in a number field: `gpu_layers: false`
+        # would silently plan 0 layers. Only fields that take a boolean (or on/off) accept one.
+        if isinstance(v, bool) and info.field_name is not None:
+            field = cls.model_fields[info.field_name]
+            if not _takes_bool(field.annotation, field.metadata):
+                raise ValueError(f"{'true' if v else 'false'} is a boolean, not a value this key takes")
+        return v
 
 
 class Margin(Strict):
