@@ -159,12 +159,16 @@ else:
     Engine = Literal[tuple(ENGINES)]  # the registry's names, in its order
 
 
-def _takes_bool(annotation: Any, metadata: list[Any]) -> bool:
-    """Whether a field accepts true/false: a bool in its type, or on/off (read from YAML booleans);
-    Annotated metadata comes both as FieldInfo.metadata and, nested in an Optional, as type args."""
+def _is_number(annotation: Any, metadata: list[Any]) -> bool:
+    """Whether a field takes a number and no boolean (pydantic's lax mode would read true as 1);
+    on/off fields read YAML booleans themselves. Annotated metadata comes both as
+    FieldInfo.metadata and, nested in an Optional, as type arguments."""
     if annotation is bool or any(getattr(m, "func", None) is _onoff for m in [annotation, *metadata]):
+        return False
+    if annotation in (int, float):
         return True
-    return any(_takes_bool(a, []) for a in get_args(annotation))
+    args = get_args(annotation)
+    return any(_is_number(a, []) for a in args) and not any(a is bool for a in args)
 
 
 class Strict(BaseModel):
@@ -179,8 +183,8 @@ class Strict(BaseModel):
         # would silently plan 0 layers. Only fields that take a boolean (or on/off) accept one.
         if isinstance(v, bool) and info.field_name is not None:
             field = cls.model_fields[info.field_name]
-            if not _takes_bool(field.annotation, field.metadata):
-                raise ValueError(f"{'true' if v else 'false'} is a boolean, not a value this key takes")
+            if _is_number(field.annotation, field.metadata):
+                raise ValueError(f"takes a number, not a boolean; got {'true' if v else 'false'}")
         return v
 
 
