@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramc.plan.engine_settings import LlamaChoice  # noqa: E402
+from vramc.load.schema import Settings  # noqa: E402
+from vramc.plan.engine_settings import LlamaChoice, llama_choice  # noqa: E402
 from vramc.hardware.gpus import UNKNOWN_GPU_OVERHEAD  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
 
@@ -62,24 +63,7 @@ def gpus() -> list[GpuBudget]:
 
 def choice(ctx) -> LlamaChoice:
     """llama-server's defaults (vramc.plan.engine_settings.DEFAULTS), the fitted keys auto."""
-    return LlamaChoice(
-        engine="llama-server",
-        ctx=ctx,
-        parallel=4,
-        kv_unified=True,
-        batch=2048,
-        ubatch=512,
-        gpu_layers="auto",
-        split_mode="layer",
-        tensor_split="auto",
-        main_gpu=0,
-        flash_attn="auto",
-        cache_type_k="f16",
-        cache_type_v="f16",
-        kv_offload=True,
-        swa_full=False,
-        overrides=(),
-    )
+    return llama_choice("llama-server", Settings(ctx=ctx, gpu_layers="auto", tensor_split="auto"))
 
 
 def anatomy(meta, gs, ch, margins) -> list[str]:

@@ -19,7 +19,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from vramc.plan.engine_settings import LlamaChoice
+from vramc.load.schema import Settings
+from vramc.plan.engine_settings import llama_choice
 from vramc.memory.usage import GpuBudget
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,24 +88,8 @@ def two_cards_all_auto():
     """Two 24 GiB cards with llama-server's defaults, every fitted key auto, q8_0 KV cache."""
     gpus = [GpuBudget(f"CUDA{i}", "24 GiB", i, 24 * GiB, overhead_bytes=768 << 20) for i in range(2)]
     margins = [int(0.05 * g.capacity_bytes) for g in gpus]
-    choice = LlamaChoice(
-        engine="llama-server",
-        ctx="auto",
-        parallel=4,
-        kv_unified=True,
-        batch=2048,
-        ubatch=512,
-        gpu_layers="auto",
-        split_mode="layer",
-        tensor_split="auto",
-        main_gpu=0,
-        flash_attn="auto",
-        cache_type_k="q8_0",
-        cache_type_v="q8_0",
-        kv_offload=True,
-        swa_full=False,
-        overrides=(),
-    )
+    settings = Settings(ctx="auto", gpu_layers="auto", tensor_split="auto", cache_type_k="q8_0", cache_type_v="q8_0")
+    choice = llama_choice("llama-server", settings)
     return gpus, margins, choice
 
 
