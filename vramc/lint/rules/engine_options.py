@@ -190,6 +190,8 @@ def env_overridden(plan: Plan):
         engine: ollama
         settings: {parallel: 4}
     """
+    if not plan.dep.env:  # most deployments: no need to render (and import) the build targets
+        return
     from vramc.build.targets import overridden_env
 
     for key, mine, planned in overridden_env(plan):
