@@ -113,6 +113,8 @@ class Engine:
     targets: tuple[str, ...]  # the build targets made for it (vramc.build.targets); the first starts it
     article: str  # how a message names one of its deployments: "a llama-server"
     run_refusal: str | None  # why `vramc run` cannot load it in-process; None: it can
+    # why a deployment of it cannot span several machines (`hosts:`, VR118); None: it can
+    hosts_refusal: str | None = None
 
 
 _COMMON = frozenset({"host", "port", "device_order", "alias"})
@@ -157,6 +159,8 @@ ENGINES: dict[str, Engine] = {
             ("llama-cpp-python", "systemd"),
             "a llama-cpp-python",
             None,
+            # llama_cpp.Llama (0.3.36) takes no rpc_servers: the RPC devices cannot be reached
+            "llama-cpp-python 0.3.36's Llama() takes no RPC servers (it has no rpc_servers parameter)",
         ),
         Engine(
             "ollama",
@@ -184,6 +188,7 @@ ENGINES: dict[str, Engine] = {
             "an Ollama",
             "Ollama starts llama-server with its own slots and context (num_ctx x num_parallel), "
             "which llama_cpp.Llama cannot reproduce",
+            "Ollama's scheduler places models on the GPUs of its own machine only (it starts llama-server without --rpc)",
         ),
         Engine(
             "vllm",
@@ -218,6 +223,7 @@ ENGINES: dict[str, Engine] = {
             ("llama-swap",),
             "a llama-swap",
             "llama-swap runs llama-server processes, not llama_cpp.Llama",
+            "llama-swap starts one llama-server per model on demand; vramc plans each on this machine only",
         ),
     )
 }

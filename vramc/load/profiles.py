@@ -73,6 +73,7 @@ class Deployment:
     server_engine: str | None = None  # the server's `engine:` (the model runs as its llama-server)
     ttl: int | None = None  # llama-swap: the model's ttl
     models_max: int | None = None  # llama-server's router: --models-max (the server's max_loaded_models)
+    quant_files: tuple = ()  # the GGUF paths of the model's `quants:` entries (issue 15), resolved
 
     @property
     def label(self) -> str:
@@ -612,7 +613,7 @@ def _kind_of(data: dict) -> str | None:
         return "deployment"
     if "gpus" in data:
         return "hardware"
-    if any(k in data for k in ("lock", "gguf", "hf", "config")):
+    if any(k in data for k in ("lock", "gguf", "hf", "config", "quants")):
         return "model"
     return None
 
@@ -701,6 +702,11 @@ class Loader:
                 diags.extend(_decimal_vram(loaded.data, loaded.positions, display))
                 if obj is not None:
                     doc = Doc(display, path, obj, loaded.positions, loaded.data)
+                    if kind == "model":  # a model's `quants:` as written (the planner says it again)
+                        from vramc.load import quantset
+
+                        diags.extend(quantset.problems(doc))
+                    diags.extend(_duplicate_hosts(obj, kind, loaded.positions, display))
         elif loaded.data is not None and not diags:
             diags.append(
                 Diagnostic(
@@ -868,7 +874,7 @@ class Loader:
             model = self._resolve_ref(bdoc, ("model",), body.model, "models", "model")
             if hw is None or model is None:
                 continue
-            gpu_problems = check_gpus(bdoc, body, hw)
+            gpu_problems = check_gpus(bdoc, body, hw) + check_hosts(bdoc, body, hw)
             if gpu_problems:  # planned on other GPUs than asked for, it would say "fits" wrongly
                 self.diagnostics.extend(gpu_problems)
                 continue
@@ -887,6 +893,12 @@ class Loader:
                 if model.obj.gguf:
                     gp = Path(os.path.expanduser(model.obj.gguf))
                     gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
+                quant_files: tuple = ()
+                if model.obj.quants:
+                    from vramc.load import quantset
+
+                    cands = quantset.candidates(model, project_root(model.path))
+                    quant_files = tuple(c.gguf_path for c in cands if c.gguf_path is not None)
                 out.append(
                     Deployment(
                         name=body.name,
@@ -902,6 +914,7 @@ class Loader:
                         variant_path=vpath,
                         gguf_path=gguf_path,
                         project_root=project_root(bdoc.path),
+                        quant_files=quant_files,
                     )
                 )
         return out
@@ -1026,7 +1039,7 @@ class Loader:
                 grouped.setdefault(member, gname)
         if problems or hw is None:
             return []
-        gpu_problems = check_gpus(bdoc, body, hw)
+        gpu_problems = check_gpus(bdoc, body, hw) + check_hosts(bdoc, body, hw)
         if gpu_problems:
             self.diagnostics.extend(gpu_problems)
             return []
@@ -1176,6 +1189,164 @@ def check_gpus(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
     return out
 
 
+def _hardware_blocks(obj, kind: str) -> list[tuple[tuple, object]]:
+    """(path, Hardware) of every hardware described in one file: the file itself, an inline block."""
+    from vramc.load import schema
+
+    found: list[tuple[tuple, object]] = []
+    if kind == "hardware":
+        found.append(((), obj))
+    elif kind == "deployment" and isinstance(obj.hardware, schema.Hardware):
+        found.append((("hardware",), obj.hardware))
+    elif kind == "deployments":
+        if isinstance(obj.hardware, schema.Hardware):
+            found.append((("hardware",), obj.hardware))
+        for i, d in enumerate(obj.deployments):
+            if isinstance(d.hardware, schema.Hardware):
+                found.append((("deployments", i, "hardware"), d.hardware))
+    return found
+
+
+def _duplicate_hosts(obj, kind: str, positions: Positions, file: str) -> list[Diagnostic]:
+    """VR116: two hosts of one hardware profile with one name (a deployment names hosts by it)."""
+    out: list[Diagnostic] = []
+    for base, hw in _hardware_blocks(obj, kind):
+        seen: dict[str, int] = {}
+        for i, h in enumerate(hw.hosts):  # type: ignore[attr-defined]
+            if h.name in seen:
+                where = base + ("hosts", i, "name")
+                out.append(
+                    Diagnostic(
+                        "VR116",
+                        Severity.ERROR,
+                        f"host name {h.name!r} is used twice in hosts (first at position {seen[h.name]})",
+                        file,
+                        positions.locate(where),
+                        where,
+                        "give each host its own name: deployments name the hosts they span by it",
+                    )
+                )
+            seen.setdefault(h.name, i)
+    return out
+
+
+@dataclass(frozen=True)
+class HostSpan:
+    """One host a deployment spans, resolved against its hardware: for llama.cpp one rpc-server."""
+
+    position: int  # in the deployment's `hosts:` list (the --rpc order)
+    name: str
+    address: str
+    port: int
+    gpus: tuple[int, ...]  # positions in the host's gpus; () = its CPU backend
+    cache: bool
+    bind: str  # the address rpc-server listens on
+    host: Any  # the schema Host
+
+
+def host_spans(dep_body, hw) -> list[HostSpan]:
+    """The hosts `dep_body` spans, in its order (check_hosts has accepted them)."""
+    by_name = {h.name: h for h in hw.hosts}
+    out = []
+    for i, use in enumerate(dep_body.hosts or []):
+        h = by_name[use.host]
+        gpus = tuple(range(len(h.gpus))) if use.gpus is None else tuple(use.gpus)
+        out.append(HostSpan(i, h.name, h.address, use.port, gpus, use.cache, use.bind or h.address, h))
+    return out
+
+
+def check_hosts(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
+    """VR115/VR117/VR118/VR119: a deployment's `hosts:` are hosts of its hardware, each with GPUs
+    it has, on an engine that can span machines, and no two rpc-servers on one address and port."""
+    if not body.hosts:
+        return []
+    from vramc.engines import ENGINES
+
+    out: list[Diagnostic] = []
+
+    def say(code: str, msg: str, where: tuple, hint: str) -> None:
+        out.append(
+            Diagnostic(code, Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint)
+        )
+
+    refusal = ENGINES[body.engine].hosts_refusal
+    if refusal is None and body.models is not None:
+        refusal = "a llama-server with `models:` (its router) starts one llama-server per model, on this machine"
+    if refusal is not None:
+        say(
+            "VR118",
+            f"engine {body.engine} cannot span several machines: {refusal}",
+            ("hosts",),
+            "use engine: llama-server (its build writes the rpc-server of every host and the --rpc arguments), "
+            "or remove `hosts:`",
+        )
+        return out
+    hosts = hw.obj.hosts
+    named = repr(hw.obj.name) if hw.obj.name else display_path(hw.path) if hw.path != bdoc.path else "(inline)"
+    by_name = {h.name: h for h in hosts}
+    listing = ", ".join(h.name for h in hosts) or "none"
+    used_gpus: dict[tuple[str, int], int] = {}
+    endpoints: dict[tuple[str, int], int] = {}
+    for pos, use in enumerate(body.hosts):
+        raw = _get(bdoc.raw, ("hosts", pos))
+        name_at = ("hosts", pos) if isinstance(raw, str) else ("hosts", pos, "host")
+        h = by_name.get(use.host)
+        if h is None:
+            close = difflib.get_close_matches(use.host, list(by_name), n=1)
+            say(
+                "VR115",
+                f"hardware {named} has no host {use.host!r} (its hosts: {listing})",
+                name_at,
+                (f"did you mean {close[0]!r}? " if close else "")
+                + "name a host of the hardware profile's `hosts:`, or describe it there (name, address, gpus, host_ram)",
+            )
+            continue
+        have = ", ".join(f"{i} ({g.name})" for i, g in enumerate(h.gpus)) or "none: it serves its CPU"
+        seen: set[int] = set()
+        for j, i in enumerate(use.gpus or []):
+            where = ("hosts", pos, "gpus", j)
+            if i in seen:
+                say("VR117", f"GPU {i} of host {h.name} is listed twice", where, "list each GPU once")
+            elif not 0 <= i < len(h.gpus):
+                say(
+                    "VR117",
+                    f"host {h.name} has no GPU {i} (its GPUs: {have})",
+                    where,
+                    "gpus: counts positions in the host's gpus list from 0; [] is its CPU backend",
+                )
+            elif (h.name, i) in used_gpus:
+                say(
+                    "VR117",
+                    f"GPU {i} of host {h.name} is already served by hosts[{used_gpus[h.name, i]}]",
+                    where,
+                    "one GPU is one device: give it to one rpc-server",
+                )
+            seen.add(i)
+            used_gpus.setdefault((h.name, i), pos)
+        if use.gpus is None:
+            for i in range(len(h.gpus)):
+                if (h.name, i) in used_gpus:
+                    say(
+                        "VR117",
+                        f"host {h.name}'s GPU {i} is already served by hosts[{used_gpus[h.name, i]}]; "
+                        "this entry takes every GPU of the host",
+                        name_at,
+                        "list the GPUs each rpc-server serves with gpus: [...]",
+                    )
+                    break
+                used_gpus[h.name, i] = pos
+        key = (h.address, use.port)  # one machine: 0.0.0.0:P and 127.0.0.1:P cannot both be bound
+        if key in endpoints:
+            say(
+                "VR119",
+                f"hosts[{endpoints[key]}] already has an rpc-server on {key[0]} port {key[1]}: a second cannot listen there",
+                ("hosts", pos, "port") if "port" in (raw if isinstance(raw, dict) else {}) else name_at,
+                "give each rpc-server of one address its own port, e.g. port: " + str(use.port + 1),
+            )
+        endpoints.setdefault(key, pos)
+    return out
+
+
 def _get(data, path: tuple):
     for seg in path:
         data = data[seg]
@@ -1224,9 +1395,10 @@ def load_paths(paths: list[Path], texts: dict | None = None) -> LoadResult:
     result.diagnostics.extend(loader.diagnostics)
     result.refs = loader.refs
     for dep in result.deployments:
-        if dep.gguf_path is not None:
-            ggufs = _gguf_files(dep.gguf_path)
-            result.refs.setdefault(str(safe_resolve(dep.doc.path)), set()).update(ggufs)
+        for gguf in (dep.gguf_path, *dep.quant_files):
+            if gguf is not None:
+                ggufs = _gguf_files(gguf)
+                result.refs.setdefault(str(safe_resolve(dep.doc.path)), set()).update(ggufs)
     return result
 
 

@@ -229,6 +229,71 @@ class GPU(Strict):
     uuid: str | None = None
 
 
+# A host as another machine reaches it: a DNS name or an IPv4 address. It is written into
+# `--rpc HOST:PORT` (ggml-rpc.cpp parse_endpoint splits at the first ':', so no IPv6), into shell
+# scripts and into systemd units: letters, digits, '.', '-' and '_' only, nothing a shell reads.
+ADDRESS_RE = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$"
+# a llama.cpp build (b7400, a commit such as 0c1e570, 0.3.36): compared for equality only
+BUILD_RE = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+# NCCL_SOCKET_IFNAME's form: interface names (IFNAMSIZ: 15 characters), comma-separated, an
+# optional leading '^' (exclude) or '=' (exact match)
+INTERFACE_RE = r"^[=^]?[A-Za-z0-9][A-Za-z0-9._:@-]{0,14}(,[A-Za-z0-9][A-Za-z0-9._:@-]{0,14})*$"
+
+
+def _address(v: str) -> str:
+    if ":" in v:
+        raise ValueError(
+            f"address {v!r} holds a ':': write the host name or IPv4 address alone (the port is "
+            "the deployment's `port:`; llama.cpp's --rpc HOST:PORT cannot take an IPv6 address)"
+        )
+    if re.fullmatch(ADDRESS_RE, v) is None:
+        raise ValueError(
+            f"address {v!r} is not a host name or IPv4 address: letters, digits, '.', '-' and '_' "
+            "only (no spaces or shell characters), e.g. 192.168.1.12 or box2.lan"
+        )
+    return v
+
+
+def _build(v: str) -> str:
+    if re.fullmatch(BUILD_RE, v) is None:
+        raise ValueError(f"llama_cpp {v!r} is not a build name: letters, digits, '.', '_', '+' and '-' (e.g. b7400)")
+    return v
+
+
+def _interface(v: str) -> str:
+    if re.fullmatch(INTERFACE_RE, v) is None:
+        raise ValueError(
+            f"interface {v!r} is not a network interface name (at most 15 letters, digits, '.', "
+            "'_', ':', '@' or '-'; several separated by ','), e.g. eth0"
+        )
+    return v
+
+
+Address = Annotated[str, AfterValidator(_address)]
+Build = Annotated[str, AfterValidator(_build)]
+
+
+class Network(Strict):
+    """How the machines of a hardware profile reach each other."""
+
+    # rpc-server has no authentication (tools/rpc/README.md: never on an open network): binding it
+    # anywhere but loopback needs this acknowledgement (VR410)
+    trusted: bool = False
+    interface: Annotated[str, AfterValidator(_interface)] | None = None  # NCCL/GLOO_SOCKET_IFNAME
+
+
+class Host(Strict):
+    """Another machine of a hardware profile: a llama.cpp rpc-server worker or a vLLM node."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str | None = None
+    address: Address
+    gpus: list[GPU] = []  # none: the host serves its CPU backend
+    host_ram: Bytes | None = None
+    overhead: Bytes | None = None  # default per-GPU overhead for this host's GPUs
+    llama_cpp: Build | None = None
+
+
 class Hardware(Strict):
     kind: Literal["hardware"] | None = None
     name: str | None = None
@@ -237,6 +302,11 @@ class Hardware(Strict):
     host_ram: Bytes | None = None
     overhead: Bytes | None = None  # default per-GPU overhead for every GPU here
     device_order: Literal["index", "free_desc", "total_desc"] = "index"
+    # several machines (issue 17): this one's address and llama.cpp build, the network, the others
+    address: Address | None = None
+    llama_cpp: Build | None = None
+    network: Network | None = None
+    hosts: list[Host] = []
 
 
 class FileLock(Strict):
@@ -279,6 +349,19 @@ class HFConfig(Strict):
     tie_word_embeddings: bool = False  # lm_head shares the embedding matrix (no second copy)
 
 
+QUANT_RE = r"^[A-Za-z0-9_]{1,32}$"  # a llama-quantize file type as a file name ends with it (Q4_K_M)
+
+
+class QuantFile(Strict):
+    """One candidate of a model profile's `quants:` (issue 15): a GGUF file of one quant type and
+    its lock, as `vramc analyze --write` writes a model's own `gguf:`, `source:` and `lock:`."""
+
+    quant: str = Field(pattern=QUANT_RE)
+    gguf: PathStr | None = None
+    source: str | None = None
+    lock: GGUFLock | None = None
+
+
 class Quantization(Strict):
     method: Literal["awq", "gptq", "fp8", "bitsandbytes", "none"] = "none"
     bits: int | None = Field(default=None, ge=1)
@@ -304,6 +387,9 @@ class Model(Strict):
     quantization: Quantization | None = None
     weights_size: Bytes | None = None  # total safetensors bytes, when known exactly
     params: float | None = Field(default=None, gt=0)  # parameter count, for weights estimates
+    # the GGUF files of several quant types (issue 15): with `quant: auto` the planner picks the
+    # largest that fits; with a fixed `quant:` the entry of that type
+    quants: list[QuantFile] | None = Field(default=None, min_length=1)
 
 
 GpuLayers = Union[Annotated[int, Field(ge=0)], Literal["all", "auto"]]
@@ -413,6 +499,31 @@ class SwapGroup(Strict):
     members: list[Annotated[str, Field(pattern=NAME_RE)]] = Field(min_length=1)
 
 
+RPC_PORT = 50052  # rpc-server's default port (tools/rpc/rpc-server.cpp)
+
+
+class HostUse(Strict):
+    """One host a deployment spans: for llama.cpp one rpc-server (`--rpc ADDRESS:PORT`)."""
+
+    host: str = Field(pattern=NAME_RE)
+    port: int = Field(default=RPC_PORT, ge=1, le=65535)
+    # positions in that host's `gpus` (default all of them; [] is its CPU backend)
+    gpus: list[StrictInt] | None = None
+    cache: bool = False  # rpc-server -c: tensors cached on the worker's disk
+    bind: Address | None = None  # the address rpc-server listens on (default: the host's address)
+
+
+def _host_use(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"host": v}
+    if not isinstance(v, (dict, BaseModel)):
+        raise ValueError("a host is its name (box2) or a mapping {host: box2, port: 50052, gpus: [0]}")
+    return v
+
+
+HostRef = Annotated[HostUse, BeforeValidator(_host_use, json_schema_input_type=Union[str, HostUse])]
+
+
 class DeploymentBody(Strict):
     kind: Literal["deployment"] | None = None
     name: str = Field(pattern=NAME_RE)
@@ -432,6 +543,9 @@ class DeploymentBody(Strict):
     # which GPUs of the hardware this deployment may use: positions in its `gpus` list (checked
     # against the hardware by the loader, VR113/VR114); [] is CPU-only for the llama.cpp engines
     gpus: list[StrictInt] | None = None
+    # the other hardware hosts it spans, in order (llama.cpp: the --rpc order, RPC devices first;
+    # vLLM: node ranks 1..N); checked against the hardware by the loader (VR115-VR119)
+    hosts: list[HostRef] | None = None
 
 
 class DeploymentFile(Strict):

@@ -273,6 +273,95 @@ def _vr114():
     """
 
 
+@rule("VR115", "host-unknown", Severity.ERROR, "load")
+def _vr115():
+    """A deployment's `hosts:` names a host its hardware profile does not describe.
+
+    A deployment spans other machines by name: each entry of its `hosts:` is the `name` of one of
+    the hardware profile's `hosts:` (with its address, GPUs and RAM). The error lists the hosts
+    that exist and the nearest name.
+
+    Bad:
+        hosts: [box3]      # the hardware's hosts: box2
+
+    Good:
+        hosts: [box2]
+    """
+
+
+@rule("VR116", "host-duplicate", Severity.ERROR, "load")
+def _vr116():
+    """Two hosts of one hardware profile have the same name.
+
+    Deployments name the hosts they span, so a name must say which machine it means.
+
+    Bad:
+        hosts:
+          - {name: box2, address: 192.168.1.12}
+          - {name: box2, address: 192.168.1.13}
+
+    Good:
+        hosts:
+          - {name: box2, address: 192.168.1.12}
+          - {name: box3, address: 192.168.1.13}
+    """
+
+
+@rule("VR117", "host-gpu-invalid", Severity.ERROR, "load")
+def _vr117():
+    """A deployment's host entry selects a GPU that host does not have, or one GPU twice.
+
+    `gpus:` in a `hosts:` entry counts positions in that host's `gpus` list from 0 (`[]` is the
+    host's CPU backend). A GPU given to two entries (two rpc-servers) would be counted as two
+    devices while llama.cpp would fill it twice.
+
+    Bad:
+        hosts:
+          - {host: box2, gpus: [1]}     # box2 has one GPU
+
+    Good:
+        hosts:
+          - {host: box2, gpus: [0]}
+    """
+
+
+@rule("VR118", "engine-single-host", Severity.ERROR, "load")
+def _vr118():
+    """The deployment spans several machines (`hosts:`) on an engine that cannot.
+
+    llama-server reaches other machines through llama.cpp's RPC backend (`--rpc`) and vLLM through
+    its multi-node setup. Ollama and llama-swap start llama-server on their own machine only, and
+    llama-cpp-python 0.3.36's `Llama()` takes no RPC servers, so `vramc run` cannot load it there.
+
+    Bad:
+        engine: llama-cpp-python
+        hosts: [box2]
+
+    Good:
+        engine: llama-server
+        hosts: [box2]
+    """
+
+
+@rule("VR119", "rpc-endpoint-clash", Severity.ERROR, "load")
+def _vr119():
+    """Two rpc-servers of one deployment would listen on the same host and port.
+
+    Several rpc-servers on one machine (one per GPU, or several on loopback) each need their own
+    `port:`; the second could not bind and llama-server would connect twice to the first.
+
+    Bad:
+        hosts:
+          - {host: box2, gpus: [0]}
+          - {host: box2, gpus: [1]}
+
+    Good:
+        hosts:
+          - {host: box2, gpus: [0]}
+          - {host: box2, gpus: [1], port: 50053}
+    """
+
+
 @rule("VR200", "model-unsized", Severity.ERROR, "load")
 def _vr200():
     """vramc cannot size the model: its file is absent and it has no locked metadata.
