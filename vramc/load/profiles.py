@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vramc.diagnostics import Diagnostic, Severity
+from vramc.diagnostics import Diagnostic
+from vramc.lint.codes import diagnostic
 
 if TYPE_CHECKING:  # YAML is parsed only when a file is loaded, not to discover files
     from typing import Any
@@ -124,9 +125,8 @@ def safe_resolve(path: Path) -> Path:
 
 
 def _unreadable(path: Path, reason: str) -> Diagnostic:
-    return Diagnostic(
+    return diagnostic(
         "VR000",
-        Severity.ERROR,
         f"cannot read: {reason}",
         display_path(path),
         None,
@@ -189,9 +189,8 @@ def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
     saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
     if kind == "other":
         return [
-            Diagnostic(
+            diagnostic(
                 "VR000",
-                Severity.ERROR,
                 "not a regular file (a pipe, a device or a socket)",
                 display_path(path),
                 None,
@@ -205,9 +204,8 @@ def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
         except OSError:
             target = "?"
         return [
-            Diagnostic(
+            diagnostic(
                 "VR000",
-                Severity.ERROR,
                 f"a symbolic link to {target}, which does not exist",
                 display_path(path),
                 None,
@@ -233,9 +231,8 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
             problems.extend(
                 _not_a_profile(p, kind)
                 or [
-                    Diagnostic(
+                    diagnostic(
                         "VR000",
-                        Severity.ERROR,
                         "no such file or directory",
                         display_path(p),
                         None,
@@ -462,9 +459,8 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
                 else (f"valid keys here: {', '.join(valid)}" if valid else "remove it")
             )
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR100",
-                    Severity.ERROR,
                     f"unknown key {key!r}",
                     file,
                     positions.locate(path, prefer_key=True),
@@ -477,9 +473,8 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
             missing = [str(e.get("_missing")) for e in errs if e["type"] == "missing"]
             names = ", ".join(sorted(set(missing)))
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR102",
-                    Severity.ERROR,
                     f"missing required key {names}",
                     file,
                     positions.locate(path, prefer_key=True),
@@ -490,9 +485,8 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
             continue
         at_key = any("[key]" in e["loc"] for e in errs)  # a mapping's key (a variant's name)
         diags.append(
-            Diagnostic(
+            diagnostic(
                 "VR101",
-                Severity.ERROR,
                 _value_message(path, errs),
                 file,
                 positions.locate(path, prefer_key=at_key),
@@ -532,9 +526,8 @@ def _implausible(what: str, v, bounds, positions: Positions, file: str, p: tuple
         )
     else:
         hint = f"write the size with its unit, e.g. {example}"
-    return Diagnostic(
+    return diagnostic(
         "VR104",
-        Severity.WARNING,
         f"{what} {shown} is read as {read}, {side}, implausible for {_WHAT[what]}",
         file,
         positions.locate(p),
@@ -581,9 +574,8 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
                 except ValueError:
                     continue
                 out.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR103",
-                        Severity.WARNING,
                         f"vram {v} is {gib:.2f} GiB in decimal units",
                         file,
                         positions.locate(p),
@@ -671,9 +663,8 @@ class Loader:
         doc, kind = None, None
         if loaded.data is None and not diags:
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR004",
-                    Severity.ERROR,
                     "empty profile",
                     display,
                     None,
@@ -685,9 +676,8 @@ class Loader:
             kind = _kind_of(loaded.data)
             if kind is None:
                 diags.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR004",
-                        Severity.ERROR,
                         "cannot tell what kind of profile this is",
                         display,
                         loaded.positions.locate(()),
@@ -709,9 +699,8 @@ class Loader:
                     diags.extend(_duplicate_hosts(obj, kind, loaded.positions, display))
         elif loaded.data is not None and not diags:
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR004",
-                    Severity.ERROR,
                     "a profile must be a YAML mapping",
                     display,
                     loaded.positions.locate(()),
@@ -747,9 +736,8 @@ class Loader:
         problem = next((pp for pp in (path_problem(str(c)) for c in candidates) if pp), None)
         if problem:  # no file can have this name: say why, rather than "not found" or a crash
             self.diagnostics.append(
-                Diagnostic(
+                diagnostic(
                     "VR101",
-                    Severity.ERROR,
                     f"{kind} {_describe_input(value)} cannot name a profile file: {problem}",
                     owner.file,
                     span,
@@ -766,9 +754,8 @@ class Loader:
         failed = next(((c, why) for c, what, why in probes if what == "error"), None)
         if target is None and failed is not None:
             self.diagnostics.append(
-                Diagnostic(
+                diagnostic(
                     "VR000",
-                    Severity.ERROR,
                     f"{kind} profile {value!r} cannot be read: {display_path(failed[0])}: {failed[1]}",
                     owner.file,
                     span,
@@ -781,9 +768,8 @@ class Loader:
             looked = ", ".join(display_path(c) for c in candidates)
             close = _close_names(value, candidates[0].parent)
             self.diagnostics.append(
-                Diagnostic(
+                diagnostic(
                     "VR110",
-                    Severity.ERROR,
                     f"{kind} profile {value!r} not found",
                     owner.file,
                     span,
@@ -795,9 +781,8 @@ class Loader:
         _, doc, found_kind = self.load(target)
         if doc is None:
             self.diagnostics.append(
-                Diagnostic(
+                diagnostic(
                     "VR111",
-                    Severity.ERROR,
                     f"{kind} profile {value!r} is invalid",
                     owner.file,
                     span,
@@ -808,9 +793,8 @@ class Loader:
             return None
         if found_kind != kind:
             self.diagnostics.append(
-                Diagnostic(
+                diagnostic(
                     "VR111",
-                    Severity.ERROR,
                     f"{display_path(target)} is a {found_kind} profile, not a {kind} profile",
                     owner.file,
                     span,
@@ -837,9 +821,8 @@ class Loader:
             for i, body in enumerate(f.deployments):
                 if body.name in seen:
                     self.diagnostics.append(
-                        Diagnostic(
+                        diagnostic(
                             "VR112",
-                            Severity.ERROR,
                             f"deployment name {body.name!r} is used twice in this file",
                             doc.file,
                             doc.positions.locate(("deployments", i, "name")),
@@ -858,9 +841,8 @@ class Loader:
             else:
                 hw = None
                 self.diagnostics.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR102",
-                        Severity.ERROR,
                         "missing required key hardware",
                         bdoc.file,
                         bdoc.positions.locate(()),
@@ -927,7 +909,7 @@ class Loader:
 
         def say(msg: str, path: tuple, hint: str, code: str = "VR343") -> None:
             self.diagnostics.append(
-                Diagnostic(code, Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(path), bdoc.prefix + path, hint)
+                diagnostic(code, msg, bdoc.file, bdoc.positions.locate(path), bdoc.prefix + path, hint)
             )
 
         if body.models is None and body.engine == "llama-swap":
@@ -1168,15 +1150,12 @@ def check_gpus(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
         else:
             seen[i] = pos
             continue
-        out.append(
-            Diagnostic("VR113", Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint)
-        )
+        out.append(diagnostic("VR113", msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint))
     if not out and body.engine == "vllm" and (body.gpus == [] or (body.gpus is None and not gpus)):
         where = ("gpus",) if body.gpus is not None else ("hardware",)
         out.append(
-            Diagnostic(
+            diagnostic(
                 "VR114",
-                Severity.ERROR,
                 f"no GPUs selected: vLLM needs at least one (hardware {have})",
                 bdoc.file,
                 bdoc.positions.locate(where),
@@ -1216,9 +1195,8 @@ def _duplicate_hosts(obj, kind: str, positions: Positions, file: str) -> list[Di
             if h.name in seen:
                 where = base + ("hosts", i, "name")
                 out.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR116",
-                        Severity.ERROR,
                         f"host name {h.name!r} is used twice in hosts (first at position {seen[h.name]})",
                         file,
                         positions.locate(where),
@@ -1265,9 +1243,7 @@ def check_hosts(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
     def say(code: str, msg: str, where: tuple, hint: str) -> None:
-        out.append(
-            Diagnostic(code, Severity.ERROR, msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint)
-        )
+        out.append(diagnostic(code, msg, bdoc.file, bdoc.positions.locate(where), bdoc.prefix + where, hint))
 
     refusal = ENGINES[body.engine].hosts_refusal
     if refusal is None and body.models is not None:

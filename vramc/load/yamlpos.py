@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from vramc.diagnostics import Diagnostic, Severity, Span
+from vramc.diagnostics import Diagnostic, Span
+from vramc.lint.codes import diagnostic
 
 try:  # the C loader composes ~10x faster; fall back where libyaml is missing
     from yaml import CSafeLoader as _Loader
@@ -103,9 +104,8 @@ class _Walker:
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             if id(node) in self.open:
                 self.diagnostics.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR003",
-                        Severity.ERROR,
                         "a YAML alias refers to the collection that contains it",
                         self.file,
                         _span(node),
@@ -127,9 +127,8 @@ class _Walker:
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     self.diagnostics.append(
-                        Diagnostic(
+                        diagnostic(
                             "VR003",
-                            Severity.ERROR,
                             "YAML merge keys (<<) are not supported in profiles",
                             self.file,
                             _span(key_node),
@@ -140,9 +139,8 @@ class _Walker:
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.diagnostics.append(
-                        Diagnostic(
+                        diagnostic(
                             "VR003",
-                            Severity.ERROR,
                             "mapping keys must be plain scalars",
                             self.file,
                             _span(key_node),
@@ -158,9 +156,8 @@ class _Walker:
                     first = self.positions.keys.get(child)
                     where = f" (first at line {first.line})" if first else ""
                     self.diagnostics.append(
-                        Diagnostic(
+                        diagnostic(
                             "VR002",
-                            Severity.ERROR,
                             f"duplicate key {key!r}{where}",
                             self.file,
                             _span(key_node),
@@ -215,9 +212,8 @@ def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> Diagnosti
     char = e.character if isinstance(e.character, str) else text[where : where + 1]
     n = ord(char) if len(char) == 1 else 0
     escape = f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-    return Diagnostic(
+    return diagnostic(
         "VR001",
-        Severity.ERROR,
         f"YAML does not allow U+{n:04X} (a non-printable character) in a file",
         file,
         Span(line + 1, column + 1, line + 1, column + 2),
@@ -246,21 +242,18 @@ def load_text(text: str, file: str) -> Loaded:
             span = Span(line + 1, col + 1, line + 1, col + 2)
             problem = "YAML forbids tabs for indentation" if indent else "YAML does not allow a tab here"
             hint = "indent with spaces" if indent else "use spaces"
-        walker.diagnostics.append(
-            Diagnostic("VR001", Severity.ERROR, f"YAML syntax error: {problem}", file, span, (), hint)
-        )
+        walker.diagnostics.append(diagnostic("VR001", f"YAML syntax error: {problem}", file, span, (), hint))
         data = None
     except yaml.reader.ReaderError as e:
         walker.diagnostics.append(_reader_error(e, text, file))
         data = None
     except yaml.YAMLError as e:
-        walker.diagnostics.append(Diagnostic("VR001", Severity.ERROR, f"YAML error: {e}", file, None, ()))
+        walker.diagnostics.append(diagnostic("VR001", f"YAML error: {e}", file, None, ()))
         data = None
     except _TooLarge:
         walker.diagnostics.append(
-            Diagnostic(
+            diagnostic(
                 "VR003",
-                Severity.ERROR,
                 f"the YAML expands to more than {MAX_NODES} values (aliases?)",
                 file,
                 None,
@@ -271,9 +264,8 @@ def load_text(text: str, file: str) -> Loaded:
         data = None
     except RecursionError:
         walker.diagnostics.append(
-            Diagnostic(
+            diagnostic(
                 "VR003",
-                Severity.ERROR,
                 "the YAML is nested too deeply",
                 file,
                 None,
@@ -283,7 +275,7 @@ def load_text(text: str, file: str) -> Loaded:
         )
         data = None
     except (ValueError, TypeError) as e:  # e.g. a timestamp PyYAML cannot construct
-        walker.diagnostics.append(Diagnostic("VR001", Severity.ERROR, f"YAML value error: {e}", file, None, ()))
+        walker.diagnostics.append(diagnostic("VR001", f"YAML value error: {e}", file, None, ()))
         data = None
     return Loaded(file, data, walker.positions, text, walker.diagnostics)
 
@@ -301,9 +293,8 @@ def load_file(path, display: str | None = None) -> Loaded:
             Positions(),
             "",
             [
-                Diagnostic(
+                diagnostic(
                     "VR000",
-                    Severity.ERROR,
                     f"not UTF-8 text ({e.reason} at byte {e.start})",
                     display,
                     None,
@@ -318,6 +309,6 @@ def load_file(path, display: str | None = None) -> Loaded:
             None,
             Positions(),
             "",
-            [Diagnostic("VR000", Severity.ERROR, f"cannot read file: {e.strerror}", display, None, ())],
+            [diagnostic("VR000", f"cannot read file: {e.strerror}", display, None, ())],
         )
     return load_text(text, display)
