@@ -1,0 +1,74 @@
+"""`vramc check` ends without Python's teardown (vramc.cli.NO_TEARDOWN): what it prints, writes
+and exits with must be exactly what the ordinary way out gives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# the command layer run without the console script's quick exit
+ORDINARY = "import sys\nfrom vramc.cli.commands import main\nsys.argv[0] = 'vramc'\nmain()"
+
+CLEAN = """\
+kind: deployment
+name: tiny
+hardware: {name: cpu-only, gpus: [], host_ram: 2GiB}
+model: {lock: {architecture: llama, vocab_size: 32000, hparams: {block_count: 2}}}
+engine: llama-cpp-python
+settings: {ctx: 2048, gpu_layers: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Profiles whose report (one VR001 line each) is larger than any output buffer."""
+    root = tmp_path_factory.mktemp("quick-exit")
+    (root / "bad").mkdir()
+    for i in range(600):
+        (root / "bad" / f"broken-{i:03}.yaml").write_text(f"name: broken{i}\nsettings:\n  tensor_split: [16, 12\n")
+    (root / "clean.yaml").write_text(CLEAN)
+    return root
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # PYTHONUNBUFFERED would write every line at once: a lost buffer must show
+    env = {k: v for k, v in os.environ.items() if k not in ("VRAMC_CACHE", "PYTHONUNBUFFERED")}
+    env["VRAMC_NO_CACHE"] = "1"
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "bad"],  # exit 1, more output than any buffer holds
+        ["check", "--format", "json", "bad"],
+        ["check", "clean.yaml"],
+        ["check", "bad/broken-000.yaml"],  # one line: still in the buffer at exit
+        ["check", "--format", "nope", "bad"],  # a usage error: exit 2
+        ["check", "--help"],
+    ],
+)
+def test_quick_exit_prints_and_exits_as_the_ordinary_way(project, args):
+    quick = _run([sys.executable, "-m", "vramc", *args], project)
+    ordinary = _run([sys.executable, "-c", ORDINARY, *args], project)
+    # click names the program as it was started
+    said = quick.stdout.replace("python -m vramc", "vramc")
+    assert (quick.returncode, said, quick.stderr) == (ordinary.returncode, ordinary.stdout, ordinary.stderr)
+    assert quick.returncode in (0, 1, 2), quick.stderr
+    if args == ["check", "bad"]:
+        assert quick.returncode == 1 and quick.stdout.count(": VR001 error: ") == 600
+        assert len(quick.stdout) > 65536 and quick.stderr == "600 errors in 600 files\n"
+
+
+def test_quick_exit_writes_the_output_file(project, tmp_path):
+    out = tmp_path / "report.json"
+    quick = _run([sys.executable, "-m", "vramc", "check", "-f", "json", "-o", str(out), "bad"], project)
+    assert quick.returncode == 1 and quick.stdout == ""
+    ordinary = _run([sys.executable, "-c", ORDINARY, "check", "-f", "json", "bad"], project)
+    assert out.read_text() == ordinary.stdout and out.read_text().count('"VR001"') == 600
