@@ -424,9 +424,11 @@ def expand_tensors(table: dict[str, list]) -> list[Tensor]:
             names = [f"blk.{b}.{m.group(2)}" for b in _expand_range(m.group(1))] if m else [key]
         except ValueError as e:
             raise MetaError(f"tensor {key!r}: {e}", path) from None
-        for name in names:
-            try:
-                out.append(make_tensor(name, type_, shape))
-            except (ZeroDivisionError, ValueError) as e:
-                raise MetaError(f"tensor {key!r}: bad shape ({e})", path) from None
+        # the blocks of a range share type and shape: sized once (a lock has thousands of tensors)
+        try:
+            first = make_tensor(names[0], type_, shape)
+        except (ZeroDivisionError, ValueError) as e:
+            raise MetaError(f"tensor {key!r}: bad shape ({e})", path) from None
+        out.append(first)
+        out.extend(Tensor(name, type_, first.shape, first.nbytes) for name in names[1:])
     return out
