@@ -79,6 +79,8 @@ MODEL_KEYS = {
     "quantization",
     "weights_size",
     "params",
+    "quant",
+    "quants",
 }
 DIAG_RE = re.compile(r"^\S+:\d+:\d+: (VR\d{3}) ", re.M)
 

@@ -65,8 +65,9 @@ def plan_side(side, paths: list[str], margin=None) -> SidePlans:
     with _cwd(side.root):
 
         def adjust(dep) -> None:
-            if dep.gguf_path is not None:
-                link_models(side, dep.gguf_path)
+            for gguf in (dep.gguf_path, *dep.quant_files):  # quant_files: a model's `quants:` (issue 15)
+                if gguf is not None:
+                    link_models(side, gguf)
 
         result = run_check([Path(p) for p in paths], margin=margin, adjust=adjust)
         out.files = len(result.files)

@@ -139,7 +139,7 @@ def _merged_positions(doc: Doc, index: int):
 def candidates(doc: Doc, project_root: Path) -> list[Candidate]:
     """Each `quants:` entry as a model document: the model with that entry's gguf, lock, source
     and quant, and no `quants:` (so it is planned as a model of one file)."""
-    from vramc.load.profiles import Doc
+    from dataclasses import replace
 
     m = doc.obj
     out = []
@@ -147,17 +147,9 @@ def candidates(doc: Doc, project_root: Path) -> list[Candidate]:
         obj = m.model_copy(
             update={"quant": e.quant, "gguf": e.gguf, "lock": e.lock, "source": e.source or m.source, "quants": None}
         )
-        raw = doc.raw
         gguf_path = None
         if e.gguf:
             gp = Path(os.path.expanduser(e.gguf))
             gguf_path = gp if gp.is_absolute() else project_root / gp
-        out.append(
-            Candidate(
-                i,
-                e.quant,
-                Doc(doc.file, doc.path, obj, _merged_positions(doc, i), raw, doc.prefix),
-                gguf_path,
-            )
-        )
+        out.append(Candidate(i, e.quant, replace(doc, obj=obj, positions=_merged_positions(doc, i)), gguf_path))
     return out

@@ -504,10 +504,28 @@ def is_model_file(path: str) -> bool:
     return path.endswith(".gguf") and not any(k in name for k in _NOT_MODELS)
 
 
+_TAG_RE = re.compile(r"[-.]([A-Za-z0-9_]+)$")  # llama.cpp get_gguf_split_info's tag
+_STEM_SPLIT_RE = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
+
+
+def quant_tag(path: str) -> str:
+    """The quant a file name ends with, upper case, as llama.cpp reads it (common/download.cpp)."""
+    stem = path.rsplit("/", 1)[-1].removesuffix(".gguf")
+    m = _STEM_SPLIT_RE.match(stem)
+    stem = m[1] if m else stem
+    m = _TAG_RE.search(stem)
+    return m[1].upper() if m else stem
+
+
+def first_parts(files: list[str]) -> list[str]:
+    """The model files of a listing, each split model by its first part only."""
+    models = [f for f in files if is_model_file(f)]
+    return [f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1]
+
+
 def pick_quant(files: list[str], quant: str | None, display: str) -> str:
     """The first part of the one model file of `quant` (llama.cpp's `-hf` match), or an error."""
-    models = [f for f in files if is_model_file(f)]
-    firsts = [f for f in models if (_split_name(f.rsplit("/", 1)[-1]) or ("", 1, 1))[1] == 1]
+    firsts = first_parts(files)
     listing = "\n".join(f"  {f}" for f in sorted(firsts)) or "  (no GGUF model files)"
     if quant is None:
         if len(firsts) == 1:
@@ -515,7 +533,8 @@ def pick_quant(files: list[str], quant: str | None, display: str) -> str:
         raise RemoteError(
             f"{display}: name the quant (hf://ORG/REPO:QUANT) or the file "
             f"(hf://ORG/REPO/FILE.gguf); `vramc plan PROFILE --quants hf://ORG/REPO` "
-            f"compares them on your GPUs; the GGUF model files there are:\n{listing}"
+            f"compares them on your GPUs, and `vramc analyze hf://ORG/REPO --write PROFILE` locks them "
+            f"all for `quant: auto`; the GGUF model files there are:\n{listing}"
         )
     pattern = re.compile(re.escape(quant) + r"[.-]", re.IGNORECASE)
     hits = [f for f in firsts if pattern.search(f)]

@@ -1,4 +1,5 @@
-"""`vramc plan PROFILE --quants hf://ORG/REPO`: every quant of a GGUF repository against the hardware.
+"""Every quant of a model against the hardware: `vramc plan PROFILE --quants hf://ORG/REPO`, and
+`quant: auto` in a model profile with `quants:` (issue 15, `plan_quants`).
 
 Each quant's header is read remotely (model/remote.py, cached), the deployment is planned with that
 model in place of its own (the planner's MetaCache handed the header), and the table says whether
@@ -10,24 +11,13 @@ largest that would fit whole, if any.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 
 from vramc.model.modelmeta import ModelMeta
+from vramc.model.remote import _STEM_SPLIT_RE as _SPLIT_RE
+from vramc.model.remote import quant_tag  # noqa: F401  (here before; analyze reads it from remote)
 from vramc.plan.planner import MetaCache
-
-_TAG_RE = re.compile(r"[-.]([A-Za-z0-9_]+)$")  # llama.cpp get_gguf_split_info's tag
-_SPLIT_RE = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
-
-
-def quant_tag(path: str) -> str:
-    """The quant a file name ends with, upper case, as llama.cpp reads it (common/download.cpp)."""
-    stem = path.rsplit("/", 1)[-1].removesuffix(".gguf")
-    m = _SPLIT_RE.match(stem)
-    stem = m[1] if m else stem
-    m = _TAG_RE.search(stem)
-    return m[1].upper() if m else stem
 
 
 @dataclass
@@ -51,17 +41,17 @@ class _Given(MetaCache):
         return self.meta, []
 
 
+def _row(quant: str, file: str, meta: ModelMeta, p) -> Row:
+    est = p.estimate
+    layers = meta.hparams.get("block_count", 0) + 1  # the blocks and the output layer
+    on_gpu = sum(d.n_layers or 0 for d in est.devices) if est else 0
+    return Row(quant, file, meta.total_bytes, p.verdict, on_gpu, layers)
+
+
 def quant_rows(plan, metas: list[tuple[str, str, ModelMeta]]) -> list[Row]:
     from vramc.plan.planner import plan_deployment
 
-    rows = []
-    for quant, file, meta in metas:
-        p = plan_deployment(plan.dep, cache=_Given(meta))
-        est = p.estimate
-        layers = meta.hparams.get("block_count", 0) + 1  # the blocks and the output layer
-        on_gpu = sum(d.n_layers or 0 for d in est.devices) if est else 0
-        rows.append(Row(quant, file, meta.total_bytes, p.verdict, on_gpu, layers))
-    return rows
+    return [_row(quant, file, meta, plan_deployment(plan.dep, cache=_Given(meta))) for quant, file, meta in metas]
 
 
 def choose(rows: list[Row]) -> str:
@@ -138,3 +128,148 @@ def cli_quants(plans, ref_text: str) -> int:
     for p in llama:
         sys.stdout.write(render(p.dep.name, quant_rows(p, metas)))
     return 0
+
+
+# --- quant: auto (a model profile's `quants:`) ---------------------------------------------------
+@dataclass
+class QuantChoice:
+    """Which entry of a model's `quants:` the plan is of, and why (`Plan.quant`)."""
+
+    chosen: str  # the quant planned
+    gguf: str | None  # its file, as the model profile writes it
+    auto: bool  # chosen by vramc (`quant: auto`); False: the profile names it
+    outcome: str  # auto: "all-layers", "partial", "none-fits" or "cpu-only"; "fixed" otherwise
+    rows: list[Row]  # every entry that could be planned (auto only), in `quants:` order
+    message: str = ""
+    hint: str = ""
+
+    def record(self) -> dict:
+        """`plan --format json`'s `quant` (added keys, issue 15)."""
+        return {
+            "chosen": self.chosen,
+            "gguf": self.gguf,
+            "auto": self.auto,
+            "outcome": self.outcome,
+            "candidates": [
+                {
+                    "quant": r.quant,
+                    "gguf": r.file,
+                    "weights_bytes": r.weights,
+                    "verdict": r.verdict,
+                    "gpu_layers": r.gpu_layers,
+                    "layers": r.layers,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def _shown(r: Row) -> str:
+    return f"{r.quant} ({r.gpu_layers}/{r.layers} layers on the GPUs)"
+
+
+def decide(rows: list[Row]) -> tuple[Row, str, str, str]:
+    """(the row to plan, outcome, message, hint): the largest quant (by weights) that fits with
+    every layer on the GPUs; else the largest that fits with part of the model on the CPU, the
+    trade-off against the quant that keeps the most layers there; else the smallest."""
+    n = len(rows)
+    ok = [r for r in rows if r.verdict in ("fits", "tight")]
+    whole = [r for r in ok if r.gpu_layers >= r.layers]
+    if whole:
+        best = max(whole, key=lambda r: (r.weights, r.quant))
+        msg = (
+            f"quant: auto chose {best.quant} ({best.file}), the largest of the {n} quants that fits "
+            f"with all {best.layers} layers on the GPUs"
+        )
+        partial = sorted((r for r in ok if r.weights > best.weights), key=lambda r: -r.weights)
+        if partial:
+            msg += "; larger ones fit only with layers on the CPU (slower): " + ", ".join(map(_shown, partial))
+        over = sorted((r for r in rows if r not in ok and r.weights > best.weights), key=lambda r: -r.weights)
+        if over:
+            msg += "; " + ", ".join(r.quant for r in over) + (" does" if len(over) == 1 else " do") + " not fit"
+        hint = f"`quant: {partial[0].quant}` takes the larger one with part of it on the CPU" if partial else ""
+        return best, "all-layers", msg, hint
+    if ok:
+        best = max(ok, key=lambda r: (r.weights, r.quant))
+        most = max(ok, key=lambda r: (r.gpu_layers / max(r.layers, 1), r.weights, r.quant))
+        msg = (
+            f"no quant fits with all layers on the GPUs: quant: auto chose {best.quant} ({best.file}), the largest "
+            f"that fits, with {best.gpu_layers}/{best.layers} layers on the GPUs (the rest run on the CPU, slower)"
+        )
+        if most is not best:
+            msg += f"; the trade-off: {_shown(most)}, a smaller quant with more of it on the GPUs"
+        hint = (
+            f"`quant: {most.quant}` for the most layers on the GPUs; or a smaller context or more GPU memory "
+            "for all of them"
+        )
+        return best, "partial", msg, hint
+    best = min(rows, key=lambda r: (r.weights, r.quant))
+    msg = f"none of the {n} quants fits on these GPUs: quant: auto planned the smallest, {best.quant} ({best.file})"
+    return best, "none-fits", msg, "a smaller context, fewer parallel slots or more GPU memory"
+
+
+def plan_quants(dep, cache):
+    """Plan a deployment whose model has `quants:` (or `quant: auto`): each entry is planned as a
+    model of its own, with the deployment's settings, margin and `auto` settings solved as for any
+    model; a fixed `quant:` plans its entry, `quant: auto` the one `decide` picks. The plan is of
+    the chosen entry (its `dep.model` is that entry, so build and run use its file) and says which
+    in `plan.quant`."""
+    from dataclasses import replace
+
+    from vramc.load import quantset
+    from vramc.load.profiles import project_root
+    from vramc.plan.planner import Plan, gpu_budgets, plan_deployment
+
+    model = dep.model
+    bad = quantset.problems(model)
+    if bad:  # said where the model is; nothing to plan
+        plan = Plan(dep=dep, engine=dep.doc.obj.engine, gpus=gpu_budgets(dep))
+        plan.margins = [dep.margin.of(g.capacity_bytes) for g in plan.gpus]
+        plan.diagnostics.extend(bad)
+        return plan
+    key = id(model.obj)
+    if key not in cache.quants or cache.quants[key][0] is not model.obj:
+        cache.quants[key] = (model.obj, quantset.candidates(model, project_root(model.path)))
+    cands = cache.quants[key][1]
+
+    def planned(c):
+        return plan_deployment(replace(dep, model=c.doc, gguf_path=c.gguf_path, quant_files=()), cache)
+
+    if not quantset.is_auto(model.obj):
+        c = next(c for c in cands if c.quant.upper() == model.obj.quant.upper())  # problems() checked it
+        p = planned(c)
+        p.quant = QuantChoice(c.quant, c.doc.obj.gguf, False, "fixed", [])
+        return p
+    plans = [(c, planned(c)) for c in cands]
+    rows, by_row = [], {}
+    for c, p in plans:
+        if p.meta is not None and p.estimate is not None:
+            r = _row(c.quant, c.doc.obj.gguf or "(lock only)", p.meta, p)
+            rows.append(r)
+            by_row[id(r)] = p
+    # what is wrong with an entry (its file, its lock) is said whichever entry is chosen
+    said = [d for _, p in plans for d in p.diagnostics if d.code.startswith("VR20")]
+    if not rows:
+        first = plans[0][1]
+        first.diagnostics = said + [d for d in first.diagnostics if not d.code.startswith("VR20")]
+        return first
+    if plans[0][1].gpus:
+        best, outcome, message, hint = decide(rows)
+    else:  # no GPU (`gpus: []`): every layer runs on the CPU whichever quant; the largest that fits
+        ok = [r for r in rows if r.verdict in ("fits", "tight")] or rows
+        best = max(ok, key=lambda r: (r.weights, r.quant))
+        outcome, hint = "cpu-only", ""
+        message = f"quant: auto chose {best.quant} ({best.file}), the largest of the {len(rows)} quants (no GPU: all on the CPU)"
+    chosen = by_row[id(best)]
+    chosen.diagnostics = said + [d for d in chosen.diagnostics if not d.code.startswith("VR20")]
+    chosen.quant = QuantChoice(best.quant, chosen.dep.model.obj.gguf, True, outcome, rows, message, hint)
+    return chosen
+
+
+def render_choice(plan) -> str:
+    """The table of every quant under `plan`'s text (`vramc plan` of a `quant: auto` model)."""
+    q = plan.quant
+    if q is None or not q.rows:
+        return ""
+    lines = render("", q.rows).splitlines()[1:-1]  # the header and a row per quant
+    return "\n".join(["  quant: auto, every quant of the model on these GPUs:"] + lines + [f"  {q.message}"]) + "\n"

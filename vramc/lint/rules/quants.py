@@ -24,17 +24,12 @@ def _vr207():
     local files with `vramc analyze A.gguf B.gguf --write ...`): it writes `quants:`.
 
     Bad:
-        kind: model
-        hf: bartowski/Qwen2.5-32B-Instruct-GGUF
-        quant: auto
+        model:
+          hf: bartowski/Qwen2.5-32B-Instruct-GGUF
+          quant: auto             # nothing locked to choose from
 
     Good:
-        kind: model
-        hf: bartowski/Qwen2.5-32B-Instruct-GGUF
-        quant: auto
-        quants:       # written by `vramc analyze hf://bartowski/Qwen2.5-32B-Instruct-GGUF --write ...`
-          - {quant: Q8_0, gguf: models/Qwen2.5-32B-Instruct-Q8_0.gguf, lock: {...}}
-          - {quant: Q4_K_M, gguf: models/Qwen2.5-32B-Instruct-Q4_K_M.gguf, lock: {...}}
+        model: llama8b-quants     # quant: auto and its quants:, locked by `vramc analyze hf://ORG/REPO --write`
     """
 
 
@@ -48,16 +43,18 @@ def _vr208():
     to be sized.
 
     Bad:
-        quant: Q5_K_M            # no such entry
-        quants:
-          - {quant: Q4_K_M, gguf: models/m-Q4_K_M.gguf}
-          - {quant: Q4_K_M, gguf: models/other-Q4_K_M.gguf}   # twice
+        model:
+          quant: Q5_K_M            # no such entry
+          quants:
+            - {quant: Q4_K_M, gguf: models/m-Q4_K_M.gguf}
+            - {quant: Q4_K_M, gguf: models/other-Q4_K_M.gguf}   # twice
 
     Good:
-        quant: Q4_K_M
-        quants:
-          - {quant: Q4_K_M, gguf: models/m-Q4_K_M.gguf}
-          - {quant: Q8_0, gguf: models/m-Q8_0.gguf}
+        model:
+          quant: Q4_K_M
+          quants:
+            - {quant: Q4_K_M, gguf: models/m-Q4_K_M.gguf}
+            - {quant: Q8_0, gguf: models/m-Q8_0.gguf}
     """
 
 
@@ -71,11 +68,11 @@ def quants_on_vllm(plan: Plan):
 
     Bad:
         engine: vllm
-        model: qwen32b-gguf        # quant: auto, quants: [...]
+        model: llama8b-quants      # quant: auto, quants: [Q8_0, Q4_K_M, Q2_K]
 
     Good:
         engine: llama-server
-        model: qwen32b-gguf
+        model: llama8b-quants
     """
     m = plan.dep.model.obj
     if ENGINES[plan.engine].family == "vllm" and (m.quants is not None or m.quant == "auto"):
@@ -87,9 +84,9 @@ def quants_on_vllm(plan: Plan):
         )
 
 
-def _choice(plan: Plan, outcome: str):
+def _choice(plan: Plan, *outcomes: str):
     q = plan.quant
-    if q is not None and q.auto and q.outcome == outcome:
+    if q is not None and q.auto and q.outcome in outcomes:
         yield Finding(q.message, ("model",), q.hint)
 
 
@@ -104,12 +101,16 @@ def quant_chosen(plan: Plan):
     table of every quant.
 
     Bad:
-        model: llama8b-q8        # Q8_0: 27 of 33 layers fit on an 8 GiB card
+        hardware: {gpus: [{name: RTX 4060, vram: 8GiB}]}
+        model: llama8b-quants            # quant: auto over Q8_0, Q4_K_M, Q2_K: Q4_K_M, all 33 layers
+        settings: {ctx: 8192, gpu_layers: auto}
 
     Good:
-        model: llama8b           # quant: auto, quants: [Q8_0, Q4_K_M, Q2_K]: Q4_K_M, all 33 layers
+        hardware: {gpus: [{name: RTX 4060, vram: 8GiB}]}
+        model: llama-3.1-8b-instruct-q8_0   # one quant: nothing to choose (27 of 33 layers fit)
+        settings: {ctx: 8192, gpu_layers: auto}
     """
-    yield from _choice(plan, "all-layers")
+    yield from _choice(plan, "all-layers", "cpu-only")
 
 
 @rule("VR381", "quant-auto-partial-offload", Severity.WARNING)
@@ -122,12 +123,13 @@ def quant_partial(plan: Plan):
     or make room (a smaller `ctx`, another GPU).
 
     Bad:
-        model: llama70b          # quant: auto on one 24 GiB card: Q2_K with 60/81 layers there
-        settings: {ctx: 32768, gpu_layers: auto}
+        hardware: {gpus: [{name: RTX 4060, vram: 4GiB}]}
+        model: llama8b-quants    # Q8_0 with 12 of 33 layers on the GPU; Q2_K would have 28
+        settings: {ctx: 8192, gpu_layers: auto}
 
     Good:
-        model: llama70b
-        gpus: [0, 1]             # two 24 GiB cards: IQ2_XS with all 81 layers
+        hardware: {gpus: [{name: RTX 4060, vram: 8GiB}]}
+        model: llama8b-quants    # Q4_K_M with all 33 layers
         settings: {ctx: 8192, gpu_layers: auto}
     """
     yield from _choice(plan, "partial")
@@ -140,11 +142,13 @@ def quant_none(plan: Plan):
     The plan of the smallest quant says by how much it does not fit (VR300) and what would.
 
     Bad:
-        model: llama70b          # quant: auto, every quant over 16 GiB, on one 8 GiB card
-        settings: {gpu_layers: all}
+        hardware: {gpus: [{name: RTX 4060, vram: 2GiB}]}
+        model: llama8b-quants    # every quant with all layers on a 2 GiB card
+        settings: {ctx: 8192, gpu_layers: all}
 
     Good:
-        model: llama70b
-        settings: {gpu_layers: auto}   # the largest quant that fits with part of it on the CPU
+        hardware: {gpus: [{name: RTX 4060, vram: 2GiB}]}
+        model: llama8b-quants
+        settings: {ctx: 8192, gpu_layers: auto}   # the largest quant that fits, partly on the CPU
     """
     yield from _choice(plan, "none-fits")
