@@ -352,11 +352,17 @@ class HFConfig(Strict):
 QUANT_RE = r"^[A-Za-z0-9_]{1,32}$"  # a llama-quantize file type as a file name ends with it (Q4_K_M)
 
 
+def _quant(v: str) -> str:
+    if re.fullmatch(QUANT_RE, v) is None:
+        raise ValueError(f"{v!r} is not a quant type: letters, digits and '_', at most 32 (e.g. Q4_K_M)")
+    return v
+
+
 class QuantFile(Strict):
     """One candidate of a model profile's `quants:` (issue 15): a GGUF file of one quant type and
     its lock, as `vramc analyze --write` writes a model's own `gguf:`, `source:` and `lock:`."""
 
-    quant: str = Field(pattern=QUANT_RE)
+    quant: Annotated[str, AfterValidator(_quant)] = Field(json_schema_extra={"pattern": QUANT_RE})
     gguf: PathStr | None = None
     source: str | None = None
     lock: GGUFLock | None = None
@@ -432,6 +438,11 @@ class Settings(Strict):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
     tensor_parallel_size: Union[Annotated[int, Field(ge=1, le=256)], Literal["auto"], None] = None
+    # --pipeline-parallel-size: the layers split into stages (get_pp_indices), TP GPUs each
+    pipeline_parallel_size: int | None = Field(default=None, ge=1, le=256)
+    # --distributed-executor-backend; unset: vLLM's (mp, with --nnodes across machines)
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    master_port: int | None = Field(default=None, ge=1, le=65535)  # --master-port (mp across machines)
     # --kv-cache-memory-bytes: the KV cache size per GPU instead of what the utilization leaves
     kv_cache_memory_bytes: Bytes | None = Field(default=None, ge=1)
     cpu_offload_gb: float | None = Field(default=None, ge=0, le=2**20)

@@ -117,6 +117,77 @@ def _embedding_params(cfg: schema.HFConfig) -> int:
     return cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
 
 
+# --- pipeline parallelism --------------------------------------------------------------------
+def pp_partition(num_layers: int, pp: int, override: str | None = None) -> list[int]:
+    """Layers per pipeline stage: vllm/distributed/utils.py get_pp_indices.
+
+    Without VLLM_PP_LAYER_PARTITION every stage gets num_layers // pp, and the remainder goes one
+    layer each to the stages before the last, from the second-to-last backwards
+    (`for i in range(2, remaining + 2): partitions[-i] += 1`): the last stage holds the final norm
+    and lm_head, the first the embeddings. 61 layers on 4 stages: [15, 15, 16, 15].
+    `override` is VLLM_PP_LAYER_PARTITION ("15,16,15,15"); ValueError in vLLM's own words when it
+    does not parse, has the wrong length or does not add up."""
+    if override is not None:
+        try:
+            parts = [int(x) for x in override.split(",")]
+        except ValueError:
+            raise ValueError(f"Invalid partition string: {override}") from None
+        if len(parts) != pp:
+            raise ValueError(f"len(partitions)={len(parts)} does not match pp_size={pp}.")
+        if sum(parts) != num_layers:
+            raise ValueError(f"sum(partitions)={sum(parts)} does not match num_hidden_layers={num_layers}.")
+        return parts
+    parts = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def stage_weights(model: schema.Model, tp: int, dbytes: int, partition: list[int]) -> list[int]:
+    """Weights on one GPU of each pipeline stage (what `Model loading took X GiB` reports there).
+
+    vLLM's models (vllm/model_executor/models/llama.py LlamaModel, LlamaForCausalLM) build only
+    their stage's decoder layers (make_layers over get_pp_indices); the token embedding on the
+    first stage, and on the last one too when it is tied to lm_head; lm_head and the final norm on
+    the last stage; PPMissingLayer elsewhere. With `weights_size` the decoder layers share what the
+    embeddings (from the config, in the model dtype) leave of it, evenly."""
+    pp = len(partition)
+    if pp == 1:
+        return [weights_per_gpu(model, tp, dbytes)]
+    cfg = model.config
+    H, L = cfg.hidden_size, cfg.num_hidden_layers
+    table = round_up(cfg.vocab_size, VOCAB_PADDING) * H * dbytes  # one embedding or lm_head matrix
+    tied = bool(cfg.tie_word_embeddings)
+
+    def outer(stage: int) -> tuple[int, int]:
+        """(split by TP, replicated) bytes of the stage beyond its decoder layers."""
+        first, last = stage == 0, stage == pp - 1
+        split = (table if first or (tied and last) else 0) + (table if last and not tied else 0)
+        return split, H * dbytes if last else 0  # the final norm
+
+    if model.weights_size:
+        shell = table * (1 if tied else 2) + H * dbytes
+        per_layer = (model.weights_size - shell) / L
+        if per_layer <= 0:  # a weights_size smaller than its embeddings: share it by layers
+            return [int(model.weights_size * n / L) // tp for n in partition]
+        return [int((n * per_layer + sum(outer(s))) / tp) for s, n in enumerate(partition)]
+    q = model.quantization if model.quantization and model.quantization.method != "none" else None
+    I = cfg.intermediate_size or 4 * H  # noqa: E741
+    hd = head_dim(cfg)
+    qdim, kvdim = cfg.num_attention_heads * hd, kv_heads(cfg) * hd
+    layer_linear: float = H * (qdim + 2 * kvdim) + qdim * H + 3 * H * I
+    if model.params and cfg.kv_lora_rank:
+        layer_linear = (int(model.params) - _embedding_params(cfg)) / L
+    per_param = bytes_per_quantized_param(q) if q else dbytes
+    bias = (qdim + 2 * kvdim) * dbytes if (cfg.architecture or "").startswith("Qwen2") else 0
+    out = []
+    for s, n in enumerate(partition):
+        split, replicated = outer(s)
+        norms = 2 * n * H * dbytes + replicated  # input and post-attention norms, replicated
+        out.append(int((n * layer_linear * per_param + n * bias + split) / tp) + norms)
+    return out
+
+
 # --- KV cache --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KVSpec:
@@ -145,30 +216,44 @@ class KVSpec:
         return self.blocks_per_request(max_model_len, max_num_batched_tokens) * self.bytes_per_block
 
 
-def kv_spec(cfg: schema.HFConfig, tp: int, kv_bytes: int, block_size: int | None) -> KVSpec:
+def kv_spec(cfg: schema.HFConfig, tp: int, kv_bytes: int, block_size: int | None, layers: int | None = None) -> KVSpec:
+    """`layers`: the decoder layers of one pipeline stage (default all): each worker's KV cache
+    holds only its own layers (kv_cache_planning._project_kv_cache_groups_to_worker)."""
+    n = cfg.num_hidden_layers if layers is None else layers
     if cfg.kv_lora_rank:
         # MLAAttentionSpec: one latent vector (no separate V), replicated on every TP rank.
         bs = block_size or MLA_BLOCK_SIZE
         page = bs * (cfg.kv_lora_rank + (cfg.qk_rope_head_dim or 0)) * kv_bytes
-        return KVSpec(cfg.num_hidden_layers, page, bs)
+        return KVSpec(n, page, bs)
     bs = block_size or DEFAULT_BLOCK_SIZE
     heads = max(1, kv_heads(cfg) // tp)  # ModelConfig.get_num_kv_heads: replicated when tp > heads
     page = bs * heads * 2 * head_dim(cfg) * kv_bytes  # K and V, head_size == head_size_v
-    return KVSpec(cfg.num_hidden_layers, page, bs, cfg.sliding_window)
+    return KVSpec(n, page, bs, cfg.sliding_window)
 
 
 # --- profile run and CUDA graphs -------------------------------------------------------------
-def activation_peak(cfg: schema.HFConfig, tp: int, dbytes: int, tokens: int, seqs: int) -> dict:
+def activation_peak(
+    cfg: schema.HFConfig, tp: int, dbytes: int, tokens: int, seqs: int, *, first: bool = True, last: bool = True
+) -> dict:
     """torch peak increase of GPUModelRunner.profile_run: a forward pass of `tokens` tokens, then
-    the dummy sampler on min(seqs, tokens) rows while the hidden states are still alive."""
+    the dummy sampler on min(seqs, tokens) rows while the hidden states are still alive.
+
+    Under pipeline parallelism only the last stage computes logits and samples (profile_run runs
+    _dummy_sampler_run on get_pp_group().is_last_rank), and every stage but the first keeps the
+    IntermediateTensors it receives, hidden states and residual [max_num_tokens, H]
+    (GPUModelRunner._dummy_run: make_empty_intermediate_tensors)."""
     H = cfg.hidden_size
     inter = (cfg.intermediate_size or 4 * H) // tp
     # Inside the MLP: residual + normed input [T,H] and gate_up [T,2I] + SiluAndMul out [T,I].
     forward = tokens * dbytes * (2 * H + 3 * inter)
     rows = min(seqs, tokens)
-    sampler = int(SAMPLER_BYTES_PER_LOGIT * rows * round_up(cfg.vocab_size, VOCAB_PADDING))
+    sampler = int(SAMPLER_BYTES_PER_LOGIT * rows * round_up(cfg.vocab_size, VOCAB_PADDING)) if last else 0
     hidden = tokens * H * dbytes
-    return {"forward": forward, "sampler": sampler, "hidden": hidden, "peak": max(forward, sampler) + hidden}
+    received = 0 if first else 2 * tokens * H * dbytes
+    out = {"forward": forward, "sampler": sampler, "hidden": hidden, "peak": max(forward, sampler) + hidden + received}
+    if not first:
+        out["intermediate"] = received
+    return out
 
 
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
@@ -202,5 +287,7 @@ def cudagraph_estimate(
     return first + rest, sum(len(m) for m in per_mode)
 
 
-def non_torch(tp: int) -> int:
-    return NON_TORCH_TP1 if tp == 1 else NON_TORCH_TPN
+def non_torch(world_size: int) -> int:
+    """TP=2's figure for any group of several ranks: pipeline stages hold NCCL communicators too
+    (the PP group's send/recv), though no custom all-reduce buffers without TP."""
+    return NON_TORCH_TP1 if world_size == 1 else NON_TORCH_TPN
