@@ -18,8 +18,9 @@ FIXTURE = ROOT / "tests" / "fixtures" / "build"  # a project: profiles/, templat
 
 def build(paths, out: Path | str = "out", check_only: bool = False, force: bool = False) -> int:
     from vramc.build.builder import cli_build
+    from vramc.cli.common import build_report
 
-    return cli_build([Path(p) for p in paths], out=Path(out), check_only=check_only, force=force)
+    return cli_build([Path(p) for p in paths], out=Path(out), check_only=check_only, force=force, report=build_report())
 
 
 def copy_fixture(dest: Path) -> Path:
@@ -119,7 +120,14 @@ RestartSec=3
 [Install]
 WantedBy=default.target
 """
-STAND_INS = ("usr/local/bin/llama-server", "usr/local/bin/vllm", "usr/bin/python3", "usr/bin/ollama")
+STAND_INS = (
+    "usr/local/bin/llama-server",
+    "usr/local/bin/ggml-rpc-server",
+    "usr/local/bin/vllm",
+    "usr/local/bin/ray",
+    "usr/bin/python3",
+    "usr/bin/ollama",
+)
 
 
 def systemd_root(dest: Path) -> Path:

@@ -27,9 +27,9 @@ import difflib
 import hashlib
 import posixpath
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vramc.diagnostics import Severity
 
@@ -74,7 +74,17 @@ class Survey:
     strays: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # OUT/X no one owns
 
 
-def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) -> int:
+@dataclass(frozen=True)
+class Report:
+    """Where a build's output goes, chosen by the command layer (vramc.cli): `say` takes each
+    message (one line, without a newline), `show` the listing of what was written and --check's
+    diffs (text as it is to appear)."""
+
+    say: Callable[[str], None]
+    show: Callable[[str], None]
+
+
+def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, report: Report) -> int:
     from vramc.lint.check import run_check
     from vramc.lint.runner import run_plan_rules
     from vramc.build.outtree import OutTree
@@ -85,26 +95,28 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) ->
     findings = run_plan_rules(result.plans)
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     for d in errors:
-        _say(d.one_line())
+        report.say(d.one_line())
     # errors of files that did not load at all: their deployments are not even known
     labels = {p.dep.label for p in result.plans}
     of_plans = {d for p in result.plans for d in p.diagnostics}
     unloaded = sorted({d.file for d in errors if d.deployment not in labels and d not in of_plans})
     for file in unloaded:
-        _say(f"not built: {file} does not load (see the errors above)")
+        report.say(f"not built: {file} does not load (see the errors above)")
     ports = assign_ports(result.plans)
     jobs: list[Job] = []
-    plans, failed = _unique_folders(result.plans, out)
+    plans, failed = _unique_folders(result.plans, out, report)
     failed |= bool(unloaded)
     plans = _one_per_server(plans)
     for plan in plans:
         blocking = _blocking(plan, findings)
         if blocking and not force:
             failed = True
-            _say(f"not built: {plan.dep.label} fails check ({_codes(blocking)}); fix it, or build anyway with --force")
+            report.say(
+                f"not built: {plan.dep.label} fails check ({_codes(blocking)}); fix it, or build anyway with --force"
+            )
             continue
         if blocking:
-            _say(
+            report.say(
                 f"--force: BUILDING {plan.dep.label} ALTHOUGH CHECK FAILS ({_codes(blocking)}); "
                 "these artifacts may not start or may not fit"
             )
@@ -113,33 +125,29 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool) ->
             _render(job, ports, out)
         except ValueError as e:  # TargetError, UnsafeValue: something about the profile
             failed = True
-            _say(f"not built: {plan.dep.label}: {e}")
+            report.say(f"not built: {plan.dep.label}: {e}")
             continue
         for w in job.warnings:
-            _say(f"warning: {plan.dep.label}: {w}")
+            report.say(f"warning: {plan.dep.label}: {w}")
         jobs.append(job)
     tree = OutTree(Path(out))
     problems = _problems(tree, jobs, writing=not check_only)
     if problems:
         for p in problems:
-            _say(f"refused: {p}")
-        _say("nothing was written" if not check_only else "out of date: fix the above first")
+            report.say(f"refused: {p}")
+        report.say("nothing was written" if not check_only else "out of date: fix the above first")
         return EXIT_USAGE
     try:
         survey = _survey(tree, jobs, result.plans)
         if check_only:
-            failed |= _compare(tree, jobs, survey)
+            failed |= _compare(tree, jobs, survey, report)
         else:
-            _write(tree, jobs, survey)
+            _write(tree, jobs, survey, report)
     except OSError as e:
         where = e.filename if e.filename is not None else tree.root
-        _say(f"cannot {'read' if check_only else 'write'} {where}: {e.strerror or e}")
+        report.say(f"cannot {'read' if check_only else 'write'} {where}: {e.strerror or e}")
         return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _say(text: str) -> None:
-    sys.stderr.write(f"vramc build: {text}\n")
 
 
 def _codes(diags) -> str:
@@ -177,7 +185,7 @@ def _job(out: Path, plan: Plan) -> Job:
     return Job(plan, Path(out).joinpath(*parts), parts)
 
 
-def _unique_folders(plans, out: Path) -> tuple[list, bool]:
+def _unique_folders(plans, out: Path, report: Report) -> tuple[list, bool]:
     """Plans whose folder is theirs alone, and whether any were dropped: two files defining a
     deployment NAME would both write OUT/NAME, so neither is built."""
     owners: dict[str, set[str]] = {}
@@ -189,7 +197,7 @@ def _unique_folders(plans, out: Path) -> tuple[list, bool]:
         if len(files) == 1:
             ok.append(p)
         elif p.dep.variant is None and p.dep.member in (None, 0):
-            _say(
+            report.say(
                 f"not built: {Path(out) / (p.dep.server or p.dep.name)} would hold deployment "
                 f"{(p.dep.server or p.dep.name)!r} of "
                 f"{' and '.join(sorted(files))}; rename one"
@@ -235,6 +243,16 @@ def _render(job: Job, ports: dict, out: Path) -> None:
     )
     for r in _server_files(members or [], ctx, project_dir):
         job.files[r.path] = (r.text.encode(), r.executable)
+    if getattr(plan.dep.doc.obj, "hosts", None):  # the rpc-servers of the other machines (issue 17)
+        from vramc.build.targets import rpc_server
+
+        for r in rpc_server.files(plan, ctx, project_dir):
+            job.files[_output_name(r.path)] = (r.text.encode(), r.executable)
+        if plan.engine == "vllm":  # each other node's vllm serve --headless, or Ray worker
+            from vramc.build.targets import vllm
+
+            for r in vllm.host_files(plan, ctx, project_dir):
+                job.files[_output_name(r.path)] = (r.text.encode(), r.executable)
     targets += [(f, {}, {}) for f in project_target_folders(project_dir) if f not in builtin]
     for folder, outputs, data in targets:
         for r in render_target(folder, outputs, {**ctx.variables(), "t": data}, project_dir):
@@ -512,7 +530,7 @@ def _strays(tree, plans) -> list[tuple[tuple[str, ...], str]]:
 # --- comparing and writing ------------------------------------------------------------------------
 
 
-def _compare(tree, jobs: list[Job], survey: Survey) -> bool:
+def _compare(tree, jobs: list[Job], survey: Survey, report: Report) -> bool:
     differs = False
     for job in jobs:
         for rel, (data, executable) in sorted(job.files.items()):
@@ -524,24 +542,24 @@ def _compare(tree, jobs: list[Job], survey: Survey) -> bool:
                 continue
             differs = True
             if old is None:
-                _say(f"missing: {path}")
+                report.say(f"missing: {path}")
             elif old == data:
-                _say(f"mode differs: {path} should {'' if executable else 'not '}be executable")
-            sys.stdout.writelines(_diff(old, data, path))
+                report.say(f"mode differs: {path} should {'' if executable else 'not '}be executable")
+            report.show("".join(_diff(old, data, path)))
     for here in survey.stale:
         differs = True
         path = tree.show(here)
-        _say(f"stale: {path} (no longer generated)")
+        report.say(f"stale: {path} (no longer generated)")
         got = tree.read(here)
-        sys.stdout.writelines(_diff(got[0] if got else b"", b"", path))
+        report.show("".join(_diff(got[0] if got else b"", b"", path)))
     for here, why in survey.kept:
         differs = True
-        _say(f"unknown: {tree.show(here)} ({why}): remove it")
+        report.say(f"unknown: {tree.show(here)} ({why}): remove it")
     for here, why in survey.strays:
         differs = True
-        _say(f"stray: {_folder(tree, here)} ({why}): remove it, or build its profile")
+        report.say(f"stray: {_folder(tree, here)} ({why}): remove it, or build its profile")
     if differs:
-        _say("out of date: run `vramc build` and commit the result")
+        report.say("out of date: run `vramc build` and commit the result")
     return differs
 
 
@@ -560,7 +578,7 @@ def _diff(old: bytes | None, new: bytes, path: Path) -> list[str]:
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
-def _write(tree, jobs: list[Job], survey: Survey) -> None:
+def _write(tree, jobs: list[Job], survey: Survey, report: Report) -> None:
     """Files first, then the stale files go, then the manifests: a build killed on the way leaves
     every removed file's entry in the old manifest, to be removed by the next one."""
 
@@ -573,7 +591,7 @@ def _write(tree, jobs: list[Job], survey: Survey) -> None:
         else:
             tree.write(here, data, 0o755 if executable else 0o644)
             status = "created" if got is None else "changed"
-        sys.stdout.write(f"{status:<10} {tree.show(here)}\n")
+        report.show(f"{status:<10} {tree.show(here)}\n")
 
     for job in jobs:
         for rel in sorted(job.files):
@@ -581,11 +599,11 @@ def _write(tree, jobs: list[Job], survey: Survey) -> None:
                 put(job, rel)
     for here in survey.stale:
         tree.remove(here)
-        sys.stdout.write(f"{'removed':<10} {tree.show(here)}\n")
+        report.show(f"{'removed':<10} {tree.show(here)}\n")
         tree.remove_empty(here[:-1], stop=1)  # folders it leaves empty, never OUT/NAME itself
     for job in jobs:
         put(job, MANIFEST)
     for here, why in survey.kept:
-        _say(f"left alone: {tree.show(here)} ({why}): remove it if it is not needed")
+        report.say(f"left alone: {tree.show(here)} ({why}): remove it if it is not needed")
     for here, why in survey.strays:
-        _say(f"stray: {_folder(tree, here)} ({why}): remove it, or build its profile")
+        report.say(f"stray: {_folder(tree, here)} ({why}): remove it, or build its profile")

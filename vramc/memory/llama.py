@@ -84,6 +84,9 @@ def estimate_llama(meta: ModelMeta, gpus: list[GpuBudget], p: LlamaParams, *, dr
                 n_layers=n_layers,
                 output=output,
                 detail=_detail(pl, caches, cr, i),
+                host=g.host,
+                endpoint=g.endpoint,
+                backend=g.backend,
             )
         )
     host = HostUse(

@@ -472,7 +472,9 @@ def _backends(pl: Placement, backend_kinds: dict[int, str]) -> tuple[list[Backen
     backends = []
     for d in pl.devices:
         kind = backend_kinds[d]
-        backends.append(Backend(f"dev{d}", f"dev{d}", kind, 128 if kind == "cuda" else 32, op_offload=kind == "cuda"))
+        # an RPC device has no offload_op (ggml-rpc.cpp): only a local CUDA device pulls ops to it
+        align = 128 if kind in ("cuda", "rpc-cuda") else 32
+        backends.append(Backend(f"dev{d}", f"dev{d}", kind, align, op_offload=kind == "cuda"))
     backends.append(Backend("CPU", "host", "cpu", 32))
     dev_backend = {d: i for i, d in enumerate(pl.devices)}
     dev_backend[HOST] = len(backends) - 1

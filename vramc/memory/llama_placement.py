@@ -63,11 +63,16 @@ def _is_quantized(type_name: str) -> bool:
 
 
 def backend_kind(gpu: GpuBudget) -> str:
-    """ "rpc" for ggml-rpc-server devices (the oracle), "cuda" for everything else."""
+    """ "rpc" for ggml-rpc-server devices serving a CPU (the oracle's), "rpc-cuda" for one serving
+    a GPU of another machine, "cuda" for everything else."""
+    if gpu.backend:
+        return gpu.backend
     return "rpc" if gpu.id.upper().startswith("RPC") else "cuda"
 
 
 def buffer_rules(kind: str) -> BufferRules:
+    # an RPC buffer's alignment and a padded tensor's size are the remote backend's
+    # (ggml-rpc.cpp get_alignment, ggml_backend_rpc_buffer_type_get_alloc_size)
     return CPU_RULES if kind in ("rpc", "host") else CUDA_RULES
 
 

@@ -48,7 +48,7 @@ class Backend:
     def alloc_size(self, t: Tensor) -> int:
         """ggml_backend_buft_get_alloc_size: ggml_nbytes, plus CUDA's extra room."""
         size = t.nbytes
-        if self.kind != "cuda":
+        if self.kind not in ("cuda", "rpc-cuda"):  # RPC asks the remote CUDA for these sizes
             return size
         if t.op == "FLASH_ATTN_EXT":
             # ggml_cuda_flash_attn_ext_get_alloc_size: the MMA/tile kernels of a prompt batch
@@ -410,7 +410,7 @@ def allocate(s: Scheduled, backends: list[Backend], n_peak: int = 4, checkpoints
     # graph outputs allocated before the nodes (pipeline parallelism's copies of inputs), held to
     # the end: kept apart from `live`, before it (their allocation order)
     fixed: list[list[Tensor]] = [[] for _ in backends]
-    sizer = [b.alloc_size if b.kind == "cuda" else None for b in backends]  # None: ggml_nbytes
+    sizer = [b.alloc_size if b.kind in ("cuda", "rpc-cuda") else None for b in backends]  # None: ggml_nbytes
     inplace_ops = INPLACE_OPS
 
     tick = count().__next__  # numbers the allocations (and the states recorded), in order

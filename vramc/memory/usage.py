@@ -4,6 +4,7 @@ the renderers and `plan --format json` all read these and nothing else."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,11 @@ class GpuBudget:
     tenants_bytes: int = 0  # held by other processes when the engine starts
     reserve_bytes: int = 0  # the user's deliberate reserve (policy; not physically used)
     overhead_bytes: int = 0  # CUDA context + cuBLAS + driver for this engine process
+    # another machine's device behind llama.cpp's RPC backend (issue 17): the host's name, and
+    # what serves it there: "rpc" (its CPU) or "rpc-cuda" (a GPU); "" is derived from the id
+    host: str | None = None
+    backend: str = ""
+    endpoint: str | None = None  # the rpc-server's ADDRESS:PORT
 
     @property
     def free_at_start_bytes(self) -> int:
@@ -40,6 +46,9 @@ class DeviceUse:
     n_layers: int = 0  # how many layers (blocks + output) it holds
     output: bool = False  # holds the output layer
     detail: dict = field(default_factory=dict)  # engine-specific figures, for explain/json
+    host: str | None = None  # another machine's device (RPC): the host's name; None: this machine
+    endpoint: str | None = None  # its rpc-server's ADDRESS:PORT
+    backend: str = ""  # "rpc" (the host's CPU) or "rpc-cuda" (its GPU) for an RPC device
 
     @property
     def total_bytes(self) -> int:
@@ -68,14 +77,28 @@ class HostUse:
         return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.other_bytes
 
 
+class Refusal(NamedTuple):
+    """Why the engine would stop at start: `kind` names the check (llama.cpp's or vLLM's, e.g.
+    "llama-split-row", "vllm-start-check"), `message` is the engine's own words. A memory model
+    names no lint rule: the plan and lint layers map kinds to rule codes in one table
+    (vramc.plan.refusals)."""
+
+    kind: str
+    message: str
+
+
 @dataclass
 class MemoryEstimate:
     devices: list[DeviceUse]
     host: HostUse
     notes: list[str] = field(default_factory=list)  # facts the user should know (e.g. FA auto -> on)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, message) the engine would fail with
+    errors: list[Refusal] = field(default_factory=list)  # what the engine would refuse to start with
     resolved: dict = field(default_factory=dict)  # concrete engine settings this estimate used
     # how the compute buffers were sized (llama.cpp engines): "exact" (the architecture's graph is
     # replayed), "approximate" (an unknown architecture with llama's tensors: the llama graph) or
     # "none" (not modelled: compute_bytes are 0 and the plan is short by them)
     compute_model: str | None = None
+
+    def __post_init__(self) -> None:
+        # the models append plain (kind, message) pairs; the estimate cache reads back JSON lists
+        self.errors = [Refusal(*e) for e in self.errors]

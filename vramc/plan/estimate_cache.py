@@ -84,8 +84,16 @@ def _from_json(text: str) -> MemoryEstimate:
         _expect(isinstance(dev, dict) and set(dev) == _DEVICE_FIELDS, "device")
         _expect(all(isinstance(dev[k], str) for k in ("id", "name")), "device name")
         _expect(
-            all(_is_int(dev[k]) for k in _DEVICE_FIELDS - {"id", "name", "layers", "output", "detail"}),
+            all(
+                _is_int(dev[k])
+                for k in _DEVICE_FIELDS - {"id", "name", "layers", "output", "detail", "host", "endpoint", "backend"}
+            ),
             "device figures",
+        )
+        _expect(
+            all(dev[k] is None or isinstance(dev[k], str) for k in ("host", "endpoint"))
+            and isinstance(dev["backend"], str),
+            "device host",
         )
         _expect(type(dev["output"]) is bool and isinstance(dev["detail"], dict), "device output")
         layers = dev["layers"]

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vramc.diagnostics import Diagnostic, Severity
+from vramc.diagnostics import Diagnostic
+from vramc.lint.codes import diagnostic
 from vramc.engines import ENGINES
 from vramc.load.profiles import display_path
 from vramc.memory.usage import GpuBudget, MemoryEstimate
@@ -40,7 +41,8 @@ def default_overhead(engine: str, gpu_name: str, settings) -> int:
         return base
     tp = settings.tensor_parallel_size
     tp = tp if isinstance(tp, int) else 1
-    return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if tp > 1 else 0)
+    world = tp * (settings.pipeline_parallel_size or 1)  # pipeline stages hold NCCL communicators too
+    return max(base, VLLM_MIN_OVERHEAD) + (VLLM_NCCL_OVERHEAD if world > 1 else 0)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Plan:
     requested: LlamaChoice | None = None  # the engine choice before the solver: a joint fit solves it again
     # settings the engine itself decides (Ollama's scheduler), by setting: ollama_sched.EngineChoice
     engine_choices: dict = field(default_factory=dict)
+    quant: object = None  # a model of several quants (`quants:`, issue 15): quants.QuantChoice
 
     @property
     def name(self) -> str:
@@ -69,10 +72,11 @@ class Plan:
         """CUDA_VISIBLE_DEVICES in launch order: UUIDs when every GPU has one (stable across
         reboots and driver updates), else the physical indices (profile `index`, or position)."""
         gpus = self.dep.hardware.obj.gpus
-        chosen = [gpus[g.gpu] for g in self.gpus]
+        local = [g for g in self.gpus if g.host is None]  # RPC devices are other machines' (issue 17)
+        chosen = [gpus[g.gpu] for g in local]
         if chosen and all(g.uuid for g in chosen):
             return ",".join(g.uuid for g in chosen)
-        return ",".join(str(gpus[g.gpu].index if gpus[g.gpu].index is not None else g.gpu) for g in self.gpus)
+        return ",".join(str(gpus[g.gpu].index if gpus[g.gpu].index is not None else g.gpu) for g in local)
 
     def device_verdict(self, i: int) -> str:
         d = self.estimate.devices[i]
@@ -143,6 +147,16 @@ def gpu_budgets(dep, settings=None) -> list[GpuBudget]:
                 else (hw.overhead if hw.overhead is not None else default_overhead(engine, g.name, settings)),
             )
         )
+    if getattr(dep.doc.obj, "hosts", None) and ENGINES[engine].family == "llama":
+        from vramc.plan.rpc import rpc_budgets
+
+        # llama.cpp puts RPC devices first
+        return rpc_budgets(dep, settings, default_overhead, DISPLAY_RESERVE) + out
+    if getattr(dep.doc.obj, "hosts", None) and ENGINES[engine].family == "vllm":
+        from vramc.plan.vllm_nodes import node_budgets
+
+        # node ranks 1..N after this machine (issue 17)
+        return out + node_budgets(dep, lambda name: default_overhead(engine, name, settings), DISPLAY_RESERVE)
     return out
 
 
@@ -155,6 +169,7 @@ class MetaCache:
 
     def __init__(self) -> None:
         self._cache: dict = {}
+        self.quants: dict = {}  # id(model obj) -> (model obj, its `quants:` as candidates)
 
     def get(self, dep) -> tuple[object, list[Diagnostic]]:
         model = dep.model
@@ -186,9 +201,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
         except (GGUFError, MetaError) as e:
             what = "cannot read GGUF" if isinstance(e, GGUFError) else "cannot plan with the header of"
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR201",
-                    Severity.ERROR,
                     f"{what} {display_path(path)}: {e}",
                     m.file,
                     where,
@@ -201,9 +215,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
             reason = _lock_mismatch(meta, lock)
             if reason:
                 diags.append(
-                    Diagnostic(
+                    diagnostic(
                         "VR202",
-                        Severity.WARNING,
                         f"the GGUF file no longer matches its lock ({reason})",
                         m.file,
                         m.positions.locate(("lock",)) or where,
@@ -219,9 +232,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
         except (ValueError, KeyError) as e:
             at = ("lock",) + getattr(e, "path", ())  # MetaError says where in the lock
             diags.append(
-                Diagnostic(
+                diagnostic(
                     "VR203",
-                    Severity.ERROR,
                     f"the locked metadata is inconsistent: {e}",
                     m.file,
                     m.positions.locate(at) or m.positions.locate(("lock",)),
@@ -236,9 +248,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
         return _meta_from_config(m, diags)
     if path is not None:
         diags.append(
-            Diagnostic(
+            diagnostic(
                 "VR200",
-                Severity.ERROR,
                 f"model file {display_path(path)} not found and the model has no lock",
                 m.file,
                 where,
@@ -249,9 +260,8 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
         )
     else:
         diags.append(
-            Diagnostic(
+            diagnostic(
                 "VR200",
-                Severity.ERROR,
                 "the model has neither a gguf path nor locked metadata",
                 m.file,
                 m.positions.locate(()),
@@ -277,9 +287,8 @@ def _meta_from_config(m, diags: list[Diagnostic]) -> tuple[object, list[Diagnost
     except (ConfigError, MetaError) as e:
         at = ("quant",) if "quant" in str(e) else ("config",)
         diags.append(
-            Diagnostic(
+            diagnostic(
                 "VR206",
-                Severity.ERROR,
                 f"cannot derive the GGUF from config: {e}",
                 m.file,
                 m.positions.locate(at) or m.positions.locate(()),
@@ -295,18 +304,16 @@ def _meta_from_config(m, diags: list[Diagnostic]) -> tuple[object, list[Diagnost
 def _missing_tensor(dep, meta, e) -> Diagnostic:
     m = dep.model
     if getattr(meta, "origin", None) == "lock":
-        return Diagnostic(
+        return diagnostic(
             "VR203",
-            Severity.ERROR,
             f"the locked metadata is inconsistent: {e}",
             m.file,
             m.positions.locate(("lock", "tensors")) or m.positions.locate(("lock",)),
             m.prefix + ("lock", "tensors"),
             "regenerate it with `vramc analyze MODEL.gguf --write`",
         )
-    return Diagnostic(
+    return diagnostic(
         "VR201",
-        Severity.ERROR,
         f"cannot use GGUF {display_path(dep.gguf_path)}: {e}",
         m.file,
         m.positions.locate(("gguf",)) or m.positions.locate(()),
@@ -327,6 +334,10 @@ def _lock_mismatch(meta: ModelMeta, lock) -> str | None:
 
 def plan_deployment(dep, cache: MetaCache | None = None) -> Plan:
     engine = dep.doc.obj.engine
+    if ENGINES[engine].family != "vllm" and (dep.model.obj.quants is not None or dep.model.obj.quant == "auto"):
+        from vramc.plan.quants import plan_quants  # a model of several quants: each planned, one chosen
+
+        return plan_quants(dep, cache or MetaCache())
     plan = Plan(dep=dep, engine=engine, gpus=gpu_budgets(dep))
     plan.margins = [dep.margin.of(g.capacity_bytes) for g in plan.gpus]
     if ENGINES[engine].family == "vllm":  # the memory model that plans it
@@ -345,6 +356,13 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
     plan.meta = meta
     if meta is None:
         return
+    if any(g.backend == "rpc" for g in plan.gpus):  # a CPU served over RPC (issue 17)
+        from vramc.plan.rpc import unknown_ram
+
+        unsized = unknown_ram(plan)
+        if unsized:
+            plan.diagnostics.extend(unsized)
+            return
     total_vram = sum(g.capacity_bytes for g in plan.gpus)
     choice = engines.llama_choice(plan.engine, dep.settings, total_vram)
     if plan.engine == "ollama":  # what Ollama's scheduler decides before it starts llama-server
@@ -361,9 +379,8 @@ def _plan_llama(plan: Plan, cache: MetaCache) -> None:
         return
     except ValueError as e:  # settings llama.cpp refuses at load (its own error, in its words)
         plan.diagnostics.append(
-            Diagnostic(
+            diagnostic(
                 "VR320",
-                Severity.ERROR,
                 f"these settings cannot be loaded: {e}",
                 dep.doc.file,
                 dep.doc.positions.locate(("settings",)),
@@ -466,9 +483,8 @@ def _plan_vllm(plan: Plan) -> None:
     model = dep.model.obj
     if model.config is None:
         plan.diagnostics.append(
-            Diagnostic(
+            diagnostic(
                 "VR200",
-                Severity.ERROR,
                 "a vLLM deployment needs the model's `config` (from config.json)",
                 dep.model.file,
                 dep.model.positions.locate(()),
@@ -479,13 +495,26 @@ def _plan_vllm(plan: Plan) -> None:
         return
     from vramc.plan import vllm_fit
 
+    from vramc.plan.vllm_nodes import layer_partition
+
     plan.requested = dep.settings
     if not vllm_fit.asked(dep.settings):
-        plan.estimate = estimate_vllm(model, plan.gpus, dep.settings)
+        plan.estimate = estimate_vllm(model, plan.gpus, dep.settings, layer_partition=layer_partition(dep))
         plan.choice = dep.settings
+        _keep_ranks(plan)
     else:
         solve_vllm(plan)
     add_overhead(plan.estimate, plan.gpus)
+
+
+def _keep_ranks(plan: Plan) -> None:
+    """Across machines (issue 17) a vLLM plan's GPUs are those its ranks run on, in rank order,
+    so that devices, margins and each node's CUDA_VISIBLE_DEVICES line up."""
+    if not any(g.host is not None for g in plan.gpus) or plan.estimate is None:
+        return
+    used = {(d.host, d.id) for d in plan.estimate.devices}
+    plan.gpus = [g for g in plan.gpus if (g.host, g.id) in used]
+    plan.margins = [plan.dep.margin.of(g.capacity_bytes) for g in plan.gpus]
 
 
 def solve_vllm(plan: Plan, util: float | None = None) -> None:
@@ -502,6 +531,7 @@ def solve_vllm(plan: Plan, util: float | None = None) -> None:
     )
     plan.gpus, plan.estimate, plan.choice = result.gpus, result.estimate, result.settings
     plan.auto, plan.search = result.auto, result.log
+    _keep_ranks(plan)
 
 
 def plan_all(deployments) -> list[Plan]:

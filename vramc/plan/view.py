@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import json
 
+from vramc.plan.refusals import shown_code
 from vramc.units import GiB, MiB
 
 if TYPE_CHECKING:
@@ -62,10 +63,12 @@ def plan_record(plan: Plan) -> dict:
         "host": None,
         "compute_model": est.compute_model if est else None,
         "notes": list(est.notes) if est else [],
-        "errors": [{"code": c, "message": m} for c, m in (est.errors if est else [])],
+        "errors": [{"code": shown_code(kind), "message": m} for kind, m in (est.errors if est else [])],
     }
     if plan.dep.server is not None:  # a model of a server that serves several (issue 14)
         rec["server"] = server_record(plan)
+    if plan.quant is not None:  # a model of several quants (issue 15): which one, and every candidate
+        rec["quant"] = plan.quant.record()
     if est is None:
         return rec
     if plan.engine == "vllm" and est.devices:  # vLLM's own start-up figures (added keys)
@@ -93,6 +96,8 @@ def plan_record(plan: Plan) -> dict:
                 "output": d.output,
             }
         )
+        if d.host is not None:  # another machine's device (issue 17): added keys only
+            rec["devices"][-1].update({"host": d.host, "endpoint": d.endpoint, "backend": d.backend})
     h = est.host
     rec["host"] = {
         "weights_bytes": h.weights_bytes,
@@ -229,7 +234,7 @@ def shared_gpus(plan: Plan, plans) -> list[str]:
             and p.dep.group == plan.dep.group
             and p.estimate is not None
             for o in p.estimate.devices
-            if o.gpu == d.gpu
+            if o.gpu == d.gpu and o.host == d.host
         ]
         if others:
             together = d.total_bytes + sum(o.total_bytes for _, o in others)
@@ -271,6 +276,9 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
             "max_num_batched_tokens",
             "kv_cache_dtype",
             "tensor_parallel_size",
+            "pipeline_parallel_size",  # these three only where set (issue 17)
+            "distributed_executor_backend",
+            "nnodes",
         )
     else:
         keys = (
@@ -306,12 +314,14 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
 
         lines.append("  " + describe(est))
     header = ("device", "name", "weights", "KV", "compute", "overhead", "total", "capacity", "free", "layers")
+    remote = any(d.host is not None for d in est.devices)
     rows = []
     for d in est.devices:
         rows.append(
             (
                 d.id,
-                d.name,
+                # RPC devices (issue 17) say which machine and which backend serves them
+                f"{d.name} @{d.host}" if d.host is not None else (f"{d.name} @this" if remote else d.name),
                 _m(d.weights_bytes),
                 _m(d.kv_bytes),
                 _m(d.compute_bytes),
@@ -344,11 +354,21 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
         used = f"{d.total_bytes / GiB:5.2f}/{d.capacity_bytes / GiB:.2f} GiB"
         lines.append(f"  {d.id:<6} {bar(d)} {used}  {plan.device_verdict(i)}")
     lines.append("         █ weights  ▓ KV  ▒ compute  ░ overhead  ╳ reserve/others  · free")
+    if remote and plan.engine != "vllm":  # llama.cpp's RPC devices (a vLLM plan's nodes: its note)
+        from vramc.plan.rpc import order_line
+
+        lines.append(order_line(est.devices))
     lines.extend(shared_gpus(plan, plans))
+    if plan.quant is not None:
+        from vramc.plan.quants import render_choice
+
+        lines.append(f"  quant={plan.quant.chosen}{'*' if plan.quant.auto else ''}  {plan.quant.gguf or ''}".rstrip())
+        if plan.quant.rows:
+            lines.append(render_choice(plan).rstrip("\n"))
     for k, c in sorted(plan.engine_choices.items()):
         lines.append(f"  {plan.engine}: {k}={_choice_value(c.value)}: {c.why}")
     for n in est.notes:
         lines.append(f"  note: {n}")
-    for code, msg in est.errors:
-        lines.append(f"  {code}: {msg}")
+    for kind, msg in est.errors:
+        lines.append(f"  {shown_code(kind)}: {msg}")
     return "\n".join(lines) + "\n"

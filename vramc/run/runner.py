@@ -41,7 +41,7 @@ Exit codes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import os
 import sys
@@ -66,28 +66,15 @@ ENGINE_NAMES = {e.name: e.article for e in ENGINES.values()}
 SOURCE_SHOWN = 240  # longer `source:` texts are pointed at, not printed
 
 
-class Console:
-    """Where vramc run talks: a duplicate of stderr, because llama-cpp-python points fd 2 at
-    /dev/null while it loads (verbose=False) and progress must still show."""
+class Console(Protocol):
+    """Where vramc run talks, given by the command layer (vramc.cli.run.Console): progress and
+    messages (`write`, `say`: "vramc run: TEXT"), and the completion of --prompt (`answer`)."""
 
-    def __init__(self) -> None:
-        try:
-            self.stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-        except OSError:  # pragma: no cover - no fd 2
-            self.stream = sys.stderr
-
-    def write(self, text: str) -> None:
-        self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def say(self, text: str) -> None:
-        self.stream.write(f"vramc run: {text}\n")
-        self.stream.flush()
+    def write(self, text: str) -> None: ...
+    def flush(self) -> None: ...
+    def isatty(self) -> bool: ...
+    def say(self, text: str) -> None: ...
+    def answer(self, text: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +97,7 @@ class Options:
 def cli_run(
     name: str,
     *,
+    console: Console,
     variant: str | None,
     profiles_dir: Path,
     prompt: str | None,
@@ -123,7 +111,6 @@ def cli_run(
     queue: int = 8,
     allow_hosts: list[str] | tuple[str, ...] = (),
 ) -> int:
-    console = Console()
     opts = Options(
         name,
         variant,
@@ -168,6 +155,15 @@ def _run(console: Console, opts: Options) -> int:
     if dep is None:
         return code
     engine = dep.doc.obj.engine
+    if getattr(dep.doc.obj, "hosts", None):  # issue 17: llama_cpp.Llama (0.3.36) takes no rpc_servers
+        hosts = ", ".join(h.host for h in dep.doc.obj.hosts)
+        console.say(
+            f"{dep.label} spans other machines ({hosts}); vramc run loads a model in this process only, and "
+            "llama-cpp-python 0.3.36's Llama() cannot reach rpc-servers. Launch it with what `vramc build` "
+            f"writes: on each host out/{dep.name}/hosts/HOST/rpc-server-PORT.sh (or its systemd unit), then "
+            f"out/{dep.name}/launch.sh here (engine: llama-server)."
+        )
+        return EXIT_USAGE
     if engine in REFUSED_ENGINES:
         other = "" if engine == "vllm" else ", or use `engine: llama-cpp-python`"
         console.say(
@@ -176,13 +172,18 @@ def _run(console: Console, opts: Options) -> int:
             f"writes (out/{dep.name}/){other}."
         )
         return EXIT_USAGE
-    problem = model_file_problem(dep)
+    several = dep.model.obj.quants is not None  # `quant: auto` (issue 15): its file is the plan's choice
+    problem = None if several else model_file_problem(dep)
     if problem:
         console.say(problem)
         return EXIT_LOAD
     plan, code = _check(console, dep, opts.profiles_dir)
     if plan is None:
         return code
+    problem = model_file_problem(plan.dep) if several else None
+    if problem:
+        console.say(problem)
+        return EXIT_LOAD
     sock, api_keys = None, []
     if opts.prompt is None:
         sock, api_keys, code = _listen_socket(console, dep, opts)
@@ -475,8 +476,7 @@ def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     out = llm.create_completion(prompt, max_tokens=max_tokens)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    sys.stdout.write(out["choices"][0]["text"] + "\n")
-    sys.stdout.flush()
+    console.answer(out["choices"][0]["text"] + "\n")
     usage = out.get("usage", {})
     n = usage.get("completion_tokens", 0)
     rate = n / elapsed if elapsed > 0 else 0.0

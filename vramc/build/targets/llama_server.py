@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vramc.build.render import PathArg, num
 from vramc.build.targets.common import Context, device_env, model_file, process_env
+from vramc.plan.rpc import rpc_list
 
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan
@@ -62,6 +63,9 @@ def options(plan: Plan) -> list[tuple[str, object]]:
     ]
     if p.tensor_split:
         opts.append(("--tensor-split", ",".join(num(float(x)) for x in p.tensor_split)))
+    rpc = rpc_list(plan.gpus)
+    if rpc:  # the other machines' rpc-servers, whose devices come first (issue 17)
+        opts.append(("--rpc", rpc))
     opts += [
         ("--main-gpu", str(p.main_gpu)),
         ("--flash-attn", p.flash_attn),  # as planned: `auto` lays out the V cache unlike `on`

@@ -12,7 +12,19 @@ if TYPE_CHECKING:
 
 def load_rules() -> dict[str, Rule]:
     """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
-    from vramc.lint.rules import engine_options, load, memory, ollama, quoting, servers, settings, vllm  # noqa: F401
+    from vramc.lint.rules import (  # noqa: F401
+        engine_options,
+        hosts,
+        load,
+        memory,
+        ollama,
+        quants,
+        quoting,
+        servers,
+        settings,
+        vllm,
+        vllm_nodes,
+    )
     from vramc.lint.registry import RULES
 
     return RULES

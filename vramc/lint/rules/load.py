@@ -282,9 +282,17 @@ def _vr115():
     that exist and the nearest name.
 
     Bad:
-        hosts: [box3]      # the hardware's hosts: box2
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
+        hosts: [box3]
 
     Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
         hosts: [box2]
     """
 
@@ -296,14 +304,18 @@ def _vr116():
     Deployments name the hosts they span, so a name must say which machine it means.
 
     Bad:
-        hosts:
-          - {name: box2, address: 192.168.1.12}
-          - {name: box2, address: 192.168.1.13}
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts:
+            - {name: box2, address: 192.168.1.12}
+            - {name: box2, address: 192.168.1.13}
 
     Good:
-        hosts:
-          - {name: box2, address: 192.168.1.12}
-          - {name: box3, address: 192.168.1.13}
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts:
+            - {name: box2, address: 192.168.1.12}
+            - {name: box3, address: 192.168.1.13}
     """
 
 
@@ -316,10 +328,18 @@ def _vr117():
     devices while llama.cpp would fill it twice.
 
     Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
         hosts:
           - {host: box2, gpus: [1]}     # box2 has one GPU
 
     Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
         hosts:
           - {host: box2, gpus: [0]}
     """
@@ -334,10 +354,18 @@ def _vr118():
     llama-cpp-python 0.3.36's `Llama()` takes no RPC servers, so `vramc run` cannot load it there.
 
     Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
         engine: llama-cpp-python
         hosts: [box2]
 
     Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
         engine: llama-server
         hosts: [box2]
     """
@@ -351,14 +379,20 @@ def _vr119():
     `port:`; the second could not bind and llama-server would connect twice to the first.
 
     Bad:
+        hardware:
+          gpus: []
+          hosts: [{name: loop, address: 127.0.0.1, host_ram: 32GiB}]
         hosts:
-          - {host: box2, gpus: [0]}
-          - {host: box2, gpus: [1]}
+          - {host: loop}
+          - {host: loop}
 
     Good:
+        hardware:
+          gpus: []
+          hosts: [{name: loop, address: 127.0.0.1, host_ram: 32GiB}]
         hosts:
-          - {host: box2, gpus: [0]}
-          - {host: box2, gpus: [1], port: 50053}
+          - {host: loop}
+          - {host: loop, port: 50053}
     """
 
 

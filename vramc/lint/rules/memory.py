@@ -181,7 +181,14 @@ def gpu_unused(plan: Plan):
     if not any(d.n_layers for d in devices):
         return
     for d in devices:
-        if d.n_layers == 0:
+        if d.n_layers == 0 and d.host is not None:  # another machine's rpc-server (issue 17)
+            yield Finding(
+                f"{d.id} ({d.name} of host {d.host}) holds no layers: its rpc-server serves nothing"
+                + (f" but pays {fmt_size(d.overhead_bytes)} of CUDA overhead" if d.overhead_bytes else ""),
+                ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),
+                "leave the host out of `hosts:` or give it a share of the split",
+            )
+        elif d.n_layers == 0:
             yield Finding(
                 f"{d.id} ({d.name}) holds no layers but still pays {fmt_size(d.overhead_bytes)} of CUDA overhead",
                 ("settings", "tensor_split") if plan.dep.settings.tensor_split else _anchor(plan),

@@ -1,0 +1,233 @@
+"""Deployments across machines (issue 17): llama.cpp's RPC backend, one rpc-server per entry of a
+deployment's `hosts:` (vramc.plan.rpc). Memory of the workers (VR36x) and what an rpc-server
+exposes (VR41x)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vramc.diagnostics import Severity
+from vramc.lint.registry import Finding, rule
+from vramc.units import fmt_size
+
+if TYPE_CHECKING:
+    from vramc.plan.planner import Plan
+
+# ggml/include/ggml-rpc.h of the pinned llama.cpp (0c1e570): client and server must agree on the major
+RPC_PROTO = "7.0.0"
+
+
+def _spans(plan: Plan):
+    from vramc.plan.rpc import spans
+
+    return spans(plan.dep)
+
+
+def _entry(plan: Plan, pos: int, key: str | None = None) -> tuple:
+    """Where a finding about the deployment's hosts[pos] points: the key if written, else the entry."""
+    raw = plan.dep.doc.raw
+    entry = raw.get("hosts", [])[pos] if isinstance(raw, dict) else None
+    if key and isinstance(entry, dict) and key in entry:
+        return ("hosts", pos, key)
+    return ("hosts", pos)
+
+
+@rule("VR360", "rpc-host-ram", Severity.ERROR)
+def rpc_host_ram(plan: Plan):
+    """The rpc-servers that serve one host's CPU need more memory than the host has.
+
+    An rpc-server with no GPU (a host without `gpus`, or `gpus: []` in the deployment's entry)
+    allocates its share of the weights, KV cache and compute buffers in the host's RAM. Several
+    rpc-servers on one machine (loopback, or one per NUMA node) share that RAM: vramc adds their
+    shares and compares them with the host's `host_ram`. A single device over its host's RAM is
+    VR300.
+
+    Bad:
+        hardware:
+          gpus: []
+          hosts: [{name: loop, address: 127.0.0.1, host_ram: 8GiB}]
+        settings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1]}
+        hosts:                           # two rpc-servers of 4.4 GiB each
+          - {host: loop, port: 50052}
+          - {host: loop, port: 50053}
+
+    Good:
+        hardware:
+          gpus: []
+          hosts: [{name: loop, address: 127.0.0.1, host_ram: 16GiB}]
+        settings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1]}
+        hosts:
+          - {host: loop, port: 50052}
+          - {host: loop, port: 50053}
+    """
+    if plan.estimate is None:
+        return
+    by_host: dict[str, list] = {}
+    for d in plan.estimate.devices:
+        if d.host is not None and d.backend == "rpc":
+            by_host.setdefault(d.host, []).append(d)
+    for span in _spans(plan):
+        devs = by_host.pop(span.name, None)
+        if not devs or len(devs) < 2 or not span.host.host_ram:
+            continue
+        need = sum(d.total_bytes for d in devs)
+        if need <= span.host.host_ram:
+            continue
+        parts = ", ".join(f"{d.id} {fmt_size(d.total_bytes)}" for d in devs)
+        yield Finding(
+            f"the rpc-servers on host {span.name} need {fmt_size(need)} of its RAM together ({parts}) "
+            f"but it has {fmt_size(span.host.host_ram)}",
+            _entry(plan, span.position),
+            "give the share to another host (lower its tensor_split entries), or describe the RAM it really has",
+        )
+
+
+@rule("VR361", "rpc-host-ram-unknown", Severity.ERROR, "estimate")
+def _vr361():
+    """A host whose CPU serves the deployment (an rpc-server with no GPU) has no `host_ram`.
+
+    Such an rpc-server allocates its share in the host's RAM, which is its device's capacity: the
+    plan cannot say whether it fits without it. The deployment is not planned.
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts: [{name: cpu-box, address: 127.0.0.1}]
+        hosts: [cpu-box]
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts: [{name: cpu-box, address: 127.0.0.1, host_ram: 64GiB}]
+        hosts: [cpu-box]
+    """
+
+
+LOOPBACK = ("localhost", "ip6-localhost")
+
+
+def loopback(address: str) -> bool:
+    """An address only this machine reaches: 127.0.0.0/8 or localhost."""
+    import ipaddress
+
+    if address.lower() in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@rule("VR410", "rpc-server-exposed", Severity.ERROR)
+def rpc_server_exposed(plan: Plan):
+    """An rpc-server would listen on a network address although the network is not declared trusted.
+
+    llama.cpp's rpc-server has no authentication and no encryption: anyone who reaches its port
+    can allocate memory and run graphs on the machine (tools/rpc/README.md: "never run the RPC
+    server on an open network or in a sensitive environment"). It listens on the host's address
+    unless `bind:` says otherwise. Across machines that is a network address: acknowledge a
+    private network with `network: {trusted: true}` in the hardware profile (and firewall the
+    port to the main host), or keep the server on loopback.
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
+        hosts: [box2]
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}       # a private network, the port firewalled to this machine
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
+        hosts: [box2]
+    """
+    hw = plan.dep.hardware.obj
+    if hw.network is not None and hw.network.trusted:
+        return
+    for span in _spans(plan):
+        if loopback(span.bind):
+            continue
+        yield Finding(
+            f"the rpc-server of host {span.name} would listen on {span.bind}:{span.port}, reachable from the "
+            "network, and rpc-server has no authentication",
+            _entry(plan, span.position, "bind"),
+            "on a private network, declare it in the hardware profile (network: {trusted: true}) and firewall "
+            "the port to the main host",
+        )
+
+
+@rule("VR412", "rpc-server-unreachable", Severity.ERROR)
+def rpc_server_unreachable(plan: Plan):
+    """An rpc-server would listen on loopback on another machine, where llama-server cannot reach it.
+
+    llama-server connects to each rpc-server at the host's `address` (`--rpc ADDRESS:PORT`); an
+    rpc-server bound to 127.0.0.1 accepts only connections from its own machine. Loopback is
+    right only for a host whose address is loopback too (this machine).
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
+        hosts:
+          - {host: box2, bind: 127.0.0.1}      # box2's address: 192.168.1.12
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}]}]
+        hosts:
+          - {host: box2}                       # listens on 192.168.1.12
+    """
+    for span in _spans(plan):
+        if loopback(span.bind) and not loopback(span.address):
+            yield Finding(
+                f"the rpc-server of host {span.name} would listen on {span.bind}, but llama-server connects to "
+                f"{span.address}:{span.port}",
+                _entry(plan, span.position, "bind"),
+                f"remove bind: (it listens on {span.address}), or bind an address of the host that this machine reaches",
+            )
+
+
+@rule("VR411", "rpc-build-mismatch", Severity.WARNING)
+def rpc_build_mismatch(plan: Plan):
+    """A worker runs another llama.cpp build than the main host.
+
+    llama-server refuses an rpc-server whose RPC protocol differs (ggml-rpc.cpp: "RPC server
+    version mismatch"; RPC_PROTO_MAJOR_VERSION in ggml/include/ggml-rpc.h, 7 in the pinned
+    build), and the protocol changes between builds without notice. Where the hardware profile
+    states both builds (`llama_cpp:`), they should be the same.
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          llama_cpp: b7400
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}], llama_cpp: b6900}]
+        hosts: [box2]
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          llama_cpp: b7400
+          network: {trusted: true}
+          hosts: [{name: box2, address: 192.168.1.12, gpus: [{name: RTX 3090, vram: 24GiB}], llama_cpp: b7400}]
+        hosts: [box2]
+    """
+    hw = plan.dep.hardware.obj
+    if hw.llama_cpp is None:
+        return
+    names = [h.name for h in hw.hosts]
+    for span in {s.name: s for s in _spans(plan)}.values():
+        build = span.host.llama_cpp
+        if build is None or build == hw.llama_cpp:
+            continue
+        yield Finding(
+            f"host {span.name} runs llama.cpp {build} and this machine {hw.llama_cpp}: llama-server refuses an "
+            f"rpc-server of another RPC protocol version (the pinned build speaks {RPC_PROTO})",
+            ("hosts", names.index(span.name), "llama_cpp"),
+            "build the same llama.cpp release on every machine, then update llama_cpp here",
+            target="hardware",
+        )
