@@ -15,12 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ORDINARY = "import sys\nfrom vramc.cli.commands import main\nsys.argv[0] = 'vramc'\nmain()"
 
 CLEAN = """\
-kind: deployment
-name: tiny
-hardware: {name: cpu-only, gpus: [], host_ram: 2GiB}
-model: {lock: {architecture: llama, vocab_size: 32000, hparams: {block_count: 2}}}
-engine: llama-cpp-python
-settings: {ctx: 2048, gpu_layers: 0}
+kind: hardware
+name: box
+gpus: [{name: RTX 4090, vram: 24GiB}]
+host_ram: 64GiB
 """
 
 
@@ -72,3 +70,40 @@ def test_quick_exit_writes_the_output_file(project, tmp_path):
     assert quick.returncode == 1 and quick.stdout == ""
     ordinary = _run([sys.executable, "-c", ORDINARY, "check", "-f", "json", "bad"], project)
     assert out.read_text() == ordinary.stdout and out.read_text().count('"VR001"') == 600
+
+
+def test_check_loads_no_pydantic_plugin_unless_the_user_asks(project, tmp_path):
+    """vramc sets PYDANTIC_DISABLE_PLUGINS (vramc/__init__.py: pydantic otherwise reads every
+    installed package's entry points at its first model); a value the user set wins."""
+    site = tmp_path / "site"
+    (site / "markerplugin-0.1.dist-info").mkdir(parents=True)
+    (site / "markerplugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: markerplugin\nVersion: 0.1\n"
+    )
+    (site / "markerplugin-0.1.dist-info" / "entry_points.txt").write_text("[pydantic]\nmarker = markerplugin:plugin\n")
+    marker = tmp_path / "loaded"
+    (site / "markerplugin.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "class Plugin:\n"
+        "    def new_schema_validator(self, *args, **kwargs):\n"
+        "        return None, None, None\n"
+        "plugin = Plugin()\n"
+    )
+
+    def check(**env: str) -> subprocess.CompletedProcess:
+        base = {k: v for k, v in os.environ.items() if k not in ("VRAMC_CACHE", "PYDANTIC_DISABLE_PLUGINS")}
+        base.update(VRAMC_NO_CACHE="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]), **env)
+        return subprocess.run(
+            [sys.executable, "-m", "vramc", "check", "clean.yaml"],
+            cwd=project,
+            env=base,
+            capture_output=True,
+            text=True,
+        )
+
+    r = check()
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+    r = check(PYDANTIC_DISABLE_PLUGINS="")  # the user's choice: plugins on
+    assert r.returncode == 0, r.stderr
+    assert marker.exists()
