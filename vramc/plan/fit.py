@@ -674,10 +674,10 @@ def fit_together(combo, refit) -> None:
     from vramc.units import fmt_size
 
     members = [p for p in combo.members if p.estimate is not None]
-    uses: dict[int, list] = {}
+    uses: dict[tuple, list] = {}
     for p in members:
         for i, d in enumerate(p.estimate.devices):
-            uses.setdefault(d.gpu, []).append((p, i))
+            uses.setdefault(_gpu_key(d), []).append((p, i))
     shared = {g: u for g, u in uses.items() if len(u) > 1}
     adj = [
         p
@@ -687,14 +687,14 @@ def fit_together(combo, refit) -> None:
         and p.meta is not None
         and p.requested is not None
         and (p.engine in ("llama-server", "llama-cpp-python") or _explicit_auto(p))
-        and any(d.gpu in shared for d in p.estimate.devices)
+        and any(_gpu_key(d) in shared for d in p.estimate.devices)
     ]
     if not adj:
         return
     margin = {g: max(p.margins[i] for p, i in u) for g, u in shared.items()}
     avail = {g: min(p.estimate.devices[i].available_bytes for p, i in u) for g, u in shared.items()}
 
-    def total(g: int) -> int:
+    def total(g: tuple) -> int:
         return sum(p.estimate.devices[i].total_bytes for p, i in shared[g])
 
     if all(total(g) <= avail[g] - margin[g] for g in shared):
@@ -707,9 +707,9 @@ def fit_together(combo, refit) -> None:
         pool[g] = max(0, avail[g] - margin[g] - fixed - overhead)
     need = {id(p): _floor_need(p) for p in adj}
     elastic = {id(p) for p in adj if p.requested.ctx == "auto"}
-    share: dict[tuple[int, int], int] = {}  # (plan id, gpu) -> bytes for weights, KV, compute
+    share: dict[tuple[int, tuple], int] = {}  # (plan id, (host, gpu)) -> bytes for weights, KV, compute
 
-    def split(g: int, who: list, amount: int, weight) -> None:
+    def split(g: tuple, who: list, amount: int, weight) -> None:
         w = [weight(p) for p in who]
         for p, x in zip(who, w):
             share[(id(p), g)] = share.get((id(p), g), 0) + (amount * x // sum(w) if sum(w) else amount // len(who))
@@ -731,10 +731,10 @@ def fit_together(combo, refit) -> None:
         keep = list(p.margins)
         notes = []
         for i, (d, b) in enumerate(zip(p.estimate.devices, p.gpus)):
-            if d.gpu in shared:
-                s = share[(id(p), d.gpu)]
+            if _gpu_key(d) in shared:
+                s = share[(id(p), _gpu_key(d))]
                 keep[i] = b.capacity_bytes - b.reserve_bytes - b.tenants_bytes - b.overhead_bytes - s
-                others = ", ".join(q.dep.label for q, _ in shared[d.gpu] if q is not p)
+                others = ", ".join(q.dep.label for q, _ in shared[_gpu_key(d)] if q is not p)
                 notes.append(f"{d.id} is shared with {others}: fitted within {fmt_size(s)} of it")
         refit(p, keep, "run together (" + combo.label + "): " + "; ".join(notes))
 
@@ -762,7 +762,7 @@ def fit_together(combo, refit) -> None:
                 solve_within(p)
 
 
-def _floor_need(plan: Plan) -> dict[int, int]:
+def _floor_need(plan: Plan) -> dict[tuple, int]:
     """Bytes (weights, KV, compute, extra models) each GPU of `plan` needs with its requested
     settings, the context at its floor when it is `auto`: what the plan asks of a shared GPU
     before a longer context."""
@@ -780,4 +780,9 @@ def _floor_need(plan: Plan) -> dict[int, int]:
         r = remembered_solve(plan.meta, plan.gpus, c, margins, plan.dep.settings.ctx_min)
     except ValueError:
         return {}
-    return {d.gpu: d.total_bytes + (extra if i == 0 else 0) for i, d in enumerate(r.estimate.devices)}
+    return {_gpu_key(d): d.total_bytes + (extra if i == 0 else 0) for i, d in enumerate(r.estimate.devices)}
+
+
+def _gpu_key(d) -> tuple:
+    """One physical device: a GPU of this machine, or of another host behind RPC (issue 17)."""
+    return (d.host, d.gpu)

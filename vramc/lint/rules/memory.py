@@ -299,13 +299,13 @@ def oversubscribed(plans):
     """
     if len(plans) < 2 or any(p.dep.server is not None for p in plans):  # a server's sets: VR340/VR342
         return
-    by_gpu: dict[int, list] = {}
+    by_gpu: dict[tuple, list] = {}
     for plan in plans:
         if plan.estimate is None or plan.engine == "vllm":  # vLLM's own terms: VR335/VR336
             continue
         for d in plan.estimate.devices:
-            by_gpu.setdefault(d.gpu, []).append((plan, d))
-    for gpu, uses in sorted(by_gpu.items()):
+            by_gpu.setdefault((d.host, d.gpu), []).append((plan, d))  # RPC devices: their host's
+    for (host, gpu), uses in sorted(by_gpu.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
         if len(uses) < 2:
             continue
         first = uses[0][1]
@@ -317,7 +317,7 @@ def oversubscribed(plans):
                 yield (
                     plan,
                     Finding(
-                        f"GPU {gpu} ({first.name}) is shared by {names}: {fmt_size(need)} together, "
+                        f"GPU {gpu} ({first.name}{f' of host {host}' if host else ''}) is shared by {names}: {fmt_size(need)} together, "
                         f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
                         _anchor(plan),
                         f"{shrink_hint(plan.engine)} for one of them, or move one to "

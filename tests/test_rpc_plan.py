@@ -1,0 +1,115 @@
+"""Planning a deployment across machines (issue 17): llama.cpp's device order with RPC devices
+first, a GPU behind RPC planned as that GPU (the remote CUDA backend's buffers, its CUDA context on
+the worker), a host's CPU in its RAM, and what plan text and JSON show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vramc.lint.check import run_check
+from vramc.load.profiles import load_paths
+from vramc.plan.planner import plan_all
+from vramc.plan.view import plan_text, plans_json
+
+MODEL = Path(__file__).resolve().parent.parent / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"
+HW = """\
+hardware:
+  gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 4090, vram: 24GiB}]
+  network: {trusted: true}
+  hosts:
+    - {name: box2, address: 10.0.0.2, gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 3090, vram: 24GiB}]}
+    - {name: cpu-box, address: 10.0.0.3, host_ram: 64GiB}
+"""
+
+
+def plan(tmp_path: Path, body: str, name: str = "d"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"name: {name}\nmodel: {MODEL}\nengine: llama-server\n" + HW + body)
+    res = load_paths([p])
+    assert not [d for d in res.diagnostics if d.severity.name == "ERROR"], res.diagnostics
+    return plan_all(res.deployments)
+
+
+def test_rpc_devices_come_first_in_hosts_order_then_this_machines_gpus(tmp_path):
+    (p,) = plan(
+        tmp_path,
+        "hosts: [cpu-box, {host: box2, gpus: [1, 0], port: 50053}]\ngpus: [1]\n"
+        "settings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1, 1, 1]}\n",
+    )
+    devs = p.estimate.devices
+    assert [(d.id, d.host, d.gpu, d.name, d.backend) for d in devs] == [
+        ("RPC0", "cpu-box", -1, "CPU", "rpc"),
+        ("RPC1", "box2", 1, "RTX 3090", "rpc-cuda"),
+        ("RPC2", "box2", 0, "RTX 4090", "rpc-cuda"),
+        ("CUDA0", None, 1, "RTX 4090", ""),
+    ]
+    assert [d.endpoint for d in devs] == ["10.0.0.3:50052", "10.0.0.2:50053", "10.0.0.2:50053", None]
+    assert devs[0].capacity_bytes == 64 << 30 and devs[0].overhead_bytes == 0  # the host's RAM, no CUDA
+    assert p.cuda_visible_devices() == "1"  # this machine's GPU only
+    layers = [d.layers for d in devs]
+    assert layers == sorted(layers) and all(d.n_layers for d in devs)  # split in device order
+    text = plan_text(p)
+    assert "RPC1    RTX 3090 @box2" in text and "CUDA0   RTX 4090 @this" in text
+    assert "order: --rpc 10.0.0.3:50052,10.0.0.2:50053: RPC0=cpu-box" in text
+
+
+def test_a_gpu_behind_rpc_is_planned_as_that_gpu(tmp_path):
+    """The same model on (box2's 4090 over RPC, this machine's 4090) and on this machine's two
+    4090s: the same buffers, device for device (CUDA's padding and alignment come from the remote
+    backend), and the same CUDA context, held on the worker."""
+    settings = "settings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1]}\n"
+    (remote,) = plan(tmp_path, "hosts: [{host: box2, gpus: [0]}]\ngpus: [0]\n" + settings, "r")
+    (local,) = plan(tmp_path, "gpus: [0, 1]\n" + settings, "l")
+    figures = [
+        [(d.weights_bytes, d.kv_bytes, d.compute_bytes, d.overhead_bytes) for d in p.estimate.devices]
+        for p in (remote, local)
+    ]
+    assert figures[0] == figures[1]
+    assert remote.estimate.devices[0].overhead_bytes > 0
+    # a CPU behind RPC holds no CUDA context
+    (cpu,) = plan(tmp_path, "hosts: [cpu-box]\ngpus: [0]\n" + settings, "c")
+    assert cpu.estimate.devices[0].overhead_bytes == 0
+
+
+def test_plan_json_adds_host_keys_to_rpc_devices_only(tmp_path):
+    (p,) = plan(tmp_path, "hosts: [cpu-box]\ngpus: [0]\nsettings: {ctx: 8192, gpu_layers: all}\n")
+    devices = json.loads(plans_json([p]))["deployments"][0]["devices"]
+    assert {k: devices[0][k] for k in ("id", "gpu", "host", "endpoint", "backend")} == {
+        "id": "RPC0",
+        "gpu": -1,
+        "host": "cpu-box",
+        "endpoint": "10.0.0.3:50052",
+        "backend": "rpc",
+    }
+    assert not {"host", "endpoint", "backend"} & set(devices[1])
+
+
+def test_deployments_sharing_this_machine_share_only_its_gpus(tmp_path):
+    """A GPU of box2 and this machine's GPU with the same position are different cards (VR312)."""
+    p = tmp_path / "two.yaml"
+    p.write_text(
+        HW + "deployments:\n"
+        f"  - {{name: a, model: {MODEL}, engine: llama-server, hosts: [{{host: box2, gpus: [0]}}], gpus: [],"
+        " settings: {ctx: 65536, gpu_layers: all}}\n"
+        f"  - {{name: b, model: {MODEL}, engine: llama-server, gpus: [0], settings: {{ctx: 100000, gpu_layers: all, port: 8090}}}}\n"
+    )
+    assert [d.code for d in run_check([p]).diagnostics if d.severity.name != "INFO"] == []
+    p.write_text(p.read_text().replace("gpus: [], settings", "gpus: [0], settings"))
+    found = [d for d in run_check([p]).diagnostics if d.code == "VR312"]
+    assert found and all("GPU 0 (RTX 4090) is shared" in d.message for d in found)
+
+
+def test_a_gpu_behind_rpc_sizes_compute_as_cuda_does(tmp_path):
+    """Flash attention over a quantized KV cache: CUDA converts K and V next to the result
+    (ggml_cuda_flash_attn_ext_get_alloc_size), and the RPC client asks the remote backend for that
+    size (ggml_backend_rpc_buffer_type_get_alloc_size); a CPU behind RPC needs no such room."""
+    s = (
+        "settings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1], flash_attn: on,"
+        " cache_type_k: q8_0, cache_type_v: q8_0}\n"
+    )
+    (gpu,) = plan(tmp_path, "hosts: [{host: box2, gpus: [0]}]\ngpus: [0]\n" + s, "g")
+    (cpu,) = plan(tmp_path, "hosts: [cpu-box]\ngpus: [0]\n" + s, "c")
+    local = gpu.estimate.devices[1].compute_bytes
+    assert abs(gpu.estimate.devices[0].compute_bytes - local) < (1 << 20)  # as this machine's 4090
+    assert cpu.estimate.devices[0].compute_bytes < local - (4 << 20)
