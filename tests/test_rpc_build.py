@@ -122,3 +122,15 @@ def test_gpus_by_index_in_the_chosen_order(tmp_path, monkeypatch):
     said = run_script(root / "out" / "d" / "hosts" / "box2" / "rpc-server-50052.sh", tmp_path)
     # not every GPU has a UUID: the index field (3) or the position (0), in the deployment's order
     assert said[0] == "CVD=3,0" and said[-2:] == ["--device", "CUDA0,CUDA1"]
+
+
+def test_a_tensor_override_names_the_rpc_buffer_type(tmp_path, monkeypatch):
+    """llama-server's -ot takes buffer type names: an RPC device's is RPC<i>[ADDRESS:PORT], i its
+    place within its own server (ggml-rpc.cpp ggml_backend_rpc_buffer_type)."""
+    root = project(tmp_path, "GPU-a", "[{host: box2, gpus: [0, 1]}]")
+    dep = root / "profiles" / "d.yaml"
+    dep.write_text(dep.read_text().replace("gpu_layers: all}", "gpu_layers: all, override_tensor: ['ffn_up=RPC1']}"))
+    monkeypatch.chdir(root)
+    assert build([Path("profiles/d.yaml")]) == 0
+    args = (root / "out" / "d" / "llama-server.args").read_text().splitlines()
+    assert args[args.index("--override-tensor") + 1] == "ffn_up=RPC1[10.0.0.2:50052]"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vramc.build.render import PathArg, num
 from vramc.build.targets.common import Context, device_env, model_file, process_env
+from vramc.plan.rpc import buffer_names as rpc_buffer_names
 from vramc.plan.rpc import rpc_list
 
 if TYPE_CHECKING:
@@ -77,7 +78,9 @@ def options(plan: Plan) -> list[tuple[str, object]]:
     if p.swa_full:
         opts.append(("--swa-full", True))
     if p.overrides:
-        opts.append(("--override-tensor", ",".join(f"{pat}={buft}" for pat, buft in p.overrides)))
+        # an RPC device's buffer type is RPC<i>[ADDRESS:PORT] (i: its place in its server), not its id
+        names = rpc_buffer_names(plan.gpus)
+        opts.append(("--override-tensor", ",".join(f"{pat}={names.get(buft, buft)}" for pat, buft in p.overrides)))
     if s.n_cpu_moe:
         opts.append(("--n-cpu-moe", str(s.n_cpu_moe)))
     if s.threads:
