@@ -227,7 +227,8 @@ def diff(
     BASE and HEAD are git revisions (BASE: the merge base with the upstream branch, else HEAD;
     HEAD: the working tree), then PATHs (default: profiles/). Exit 0 nothing regressed, 1 a
     regression (--fail-on), 2 usage error."""
-    from vramc.diff import FORMATS, cli_diff
+    from vramc.cli.diff import cli_diff
+    from vramc.diff import FORMATS
 
     fmt = _output_format(fmt, FORMATS)
     raise typer.Exit(
@@ -390,10 +391,13 @@ def build(
 ) -> None:
     """Compile each checked deployment (and variant) into its launch artifacts under out/."""
     from vramc.build.builder import cli_build
+    from vramc.cli.common import build_report
 
     if not out.strip():  # `--out "$OUT"` with OUT unset: Path("") is ".", the project's own top
         _fail_usage("--out is empty (an unset variable?); give the output folder, e.g. --out out")
-    raise typer.Exit(cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force))
+    raise typer.Exit(
+        cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force, report=build_report())
+    )
 
 
 @app.command()
@@ -421,11 +425,13 @@ def run(
     ),
 ) -> None:
     """Load a compiled deployment in-process with llama-cpp-python and serve it (or run one prompt)."""
+    from vramc.cli.run import Console
     from vramc.run.runner import cli_run
 
     raise typer.Exit(
         cli_run(
             name,
+            console=Console(),
             variant=variant,
             profiles_dir=profiles_dir,
             prompt=prompt,
@@ -444,9 +450,9 @@ def run(
 
 @app.command()
 def analyze(
-    model: str = typer.Argument(
+    model: List[str] = typer.Argument(
         ...,
-        help="A GGUF file (the first part of a split model is enough), an http(s) URL, hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT (only the header is read).",
+        help="A GGUF file (the first part of a split model is enough), an http(s) URL, hf://ORG/REPO/FILE.gguf or hf://ORG/REPO:QUANT (only the header is read). Several, or hf://ORG/REPO, with --write: one model profile of every quant (quant: auto).",
     ),
     layers: bool = typer.Option(False, "--layers", help="Print the full per-block table."),
     fmt: str = typer.Option("text", "--format", help="text or json."),

@@ -1,11 +1,14 @@
-"""What the commands share: the exit codes, and a deployment named on the command line as
-NAME@VARIANT (`vramc plan --deployment`, `vramc fit --deployment`)."""
+"""What the commands share: the exit codes, a deployment named on the command line as
+NAME@VARIANT (`vramc plan --deployment`, `vramc fit --deployment`), and the writers that the
+stages are given for what they report (only the command layer prints)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
+    from vramc.build.builder import Report
     from vramc.load.profiles import Deployment
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -36,3 +39,24 @@ def is_selected(dep: Deployment, text: str | None) -> bool:
         return True
     name, variant = split_selection(text)
     return dep.name == name and (dep.variant or "") == variant
+
+
+def say(command: str) -> Callable[[str], None]:
+    """A writer of one-line messages to stderr as COMMAND says them: `vramc build: TEXT`."""
+
+    def write(text: str) -> None:
+        sys.stderr.write(f"vramc {command}: {text}\n")
+
+    return write
+
+
+def show(text: str) -> None:
+    """A command's result on stdout, as it is."""
+    sys.stdout.write(text)
+
+
+def build_report() -> Report:
+    """Where `vramc build` writes: its messages to stderr, its listing and diffs to stdout."""
+    from vramc.build.builder import Report
+
+    return Report(say=say("build"), show=show)

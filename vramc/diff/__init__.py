@@ -2,23 +2,18 @@
 
 revisions.py reads each side's profiles (from git's objects, never through a checkout),
 compare.py plans both sides as `vramc plan --format json` does and pairs and diffs the
-deployments, formats.py shows the result.
+deployments, formats.py shows the result; the command itself (what it prints, its exit code) is vramc.cli.diff.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from vramc.diff.revisions import DiffError
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "markdown", "json", "github")
-
-
-def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
 
 
 def _repo_paths(root: Path, paths: list[str]) -> list[str]:
@@ -55,95 +50,6 @@ def _has_profiles(side, paths: list[str]) -> bool:
 
 def _side_doc(side) -> dict:
     return {"rev": side.label, "commit": side.commit}
-
-
-def cli_diff(
-    args: list[str],
-    *,
-    base_dir: Path | None,
-    head_dir: Path | None,
-    fmt: str,
-    fail_on: list[str],
-    margin=None,
-    show_unchanged: bool = False,
-    allow_empty: bool = False,
-    artifacts: bool = True,
-) -> int:
-    from vramc.diff import formats
-    from vramc.diff.compare import (
-        SidePlans,
-        broken_by_head,
-        diff_deployments,
-        parse_policy,
-        plan_side,
-        regressions,
-        render,
-        to_render,
-    )
-
-    if fmt not in FORMATS:
-        _say(f"vramc diff: --format must be one of {', '.join(FORMATS)}")
-        return EXIT_USAGE
-    try:
-        policy = parse_policy(fail_on)
-    except ValueError as e:
-        _say(f"vramc diff: {e}")
-        return EXIT_USAGE
-    sides = []
-    try:
-        base, head, paths = _sides(args, base_dir, head_dir, sides)
-        for side in (base, head):
-            if not _has_profiles(side, paths):
-                where = ", ".join(paths)
-                msg = f"{side.label} has no profiles under {where}"
-                if not allow_empty:
-                    raise DiffError(
-                        f"{msg}; give the PATH of the profiles, another revision, or "
-                        "--allow-empty to count every deployment as added or removed"
-                    )
-                _say(f"vramc diff: note: {msg}")
-        bp, hp = (
-            plan_side(side, paths, margin=margin) if _has_profiles(side, paths) else SidePlans()
-            for side in (base, head)
-        )
-        if artifacts:  # before the temporary copies go: rendering reads the project's templates/
-            keys = to_render(bp, hp)
-            render(base, bp, keys)
-            render(head, hp, keys)
-    except DiffError as e:
-        _say(f"vramc diff: {e}")
-        return EXIT_USAGE
-    finally:
-        for s in sides:
-            s.close()
-    for side, p in zip((base, head), (bp, hp)):
-        for e in p.errors:
-            _say(f"{side.label}: {e}")
-    deps = diff_deployments(bp, hp)
-    flagged = regressions(deps, policy)
-    broken = broken_by_head(bp, hp, policy)
-    for file in broken:
-        _say(f"vramc diff: regression: {file} does not load in {head.label} (it did, or was absent, in {base.label})")
-    doc = formats.document(_side_doc(base), _side_doc(head), deps, flagged)
-    if fmt == "json":
-        out = formats.to_json(doc)
-    elif fmt == "markdown":
-        out = formats.markdown(doc)
-        summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary:
-            try:
-                with open(summary, "a", encoding="utf-8") as f:
-                    f.write(out)
-            except OSError as e:
-                _say(f"vramc diff: cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e.strerror or e}")
-    elif fmt == "github":
-        out = formats.github(doc, failing=bool(flagged))
-    else:
-        out = formats.text(doc, show_unchanged=show_unchanged)
-    sys.stdout.write(out)
-    if fmt == "github" and not flagged and not broken:
-        _say(f"vramc diff: {formats.counts(deps)}; no regression")
-    return EXIT_REGRESSED if flagged or broken else EXIT_OK
 
 
 def _sides(args: list[str], base_dir, head_dir, sides: list):
