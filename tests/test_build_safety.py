@@ -161,7 +161,7 @@ def test_the_tree_never_follows_a_link_swapped_in_after_the_check(tmp_path, vict
 def test_every_folder_has_a_manifest_that_sha256sum_accepts(project):
     build(["profiles"])
     manifests = sorted((project / "out").rglob(MANIFEST))
-    assert len(manifests) == 8  # 5 deployments, 3 variants
+    assert len(manifests) == 10  # 7 deployments, 3 variants
     listed = set()
     for m in manifests:
         text = m.read_text()

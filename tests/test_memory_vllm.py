@@ -12,6 +12,7 @@ from vramc.load import schema
 from vramc.memory import vllm_arch as arch
 from vramc.memory.usage import GpuBudget
 from vramc.memory.vllm import check_colocated, estimate_vllm
+from vramc.plan.refusals import rule_code
 from vramc.units import GiB, MiB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,8 @@ def gpu(capacity=RTX_PRO_6000, name="RTX PRO 6000 Blackwell", tenants=0, overhea
 
 
 def codes(est):
-    return [c for c, _ in est.errors]
+    """The rule codes of the estimate's refusals (the memory model names kinds; vramc.plan.refusals maps them)."""
+    return [rule_code(kind) for kind, _ in est.errors]
 
 
 # --- KV page / blocks / tokens, worked by hand -------------------------------------------
@@ -100,7 +102,7 @@ def test_max_model_len_error_with_estimated_length():
     ((code, msg),) = est.errors
     check = est.devices[0].detail["kv_available"] - 4_063_232  # less the null block
     z = check // 4_063_232 * 16  # longest length whose whole blocks fit
-    assert code == "VR331"
+    assert rule_code(code) == "VR331"
     assert msg.startswith(
         "To serve at least one request with the model's max seq len (65536), (15.5 GiB KV cache "
         f"is needed, which is larger than the available KV cache memory ({round(check / GiB, 2)} GiB). "
@@ -125,7 +127,7 @@ def test_start_check_against_free_memory():
         model("mistral-7b-instruct-awq"), [gpu(24 * GiB, "RTX 4090", tenants=2 * GiB)], schema.Settings()
     )
     assert est.resolved["gpu_memory_utilization"] == 0.92
-    ((code, msg),) = [e for e in est.errors if e[0] == "VR330"]
+    ((code, msg),) = [e for e in est.errors if rule_code(e[0]) == "VR330"]
     # free = 24 - 2 tenants - 0.5 own context = 21.5 GiB < ceil(24 GiB x 0.92) = 22.08 GiB
     assert msg == (
         "Free memory on device cuda:0 (21.5/24.0 GiB) on startup is less than desired "
@@ -147,7 +149,7 @@ def test_no_memory_for_cache_blocks():
     )
     assert auto.errors == [
         (
-            "VR332",
+            "vllm-no-kv-memory",
             "Cannot auto-fit max_model_len: not enough GPU memory available "
             "to serve even a single token. Try increasing `gpu_memory_utilization`.",
         )
@@ -157,7 +159,10 @@ def test_no_memory_for_cache_blocks():
 def test_scheduler_and_config_rules():
     m = model("mistral-7b-instruct-awq")
     est = estimate_vllm(m, [gpu()], schema.Settings(max_num_seqs=128, max_num_batched_tokens=64))
-    assert ("VR333", "max_num_batched_tokens (64) must be greater than or equal to max_num_seqs (128).") in est.errors
+    assert (
+        "vllm-scheduler-invalid",
+        "max_num_batched_tokens (64) must be greater than or equal to max_num_seqs (128).",
+    ) in est.errors
     est = estimate_vllm(m, [gpu()], schema.Settings(max_model_len=65536))
     assert codes(est)[0] == "VR334"
     assert "User-specified max_model_len (65536) is greater than the derived" in est.errors[0][1]
@@ -167,7 +172,7 @@ def test_scheduler_and_config_rules():
         schema.Settings(tensor_parallel_size=3),
     )
     assert (
-        "VR337",
+        "vllm-parallel-invalid",
         "Total number of attention heads (56) must be divisible by tensor parallel size (3).",
     ) in est.errors
     est = estimate_vllm(m, [gpu()], schema.Settings(tensor_parallel_size=2))
@@ -238,7 +243,11 @@ def test_seed_two_instances_at_088_fail():
     g, a, b = seed_pair(0.88, 0.88)
     assert a.errors == [] and b.errors == []  # each alone would start
     found = check_colocated([("deepseek", a), ("mistral", b)], [g])
-    assert [(n, c) for n, c, _ in found] == [("deepseek", "VR335"), ("mistral", "VR335"), ("mistral", "VR336")]
+    assert [(n, rule_code(c)) for n, c, _ in found] == [
+        ("deepseek", "VR335"),
+        ("mistral", "VR335"),
+        ("mistral", "VR336"),
+    ]
     assert "0.88 + 0.88 = 1.76" in found[0][2]
     assert found[2][2].startswith("Free memory on device cuda:0 (")
     assert "no start order lets every instance pass" in found[2][2]
@@ -270,10 +279,10 @@ def test_start_order_matters_when_forward_activation_is_released():
             max_num_seqs=128,
         ),
     )
-    assert not [f for f in check_colocated([("big", big), ("small", small)], [g]) if f[1] == "VR336"]
+    assert not [f for f in check_colocated([("big", big), ("small", small)], [g]) if rule_code(f[1]) == "VR336"]
     reverse = check_colocated([("small", small), ("big", big)], [g])
-    ((name, code, msg),) = [f for f in reverse if f[1] == "VR336"]
-    assert (name, code) == ("big", "VR336") and "starting them in the order big, small passes" in msg
+    ((name, code, msg),) = [f for f in reverse if rule_code(f[1]) == "VR336"]
+    assert (name, rule_code(code)) == ("big", "VR336") and "starting them in the order big, small passes" in msg
 
 
 # --- calibration: llm-d H100 measurements, vLLM of late 2025 (util 0.9, graphs not in budget) --

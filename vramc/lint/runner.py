@@ -8,28 +8,7 @@ from typing import Iterator
 from vramc.diagnostics import Diagnostic, Severity
 from vramc.lint.registry import Finding, Rule
 from vramc.lint.rules import load_rules
-
-# Errors the llama.cpp memory model reports in llama.cpp's words, and the rule that documents each.
-ESTIMATE_CODES = {
-    "llama-split-row": "VR311",
-    "llama-quantized-v-needs-fa": "VR305",
-    "llama-kv-types-differ": "VR321",
-    "llama-kv-type-block": "VR321",
-    "llama-override-device": "VR322",
-}
-# The setting each engine error is about, so the diagnostic points at it when the profile sets it.
-ESTIMATE_ANCHORS = {
-    "VR305": "cache_type_v",
-    "VR311": "split_mode",
-    "VR321": "cache_type_v",
-    "VR322": "override_tensor",
-    "VR330": "gpu_memory_utilization",
-    "VR331": "max_model_len",
-    "VR332": "gpu_memory_utilization",
-    "VR333": "max_num_batched_tokens",
-    "VR334": "max_model_len",
-    "VR337": "tensor_parallel_size",
-}
+from vramc.plan import refusals
 
 
 def raised_while_loading(code: str) -> bool:
@@ -79,9 +58,10 @@ def run_plan_rules(plans) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for plan in plans:
         out.extend(plan.diagnostics)
-        for code, message in plan.estimate.errors if plan.estimate else ():
-            r = rules.get(ESTIMATE_CODES.get(code, code)) or rules["VR320"]
-            key = ESTIMATE_ANCHORS.get(r.code)
+        for kind, message in plan.estimate.errors if plan.estimate else ():
+            # an engine refusal's rule (vramc.plan.refusals), the catch-all where it is not registered
+            r = rules.get(refusals.rule_code(kind)) or rules[refusals.UNKNOWN]
+            key = refusals.setting(kind)
             if key and key in plan.dep.settings.model_fields_set:
                 anchor = ("settings", key)
             elif isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw:

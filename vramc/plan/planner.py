@@ -495,11 +495,13 @@ def _plan_vllm(plan: Plan) -> None:
         return
     from vramc.plan import vllm_fit
 
-    from vramc.plan.vllm_nodes import layer_partition
+    from vramc.plan.vllm_nodes import host_names, layer_partition
 
     plan.requested = dep.settings
     if not vllm_fit.asked(dep.settings):
-        plan.estimate = estimate_vllm(model, plan.gpus, dep.settings, layer_partition=layer_partition(dep))
+        plan.estimate = estimate_vllm(
+            model, plan.gpus, dep.settings, layer_partition=layer_partition(dep), hosts=host_names(dep)
+        )
         plan.choice = dep.settings
         _keep_ranks(plan)
     else:

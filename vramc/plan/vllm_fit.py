@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from vramc.plan.refusals import shown_code
 from vramc.units import GiB
 
 VLLM_AUTO_KEYS = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size", "kv_cache_dtype")
@@ -68,7 +69,14 @@ def solo_share(gpus, margins, held: dict[int, int] | None = None) -> float:
     process's CUDA context and what others hold on it (`held`: bytes per hardware GPU index)."""
     held = held or {}
     shares = [
-        (g.capacity_bytes - g.tenants_bytes - g.reserve_bytes - g.overhead_bytes - m - held.get(g.gpu, 0))
+        (
+            g.capacity_bytes
+            - g.tenants_bytes
+            - g.reserve_bytes
+            - g.overhead_bytes
+            - m
+            - (held.get(g.gpu, 0) if g.host is None else 0)  # others on this machine only
+        )
         / g.capacity_bytes
         for g, m in zip(gpus, margins)
     ]
@@ -79,7 +87,8 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
     """Resolve `dep.settings`' vLLM `auto` values. `budgets(tp)` gives the GPUs as the engine
     sees them with that tensor-parallel size (the NCCL overhead depends on it); `util` fixes an
     `auto` utilization that a joint fit decided; `held` is what co-located instances take."""
-    from vramc.memory.vllm import estimate_vllm
+    from vramc.memory.vllm import estimate_vllm, layout
+    from vramc.plan.vllm_nodes import host_names, layer_partition
 
     s = dep.settings
     model = dep.model.obj
@@ -87,14 +96,22 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
     log: list[str] = []
     cfg = model.config
     n = len(budgets(1))
-    if s.tensor_parallel_size == "auto":
-        sizes = [t for t in range(1, n + 1) if cfg.num_attention_heads % t == 0] or [1]
+    pp = s.pipeline_parallel_size or 1
+    split, hosts = layer_partition(dep), host_names(dep)
+    if s.tensor_parallel_size == "auto":  # each pipeline stage takes tensor_parallel_size GPUs
+        sizes = [t for t in range(1, max(1, n // pp) + 1) if cfg.num_attention_heads % t == 0] or [1]
     else:
         sizes = [s.tensor_parallel_size or 1]
     best = None  # (length reached, settings, estimate, gpus)
     for tp in sizes:
         gpus = budgets(tp)
-        ranks, rank_margins = gpus[:tp], margins[:tp]
+        # the GPUs the TP x PP ranks run on (across machines not always the first ones)
+        position = {id(g): i for i, g in enumerate(gpus)}
+        ranks = list(layout(gpus, tp, pp, s.distributed_executor_backend, hosts).ranks)
+        if any(g.host is not None for g in gpus):  # the plan keeps only its ranks' GPUs (and margins)
+            rank_margins = [dep.margin.of(g.capacity_bytes) for g in ranks]
+        else:
+            rank_margins = [margins[position[id(g)]] for g in ranks]
         dtypes = [s.kv_cache_dtype]
         if s.kv_cache_dtype == "auto" and ranks and all(fp8_kv_supported(g.name) for g in ranks):
             dtypes = ["auto", "fp8"]
@@ -109,7 +126,11 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
                     )
                 update["gpu_memory_utilization"] = share if share > 0 else UTIL_STEP
             trial = s.model_copy(update=update)
-            est = _seqs(model, ranks, trial, log) if s.max_num_seqs == "auto" else estimate_vllm(model, ranks, trial)
+            est = (
+                _seqs(model, gpus, trial, log, split, hosts)
+                if s.max_num_seqs == "auto"
+                else estimate_vllm(model, gpus, trial, layer_partition=split, hosts=hosts)
+            )
             trial = (
                 trial.model_copy(update={"max_num_seqs": est.resolved["max_num_seqs"]})
                 if s.max_num_seqs == "auto"
@@ -126,7 +147,7 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
                 + (
                     f": starts, {concurrency(est):.2f} requests at max_model_len {est.resolved['max_model_len']}"
                     if ok
-                    else ": " + ", ".join(sorted({c for c, _ in est.errors}))
+                    else ": " + ", ".join(sorted({shown_code(kind) for kind, _ in est.errors}))
                 )
             )
             if s.max_model_len == "auto":  # pinned to the length vLLM's auto-fit arrives at
@@ -145,17 +166,21 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
     return VllmFit(trial, est, gpus, autos, log)
 
 
-def _seqs(model, ranks, settings, log):
+def _seqs(model, gpus, settings, log, split=None, hosts=()):
     """max_num_seqs = the requests at max_model_len the KV cache holds (at most vLLM's default):
     fewer sequences shrink the sampler's activation peak, so the cache grows; a few rounds."""
     from vramc.memory.vllm import estimate_vllm
 
-    est = estimate_vllm(model, ranks, settings.model_copy(update={"max_num_seqs": None}))
+    est = estimate_vllm(
+        model, gpus, settings.model_copy(update={"max_num_seqs": None}), layer_partition=split, hosts=hosts
+    )
     default = est.resolved["max_num_seqs"]
     best = None
     seqs = max(1, min(default, int(concurrency(est))))
     for _ in range(_SEQ_ROUNDS):
-        trial = estimate_vllm(model, ranks, settings.model_copy(update={"max_num_seqs": seqs}))
+        trial = estimate_vllm(
+            model, gpus, settings.model_copy(update={"max_num_seqs": seqs}), layer_partition=split, hosts=hosts
+        )
         if concurrency(trial) < seqs and best is not None:
             break
         best = trial
@@ -182,7 +207,8 @@ def joint_shares(members, margin_of, adjustable: set[int]) -> dict[int, float]:
     by_gpu: dict[int, list] = {}
     for p in members:
         for d in p.estimate.devices:
-            by_gpu.setdefault(d.gpu, []).append((p, d))
+            if getattr(d, "host", None) is None:  # a deployments file is one machine: its GPUs are here
+                by_gpu.setdefault(d.gpu, []).append((p, d))
     shares: dict[int, float] = {}
     for gpu, here in by_gpu.items():
         autos = [
@@ -194,7 +220,7 @@ def joint_shares(members, margin_of, adjustable: set[int]) -> dict[int, float]:
         ]
         if len(here) < 2 or not autos:
             continue
-        budget = next(g for p, _ in here for g in p.gpus if g.gpu == gpu)
+        budget = next(g for p, _ in here for g in p.gpus if g.gpu == gpu and g.host is None)
         room = (
             budget.capacity_bytes
             - budget.tenants_bytes

@@ -169,14 +169,15 @@ def colocated_start_order(plans):
 
 def _colocated(plans, code: str):
     from vramc.memory.vllm import check_colocated
+    from vramc.plan.refusals import rule_code
 
     vllm = [p for p in plans if p.engine == "vllm" and p.estimate is not None]
     if len(vllm) < 2:
         return
     by_name = {p.dep.label: p for p in vllm}
-    gpus = {g.gpu: g for p in vllm for g in p.gpus}
-    for name, found, message in check_colocated([(p.dep.label, p.estimate) for p in vllm], list(gpus.values())):
-        if found == code:
+    gpus = {g.gpu: g for p in vllm for g in p.gpus if g.host is None}  # this machine's
+    for name, kind, message in check_colocated([(p.dep.label, p.estimate) for p in vllm], list(gpus.values())):
+        if rule_code(kind) == code:
             yield (
                 by_name[name],
                 Finding(

@@ -1,0 +1,416 @@
+"""vLLM pipeline parallelism and vLLM across machines (issue 17): the layer split of
+get_pp_indices, each rank's memory following its stage, the per-worker KV budget, the layout of
+ranks over nodes and the rules vLLM enforces there, the built launch files of every node, and
+hostile input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from build_support import FIXTURE, ROOT, args_file_lines, build, copy_fixture, systemd_root, verify_unit
+from vramc.build.targets.vllm import option_names
+from vramc.lint.check import run_check
+from vramc.load import schema
+from vramc.memory import vllm_arch as arch
+from vramc.memory.usage import GpuBudget
+from vramc.memory.vllm import estimate_vllm, layout
+from vramc.plan.refusals import rule_code
+from vramc.units import GiB, MiB
+
+
+def model(name: str) -> schema.Model:
+    return schema.Model.model_validate(yaml.safe_load((ROOT / "profiles/models" / f"{name}.yaml").read_text()))
+
+
+def gpu(i=0, host=None, capacity=80 * GiB, name="NVIDIA H100 80GB HBM3", overhead=1500 * MiB):
+    return GpuBudget(
+        id=f"CUDA{i}" if host is None else f"{host}:CUDA{i}",
+        name=name,
+        gpu=i,
+        capacity_bytes=capacity,
+        overhead_bytes=overhead,
+        host=host,
+    )
+
+
+def codes(est) -> list[str]:
+    return [rule_code(kind) for kind, _ in est.errors]
+
+
+# a Llama-3-8B-like shape with an awkward layer count (DeepSeek V3's 61)
+SHAPE61 = schema.HFConfig(
+    architecture="LlamaForCausalLM",
+    num_hidden_layers=61,
+    hidden_size=4096,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+    max_position_embeddings=8192,
+)
+
+
+# --- get_pp_indices -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "layers, pp, split",
+    [
+        (61, 4, [15, 15, 16, 15]),  # remainder 1: the second-to-last stage
+        (63, 4, [16, 16, 16, 15]),  # remainder 3: every stage but the last
+        (62, 4, [15, 16, 16, 15]),  # remainder 2: the middle stages
+        (64, 4, [16, 16, 16, 16]),
+        (80, 3, [27, 27, 26]),
+        (28, 1, [28]),
+        (3, 4, [1, 1, 1, 0]),  # more stages than layers: the last gets none
+        (2, 4, [0, 1, 1, 0]),
+    ],
+)
+def test_layer_split_is_get_pp_indices(layers, pp, split):
+    got = arch.pp_partition(layers, pp)
+    assert got == split and sum(got) == layers
+    # vLLM's own algorithm, written out as in vllm/distributed/utils.py
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    assert got == parts
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("15,16,15,15", None),
+        ("15, 16,15 ,15", None),  # int() takes the spaces, as vLLM's does
+        ("15;16;15;15", "Invalid partition string: 15;16;15;15"),
+        ("", "Invalid partition string: "),
+        ("15,16,30", "len(partitions)=3 does not match pp_size=4."),
+        ("15,15,15,15", "sum(partitions)=60 does not match num_hidden_layers=61."),
+    ],
+)
+def test_vllm_pp_layer_partition(value, message):
+    if message is None:
+        assert arch.pp_partition(61, 4, value) == [15, 16, 15, 15]
+    else:
+        with pytest.raises(ValueError) as e:
+            arch.pp_partition(61, 4, value)
+        assert str(e.value) == message
+
+
+# --- each rank's memory follows its stage ---------------------------------------------------------
+def test_stage_weights_from_weights_size_by_hand():
+    m = model("qwen2.5-coder-32b-instruct-awq")  # 19.33 GB, 64 layers, H 5120, vocab 152064, untied
+    table = 152064 * 5120 * 2  # one fp16 embedding matrix (152064 is a multiple of 64)
+    per_layer = (19_330_000_000 - 2 * table - 5120 * 2) / 64
+    w = arch.stage_weights(m, 2, 2, [32, 32])
+    assert w[0] == int((32 * per_layer + table) / 2)  # layers 0-31 and the embedding, halved by TP
+    assert w[1] == int((32 * per_layer + table + 5120 * 2) / 2)  # lm_head and the final norm
+    assert abs(sum(w) * 2 - 19_330_000_000) <= 4
+    assert arch.stage_weights(m, 2, 2, [64]) == [arch.weights_per_gpu(m, 2, 2)]  # one stage: as before
+
+
+def test_stage_weights_from_the_config_by_hand():
+    m = schema.Model(hf="x", config=SHAPE61)
+    H, I, V = 4096, 14336, 128256  # noqa: E741
+    layer = H * (4096 + 2 * 1024) + 4096 * H + 3 * H * I  # q, k, v, o, gate, up, down
+    table = V * H * 2
+    w = arch.stage_weights(m, 1, 2, [15, 15, 16, 15])
+    assert w[0] == 15 * layer * 2 + table + 2 * 15 * H * 2
+    assert w[1] == 15 * layer * 2 + 2 * 15 * H * 2
+    assert w[2] == 16 * layer * 2 + 2 * 16 * H * 2
+    assert w[3] == 15 * layer * 2 + table + 2 * 15 * H * 2 + H * 2  # lm_head + final norm
+    assert sum(w) == arch.weights_per_gpu(m, 1, 2)  # the same model, cut in four
+    tied = schema.Model(hf="x", config=SHAPE61.model_copy(update={"tie_word_embeddings": True}))
+    wt = arch.stage_weights(tied, 1, 2, [15, 15, 16, 15])
+    # tied: the last stage builds the embedding too (LlamaModel: embed_tokens on the last rank when tied)
+    assert wt[3] == w[3] and sum(wt) == arch.weights_per_gpu(tied, 1, 2) + table
+
+
+def test_each_rank_holds_its_stage_and_the_smallest_worker_sets_num_blocks():
+    m = schema.Model(hf="x", config=SHAPE61, weights_size="16GiB")
+    s = schema.Settings(pipeline_parallel_size=4, max_model_len=8192, max_num_seqs=64, max_num_batched_tokens=2048)
+    est = estimate_vllm(m, [gpu(i) for i in range(4)], s)
+    assert est.errors == []
+    page = 16 * 8 * 256 * 2  # block x KV heads x (K + V head size) x fp16 = 65 536 B per layer
+    per_block = [d.detail["kv_bytes_per_block"] for d in est.devices]
+    assert per_block == [n * page for n in (15, 15, 16, 15)]
+    avail = [d.detail["kv_available"] for d in est.devices]
+    blocks = min(a // b for a, b in zip(avail, per_block))  # get_kv_cache_configs: the smallest worker's
+    assert all(d.detail["kv_blocks"] == blocks for d in est.devices)
+    assert [d.kv_bytes for d in est.devices] == [blocks * b for b in per_block]
+    assert [(d.layers, d.n_layers, d.output) for d in est.devices] == [
+        ((0, 14), 15, False),
+        ((15, 29), 15, False),
+        ((30, 45), 16, False),
+        ((46, 60), 15, True),
+    ]
+    # the sampler runs on the last stage only; the others keep the received hidden states and residual
+    act = [d.detail for d in est.devices]
+    T, H = 2048, 4096
+    assert act[0]["activation_sampler"] == 0 and act[0]["activation_intermediate"] == 0
+    assert act[0]["activation"] == act[0]["activation_forward"] + T * H * 2
+    assert act[1]["activation"] == act[1]["activation_forward"] + T * H * 2 + 2 * T * H * 2
+    assert act[3]["activation_sampler"] == int(38.3 * 64 * 128256)
+    assert act[3]["activation"] == max(act[3]["activation_forward"], act[3]["activation_sampler"]) + 3 * T * H * 2
+    assert est.resolved["pipeline_parallel_size"] == 4 and est.resolved["pp_layer_partition"] == "15,15,16,15"
+    assert est.host.weights_bytes == 0
+
+
+def test_one_stage_estimates_are_unchanged():
+    m = model("qwen2.5-7b-instruct")
+    for settings in (schema.Settings(max_model_len=8192), schema.Settings(tensor_parallel_size=2, max_model_len=8192)):
+        a = estimate_vllm(m, [gpu(0), gpu(1)], settings)
+        b = estimate_vllm(m, [gpu(0), gpu(1)], settings.model_copy(update={"pipeline_parallel_size": 1}))
+        assert a.resolved == b.resolved and [d.detail for d in a.devices] == [d.detail for d in b.devices]
+        assert "pipeline_parallel_size" not in a.resolved and "rank" not in a.devices[0].detail
+        assert all(d.layers is None for d in a.devices)
+
+
+def test_a_worker_that_cannot_hold_one_request_stops_vllm_with_its_own_figures():
+    m = schema.Model(hf="x", config=SHAPE61, weights_size="16GiB")
+    small = gpu(1, capacity=12 * GiB, name="RTX 3060", overhead=600 * MiB)
+    s = schema.Settings(pipeline_parallel_size=2, max_model_len=8192, gpu_memory_utilization=0.8, max_num_seqs=8)
+    est = estimate_vllm(m, [gpu(0), small], s)  # stage 0 on an 80 GiB card is fine; stage 1 is not
+    d1 = est.devices[1].detail
+    assert arch.pp_partition(61, 2) == [31, 30] and d1["kv_bytes_per_block"] == 30 * 65536
+    need = 512 * 30 * 65536  # cdiv(8192, 16) blocks of stage 1's 30 layers: 0.94 GiB
+    check = d1["kv_available"] - d1["kv_bytes_per_block"]  # less the null block
+    assert codes(est) == ["VR331"] and 0 < check < need
+    assert f"({round(need / GiB, 2)} GiB KV cache is needed" in est.errors[0][1]
+    assert f"available KV cache memory ({round(check / GiB, 2)} GiB)" in est.errors[0][1]
+    assert f"estimated maximum model length is {check // (30 * 65536) * 16}." in est.errors[0][1]
+    assert codes(estimate_vllm(m, [gpu(0), small], s.model_copy(update={"gpu_memory_utilization": 0.75}))) == ["VR332"]
+    # auto-fit takes the shortest worker's length (_auto_fit_max_model_len)
+    auto = estimate_vllm(m, [gpu(0), small], s.model_copy(update={"max_model_len": "auto"}))
+    assert auto.errors == [] and auto.resolved["max_model_len"] == check // (30 * 65536) * 16
+
+
+def test_single_machine_world_size_is_tp_times_pp():
+    est = estimate_vllm(
+        model("mistral-7b-instruct-awq"),
+        [gpu(0), gpu(1)],
+        schema.Settings(tensor_parallel_size=2, pipeline_parallel_size=2),
+    )
+    assert codes(est) == ["VR337"]
+    assert "World size (4) is larger than the number of available GPUs (2) in this node" in est.errors[0][1]
+
+
+# --- ranks over nodes ------------------------------------------------------------------------------
+def test_mp_puts_world_size_over_nnodes_workers_on_every_node():
+    gpus = [gpu(0), gpu(1), gpu(2), gpu(0, "n2"), gpu(1, "n2"), gpu(2, "n2")]
+    lay = layout(gpus, 2, 2, None)
+    assert (lay.backend, lay.nnodes, lay.local_world_size) == ("mp", 2, 2)
+    assert [g.id for g in lay.ranks] == ["CUDA0", "CUDA1", "n2:CUDA0", "n2:CUDA1"]  # a third GPU each stays idle
+    ray = layout(gpus, 2, 2, "ray")
+    assert [g.id for g in ray.ranks] == ["CUDA0", "CUDA1", "CUDA2", "n2:CUDA0"]  # this machine's first
+
+
+def test_node_rules():
+    m = model("mistral-7b-instruct-awq")
+    s = schema.Settings(tensor_parallel_size=2, pipeline_parallel_size=2, max_model_len=8192)
+    three = [gpu(0), gpu(1), gpu(0, "b"), gpu(1, "b"), gpu(0, "c"), gpu(1, "c")]
+    est = estimate_vllm(m, three, s)
+    assert codes(est) == ["VR372"]
+    assert est.errors[0][1].startswith("global world_size (4) must be divisible by nnodes_within_dp (3).")
+    short = estimate_vllm(m, [gpu(0), gpu(1), gpu(0, "b")], s)
+    assert codes(short) == ["VR373"] and short.errors[0][1].startswith("b has 1 GPU for vLLM's 2 workers per node")
+    ray = estimate_vllm(m, [gpu(0), gpu(1), gpu(0, "b")], s.model_copy(update={"distributed_executor_backend": "ray"}))
+    assert codes(ray) == ["VR372"] and "the Ray cluster has 3 GPUs (this machine 2, b 1)" in ray.errors[0][1]
+    ok = estimate_vllm(m, [gpu(0), gpu(1), gpu(0, "b"), gpu(1, "b")], s)
+    assert ok.errors == [] and (ok.resolved["nnodes"], ok.resolved["distributed_executor_backend"]) == (2, "mp")
+    assert [
+        (d.detail["rank"], d.detail["pp_rank"], d.detail["tp_rank"], d.detail["node_rank"]) for d in ok.devices
+    ] == [
+        (0, 0, 0, 0),
+        (1, 0, 1, 0),
+        (2, 1, 0, 1),
+        (3, 1, 1, 1),
+    ]
+    # vLLM's start check names the device as that node numbers it
+    tenant = GpuBudget("b:CUDA1", "H100", 1, 80 * GiB, tenants_bytes=20 * GiB, overhead_bytes=1500 * MiB, host="b")
+    busy = estimate_vllm(m, [gpu(0), gpu(1), gpu(0, "b"), tenant], s)
+    assert codes(busy) == ["VR330"] and busy.errors[0][1].startswith("Free memory on device cuda:1 ")
+    assert busy.errors[0][1].endswith("(on b)")
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+def test_shipped_two_node_plan_and_json():
+    path = ROOT / "profiles" / "vllm-two-nodes.yaml"
+    result = run_check([path])
+    assert [d for d in result.diagnostics if d.severity.name in ("ERROR", "WARNING")] == []
+    (plan,) = result.plans
+    assert [(g.id, g.host) for g in plan.gpus] == [
+        ("CUDA0", None),
+        ("CUDA1", None),
+        ("node2:CUDA0", "node2"),
+        ("node2:CUDA1", "node2"),
+    ]
+    assert plan.cuda_visible_devices() == "0,1"  # this machine's only
+    from vramc.plan.view import plan_record, plan_text
+
+    rec = json.loads(json.dumps(plan_record(plan)))
+    assert rec["settings"]["pipeline_parallel_size"] == 2 and rec["settings"]["nnodes"] == 2
+    assert [(d["layers"], d["output"], d.get("host")) for d in rec["devices"]] == [
+        ([0, 31], False, None),
+        ([0, 31], False, None),
+        ([32, 63], True, "node2"),
+        ([32, 63], True, "node2"),
+    ]
+    text = plan_text(plan)
+    assert "pipeline_parallel_size=2" in text and "32-63 (32)" in text and "stage 0: 32, stage 1: 32" in text
+    assert "--rpc" not in text
+
+
+# --- the build ---------------------------------------------------------------------------------------
+def test_shipped_two_node_build_mp(tmp_path, monkeypatch):
+    project = tmp_path / "p"
+    shutil.copytree(ROOT / "profiles", project / "profiles")
+    monkeypatch.chdir(project)
+    assert build(["profiles/vllm-two-nodes.yaml"]) == 0
+    out = project / "out" / "vllm-two-nodes"
+    head = args_file_lines(out / "vllm.args")
+    worker = args_file_lines(out / "hosts" / "node2" / "vllm.args")
+    for args in (head, worker):
+        flags = {a for a in args if a.startswith("--")}
+        assert flags <= option_names(), flags - option_names()
+        assert args[args.index("--tensor-parallel-size") + 1] == "2"
+        assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+        assert args[args.index("--nnodes") + 1] == "2" and args[args.index("--master-addr") + 1] == "10.0.0.1"
+    assert head[head.index("--node-rank") + 1] == "0" and "--headless" not in head
+    assert worker[worker.index("--node-rank") + 1] == "1" and worker[-1] == "--headless"
+    # the worker starts the same engine as node rank 1, without the API server
+    rank = head.index("--node-rank") + 1
+    assert worker == head[:rank] + ["1"] + head[rank + 1 :] + ["--headless"]
+    config = yaml.safe_load((out / "hosts" / "node2" / "vllm.yaml").read_text())
+    assert (config["node-rank"], config["headless"], config["pipeline-parallel-size"]) == (1, True, 2)
+    script = (out / "hosts" / "node2" / "launch.sh").read_text()
+    assert "export VLLM_HOST_IP=10.0.0.2\n" in script and "export NCCL_SOCKET_IFNAME=eth0\n" in script
+    assert "export GLOO_SOCKET_IFNAME=eth0\n" in script and 'cd "$(dirname "$0")"/../../../..\n' in script
+    # the worker's script runs from the project root it finds four folders up, and parses
+    proc = subprocess.run(["sh", "-n", str(out / "hosts" / "node2" / "launch.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "hosts" / "node2" / "launch.sh").stat().st_mode & 0o111
+    # and --check agrees
+    assert build(["profiles/vllm-two-nodes.yaml"], check_only=True) == 0
+
+
+def test_ray_build_golden_and_units(tmp_path):
+    out = FIXTURE / "out" / "qwen-ray"
+    head = (out / "launch.sh").read_text()
+    assert "ray start --head --port=6379 --node-ip-address=10.0.0.1 --num-gpus=1\n" in head.replace(
+        '"${RAY:-ray}" ', "ray "
+    )
+    args = args_file_lines(out / "vllm.args")
+    assert args[args.index("--distributed-executor-backend") + 1] == "ray" and "--nnodes" not in args
+    assert args[args.index("--pipeline-parallel-size") + 1] == "3"
+    b = (out / "hosts" / "box-b" / "launch.sh").read_text()
+    # box-b serves only its second GPU, named by UUID; its Ray worker offers that one GPU
+    assert "export CUDA_VISIBLE_DEVICES=GPU-8f3c9d2a-1b4e-4c7a-9e21-55aa0c3d7e19\n" in b
+    assert '"${RAY:-ray}" start --address=10.0.0.1:6379 --node-ip-address=10.0.0.2 --block --num-gpus=1\n' in b
+    assert "export VLLM_PP_LAYER_PARTITION=8,10,10\n" in head and "export VLLM_PP_LAYER_PARTITION=8,10,10\n" in b
+    assert not (out / "hosts" / "box-b" / "vllm.args").exists()  # a Ray worker runs no vllm
+    unit = (out / "vramc-qwen-ray.service").read_text()
+    assert "ExecStartPre=ray start --head --port=6379" in unit and "ExecStopPost=ray stop" in unit
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze")
+    root = systemd_root(tmp_path / "root")
+    ray = root / "usr" / "local" / "bin" / "ray"
+    ray.write_text("#!/bin/sh\n")
+    ray.chmod(0o755)
+    for path in [out / "vramc-qwen-ray.service", *sorted((out / "hosts").rglob("*.service"))]:
+        assert verify_unit(root, path.name, path.read_text()) == "", path
+
+
+def test_two_node_units_verify(tmp_path, monkeypatch):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze")
+    out = ROOT / "out" / "vllm-two-nodes"
+    root = systemd_root(tmp_path / "root")
+    for path in (out / "vramc-vllm-two-nodes.service", out / "hosts" / "node2" / "vramc-vllm-two-nodes.service"):
+        assert verify_unit(root, path.name, path.read_text()) == "", path
+
+
+# --- hostile input --------------------------------------------------------------------------------
+HOSTILE = textwrap.dedent("""\
+    name: hostile
+    hardware:
+      address: 10.0.0.1
+      network: {trusted: true, interface: eth0}
+      gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]
+      hosts:
+        - {name: node2, address: 10.0.0.2, gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]}
+    model: MODEL
+    engine: vllm
+    hosts: [node2]
+    """)
+
+
+@pytest.mark.parametrize(
+    "extra, code, words",
+    [
+        ("settings: {distributed_executor_backend: slurm}\n", "VR101", "distributed_executor_backend"),
+        ("settings: {distributed_executor_backend: true}\n", "VR101", "distributed_executor_backend"),
+        ("settings: {pipeline_parallel_size: 0}\n", "VR101", "pipeline_parallel_size"),
+        ("settings: {pipeline_parallel_size: -2}\n", "VR101", "pipeline_parallel_size"),
+        ("settings: {pipeline_parallel_size: 1000}\n", "VR101", "pipeline_parallel_size"),
+        ("settings: {pipeline_parallel_size: 2.5}\n", "VR101", "pipeline_parallel_size"),
+        ("settings: {pipeline_parallel_size: true}\n", "VR101", "pipeline_parallel_size"),
+        ("settings: {master_port: 70000}\n", "VR101", "master_port"),
+        ("settings: {master_port: '29501; rm -rf /'}\n", "VR101", "master_port"),
+        ("settings: {pipeline_parallel_size: 64, tensor_parallel_size: 1}\n", "VR370", "larger than the model"),
+        ("env: {VLLM_PP_LAYER_PARTITION: '$(reboot)'}\nsettings: {pipeline_parallel_size: 2}\n", "VR371", "Invalid"),
+        ("env: {VLLM_PP_LAYER_PARTITION: '40,-8'}\nsettings: {pipeline_parallel_size: 2}\n", "VR371", "negative"),
+        ("env: {VLLM_PP_LAYER_PARTITION: '32,0'}\nsettings: {pipeline_parallel_size: 2}\n", "VR370", "no layers"),
+        ("settings: {tensor_parallel_size: 3, pipeline_parallel_size: 1}\n", "VR337", "divisible"),
+    ],
+)
+def test_hostile_settings_are_clear_diagnostics(tmp_path, extra, code, words):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml")) + extra)
+    found = [d for d in run_check([path]).diagnostics if d.code == code]
+    assert found and words in found[0].message and found[0].line > 0, [
+        (d.code, d.message) for d in run_check([path]).diagnostics
+    ]
+    proc = subprocess.run([sys.executable, "-m", "vramc", "check", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_hosts_with_mismatched_gpu_counts(tmp_path):
+    path = tmp_path / "mismatch.yaml"
+    text = HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+    text = text.replace("hosts: [node2]", "hosts: [{host: node2, gpus: [1]}]")
+    path.write_text(text + "settings: {tensor_parallel_size: 2, pipeline_parallel_size: 2}\n")
+    diags = run_check([path]).diagnostics
+    assert [d.code for d in diags if d.severity.name == "ERROR"] == ["VR373"]
+    # with Ray the same 3 GPUs are one too few for 4 workers
+    path.write_text(
+        text + "settings: {tensor_parallel_size: 2, pipeline_parallel_size: 2, distributed_executor_backend: ray}\n"
+    )
+    assert [d.code for d in run_check([path]).diagnostics if d.severity.name == "ERROR"] == ["VR372"]
+    # three GPUs, TP 1 x PP 3 over them: Ray places them; mp cannot split 3 workers over 2 nodes
+    path.write_text(text + "settings: {pipeline_parallel_size: 3, distributed_executor_backend: ray}\n")
+    assert [d for d in run_check([path]).diagnostics if d.severity.name == "ERROR"] == []
+    path.write_text(text + "settings: {pipeline_parallel_size: 3}\n")
+    assert [d.code for d in run_check([path]).diagnostics if d.severity.name == "ERROR"] == ["VR372"]
+    # a host whose entry gives it no GPU is still a node: vLLM would start its share of workers there
+    path.write_text(
+        text.replace("hosts: [{host: node2, gpus: [1]}]", "hosts: [{host: node2, gpus: []}]")
+        + "settings: {pipeline_parallel_size: 2}\n"
+    )
+    found = [d for d in run_check([path]).diagnostics if d.severity.name == "ERROR"]
+    assert [d.code for d in found] == ["VR373"] and found[0].message.split(": ", 1)[1].startswith("node2 has 0 GPUs")
+
+
+def test_build_refuses_a_deployment_without_the_head_address(tmp_path, monkeypatch, capsys):
+    project = copy_fixture(tmp_path / "p")
+    (project / "profiles" / "vllm-ray.yaml").write_text(
+        (FIXTURE / "profiles" / "vllm-ray.yaml").read_text().replace("  address: 10.0.0.1\n", "")
+    )
+    monkeypatch.chdir(project)
+    assert build(["profiles/vllm-ray.yaml"]) == 1
+    assert "not built: qwen-ray fails check (VR416)" in capsys.readouterr().err
+    assert not (project / "out" / "qwen-ray").exists()
