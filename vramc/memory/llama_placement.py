@@ -9,6 +9,7 @@ tensors, tensor overrides, duplicated tensors), ggml-alloc.c
 
 from __future__ import annotations
 
+import operator
 import re
 import struct
 from bisect import bisect_right
@@ -162,6 +163,45 @@ def _override_target(name: str, overrides, device_ids: dict[str, int]) -> int | 
     return None
 
 
+class _Table:
+    """Each tensor's role and its padded size under each buffer type, read once per model: the fit
+    solver and `vramc check` place one model many times. Checked against the model on every use."""
+
+    def __init__(self, meta: ModelMeta):
+        self.meta = meta
+        self.tensors = tuple(meta.tensors)
+        self.roles = [_tensor_role(t.name, meta.architecture) for t in self.tensors]
+        self.has_output = any(t.name == "output.weight" for t in self.tensors)
+        self._sizes: dict[BufferRules, list[int]] = {}
+
+    def holds(self, meta: ModelMeta) -> bool:
+        ts = meta.tensors
+        return (
+            self.meta is meta
+            and self.meta.architecture == meta.architecture
+            and len(ts) == len(self.tensors)
+            and all(map(operator.is_, ts, self.tensors))
+        )
+
+    def sizes(self, r: BufferRules) -> list[int]:
+        s = self._sizes.get(r)
+        if s is None:
+            s = self._sizes[r] = [r.padded(r.alloc_size(t)) for t in self.tensors]
+        return s
+
+
+_TABLES: dict[int, _Table] = {}
+
+
+def _table(meta: ModelMeta) -> _Table:
+    t = _TABLES.get(id(meta))
+    if t is None or not t.holds(meta):
+        if len(_TABLES) >= 16:
+            del _TABLES[next(iter(_TABLES))]
+        t = _TABLES[id(meta)] = _Table(meta)
+    return t
+
+
 def place_model(
     meta: ModelMeta,
     gpus: list[GpuBudget],
@@ -183,22 +223,23 @@ def place_model(
 
     weights: dict[int, int] = {HOST: 0, **{d: 0 for d in devices}}
     tensor_dev: dict[str, list[int]] = {}
+    table = _table(meta)
+    sizes = {d: table.sizes(r) for d, r in rules.items()}
 
-    def put(t: Tensor, dev: int) -> None:
-        r = rules[dev] if dev in rules else buffer_rules(backend_kind(gpus[dev]))
-        weights[dev] = weights.get(dev, 0) + r.padded(r.alloc_size(t))
+    def put(i: int, t: Tensor, dev: int) -> None:
+        s = sizes[dev] if dev in sizes else table.sizes(buffer_rules(backend_kind(gpus[dev])))
+        weights[dev] = weights.get(dev, 0) + s[i]
         tensor_dev.setdefault(t.name, []).append(dev)
 
-    has_output = meta.tensor("output.weight") is not None
-    for t in meta.tensors:
-        role, il = _tensor_role(t.name, meta.architecture)
+    has_output = table.has_output
+    for i, (t, (role, il)) in enumerate(zip(table.tensors, table.roles)):
         if role == "unused" or (role == "layer" and il >= n_layer):
             continue  # MTP/NextN blocks are TENSOR_SKIP unless a draft context loads them
-        ov = _override_target(t.name, overrides, device_ids)
+        ov = _override_target(t.name, overrides, device_ids) if overrides else None
         if role == "dup":
             # one copy per buffer type that holds a trunk layer (TENSOR_DUPLICATED for i != 0)
-            for dev in dict.fromkeys(ov if ov is not None else layer_dev[i] for i in range(n_layer)):
-                put(t, dev)
+            for dev in dict.fromkeys(ov if ov is not None else layer_dev[k] for k in range(n_layer)):
+                put(i, t, dev)
             continue
         if ov is not None:
             dev = ov
@@ -208,11 +249,11 @@ def place_model(
             dev = HOST
         else:
             dev = out_dev
-        put(t, dev)
+        put(i, t, dev)
         if role == "input" and t.name == "token_embd.weight" and not has_output and out_dev != HOST:
             # tied embeddings: the output layer loads token_embd again (TENSOR_DUPLICATED) into
             # the output device's buffer type
-            put(t, out_dev)
+            put(i, t, out_dev)
 
     return Placement(
         devices=devices,
