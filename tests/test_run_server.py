@@ -26,6 +26,7 @@ pytestmark = pytest.mark.engine
 
 MAX_BODY = 64 * 1024
 QUEUE = 2
+BODY_TIMEOUT = 2
 USER = [{"role": "user", "content": "Hi"}]
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -44,7 +45,16 @@ def project(tmp_path_factory) -> Path:
 def server(project, tmp_path_factory):
     logs = tmp_path_factory.mktemp("server")
     proc, url = start_server(
-        project, logs, "--queue", str(QUEUE), "--max-body", "64KiB", "--allow-host", "proxy.example"
+        project,
+        logs,
+        "--queue",
+        str(QUEUE),
+        "--max-body",
+        "64KiB",
+        "--allow-host",
+        "proxy.example",
+        "--body-timeout",
+        str(BODY_TIMEOUT),
     )
     try:
         yield url
@@ -375,6 +385,27 @@ def test_content_length_shorter_than_the_body(server):
     assert health(server)["status"] == "ok"
 
 
+def test_body_that_trickles_in_times_out(server):
+    """Headers, then part of the body and nothing more: 408 once --body-timeout has passed (the
+    connection closed), not a connection held for as long as the client likes; the model untouched."""
+    before = health(server)["admitted"]
+    t0 = time.monotonic()
+    status, data = raw_request(
+        server,
+        f"POST {CHAT} HTTP/1.1\nHost: 127.0.0.1:{port_of(server)}\n"
+        "Content-Type: application/json\nContent-Length: 100\n",
+        b'{"messages": [',
+        timeout=BODY_TIMEOUT + 20,
+    )
+    took = time.monotonic() - t0
+    assert status == 408, data[:300]
+    assert BODY_TIMEOUT - 0.5 <= took < BODY_TIMEOUT + 10, took
+    assert b"connection: close" in data.lower()
+    error = json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "request_timeout" and "--body-timeout" in error["message"]
+    assert health(server)["admitted"] == before
+
+
 # --- 3. the queue ------------------------------------------------------------------------------
 
 
@@ -521,6 +552,9 @@ def test_host_checked_before_the_api_key(project, tmp_path):
         (["--max-body", "lots"], "cannot read"),
         (["--max-body", "10B"], "at least 1KiB"),
         (["--queue", "-1"], "0 or more"),
+        (["--body-timeout", "0"], "--body-timeout"),
+        (["--body-timeout", "1e9"], "at most 3600"),
+        (["--body-timeout", "nan"], "--body-timeout"),
         (["--allow-host", "http://evil/"], "--allow-host"),
         (["--allow-host", "a b"], "--allow-host"),
         (["--allow-host", "x:70000"], "--allow-host"),

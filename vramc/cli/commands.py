@@ -420,6 +420,9 @@ def run(
     ),
     max_body: str = typer.Option("1MiB", "--max-body", help="Largest request body the server reads (413 beyond)."),
     queue: int = typer.Option(8, "--queue", help="Requests that may wait while one runs (503 beyond)."),
+    body_timeout: float = typer.Option(
+        30.0, "--body-timeout", help="Seconds a client may take to send a request's body (408 beyond)."
+    ),
     allow_host: Optional[List[str]] = typer.Option(
         None, "--allow-host", help="Also accept this Host header name (repeatable; * for any)."
     ),
@@ -444,6 +447,7 @@ def run(
             max_body=max_body,
             queue=queue,
             allow_hosts=allow_host or [],
+            body_timeout=body_timeout,
         )
     )
 

@@ -92,6 +92,7 @@ class Options:
     max_body: str = "1MiB"
     queue: int = 8
     allow_hosts: tuple[str, ...] = ()
+    body_timeout: float = 30.0
 
 
 def cli_run(
@@ -110,6 +111,7 @@ def cli_run(
     max_body: str = "1MiB",
     queue: int = 8,
     allow_hosts: list[str] | tuple[str, ...] = (),
+    body_timeout: float = 30.0,
 ) -> int:
     opts = Options(
         name,
@@ -125,6 +127,7 @@ def cli_run(
         max_body,
         queue,
         tuple(allow_hosts),
+        body_timeout,
     )
     try:
         return _run(console, opts)
@@ -216,6 +219,8 @@ def server_option_problem(opts: Options) -> str | None:
         max_body_bytes(opts.max_body)
     except ValueError as e:
         return f"--max-body {opts.max_body!r}: {e}"
+    if not 0 < opts.body_timeout <= 3600:
+        return f"--body-timeout {opts.body_timeout:g}: seconds a client may take to send a request's body; more than 0, at most 3600"
     if opts.queue < 0:
         return f"--queue {opts.queue}: how many requests may wait while one runs; 0 or more"
     for name in opts.allow_hosts:
@@ -500,6 +505,7 @@ def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> int:
         allow_hosts=list(opts.allow_hosts),
         max_body=max_body_bytes(opts.max_body),
         queue=opts.queue,
+        body_timeout=opts.body_timeout,
     )
     url = url_of(sock)
     auth = "API key required" if api_keys else "no API key"

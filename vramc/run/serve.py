@@ -21,7 +21,8 @@ In front of the routes, outermost first (pure ASGI, so streamed answers pass thr
   does not cover FastAPI's /docs and /openapi.json, nor /health), else 401.
 * RequestGuard, for POST to a route: `Content-Type: application/json` (415: a web page can send
   text/plain or form bodies cross-origin without a CORS preflight), the body within --max-body
-  (413, counted as it arrives, so a missing or lying Content-Length does not get past it), valid
+  (413, counted as it arrives, so a missing or lying Content-Length does not get past it) and
+  within --body-timeout seconds of the headers (408: a client trickling its body ties up nothing), valid
   JSON holding an object, and for the two completion routes the checks of `check_chat` and
   `check_completion` (400): llama-cpp-python accepts, and answers 200 to, requests OpenAI refuses
   (no messages, max_tokens 0 generating to the end of the context, n: 5 answered with one choice);
@@ -39,6 +40,7 @@ answers.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import ipaddress
@@ -49,6 +51,7 @@ import socket
 import time
 
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds for a request's whole body, once its headers are in
 DEFAULT_QUEUE = 8
 CHAT_PATHS = frozenset({"/v1/chat/completions"})
 COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/engines/copilot-codex/completions"})
@@ -503,8 +506,10 @@ class RequestGuard:
         max_body: int,
         embeddings: bool = True,
         model_checks: ModelChecks | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.post_paths = post_paths
         self.max_body = max_body
         self.embeddings = embeddings
@@ -571,9 +576,20 @@ class RequestGuard:
                 raise self._too_large()
 
     async def _read_body(self, receive) -> bytes:
+        # One deadline for the whole body, not per chunk: a client trickling a byte a second would
+        # otherwise hold its connection (and a uvicorn task) for as long as it likes.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    408,
+                    f"The request body did not arrive within {self.body_timeout:g} s (vramc run --body-timeout).",
+                    code="request_timeout",
+                ) from None
             if message["type"] == "http.disconnect":
                 raise ApiError(400, "Client closed request")
             chunk = message.get("body", b"")
@@ -887,6 +903,7 @@ def build_app(
     allow_hosts: list[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     queue: int = DEFAULT_QUEUE,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ):
     import llama_cpp
     import llama_cpp.server.app as server_app
@@ -951,6 +968,7 @@ def build_app(
         max_body=max_body,
         embeddings=bool(getattr(getattr(llm, "context_params", None), "embeddings", False)),
         model_checks=ModelChecks(llm),
+        body_timeout=body_timeout,
     )
     if api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=api_keys)
