@@ -116,7 +116,7 @@ def order_line(devices) -> str:
 
 def unknown_ram(plan) -> list:
     """VR361: a host whose CPU serves the deployment has no host_ram, its device's capacity."""
-    from vramc.diagnostics import Diagnostic, Severity
+    from vramc.lint.codes import diagnostic
 
     dep = plan.dep
     hw = dep.hardware.obj
@@ -127,9 +127,8 @@ def unknown_ram(plan) -> list:
         j = [h.name for h in hw.hosts].index(span.name)
         where = ("hosts", j)
         out.append(
-            Diagnostic(
+            diagnostic(
                 "VR361",
-                Severity.ERROR,
                 f"host {span.name} serves its CPU to {dep.label} but its host_ram is not given: its rpc-server "
                 "allocates its share there",
                 dep.hardware.file,

@@ -82,27 +82,6 @@ def rpc_host_ram(plan: Plan):
         )
 
 
-@rule("VR361", "rpc-host-ram-unknown", Severity.ERROR, "estimate")
-def _vr361():
-    """A host whose CPU serves the deployment (an rpc-server with no GPU) has no `host_ram`.
-
-    Such an rpc-server allocates its share in the host's RAM, which is its device's capacity: the
-    plan cannot say whether it fits without it. The deployment is not planned.
-
-    Bad:
-        hardware:
-          gpus: [{name: RTX 4090, vram: 24GiB}]
-          hosts: [{name: cpu-box, address: 127.0.0.1}]
-        hosts: [cpu-box]
-
-    Good:
-        hardware:
-          gpus: [{name: RTX 4090, vram: 24GiB}]
-          hosts: [{name: cpu-box, address: 127.0.0.1, host_ram: 64GiB}]
-        hosts: [cpu-box]
-    """
-
-
 LOOPBACK = ("localhost", "ip6-localhost")
 
 

@@ -494,3 +494,25 @@ def _vr203():
           tensors:
             token_embd.weight: [q8_0, 4096, 128256]
     """
+
+
+# raised by the planner (vramc.plan.rpc.unknown_ram), so declared here, where vramc.lint.codes finds it
+@rule("VR361", "rpc-host-ram-unknown", Severity.ERROR, "estimate")
+def _vr361():
+    """A host whose CPU serves the deployment (an rpc-server with no GPU) has no `host_ram`.
+
+    Such an rpc-server allocates its share in the host's RAM, which is its device's capacity: the
+    plan cannot say whether it fits without it. The deployment is not planned.
+
+    Bad:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts: [{name: cpu-box, address: 127.0.0.1}]
+        hosts: [cpu-box]
+
+    Good:
+        hardware:
+          gpus: [{name: RTX 4090, vram: 24GiB}]
+          hosts: [{name: cpu-box, address: 127.0.0.1, host_ram: 64GiB}]
+        hosts: [cpu-box]
+    """
