@@ -350,9 +350,10 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
     lines.append(fmt(header) + "   (MiB)")
     lines.extend(fmt(r) for r in rows)
     lines.append("")
+    id_width = max([6] + [len(d.id) for d in est.devices])  # a vLLM host's GPU: HOST:CUDA0
     for i, d in enumerate(est.devices):
         used = f"{d.total_bytes / GiB:5.2f}/{d.capacity_bytes / GiB:.2f} GiB"
-        lines.append(f"  {d.id:<6} {bar(d)} {used}  {plan.device_verdict(i)}")
+        lines.append(f"  {d.id:<{id_width}} {bar(d)} {used}  {plan.device_verdict(i)}")
     lines.append("         █ weights  ▓ KV  ▒ compute  ░ overhead  ╳ reserve/others  · free")
     if remote and plan.engine != "vllm":  # llama.cpp's RPC devices (a vLLM plan's nodes: its note)
         from vramc.plan.rpc import order_line
