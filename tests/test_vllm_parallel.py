@@ -414,3 +414,17 @@ def test_build_refuses_a_deployment_without_the_head_address(tmp_path, monkeypat
     assert build(["profiles/vllm-ray.yaml"]) == 1
     assert "not built: qwen-ray fails check (VR416)" in capsys.readouterr().err
     assert not (project / "out" / "qwen-ray").exists()
+
+
+def test_one_machine_plan_json_keeps_its_keys():
+    """Plan JSON of a one-stage vLLM deployment has the keys it had before issue 17, no more."""
+    from vramc.plan.view import plan_record
+
+    for plan in run_check([ROOT / "profiles" / "vllm-96gb.yaml"]).plans:
+        rec = plan_record(plan)
+        assert not {"pipeline_parallel_size", "pp_layer_partition", "distributed_executor_backend", "nnodes"} & set(
+            rec["settings"]
+        )
+        for d in rec["devices"]:
+            assert "host" not in d and d["layers"] is None and d["n_layers"] == 0 and d["output"] is False
+        assert not any("pipeline" in n for n in rec["notes"])
