@@ -1,0 +1,332 @@
+"""From a model's name to a plan (issue 15): `vramc analyze hf://ORG/REPO --write` locks every quant
+of a repository into one model profile (`quant: auto`, `quants:`); `check` and `plan` then choose
+the largest quant that fits, without the network. The repository is the local Hub of
+test_remote.py, serving sparse GGUFs written by vramc.dev.synth (Llama 3.1 8B: Q8_0 7.95 GiB,
+Q4_K_M 4.58 GiB, Q2_K 2.95 GiB of weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from test_remote import COMMIT, models, server  # noqa: F401  (the local Hub and its files)
+from vramc.cli.commands import app
+from vramc.lint.check import run_check
+from vramc.load.schema import Model
+from vramc.model.gguf import read_gguf
+
+runner = CliRunner()
+
+DEPLOYMENT = """\
+name: {name}
+hardware:
+  gpus:
+    - {{name: RTX 4060, vram: {vram}}}
+model: llama8b
+engine: llama-server
+settings:
+  ctx: 8192
+  gpu_layers: {layers}
+"""
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "profiles" / "models").mkdir(parents=True)
+    return project
+
+
+def _deploy(project: Path, name: str, vram: str, layers: str = "auto") -> Path:
+    f = project / "profiles" / f"{name}.yaml"
+    f.write_text(DEPLOYMENT.format(name=name, vram=vram, layers=layers))
+    return f
+
+
+def _plan(path: Path) -> dict:
+    res = runner.invoke(app, ["plan", str(path), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    [rec] = json.loads(res.stdout)["deployments"]
+    return rec
+
+
+def _analyze_repo(project: Path) -> Path:
+    dest = project / "profiles" / "models" / "llama8b.yaml"
+    res = runner.invoke(app, ["analyze", "hf://org/quants", "--write", str(dest), "--name", "llama8b"])
+    assert res.exit_code == 0, res.output
+    return dest
+
+
+def test_analyze_a_repository_writes_every_quant(server, tmp_path):  # noqa: F811
+    project = _project(tmp_path)
+    dest = _analyze_repo(project)
+    text = dest.read_text()
+    model = Model.model_validate(yaml.safe_load(text))
+    assert (model.hf, model.quant, model.source) == ("org/quants", "auto", f"hf://org/quants@{COMMIT}")
+    # largest first, the mmproj left out; each entry pinned to the commit and the header's sha256
+    assert [q.quant for q in model.quants] == ["Q8_0", "Q4_K_M", "Q2_K"]
+    for q in model.quants:
+        file = f"llama-8b-{q.quant}.gguf"
+        assert q.gguf == f"models/{file}"
+        assert q.source == f"hf://org/quants@{COMMIT}/{file}"
+        assert q.lock.file.header_sha256 == read_gguf(server.files[file]).header_sha256
+        assert f"# download {q.quant}: {server.base}/org/quants/resolve/{COMMIT}/{file}\n" in text
+    # deterministic: the same command writes the same bytes
+    again = runner.invoke(app, ["analyze", "hf://org/quants", "--write", str(dest), "--name", "llama8b"])
+    assert again.exit_code == 0 and dest.read_text() == text
+
+
+def test_the_largest_quant_that_fits_offline(server, tmp_path, monkeypatch):  # noqa: F811
+    """Locked online once; then checked and planned with the Hub gone: 12 GiB takes Q8_0 whole,
+    8 GiB Q4_K_M whole (Q8_0 only partly), 4 GiB none whole: Q8_0 partly, and the trade-off."""
+    project = _project(tmp_path)
+    _analyze_repo(project)
+    server.shutdown()
+    server.server_close()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("VRAMC_OFFLINE", "1")
+    monkeypatch.chdir(project)
+    big, mid, small = (_deploy(project, n, v) for n, v in (("big", "12GiB"), ("mid", "8GiB"), ("small", "4GiB")))
+
+    rec = _plan(big)
+    assert rec["quant"]["chosen"] == "Q8_0" and rec["quant"]["outcome"] == "all-layers"
+    assert rec["settings"]["gpu_layers"] == 33 and rec["verdict"] == "fits"
+
+    rec = _plan(mid)
+    q = rec["quant"]
+    assert (q["chosen"], q["gguf"], q["auto"], q["outcome"]) == (
+        "Q4_K_M",
+        "models/llama-8b-Q4_K_M.gguf",
+        True,
+        "all-layers",
+    )
+    rows = mid_rows = {c["quant"]: c for c in q["candidates"]}
+    assert rows["Q8_0"]["gpu_layers"] < 33 and rows["Q4_K_M"]["gpu_layers"] == rows["Q2_K"]["gpu_layers"] == 33
+    assert rows["Q8_0"]["weights_bytes"] > rows["Q4_K_M"]["weights_bytes"] > rows["Q2_K"]["weights_bytes"]
+    # the plan's devices are Q4_K_M's: its weights, not Q8_0's
+    assert 4 * 2**30 < rec["devices"][0]["weights_bytes"] < 5 * 2**30
+
+    rec = _plan(small)
+    q = rec["quant"]
+    rows = {c["quant"]: c for c in q["candidates"]}
+    assert (q["chosen"], q["outcome"]) == ("Q8_0", "partial")
+    assert rows["Q2_K"]["gpu_layers"] > rows["Q8_0"]["gpu_layers"] == rec["settings"]["gpu_layers"]
+
+    res = runner.invoke(app, ["check", str(mid), str(small), str(big)])
+    assert res.exit_code == 0, res.output
+    assert "VR380 info: [mid] quant: auto chose Q4_K_M (models/llama-8b-Q4_K_M.gguf)" in res.output
+    assert (
+        f"larger ones fit only with layers on the CPU (slower): Q8_0 ({mid_rows['Q8_0']['gpu_layers']}/33" in res.output
+    )
+    warn = next(line for line in res.output.splitlines() if "VR381" in line)
+    assert warn.startswith("profiles/small.yaml:5:8: VR381 warning: [small] no quant fits with all layers")
+    assert f"the trade-off: Q2_K ({rows['Q2_K']['gpu_layers']}/33 layers on the GPUs)" in warn
+
+    text = runner.invoke(app, ["plan", str(mid)]).stdout
+    assert "  quant=Q4_K_M*  models/llama-8b-Q4_K_M.gguf\n" in text
+    table = [line.split() for line in text.splitlines() if line.startswith("  Q")]
+    assert [(r[0], r[3], r[4]) for r in table] == [
+        ("Q8_0", "fits", "27/33"),
+        ("Q4_K_M", "fits", "33/33"),
+        ("Q2_K", "fits", "33/33"),
+    ]
+
+
+def test_none_fits_plans_the_smallest(server, tmp_path, monkeypatch):  # noqa: F811
+    project = _project(tmp_path)
+    _analyze_repo(project)
+    monkeypatch.chdir(project)
+    f = _deploy(project, "tiny", "2GiB", layers="all")
+    res = runner.invoke(app, ["plan", str(f), "--format", "json"])
+    [rec] = json.loads(res.stdout)["deployments"]
+    assert (rec["quant"]["chosen"], rec["quant"]["outcome"], rec["verdict"]) == ("Q2_K", "none-fits", "does-not-fit")
+    out = runner.invoke(app, ["check", str(f)]).output
+    assert "VR382 info: [tiny] none of the 3 quants fits on these GPUs" in out and "VR300 error" in out
+
+
+def test_build_fit_and_a_fixed_quant(server, tmp_path, monkeypatch):  # noqa: F811
+    project = _project(tmp_path)
+    model = _analyze_repo(project)
+    monkeypatch.chdir(project)
+    f = _deploy(project, "mid", "8GiB")
+    res = runner.invoke(app, ["build", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "--model models/llama-8b-Q4_K_M.gguf \\\n" in (project / "out" / "mid" / "launch.sh").read_text()
+    # fit --write sets the deployment's settings and never the model's quant
+    before = model.read_bytes()
+    res = runner.invoke(app, ["fit", str(f), "--write"])
+    assert res.exit_code == 0, res.output
+    assert model.read_bytes() == before
+    assert "gpu_layers: 33" in f.read_text() and _plan(f)["quant"]["chosen"] == "Q4_K_M"
+    # a fixed quant plans its entry, even one that does not fit whole
+    model.write_text(model.read_text().replace("quant: auto\n", "quant: q8_0\n", 1))
+    rec = _plan(_deploy(project, "fixed", "8GiB"))
+    assert (rec["quant"]["chosen"], rec["quant"]["auto"], rec["quant"]["candidates"]) == ("Q8_0", False, [])
+    assert rec["settings"]["gpu_layers"] == 27
+
+
+def test_local_files_and_the_check_cache(tmp_path, monkeypatch, models):  # noqa: F811
+    """`vramc analyze A.gguf B.gguf --write`: paths relative to the project, as the loader reads
+    them; the check cache notices a quant's file appearing (its lock is then compared with it)."""
+    project = _project(tmp_path)
+    (project / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M"):
+        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
+    dest = project / "profiles" / "models" / "llama8b.yaml"
+    res = runner.invoke(
+        app, ["analyze", "models/llama-8b-Q4_K_M.gguf", "models/llama-8b-Q8_0.gguf", "--write", str(dest)]
+    )
+    assert res.exit_code == 0, res.output
+    model = Model.model_validate(yaml.safe_load(dest.read_text()))
+    assert [(q.quant, q.gguf) for q in model.quants] == [
+        ("Q8_0", "models/llama-8b-Q8_0.gguf"),
+        ("Q4_K_M", "models/llama-8b-Q4_K_M.gguf"),
+    ]
+    assert model.name == "llama-8b" and model.hf is None
+    f = _deploy(project, "mid", "8GiB")
+    assert runner.invoke(app, ["check", str(f)]).exit_code == 0
+    # the Q4_K_M file is replaced by another: the cached answer must not stand
+    (project / "models" / "llama-8b-Q4_K_M.gguf").unlink()
+    (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(models["llama-8b-Q2_K.gguf"])
+    res = runner.invoke(app, ["check", str(f)])
+    assert "VR202" in res.output and "models/llama8b.yaml:" in res.output, res.output
+
+
+def test_vllm_is_told(tmp_path, monkeypatch):
+    project = _project(tmp_path)
+    fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models" / "llama8b-quants.yaml"
+    (project / "profiles" / "models" / "llama8b.yaml").write_text(fixture.read_text())
+    f = project / "profiles" / "v.yaml"
+    f.write_text("name: v\nhardware: {gpus: [{name: H100, vram: 80GiB}]}\nmodel: llama8b\nengine: vllm\n")
+    codes = {d.code for d in run_check([f]).diagnostics}
+    assert "VR209" in codes
+
+
+# --- hostile input -------------------------------------------------------------------------
+LOCK = """\
+      lock:
+        architecture: llama
+        hparams: {block_count: 1, context_length: 4096, embedding_length: 32, attention.head_count: 2}
+        vocab_size: 32
+        tensors:
+          token_embd.weight: [q8_0, 32, 32]
+"""
+
+
+@pytest.mark.parametrize(
+    "model, code, line, col, words",
+    [
+        ("  hf: org/repo\n  quant: auto\n", "VR207", 7, 10, "vramc analyze hf://org/repo --write"),
+        ("  quant: auto\n  quants:\n    - quant: Q8_0\n", "VR208", 8, 7, "neither `gguf:` nor `lock:`"),
+        (
+            "  quant: auto\n  quants:\n    - {quant: Q8_0, gguf: a.gguf}\n    - {quant: Q8_0, gguf: b.gguf}\n",
+            "VR208",
+            9,
+            15,
+            "listed twice",
+        ),
+        ("  quant: Q6_K\n  quants:\n    - {quant: Q8_0, gguf: a.gguf}\n", "VR208", 6, 10, "Q6_K is not in `quants:`"),
+        ("  quant: auto\n  quants:\n    - {quant: Q8_0, gguf: models/gone.gguf}\n", "VR200", 8, 27, "not found"),
+        ("  quant: auto\n  quants:\n    - quant: Q8_0\n      lock: 42\n", "VR101", 9, 13, "lock"),
+        (
+            "  quant: auto\n  quants:\n    - quant: Q8_0\n" + LOCK.replace("q8_0, 32", "q9_9, 32"),
+            "VR203",
+            14,
+            30,
+            "q9_9",
+        ),
+        ("  quant: auto\n  quants: Q8_0\n", "VR101", 7, 11, "quants"),
+        ("  quant: auto\n  quants:\n    - {quant: 'Q8 0', gguf: a.gguf}\n", "VR101", 8, 15, "is not a quant type"),
+        (
+            "  quant: auto\n  gguf: a.gguf\n  quants:\n    - {quant: Q8_0, gguf: b.gguf}\n",
+            "VR208",
+            7,
+            9,
+            "beside `quants:`",
+        ),
+    ],
+)
+def test_hostile_quants(tmp_path, model, code, line, col, words):
+    f = tmp_path / "d.yaml"
+    f.write_text(
+        "name: d\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nengine: llama-server\nmodel:\n  name: m\n" + model
+    )
+    diags = [d for d in run_check([f]).diagnostics if d.code == code]
+    assert diags, [d.one_line() for d in run_check([f]).diagnostics]
+    assert (diags[0].line, diags[0].column) == (line, col), diags[0].one_line()
+    assert words in diags[0].full_message()
+    proc = subprocess.run(
+        [sys.executable, "-m", "vramc", "check", str(f)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VRAMC_NO_CACHE": "1"},
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert f"d.yaml:{line}:{col}: {code} error" in proc.stdout
+
+
+def test_hostile_analyze(server, tmp_path, models):  # noqa: F811
+    dest = tmp_path / "profiles" / "models" / "m.yaml"
+    same = [str(models["llama-8b-Q4_K_M.gguf"]), "hf://org/quants:Q4_K_M"]
+    res = runner.invoke(app, ["analyze", *same, "--write", str(dest)])
+    assert res.exit_code == 2 and "several files are of the same quant" in res.output and not dest.exists()
+    res = runner.invoke(app, ["analyze", *same])
+    assert res.exit_code == 2 and "give --write PROFILE" in res.output
+    server.listing["org/empty"] = ["README.md", "mmproj-F16.gguf"]
+    res = runner.invoke(app, ["analyze", "hf://org/empty", "--write", str(dest)])
+    assert res.exit_code == 1 and "no GGUF model files in org/empty" in res.output and not dest.exists()
+    res = runner.invoke(
+        app, ["analyze", str(models["llama-8b-Q2_K.gguf"]), str(tmp_path / "none.gguf"), "--write", str(dest)]
+    )
+    assert res.exit_code == 1 and not dest.exists()
+
+
+def test_run_loads_the_chosen_file(tmp_path):
+    """`vramc run` of a `quant: auto` model loads the file the plan chose (real llama-cpp-python)."""
+    from vramc.dev.synth import write_tiny_model
+
+    project = _project(tmp_path)
+    (project / "models").mkdir()
+    for q in ("F32", "Q8_0"):
+        write_tiny_model(project / "models" / f"tiny-{q}.gguf", ftype=q)
+    env = {**os.environ, "VRAMC_NO_CACHE": "1"}
+    argv = [sys.executable, "-m", "vramc"]
+    res = subprocess.run(
+        argv + ["analyze", "models/tiny-Q8_0.gguf", "models/tiny-F32.gguf", "--write", "profiles/models/tiny.yaml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    (project / "profiles" / "tiny.yaml").write_text(
+        "name: tiny\nhardware: {gpus: []}\nmodel: tiny\nengine: llama-cpp-python\n"
+        "settings: {ctx: 512, gpu_layers: 0, flash_attn: off}\n"
+    )
+    plan = subprocess.run(
+        argv + ["plan", "profiles/tiny.yaml", "--format", "json"], cwd=project, capture_output=True, text=True, env=env
+    )
+    [rec] = json.loads(plan.stdout)["deployments"]
+    assert (rec["quant"]["chosen"], rec["quant"]["outcome"]) == ("F32", "cpu-only")
+    log = tmp_path / "llama.log"
+    res = subprocess.run(
+        argv + ["run", "tiny", "--prompt", "Hi", "--max-tokens", "2"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**env, "VRAMC_LLAMA_LOG": str(log)},
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "tiny-F32.gguf" in log.read_text()
