@@ -4,8 +4,6 @@ Only input validation lives here. Values are normalised on the way in (sizes to 
 to strings) so that the planner never sees two spellings of the same thing. Change only compatibly.
 """
 
-from __future__ import annotations
-
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
