@@ -4,6 +4,8 @@ Only input validation lives here. Values are normalised on the way in (sizes to 
 to strings) so that the planner never sees two spellings of the same thing. Change only compatibly.
 """
 
+# No `from __future__ import annotations` here: pydantic would parse every annotation string
+# when the models are built (`vramc check` pays it, issue 12). Define a class before a field names it.
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
