@@ -10,7 +10,8 @@ from conftest import llama_keys, llama_tensors, write_gguf
 from gguf import GGUFReader
 from typer.testing import CliRunner
 
-from vramc.model.analyze import build_report, cli_analyze, default_name, fingerprint_status, render_text
+from vramc.cli.analyze import cli_analyze
+from vramc.model.analyze import build_report, default_name, fingerprint_status, render_text
 from vramc.cli.commands import app
 from vramc.model.gguf import read_gguf
 from vramc.model.modelmeta import ModelMeta

@@ -311,7 +311,7 @@ def run_cases(folder: Path, whats: list[str]) -> dict:
     import signal
     import traceback
 
-    from vramc.model.analyze import cli_analyze
+    from vramc.cli.analyze import cli_analyze
     from vramc.lint.check import run_check
 
     def alarm(*_):

@@ -452,7 +452,7 @@ def test_variant_name_with_a_final_newline(proj):
 
 
 def test_newline_ended_codes_and_names(proj):
-    from vramc.model.analyze import cli_analyze
+    from vramc.cli.analyze import cli_analyze
     from vramc.load.schema import valid_name
 
     assert valid_name("ok") and not valid_name("ok\n") and not valid_name("")

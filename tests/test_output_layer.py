@@ -10,8 +10,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vramc"
 COMMAND_LAYER = ("cli/", "dev/", "__main__.py")
-# commands whose printing has not moved into vramc/cli yet (issue 12): remove each when it does
-NOT_YET = {"model/analyze.py", "plan/quants.py"}
 
 
 def writes(tree: ast.Module) -> list[int]:
@@ -38,8 +36,7 @@ def test_only_the_command_layer_prints():
         lines = writes(ast.parse(path.read_text(), str(path)))
         if lines:
             offenders[rel] = lines
-    assert set(offenders) - NOT_YET == set(), f"print through vramc/cli instead: {offenders}"
-    assert NOT_YET <= set(offenders), "a module of NOT_YET no longer prints: remove it from the list"
+    assert offenders == {}, f"print through vramc/cli instead: {offenders}"
 
 
 def test_the_scan_finds_each_way_of_printing():

@@ -175,7 +175,7 @@ def plan(
         if not plans:
             _fail_usage(f'no deployment named "{deployment}"')
     if quants is not None:
-        from vramc.plan.quants import cli_quants
+        from vramc.cli.quants import cli_quants
 
         raise typer.Exit(cli_quants(plans, quants))
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
@@ -464,7 +464,7 @@ def analyze(
     name: Optional[str] = typer.Option(None, "--name", help="Name for the written model profile."),
 ) -> None:
     """Read a GGUF header, local or over HTTP (never its tensor data), and describe the model."""
-    from vramc.model.analyze import cli_analyze
+    from vramc.cli.analyze import cli_analyze
 
     raise typer.Exit(cli_analyze(model, layers=layers, fmt=fmt, write=write, name=name))
 

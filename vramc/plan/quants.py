@@ -11,7 +11,6 @@ largest that would fit whole, if any.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from vramc.model.modelmeta import ModelMeta
@@ -83,9 +82,9 @@ def render(name: str, rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_quants(plans, ref_text: str) -> int:
-    from vramc.engines import ENGINES
-    from vramc.model.gguf import GGUFError
+def repository_quants(ref_text: str) -> tuple[str, str, list[tuple[str, str, ModelMeta]], int]:
+    """Every quant file of hf://ORG/REPO[@REVISION], headers only: (ORG/REPO, the commit, [(quant,
+    file, header)], bytes read). RemoteError or GGUFError says what went wrong."""
     from vramc.model.remote import (
         Http,
         RemoteError,
@@ -96,38 +95,25 @@ def cli_quants(plans, ref_text: str) -> int:
         read_remote,
     )
 
-    try:
-        ref = parse_ref(ref_text)
-        if ref.repo is None or ref.file or ref.quant:
-            raise RemoteError(f"{ref_text}: --quants takes a repository, hf://ORG/REPO[@REVISION]")
-        import os
+    ref = parse_ref(ref_text)
+    if ref.repo is None or ref.file or ref.quant:
+        raise RemoteError(f"{ref_text}: --quants takes a repository, hf://ORG/REPO[@REVISION]")
+    import os
 
-        http = Http(token=os.environ.get("HF_TOKEN") or None)
-        commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, ref_text)
-        firsts = [
-            f
-            for f in files
-            if is_model_file(f) and not (_SPLIT_RE.match(f.removesuffix(".gguf")) and "-00001-of-" not in f)
-        ]
-        if not firsts:
-            raise RemoteError(f"{ref_text}: no GGUF model files in {ref.repo}")
-        metas = []
-        for f in sorted(firsts):
-            got = read_remote(f"hf://{ref.repo}@{commit}/{f}", http=http)
-            metas.append((quant_tag(f), f, got.meta))
-    except (RemoteError, GGUFError) as e:
-        sys.stderr.write(f"vramc plan: {e}\n")
-        return 1
-    llama = [p for p in plans if ENGINES[p.engine].family != "vllm"]
-    if not llama:
-        sys.stderr.write("vramc plan: --quants plans GGUF deployments (llama.cpp engines); none was given\n")
-        return 2
-    sys.stderr.write(
-        f"{ref.repo}@{commit[:12]}: {len(metas)} quant files, {http.transferred:,} bytes of headers read\n"
-    )
-    for p in llama:
-        sys.stdout.write(render(p.dep.name, quant_rows(p, metas)))
-    return 0
+    http = Http(token=os.environ.get("HF_TOKEN") or None)
+    commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, ref_text)
+    firsts = [
+        f
+        for f in files
+        if is_model_file(f) and not (_SPLIT_RE.match(f.removesuffix(".gguf")) and "-00001-of-" not in f)
+    ]
+    if not firsts:
+        raise RemoteError(f"{ref_text}: no GGUF model files in {ref.repo}")
+    metas = []
+    for f in sorted(firsts):
+        got = read_remote(f"hf://{ref.repo}@{commit}/{f}", http=http)
+        metas.append((quant_tag(f), f, got.meta))
+    return ref.repo, commit, metas, http.transferred
 
 
 # --- quant: auto (a model profile's `quants:`) ---------------------------------------------------

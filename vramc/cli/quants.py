@@ -1,0 +1,27 @@
+"""`vramc plan --quants hf://ORG/REPO`: what it prints and its exit code (the planning is
+vramc.plan.quants)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def cli_quants(plans, ref_text: str) -> int:
+    from vramc.engines import ENGINES
+    from vramc.model.gguf import GGUFError
+    from vramc.model.remote import RemoteError
+    from vramc.plan.quants import quant_rows, render, repository_quants
+
+    try:
+        repo, commit, metas, transferred = repository_quants(ref_text)
+    except (RemoteError, GGUFError) as e:
+        sys.stderr.write(f"vramc plan: {e}\n")
+        return 1
+    llama = [p for p in plans if ENGINES[p.engine].family != "vllm"]
+    if not llama:
+        sys.stderr.write("vramc plan: --quants plans GGUF deployments (llama.cpp engines); none was given\n")
+        return 2
+    sys.stderr.write(f"{repo}@{commit[:12]}: {len(metas)} quant files, {transferred:,} bytes of headers read\n")
+    for p in llama:
+        sys.stdout.write(render(p.dep.name, quant_rows(p, metas)))
+    return 0
