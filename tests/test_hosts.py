@@ -165,3 +165,38 @@ def test_profiles_without_hosts_are_unchanged(tmp_path):
 
     hw = Hardware.model_validate({"gpus": [{"name": "x", "vram": "8GiB"}]})
     assert (hw.hosts, hw.address, hw.llama_cpp, hw.network) == ([], None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "line", "says"),
+    [
+        # cpu-box's address is a DNS name and no bind: rpc-server would be given --host cpu-box.lan
+        ("hosts: [cpu-box]\n", 5, "would listen on 'cpu-box.lan' (the host's address; no bind:)"),
+        ("hosts:\n  - {host: box2, bind: localhost}\n", 6, "would listen on 'localhost' (its bind:)"),
+        ("hosts:\n  - {host: box2, bind: box2.lan}\n", 6, "would listen on 'box2.lan' (its bind:)"),
+    ],
+)
+def test_rpc_server_binds_an_ipv4_address_only(tmp_path, hosts, line, says):
+    found = errors(project(tmp_path, hosts))
+    assert [(c, ln) for c, ln, _, m in found if says in m] == [("VR412", line)], found
+    good = project(tmp_path, "hosts:\n  - {host: cpu-box, bind: 0.0.0.0}\n  - {host: box2, bind: 192.168.1.12}\n")
+    assert errors(good) == []
+
+
+def test_the_real_rpc_server_refuses_a_host_name():
+    """What VR412 stands on: the pinned rpc-server takes --host through inet_addr."""
+    import os
+    import subprocess
+
+    from vramc.dev.oracle import find_binaries
+
+    bin_dir = find_binaries()
+    if bin_dir is None or not os.access(bin_dir / "ggml-rpc-server", os.X_OK):
+        pytest.skip("llama.cpp oracle binaries not built (scripts/build-llama.sh)")
+    proc = subprocess.run(
+        [str(bin_dir / "ggml-rpc-server"), "--host", "localhost", "--port", "1", "--device", "CPU"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Invalid host address: localhost" in proc.stdout + proc.stderr

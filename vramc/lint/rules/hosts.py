@@ -97,6 +97,17 @@ def loopback(address: str) -> bool:
         return False
 
 
+def ipv4(address: str) -> bool:
+    """What rpc-server's --host takes: a dotted IPv4 address (inet_addr; 255.255.255.255 is its
+    error value)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(address)) != "255.255.255.255"
+    except ValueError:
+        return False
+
+
 @rule("VR410", "rpc-server-exposed", Severity.ERROR)
 def rpc_server_exposed(plan: Plan):
     """An rpc-server would listen on a network address although the network is not declared trusted.
@@ -138,11 +149,14 @@ def rpc_server_exposed(plan: Plan):
 
 @rule("VR412", "rpc-server-unreachable", Severity.ERROR)
 def rpc_server_unreachable(plan: Plan):
-    """An rpc-server would listen on loopback on another machine, where llama-server cannot reach it.
+    """An rpc-server would listen on loopback on another machine, or on a host name it cannot bind.
 
     llama-server connects to each rpc-server at the host's `address` (`--rpc ADDRESS:PORT`); an
     rpc-server bound to 127.0.0.1 accepts only connections from its own machine. Loopback is
-    right only for a host whose address is loopback too (this machine).
+    right only for a host whose address is loopback too (this machine). rpc-server listens on an
+    IPv4 address only (ggml-rpc's socket_t::create_server reads `--host` with inet_addr): given a
+    host name, `localhost` included, it prints "Invalid host address" and exits. A host whose
+    `address:` is a name needs `bind:` (its IPv4 address, or 0.0.0.0).
 
     Bad:
         hardware:
@@ -161,7 +175,16 @@ def rpc_server_unreachable(plan: Plan):
           - {host: box2}                       # listens on 192.168.1.12
     """
     for span in _spans(plan):
-        if loopback(span.bind) and not loopback(span.address):
+        if not ipv4(span.bind):
+            where = _entry(plan, span.position, "bind")
+            named = "its bind:" if where[-1] == "bind" else "the host's address; no bind:"
+            yield Finding(
+                f"the rpc-server of host {span.name} would listen on {span.bind!r} ({named}), a name: rpc-server "
+                "takes an IPv4 address only (it prints 'Invalid host address' and exits)",
+                where,
+                "bind: the host's IPv4 address that this machine reaches (e.g. bind: 192.168.1.12), or 0.0.0.0",
+            )
+        elif loopback(span.bind) and not loopback(span.address):
             yield Finding(
                 f"the rpc-server of host {span.name} would listen on {span.bind}, but llama-server connects to "
                 f"{span.address}:{span.port}",
