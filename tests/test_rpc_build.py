@@ -134,3 +134,22 @@ def test_a_tensor_override_names_the_rpc_buffer_type(tmp_path, monkeypatch):
     assert build([Path("profiles/d.yaml")]) == 0
     args = (root / "out" / "d" / "llama-server.args").read_text().splitlines()
     assert args[args.index("--override-tensor") + 1] == "ffn_up=RPC1[10.0.0.2:50052]"
+
+
+def test_a_gpu_name_with_a_line_break_is_refused_not_written_into_comments(tmp_path, monkeypatch):
+    """A worker GPU's name goes into the comments of its rpc-server's script and unit: a newline
+    there would start a shell command of its own (VR403 at check, refused by the build with --force)."""
+    from vramc.lint.check import run_check
+
+    root = project(tmp_path, "GPU-a", "[{host: box2, gpus: [0]}]")
+    hw = root / "profiles" / "hardware" / "lab.yaml"
+    hw.write_text(hw.read_text().replace("{name: RTX 3090,", '{name: "RTX 3090\\ntouch pwned\\n#",'))
+    found = [(d.code, d.line, Path(d.file).name) for d in run_check([root / "profiles" / "d.yaml"]).diagnostics]
+    assert found == [("VR403", 10, "lab.yaml")], found  # at the GPU's name in the hardware profile
+    monkeypatch.chdir(root)
+    build([Path("profiles/d.yaml")], force=True)
+    assert not (root / "out" / "d" / "hosts").exists()
+    # a comma in a worker GPU's uuid would add a device to its CUDA_VISIBLE_DEVICES
+    hw.write_text(HARDWARE.replace("UUID", "'GPU-a,GPU-b'"))
+    found = [d for d in run_check([root / "profiles" / "d.yaml"]).diagnostics if d.code == "VR403"]
+    assert found and "comma" in found[0].message and found[0].line == 10, found

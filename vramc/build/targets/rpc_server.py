@@ -66,7 +66,7 @@ def data(plan: Plan, span: HostSpan) -> dict:
         "port": span.port,
         "bind": span.bind,
         "endpoint": f"{span.address}:{span.port}",
-        "devices": ", ".join(f"{g.id} ({g.name})" for g in devices),
+        "devices": ", ".join(f"{g.id} ({check_safe(g.name)})" for g in devices),  # in comments: no line breaks
         "unit": unit_name(plan, span),
         "script": script_name(span),
         "cache": span.cache,

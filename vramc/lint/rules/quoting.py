@@ -52,6 +52,18 @@ def _values(plan: Plan):
     for i, g in enumerate(dep.hardware.obj.gpus):
         if g.uuid:
             yield "GPU uuid", g.uuid, "hardware", ("gpus", i, "uuid")
+    # the GPUs an rpc-server serves: their names go into its script's and unit's comments, their
+    # uuids into its CUDA_VISIBLE_DEVICES (vramc.build.targets.rpc_server)
+    from vramc.plan.rpc import spans
+
+    hosts = [h.name for h in dep.hardware.obj.hosts]
+    for span in spans(dep):
+        j = hosts.index(span.name)
+        for i in span.gpus:
+            g = span.host.gpus[i]
+            yield "GPU name", g.name, "hardware", ("hosts", j, "gpus", i, "name")
+            if g.uuid:
+                yield "GPU uuid", g.uuid, "hardware", ("hosts", j, "gpus", i, "uuid")
 
 
 @rule("VR403", "unsafe-value", Severity.ERROR)
