@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from vramc.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from vramc.model.analyze import (
     _human,
     build_report,
@@ -51,10 +52,10 @@ def cli_analyze(path: str | Path | list, *, layers: bool, fmt: str, write: Path 
             remote = read_remote(path)
         except RemoteError as e:
             sys.stderr.write(f"vramc analyze: {e}\n")
-            return 1
+            return EXIT_FAILED
         except GGUFError as e:
             sys.stderr.write(f"{e.path}: {e}\n")
-            return 1
+            return EXIT_FAILED
         meta = remote.meta
         sys.stderr.write(note(remote))
     else:
@@ -63,7 +64,7 @@ def cli_analyze(path: str | Path | list, *, layers: bool, fmt: str, write: Path 
             meta = read_gguf(path)
         except GGUFError as e:
             sys.stderr.write(f"{e.path}: {e}\n")
-            return 1
+            return EXIT_FAILED
     problem = meta_problem(meta)
     if problem:  # the header is described all the same: it shows what is wrong
         sys.stderr.write(f"{path}: warning: vramc cannot plan with this model (VR201): {problem}\n")
@@ -95,12 +96,12 @@ def cli_analyze(path: str | Path | list, *, layers: bool, fmt: str, write: Path 
             write_new(write, text)
         except EditRefused as e:
             sys.stderr.write(f"vramc analyze: {e}\n")
-            return 2
+            return EXIT_USAGE
         except OSError as e:
             sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
-            return 1
+            return EXIT_FAILED
         sys.stderr.write(f"wrote {write}\n")
-    return 0
+    return EXIT_OK
 
 
 def _several_quants(text: str, write: Path | None) -> bool:
@@ -174,17 +175,17 @@ def _cli_quants(paths: list[str], *, write: Path, name: str | None) -> int:
         Path(write).parent.mkdir(parents=True, exist_ok=True)  # where relative paths start
     except OSError as e:
         sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
-        return 1
+        return EXIT_FAILED
     entries: list[dict] = []
     try:
         for text in paths:
             entries += _entries_of(text, write)
     except RemoteError as e:
         sys.stderr.write(f"vramc analyze: {e}\n")
-        return 1
+        return EXIT_FAILED
     except GGUFError as e:
         sys.stderr.write(f"{e.path}: {e}\n")
-        return 1
+        return EXIT_FAILED
     by_quant: dict[str, list[str]] = {}
     for e in entries:
         by_quant.setdefault(e["quant"].upper(), []).append(e["shown"])
@@ -232,14 +233,14 @@ def _write_profile(write: Path, text: str, what: str = "") -> int:
         write_new(write, text)
     except EditRefused as e:
         sys.stderr.write(f"vramc analyze: {e}\n")
-        return 2
+        return EXIT_USAGE
     except OSError as e:
         sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
-        return 1
+        return EXIT_FAILED
     sys.stderr.write(f"wrote {write}{what}\n")
-    return 0
+    return EXIT_OK
 
 
 def _usage(message: str) -> int:
     sys.stderr.write(f"vramc analyze: {message}\n")
-    return 2
+    return EXIT_USAGE

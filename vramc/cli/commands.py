@@ -18,7 +18,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from vramc.cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, is_selected, selection_problem  # noqa: E402
+from vramc.cli.common import (  # noqa: E402
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    is_selected,
+    say_diagnostics,
+    selection_problem,
+)
 
 
 def _version(value: bool) -> None:
@@ -179,8 +187,7 @@ def plan(
 
         raise typer.Exit(cli_quants(plans, quants))
     errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
-    for d in errors:
-        typer.echo(d.one_line(), err=True)
+    say_diagnostics(errors)
     if not plans and not errors:  # a hardware or model profile: an empty answer said nothing
         typer.echo(
             f"vramc plan: no deployment in {', '.join(map(str, _default_paths(paths)))}: plan takes "

@@ -5,13 +5,16 @@ stages are given for what they report (only the command layer prints)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
+    from vramc.diagnostics import Diagnostic
     from vramc.build.builder import Report
     from vramc.load.profiles import Deployment
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_FAILED = EXIT_FINDINGS  # 1 too: what was asked could not be done (a file not read or written)
 
 
 def split_selection(text: str | None) -> tuple[str, str]:
@@ -39,6 +42,13 @@ def is_selected(dep: Deployment, text: str | None) -> bool:
         return True
     name, variant = split_selection(text)
     return dep.name == name and (dep.variant or "") == variant
+
+
+def say_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
+    """Diagnostics on stderr, one line each (`FILE:LINE:COLUMN: CODE SEVERITY: MESSAGE`), as every
+    command shows the ones it stops at."""
+    for d in diagnostics:
+        sys.stderr.write(d.one_line() + "\n")
 
 
 def say(command: str) -> Callable[[str], None]:

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from vramc.cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from vramc.diff.revisions import DiffError
 
 
@@ -25,7 +26,7 @@ def cli_diff(
     allow_empty: bool = False,
     artifacts: bool = True,
 ) -> int:
-    from vramc.diff import FORMATS, EXIT_OK, EXIT_REGRESSED, EXIT_USAGE, formats
+    from vramc.diff import FORMATS, formats
     from vramc.diff import _has_profiles, _side_doc, _sides
     from vramc.diff.compare import (
         SidePlans,
@@ -100,4 +101,4 @@ def cli_diff(
     sys.stdout.write(out)
     if fmt == "github" and not flagged and not broken:
         _say(f"vramc diff: {formats.counts(deps)}; no regression")
-    return EXIT_REGRESSED if flagged or broken else EXIT_OK
+    return EXIT_FINDINGS if flagged or broken else EXIT_OK  # 1: a regression

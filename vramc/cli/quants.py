@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from vramc.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 
 def cli_quants(plans, ref_text: str) -> int:
     from vramc.engines import ENGINES
@@ -16,12 +18,12 @@ def cli_quants(plans, ref_text: str) -> int:
         repo, commit, metas, transferred = repository_quants(ref_text)
     except (RemoteError, GGUFError) as e:
         sys.stderr.write(f"vramc plan: {e}\n")
-        return 1
+        return EXIT_FAILED
     llama = [p for p in plans if ENGINES[p.engine].family != "vllm"]
     if not llama:
         sys.stderr.write("vramc plan: --quants plans GGUF deployments (llama.cpp engines); none was given\n")
-        return 2
+        return EXIT_USAGE
     sys.stderr.write(f"{repo}@{commit[:12]}: {len(metas)} quant files, {transferred:,} bytes of headers read\n")
     for p in llama:
         sys.stdout.write(render(p.dep.name, quant_rows(p, metas)))
-    return 0
+    return EXIT_OK

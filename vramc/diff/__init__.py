@@ -12,7 +12,6 @@ from pathlib import Path
 
 from vramc.diff.revisions import DiffError
 
-EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "markdown", "json", "github")
 
 
