@@ -113,3 +113,19 @@ def test_a_gpu_behind_rpc_sizes_compute_as_cuda_does(tmp_path):
     local = gpu.estimate.devices[1].compute_bytes
     assert abs(gpu.estimate.devices[0].compute_bytes - local) < (1 << 20)  # as this machine's 4090
     assert cpu.estimate.devices[0].compute_bytes < local - (4 << 20)
+
+
+def test_deployments_that_run_together_cannot_share_an_rpc_server_port(tmp_path):
+    """Each deployment's build starts its own rpc-server: two on box2:50052 cannot both listen (VR405)."""
+    p = tmp_path / "two.yaml"
+    p.write_text(
+        HW + "deployments:\n"
+        f"  - {{name: a, model: {MODEL}, engine: llama-server, hosts: [{{host: box2, gpus: [0]}}], gpus: [],"
+        " settings: {ctx: 8192, gpu_layers: all, port: 8090}}\n"
+        f"  - {{name: b, model: {MODEL}, engine: llama-server, hosts: [{{host: box2, gpus: [1]}}], gpus: [],"
+        " settings: {ctx: 8192, gpu_layers: all, port: 8091}}\n"
+    )
+    found = [(d.code, d.line, d.deployment) for d in run_check([p]).diagnostics if d.severity.name == "ERROR"]
+    assert found == [("VR405", 8, "a"), ("VR405", 9, "b")], found
+    p.write_text(p.read_text().replace("gpus: [1]}]", "gpus: [1], port: 50053}]"))
+    assert [d for d in run_check([p]).diagnostics if d.severity.name == "ERROR"] == []

@@ -156,6 +156,9 @@ def port_conflict(plans):
     Every deployment of a `deployments:` file runs at the same time on the file's hardware; only
     one process can listen on a port. `vramc build` gives deployments without a `port` distinct
     ones (the engine's default, or the next free one); two explicit equal ports are an error.
+    The same holds for the rpc-servers the deployments start on other machines (`hosts:`): each
+    deployment's build writes its own rpc-server unit, and two on one host and port cannot both
+    listen (an rpc-server also serves one llama-server at a time).
 
     Bad:
         deployments:
@@ -187,5 +190,29 @@ def port_conflict(plans):
                     f"port {port} is used by {names} on the same machine",
                     ("settings", "port"),
                     "give each deployment its own port",
+                ),
+            )
+    from vramc.plan.rpc import spans
+
+    by_endpoint: dict[tuple[str, int], list] = {}
+    for plan in plans:
+        for span in spans(plan.dep):  # one deployment's own clashes are VR119
+            by_endpoint.setdefault((span.address, span.port), []).append((plan, span))
+    for (address, port), users in sorted(by_endpoint.items()):
+        if len(users) < 2:
+            continue
+        names = ", ".join(p.dep.label for p, _ in users)
+        for plan, span in users:
+            raw = plan.dep.doc.raw.get("hosts", []) if isinstance(plan.dep.doc.raw, dict) else []
+            entry = raw[span.position] if span.position < len(raw) else None
+            where = ("hosts", span.position) + (("port",) if isinstance(entry, dict) and "port" in entry else ())
+            yield (
+                plan,
+                Finding(
+                    f"the rpc-server on host {span.name} ({address}) port {port} is started by {names}, "
+                    "which run together: only one can listen there",
+                    where,
+                    f"give the rpc-servers on {span.name} distinct ports (e.g. port: {port + 1} in the hosts: entry "
+                    "of all but one of them)",
                 ),
             )
