@@ -111,20 +111,18 @@ class Solver:
         if key in _WEIGHTS and _WEIGHTS[key][0] is self.meta:
             self._weights[p.overrides] = _WEIGHTS[key][1]
         if p.overrides not in self._weights:
-            from vramc.memory.llama_placement import _tensor_role, backend_kind, buffer_rules, place_model
+            from vramc.memory.llama_placement import _table, backend_kind, buffer_rules, place_model
 
             hp = self.hp
             one = self.gpus[:1]
             pl = place_model(self.meta, one, hp.n_layer, hp.n_layer_all, -1, "layer", None, 0, p.overrides)
-            rules = buffer_rules(backend_kind(one[0]))
+            table = _table(self.meta)  # each tensor's role and padded size, as place_model read them
             weights, dup = [0] * (hp.n_layer_all + 1), 0
-            for t in self.meta.tensors:
+            for t, (role, il), size in zip(table.tensors, table.roles, table.sizes(buffer_rules(backend_kind(one[0])))):
                 held = pl.tensor_dev.get(t.name, [])
                 n = held.count(0)
                 if not n:
                     continue
-                size = rules.padded(rules.alloc_size(t))
-                role, il = _tensor_role(t.name, self.meta.architecture)
                 if role == "layer":
                     weights[il] += size * n
                 elif role == "dup":
