@@ -200,3 +200,16 @@ def test_the_real_rpc_server_refuses_a_host_name():
         timeout=60,
     )
     assert "Invalid host address: localhost" in proc.stdout + proc.stderr
+
+
+def test_workers_of_different_builds_without_this_machines_build(tmp_path):
+    """VR411: with this machine's llama_cpp unstated, two workers that differ cannot both match it."""
+    hw = HARDWARE.replace("llama_cpp: b7400\nnetwork", "network").replace(
+        "    host_ram: 128GiB\n", "    host_ram: 128GiB\n    llama_cpp: b6900\n"
+    )
+    p = project(tmp_path, "hosts:\n  - box2\n  - {host: cpu-box, bind: 0.0.0.0}\n", hw)
+    found = [(d.code, d.line, d.message) for d in run_check([p]).diagnostics if d.code == "VR411"]
+    assert [(c, ln) for c, ln, _ in found] == [("VR411", 18)], found  # at cpu-box's llama_cpp
+    assert "host cpu-box runs llama.cpp b6900 and host box2 b7400" in found[0][2]
+    p.write_text(p.read_text().replace("  - box2\n", ""))  # one worker alone: nothing to compare
+    assert [d for d in run_check([p]).diagnostics if d.code == "VR411"] == []

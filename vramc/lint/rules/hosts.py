@@ -200,7 +200,8 @@ def rpc_build_mismatch(plan: Plan):
     llama-server refuses an rpc-server whose RPC protocol differs (ggml-rpc.cpp: "RPC server
     version mismatch"; RPC_PROTO_MAJOR_VERSION in ggml/include/ggml-rpc.h, 7 in the pinned
     build), and the protocol changes between builds without notice. Where the hardware profile
-    states both builds (`llama_cpp:`), they should be the same.
+    states both builds (`llama_cpp:`), they should be the same; two hosts of one deployment with
+    different builds cannot both match this machine's, stated or not.
 
     Bad:
         hardware:
@@ -219,15 +220,21 @@ def rpc_build_mismatch(plan: Plan):
         hosts: [box2]
     """
     hw = plan.dep.hardware.obj
-    if hw.llama_cpp is None:
-        return
     names = [h.name for h in hw.hosts]
-    for span in {s.name: s for s in _spans(plan)}.values():
+    workers = list({s.name: s for s in _spans(plan)}.values())
+    # this machine's build unstated: two workers that differ cannot both match it
+    main, whose = hw.llama_cpp, "this machine"
+    if main is None:
+        first = next((s for s in workers if s.host.llama_cpp is not None), None)
+        if first is None:
+            return
+        main, whose = first.host.llama_cpp, f"host {first.name}"
+    for span in workers:
         build = span.host.llama_cpp
-        if build is None or build == hw.llama_cpp:
+        if build is None or build == main:
             continue
         yield Finding(
-            f"host {span.name} runs llama.cpp {build} and this machine {hw.llama_cpp}: llama-server refuses an "
+            f"host {span.name} runs llama.cpp {build} and {whose} {main}: llama-server refuses an "
             f"rpc-server of another RPC protocol version (the pinned build speaks {RPC_PROTO})",
             ("hosts", names.index(span.name), "llama_cpp"),
             "build the same llama.cpp release on every machine, then update llama_cpp here",
