@@ -129,3 +129,28 @@ def test_deployments_that_run_together_cannot_share_an_rpc_server_port(tmp_path)
     assert found == [("VR405", 8, "a"), ("VR405", 9, "b")], found
     p.write_text(p.read_text().replace("gpus: [1]}]", "gpus: [1], port: 50053}]"))
     assert [d for d in run_check([p]).diagnostics if d.severity.name == "ERROR"] == []
+
+
+def test_sixteen_devices_are_more_than_llama_server_splits(tmp_path):
+    """llama-server refuses --tensor-split with llama_max_devices() (16) numbers or more (common/arg.cpp),
+    and its build writes one per device: 15 devices build, 16 are VR303 (the tensor_split auto chose)."""
+    hosts = "".join(
+        f"    - {{name: w{i}, address: 10.0.1.{i + 1}, gpus: [{{name: RTX 3090, vram: 24GiB}}]}}\n" for i in range(15)
+    )
+
+    def check(n_hosts: int) -> list:
+        p = tmp_path / "many.yaml"
+        p.write_text(
+            f"name: many\nmodel: {MODEL}\nengine: llama-server\n"
+            "hardware:\n  gpus: [{name: RTX 4090, vram: 24GiB}]\n  network: {trusted: true}\n  hosts:\n"
+            + hosts
+            + "hosts: ["
+            + ", ".join(f"w{i}" for i in range(n_hosts))
+            + "]\n"
+            "settings: {ctx: 8192, gpu_layers: all, tensor_split: auto}\n"
+        )
+        return [(d.code, d.line, d.message) for d in run_check([p]).diagnostics if d.severity.name == "ERROR"]
+
+    assert check(14) == []  # 14 RPC devices + CUDA0
+    (found,) = check(15)
+    assert found[:2] == ("VR303", 24) and "refuses a tensor_split of 16 numbers (at most 15" in found[2], found

@@ -42,12 +42,17 @@ def gpu_layers_beyond_model(plan: Plan):
         )
 
 
+LLAMA_MAX_DEVICES = 16  # src/llama.cpp llama_max_devices()
+
+
 @rule("VR303", "tensor-split-length", Severity.ERROR)
 def tensor_split_length(plan: Plan):
     """`tensor_split` needs exactly one number per GPU of the deployment.
 
     llama.cpp reads as many numbers as it has devices; extra numbers are ignored and missing ones
-    count as 0, which silently leaves a GPU out.
+    count as 0, which silently leaves a GPU out. llama-server takes at most 15 numbers (common/arg.cpp
+    refuses a `--tensor-split` of llama_max_devices(), 16, or more), so with a tensor_split
+    (written, or chosen by vramc) it cannot span 16 devices or more, RPC devices included.
 
     Bad:
         hardware: {gpus: [{name: A, vram: 24GiB}, {name: B, vram: 24GiB}, {name: C, vram: 12GiB}]}
@@ -70,6 +75,16 @@ def tensor_split_length(plan: Plan):
             ("settings", "tensor_split"),
             "leave it out, or give real proportions",
             severity=Severity.WARNING,
+        )
+    split = plan.params.tensor_split if plan.params is not None else None
+    if plan.engine in ("llama-server", "llama-swap") and split and len(split) >= LLAMA_MAX_DEVICES:
+        raw = plan.dep.doc.raw if isinstance(plan.dep.doc.raw, dict) else {}
+        written = "tensor_split" in (raw.get("settings") or {})
+        yield Finding(
+            f"llama-server refuses a tensor_split of {len(split)} numbers (at most {LLAMA_MAX_DEVICES - 1}: "
+            f'"got {len(split)} input configs, but system only has {LLAMA_MAX_DEVICES} devices")',
+            ("settings", "tensor_split") if written else ("hosts",) if "hosts" in raw else ("name",),
+            f"use at most {LLAMA_MAX_DEVICES - 1} devices (fewer `hosts:` or `gpus:`)",
         )
 
 
