@@ -213,3 +213,10 @@ def test_workers_of_different_builds_without_this_machines_build(tmp_path):
     assert "host cpu-box runs llama.cpp b6900 and host box2 b7400" in found[0][2]
     p.write_text(p.read_text().replace("  - box2\n", ""))  # one worker alone: nothing to compare
     assert [d for d in run_check([p]).diagnostics if d.code == "VR411"] == []
+
+
+def test_a_cpu_host_with_host_ram_zero_is_told_so_at_its_host_ram(tmp_path):
+    hw = HARDWARE.replace("    host_ram: 128GiB\n", "    host_ram: 0\n")
+    found = [(c, ln, m) for c, ln, _, m in errors(project(tmp_path, "hosts: [{host: cpu-box, bind: 0.0.0.0}]\n", hw))]
+    assert [(c, ln) for c, ln, _ in found] == [("VR361", 18)], found  # at its host_ram: 0
+    assert "its host_ram is 0:" in found[0][2]

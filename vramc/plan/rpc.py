@@ -125,12 +125,13 @@ def unknown_ram(plan) -> list:
         if span.gpus or span.host.host_ram:
             continue
         j = [h.name for h in hw.hosts].index(span.name)
-        where = ("hosts", j)
+        zero = span.host.host_ram is not None  # `host_ram: 0`: written, but no room
+        where = ("hosts", j, "host_ram") if zero else ("hosts", j)
         out.append(
             diagnostic(
                 "VR361",
-                f"host {span.name} serves its CPU to {dep.label} but its host_ram is not given: its rpc-server "
-                "allocates its share there",
+                f"host {span.name} serves its CPU to {dep.label} but its host_ram is "
+                f"{'0' if zero else 'not given'}: its rpc-server allocates its share there",
                 dep.hardware.file,
                 dep.hardware.positions.locate(where),
                 dep.hardware.prefix + where,
