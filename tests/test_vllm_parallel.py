@@ -428,3 +428,31 @@ def test_one_machine_plan_json_keeps_its_keys():
         for d in rec["devices"]:
             assert "host" not in d and d["layers"] is None and d["n_layers"] == 0 and d["output"] is False
         assert not any("pipeline" in n for n in rec["notes"])
+
+
+# --- review of issue 17 ------------------------------------------------------------------------------
+def _hostile(tmp_path, hosts: str, settings: str, engine: str = "vllm"):
+    path = tmp_path / "p.yaml"
+    text = HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+    path.write_text(text.replace("hosts: [node2]", hosts).replace("engine: vllm", f"engine: {engine}") + settings)
+    return path
+
+
+@pytest.mark.parametrize(
+    "hosts, col",
+    [("hosts: [node2, node2]", 16), ("hosts: [{host: node2, gpus: [0]}, {host: node2, gpus: [1]}]", 42)],
+)
+def test_a_host_listed_twice_is_one_vllm_node(tmp_path, hosts, col):
+    """A vLLM node is a machine (one node rank, one out/NAME/hosts/HOST/): listed twice it is
+    VR116 at the second entry, not llama.cpp's rpc-server wording (VR117 GPUs, VR119 ports)."""
+    path = _hostile(tmp_path, hosts, "settings: {tensor_parallel_size: 2, pipeline_parallel_size: 2}\n")
+    errors = [d for d in run_check([path]).diagnostics if d.severity.name == "ERROR"]
+    assert [(d.code, d.line, d.column) for d in errors] == [("VR116", 10, col)], [d.one_line() for d in errors]
+    assert "host node2 is listed twice (hosts[0] and hosts[1])" in errors[0].message
+    assert "rpc-server" not in errors[0].message + errors[0].hint
+    proc = subprocess.run([sys.executable, "-m", "vramc", "check", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "VR116" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    # llama.cpp may list a host twice (one rpc-server each): there the port clash is still VR119
+    rpc = _hostile(tmp_path, "hosts: [{host: node2, gpus: [0]}, {host: node2, gpus: [1]}]", "", "llama-server")
+    rpc.write_text(rpc.read_text().replace("mistral-7b-instruct-awq", "demo-tiny"))
+    assert "VR119" in [d.code for d in run_check([rpc]).diagnostics]

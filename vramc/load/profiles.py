@@ -1263,10 +1263,24 @@ def check_hosts(bdoc: Doc, body, hw: Doc) -> list[Diagnostic]:
     listing = ", ".join(h.name for h in hosts) or "none"
     used_gpus: dict[tuple[str, int], int] = {}
     endpoints: dict[tuple[str, int], int] = {}
+    nodes: dict[str, int] = {}  # vLLM: host -> its entry (node rank - 1)
+    vllm = ENGINES[body.engine].family == "vllm"
     for pos, use in enumerate(body.hosts):
         raw = _get(bdoc.raw, ("hosts", pos))
         name_at = ("hosts", pos) if isinstance(raw, str) else ("hosts", pos, "host")
         h = by_name.get(use.host)
+        if vllm and use.host in nodes:
+            # a vLLM node is a machine: one node rank, one `vllm serve` (or `ray start`), one
+            # out/NAME/hosts/HOST/; the rpc-server checks below (GPUs, ports) do not apply
+            say(
+                "VR116",
+                f"host {use.host} is listed twice (hosts[{nodes[use.host]}] and hosts[{pos}]): a vLLM node is "
+                "one machine with one node rank",
+                name_at,
+                "list each host once; give it the GPUs vLLM uses there with {host: " + use.host + ", gpus: [...]}",
+            )
+            continue
+        nodes.setdefault(use.host, pos)
         if h is None:
             close = difflib.get_close_matches(use.host, list(by_name), n=1)
             say(

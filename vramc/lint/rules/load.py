@@ -299,9 +299,12 @@ def _vr115():
 
 @rule("VR116", "host-duplicate", Severity.ERROR, "load")
 def _vr116():
-    """Two hosts of one hardware profile have the same name.
+    """Two hosts of one hardware profile have the same name, or a vLLM deployment lists a host twice.
 
-    Deployments name the hosts they span, so a name must say which machine it means.
+    Deployments name the hosts they span, so a name must say which machine it means. A vLLM
+    deployment's `hosts:` are its nodes (node ranks 1..N): a machine is one node, so it is listed
+    once, with the GPUs vLLM uses there (`{host: box2, gpus: [0, 1]}`). (llama.cpp may list a host
+    several times: one rpc-server per entry, each on its own port.)
 
     Bad:
         hardware:
