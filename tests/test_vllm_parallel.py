@@ -456,3 +456,22 @@ def test_a_host_listed_twice_is_one_vllm_node(tmp_path, hosts, col):
     rpc = _hostile(tmp_path, "hosts: [{host: node2, gpus: [0]}, {host: node2, gpus: [1]}]", "", "llama-server")
     rpc.write_text(rpc.read_text().replace("mistral-7b-instruct-awq", "demo-tiny"))
     assert "VR119" in [d.code for d in run_check([rpc]).diagnostics]
+
+
+def test_vllm_host_gpu_uuid_is_checked_like_this_machines(tmp_path):
+    """A vLLM node's GPU uuid goes into its CUDA_VISIBLE_DEVICES: a newline (a command of its own in
+    launch.sh) or a comma (one more device) is VR403 at check, as on this machine."""
+    base = HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+    for uuid, words in (('"GPU-1\\nrm -rf ~"', "newline"), ('"GPU-1,GPU-2"', "comma")):
+        path = tmp_path / "uuid.yaml"
+        path.write_text(
+            base.replace(
+                "- {name: node2, address: 10.0.0.2, gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]}",
+                f"- {{name: node2, address: 10.0.0.2, gpus: [{{name: H100, vram: 80GiB, uuid: {uuid}}}]}}",
+            )
+            + "settings: {pipeline_parallel_size: 2}\n"
+        )
+        found = [d for d in run_check([path]).diagnostics if d.code == "VR403"]
+        assert found and words in found[0].message and (found[0].line, found[0].column) == (7, 79), [
+            d.one_line() for d in run_check([path]).diagnostics
+        ]

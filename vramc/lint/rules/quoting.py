@@ -64,6 +64,15 @@ def _values(plan: Plan):
             yield "GPU name", g.name, "hardware", ("hosts", j, "gpus", i, "name")
             if g.uuid:
                 yield "GPU uuid", g.uuid, "hardware", ("hosts", j, "gpus", i, "uuid")
+    # a vLLM node's GPU uuids go into its CUDA_VISIBLE_DEVICES (vramc.plan.vllm_nodes.visible_devices)
+    from vramc.plan import vllm_nodes
+
+    for span in vllm_nodes.spans(dep):
+        j = hosts.index(span.name)
+        for i in span.gpus:
+            g = span.host.gpus[i]
+            if g.uuid:
+                yield "GPU uuid", g.uuid, "hardware", ("hosts", j, "gpus", i, "uuid")
 
 
 @rule("VR403", "unsafe-value", Severity.ERROR)
