@@ -154,3 +154,19 @@ def test_sixteen_devices_are_more_than_llama_server_splits(tmp_path):
     assert check(14) == []  # 14 RPC devices + CUDA0
     (found,) = check(15)
     assert found[:2] == ("VR303", 24) and "refuses a tensor_split of 16 numbers (at most 15" in found[2], found
+
+
+def test_deployments_sharing_a_cpu_host_are_told_its_ram(tmp_path):
+    """VR312 on the rpc-servers of one host's CPU names that host's RAM (not 'GPU -1'), and `hosts:`."""
+    p = tmp_path / "two.yaml"
+    p.write_text(
+        HW.replace("host_ram: 64GiB", "host_ram: 8GiB") + "deployments:\n"
+        f"  - {{name: a, model: {MODEL}, engine: llama-server, hosts: [cpu-box], gpus: [],"
+        " settings: {ctx: 8192, gpu_layers: all, port: 8090}}\n"
+        f"  - {{name: b, model: {MODEL}, engine: llama-server, hosts: [{{host: cpu-box, port: 50053}}], gpus: [],"
+        " settings: {ctx: 8192, gpu_layers: all, port: 8091}}\n"
+    )
+    found = [d for d in run_check([p]).diagnostics if d.code == "VR312"]
+    assert [d.deployment for d in found] == ["a", "b"], found
+    assert all(d.message.startswith("the RAM of host cpu-box (its CPU's rpc-servers) is shared by a ") for d in found)
+    assert all("(`hosts:`)" in d.hint for d in found)

@@ -313,15 +313,19 @@ def oversubscribed(plans):
         have = first.available_bytes
         if need > have:
             names = ", ".join(f"{p.dep.label} {fmt_size(d.total_bytes)}" for p, d in uses)
+            what = f"GPU {gpu} ({first.name}{f' of host {host}' if host else ''})"
+            if host and gpu < 0:  # rpc-servers of a host's CPU: its host_ram
+                what = f"the RAM of host {host} (its CPU's rpc-servers)"
             for plan, _d in uses:
                 yield (
                     plan,
                     Finding(
-                        f"GPU {gpu} ({first.name}{f' of host {host}' if host else ''}) is shared by {names}: {fmt_size(need)} together, "
+                        f"{what} is shared by {names}: {fmt_size(need)} together, "
                         f"{fmt_size(have)} available ({fmt_size(need - have)} over)",
                         _anchor(plan),
                         f"{shrink_hint(plan.engine)} for one of them, or move one to "
-                        "another GPU (`gpus:`)" + _share_hint(plan, uses),
+                        + ("another host or GPU (`hosts:`)" if host else "another GPU (`gpus:`)")
+                        + _share_hint(plan, uses),
                     ),
                 )
 
