@@ -458,6 +458,163 @@ def test_a_host_listed_twice_is_one_vllm_node(tmp_path, hosts, col):
     assert "VR119" in [d.code for d in run_check([rpc]).diagnostics]
 
 
+def _plan_of(path):
+    result = run_check([path])
+    (plan,) = result.plans
+    return plan, result.diagnostics
+
+
+def test_tp_auto_across_machines_takes_gpus_per_node_and_a_stage_per_node(tmp_path):
+    """`tensor_parallel_size: auto` with `hosts:` (PP unset) is vLLM's advice, TP = GPUs per node
+    and PP = nodes, not the smallest TP that starts (TP 2 over the two nodes, a GPU idle on each)."""
+    from vramc.plan.view import plan_record, plan_text
+
+    shipped = (ROOT / "profiles" / "vllm-two-nodes.yaml").read_text()
+    assert "  tensor_parallel_size: 2\n  pipeline_parallel_size: 2\n" in shipped
+    (tmp_path / "profiles").mkdir()
+    shutil.copytree(ROOT / "profiles" / "hardware", tmp_path / "profiles" / "hardware")
+    shutil.copytree(ROOT / "profiles" / "models", tmp_path / "profiles" / "models")
+    path = tmp_path / "profiles" / "auto.yaml"
+    path.write_text(
+        shipped.replace("  tensor_parallel_size: 2\n  pipeline_parallel_size: 2\n", "  tensor_parallel_size: auto\n")
+    )
+    plan, diags = _plan_of(path)
+    fixed, _ = _plan_of(ROOT / "profiles" / "vllm-two-nodes.yaml")
+    assert [d.code for d in diags if d.severity.name in ("ERROR", "WARNING")] == []
+    assert (plan.choice.tensor_parallel_size, plan.choice.pipeline_parallel_size) == (2, 2)
+    assert set(plan.auto) >= {"tensor_parallel_size", "pipeline_parallel_size"}
+    # the same plan as the shipped profile, which writes TP 2 x PP 2 by hand
+    assert [(d.id, d.total_bytes, d.layers) for d in plan.estimate.devices] == [
+        (d.id, d.total_bytes, d.layers) for d in fixed.estimate.devices
+    ]
+    assert len(plan.estimate.devices) == 4
+    text = plan_text(plan)
+    assert "tensor_parallel_size=2*  pipeline_parallel_size=2*" in text
+    assert "tensor_parallel_size 2 x pipeline_parallel_size 2 chosen by vramc" in text
+    rec = plan_record(plan)
+    assert {"tensor_parallel_size", "pipeline_parallel_size"} <= set(rec["auto"])
+    assert rec["settings"]["pipeline_parallel_size"] == 2
+    # the build writes what the plan chose, on both nodes
+    monkey_cwd = tmp_path
+    proc = subprocess.run(
+        [sys.executable, "-m", "vramc", "build", "profiles/auto.yaml"],
+        cwd=monkey_cwd,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "VRAMC_NO_CACHE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    for args in (tmp_path / "out/vllm-two-nodes/vllm.args", tmp_path / "out/vllm-two-nodes/hosts/node2/vllm.args"):
+        lines = args_file_lines(args)
+        assert lines[lines.index("--tensor-parallel-size") + 1] == "2"
+        assert lines[lines.index("--pipeline-parallel-size") + 1] == "2"
+
+
+THREE_NODES = textwrap.dedent("""\
+    name: three
+    hardware:
+      address: 10.0.0.1
+      network: {trusted: true, interface: eth0}
+      gpus: [GPUS]
+      hosts:
+        - {name: b, address: 10.0.0.2, gpus: [GPUS]}
+        - {name: c, address: 10.0.0.3, gpus: [GPUS]}
+    model: MODEL
+    engine: vllm
+    hosts: [b, c]
+    """)
+
+
+@pytest.mark.parametrize(
+    "per_node, model_name, extra, expect",
+    [
+        # 4 GPUs a node, 3 nodes, Ray: 4 x 3
+        (4, "qwen2.5-coder-32b-instruct-awq", "distributed_executor_backend: ray, max_model_len: 8192", (4, 3)),
+        # mp, 2 a node
+        (2, "mistral-7b-instruct-awq", "max_model_len: 8192", (2, 3)),
+        # 3 GPUs a node: Qwen2.5-7B's 28 heads take TP 2 (3 does not divide them), still one stage a node
+        (
+            3,
+            "qwen2.5-7b-instruct-awq"
+            if (ROOT / "profiles/models/qwen2.5-7b-instruct-awq.yaml").exists()
+            else "qwen2.5-7b-instruct",
+            "max_model_len: 8192",
+            (2, 3),
+        ),
+        # PP given: TP auto takes the largest TP whose groups stay on one machine
+        (4, "mistral-7b-instruct-awq", "pipeline_parallel_size: 3, max_model_len: 8192", (4, 3)),
+        # PP 1 given, Ray over 3 x 2 GPUs: no TP keeps to one machine and uses every node; the
+        # largest that starts (TP 2 would stay here and leave both hosts idle)
+        (
+            2,
+            "mistral-7b-instruct-awq",
+            "pipeline_parallel_size: 1, distributed_executor_backend: ray, max_model_len: 8192",
+            (4, 1),
+        ),
+    ],
+)
+def test_tp_auto_across_three_nodes(tmp_path, per_node, model_name, extra, expect):
+    gpus = ", ".join(["{name: RTX 4090, vram: 24GiB}"] * per_node)
+    path = tmp_path / "three.yaml"
+    path.write_text(
+        THREE_NODES.replace("GPUS", gpus).replace("MODEL", str(ROOT / "profiles/models" / f"{model_name}.yaml"))
+        + f"settings: {{tensor_parallel_size: auto, {extra}}}\n"
+    )
+    plan, diags = _plan_of(path)
+    assert [d.code for d in diags if d.severity.name == "ERROR"] == []
+    heads = plan.dep.model.obj.config.num_attention_heads
+    tp, pp = expect
+    if heads % tp:  # the parametrization's TP must be one vLLM accepts for this model
+        pytest.fail(f"{model_name}: {heads} heads")
+    assert (plan.choice.tensor_parallel_size, plan.choice.pipeline_parallel_size or 1) == expect
+    assert ("pipeline_parallel_size" in plan.auto) == ("pipeline_parallel_size" not in extra)
+    assert len(plan.estimate.devices) == tp * pp
+
+
+def test_tp_auto_on_one_machine_is_unchanged():
+    """Without hosts TP auto is still the smallest TP that starts, and PP is never chosen."""
+    for plan in run_check([FIXTURE / "profiles"]).plans:
+        if plan.engine == "vllm" and not plan.dep.doc.obj.hosts:
+            assert "pipeline_parallel_size" not in plan.auto
+            assert not any("chosen by vramc: across machines" in n for n in plan.estimate.notes)
+
+
+def test_fit_write_keeps_the_pipeline_size_it_chose(tmp_path):
+    """`vramc fit --write` writes the PP it chose with the TP (without it the profile would plan
+    TP 2 over two nodes, one stage); `--refit` solves both again."""
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    path = tmp_path / "profiles" / "vllm-two-nodes.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "  tensor_parallel_size: 2\n  pipeline_parallel_size: 2\n", "  tensor_parallel_size: auto\n"
+        )
+    )
+
+    def fit(*extra):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vramc", "fit", str(path), "--write", *extra],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "VRAMC_NO_CACHE": "1"},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return yaml.safe_load(path.read_text())["settings"]
+
+    written = fit()
+    assert (written["tensor_parallel_size"], written["pipeline_parallel_size"]) == (2, 2)
+    assert "pipeline_parallel_size: 2  # vramc fit: auto" in path.read_text()
+    plan, _ = _plan_of(path)
+    assert plan.auto == () or "pipeline_parallel_size" not in plan.auto
+    assert (plan.choice.tensor_parallel_size, plan.choice.pipeline_parallel_size) == (2, 2)
+    again = fit("--refit")
+    assert (again["tensor_parallel_size"], again["pipeline_parallel_size"]) == (2, 2)
+    # a node without GPUs (Ray: a node that holds none) leaves one stage here: --refit writes PP 1
+    text = path.read_text().replace("hosts:\n  - node2\n", "hosts:\n  - {host: node2, gpus: []}\n")
+    path.write_text(text.replace("  port: 8003\n", "  port: 8003\n  distributed_executor_backend: ray\n"))
+    refit = fit("--refit")
+    assert (refit["tensor_parallel_size"], refit["pipeline_parallel_size"]) == (2, 1)
+
+
 def test_vllm_host_gpu_uuid_is_checked_like_this_machines(tmp_path):
     """A vLLM node's GPU uuid goes into its CUDA_VISIBLE_DEVICES: a newline (a command of its own in
     launch.sh) or a comma (one more device) is VR403 at check, as on this machine."""

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from vramc.cli.common import is_selected, selection_problem
+from vramc.cli.common import is_selected, say_diagnostics, selection_problem
 from vramc.diagnostics import Severity
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ AUTO_KEYS = (
     "max_model_len",
     "max_num_seqs",
     "tensor_parallel_size",
+    "pipeline_parallel_size",  # chosen with tensor_parallel_size across machines (issue 17)
     "kv_cache_dtype",
 )
 
@@ -74,7 +75,7 @@ def edit_choices(plans, cleared=None) -> list:
     for p in plans:
         values = chosen(p)
         for k in cleared.get(id(p), ()):
-            values.setdefault(k, [])
+            values.setdefault(k, 1 if k == "pipeline_parallel_size" else [])
         if p.dep.variant is not None:
             # a variant that inherits `auto` keeps the base's answer unless its own differs
             base = base_values.get((p.dep.doc.file, p.dep.name), {})
@@ -156,12 +157,16 @@ class _Freed:
             own = v.settings.model_fields_set if v is not None else set()
             var_path = dep.doc.prefix + ("variants", dep.variant, "settings")
             keys = {k for p, k in self.marks[path] if p == var_path} | (keys - own)
-        return keys & set(RELAXABLE + RELAXABLE_VLLM + ("override_tensor",))
+        return keys & set(RELAXABLE + RELAXABLE_VLLM + ("override_tensor", "pipeline_parallel_size"))
 
     def __call__(self, dep) -> None:
         if not self.selected(dep):
             return
-        own = RELAXABLE_VLLM if dep.doc.obj.engine == "vllm" else RELAXABLE + ("override_tensor",)
+        own = (
+            RELAXABLE_VLLM + ("pipeline_parallel_size",)
+            if dep.doc.obj.engine == "vllm"
+            else RELAXABLE + ("override_tensor",)
+        )
         keys = (set(self.relax) | (self.marked(dep) if self.refit else set())) & set(own)
         if not keys:
             return
@@ -169,6 +174,11 @@ class _Freed:
         if "override_tensor" in keys:  # the solver places experts itself only without overrides
             update["override_tensor"] = None
             update.setdefault("gpu_layers", "auto")
+        if "pipeline_parallel_size" in keys:  # the solver chooses it only with tensor_parallel_size: auto
+            if update.get("tensor_parallel_size", dep.settings.tensor_parallel_size) == "auto":
+                update["pipeline_parallel_size"] = None
+            else:
+                keys = keys - {"pipeline_parallel_size"}
         dep.settings = dep.settings.model_copy(update=update)
         self.keys[(dep.doc.file, dep.name, dep.variant)] = keys
 
@@ -202,8 +212,7 @@ def cli_fit(
         print(f'vramc fit: no deployment named "{deployment}" in {profile}', file=sys.stderr)
         return 2
     blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and raised_while_loading(d.code)]
-    for d in blocking:
-        print(d.one_line(), file=sys.stderr)
+    say_diagnostics(blocking)
     if not plans:
         if not blocking:  # a hardware or model profile (or a folder with no deployment): exit 1 said nothing
             print(
@@ -253,8 +262,7 @@ def cli_fit(
     else:
         for p in plans:
             sys.stdout.write(_fit_text(p, ideas[id(p)]) + plan_text(p) + "\n")
-    for d in together:
-        print(d.one_line(), file=sys.stderr)
+    say_diagnostics(together)
     ok = all(p.verdict in ("fits", "tight") for p in plans) and not together
     if write:
         code = _write(profile, plans, freed, together)
@@ -276,6 +284,8 @@ def _write(profile: Path, plans, freed, said=()) -> int:
         keys = freed.keys.get((p.dep.doc.file, p.dep.name, p.dep.variant), set())
         if "override_tensor" in keys and "override_tensor" not in p.auto:
             cleared[id(p)] = ("override_tensor",)
+        if "pipeline_parallel_size" in keys and "pipeline_parallel_size" not in p.auto:
+            cleared[id(p)] = ("pipeline_parallel_size",)  # freed, and vLLM's one stage kept
     try:
         editors = edit_choices(plans, cleared)
     except EditRefused as e:
@@ -288,9 +298,7 @@ def _write(profile: Path, plans, freed, said=()) -> int:
     after = run_check([profile], texts=texts) if texts else None
     rejected = [d for d in after.diagnostics if d.severity == Severity.ERROR] if after else []
     if rejected:
-        for d in rejected:
-            if d not in said:
-                print(d.one_line(), file=sys.stderr)
+        say_diagnostics(d for d in rejected if d not in said)
         print(
             f"vramc fit: nothing was written: `vramc check` would reject {profile} with these settings (above)",
             file=sys.stderr,

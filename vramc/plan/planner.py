@@ -528,7 +528,13 @@ def solve_vllm(plan: Plan, util: float | None = None) -> None:
     result = vllm_fit.solve(
         dep,
         plan.margins,
-        lambda tp: gpu_budgets(dep, dep.settings.model_copy(update={"tensor_parallel_size": tp})),
+        # pp: a pipeline_parallel_size the solver chose (across machines): NCCL's share follows the world size
+        lambda tp, pp=None: gpu_budgets(
+            dep,
+            dep.settings.model_copy(
+                update={"tensor_parallel_size": tp} | ({"pipeline_parallel_size": pp} if pp else {})
+            ),
+        ),
         util=util,
     )
     plan.gpus, plan.estimate, plan.choice = result.gpus, result.estimate, result.settings

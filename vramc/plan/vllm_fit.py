@@ -10,7 +10,9 @@ with KV cache, so what vramc chooses for it is in vLLM's terms:
 * `max_num_seqs: auto`: the number of requests at `max_model_len` that the KV cache holds
   (vLLM's "Maximum concurrency for L tokens per request"), at most vLLM's default.
 * `tensor_parallel_size: auto`: the smallest size that divides the attention heads, has a GPU
-  per rank, and starts.
+  per rank, and starts. Across machines (`hosts:`, issue 17) vLLM's advice instead: TP = the
+  GPUs of a node and, with `pipeline_parallel_size` unset, PP = the nodes (then PP is chosen too);
+  failing that, the largest TP that starts, TP groups that stay on one machine first.
 * `kv_cache_dtype: auto`: vLLM's `auto` (the model dtype) when that starts, else `fp8` where
   the GPU has fp8 (compute capability 8.9 and newer).
 * `max_model_len: auto` is vLLM's own (-1): the longest length whose one request fits, which
@@ -85,7 +87,8 @@ def solo_share(gpus, margins, held: dict[int, int] | None = None) -> float:
 
 def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> VllmFit:
     """Resolve `dep.settings`' vLLM `auto` values. `budgets(tp)` gives the GPUs as the engine
-    sees them with that tensor-parallel size (the NCCL overhead depends on it); `util` fixes an
+    sees them with that tensor-parallel size (the NCCL overhead depends on it), `budgets(tp, pp)`
+    with a pipeline-parallel size the solver chose; `util` fixes an
     `auto` utilization that a joint fit decided; `held` is what co-located instances take."""
     from vramc.memory.vllm import estimate_vllm, layout
     from vramc.plan.vllm_nodes import host_names, layer_partition
@@ -98,13 +101,19 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
     n = len(budgets(1))
     pp = s.pipeline_parallel_size or 1
     split, hosts = layer_partition(dep), host_names(dep)
-    if s.tensor_parallel_size == "auto":  # each pipeline stage takes tensor_parallel_size GPUs
-        sizes = [t for t in range(1, max(1, n // pp) + 1) if cfg.num_attention_heads % t == 0] or [1]
-    else:
-        sizes = [s.tensor_parallel_size or 1]
+    # (tensor_parallel_size, pipeline_parallel_size vramc chose, or None: the settings' own)
+    sizes: list[tuple[int, int | None]]
+    if s.tensor_parallel_size != "auto":
+        sizes = [(s.tensor_parallel_size or 1, None)]
+    elif hosts:
+        sizes = _across_machines(dep, budgets, hosts)
+    else:  # each pipeline stage takes tensor_parallel_size GPUs
+        sizes = [(t, None) for t in range(1, max(1, n // pp) + 1) if cfg.num_attention_heads % t == 0] or [(1, None)]
     best = None  # (length reached, settings, estimate, gpus)
-    for tp in sizes:
-        gpus = budgets(tp)
+    for tp, chose_pp in sizes:
+        gpus = budgets(tp) if chose_pp is None else budgets(tp, chose_pp)
+        pp = chose_pp or s.pipeline_parallel_size or 1
+        autos = asked(s) + (("pipeline_parallel_size",) if chose_pp else ())
         # the GPUs the TP x PP ranks run on (across machines not always the first ones)
         position = {id(g): i for i, g in enumerate(gpus)}
         ranks = list(layout(gpus, tp, pp, s.distributed_executor_backend, hosts).ranks)
@@ -117,6 +126,8 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             dtypes = ["auto", "fp8"]
         for kv in dtypes:
             update: dict = {"tensor_parallel_size": tp, "kv_cache_dtype": kv}
+            if chose_pp:
+                update["pipeline_parallel_size"] = chose_pp
             if s.gpu_memory_utilization == "auto":
                 share = util if util is not None else solo_share(ranks, rank_margins, held)
                 if share <= 0:
@@ -138,7 +149,9 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             )
             ok = not est.errors
             log.append(
-                f"tensor_parallel_size {tp}, kv_cache_dtype {kv or 'auto'}"
+                f"tensor_parallel_size {tp}"
+                + (f" x pipeline_parallel_size {chose_pp}" if chose_pp else "")
+                + f", kv_cache_dtype {kv or 'auto'}"
                 + (
                     f", gpu_memory_utilization {trial.gpu_memory_utilization}"
                     if "gpu_memory_utilization" in autos
@@ -155,15 +168,50 @@ def solve(dep, margins, budgets, *, util: float | None = None, held=None) -> Vll
             # with max_model_len: auto any size starts (at a shorter length): what counts is
             # reaching the model's full length; failing that, the longest
             reach = (est.resolved["max_model_len"] if s.max_model_len == "auto" else 1) if ok else 0
+            if chose_pp and ok:
+                est.notes.append(
+                    f"tensor_parallel_size {tp} x pipeline_parallel_size {chose_pp} chosen by vramc: across "
+                    "machines vLLM advises tensor parallel within a node (GPUs per node) and pipeline "
+                    "parallel across the nodes"
+                )
             if best is None or reach > best[0]:
-                best = (reach, trial, est, gpus)
+                best = (reach, trial, est, gpus, autos)
             if ok and (
                 s.max_model_len != "auto"
                 or est.resolved["max_model_len"] >= est.devices[0].detail["derived_max_model_len"]
             ):
                 return VllmFit(trial, est, gpus, autos, log)
-    _, trial, est, gpus = best
+    _, trial, est, gpus, autos = best
     return VllmFit(trial, est, gpus, autos, log)
+
+
+def _across_machines(dep, budgets, hosts) -> list[tuple[int, int | None]]:
+    """`tensor_parallel_size: auto` of a deployment across machines: the sizes to try, in order.
+    vLLM's advice for several nodes is TP = GPUs per node and PP = nodes, so that no TP group
+    (an all-reduce every layer) crosses the network and no GPU stays idle: with
+    `pipeline_parallel_size` unset, TP up to the fewest GPUs of a node x PP = nodes first (where
+    every node has a GPU and the model has a layer per node); then the settings' own PP. Each
+    largest first (the hosts are this deployment's), those whose TP groups stay on one machine
+    and that give every node a rank before the others."""
+    from vramc.memory.vllm import layout, nodes_of
+
+    s = dep.settings
+    cfg = dep.model.obj.config
+    heads = cfg.num_attention_heads
+    gpus = budgets(1)
+    counts = [len(g) for _, g in nodes_of(gpus, hosts)]
+    out: list[tuple[int, int | None]] = []
+    if s.pipeline_parallel_size is None and min(counts) > 0 and len(counts) <= cfg.num_hidden_layers:
+        out += [(t, len(counts)) for t in range(min(counts), 0, -1) if heads % t == 0]
+    pp = s.pipeline_parallel_size or 1
+    own = [(t, None) for t in range(max(1, len(gpus) // pp), 0, -1) if heads % t == 0] or [(1, None)]
+
+    def apart(tp: int) -> bool:  # a TP group across machines, or a node without a rank
+        ranks = layout(gpus, tp, pp, s.distributed_executor_backend, hosts).ranks
+        crosses = any(len({g.host for g in ranks[i : i + tp]}) > 1 for i in range(0, len(ranks), tp))
+        return crosses or {g.host for g in ranks} != {None, *hosts}
+
+    return out + sorted(own, key=lambda c: apart(c[0]))  # stable: largest first within each
 
 
 def _seqs(model, gpus, settings, log, split=None, hosts=()):
