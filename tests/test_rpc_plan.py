@@ -170,3 +170,14 @@ def test_deployments_sharing_a_cpu_host_are_told_its_ram(tmp_path):
     assert [d.deployment for d in found] == ["a", "b"], found
     assert all(d.message.startswith("the RAM of host cpu-box (its CPU's rpc-servers) is shared by a ") for d in found)
     assert all("(`hosts:`)" in d.hint for d in found)
+
+
+def test_a_device_over_its_memory_names_its_host(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text(
+        f"name: d\nmodel: {MODEL}\nengine: llama-server\n"
+        + HW.replace("host_ram: 64GiB", "host_ram: 4GiB")
+        + "hosts: [cpu-box]\ngpus: []\nsettings: {ctx: 8192, gpu_layers: all}\n"
+    )
+    (found,) = [d for d in run_check([p]).diagnostics if d.code == "VR300"]
+    assert found.message.startswith("RPC0 (CPU of host cpu-box) needs "), found

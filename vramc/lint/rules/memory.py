@@ -77,13 +77,18 @@ def does_not_fit(plan: Plan):
     for d in plan.estimate.devices:
         if d.free_bytes < 0:
             yield Finding(
-                f"{d.id} ({d.name}) needs {fmt_size(d.total_bytes)} ({_breakdown(d)}) but has "
+                f"{d.id} ({d.name}{_of_host(d)}) needs {fmt_size(d.total_bytes)} ({_breakdown(d)}) but has "
                 f"{fmt_size(d.available_bytes)} available ({_available(d)}): "
                 f"{fmt_size(-d.free_bytes)} over",
                 _anchor(plan),
                 plan.fit_hint,
                 data={"device": d.id, "over_bytes": -d.free_bytes},
             )
+
+
+def _of_host(d) -> str:
+    """Which machine an RPC device is on ('RPC1 (CPU of host cpu-box)'); '' for this machine's."""
+    return f" of host {d.host}" if d.host else ""
 
 
 @rule("VR301", "below-margin", Severity.WARNING)
@@ -111,7 +116,7 @@ def below_margin(plan: Plan):
     for i, d in enumerate(plan.estimate.devices):
         if 0 <= d.free_bytes < plan.margins[i]:
             yield Finding(
-                f"{d.id} ({d.name}) keeps {fmt_size(d.free_bytes)} free, less than the "
+                f"{d.id} ({d.name}{_of_host(d)}) keeps {fmt_size(d.free_bytes)} free, less than the "
                 f"{plan.dep.margin.describe()} margin ({fmt_size(plan.margins[i])})",
                 ("margin",) if plan.dep.variant else _anchor(plan),
                 f"{shrink_hint(plan.engine)}, or accept a smaller margin",
