@@ -179,8 +179,8 @@ def rpc_server_unreachable(plan: Plan):
             where = _entry(plan, span.position, "bind")
             named = "its bind:" if where[-1] == "bind" else "the host's address; no bind:"
             yield Finding(
-                f"the rpc-server of host {span.name} would listen on {span.bind!r} ({named}), a name: rpc-server "
-                "takes an IPv4 address only (it prints 'Invalid host address' and exits)",
+                f"the rpc-server of host {span.name} would listen on {span.bind!r} ({named}), which it cannot: "
+                "rpc-server takes an IPv4 address, not a name (it prints 'Invalid host address' and exits)",
                 where,
                 "bind: the host's IPv4 address that this machine reaches (e.g. bind: 192.168.1.12), or 0.0.0.0",
             )
