@@ -632,3 +632,33 @@ def test_vllm_host_gpu_uuid_is_checked_like_this_machines(tmp_path):
         assert found and words in found[0].message and (found[0].line, found[0].column) == (7, 79), [
             d.one_line() for d in run_check([path]).diagnostics
         ]
+
+
+def test_diff_text_lines_up_the_bars_of_a_host_gpu(tmp_path):
+    """`vramc diff`'s bars: a vLLM host's GPU id (node2:CUDA0) is longer than the 6 columns the
+    text gave ids; each device's before and after bars start in the same column."""
+    for side in ("base", "head"):
+        shutil.copytree(ROOT / "profiles", tmp_path / side / "profiles")
+    head = tmp_path / "head" / "profiles" / "vllm-two-nodes.yaml"
+    head.write_text(head.read_text().replace("gpu_memory_utilization: 0.88", "gpu_memory_utilization: 0.9"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vramc",
+            "diff",
+            "--base-dir",
+            str(tmp_path / "base"),
+            "--head-dir",
+            str(tmp_path / "head"),
+            "--fail-on",
+            "never",
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "VRAMC_NO_CACHE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    bars = [ln for ln in proc.stdout.splitlines() if " GiB  " in ln and "[" in ln]
+    assert len(bars) == 8 and any(ln.startswith("  node2:CUDA0 before [") for ln in bars), proc.stdout
+    assert {ln.index("[") for ln in bars} == {21}, bars

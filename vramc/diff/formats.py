@@ -176,6 +176,8 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         table = _table(header, rows, 2)
         lines.append(table[0] + "   (MiB)")
         lines.extend(table[1:])
+        # a vLLM host's GPU is HOST:CUDAi (issue 17): the bars line up under the longest id
+        idw = max([6] + [len(r["id"]) for r in d["devices"]])
         for r in d["devices"]:
             for side, word in (("base", "before"), ("head", "after")):
                 s, cap = r[side], r["capacity_bytes"][side]
@@ -183,7 +185,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
                     continue
                 used = f"{s['total_bytes'] / GiB:5.2f}/{cap / GiB:.2f} GiB"
                 lines.append(
-                    f"  {r['id'] if side == 'base' or r['base'] is None else '':<6} {word:<6} "
+                    f"  {r['id'] if side == 'base' or r['base'] is None else '':<{idw}} {word:<6} "
                     f"{_bar(s, cap)} {used}  {r['verdict'][side]}"
                 )
         if d["layers_moved"]:
