@@ -181,3 +181,27 @@ def test_a_device_over_its_memory_names_its_host(tmp_path):
     )
     (found,) = [d for d in run_check([p]).diagnostics if d.code == "VR300"]
     assert found.message.startswith("RPC0 (CPU of host cpu-box) needs "), found
+
+
+def test_tensor_split_auto_fills_the_gpus_before_a_cpu_behind_rpc(tmp_path):
+    """Balanced by its share of 64 GiB of RAM, cpu-box would take most layers while the GPUs idle:
+    the GPUs hold them when they can (cpu-box none, VR308), and cpu-box helps only when they cannot."""
+    s = "gpus: [0]\nsettings: {ctx: 8192, gpu_layers: all, tensor_split: auto}\n"
+    (p,) = plan(tmp_path, "hosts: [cpu-box, {host: box2, gpus: [0]}]\n" + s, "a")
+    assert [d.n_layers for d in p.estimate.devices][0] == 0
+    assert sum(d.n_layers for d in p.estimate.devices[1:]) == 33 and p.verdict == "fits"
+    small = tmp_path / "small"
+    small.mkdir()
+    global HW
+    saved, HW = (
+        HW,
+        HW.replace(
+            "gpus: [{name: RTX 4090, vram: 24GiB}, {name: RTX 4090",
+            "gpus: [{name: RTX 4090, vram: 4GiB}, {name: RTX 4090",
+        ),
+    )
+    try:
+        (q,) = plan(small, "hosts: [cpu-box]\n" + s, "b")  # this machine's 4 GiB cannot hold 8.5 GB
+    finally:
+        HW = saved
+    assert q.estimate.devices[0].n_layers > 0 and q.estimate.devices[1].n_layers > 0 and q.verdict == "fits"

@@ -68,6 +68,7 @@ class Solver:
         self.moved_experts = 0  # blocks whose expert tensors the solver put in host memory
         self.n_estimates = 0
         self._seen: dict = {}  # LlamaParams -> estimate, within this solve
+        self._layouts: dict = {}  # the same, keyed by estimate_cache.one_way(params)
         self._weights: dict = {}
 
     # --- the memory model --------------------------------------------------------------------
@@ -77,12 +78,16 @@ class Solver:
         return to_llama_params(choice, self.meta.n_layer, self.n_train)
 
     def estimate(self, choice):
-        from vramc.plan.estimate_cache import estimate_llama
+        from vramc.plan.estimate_cache import estimate_llama, one_way
 
         p = self.params(choice)
         if p not in self._seen:  # searches revisit layouts: estimate each one once per solve
-            self.n_estimates += 1
-            self._seen[p] = estimate_llama(self.meta, self.gpus, p)
+            self.n_estimates += 1  # as the search asks (the count is in the log `fit` shows)
+            # on one GPU a guess's split and no split are one layout: computed once
+            q = one_way(self.gpus, p)
+            if q not in self._layouts:
+                self._layouts[q] = estimate_llama(self.meta, self.gpus, q)
+            self._seen[p] = self._layouts[q]
         return self._seen[p]
 
     def fits(self, est) -> bool:
@@ -157,8 +162,34 @@ class Solver:
         return counts if end == 0 else None
 
     def balanced(self, costs: _Costs, n_gpu: int, compute: list[int]) -> list[int] | None:
-        """The split of `n_gpu` layers that leaves the largest smallest share of each GPU free."""
+        """The split of `n_gpu` layers that leaves the largest smallest share of each GPU free.
+
+        A host's CPU behind RPC (issue 17) is no GPU: balanced by its share of a RAM many times a
+        GPU's, it would take most layers while the GPUs idle. The GPUs hold the layers when they
+        can (the CPU servers then hold none: VR308 says so); when they cannot, they hold what
+        they can up to their limits and the CPU servers the fewest layers that remain."""
+        cpu = [g.backend == "rpc" for g in self.gpus]
+        if not any(cpu) or all(cpu):
+            return self._balanced(costs, n_gpu, compute, [False] * len(self.gpus))
+        on_gpus = self._balanced(costs, n_gpu, compute, cpu)
+        if on_gpus is not None:
+            return on_gpus
         base = [lim - cmp for lim, cmp in zip(self.limits, compute)]
+        best = self.pack(costs, n_gpu, base)
+        if best is None:
+            return None
+        lo, hi = 0.0, 1.0  # the smallest share of the CPU servers' room that still packs
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            got = self.pack(costs, n_gpu, [b * mid if c else b for b, c in zip(base, cpu)])
+            if got is None:
+                lo = mid
+            else:
+                hi, best = mid, got
+        return best
+
+    def _balanced(self, costs: _Costs, n_gpu: int, compute: list[int], left_out: list[bool]) -> list[int] | None:
+        base = [0.0 if out else lim - cmp for lim, cmp, out in zip(self.limits, compute, left_out)]
         best = self.pack(costs, n_gpu, base)
         if best is None:
             return None
