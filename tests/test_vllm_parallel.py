@@ -662,3 +662,51 @@ def test_diff_text_lines_up_the_bars_of_a_host_gpu(tmp_path):
     bars = [ln for ln in proc.stdout.splitlines() if " GiB  " in ln and "[" in ln]
     assert len(bars) == 8 and any(ln.startswith("  node2:CUDA0 before [") for ln in bars), proc.stdout
     assert {ln.index("[") for ln in bars} == {21}, bars
+
+
+TOGETHER = textwrap.dedent("""\
+    kind: deployments
+    name: together
+    hardware:
+      address: 10.0.0.1
+      network: {trusted: true, interface: eth0}
+      gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]
+      hosts:
+        - {name: node2, address: 10.0.0.2, gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]}
+    deployments:
+      - name: a
+        model: MODEL
+        engine: vllm
+        hosts: [node2]
+        settings: {pipeline_parallel_size: 2, gpu_memory_utilization: 0.4, max_model_len: 8192, port: 8001@A@}
+      - name: b
+        model: MODEL
+        engine: vllm
+        hosts: [node2]
+        settings: {pipeline_parallel_size: 2, gpu_memory_utilization: 0.4, max_model_len: 8192, port: 8002@B@}
+    """).replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+
+
+@pytest.mark.parametrize(
+    "a, b, where, words",
+    [
+        ("", "", [(13, 12), (18, 12)], "each listen on this machine's port 29501"),
+        ("", ", master_port: 29501", [(13, 12), (19, 118)], "each listen on this machine's port 29501"),
+        (", master_port: 29600", "", [], ""),
+        (
+            ", distributed_executor_backend: ray",
+            ", distributed_executor_backend: ray",
+            [(13, 12), (18, 12)],
+            "each start a Ray head on this machine's port 6379",
+        ),
+        (", distributed_executor_backend: ray", "", [], ""),
+    ],
+)
+def test_vllm_deployments_across_machines_that_run_together_need_their_own_head_port(tmp_path, a, b, where, words):
+    """Deployments of a `deployments:` file run together; each vLLM one across machines listens on
+    this machine for its nodes (mp: --master-port, default 29501; Ray: the head's 6379): VR405."""
+    path = tmp_path / "together.yaml"
+    path.write_text(TOGETHER.replace("@A@", a).replace("@B@", b))
+    found = [d for d in run_check([path]).diagnostics if d.code == "VR405"]
+    assert [(d.line, d.column) for d in found] == where, [d.one_line() for d in found]
+    assert all(words in d.message and d.message.startswith("a, b ") for d in found)

@@ -167,7 +167,9 @@ def port_conflict(plans):
     ones (the engine's default, or the next free one); two explicit equal ports are an error.
     The same holds for the rpc-servers the deployments start on other machines (`hosts:`): each
     deployment's build writes its own rpc-server unit, and two on one host and port cannot both
-    listen (an rpc-server also serves one llama-server at a time).
+    listen (an rpc-server also serves one llama-server at a time). vLLM across machines listens
+    here too: the mp backend's rendezvous on `master_port` (default 29501), Ray's head on 6379;
+    two such deployments need distinct `master_port`s, and only one can start the Ray head.
 
     Bad:
         deployments:
@@ -225,3 +227,28 @@ def port_conflict(plans):
                     "of all but one of them)",
                 ),
             )
+    # vLLM across machines (issue 17): this machine is node rank 0 of each, and listens for the
+    # other nodes: the mp backend's TCPStore on --master-port, or the Ray head's GCS
+    from vramc.plan.vllm_nodes import MASTER_PORT, RAY_PORT
+
+    by_head: dict[tuple[str, int], list] = {}
+    for plan in plans:
+        r = plan.estimate.resolved if plan.estimate is not None else {}
+        if r.get("nnodes", 1) > 1:
+            ray = r.get("distributed_executor_backend") == "ray"
+            port = RAY_PORT if ray else plan.dep.settings.master_port or MASTER_PORT
+            by_head.setdefault(("ray" if ray else "mp", port), []).append(plan)
+    for (backend, port), same in sorted(by_head.items()):
+        if len(same) < 2:
+            continue
+        names = ", ".join(p.dep.label for p in same)
+        for plan in same:
+            if backend == "ray":
+                msg = f"{names} each start a Ray head on this machine's port {port}: the second cannot"
+                hint = "run one of them with distributed_executor_backend: mp (and its own master_port)"
+            else:
+                msg = f"{names} each listen on this machine's port {port} for their other nodes (vLLM's --master-port)"
+                hint = f"give each its own master_port (e.g. master_port: {port + 1})"
+            set_here = "master_port" in plan.dep.settings.model_fields_set
+            where = ("settings", "master_port") if backend == "mp" and set_here else ("hosts",)
+            yield plan, Finding(msg, where, hint)
