@@ -82,6 +82,48 @@ def test_analyze_a_repository_writes_every_quant(server, tmp_path):  # noqa: F81
     assert again.exit_code == 0 and dest.read_text() == text
 
 
+def test_analyze_again_offline_writes_the_same_bytes(server, tmp_path, monkeypatch):  # noqa: F811
+    """A repository's listing is cached with its headers: `analyze hf://ORG/REPO --write` and
+    `hf://ORG/REPO:QUANT --write` run again with the Hub gone write the same profiles, and say
+    which commit's listing they used."""
+    project = _project(tmp_path)
+    whole = _analyze_repo(project)
+    one = project / "profiles" / "models" / "q4.yaml"
+    res = runner.invoke(app, ["analyze", "hf://org/quants:Q4_K_M", "--write", str(one)])
+    assert res.exit_code == 0, res.output
+    written = {whole: whole.read_bytes(), one: one.read_bytes()}
+    seen = len(server.seen)
+    # a commit's listing never changes: a pinned reference asks for the header only, once
+    res = runner.invoke(app, ["analyze", f"hf://org/quants@{COMMIT}/llama-8b-Q2_K.gguf"])
+    assert res.exit_code == 0 and not [p for p, _ in server.seen[seen:] if p.startswith("/api/")]
+    server.shutdown()
+    server.server_close()
+    for env in ("VRAMC_OFFLINE", "HF_HUB_OFFLINE", None):  # None: no network, not told so
+        if env:
+            monkeypatch.setenv(env, "1")
+        for path in written:
+            path.unlink()
+        res = runner.invoke(app, ["analyze", "hf://org/quants", "--write", str(whole), "--name", "llama8b"])
+        assert res.exit_code == 0, res.output
+        assert f"the cached listing of org/quants at commit {COMMIT} (main then)" in res.output
+        res = runner.invoke(app, ["analyze", "hf://org/quants:Q4_K_M", "--write", str(one)])
+        assert res.exit_code == 0, res.output
+        assert {p: p.read_bytes() for p in written} == written
+        # another quant of the repository: its listing and header were cached by the first command
+        res = runner.invoke(app, ["analyze", "hf://org/quants:q2_k"])
+        assert res.exit_code == 0 and "llama-8b-Q2_K.gguf: header read from the cache" in res.output, res.output
+        if env:
+            monkeypatch.delenv(env)
+    monkeypatch.setenv("VRAMC_OFFLINE", "1")
+    monkeypatch.chdir(project)  # plan --quants too: the listing and the headers at its commit
+    res = runner.invoke(app, ["plan", str(_deploy(project, "mid", "8GiB")), "--quants", "hf://org/quants"])
+    assert res.exit_code == 0 and "choice: Q4_K_M (llama-8b-Q4_K_M.gguf)" in res.output, res.output
+    assert f"org/quants@{COMMIT[:12]}: 3 quant files" in res.output
+    res = runner.invoke(app, ["analyze", "hf://org/repo", "--write", str(tmp_path / "x.yaml")])
+    assert res.exit_code == 1 and "no listing of org/repo at main is cached under $VRAMC_CACHE" in res.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
 def test_the_largest_quant_that_fits_offline(server, tmp_path, monkeypatch):  # noqa: F811
     """Locked online once; then checked and planned with the Hub gone: 12 GiB takes Q8_0 whole,
     8 GiB Q4_K_M whole (Q8_0 only partly), 4 GiB none whole: Q8_0 partly, and the trade-off."""

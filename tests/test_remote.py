@@ -425,6 +425,28 @@ def test_offline_from_the_cache(server, monkeypatch):
         remote.read_remote("hf://org/repo:Q8_0", http=_http())
 
 
+def test_a_damaged_cached_listing_is_a_miss(server, monkeypatch):
+    remote.read_remote("hf://org/repo:Q4_K_M", http=_http())  # caches main's listing
+    monkeypatch.setenv("VRAMC_OFFLINE", "1")
+    key = f"listing\0{server.base}\0org/repo\0main"
+    notes: list[str] = []
+    assert remote.list_repo(_http(), server.base, "org/repo", "main", "x", notes)[0] == COMMIT
+    assert notes == [
+        f"x: offline (VRAMC_OFFLINE or HF_HUB_OFFLINE is set): used the cached listing of org/repo at commit {COMMIT} (main then)\n"
+    ]
+    for bad in ({"sha": 5, "files": []}, {"sha": COMMIT, "files": "a.gguf"}, {"sha": COMMIT, "files": [1]}, {}):
+        remote._cache_put(key, bad)
+        with pytest.raises(remote.RemoteError, match="no listing of org/repo at main is cached"):
+            remote.list_repo(_http(), server.base, "org/repo", "main", "x")
+    remote._cache_path(key).write_text("not an entry")
+    with pytest.raises(remote.RemoteError, match="no header of it is cached"):
+        remote.read_remote("hf://org/repo:Q8_0", http=_http())
+    # names that could not be a file are dropped from a cached listing as from a fetched one
+    remote._cache_put(key, {"sha": COMMIT, "files": ["a\x1b[2J-Q8_0.gguf", "llama-8b-Q4_K_M.gguf"]})
+    assert remote.list_repo(_http(), server.base, "org/repo", "main", "x")[1] == ["llama-8b-Q4_K_M.gguf"]
+    assert len([p for p, _ in server.seen if p.startswith("/api/")]) == 1  # offline: not one request
+
+
 def test_an_unreachable_server_falls_back_to_the_cache(server, models):
     url = f"{server.base}/range/llama-8b-Q4_K_M.gguf"
     first = remote.read_remote(url, http=_http())

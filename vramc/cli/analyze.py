@@ -140,7 +140,9 @@ def _entries_of(text: str, write: Path) -> list[dict]:
         from vramc.model.remote import RemoteError, first_parts
 
         http = Http(token=os.environ.get("HF_TOKEN") or None)
-        commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, text)
+        notes: list[str] = []
+        commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, text, notes)
+        sys.stderr.write("".join(notes))
         firsts = sorted(first_parts(files))
         if not firsts:
             raise RemoteError(f"{text}: no GGUF model files in {ref.repo}")

@@ -14,11 +14,13 @@ def cli_quants(plans, ref_text: str) -> int:
     from vramc.model.remote import RemoteError
     from vramc.plan.quants import quant_rows, render, repository_quants
 
+    notes: list[str] = []
     try:
-        repo, commit, metas, transferred = repository_quants(ref_text)
+        repo, commit, metas, transferred = repository_quants(ref_text, notes)
     except (RemoteError, GGUFError) as e:
         sys.stderr.write(f"vramc plan: {e}\n")
         return EXIT_FAILED
+    sys.stderr.write("".join(notes))
     llama = [p for p in plans if ENGINES[p.engine].family != "vllm"]
     if not llama:
         sys.stderr.write("vramc plan: --quants plans GGUF deployments (llama.cpp engines); none was given\n")

@@ -10,7 +10,9 @@ Standard library only (urllib), imported when a remote model is named. What it h
 bounded retries of transient failures (429, 5xx, resets, short bodies), a timeout per request
 (VRAMC_HTTP_TIMEOUT seconds, default 30), HF_TOKEN, HF_ENDPOINT, the proxy variables urllib reads
 (http_proxy, https_proxy, no_proxy), and offline work (VRAMC_OFFLINE=1 or HF_HUB_OFFLINE=1, or a
-network that cannot be reached) from the headers cached under $VRAMC_CACHE/remote.
+network that cannot be reached) from the headers and repository listings cached under
+$VRAMC_CACHE/remote (a listing at a commit is never asked again; a branch's last listing is used
+offline, with a note naming its commit).
 
 Hugging Face references, resolved as llama.cpp's `-hf` resolves them (common/download.cpp,
 find_best_model): the repository's files come from `GET {HF_ENDPOINT}/api/models/ORG/REPO/revision/REV`
@@ -32,7 +34,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -190,6 +192,8 @@ class Http:
         raise RemoteError(f"{what}: {last} (tried {self.attempts} times)")
 
     def _get_once(self, url: str, start: int | None, end: int | None, limit: int) -> Response:
+        if _offline():  # not one request, whoever asks: the caller's cache answers or it says so
+            raise _Offline("offline (VRAMC_OFFLINE or HF_HUB_OFFLINE is set)")
         req = urllib.request.Request(url, headers={"User-Agent": "vramc", "Accept-Encoding": "identity"})
         if start is not None and end is not None:
             req.add_header("Range", f"bytes={start}-{end - 1}")
@@ -469,8 +473,47 @@ def _hub_hosts() -> set[str]:
     return hosts
 
 
-def list_repo(http: Http, endpoint: str, repo: str, revision: str, display: str) -> tuple[str, list[str]]:
-    """The commit `revision` names and the repository's files at it."""
+def list_repo(
+    http: Http, endpoint: str, repo: str, revision: str, display: str, notes: list[str] | None = None
+) -> tuple[str, list[str]]:
+    """The commit `revision` names and the repository's files at it, cached under $VRAMC_CACHE/remote
+    by endpoint, repository and revision: a commit's listing never changes and is not asked again;
+    a branch's (main) is asked each time online, and offline (or with no network) the last answer
+    is used and `notes` gets a line saying which commit that answer was of."""
+    pinned = re.match(r"^[0-9a-f]{40}$", revision) is not None
+    key = f"listing\0{endpoint}\0{repo}\0{revision}"
+    if pinned and (hit := _listing_from_cache(key)) is not None:
+        return hit
+    try:
+        if _offline():
+            raise _Offline("offline (VRAMC_OFFLINE or HF_HUB_OFFLINE is set)")
+        sha, files = _list_repo_online(http, endpoint, repo, revision, display)
+    except _Offline as e:
+        hit = _listing_from_cache(key)
+        if hit is None:
+            raise _Offline(
+                f"{display}: {e}, and no listing of {repo} at {revision} is cached under $VRAMC_CACHE; run once online"
+            ) from None
+        if notes is not None:
+            notes.append(f"{display}: {e}: used the cached listing of {repo} at commit {hit[0]} ({revision} then)\n")
+        return hit
+    _cache_put(key, {"sha": sha, "files": files})
+    if sha != revision and re.match(r"^[0-9a-f]{40}$", sha):
+        _cache_put(f"listing\0{endpoint}\0{repo}\0{sha}", {"sha": sha, "files": files})
+    return sha, files
+
+
+def _listing_from_cache(key: str) -> tuple[str, list[str]] | None:
+    doc = _cache_get(key)
+    if doc is None:
+        return None
+    sha, files = doc.get("sha"), doc.get("files")
+    if not isinstance(sha, str) or not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None  # damaged: as if absent
+    return sha, [f for f in files if f.isprintable() and 0 < len(f) <= 1000]
+
+
+def _list_repo_online(http: Http, endpoint: str, repo: str, revision: str, display: str) -> tuple[str, list[str]]:
     url = f"{endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
     resp = http.get(url, limit=MAX_JSON, what=display)
     if resp.status in (401, 403):
@@ -608,6 +651,7 @@ class RemoteModel:
     transferred: int = 0  # bytes received over the network
     requests: int = 0
     cached: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. the repository listing came from the cache
 
 
 def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
@@ -619,35 +663,52 @@ def read_remote(text: str, *, http: Http | None = None) -> RemoteModel:
         token = None  # the Hugging Face token is for the Hub, not for any URL
     http = http or Http(token=token)
     ref_key = f"ref\0{endpoint}\0{ref.text}"
+    notes: list[str] = []
     try:
         if _offline():
             raise _Offline("offline (VRAMC_OFFLINE or HF_HUB_OFFLINE is set)")
-        return _online(http, ref, endpoint, ref_key)
+        model = _online(http, ref, endpoint, ref_key, notes)
     except _Offline as e:  # no network: the last answer for the same reference, if any
-        cached = _cache_get(ref_key)
-        if cached is None:
-            raise RemoteError(
-                f"{text}: {e}, and no header of it is cached under $VRAMC_CACHE; run once online"
-            ) from None
-        try:
-            parts = [_header_from_cache(d, text) for d in cached["parts"]]
-            model = _model(
-                parts,
-                cached["source"],
-                cached.get("revision"),
-                cached["file_name"],
-                cached["urls"],
-                text,
-            )
-        except (KeyError, TypeError, AttributeError):
-            raise RemoteError(f"{text}: {e}, and its cached header is damaged; run once online") from None
-        model.cached = True
-        return model
+        model = _from_cache(http, ref, endpoint, ref_key, notes, e)
+    model.notes = notes
+    return model
 
 
-def _online(http: Http, ref: Ref, endpoint: str, ref_key: str) -> RemoteModel:
+def _from_cache(http: Http, ref: Ref, endpoint: str, ref_key: str, notes: list[str], e: _Offline) -> RemoteModel:
     text = ref.text
-    source, revision, file_name, urls = _resolve(http, ref, endpoint)
+    cached = _cache_get(ref_key)
+    if cached is None:
+        if ref.repo is not None:
+            # the repository's listing and the headers at its commit are cached apart: another
+            # reference to the same repository (hf://ORG/REPO --write, another :QUANT) read them
+            try:
+                model = _online(http, ref, endpoint, ref_key, notes)
+            except _Offline:
+                pass
+            else:
+                model.cached = True
+                return model
+        raise RemoteError(f"{text}: {e}, and no header of it is cached under $VRAMC_CACHE; run once online") from None
+    try:
+        parts = [_header_from_cache(d, text) for d in cached["parts"]]
+        model = _model(
+            parts,
+            cached["source"],
+            cached.get("revision"),
+            cached["file_name"],
+            cached["urls"],
+            text,
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise RemoteError(f"{text}: {e}, and its cached header is damaged; run once online") from None
+    model.cached = True
+    return model
+
+
+def _online(http: Http, ref: Ref, endpoint: str, ref_key: str, notes: list[str]) -> RemoteModel:
+    text = ref.text
+    received = http.transferred
+    source, revision, file_name, urls = _resolve(http, ref, endpoint, notes)
     reader = Reader(http, text, ref.repo, endpoint)
     fetched: list[Fetched] = []
     first = _cached_or_fetch(reader, urls[0], source, revision)
@@ -678,6 +739,7 @@ def _online(http: Http, ref: Ref, endpoint: str, ref_key: str) -> RemoteModel:
         },
     )
     model.transferred, model.requests = http.transferred, http.requests
+    model.cached = bool(notes) and http.transferred == received  # the network answered nothing
     return model
 
 
@@ -720,13 +782,13 @@ def _model(
     return RemoteModel(meta_of_parts(parts), source, revision, file_name, urls)
 
 
-def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str, list[str]]:
+def _resolve(http: Http, ref: Ref, endpoint: str, notes: list[str]) -> tuple[str, str | None, str, list[str]]:
     """(source, commit, file name, [url of the first part])."""
     if ref.url:
         name = urlsplit(ref.url).path.rsplit("/", 1)[-1] or "model.gguf"
         return ref.url, None, name, [ref.url]
     assert ref.repo is not None
-    commit, files = list_repo(http, endpoint, ref.repo, ref.revision, ref.text)
+    commit, files = list_repo(http, endpoint, ref.repo, ref.revision, ref.text, notes)
     if ref.file is not None:
         if ref.file not in files:
             near = "\n".join(f"  {f}" for f in sorted(files) if is_model_file(f)) or "  (none)"
@@ -741,4 +803,4 @@ def _resolve(http: Http, ref: Ref, endpoint: str) -> tuple[str, str | None, str,
 
 def note(model: RemoteModel) -> str:
     how = "from the cache (offline)" if model.cached else f"{model.transferred:,} bytes in {model.requests} requests"
-    return f"{model.source}: header read {how}\n"
+    return "".join(model.notes) + f"{model.source}: header read {how}\n"

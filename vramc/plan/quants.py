@@ -82,9 +82,12 @@ def render(name: str, rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def repository_quants(ref_text: str) -> tuple[str, str, list[tuple[str, str, ModelMeta]], int]:
+def repository_quants(
+    ref_text: str, notes: list[str] | None = None
+) -> tuple[str, str, list[tuple[str, str, ModelMeta]], int]:
     """Every quant file of hf://ORG/REPO[@REVISION], headers only: (ORG/REPO, the commit, [(quant,
-    file, header)], bytes read). RemoteError or GGUFError says what went wrong."""
+    file, header)], bytes read); `notes` gets what came from the cache offline. RemoteError or
+    GGUFError says what went wrong."""
     from vramc.model.remote import (
         Http,
         RemoteError,
@@ -101,7 +104,7 @@ def repository_quants(ref_text: str) -> tuple[str, str, list[tuple[str, str, Mod
     import os
 
     http = Http(token=os.environ.get("HF_TOKEN") or None)
-    commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, ref_text)
+    commit, files = list_repo(http, hf_endpoint(), ref.repo, ref.revision, ref_text, notes)
     firsts = [
         f
         for f in files
