@@ -710,3 +710,33 @@ def test_vllm_deployments_across_machines_that_run_together_need_their_own_head_
     found = [d for d in run_check([path]).diagnostics if d.code == "VR405"]
     assert [(d.line, d.column) for d in found] == where, [d.one_line() for d in found]
     assert all(words in d.message and d.message.startswith("a, b ") for d in found)
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ('"40,24,"', "Invalid partition string: 40,24,"),
+        ('"0x10,0x10"', "Invalid partition string"),
+        ("3232", "len(partitions)=1 does not match pp_size=2."),
+        ('"3_2,1"', "sum(partitions)=33 does not match"),  # Python's int() reads 3_2 as 32, as vLLM's does
+        ('"3_2,0"', "stage 1 holds no decoder layer"),  # VR370, at the split that empties the stage
+        ('"99999999999999999999999,-99999999999999999999967"', "negative"),
+    ],
+)
+def test_a_variants_layer_partition_is_reported_at_the_variant(tmp_path, value, words):
+    """VR371 is about VLLM_PP_LAYER_PARTITION's value: it points at the `env:` entry that holds it,
+    a variant's where the variant sets it (not at the base's pipeline_parallel_size)."""
+    path = tmp_path / "part.yaml"
+    path.write_text(
+        HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml")).replace(
+            "hosts: [node2]\n", ""
+        )
+        + "settings: {pipeline_parallel_size: 2, max_model_len: 8192}\n"
+        + f"variants:\n  ok: {{env: {{VLLM_PP_LAYER_PARTITION: '16,16'}}}}\n  bad: {{env: {{VLLM_PP_LAYER_PARTITION: {value}}}}}\n"
+    )
+    found = [d for d in run_check([path]).diagnostics if d.code in ("VR370", "VR371")]
+    code = "VR370" if "no decoder layer" in words else "VR371"
+    assert [(d.code, d.deployment, d.line, d.column) for d in found] == [(code, "hostile@bad", 13, 40)], [
+        d.one_line() for d in found
+    ]
+    assert words in found[0].message

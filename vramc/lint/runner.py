@@ -62,7 +62,12 @@ def run_plan_rules(plans) -> list[Diagnostic]:
             # an engine refusal's rule (vramc.plan.refusals), the catch-all where it is not registered
             r = rules.get(refusals.rule_code(kind)) or rules[refusals.UNKNOWN]
             key = refusals.setting(kind)
-            if key and key in plan.dep.settings.model_fields_set:
+            if (
+                kind in ("vllm-pp-partition-invalid", "vllm-pp-stage-empty")
+                and "VLLM_PP_LAYER_PARTITION" in plan.dep.env
+            ):
+                anchor = ("env", "VLLM_PP_LAYER_PARTITION")  # the split at fault (a variant's too)
+            elif key and key in plan.dep.settings.model_fields_set:
                 anchor = ("settings", key)
             elif isinstance(plan.dep.doc.raw, dict) and "settings" in plan.dep.doc.raw:
                 anchor = ("settings",)
