@@ -243,6 +243,37 @@ def test_local_files_and_the_check_cache(tmp_path, monkeypatch, models):  # noqa
     assert "VR202" in res.output and "models/llama8b.yaml:" in res.output, res.output
 
 
+@pytest.mark.parametrize("engine", ["ollama", "llama-swap"])
+def test_a_servers_quant_files_are_in_the_check_cache(tmp_path, monkeypatch, models, engine):  # noqa: F811
+    """A model of a server (`models:`) with `quant: auto`: its quants' files are inputs of the
+    cached check as a single deployment's are; a file that appears later is compared with its lock."""
+    project = _project(tmp_path)
+    (project / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M"):
+        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
+    dest = project / "profiles" / "models" / "llama8b.yaml"
+    res = runner.invoke(
+        app, ["analyze", "models/llama-8b-Q8_0.gguf", "models/llama-8b-Q4_K_M.gguf", "--write", str(dest)]
+    )
+    assert res.exit_code == 0, res.output
+    (project / "models" / "llama-8b-Q4_K_M.gguf").unlink()  # not downloaded (yet): the lock is used
+    f = project / "profiles" / "server.yaml"
+    f.write_text(
+        f"name: server\nhardware: {{gpus: [{{name: RTX 4060, vram: 8GiB}}]}}\nengine: {engine}\n"
+        "models:\n  - name: chat\n    model: llama8b\n    settings: {ctx: 8192}\n"
+    )
+    first = runner.invoke(app, ["check", str(f)])
+    assert first.exit_code == 0, first.output
+    assert "profiles/server.yaml:6:12: VR380 info: [server.chat] quant: auto chose Q4_K_M" in first.output
+    # the Q4_K_M file appears, but it is another file than the one locked: the cached answer must not stand
+    (project / "models" / "llama-8b-Q4_K_M.gguf").symlink_to(models["llama-8b-Q2_K.gguf"])
+    res = runner.invoke(app, ["check", str(f)])
+    assert "VR202" in res.output and "models/llama8b.yaml:" in res.output, res.output
+
+
 def test_vllm_is_told(tmp_path, monkeypatch):
     project = _project(tmp_path)
     fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models" / "llama8b-quants.yaml"

@@ -1054,6 +1054,12 @@ class Loader:
             if model.obj.gguf:
                 gp = Path(os.path.expanduser(model.obj.gguf))
                 gguf_path = gp if gp.is_absolute() else project_root(model.path) / gp
+            quant_files: tuple = ()
+            if model.obj.quants:  # as a single deployment's: the check cache's inputs, diff's links
+                from vramc.load import quantset
+
+                cands = quantset.candidates(model, project_root(model.path))
+                quant_files = tuple(c.gguf_path for c in cands if c.gguf_path is not None)
             out.append(
                 Deployment(
                     name=f"{body.name}.{m.name}",
@@ -1068,6 +1074,7 @@ class Loader:
                     group=group,
                     gguf_path=gguf_path,
                     project_root=project_root(bdoc.path),
+                    quant_files=quant_files,
                     server=body.name,
                     member=i,
                     tag=m.tag or m.name,

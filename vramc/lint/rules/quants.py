@@ -87,7 +87,9 @@ def quants_on_vllm(plan: Plan):
 def _choice(plan: Plan, *outcomes: str):
     q = plan.quant
     if q is not None and q.auto and q.outcome in outcomes:
-        yield Finding(q.message, ("model",), q.hint)
+        # a server's model (`models:`) is named in its entry, not at the top of the file
+        at = ("model",) if plan.dep.member is None else ("models", plan.dep.member, "model")
+        yield Finding(q.message, at, q.hint)
 
 
 @rule("VR380", "quant-auto-chosen", Severity.INFO)
