@@ -164,6 +164,23 @@ def test_broken_profile_in_one_revision_is_reported_not_fatal(repo):
     git(repo, "reset", "-q", "--hard", "HEAD~1")  # the test's own repository
 
 
+def test_check_error_new_in_head_is_a_regression(repo):
+    """A profile that still plans ("fits") but that check refuses in the newer revision (two
+    tensor_split numbers for one GPU: VR303) is a regression, not a silent exit 0."""
+    write(repo, "profiles/chat.yaml", CHAT + "  tensor_split: [1, 1]\n")
+    commit(repo, "two proportions for one GPU")
+    res = run(repo, "HEAD~1", "HEAD")
+    assert res.exit_code == 1, res.output
+    assert "regression: profiles/chat.yaml: VR303 error in HEAD, not in HEAD~1" in res.stderr
+    assert run(repo, "HEAD~1", "HEAD", "--fail-on", "never").exit_code == 0
+    # the error on both sides (a line moved above it) or only in the older revision: no regression
+    assert run(repo, "HEAD", "HEAD~1").exit_code == 0
+    write(repo, "profiles/chat.yaml", "# a comment moves every line\n" + CHAT + "  tensor_split: [1, 1]\n")
+    commit(repo, "comment")
+    assert run(repo, "HEAD~1", "HEAD").exit_code == 0
+    git(repo, "reset", "-q", "--hard", "HEAD~2")  # the test's own repository
+
+
 def test_bad_options(repo, tmp_path):
     assert run(repo, "--format", "yaml").exit_code == 2
     assert run(repo, "--base-dir", str(tmp_path)).exit_code == 2

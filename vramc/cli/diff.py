@@ -31,6 +31,7 @@ def cli_diff(
     from vramc.diff.compare import (
         SidePlans,
         broken_by_head,
+        errors_new_in_head,
         diff_deployments,
         parse_policy,
         plan_side,
@@ -82,6 +83,10 @@ def cli_diff(
     broken = broken_by_head(bp, hp, policy)
     for file in broken:
         _say(f"vramc diff: regression: {file} does not load in {head.label} (it did, or was absent, in {base.label})")
+    new_errors = errors_new_in_head(bp, hp, policy)
+    for file, code, message in new_errors:
+        _say(f"vramc diff: regression: {file}: {code} error in {head.label}, not in {base.label}: {message}")
+    broken = broken or [file for file, _, _ in new_errors]
     doc = formats.document(_side_doc(base), _side_doc(head), deps, flagged)
     if fmt == "json":
         out = formats.to_json(doc)

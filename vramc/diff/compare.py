@@ -36,6 +36,9 @@ class SidePlans:
     # (file, code, message) of each error that kept a profile from loading: no plan, so no verdict
     # to compare, and a revision that breaks a profile must not pass as one without change
     load_errors: set = field(default_factory=set)
+    # (file, code, message) of every error, those of planned deployments included (VR303 on a
+    # profile that still plans): without positions, so that moving a line creates none
+    error_keys: set = field(default_factory=set)
     files: int = 0
     plans: dict = field(default_factory=dict)  # key -> the Plan, to render its files on demand
     all_plans: list = field(default_factory=list)
@@ -76,11 +79,10 @@ def plan_side(side, paths: list[str], margin=None) -> SidePlans:
             for d in result.diagnostics
             if d.severity == Severity.ERROR
         ]
-        out.load_errors = {
-            (d.file, d.code, d.full_message())
-            for d in result.diagnostics
-            if d.severity == Severity.ERROR and raised_while_loading(d.code)
+        out.error_keys = {
+            (d.file, d.code, d.full_message()) for d in result.diagnostics if d.severity == Severity.ERROR
         }
+        out.load_errors = {key for key in out.error_keys if raised_while_loading(key[1])}
         out.all_plans = result.plans
         for plan in result.plans:
             rec = plan_record(plan)
@@ -366,6 +368,15 @@ def broken_by_head(base: SidePlans, head: SidePlans, policies: list) -> list[str
     if "never" in policies:
         return []
     return sorted({file for file, code, message in head.load_errors - base.load_errors})
+
+
+def errors_new_in_head(base: SidePlans, head: SidePlans, policies: list) -> list[tuple[str, str, str]]:
+    """(file, code, message) of each `check` error the newer revision has and the older had not,
+    on a profile that still loads (a plan can read "fits" while check refuses the profile, e.g. a
+    tensor_split with too few numbers): a regression under every policy but `never`."""
+    if "never" in policies:
+        return []
+    return sorted(head.error_keys - base.error_keys - head.load_errors)
 
 
 def parse_policy(values: list[str]) -> list:
