@@ -177,6 +177,7 @@ def _expect(ok: bool, what: str) -> None:
 def estimate_llama(meta, gpus, params) -> MemoryEstimate:
     """`vramc.memory.llama.estimate_llama`, remembered. Returns a fresh copy every time (plans
     add their overhead to the result)."""
+    params = one_way(gpus, params)
 
     def compute():
         from vramc.memory import llama
@@ -184,6 +185,16 @@ def estimate_llama(meta, gpus, params) -> MemoryEstimate:
         return llama.estimate_llama(meta, gpus, params)
 
     return remembered(_key(meta, gpus, params), compute, _to_json, _from_json)
+
+
+def one_way(gpus, params):
+    """`params` with a tensor split that changes nothing left out: with one GPU every finite
+    split puts all layers on it (llama_placement.split_points), so the fit solver's guess with
+    the GPU's limit as its split and the layout without one are one estimate."""
+    ts = params.tensor_split
+    if len(gpus) == 1 and ts is not None and (not ts or 0 <= ts[0] < float("inf")):
+        return dataclasses.replace(params, tensor_split=None)
+    return params
 
 
 def solve(meta, gpus, choice, margins, ctx_min):
