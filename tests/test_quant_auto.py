@@ -274,6 +274,54 @@ def test_a_servers_quant_files_are_in_the_check_cache(tmp_path, monkeypatch, mod
     assert "VR202" in res.output and "models/llama8b.yaml:" in res.output, res.output
 
 
+def test_markdown_and_diff_show_the_chosen_quant(tmp_path, monkeypatch, models):  # noqa: F811
+    """`plan --format markdown` names the chosen quant and every candidate; `vramc diff` shows the
+    chosen quant changing between two revisions (the GPU shrinks from 12 to 8 GiB: Q8_0 -> Q4_K_M)."""
+    from test_diff import commit, edit, git
+
+    r = tmp_path / "g"
+    (r / "profiles" / "models").mkdir(parents=True)
+    (r / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M", "Q2_K"):
+        (r / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    monkeypatch.chdir(r)
+    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
+    files = [f"models/llama-8b-{q}.gguf" for q in ("Q2_K", "Q4_K_M", "Q8_0")]
+    res = runner.invoke(app, ["analyze", *files, "--write", "profiles/models/llama8b.yaml", "--name", "llama8b"])
+    assert res.exit_code == 0, res.output
+    for f in files:  # not in git, not here: the locks plan them
+        (r / f).unlink()
+    (r / ".gitignore").write_text("/models/\n")
+    _deploy(r, "gpu", "12GiB")
+    res = runner.invoke(app, ["plan", "profiles/gpu.yaml", "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert (
+        "Quant: **Q8_0** (models/llama-8b-Q8_0.gguf), chosen by quant: auto among Q8_0 (fits, 33/33 layers on "
+        "the GPUs), Q4_K_M (fits, 33/33 layers on the GPUs), Q2_K (fits, 33/33 layers on the GPUs)\n"
+    ) in res.stdout
+    git(r, "init", "-q", "-b", "main")
+    commit(r, "12 GiB")
+    edit(r, "profiles/gpu.yaml", "vram: 12GiB", "vram: 8GiB")
+    commit(r, "8 GiB")
+    res = runner.invoke(app, ["diff", "HEAD~1", "HEAD"])
+    assert res.exit_code == 0, res.output
+    assert "\n  quant: Q8_0* -> Q4_K_M*  (* chosen by quant: auto)\n" in res.stdout, res.stdout
+    res = runner.invoke(app, ["diff", "HEAD~1", "HEAD", "--format", "markdown"])
+    assert "\nQuant: Q8_0&#42; → Q4_K_M&#42; (&#42; chosen by quant: auto)\n" in res.stdout, res.stdout
+    res = runner.invoke(app, ["diff", "HEAD~1", "HEAD", "--format", "json"])
+    [d] = json.loads(res.stdout)["deployments"]
+    assert d["quant"] == {"base": "Q8_0*", "head": "Q4_K_M*"} and d["change"] == "changed"
+    # a fixed quant has no star; between two fixed quants no legend
+    edit(r, "profiles/models/llama8b.yaml", "quant: auto", "quant: Q2_K")
+    commit(r, "fixed")
+    res = runner.invoke(app, ["diff", "HEAD~1", "HEAD"])
+    assert "\n  quant: Q4_K_M* -> Q2_K  (* chosen by quant: auto)\n" in res.stdout, res.stdout
+    edit(r, "profiles/models/llama8b.yaml", "quant: Q2_K", "quant: Q4_K_M")
+    commit(r, "another")
+    res = runner.invoke(app, ["diff", "HEAD~1", "HEAD"])
+    assert "\n  quant: Q2_K -> Q4_K_M\n" in res.stdout, res.stdout
+
+
 def test_vllm_is_told(tmp_path, monkeypatch):
     project = _project(tmp_path)
     fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models" / "llama8b-quants.yaml"

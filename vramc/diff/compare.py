@@ -313,7 +313,15 @@ def diff_deployments(base: SidePlans, head: SidePlans) -> list[dict]:
                 "_anchors": (h or b).lines,
             }
         )
+        if (br or {}).get("quant") or (hr or {}).get("quant"):  # a model of several quants (issue 15)
+            out[-1]["quant"] = {"base": _quant(br), "head": _quant(hr)}
     return out
+
+
+def _quant(rec: dict | None) -> str | None:
+    """The quant a plan record is of, `Q4_K_M*` when `quant: auto` chose it; None without `quants:`."""
+    q = (rec or {}).get("quant")
+    return f"{q['chosen']}{'*' if q['auto'] else ''}" if q else None
 
 
 def _layers_moved(b: dict | None, h: dict | None) -> list[dict]:

@@ -160,6 +160,10 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
                 "  settings: "
                 + "; ".join(f"{s['key']} {_value(s['base'])} {ARROW} {_value(s['head'])}" for s in d["settings"])
             )
+        q = d.get("quant")
+        if q and q["base"] != q["head"] and d["change"] == "changed":
+            star = "  (* chosen by quant: auto)" if "*" in f"{q['base']}{q['head']}" else ""
+            lines.append(f"  quant: {q['base'] or '-'} {ARROW} {q['head'] or '-'}{star}")
         if d["plan_changes"]:
             lines.append("  also changed in the plan: " + ", ".join(d["plan_changes"]))
         header = ("device", "", *[LABELS[c] for c in COMPONENTS])
@@ -307,6 +311,10 @@ def markdown(doc: dict) -> str:
             lines += ["| setting | before | after |", "|---|---|---|"]
             lines += [f"| {md(s['key'])} | {md(_value(s['base']))} | {md(_value(s['head']))} |" for s in d["settings"]]
             lines.append("")
+        q = d.get("quant")
+        if q and q["base"] != q["head"] and d["change"] == "changed":
+            star = " (&#42; chosen by quant: auto)" if "*" in f"{q['base']}{q['head']}" else ""
+            lines += [f"Quant: {md(q['base'] or '-')} {MD_ARROW} {md(q['head'] or '-')}{star}", ""]
         if d["plan_changes"]:
             lines += ["Also changed in the plan: " + ", ".join(md(k) for k in d["plan_changes"]), ""]
         lines += ["Memory in GiB:", ""]
@@ -343,6 +351,22 @@ def plans_markdown(records: list[dict]) -> str:
             lines.append(
                 ", ".join(f"{md(k)}={md(_value(v))}{star[k]}" for k, v in shown.items())
                 + (" (\\* chosen by vramc)" if r["auto"] else "")
+            )
+            lines.append("")
+        q = r.get("quant")
+        if q:  # a model of several quants (issue 15): which one this plan is of, and each
+            lines.append(
+                f"Quant: **{md(q['chosen'])}**"
+                + (f" ({md(q['gguf'])})" if q["gguf"] else "")
+                + (
+                    ", chosen by quant: auto among "
+                    + ", ".join(
+                        f"{md(c['quant'])} ({md(c['verdict'])}, {c['gpu_layers']}/{c['layers']} layers on the GPUs)"
+                        for c in q["candidates"]
+                    )
+                    if q["auto"]
+                    else ""
+                )
             )
             lines.append("")
         if not r["devices"]:
