@@ -125,6 +125,7 @@ STAND_INS = (
     "usr/local/bin/ggml-rpc-server",
     "usr/local/bin/vllm",
     "usr/local/bin/ray",
+    "usr/bin/sh",  # a vLLM Ray head's unit starts the head and vllm serve from one sh -c
     "usr/bin/python3",
     "usr/bin/ollama",
 )

@@ -50,6 +50,9 @@ def test_verify_reports_what_it_should(root):
 def test_units_start_what_the_args_files_say():
     for unit in UNITS:
         argv = execstart_argv(unit.read_text())
+        if argv[:2] == ["sh", "-c"]:  # a vLLM Ray head (issue 17): `ray start --head ...`, then exec the rest
+            assert argv[2].startswith("ray start --head ") and argv[2].endswith(' && exec "$0" "$@"'), unit
+            argv = argv[3:]
         for args_file, program in (("llama-server.args", ["llama-server"]), ("vllm.args", ["vllm", "serve"])):
             if (unit.parent / args_file).is_file():
                 assert argv == program + args_file_lines(unit.parent / args_file), unit

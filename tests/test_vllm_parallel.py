@@ -14,7 +14,16 @@ import textwrap
 import pytest
 import yaml
 
-from build_support import FIXTURE, ROOT, args_file_lines, build, copy_fixture, systemd_root, verify_unit
+from build_support import (
+    FIXTURE,
+    ROOT,
+    args_file_lines,
+    build,
+    copy_fixture,
+    execstart_argv,
+    systemd_root,
+    verify_unit,
+)
 from vramc.build.targets.vllm import option_names
 from vramc.lint.check import run_check
 from vramc.load import schema
@@ -314,7 +323,9 @@ def test_ray_build_golden_and_units(tmp_path):
     assert "export VLLM_PP_LAYER_PARTITION=8,10,10\n" in head and "export VLLM_PP_LAYER_PARTITION=8,10,10\n" in b
     assert not (out / "hosts" / "box-b" / "vllm.args").exists()  # a Ray worker runs no vllm
     unit = (out / "vramc-qwen-ray.service").read_text()
-    assert "ExecStartPre=ray start --head --port=6379" in unit and "ExecStopPost=ray stop" in unit
+    # the head's daemons are started by the main process (systemd kills what ExecStartPre= forks)
+    assert "ExecStartPre=" not in unit and "ExecStopPost=ray stop" in unit
+    assert 'ExecStart=sh -c "ray start --head --port=6379 ' in unit
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze")
     root = systemd_root(tmp_path / "root")
@@ -740,3 +751,27 @@ def test_a_variants_layer_partition_is_reported_at_the_variant(tmp_path, value, 
         d.one_line() for d in found
     ]
     assert words in found[0].message
+
+
+def test_ray_head_unit_runs_the_head_then_vllm_serve_with_its_arguments(tmp_path):
+    """The Ray head unit's ExecStart, split as systemd splits it and run by a real sh: `ray start
+    --head ...` first, then `vllm serve` exec'd with exactly the arguments of vllm.args; a head that
+    fails to start stops the unit before vllm serve."""
+    out = FIXTURE / "out" / "qwen-ray"
+    argv = execstart_argv((out / "vramc-qwen-ray.service").read_text())
+    assert argv[:2] == ["sh", "-c"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("ray", "vllm"):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / name}.argv\nexit ${{FAIL_{name.upper()}:-0}}\n')
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ray_args = (tmp_path / "ray.argv").read_text().splitlines()
+    assert ray_args == ["start", "--head", "--port=6379", "--node-ip-address=10.0.0.1", "--num-gpus=1"]
+    assert (tmp_path / "vllm.argv").read_text().splitlines() == ["serve", *args_file_lines(out / "vllm.args")]
+    (tmp_path / "vllm.argv").unlink()
+    proc = subprocess.run(argv, env={**env, "FAIL_RAY": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 1 and not (tmp_path / "vllm.argv").exists()

@@ -175,8 +175,14 @@ def service(plan: Plan, ctx: Context) -> dict:
         "env": process_env(plan, {**device_env(plan), **node_env(plan, plan.dep.hardware.obj.address)}, ctx),
         "memlock": False,
     }
-    if ray(plan):  # the Ray head runs beside vllm serve, which connects to it
-        out["pre"] = [["ray", *ray_start(plan, None)]]
+    if ray(plan):
+        # the Ray head runs beside vllm serve, which connects to it: started by the main process,
+        # as launch.sh does (systemd.service: processes forked off by ExecStartPre= are killed
+        # before ExecStart= runs, which would take the head's daemons with them)
+        from vramc.build.render import shquote
+
+        head = " ".join(shquote(a) for a in ["ray", *ray_start(plan, None)])
+        out["lines"] = [["sh", "-c", f'{head} && exec "$0" "$@"']] + out["lines"]
         out["post"] = [["ray", "stop"]]
     return out
 
