@@ -775,3 +775,12 @@ def test_ray_head_unit_runs_the_head_then_vllm_serve_with_its_arguments(tmp_path
     (tmp_path / "vllm.argv").unlink()
     proc = subprocess.run(argv, env={**env, "FAIL_RAY": "1"}, capture_output=True, text=True)
     assert proc.returncode == 1 and not (tmp_path / "vllm.argv").exists()
+
+
+def test_ray_note_counts_idle_gpus_in_words():
+    m = model("mistral-7b-instruct-awq")
+    s = schema.Settings(pipeline_parallel_size=2, max_model_len=8192, distributed_executor_backend="ray")
+    one = estimate_vllm(m, [gpu(0), gpu(0, "b"), gpu(1, "b")], s, hosts=("b",))
+    assert "on the cluster's 3 GPUs (this machine 1, b 2): 1 stays idle" in " ".join(one.notes)
+    two = estimate_vllm(m, [gpu(0), gpu(0, "b"), gpu(1, "b"), gpu(2, "b")], s, hosts=("b",))
+    assert "on the cluster's 4 GPUs (this machine 1, b 3): 2 stay idle" in " ".join(two.notes)

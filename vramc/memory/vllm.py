@@ -441,7 +441,8 @@ def _check_parallel(cfg: schema.HFConfig, lay: Layout, errors: list, notes: list
             )
         elif total > world:
             notes.append(
-                f"Ray places {world} workers on the cluster's {total} GPUs ({counts}): {total - world} stay idle"
+                f"Ray places {world} workers on the cluster's {total} GPUs ({counts}): {total - world} "
+                f"{'stays' if total - world == 1 else 'stay'} idle"
             )
         return
     # MultiprocExecutor._get_parallel_sizes (an assert) and its local_world_size workers per node
