@@ -322,6 +322,77 @@ def test_markdown_and_diff_show_the_chosen_quant(tmp_path, monkeypatch, models):
     assert "\n  quant: Q2_K -> Q4_K_M\n" in res.stdout, res.stdout
 
 
+TEAM = """\
+hardware: {{gpus: [{{name: RTX 4060, vram: {vram}}}]}}
+deployments:
+  - name: chat
+    model: llama8b
+    engine: llama-server
+    settings: {{ctx: 8192, gpu_layers: {layers}}}
+  - name: helper
+    model: small
+    engine: llama-server
+    settings: {{ctx: 8192, gpu_layers: all}}
+"""
+
+
+def test_quant_auto_beside_the_deployments_it_runs_with(tmp_path, monkeypatch, models):  # noqa: F811
+    """A `deployments:` file: `quant: auto` picks the largest quant that fits with all layers in
+    what the others leave (alone on 12 GiB it would take Q8_0, which beside a 4.2 GiB helper keeps
+    only part of its layers on the GPU); when none fits beside them the joint check says so."""
+    project = _project(tmp_path)
+    (project / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M", "Q2_K"):
+        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    monkeypatch.chdir(project)
+    files = [f"models/llama-8b-{q}.gguf" for q in ("Q8_0", "Q4_K_M", "Q2_K")]
+    for args in ([*files, "--name", "llama8b"], [files[2], "--name", "small"]):
+        dest = f"profiles/models/{args[-1]}.yaml"
+        res = runner.invoke(app, ["analyze", *args[:-2], "--write", dest, "--name", args[-1]])
+        assert res.exit_code == 0, res.output
+    assert _plan(_deploy(project, "alone", "12GiB"))["quant"]["chosen"] == "Q8_0"
+
+    team = project / "profiles" / "team.yaml"
+    team.write_text(TEAM.format(vram="12GiB", layers="auto"))
+    res = runner.invoke(app, ["plan", str(team), "--format", "json"])
+    chat, helper = json.loads(res.stdout)["deployments"]
+    q = chat["quant"]
+    assert (q["chosen"], q["outcome"], chat["settings"]["gpu_layers"]) == ("Q4_K_M", "all-layers", 33)
+    rows = {c["quant"]: c for c in q["candidates"]}
+    assert rows["Q8_0"]["gpu_layers"] < 33 == rows["Q4_K_M"]["gpu_layers"]  # beside the helper
+    assert 4 * 2**30 < chat["devices"][0]["weights_bytes"] < 5 * 2**30 and helper["settings"]["gpu_layers"] == 33
+    together = chat["devices"][0]["total_bytes"] + helper["devices"][0]["total_bytes"]
+    assert together <= chat["devices"][0]["capacity_bytes"]
+    res = runner.invoke(app, ["check", str(team)])
+    assert res.exit_code == 0 and "VR312" not in res.output, res.output
+    assert "chosen beside helper (run together on these GPUs); alone it would be Q8_0" in res.output
+    assert "VR380 info: [chat] quant: auto chose Q4_K_M" in res.output
+    res = runner.invoke(app, ["build", str(team)])
+    assert res.exit_code == 0, res.output
+    assert "--model models/llama-8b-Q4_K_M.gguf \\\n" in (project / "out" / "chat" / "launch.sh").read_text()
+
+    # no quant fits with all layers beside the helper: the smallest, and the joint check flags it
+    team.write_text(TEAM.format(vram="6GiB", layers="all"))
+    res = runner.invoke(app, ["check", str(team)])
+    assert res.exit_code == 1, res.output
+    assert "VR382 info: [chat] none of the 3 quants fits on these GPUs: quant: auto planned the smallest, Q2_K" in (
+        res.output
+    )
+    assert "VR312 error: [chat] GPU 0 (RTX 4060) is shared by chat" in res.output
+
+    # a server's model keeps the quant chosen alone, and says so
+    (project / "profiles" / "srv.yaml").write_text(
+        "name: srv\nhardware: {gpus: [{name: RTX 4060, vram: 12GiB}]}\nengine: llama-swap\n"
+        "groups:\n  both: {swap: false, members: [chat, helper]}\nmodels:\n"
+        "  - {name: chat, model: llama8b, settings: {ctx: 8192, gpu_layers: auto}}\n"
+        "  - {name: helper, model: small, settings: {ctx: 8192, gpu_layers: all}}\n"
+    )
+    team.unlink()
+    res = runner.invoke(app, ["check", "profiles/srv.yaml"])
+    assert "quant: auto chose Q8_0" in res.output
+    assert "chosen alone: srv.helper may be loaded beside it (a server's models keep their own quant)" in res.output
+
+
 def test_vllm_is_told(tmp_path, monkeypatch):
     project = _project(tmp_path)
     fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models" / "llama8b-quants.yaml"

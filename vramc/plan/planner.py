@@ -551,6 +551,9 @@ def plan_all(deployments) -> list[Plan]:
     for combo in combos:  # vLLM shares of GPUs they share: decided before the llama.cpp ones fit
         _share_vllm(combo)
     if combos:
+        from vramc.plan.quants import choose_together
+
+        choose_together(combos, cache)  # `quant: auto` beside the deployments it runs with (issue 15)
         from vramc.plan.fit import fit_together
 
         smaller = _keep_smaller()

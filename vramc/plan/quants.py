@@ -11,7 +11,7 @@ largest that would fit whole, if any.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from vramc.model.modelmeta import ModelMeta
 from vramc.model.remote import _STEM_SPLIT_RE as _SPLIT_RE
@@ -131,6 +131,8 @@ class QuantChoice:
     rows: list[Row]  # every entry that could be planned (auto only), in `quants:` order
     message: str = ""
     hint: str = ""
+    dep: object = None  # the deployment as loaded (its model with every quant): a joint fit plans another
+    beside: str = ""  # the deployments it was chosen beside (`choose_together`), or why alone
 
     def record(self) -> dict:
         """`plan --format json`'s `quant` (added keys, issue 15)."""
@@ -251,8 +253,103 @@ def plan_quants(dep, cache):
         message = f"quant: auto chose {best.quant} ({best.file}), the largest of the {len(rows)} quants (no GPU: all on the CPU)"
     chosen = by_row[id(best)]
     chosen.diagnostics = said + [d for d in chosen.diagnostics if not d.code.startswith("VR20")]
-    chosen.quant = QuantChoice(best.quant, chosen.dep.model.obj.gguf, True, outcome, rows, message, hint)
+    chosen.quant = QuantChoice(best.quant, chosen.dep.model.obj.gguf, True, outcome, rows, message, hint, dep)
     return chosen
+
+
+def choose_together(combos, cache) -> None:
+    """`quant: auto` of a deployment that runs with others on one machine (a `deployments:` file):
+    each entry of its `quants:` is planned again in what the others leave of the GPUs it shares with
+    them (their plans at their smallest settings: a member whose settings are `auto` at the floor
+    the joint fit gives it first, `plan.fit.fit_together`; the larger margin), and `decide` picks
+    among those answers, so the quant is the largest that fits with all layers beside them (in each
+    combination it runs in). The joint fit then shares the GPUs as for any model. A server's model
+    (`models:`) keeps the quant it was planned with alone, and says so: a server loads and evicts
+    its models by its own rules (plan/servers.py), which this choice does not replay."""
+    from dataclasses import replace
+
+    from vramc.engines import ENGINES
+    from vramc.plan.fit import _explicit_auto, _floor_need, _gpu_key
+    from vramc.plan.planner import Plan, _plan_llama, gpu_budgets, plan_deployment
+
+    taken: dict[int, dict[tuple, int]] = {}  # id(plan) -> (host, gpu) -> bytes the others use
+    margin: dict[int, dict[tuple, int]] = {}
+    names: dict[int, list[str]] = {}
+    chosen: dict[int, object] = {}
+    for combo in combos:
+        members = [p for p in combo.members if p.estimate is not None]
+        adjustable = {id(p) for p in combo.adjustable()}
+        for p in combo.adjustable():
+            q = p.quant
+            if q is None or not q.auto or not q.rows or q.dep is None or ENGINES[p.engine].family == "vllm":
+                continue
+            mine = {_gpu_key(d) for d in (p.estimate.devices if p.estimate else ())} | {(g.host, g.gpu) for g in p.gpus}
+            use: dict[tuple, int] = {}
+            for o in members:
+                if o is p:
+                    continue
+                floor = (
+                    _floor_need(o)
+                    if id(o) in adjustable
+                    and o.auto
+                    and o.meta is not None
+                    and o.requested is not None
+                    and (o.engine in ("llama-server", "llama-cpp-python") or _explicit_auto(o))
+                    else None
+                )
+                for i, d in enumerate(o.estimate.devices):
+                    key = _gpu_key(d)
+                    if key not in mine:
+                        continue
+                    need = d.total_bytes if floor is None or key not in floor else floor[key] + d.overhead_bytes
+                    use[key] = use.get(key, 0) + need
+                    margin.setdefault(id(p), {})[key] = max(margin.get(id(p), {}).get(key, 0), o.margins[i])
+                    if o.dep.label not in names.setdefault(id(p), []):
+                        names[id(p)].append(o.dep.label)
+            for key, n in use.items():  # in every combination it runs in: the most the others take
+                taken.setdefault(id(p), {})[key] = max(taken.get(id(p), {}).get(key, 0), n)
+            chosen[id(p)] = p
+    for pid, p in chosen.items():
+        q = p.quant
+        who = ", ".join(names.get(pid, []))
+        if not taken.get(pid) or q.beside:
+            continue
+        if p.dep.server is not None:
+            q.beside = f"chosen alone: {who} may be loaded beside it (a server's models keep their own quant)"
+            q.message += f"; {q.beside}"
+            continue
+        orig = q.dep
+        cands = cache.quants[id(orig.model.obj)][1]
+        rows, by_quant = [], {}
+        for c in cands:
+            d = replace(orig, model=c.doc, gguf_path=c.gguf_path, quant_files=())
+            gpus = gpu_budgets(d)
+            bp = Plan(
+                dep=d,
+                engine=d.doc.obj.engine,
+                gpus=[replace(g, tenants_bytes=g.tenants_bytes + taken[pid].get((g.host, g.gpu), 0)) for g in gpus],
+            )
+            bp.margins = [max(d.margin.of(g.capacity_bytes), margin.get(pid, {}).get((g.host, g.gpu), 0)) for g in gpus]
+            _plan_llama(bp, cache)
+            if bp.meta is not None and bp.estimate is not None:
+                rows.append(_row(c.quant, c.doc.obj.gguf or "(lock only)", bp.meta, bp))
+                by_quant[c.quant] = c
+        if not rows:
+            continue
+        best, outcome, message, hint = decide(rows)
+        alone = q.chosen
+        if best.quant != alone:
+            c = by_quant[best.quant]
+            new = plan_deployment(replace(orig, model=c.doc, gguf_path=c.gguf_path, quant_files=()), cache)
+            said = [x for x in p.diagnostics if x.code.startswith("VR20")]
+            for f in fields(new):
+                setattr(p, f.name, getattr(new, f.name))
+            p.diagnostics = said + [x for x in new.diagnostics if not x.code.startswith("VR20")]
+        beside = f"chosen beside {who} (run together on these GPUs)"
+        beside += f"; alone it would be {alone}" if best.quant != alone else ""
+        p.quant = QuantChoice(
+            best.quant, p.dep.model.obj.gguf, True, outcome, rows, f"{message}; {beside}", hint, orig, beside
+        )
 
 
 def render_choice(plan) -> str:
