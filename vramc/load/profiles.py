@@ -116,12 +116,25 @@ def probe(path: Path) -> tuple[str, str]:
     return ("file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"), ""
 
 
+# path -> safe_resolve(path) while load_paths runs: one load asks about the same few folders and
+# files hundreds of times (references, the check cache's inputs), each a chain of lstat calls
+_RESOLVED: dict | None = None
+
+
 def safe_resolve(path: Path) -> Path:
     """path.resolve(), or the absolute path where resolving fails (a symlink loop raises)."""
+    memo = _RESOLVED
+    if memo is not None:
+        hit = memo.get(path)
+        if hit is not None:
+            return hit
     try:
-        return path.resolve()
+        out = path.resolve()
     except (OSError, RuntimeError, ValueError):
-        return Path(os.path.abspath(path))
+        out = Path(os.path.abspath(path))
+    if memo is not None:
+        memo[path] = out
+    return out
 
 
 def _unreadable(path: Path, reason: str) -> Diagnostic:
@@ -1377,6 +1390,17 @@ def _merge_lint(*configs):
 
 def load_paths(paths: list[Path], texts: dict | None = None) -> LoadResult:
     """Load `paths`; `texts` (path -> text) stands in for what some files hold."""
+    global _RESOLVED
+    if _RESOLVED is not None:  # inside another load: its view of the tree
+        return _load_paths(paths, texts)
+    _RESOLVED = {}
+    try:
+        return _load_paths(paths, texts)
+    finally:
+        _RESOLVED = None
+
+
+def _load_paths(paths: list[Path], texts: dict | None) -> LoadResult:
     files, problems = discover(paths)
     result = LoadResult(diagnostics=problems)
     loader = Loader()
