@@ -784,3 +784,33 @@ def test_ray_note_counts_idle_gpus_in_words():
     assert "on the cluster's 3 GPUs (this machine 1, b 2): 1 stays idle" in " ".join(one.notes)
     two = estimate_vllm(m, [gpu(0), gpu(0, "b"), gpu(1, "b"), gpu(2, "b")], s, hosts=("b",))
     assert "on the cluster's 4 GPUs (this machine 1, b 3): 2 stay idle" in " ".join(two.notes)
+
+
+@pytest.mark.parametrize(
+    "interface, gloo, vr419",
+    [("eth0", "eth0", False), ("=eth0", "eth0", False), ("eth0,eth1", "eth0,eth1", False), ("^docker,lo", None, True)],
+)
+def test_gloo_gets_interface_names_it_can_read(tmp_path, monkeypatch, interface, gloo, vr419):
+    """network.interface is NCCL_SOCKET_IFNAME's syntax; Gloo (vLLM's CPU group) takes exact names:
+    NCCL's `=` is dropped for Gloo, NCCL's `^` exclusion is not written there (VR419 says so)."""
+    project = tmp_path / "p"
+    (project / "profiles").mkdir(parents=True)
+    path = project / "profiles" / "iface.yaml"
+    path.write_text(
+        HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml")).replace(
+            "interface: eth0", f"interface: {json.dumps(interface)}"
+        )
+        + "settings: {pipeline_parallel_size: 2, max_model_len: 8192}\n"
+    )
+    found = [d for d in run_check([path]).diagnostics if d.code == "VR419"]
+    assert bool(found) == vr419 and all((d.line, d.column) == (4, 39) and "Gloo" in d.message for d in found), [
+        d.one_line() for d in found
+    ]
+    monkeypatch.chdir(project)
+    assert build(["profiles/iface.yaml"]) == 0
+    for folder in (project / "out" / "hostile", project / "out" / "hostile" / "hosts" / "node2"):
+        script = (folder / "launch.sh").read_text()
+        unit = (folder / "vramc-hostile.service").read_text()
+        assert f'Environment="NCCL_SOCKET_IFNAME={interface}"' in unit
+        assert (f'Environment="GLOO_SOCKET_IFNAME={gloo}"' in unit) == (gloo is not None)
+        assert ("GLOO_SOCKET_IFNAME" in unit) == (gloo is not None) == ("GLOO_SOCKET_IFNAME" in script)

@@ -153,8 +153,20 @@ def node_env(plan: Plan, address: str | None) -> dict[str, str]:
     env = {"VLLM_HOST_IP": address} if address else {}
     net = plan.dep.hardware.obj.network
     if net is not None and net.interface:
-        env.update({"NCCL_SOCKET_IFNAME": net.interface, "GLOO_SOCKET_IFNAME": net.interface})
+        env["NCCL_SOCKET_IFNAME"] = net.interface
+        gloo = gloo_interfaces(net.interface)
+        if gloo is not None:
+            env["GLOO_SOCKET_IFNAME"] = gloo
     return env
+
+
+def gloo_interfaces(interface: str) -> str | None:
+    """GLOO_SOCKET_IFNAME for a `network.interface` written for NCCL_SOCKET_IFNAME: Gloo takes
+    exact interface names, comma-separated (torch ProcessGroupGloo: one device per name), so
+    NCCL's `=` (exact match) is dropped and NCCL's `^` (exclude these) has no Gloo form: None."""
+    if interface.startswith("^"):
+        return None
+    return interface.removeprefix("=")
 
 
 def ray_start(plan: Plan, host: str | None) -> list[str]:

@@ -363,7 +363,8 @@ def network_interface(plan: Plan):
     Without NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME each library picks an interface itself, and
     on a machine with docker0, a VPN or a second NIC it may pick one the other nodes cannot reach:
     vLLM then hangs at start. `network: {interface: eth0}` in the hardware profile makes the build
-    set both on every node.
+    set both on every node. Gloo takes exact names only: NCCL's `=eth0` is written to
+    GLOO_SOCKET_IFNAME as `eth0`, and NCCL's exclusion `^docker0,lo` has no Gloo form (said here too).
 
     Bad:
         hardware:
@@ -387,6 +388,14 @@ def network_interface(plan: Plan):
         return
     net = plan.dep.hardware.obj.network
     if net is not None and net.interface:
+        if net.interface.startswith("^"):  # NCCL's exclusion syntax; Gloo reads names only
+            yield Finding(
+                f"network.interface {net.interface!r} excludes interfaces (NCCL's '^'), which GLOO_SOCKET_IFNAME "
+                "cannot say: the build sets NCCL_SOCKET_IFNAME only, and Gloo chooses its interface itself",
+                ("network", "interface"),
+                "name the interface the nodes reach each other by (e.g. interface: eth0)",
+                target="hardware",
+            )
         return
     yield Finding(
         "NCCL and Gloo choose the network interface themselves on each node, possibly one the others cannot reach",
