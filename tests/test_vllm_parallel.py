@@ -814,3 +814,37 @@ def test_gloo_gets_interface_names_it_can_read(tmp_path, monkeypatch, interface,
         assert f'Environment="NCCL_SOCKET_IFNAME={interface}"' in unit
         assert (f'Environment="GLOO_SOCKET_IFNAME={gloo}"' in unit) == (gloo is not None)
         assert ("GLOO_SOCKET_IFNAME" in unit) == (gloo is not None) == ("GLOO_SOCKET_IFNAME" in script)
+
+
+def test_fit_write_keeps_a_variants_own_single_stage(tmp_path):
+    """The base's TP auto across machines writes PP 2 into the base's settings; a variant that fixes
+    its TP (and so never had PP chosen) keeps one stage: fit writes its PP 1, and check accepts the
+    file (it refused it before: the variant inherited PP 2, 16 workers on 2 x 4 GPUs, VR373)."""
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    path = tmp_path / "profiles" / "vllm-two-nodes.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "  tensor_parallel_size: 2\n  pipeline_parallel_size: 2\n", "  tensor_parallel_size: auto\n"
+        )
+        + "variants:\n  tp4:\n    settings:\n      tensor_parallel_size: 4\n"
+    )
+    before = {
+        p.dep.label: (p.choice.tensor_parallel_size, p.choice.pipeline_parallel_size) for p in run_check([path]).plans
+    }
+    assert before == {"vllm-two-nodes": (2, 2), "vllm-two-nodes@tp4": (4, None)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vramc", "fit", str(path), "--write"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "VRAMC_NO_CACHE": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = yaml.safe_load(path.read_text())
+    assert doc["settings"]["pipeline_parallel_size"] == 2 and doc["variants"]["tp4"]["settings"] == {
+        "tensor_parallel_size": 4,
+        "pipeline_parallel_size": 1,
+    }
+    result = run_check([path])
+    assert [d.code for d in result.diagnostics if d.severity.name == "ERROR"] == []
+    after = {p.dep.label: (p.choice.tensor_parallel_size, p.choice.pipeline_parallel_size or 1) for p in result.plans}
+    assert after == {"vllm-two-nodes": (2, 2), "vllm-two-nodes@tp4": (4, 1)}

@@ -80,6 +80,11 @@ def edit_choices(plans, cleared=None) -> list:
             # a variant that inherits `auto` keeps the base's answer unless its own differs
             base = base_values.get((p.dep.doc.file, p.dep.name), {})
             values = {k: v for k, v in values.items() if base.get(k) != v or _variant_sets(p, k)}
+            # the base's pipeline_parallel_size came with its TP: auto (it was unset, not `auto`);
+            # a variant that fixes its TP keeps its own (one stage) instead of inheriting it
+            pp = "pipeline_parallel_size"
+            if pp in base and pp not in p.auto and not _variant_sets(p, pp):
+                values[pp] = getattr(p.choice, pp, None) or 1
         if values:
             by_file.setdefault(p.dep.doc.path, []).append((_settings_path(p), values))
             display[p.dep.doc.path] = p.dep.doc.file
