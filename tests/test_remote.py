@@ -566,3 +566,7 @@ def test_plan_quants_table(server, tmp_path, monkeypatch):
     assert "choice: Q4_K_M (llama-8b-Q4_K_M.gguf), the largest quant that fits with all layers" in res.stdout
     bad = runner.invoke(app, ["plan", "profiles/d.yaml", "--quants", "hf://org/quants:Q4_K_M"])
     assert bad.exit_code == 1 and "takes a repository" in bad.output
+    # a deployment that is not there is said as such, not as "no llama.cpp deployment given"
+    bad = runner.invoke(app, ["plan", "profiles/none.yaml", "--quants", "hf://org/quants"])
+    assert bad.exit_code == 1 and "profiles/none.yaml:1:1: VR000 error: no such file" in bad.output, bad.output
+    assert "none was given" not in bad.output

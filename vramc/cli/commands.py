@@ -182,11 +182,14 @@ def plan(
         plans = [p for p in plans if is_selected(p.dep, deployment)]
         if not plans:
             _fail_usage(f'no deployment named "{deployment}"')
+    errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     if quants is not None:
         from vramc.cli.quants import cli_quants
 
+        if not plans and errors:  # nothing to plan the quants with (a missing file): say why
+            say_diagnostics(errors)
+            raise typer.Exit(EXIT_FINDINGS)
         raise typer.Exit(cli_quants(plans, quants))
-    errors = [d for d in result.diagnostics if d.severity == Severity.ERROR]
     say_diagnostics(errors)
     if not plans and not errors:  # a hardware or model profile: an empty answer said nothing
         typer.echo(
