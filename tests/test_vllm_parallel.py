@@ -848,3 +848,27 @@ def test_fit_write_keeps_a_variants_own_single_stage(tmp_path):
     assert [d.code for d in result.diagnostics if d.severity.name == "ERROR"] == []
     after = {p.dep.label: (p.choice.tensor_parallel_size, p.choice.pipeline_parallel_size or 1) for p in result.plans}
     assert after == {"vllm-two-nodes": (2, 2), "vllm-two-nodes@tp4": (4, 1)}
+
+
+@pytest.mark.parametrize(
+    "backend, expect, error", [("ray", (2, 2), None), ("mp", (2, 3), "node3 has 0 GPUs for vLLM's 2 workers per node")]
+)
+def test_tp_auto_with_a_host_without_gpus(tmp_path, backend, expect, error):
+    """A host whose entry gives it no GPU: Ray places no rank there (a stage per node with GPUs);
+    mp starts workers on every node, so nothing starts and the advised layout's VR373 names it."""
+    path = tmp_path / "nogpu.yaml"
+    text = HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+    text = text.replace(
+        "  hosts:\n", "  hosts:\n    - {name: node3, address: 10.0.0.3, gpus: [{name: H100, vram: 80GiB}]}\n"
+    ).replace("hosts: [node2]", "hosts: [node2, {host: node3, gpus: []}]")
+    path.write_text(
+        text
+        + f"settings: {{tensor_parallel_size: auto, distributed_executor_backend: {backend}, max_model_len: 8192}}\n"
+    )
+    plan, diags = _plan_of(path)
+    assert (plan.choice.tensor_parallel_size, plan.choice.pipeline_parallel_size) == expect
+    errors = [d for d in diags if d.severity.name == "ERROR"]
+    if error is None:
+        assert errors == [] and [d.host for d in plan.estimate.devices] == [None, None, "node2", "node2"]
+    else:
+        assert [d.code for d in errors] == ["VR373"] and error in errors[0].message

@@ -189,8 +189,8 @@ def _across_machines(dep, budgets, hosts) -> list[tuple[int, int | None]]:
     """`tensor_parallel_size: auto` of a deployment across machines: the sizes to try, in order.
     vLLM's advice for several nodes is TP = GPUs per node and PP = nodes, so that no TP group
     (an all-reduce every layer) crosses the network and no GPU stays idle: with
-    `pipeline_parallel_size` unset, TP up to the fewest GPUs of a node x PP = nodes first (where
-    every node has a GPU and the model has a layer per node); then the settings' own PP. Each
+    `pipeline_parallel_size` unset, TP up to the fewest GPUs of a node x PP = nodes first (Ray:
+    the nodes with GPUs; where the model has a layer per node); then the settings' own PP. Each
     largest first (the hosts are this deployment's), those whose TP groups stay on one machine
     and that give every node a rank before the others."""
     from vramc.memory.vllm import layout, nodes_of
@@ -199,17 +199,21 @@ def _across_machines(dep, budgets, hosts) -> list[tuple[int, int | None]]:
     cfg = dep.model.obj.config
     heads = cfg.num_attention_heads
     gpus = budgets(1)
-    counts = [len(g) for _, g in nodes_of(gpus, hosts)]
+    nodes = nodes_of(gpus, hosts)
+    counts = [len(g) for _, g in nodes if g]
+    # a stage per node: Ray places ranks on the nodes with GPUs only; mp starts workers on every
+    # node (one without GPUs cannot start, and says so: VR373)
+    stages = len(counts) if s.distributed_executor_backend == "ray" else len(nodes)
     out: list[tuple[int, int | None]] = []
-    if s.pipeline_parallel_size is None and min(counts) > 0 and len(counts) <= cfg.num_hidden_layers:
-        out += [(t, len(counts)) for t in range(min(counts), 0, -1) if heads % t == 0]
+    if s.pipeline_parallel_size is None and counts and stages <= cfg.num_hidden_layers:
+        out += [(t, stages) for t in range(min(counts), 0, -1) if heads % t == 0]
     pp = s.pipeline_parallel_size or 1
     own = [(t, None) for t in range(max(1, len(gpus) // pp), 0, -1) if heads % t == 0] or [(1, None)]
 
     def apart(tp: int) -> bool:  # a TP group across machines, or a node without a rank
         ranks = layout(gpus, tp, pp, s.distributed_executor_backend, hosts).ranks
         crosses = any(len({g.host for g in ranks[i : i + tp]}) > 1 for i in range(0, len(ranks), tp))
-        return crosses or {g.host for g in ranks} != {None, *hosts}
+        return crosses or {g.host for g in ranks} != {h for h, g in nodes if g}
 
     return out + sorted(own, key=lambda c: apart(c[0]))  # stable: largest first within each
 
