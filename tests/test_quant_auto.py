@@ -393,6 +393,96 @@ def test_quant_auto_beside_the_deployments_it_runs_with(tmp_path, monkeypatch, m
     assert "chosen alone: srv.helper may be loaded beside it (a server's models keep their own quant)" in res.output
 
 
+def _readme_steps() -> list[tuple[str, str, list[str]]]:
+    """README's "I have a model name" section in order: ("run", command, shown output lines) for
+    each `vramc ...` line of a code block (joined over a trailing backslash) and the backticked
+    `vramc analyze hf://...` of the prose, ("write", path, lines) for each `# profiles/X.yaml` block
+    (not the one marked as written by vramc)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## I have a model name")
+    lines = text[start : text.index("\n## ", start + 1)].splitlines()
+    steps: list[tuple[str, str, list[str]]] = []
+    i = 0
+    while i < len(lines):
+        line, s = lines[i], lines[i].strip()
+        i += 1
+        if not line.startswith("    "):
+            steps += [("run", m, []) for m in re.findall(r"`(vramc analyze hf://[^`]+)`", line)]
+            continue
+        if s.startswith(("vramc ", "$ vramc ")):
+            command = s.removeprefix("$ ")
+            while command.endswith("\\"):
+                command = command[:-1].strip() + " " + lines[i].strip()
+                i += 1
+            shown = []
+            while s.startswith("$ ") and i < len(lines) and lines[i].startswith("    "):
+                shown.append(lines[i][4:])
+                i += 1
+            steps.append(("run", re.split(r"\s+#", command)[0], shown))
+        elif re.match(r"# profiles/\S+\.yaml(:| *$)", s):
+            body = []
+            while i < len(lines) and lines[i].startswith("    "):
+                body.append(lines[i][4:])
+                i += 1
+            steps.append(("write", s[2:].split(":")[0].split()[0], body))
+    return steps
+
+
+def test_the_readme_section_runs_verbatim(server, tmp_path, monkeypatch, models):  # noqa: F811
+    """Every command of README's "I have a model name" section, as written, in a project with the
+    shipped profiles (hf:// from the local Hub, which serves files of the names it shows; the
+    example.com URL cannot be reached here and says so); the `--quants` table is the one shown."""
+    import shutil
+
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
+
+    from test_lock_config import config_of
+
+    for q in ("Q8_0", "Q4_K_M", "Q2_K"):
+        server.files[f"Llama-3.1-8B-Instruct-{q}.gguf"] = models[f"llama-8b-{q}.gguf"]
+    server.listing["ORG/Llama-3.1-8B-Instruct-GGUF"] = [
+        f"Llama-3.1-8B-Instruct-{q}.gguf" for q in ("Q8_0", "Q4_K_M", "Q2_K")
+    ]
+    server.files["FILE-Q4_K_M.gguf"] = models["llama-8b-Q4_K_M.gguf"]
+    server.files["FILE-Q8_0.gguf"] = models["llama-8b-Q8_0.gguf"]
+    server.listing["ORG/REPO"] = ["FILE-Q4_K_M.gguf", "FILE-Q8_0.gguf"]
+    qwen = "Qwen2.5-32B-Instruct"
+    for q in ("Q8_0", "Q4_K_M"):
+        server.files[f"{qwen}-{q}.gguf"] = write_sparse_gguf(
+            tmp_path / f"{qwen}-{q}.gguf", CATALOG["qwen2.5-32b-instruct"], q
+        )
+    server.listing[f"bartowski/{qwen}-GGUF"] = ["README.md", f"{qwen}-Q8_0.gguf", f"{qwen}-Q4_K_M.gguf"]
+    project = tmp_path / "clone"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "profiles", project / "profiles")
+    (project / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M"):
+        (project / "models" / f"m-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    (project / "path" / "to").mkdir(parents=True)
+    (project / "path" / "to" / "config.json").write_text(json.dumps(config_of("qwen2.5-32b-instruct")))
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:1")  # example.com: not reached from a test
+    steps = _readme_steps()
+    ran = [step[1].split()[1] for step in steps if step[0] == "run"]
+    assert ran.count("analyze") >= 6 and {"lock", "plan", "fit"} <= set(ran), steps
+    for kind, what, lines in steps:
+        if kind == "write":
+            (project / what).write_text("\n".join(lines) + "\n")
+            continue
+        res = runner.invoke(app, what.split()[1:])
+        if "example.com" in what:
+            assert res.exit_code == 1 and "cannot reach" in res.output, res.output
+            continue
+        assert res.exit_code == 0, (what, res.output)
+        for want, got in zip(lines, res.stdout.splitlines()):
+            assert got.startswith(want.removesuffix("...")), (what, want, got)
+        assert len(res.stdout.splitlines()) >= len(lines)
+    # the last analyze of the repository left a `quant: auto` model that the deployment plans
+    rec = _plan(project / "profiles" / "qwen32b.yaml")
+    assert rec["quant"]["auto"] and rec["verdict"] in ("fits", "tight")
+
+
 def test_vllm_is_told(tmp_path, monkeypatch):
     project = _project(tmp_path)
     fixture = Path(__file__).parent / "fixtures" / "profiles" / "bad" / "models" / "llama8b-quants.yaml"
