@@ -551,9 +551,12 @@ def plan_all(deployments) -> list[Plan]:
     for combo in combos:  # vLLM shares of GPUs they share: decided before the llama.cpp ones fit
         _share_vllm(combo)
     if combos:
-        from vramc.plan.quants import choose_together
+        # `quant: auto` beside the deployments it runs with (issue 15); plan.quants imports the
+        # remote header reader (http.client, email: ~20 ms), which no other check needs
+        if any(p.quant is not None and p.quant.auto for combo in combos for p in combo.members):
+            from vramc.plan.quants import choose_together
 
-        choose_together(combos, cache)  # `quant: auto` beside the deployments it runs with (issue 15)
+            choose_together(combos, cache)
         from vramc.plan.fit import fit_together
 
         smaller = _keep_smaller()
