@@ -107,3 +107,38 @@ def test_check_loads_no_pydantic_plugin_unless_the_user_asks(project, tmp_path):
     r = check(PYDANTIC_DISABLE_PLUGINS="")  # the user's choice: plugins on
     assert r.returncode == 0, r.stderr
     assert marker.exists()
+
+
+def _imports(argv: list[str], cwd: Path) -> str:
+    """What `python -X importtime ARGV` imported (its stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VRAMC_CACHE", "PYDANTIC_DISABLE_PLUGINS")}
+    env.update(VRAMC_NO_CACHE="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    return r.stderr
+
+
+def test_check_imports_no_package_metadata_reader(project):
+    """pydantic's plugin loader would import importlib.metadata (email, zipfile, csv) to find
+    plugins that are turned off: vramc.cli stands in a loader that finds none."""
+    said = _imports(["-m", "vramc", "check", "clean.yaml"], project)
+    assert "| vramc.load.schema" in said  # the models were built
+    assert "importlib.metadata" not in said and "| email" not in said
+    # the same models built by any other command import pydantic's own loader
+    said = _imports(["-c", "import vramc.load.schema"], project)
+    assert "importlib.metadata" in said
+
+
+def test_the_stand_in_plugin_loader_hands_other_names_to_pydantics(tmp_path):
+    code = (
+        "import sys, vramc.cli\n"
+        "vramc.cli._no_plugin_discovery()\n"
+        "from pydantic.plugin._loader import get_plugins\n"
+        "assert get_plugins() == () and 'importlib.metadata' not in sys.modules\n"
+        "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP\n"
+        "assert PYDANTIC_ENTRY_POINT_GROUP == 'pydantic' and 'importlib.metadata' in sys.modules\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYDANTIC_DISABLE_PLUGINS="__all__")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
