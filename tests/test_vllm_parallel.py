@@ -872,3 +872,34 @@ def test_tp_auto_with_a_host_without_gpus(tmp_path, backend, expect, error):
         assert errors == [] and [d.host for d in plan.estimate.devices] == [None, None, "node2", "node2"]
     else:
         assert [d.code for d in errors] == ["VR373"] and error in errors[0].message
+
+
+def test_deployments_sharing_a_hosts_gpus_add_up_there(tmp_path):
+    """Two deployments of one file on different GPUs here but the same GPUs of node2: their
+    gpu_memory_utilization add up on node2's GPUs (1.2 of each), which VR335 now says (it looked at
+    this machine's GPUs only, and the second deployment's workers on node2 would fail to start)."""
+    text = (
+        TOGETHER.replace("@A@", ", master_port: 29600")
+        .replace("@B@", "")
+        .replace("gpu_memory_utilization: 0.4", "gpu_memory_utilization: 0.6")
+        .replace(
+            "  gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]\n",
+            "  gpus: [{name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}, {name: H100, vram: 80GiB}]\n",
+        )
+    )
+    text = text.replace(
+        "engine: vllm\n    hosts: [node2]\n    settings: {pipeline_parallel_size: 2, gpu_memory_utilization: 0.6, max_model_len: 8192, port: 8002}",
+        "engine: vllm\n    hosts: [node2]\n    gpus: [2, 3]\n    settings: {pipeline_parallel_size: 2, gpu_memory_utilization: 0.6, max_model_len: 8192, port: 8002}",
+    )
+    assert "gpus: [2, 3]" in text
+    path = tmp_path / "shared.yaml"
+    path.write_text(text)
+    found = [d for d in run_check([path]).diagnostics if d.code in ("VR335", "VR336")]
+    assert sorted((d.code, d.deployment, d.message.split(":")[0] + ":" + d.message.split(":")[1]) for d in found) == [
+        ("VR335", "a", "node2:CUDA0 on node2 (H100)"),
+        ("VR335", "b", "node2:CUDA0 on node2 (H100)"),
+    ], [d.one_line() for d in found]
+    assert "0.6 + 0.6 = 1.20" in found[0].message
+    # 0.45 each fits there together
+    path.write_text(text.replace("gpu_memory_utilization: 0.6", "gpu_memory_utilization: 0.45"))
+    assert [d.code for d in run_check([path]).diagnostics if d.code in ("VR335", "VR336")] == []

@@ -543,20 +543,23 @@ def check_colocated(instances: list[tuple[str, MemoryEstimate]], gpus: list[GpuB
     earlier ones already hold (VR336); when the given order fails, the message names an order
     that passes, if one exists.
     """
-    # this machine's GPUs: a deployments file is one machine (other hosts' GPUs are not compared)
-    by_gpu = {g.gpu: g for g in gpus if g.host is None}
+    # a GPU is (host, index): this machine's (host None) and, for deployments across machines
+    # (issue 17), a host's. A host's GPUs are checked for their sum only: each deployment's unit
+    # there starts on its own, in no order a deployments file can set
+    by_gpu = {(g.host, g.gpu): g for g in gpus}
     findings: list[tuple[str, str, str]] = []
-    for gpu, budget in by_gpu.items():
+    for (host, gpu), budget in by_gpu.items():
         here = [
             (name, d, est.resolved["gpu_memory_utilization"])
             for name, est in instances
             for d in est.devices
-            if d.gpu == gpu and d.host is None
+            if d.gpu == gpu and d.host == host
         ]
         if len(here) < 2:
             continue
         findings += _oversubscribed(budget, here)
-        findings += _start_order(budget, here)
+        if host is None:
+            findings += _start_order(budget, here)
     return findings
 
 
@@ -568,8 +571,9 @@ def _oversubscribed(budget: GpuBudget, here: list) -> list[tuple[str, str, str]]
         return []
     fractions = " + ".join(f"{u:g}" for _, _, u in here)
     total = sum(u for _, _, u in here)
+    where = f"{budget.id} on {budget.host} ({budget.name})" if budget.host is not None else budget.name
     msg = (
-        f"{budget.name}: gpu_memory_utilization {fractions} = {total:.2f} of its total "
+        f"{where}: gpu_memory_utilization {fractions} = {total:.2f} of its total "
         f"{gib(budget.capacity_bytes)} GiB; with {len(here)} CUDA contexts "
         f"({gib(len(here) * budget.overhead_bytes)} GiB) and other tenants "
         f"({gib(budget.tenants_bytes)} GiB) the instances want {gib(wanted)} GiB of "

@@ -175,7 +175,7 @@ def _colocated(plans, code: str):
     if len(vllm) < 2:
         return
     by_name = {p.dep.label: p for p in vllm}
-    gpus = {g.gpu: g for p in vllm for g in p.gpus if g.host is None}  # this machine's
+    gpus = {(g.host, g.gpu): g for p in vllm for g in p.gpus}  # this machine's and the hosts' (issue 17)
     for name, kind, message in check_colocated([(p.dep.label, p.estimate) for p in vllm], list(gpus.values())):
         if rule_code(kind) == code:
             yield (
