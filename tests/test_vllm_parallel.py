@@ -903,3 +903,23 @@ def test_deployments_sharing_a_hosts_gpus_add_up_there(tmp_path):
     # 0.45 each fits there together
     path.write_text(text.replace("gpu_memory_utilization: 0.6", "gpu_memory_utilization: 0.45"))
     assert [d.code for d in run_check([path]).diagnostics if d.code in ("VR335", "VR336")] == []
+
+
+def test_tp_across_nodes_hint_is_the_gpus_of_a_node(tmp_path):
+    """VR374's advice counts the GPUs a node has, not the workers vLLM now starts there: TP 2 over two
+    nodes of two GPUs runs one worker a node, and advising TP 1 would leave a GPU idle on each."""
+    path = tmp_path / "tp2.yaml"
+    path.write_text(
+        HOSTILE.replace("MODEL", str(ROOT / "profiles/models/mistral-7b-instruct-awq.yaml"))
+        + "settings: {tensor_parallel_size: 2, max_model_len: 8192}\n"
+    )
+    (found,) = [d for d in run_check([path]).diagnostics if d.code == "VR374"]
+    assert "(tensor_parallel_size 2, 1 worker per node)" in found.message
+    assert found.hint.startswith(
+        "set tensor_parallel_size to the GPUs per node (2) and pipeline_parallel_size to the number of nodes (2)"
+    )
+    # following it is what TP auto chooses, and no TP group crosses a machine then
+    path.write_text(
+        path.read_text().replace("tensor_parallel_size: 2,", "tensor_parallel_size: 2, pipeline_parallel_size: 2,")
+    )
+    assert [d for d in run_check([path]).diagnostics if d.code == "VR374"] == []

@@ -152,14 +152,29 @@ def tp_across_nodes(plan: Plan):
     if not split:
         return
     per_node = len([d for d in est.devices if d.host is None])
+    # the advice is the GPUs each node has (the fewest), not the workers vLLM now starts there
+    # (with TP across two nodes of two GPUs that is 1, and TP 1 would leave a GPU idle on each)
+    from vramc.memory.vllm import nodes_of
+    from vramc.plan.planner import gpu_budgets
+    from vramc.plan.vllm_nodes import host_names
+
+    nodes = [g for _, g in nodes_of(gpu_budgets(plan.dep), host_names(plan.dep))]
+    fewest = min((len(g) for g in nodes if g), default=1)
+    heads = plan.dep.model.obj.config.num_attention_heads
+    advised = max(t for t in range(1, fewest + 1) if heads % t == 0)
+    stages = len(nodes) if est.resolved.get("distributed_executor_backend") != "ray" else sum(1 for g in nodes if g)
     yield Finding(
         f"the tensor-parallel group{'s' if len(split) > 1 else ''} of pipeline stage"
         f"{'s' if len(split) > 1 else ''} {', '.join(map(str, split))} span{'' if len(split) > 1 else 's'} "
         f"machines (tensor_parallel_size {tp}, {per_node} worker{'s' if per_node != 1 else ''} per node): "
         "each layer's all-reduce crosses the network",
         _setting(plan, "tensor_parallel_size"),
-        f"set tensor_parallel_size to the GPUs per node ({per_node}) and pipeline_parallel_size to the "
-        f"number of stages that makes up the rest ({max(1, tp * est.resolved.get('pipeline_parallel_size', 1) // max(per_node, 1))})",
+        f"set tensor_parallel_size to the GPUs per node ({advised}) and pipeline_parallel_size to the number "
+        f"of nodes ({stages}), as vLLM advises (tensor_parallel_size: auto without pipeline_parallel_size "
+        "chooses them)"
+        if stages <= plan.dep.model.obj.config.num_hidden_layers
+        else f"pipeline parallel needs a layer per node: span at most {plan.dep.model.obj.config.num_hidden_layers} "
+        f"machines, with tensor_parallel_size the GPUs per node ({advised})",
     )
 
 
