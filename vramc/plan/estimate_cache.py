@@ -184,6 +184,8 @@ def estimate_llama(meta, gpus, params) -> MemoryEstimate:
 
         return llama.estimate_llama(meta, gpus, params)
 
+    if not enabled():  # no key to compute either (it hashes the model's tensors and vramc's code)
+        return compute()
     return remembered(_key(meta, gpus, params), compute, _to_json, _from_json)
 
 
@@ -237,6 +239,8 @@ def solve(meta, gpus, choice, margins, ctx_min):
         est = estimate_llama(meta, gpus, to_llama_params(ch, meta.n_layer, int(meta.hp("context_length", 0) or 0)))
         return fit.FitResult(ch, d["fits"], d["log"], d["estimates"], d["moved_experts"], est)
 
+    if not enabled():
+        return compute()
     key = hashlib.sha256(
         repr(("solve", _code(solver=True), _key(meta, gpus, choice), tuple(margins), ctx_min)).encode()
     ).hexdigest()
