@@ -188,10 +188,11 @@ def _load_meta(dep) -> tuple[object, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     path: Path | None = dep.gguf_path
     unreadable = False
-    from vramc.model.gguf import present
+    from vramc.load.profiles import probe
 
-    # what is there but no regular file (a FIFO, /dev/zero, a folder) is read_gguf's to refuse
-    if path is not None and present(path):
+    # what is there but no regular file (a FIFO, /dev/zero, a folder) is read_gguf's to refuse;
+    # where nothing is (gguf.present's answer, without importing the reader) the lock is used
+    if path is not None and probe(path)[0] != "missing":
         from vramc.model.gguf import GGUFError, read_gguf
         from vramc.model.modelmeta import MetaError, validate_meta
 
