@@ -51,8 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vramc.dev import oracle  # noqa: E402
-from vramc.plan.engine_settings import LlamaChoice, to_llama_params  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
+from vramc.plan.engine_settings import LlamaChoice, to_llama_params  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -234,10 +234,10 @@ class ExpertRun:
 
 
 def model_file(model: str, models_dir: Path) -> Path:
+    import hashlib
+
     from vramc.dev.synth.shapes import CATALOG
     from vramc.dev.synth.writer import write_sparse_gguf
-
-    import hashlib
 
     shape, ftype, _ = MODELS[model]
     # keyed by the tensor table vramc reads, so a change in vramc.dev.synth writes a new file
@@ -465,8 +465,8 @@ def _expert_solver():
 
 
 def vramc_solve(meta, caps_bytes: list[int], ctx: int, experts: bool = False):
-    from vramc.plan.fit import Solver
     from vramc.memory.llama import estimate_llama
+    from vramc.plan.fit import Solver
 
     gpus = gpus_for(caps_bytes)
     cls = _expert_solver() if experts else Solver

@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramc.load.schema import Settings  # noqa: E402
-from vramc.plan.engine_settings import LlamaChoice, llama_choice  # noqa: E402
 from vramc.hardware.gpus import UNKNOWN_GPU_OVERHEAD  # noqa: E402
+from vramc.load.schema import Settings  # noqa: E402
 from vramc.memory.usage import GpuBudget  # noqa: E402
+from vramc.plan.engine_settings import LlamaChoice, llama_choice  # noqa: E402
 
 GiB = 1024**3
 TARGET_MS = 100.0

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpus, package_version  # noqa: E402  # bench/machine.py (run as a script: bench/ is on sys.path)
+
 from vramc.model.ggml import TYPE_BY_NAME, tensor_nbytes  # noqa: E402
 from vramc.model.gguf import read_gguf, read_header  # noqa: E402
-
-from machine import cpus, package_version  # noqa: E402  # bench/machine.py (run as a script: bench/ is on sys.path)
 
 N_LAYER, N_EMBD, N_FF, N_HEAD, N_HEAD_KV = 32, 4096, 14336, 32, 8
 N_VOCAB, N_SPECIAL, N_MERGES = 128256, 256, 280147

@@ -94,9 +94,9 @@ def write_project(root: Path) -> Path:
 
 
 def llama_kwargs(profiles: Path) -> dict:
+    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
     from vramc.lint.check import run_check
     from vramc.load.profiles import find_deployment
-    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
 
     _, deps = find_deployment("bench", [profiles])
     return to_llama_kwargs(run_check([profiles], deployments=deps).plans[0], absolute_path=True)

@@ -15,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vramc.model.analyze import profile_yaml
-from vramc.model.gguf import read_gguf
 from vramc.dev.synth.shapes import get_shape
 from vramc.dev.synth.writer import write_sparse_gguf
 from vramc.load.yamledit import write_new
+from vramc.model.analyze import profile_yaml
+from vramc.model.gguf import read_gguf
 
 # profile name -> (catalog shape, llama.cpp file type, the file name people download)
 SHIPPED = {

@@ -6,17 +6,17 @@ import json
 
 import pytest
 import yaml
-from conftest import llama_keys, llama_tensors, write_gguf
 from gguf import GGUFReader
 from typer.testing import CliRunner
 
+from conftest import llama_keys, llama_tensors, write_gguf
 from vramc.cli.analyze import cli_analyze
-from vramc.model.analyze import build_report, default_name, fingerprint_status, render_text
 from vramc.cli.commands import app
-from vramc.model.gguf import read_gguf
-from vramc.model.modelmeta import ModelMeta
 from vramc.load.profiles import project_root
 from vramc.load.schema import Model
+from vramc.model.analyze import build_report, default_name, fingerprint_status, render_text
+from vramc.model.gguf import read_gguf
+from vramc.model.modelmeta import ModelMeta
 
 
 def _bytes_by_name(path) -> dict[str, int]:

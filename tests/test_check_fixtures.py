@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
+from vramc.lint.check import run_check
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # unreadable/: files that are not UTF-8 (VR000), kept apart from profiles/ whose files tests read as text

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vramc.cli.commands import app
-
 from test_diff import CHAT, GIT_ENV, ROOT, commit, git, write
+from vramc.cli.commands import app
 
 
 def _repo(tmp_path: Path) -> Path:

@@ -42,10 +42,10 @@ def test_a_corrupt_entry_is_recomputed(tmp_path):
 
 
 def test_a_solver_change_invalidates_cached_solutions(tmp_path, monkeypatch):
+    from vramc.dev.synth import CATALOG, model_meta
+    from vramc.memory.usage import GpuBudget
     from vramc.plan import estimate_cache, fit
     from vramc.plan.engine_settings import llama_choice
-    from vramc.memory.usage import GpuBudget
-    from vramc.dev.synth import CATALOG, model_meta
 
     monkeypatch.setenv("VRAMC_CACHE", str(tmp_path))
     monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)

@@ -13,11 +13,11 @@ from functools import lru_cache
 
 import pytest
 
-from vramc.plan.engine_settings import LlamaChoice, to_llama_params
-from vramc.plan.fit import CTX_STEP, DEFAULT_CTX_MIN, solve
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_hparams import llama_hparams
 from vramc.memory.usage import GpuBudget
+from vramc.plan.engine_settings import LlamaChoice, to_llama_params
+from vramc.plan.fit import CTX_STEP, DEFAULT_CTX_MIN, solve
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

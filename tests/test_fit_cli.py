@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vramc.lint.check import run_check
 from vramc.cli.commands import app
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,9 +114,9 @@ def test_cache_types_auto_prefer_f16_then_q8_0(tmp_path):
 
 
 def test_moe_expert_offload_is_written_and_planned_back(tmp_path):
-    from vramc.model.analyze import profile_yaml
     from vramc.dev.synth.shapes import get_shape
     from vramc.dev.synth.writer import model_meta
+    from vramc.model.analyze import profile_yaml
 
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")

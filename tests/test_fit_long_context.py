@@ -20,8 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from vramc.load.schema import Settings
-from vramc.plan.engine_settings import llama_choice
 from vramc.memory.usage import GpuBudget
+from vramc.plan.engine_settings import llama_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 SCOUT_CTX = 10_485_760

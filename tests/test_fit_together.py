@@ -14,9 +14,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vramc.lint.check import run_check
 from vramc.cli.commands import app
 from vramc.diagnostics import Severity
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "profiles" / "models"
@@ -282,9 +282,9 @@ def test_vllm_instances_are_checked_in_each_combination(tmp_path):
 
 
 def test_refit_takes_back_expert_overrides_a_bigger_card_no_longer_needs(tmp_path):
-    from vramc.model.analyze import profile_yaml
     from vramc.dev.synth.shapes import get_shape
     from vramc.dev.synth.writer import model_meta
+    from vramc.model.analyze import profile_yaml
 
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     meta = model_meta(get_shape("qwen3-30b-a3b"), "Q4_K_M")

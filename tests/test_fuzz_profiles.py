@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import yaml
-from cli_support import assert_exits_0_or_1
 
+from cli_support import assert_exits_0_or_1
 from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent

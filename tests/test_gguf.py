@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from conftest import llama_keys, llama_tensors, write_gguf
 from gguf import GGUFReader, GGUFValueType
 
+from conftest import llama_keys, llama_tensors, write_gguf
 from vramc.model.gguf import ARRAY_LIMIT, GGUFError, SkippedArray, read_gguf, read_header, split_paths
 
 V = GGUFValueType

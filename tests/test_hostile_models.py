@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import llama_tensors
 from gguf_craft import ARR, F32, F64, STR, U32, llama_kv, write
-
-from vramc.load.profiles import display_path
 from vramc.lint.check import run_check
+from vramc.load.profiles import display_path
 from vramc.memory.llama_archs import _rot_size
 from vramc.model.modelmeta import MetaError, validate_meta
 
@@ -553,8 +553,8 @@ def test_an_unreadable_folder_is_reported(tmp_path):
 def test_an_estimate_key_is_never_inherited_by_a_model_at_a_reused_address():
     """Keys were remembered by id(meta): a model freed and another allocated at its address got
     the first one's key, and with it the first one's cached estimates."""
-    from vramc.plan import estimate_cache
     from vramc.model.modelmeta import ModelMeta, expand_tensors
+    from vramc.plan import estimate_cache
 
     def model(n_layer: int) -> ModelMeta:
         return ModelMeta(

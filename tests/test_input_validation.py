@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "profiles" / "models"
@@ -459,8 +459,8 @@ def test_newline_ended_codes_and_names(proj):
     _, diags = findings(deployment(proj, "c", 'lint: {ignore: ["VR101\\n"], severity: {"VR302\\n": error}}\n'))
     assert at(diags, "VR101") == [(5, 17), (5, 40)]  # at the code, at the key
     assert cli_analyze(proj / "none.gguf", layers=False, fmt="text", write=proj / "m.yaml", name="ok\n") == 2
-    from vramc.lint.registry import CODE_RE
     from vramc.build.render import UnsafeValue, check_env_name
+    from vramc.lint.registry import CODE_RE
 
     assert not CODE_RE.match("VR101\n")
     with pytest.raises(UnsafeValue):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from vramc.lint.check import run_check
 from vramc.cli.commands import app
-from vramc.lint.runner import run_plan_rules
 from vramc.dev.synth.writer import write_tiny_model
+from vramc.lint.check import run_check
+from vramc.lint.runner import run_plan_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"

@@ -517,9 +517,9 @@ HARD_CASES = {
     ],
 )
 def test_shortened_graph_equals_the_full_graph(name, monkeypatch):
+    from vramc.dev.synth import CATALOG, model_meta
     from vramc.memory import llama as llama_mod
     from vramc.memory.llama_compute import estimate_compute
-    from vramc.dev.synth import CATALOG, model_meta
 
     meta = mamba2_meta() if name == "mamba2" else model_meta(CATALOG[name], "Q4_K_M")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vramc.plan import ollama_sched as o
-from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
+from vramc.lint.check import run_check
+from vramc.plan import ollama_sched as o
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA8B = ROOT / "profiles" / "models" / "llama-3.1-8b-instruct-q8_0.yaml"
@@ -57,8 +57,8 @@ def test_batch_surcharge_and_step_down():
 def _meta(path: Path):
     import yaml
 
-    from vramc.model.modelmeta import ModelMeta
     from vramc.load.schema import Model
+    from vramc.model.modelmeta import ModelMeta
 
     doc = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "kind"}
     return ModelMeta.from_lock(Model.model_validate(doc).lock)

@@ -11,10 +11,10 @@ import dataclasses
 
 import pytest
 
+from vramc.dev.oracle import OracleError, RpcServers, check, find_binaries, run_fit_print, run_server_load
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.usage import GpuBudget
-from vramc.dev.oracle import OracleError, RpcServers, check, find_binaries, run_fit_print, run_server_load
 
 pytestmark = pytest.mark.oracle
 
@@ -32,8 +32,8 @@ def rpc():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from vramc.model.gguf import read_gguf
     from vramc.dev.synth import CATALOG, write_sparse_gguf
+    from vramc.model.gguf import read_gguf
 
     root = tmp_path_factory.mktemp("models")
     cache = {}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc.memory.llama_params import LlamaParams
 from vramc.dev.oracle import OracleError, run_fit_print
+from vramc.memory.llama_params import LlamaParams
 
 MiB = 1024 * 1024
 LOG = "sched_reserve:        CPU compute buffer size =    12.34 MiB"

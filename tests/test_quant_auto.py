@@ -436,9 +436,8 @@ def test_the_readme_section_runs_verbatim(server, tmp_path, monkeypatch, models)
     example.com URL cannot be reached here and says so); the `--quants` table is the one shown."""
     import shutil
 
-    from vramc.dev.synth import CATALOG, write_sparse_gguf
-
     from test_lock_config import config_of
+    from vramc.dev.synth import CATALOG, write_sparse_gguf
 
     for q in ("Q8_0", "Q4_K_M", "Q2_K"):
         server.files[f"Llama-3.1-8B-Instruct-{q}.gguf"] = models[f"llama-8b-{q}.gguf"]

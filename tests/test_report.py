@@ -1,8 +1,8 @@
 import json
 
 from vramc.diagnostics import Diagnostic, Severity, Span
-from vramc.lint.rules import load_rules
 from vramc.lint.report import format_github, format_json, format_sarif, format_text, summary
+from vramc.lint.rules import load_rules
 
 DIAGS = [
     Diagnostic(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vramc.lint.check import run_check
 from vramc.diagnostics import Severity
+from vramc.lint.check import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,8 +37,8 @@ settings:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from vramc.lint.check import run_check
     from vramc.dev.synth import write_tiny_model
+    from vramc.lint.check import run_check
 
     root = tmp_path_factory.mktemp("llama-cpp-python-project")
     (root / "models").mkdir()

@@ -123,8 +123,8 @@ LOAD_MODE = re.compile(r"load_tensors: .*\(load_mode = (\S+)\)")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from vramc.lint.check import run_check
     from vramc.dev.synth import write_tiny_model
+    from vramc.lint.check import run_check
 
     root = tmp_path_factory.mktemp("llama-server-project")
     (root / "models").mkdir()

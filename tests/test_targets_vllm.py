@@ -10,8 +10,8 @@ import yaml
 
 import vramc.lint.rules.quoting  # noqa: F401  (registers VR405 until vramc.lint.rules.load_rules imports it)
 from build_support import FIXTURE, args_file_lines, build, copy_fixture
-from vramc.lint.check import run_check
 from vramc.build.targets.vllm import option_names
+from vramc.lint.check import run_check
 
 OUT = FIXTURE / "out"
 

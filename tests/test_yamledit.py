@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from vramc.load.yamledit import EditRefused, Editor, flow, write_new
+from vramc.load.yamledit import Editor, EditRefused, flow, write_new
 from vramc.load.yamlpos import load_text
 from vramc.writer import write_atomic
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 from bench.accuracy.compare import CaseResult, format_row, markdown, rpc_gpus, run_case, summary_lines, timing_line
 from bench.accuracy.grid import MODELS, SAMPLES_PER_MODEL, cases
-from vramc.model.gguf import read_gguf
-from vramc.memory.llama import estimate_llama
-from vramc.memory.llama_params import LlamaParams
 from vramc.dev.oracle import RpcServers, find_binaries
 from vramc.dev.synth import CATALOG, write_sparse_gguf
+from vramc.memory.llama import estimate_llama
+from vramc.memory.llama_params import LlamaParams
+from vramc.model.gguf import read_gguf
 
 MODEL_DIR = Path.home() / ".cache" / "vramc" / "bench-models"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

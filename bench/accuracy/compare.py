@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vramc.dev.oracle import OracleError, OracleResult, run_fit_print, run_server_load
 from vramc.memory.llama import estimate_llama
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.usage import GpuBudget, MemoryEstimate
-from vramc.dev.oracle import OracleError, OracleResult, run_fit_print, run_server_load
 
 MiB = 1024 * 1024
 COMPONENTS = ("weights", "kv", "compute")

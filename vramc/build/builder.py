@@ -21,15 +21,13 @@ files are relative to the project root, nothing records a time or the build mach
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import difflib
 import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vramc.diagnostics import Severity
 
@@ -85,10 +83,10 @@ class Report:
 
 
 def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, report: Report) -> int:
-    from vramc.lint.check import run_check
-    from vramc.lint.runner import run_plan_rules
     from vramc.build.outtree import OutTree
     from vramc.build.targets.common import assign_ports
+    from vramc.lint.check import run_check
+    from vramc.lint.runner import run_plan_rules
 
     result = run_check(paths)
     # per deployment, before run_check's dedupe folds a variant's findings into its base's

@@ -54,7 +54,7 @@ def _no_plugin_discovery() -> None:
         return
     import types
 
-    def get_plugins() -> tuple:
+    def get_plugins(*args: object, **kwargs: object) -> tuple:
         return ()
 
     def real(name: str) -> object:

@@ -130,10 +130,10 @@ def check(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to a file instead of stdout."),
 ) -> None:
     """Validate profiles and lint their memory plans. Exit 0 clean, 1 findings, 2 usage error."""
-    from vramc.lint.check import cached_check
     from vramc.diagnostics import Severity
-    from vramc.lint.rules import load_rules
+    from vramc.lint.check import cached_check
     from vramc.lint.report import FORMATS, FORMATTERS, summary
+    from vramc.lint.rules import load_rules
 
     fmt = _output_format(fmt, FORMATS)
     paths = _default_paths(paths)

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from vramc.diagnostics import Diagnostic
     from vramc.build.builder import Report
+    from vramc.diagnostics import Diagnostic
     from vramc.load.profiles import Deployment
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

@@ -26,13 +26,12 @@ def cli_diff(
     allow_empty: bool = False,
     artifacts: bool = True,
 ) -> int:
-    from vramc.diff import FORMATS, formats
-    from vramc.diff import _has_profiles, _side_doc, _sides
+    from vramc.diff import FORMATS, _has_profiles, _side_doc, _sides, formats
     from vramc.diff.compare import (
         SidePlans,
         broken_by_head,
-        errors_new_in_head,
         diff_deployments,
+        errors_new_in_head,
         parse_policy,
         plan_side,
         regressions,

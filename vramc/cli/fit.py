@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.cli.common import is_selected, say_diagnostics, selection_problem
 from vramc.diagnostics import Severity
@@ -145,7 +144,7 @@ class _Freed:
         self.keys: dict[tuple, set] = {}  # (file, name, variant) -> settings made `auto`
 
     def marked(self, dep) -> set:
-        from vramc.load.yamledit import EditRefused, Editor
+        from vramc.load.yamledit import Editor, EditRefused
 
         path = dep.doc.path
         if path not in self.marks:

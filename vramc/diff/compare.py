@@ -57,12 +57,11 @@ def _cwd(path: Path):
 
 def plan_side(side, paths: list[str], margin=None) -> SidePlans:
     """Load and plan `paths` (relative to the side's project folder) as `vramc plan` would."""
+    from vramc.diagnostics import Severity
+    from vramc.diff.revisions import link_models
     from vramc.lint.check import run_check
     from vramc.lint.runner import raised_while_loading
-    from vramc.diagnostics import Severity
     from vramc.plan.view import plan_record
-
-    from vramc.diff.revisions import link_models
 
     out = SidePlans()
     with _cwd(side.root):

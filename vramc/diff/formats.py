@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from vramc.units import GiB, MiB
-
 from vramc.diff.compare import COMPONENTS, DIFF_JSON_VERSION, HOST_COMPONENTS
+from vramc.units import GiB, MiB
 
 LABELS = {
     "total_bytes": "total",

@@ -21,7 +21,8 @@ class CheckResult:
 def cached_check(paths: list[Path], margin=None) -> CheckResult:
     """`run_check` for `vramc check`: files whose inputs did not change answer from the check
     cache, and only the others are loaded and planned (pre-commit mostly sees one edited file)."""
-    from vramc.lint import check_cache, runner as lint
+    from vramc.lint import check_cache
+    from vramc.lint import runner as lint
     from vramc.load import profiles
 
     found, problems = profiles.discover(paths)

@@ -47,7 +47,6 @@ import yaml
 
 from vramc.load.yamlpos import _Loader, _scalar, load_text
 
-
 BOM = "\ufeff"
 
 

@@ -9,7 +9,6 @@ by vramc.dev.oracle and bench/accuracy; see docs/memory-model.md.
 
 from __future__ import annotations
 
-from vramc.model.ggml import GGML_TYPES, TYPE_BY_NAME
 from vramc.memory.llama_archs import ArchSpec, graph_spec
 from vramc.memory.llama_compute import ComputeResult, estimate_compute, flash_attn_strays
 from vramc.memory.llama_cparams import QUANTIZED_KV, Cparams, resolve_cparams
@@ -18,6 +17,7 @@ from vramc.memory.llama_kv import LayerCache, cache_bytes_by_device, layer_cache
 from vramc.memory.llama_params import LlamaParams
 from vramc.memory.llama_placement import HOST, Placement, backend_kind, buffer_rules, place_model
 from vramc.memory.usage import DeviceUse, GpuBudget, HostUse, MemoryEstimate
+from vramc.model.ggml import GGML_TYPES, TYPE_BY_NAME
 from vramc.model.modelmeta import ModelMeta
 
 CUDA_NOTES = (

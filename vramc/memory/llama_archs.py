@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from vramc.model.ggml import row_size
 from vramc.memory import llama_graph as gg
 from vramc.memory.llama_graph import OUTPUT, Graph, Tensor
 from vramc.memory.llama_mamba import LayerRS, SsmConf, mamba2_layer, rs_inputs, ssm_conf
+from vramc.model.ggml import row_size
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramc.model.ggml import row_size
 from vramc.memory.llama_cparams import Cparams, pad
 from vramc.memory.llama_hparams import LlamaHparams
 from vramc.memory.llama_placement import HOST, BufferRules
+from vramc.model.ggml import row_size
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import struct
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from vramc.model.ggml import row_size
 from vramc.memory.usage import GpuBudget
+from vramc.model.ggml import row_size
 from vramc.model.modelmeta import ModelMeta, Tensor
 
 HOST = -1  # device index of host memory; GPUs are their index in the launch-order list

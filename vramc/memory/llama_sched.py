@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from itertools import count
 from operator import attrgetter
 
-from vramc.model.ggml import row_size
 from vramc.memory.llama_graph import INPLACE_OPS, INPUT, OUTPUT, VIEW_OPS, Graph, Tensor, view_tensor
+from vramc.model.ggml import row_size
 
 HUGE = 1 << 62
 

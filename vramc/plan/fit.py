@@ -324,8 +324,8 @@ class Solver:
         card equally over-full), then each card sends the experts of its own first blocks to the
         host until it fits, so every card ends up full whatever the mix of card sizes. None if
         even all experts on the host don't fit."""
-        from vramc.plan.engine_settings import experts_on_cpu
         from vramc.memory.llama_placement import backend_kind, buffer_rules
+        from vramc.plan.engine_settings import experts_on_cpu
 
         blocks = self.expert_blocks()
         total = self.hp.n_layer_all + 1

@@ -39,10 +39,9 @@ of the default-context tier.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vramc.units import GiB, MiB
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Diagnostic
-from vramc.lint.codes import diagnostic
 from vramc.engines import ENGINES
+from vramc.lint.codes import diagnostic
 from vramc.load.profiles import display_path
 from vramc.memory.usage import GpuBudget, MemoryEstimate
 from vramc.units import MiB, fmt_size
@@ -495,7 +495,6 @@ def _plan_vllm(plan: Plan) -> None:
         )
         return
     from vramc.plan import vllm_fit
-
     from vramc.plan.vllm_nodes import host_names, layer_partition
 
     plan.requested = dep.settings

@@ -6,9 +6,8 @@ removed, and every size is an integer number of bytes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
+from typing import TYPE_CHECKING
 
 from vramc.plan.refusals import shown_code
 from vramc.units import GiB, MiB

@@ -41,13 +41,12 @@ Exit codes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
-
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from vramc.engines import ENGINES
 
@@ -323,10 +322,10 @@ def _shown(path: Path) -> str:
 
 
 def _check(console: Console, dep, profiles_dir: Path):
-    from vramc.lint.check import run_check
     from vramc.diagnostics import Severity
-    from vramc.lint.rules import load_rules
+    from vramc.lint.check import run_check
     from vramc.lint.report import format_text
+    from vramc.lint.rules import load_rules
 
     result = run_check([profiles_dir], deployments=[dep])
     files = {dep.doc.file, dep.model.file, dep.hardware.file}
@@ -415,9 +414,9 @@ def import_engine(console: Console, serving: bool):
 
 
 def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_keys, threshold: float) -> int:
+    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
     from vramc.run.load import LoadError, load_llama
     from vramc.run.measured import LogCapture, compare, format_table, parse_buffers, warnings
-    from vramc.build.targets.llama_cpp_python import to_llama_kwargs
 
     console.say(describe(plan))
     apply_environment(plan, console)

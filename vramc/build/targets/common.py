@@ -3,11 +3,10 @@ environment, and the safe spelling of path arguments."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.plan import engine_settings as engines
 

@@ -7,9 +7,8 @@ defaults (n_gpu_layers 0, n_ctx 512, flash_attn False) differ from every other e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan

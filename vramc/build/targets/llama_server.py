@@ -9,10 +9,9 @@ every value and llama-server's fit would otherwise shrink the unset ones on its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.build.render import PathArg, num
 from vramc.build.targets.common import Context, device_env, model_file, process_env

@@ -16,13 +16,12 @@ loads a model that fits one GPU on that GPU alone).
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING
 
-import posixpath
-
+from vramc.build.targets.common import Context, env_text, model_file
 from vramc.engines import OLLAMA_ENV, OLLAMA_SOURCE
 from vramc.plan.ollama_sched import PIN
-from vramc.build.targets.common import Context, env_text, model_file
 
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan

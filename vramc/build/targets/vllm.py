@@ -17,10 +17,9 @@ CUDA_VISIBLE_DEVICES, and with `network.interface` NCCL_SOCKET_IFNAME and GLOO_S
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.build.render import num
 from vramc.build.targets.common import Context, TargetError, device_env, path_arg, process_env

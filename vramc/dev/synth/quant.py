@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 
-from vramc.model.ggml import GGML_TYPES, TYPE_BY_NAME
-from vramc.model.modelmeta import Tensor, make_tensor
 from vramc.dev.synth.arches import tensor_shapes
 from vramc.dev.synth.shapes import ModelShape
+from vramc.model.ggml import GGML_TYPES, TYPE_BY_NAME
+from vramc.model.modelmeta import Tensor, make_tensor
 
 # file type -> default tensor type (llama_ftype_get_default_type)
 DEFAULT_TYPE = {

@@ -12,9 +12,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vramc.model.modelmeta import ModelMeta
 from vramc.dev.synth.shapes import CATALOG
 from vramc.dev.synth.writer import model_meta, write_sparse_gguf
+from vramc.model.modelmeta import ModelMeta
 
 MiB = 1024 * 1024
 INPUT_TENSORS = ("token_embd.weight",)
@@ -58,8 +58,8 @@ def validate(
     bin_dir: Path | None = None,
 ) -> list[Check]:
     """Run the dry run for each shape x file type; raises vramc.dev.oracle.OracleError on failure."""
-    from vramc.memory.llama_params import LlamaParams
     from vramc.dev.oracle import OracleError, RpcServers, find_binaries, run_fit_print
+    from vramc.memory.llama_params import LlamaParams
 
     bin_dir = bin_dir or find_binaries()
     if bin_dir is None:

@@ -14,12 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vramc.model.ggml import TYPE_BY_NAME
-from vramc.model.modelmeta import ModelMeta
 from vramc.dev.synth.arches import arch_metadata, tensor_shapes
 from vramc.dev.synth.quant import FLOAT_FTYPES, FTYPE_ID, tensor_types
 from vramc.dev.synth.shapes import SPM_TOKENIZER, ModelShape
 from vramc.dev.synth.vocab import tokenizer_metadata
+from vramc.model.ggml import TYPE_BY_NAME
+from vramc.model.modelmeta import ModelMeta
 
 ALIGNMENT = 32  # GGUF default general.alignment
 QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION, written by llama-quantize

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 def load_rules() -> dict[str, Rule]:
     """Import the rule modules (explicitly, so the registry never depends on directory scans)."""
+    from vramc.lint.registry import RULES
     from vramc.lint.rules import (  # noqa: F401
         engine_options,
         hosts,
@@ -25,6 +26,5 @@ def load_rules() -> dict[str, Rule]:
         vllm,
         vllm_nodes,
     )
-    from vramc.lint.registry import RULES
 
     return RULES

@@ -7,11 +7,10 @@ would have to refuse it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Severity
 from vramc.lint.registry import Finding, rule
