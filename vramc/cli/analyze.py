@@ -74,33 +74,27 @@ def cli_analyze(path: str | Path | list, *, layers: bool, fmt: str, write: Path 
         command = ["vramc", "analyze", str(path), "--write", str(write)]
         command += ["--name", name] if name else []
         command_text = " ".join(shlex.quote(a) for a in command)
-        from vramc.load.yamledit import EditRefused, write_new
-
         try:
             # the folder first: whether profiles/models exists decides where relative paths start
             Path(write).parent.mkdir(parents=True, exist_ok=True)
-            if remote is not None:
-                # not downloaded: gguf: is where the project expects the file, beside profiles/
-                text = profile_yaml(
-                    meta,
-                    gguf=f"models/{remote.file_name}",
-                    name=name or default_name(remote.file_name),
-                    command=command_text,
-                    source=remote.source,
-                    download=remote.urls,
-                )
-            else:
-                text = profile_yaml(
-                    meta, gguf=relative_gguf(path, write), name=name or default_name(path), command=command_text
-                )
-            write_new(write, text)
-        except EditRefused as e:
-            sys.stderr.write(f"vramc analyze: {e}\n")
-            return EXIT_USAGE
         except OSError as e:
             sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
             return EXIT_FAILED
-        sys.stderr.write(f"wrote {write}\n")
+        if remote is not None:
+            # not downloaded: gguf: is where the project expects the file, beside profiles/
+            text = profile_yaml(
+                meta,
+                gguf=f"models/{remote.file_name}",
+                name=name or default_name(remote.file_name),
+                command=command_text,
+                source=remote.source,
+                download=remote.urls,
+            )
+        else:
+            text = profile_yaml(
+                meta, gguf=relative_gguf(path, write), name=name or default_name(path), command=command_text
+            )
+        return _write_profile(write, text)
     return EXIT_OK
 
 
