@@ -205,3 +205,48 @@ def test_tensor_split_auto_fills_the_gpus_before_a_cpu_behind_rpc(tmp_path):
     finally:
         HW = saved
     assert q.estimate.devices[0].n_layers > 0 and q.estimate.devices[1].n_layers > 0 and q.verdict == "fits"
+
+
+def test_a_gpu_workers_rpc_server_needs_host_ram_for_its_largest_tensor(tmp_path):
+    """An rpc-server reads each tensor whole into host memory before copying it to its GPU
+    (ggml-rpc.cpp recv_msg, rpc_server::set_tensor): box2's peak is its process and the largest
+    tensor on its GPU (blk.*.ffn_*: 14336 x 4096 at Q8_0, 59.5 MiB), shown per host in the plan
+    and its JSON (`rpc_hosts`, RPC plans only), and VR360 when the host has less RAM."""
+    body = "hosts: [{host: box2, gpus: [0]}]\ngpus: [0]\nsettings: {ctx: 8192, gpu_layers: all, tensor_split: [1, 1]}\n"
+    (p,) = plan(tmp_path, body)
+    rec = json.loads(plans_json([p]))["deployments"][0]
+    ffn = 14336 * 4096 // 32 * 34
+    assert rec["rpc_hosts"] == [
+        {
+            "host": "box2",
+            "ram_bytes": 150 * 2**20 + ffn,
+            "host_ram": None,
+            "servers": [
+                {
+                    "endpoint": "10.0.0.2:50052",
+                    "devices": ["RPC0"],
+                    "base_bytes": 150 * 2**20,
+                    "message_bytes": ffn,
+                    "buffers_bytes": 0,
+                    "total_bytes": 150 * 2**20 + ffn,
+                }
+            ],
+        }
+    ]
+    assert "  worker RAM (MiB, peak): box2 210 (:50052 150 base + 60 message)\n" in plan_text(p)
+    (local,) = plan(tmp_path, "gpus: [0, 1]\nsettings: {ctx: 8192, gpu_layers: all}\n", "l")
+    assert "rpc_hosts" not in json.loads(plans_json([local]))["deployments"][0]
+    assert "worker RAM" not in plan_text(local)
+
+    def vr360(ram: str) -> list[str]:
+        f = tmp_path / "ram.yaml"
+        f.write_text(
+            f"name: ram\nmodel: {MODEL}\nengine: llama-server\n"
+            + HW.replace("{name: box2, address: 10.0.0.2,", f"{{name: box2, address: 10.0.0.2, host_ram: {ram},")
+            + body
+        )
+        return [d.message for d in run_check([f]).diagnostics if d.code == "VR360"]
+
+    (msg,) = vr360("200MiB")  # its process fits, not with the largest tensor
+    assert msg.startswith("the rpc-server on host box2 needs 210 MiB of its RAM at its peak (RPC0 "), msg
+    assert vr360("256MiB") == []

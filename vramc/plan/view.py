@@ -105,6 +105,10 @@ def plan_record(plan: Plan) -> dict:
         "other_bytes": h.other_bytes,
         "total_bytes": h.total_bytes,
     }
+    if plan.engine != "vllm" and any(d.host is not None for d in est.devices):
+        from vramc.plan.rpc import worker_ram_record
+
+        rec["rpc_hosts"] = worker_ram_record(plan)  # llama.cpp RPC (issue 17): added key
     return rec
 
 
@@ -355,9 +359,12 @@ def plan_text(plan: Plan, color: bool = False, plans=()) -> str:
         lines.append(f"  {d.id:<{id_width}} {bar(d)} {used}  {plan.device_verdict(i)}")
     lines.append("         █ weights  ▓ KV  ▒ compute  ░ overhead  ╳ reserve/others  · free")
     if remote and plan.engine != "vllm":  # llama.cpp's RPC devices (a vLLM plan's nodes: its note)
-        from vramc.plan.rpc import order_line
+        from vramc.plan.rpc import order_line, worker_ram_line
 
         lines.append(order_line(est.devices))
+        ram = worker_ram_line(plan)
+        if ram:
+            lines.append(ram)
     lines.extend(shared_gpus(plan, plans))
     if plan.quant is not None:
         from vramc.plan.quants import render_choice

@@ -34,13 +34,15 @@ def _entry(plan: Plan, pos: int, key: str | None = None) -> tuple:
 
 @rule("VR360", "rpc-host-ram", Severity.ERROR)
 def rpc_host_ram(plan: Plan):
-    """The rpc-servers that serve one host's CPU need more memory than the host has.
+    """The rpc-servers on one host need more RAM than the host has.
 
-    An rpc-server with no GPU (a host without `gpus`, or `gpus: []` in the deployment's entry)
-    allocates its share of the weights, KV cache and compute buffers in the host's RAM. Several
-    rpc-servers on one machine (loopback, or one per NUMA node) share that RAM: vramc adds their
-    shares and compares them with the host's `host_ram`. A single device over its host's RAM is
-    VR300.
+    Each rpc-server reads every tensor llama-server sends it whole into host memory before copying
+    it to its device, so its peak is its process, the largest such message, and, serving the
+    host's CPU (a host without `gpus`, or `gpus: []` in the deployment's entry), its share of the
+    weights, KV cache and compute buffers. Several rpc-servers on one machine (loopback, or one per
+    NUMA node or GPU) share that RAM: vramc adds their peaks (the plan's `worker RAM` line) and
+    compares them with the host's `host_ram`. A single CPU device whose share alone is over its
+    host's RAM is VR300.
 
     Bad:
         hardware:
@@ -60,24 +62,26 @@ def rpc_host_ram(plan: Plan):
           - {host: loop, port: 50052}
           - {host: loop, port: 50053}
     """
-    if plan.estimate is None:
-        return
-    by_host: dict[str, list] = {}
-    for d in plan.estimate.devices:
-        if d.host is not None and d.backend == "rpc":
-            by_host.setdefault(d.host, []).append(d)
-    for span in _spans(plan):
-        devs = by_host.pop(span.name, None)
-        if not devs or len(devs) < 2 or not span.host.host_ram:
+    from vramc.plan.rpc import worker_ram
+
+    positions = {span.name: span.position for span in reversed(_spans(plan))}
+    for w in worker_ram(plan):
+        if not w.host_ram or w.total_bytes <= w.host_ram:
             continue
-        need = sum(d.total_bytes for d in devs)
-        if need <= span.host.host_ram:
-            continue
-        parts = ", ".join(f"{d.id} {fmt_size(d.total_bytes)}" for d in devs)
+        (one,) = w.servers if len(w.servers) == 1 else (None,)
+        if one is not None and one.backend == "rpc" and one.buffers_bytes > w.host_ram:
+            continue  # the device itself is over its capacity: VR300
+        parts = ", ".join(
+            f"{'+'.join(s.devices)} {fmt_size(s.total_bytes)}"
+            + (f" ({fmt_size(s.buffers_bytes)} buffers)" if s.backend == "rpc" else " (process and largest message)")
+            for s in w.servers
+        )
+        who = "the rpc-servers" if len(w.servers) > 1 else "the rpc-server"
+        need, its = ("need", "their") if len(w.servers) > 1 else ("needs", "its")
         yield Finding(
-            f"the rpc-servers on host {span.name} need {fmt_size(need)} of its RAM together ({parts}) "
-            f"but it has {fmt_size(span.host.host_ram)}",
-            _entry(plan, span.position),
+            f"{who} on host {w.host} {need} {fmt_size(w.total_bytes)} of its RAM at {its} peak ({parts}) "
+            f"but it has {fmt_size(w.host_ram)}",
+            _entry(plan, positions[w.host]),
             "give the share to another host (lower its tensor_split entries), or describe the RAM it really has",
         )
 
