@@ -201,14 +201,31 @@ def _components(d: dict | None, keys) -> dict | None:
     return None if d is None else {k: d.get(k) for k in keys}
 
 
+def _paired(devices: list[dict]) -> dict:
+    """Devices by what they are: this machine's by id; another machine's (llama.cpp RPC: RPC0, ...,
+    which shift when `hosts:` changes; vLLM: HOST:CUDAi, i in the host's launch order) by host and
+    that host's GPU index (-1: its CPU), the n-th such device of the plan if several."""
+    out: dict = {}
+    seen: dict = {}
+    for d in devices:
+        if d.get("host") is None:
+            out[d["id"]] = d
+            continue
+        k = (d["host"], d["gpu"])
+        seen[k] = seen.get(k, 0) + 1
+        out[(*k, seen[k])] = d
+    return out
+
+
 def _device_rows(b: dict | None, h: dict | None) -> list[dict]:
-    bdev = {d["id"]: d for d in (b or {}).get("devices", [])}
-    hdev = {d["id"]: d for d in (h or {}).get("devices", [])}
-    ids = list(bdev) + [i for i in hdev if i not in bdev]
+    bdev = _paired((b or {}).get("devices", []))
+    hdev = _paired((h or {}).get("devices", []))
+    keys = list(bdev) + [k for k in hdev if k not in bdev]
     rows = []
-    for i in ids:
-        bd, hd = bdev.get(i), hdev.get(i)
+    for k in keys:
+        bd, hd = bdev.get(k), hdev.get(k)
         bc, hc = _components(bd, COMPONENTS), _components(hd, COMPONENTS)
+        i = (hd or bd)["id"]
         row = {
             "id": i,
             "name": (hd or bd)["name"],
@@ -220,6 +237,10 @@ def _device_rows(b: dict | None, h: dict | None) -> list[dict]:
             "verdict": {"base": bd and bd["verdict"], "head": hd and hd["verdict"]},
             "layers": {"base": bd and bd["layers"], "head": hd and hd["layers"]},
         }
+        if bd and hd and bd["id"] != i:  # another machine's device, renamed by a change of `hosts:`
+            row["id_base"] = bd["id"]
+        if (hd or bd).get("host") is not None:  # added keys: devices of other machines only
+            row["host"] = (hd or bd)["host"]
         rows.append(row)
     return rows
 
@@ -329,6 +350,7 @@ def _layers_moved(b: dict | None, h: dict | None) -> list[dict]:
     rows = _device_rows(b, h)
     return [
         {"id": r["id"], "base": r["layers"]["base"], "head": r["layers"]["head"]}
+        | ({"id_base": r["id_base"]} if "id_base" in r else {})
         for r in rows
         if r["layers"]["base"] != r["layers"]["head"]
     ]

@@ -72,6 +72,12 @@ def _verdicts(d: dict, arrow: str = ARROW) -> str:
     return f"{v['base'] or '(none)'} {arrow} {v['head'] or '(none)'}"
 
 
+def device_id(r: dict, arrow: str = ARROW) -> str:
+    """A diff row's device: `RPC0->RPC1` when another machine's device got another id (its
+    `hosts:` entry moved), else its id."""
+    return f"{r['id_base']}{arrow}{r['id']}" if r.get("id_base") else r["id"]
+
+
 def largest(d: dict):
     """The device whose total changed most (by magnitude), or None."""
     rows = [r for r in d["devices"] if r["delta_bytes"]]
@@ -168,7 +174,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         header = ("device", "", *[LABELS[c] for c in COMPONENTS])
         rows = []
         for r in d["devices"]:
-            rows.append((r["id"], "before", *[_mib((r["base"] or {}).get(c)) for c in COMPONENTS]))
+            rows.append((device_id(r), "before", *[_mib((r["base"] or {}).get(c)) for c in COMPONENTS]))
             rows.append(("", "after", *[_mib((r["head"] or {}).get(c)) for c in COMPONENTS]))
             rows.append(("", "delta", *[_smib(r["deltas"][c]) for c in COMPONENTS]))
         h = d["host"]
@@ -180,7 +186,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         lines.append(table[0] + "   (MiB)")
         lines.extend(table[1:])
         # a vLLM host's GPU is HOST:CUDAi (issue 17): the bars line up under the longest id
-        idw = max([6] + [len(r["id"]) for r in d["devices"]])
+        idw = max([6] + [len(device_id(r)) for r in d["devices"]])
         for r in d["devices"]:
             for side, word in (("base", "before"), ("head", "after")):
                 s, cap = r[side], r["capacity_bytes"][side]
@@ -188,13 +194,15 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
                     continue
                 used = f"{s['total_bytes'] / GiB:5.2f}/{cap / GiB:.2f} GiB"
                 lines.append(
-                    f"  {r['id'] if side == 'base' or r['base'] is None else '':<{idw}} {word:<6} "
+                    f"  {device_id(r) if side == 'base' or r['base'] is None else '':<{idw}} {word:<6} "
                     f"{_bar(s, cap)} {used}  {r['verdict'][side]}"
                 )
         if d["layers_moved"]:
             lines.append(
                 "  layers: "
-                + "; ".join(f"{m['id']} {_layers(m['base'])} {ARROW} {_layers(m['head'])}" for m in d["layers_moved"])
+                + "; ".join(
+                    f"{device_id(m)} {_layers(m['base'])} {ARROW} {_layers(m['head'])}" for m in d["layers_moved"]
+                )
             )
         if d["artifacts"]:
             lines.append(
@@ -236,11 +244,11 @@ def _largest_md(d: dict) -> str:
         free = [x for x in d["devices"] if x["deltas"]["free_bytes"]]
         if free:  # the same use on another card: what is left changed
             f = max(free, key=lambda x: abs(x["deltas"]["free_bytes"]))
-            return f"{md(f['id'])} free {_sgib(f['deltas']['free_bytes'])} GiB"
+            return f"{md(device_id(f, MD_ARROW))} free {_sgib(f['deltas']['free_bytes'])} GiB"
         return "no change"
     b, h = r["base"], r["head"]
     return (
-        f"{md(r['id'])} {_sgib(r['delta_bytes'])} GiB "
+        f"{md(device_id(r, MD_ARROW))} {_sgib(r['delta_bytes'])} GiB "
         f"({_gib(b and b['total_bytes'])} {MD_ARROW} {_gib(h and h['total_bytes'])} GiB)"
     )
 
@@ -256,7 +264,7 @@ def _device_table(d: dict) -> list[str]:
         "|---|---|" + "---:|" * len(COMPONENTS) + "---|",
     ]
     for r in d["devices"]:
-        name = f"{md(r['id'])} {md(r['name'])}"
+        name = f"{md(device_id(r, MD_ARROW))} {md(r['name'])}"
         for side, word in (("base", "before"), ("head", "after")):
             s = r[side]
             out.append(
@@ -323,7 +331,8 @@ def markdown(doc: dict) -> str:
                 "",
                 "Layers moved: "
                 + "; ".join(
-                    f"{md(m['id'])} {_layers(m['base'])} {MD_ARROW} {_layers(m['head'])}" for m in d["layers_moved"]
+                    f"{md(device_id(m, MD_ARROW))} {_layers(m['base'])} {MD_ARROW} {_layers(m['head'])}"
+                    for m in d["layers_moved"]
                 ),
             ]
         if d["artifacts"]:
@@ -443,7 +452,7 @@ def github(doc: dict, failing: bool) -> str:
         r = largest(d)
         grew = (
             (
-                f"; {r['id']} {_sgib(r['delta_bytes'])} GiB ({_gib(r['base'] and r['base']['total_bytes'])} "
+                f"; {device_id(r)} {_sgib(r['delta_bytes'])} GiB ({_gib(r['base'] and r['base']['total_bytes'])} "
                 f"{ARROW} {_gib(r['head'] and r['head']['total_bytes'])} GiB)"
             )
             if r
