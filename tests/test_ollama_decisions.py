@@ -427,3 +427,22 @@ def test_old_gpu_gets_flash_attention_off_and_the_small_batch(tmp_path):
     p = plans["old"]
     assert p.params.flash_attn == "off" and p.params.n_batch == p.params.n_ubatch == 256
     assert p.engine_choices["coresident"].value is False  # 8.95 GiB predicted on a 4 GiB card
+
+
+@pytest.mark.parametrize(
+    "ignored",
+    ["tensor_split: [1, 0]", "tensor_split: [0, 1]", "tensor_split: [1, 2, 3]", "split_mode: row", "split_mode: none"],
+)
+def test_split_settings_ollama_ignores_are_not_planned(tmp_path, ignored):
+    """Ollama passes neither a tensor split nor the deployment's split mode (VR400 says so), so the
+    plan is the one without them: llama-server's layer split by free memory. Planning them showed
+    a placement Ollama never makes (all layers on one card, VR308), and VR303/VR311 errors."""
+    hw = "hardware: {gpus: [{name: RTX 3060, vram: 12GiB}, {name: RTX 3090, vram: 24GiB}]}\n"
+    plain, plans = _plan(_profile(tmp_path, "plain", hw + "settings: {ctx: 8192}\n"))
+    want = plans["plain"]
+    result, plans = _plan(_profile(tmp_path, "ign", hw + f"settings: {{ctx: 8192, {ignored}}}\n"))
+    p = plans["ign"]
+    assert p.params.split_mode == "layer" and p.params.tensor_split is None
+    assert [d.layers for d in p.estimate.devices] == [d.layers for d in want.estimate.devices]
+    assert all(d.layers for d in p.estimate.devices)  # both cards hold layers
+    assert [(d.code, d.severity) for d in result.diagnostics] == [("VR400", Severity.WARNING)]

@@ -438,7 +438,9 @@ def before_solve(plan: Plan, meta, choice):
         )
 
     # GPUs (server/sched.go selectLlamaServerPlacement)
-    split_mode, main_gpu = choice.split_mode, choice.main_gpu
+    # Ollama passes neither the deployment's split mode nor a tensor split (VR400): llama-server
+    # runs its default layer split by free memory unless main_gpu makes it `none` (below)
+    split_mode, main_gpu = "layer", choice.main_gpu
     ogpus = _ollama_gpus(plan.gpus)
     eff_ctx = ctx * parallel if isinstance(ctx, int) else (train or 4096) * parallel
     size = model_file_size(meta)
@@ -518,6 +520,7 @@ def before_solve(plan: Plan, meta, choice):
         ctx=ctx,
         parallel=parallel,
         split_mode=split_mode,
+        tensor_split=None,
         main_gpu=main_gpu,
         flash_attn=fa,
         batch=batch,

@@ -63,6 +63,8 @@ def tensor_split_length(plan: Plan):
         settings: {tensor_split: [0.4, 0.4, 0.2]}
     """
     ts = plan.dep.settings.tensor_split
+    if plan.engine == "ollama":  # Ollama passes no tensor split at all: VR400 says so
+        ts = None
     if isinstance(ts, list) and len(ts) != len(plan.gpus):
         yield Finding(
             f"tensor_split has {len(ts)} numbers for {len(plan.gpus)} GPUs",
