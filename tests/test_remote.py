@@ -4,6 +4,7 @@ hostile answers. Every test is bounded: the client's timeout is short and the se
 
 from __future__ import annotations
 
+import http.client
 import json
 import struct
 import threading
@@ -456,6 +457,25 @@ def test_an_unreachable_server_falls_back_to_the_cache(server, models):
     assert again.cached and again.meta.header_sha256 == first.meta.header_sha256
     with pytest.raises(remote.RemoteError, match="cannot reach .*no header of it is cached"):
         remote.read_remote(url.replace("Q4_K_M", "Q8_0"), http=_http())
+
+
+def test_an_unreachable_server_is_said_in_words_once(server):
+    """No "[Errno 111]" or repr of Python's exception, and the reference and what the cache lacks
+    said once (an hf:// reference with no cached listing said both twice)."""
+    server.shutdown()
+    server.server_close()  # connection refused from now on
+    for ref, lacks in (
+        (f"{server.base}/range/llama-8b-Q4_K_M.gguf", "no header of it is cached"),
+        ("hf://org/repo:Q4_K_M", "no listing of org/repo at main is cached"),
+    ):
+        with pytest.raises(remote.RemoteError) as e:
+            remote.read_remote(ref, http=_http())
+        msg = str(e.value)
+        assert msg.startswith(f"{ref}: cannot reach 127.0.0.1:") and ": Connection refused, and " in msg, msg
+        assert "Errno" not in msg and msg.count(ref) == 1 and msg.count("run once online") == 1, msg
+        assert lacks in msg and msg.endswith("run once online")
+    assert remote._why(ConnectionResetError(104, "Connection reset by peer")) == "Connection reset by peer"
+    assert remote._why(http.client.RemoteDisconnected("Remote end closed")) == "Remote end closed"
 
 
 def test_a_pinned_header_is_not_fetched_twice(server):

@@ -217,12 +217,12 @@ class Http:
         except urllib.error.URLError as e:
             why = e.reason
             if isinstance(why, (socket.timeout, TimeoutError, ConnectionResetError)):
-                raise _Retry(f"no answer: {why}") from None
-            raise _Offline(f"cannot reach {urlsplit(url).netloc}: {why}") from None
-        except TimeoutError as e:
-            raise _Retry(f"timed out after {self.timeout:g} s ({e})") from None
+                raise _Retry(f"no answer: {_why(why)}") from None
+            raise _Offline(f"cannot reach {urlsplit(url).netloc}: {_why(why)}") from None
+        except TimeoutError:
+            raise _Retry(f"timed out after {self.timeout:g} s") from None
         except (http.client.HTTPException, ConnectionError) as e:
-            raise _Retry(f"the connection failed: {e!r}") from None
+            raise _Retry(f"the connection failed: {_why(e)}") from None
         except ValueError as e:  # a malformed URL urllib refuses
             raise RemoteError(f"{url}: {e}") from None
         try:
@@ -239,7 +239,7 @@ class Http:
         except TimeoutError:
             raise _Retry(f"timed out after {self.timeout:g} s reading the answer") from None
         except (http.client.HTTPException, ConnectionError) as e:
-            raise _Retry(f"the answer was cut short ({e!r})") from None
+            raise _Retry(f"the answer was cut short ({_why(e)})") from None
         finally:
             resp.close()
         return Response(resp.status, resp.headers, b"".join(chunks), resp.geturl())
@@ -253,6 +253,17 @@ class _Retry(Exception):
 
 class _Offline(RemoteError):
     """The network could not be reached: the cache may answer instead."""
+
+
+class _NotCached(_Offline):
+    """No network and no cached answer: the message says so whole, naming the reference."""
+
+
+def _why(e: object) -> str:
+    """An OS or HTTP error in words ("Connection refused"), not "[Errno 111] ..." or a repr."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
 
 
 def _retry_after(headers) -> float:
@@ -491,7 +502,7 @@ def list_repo(
     except _Offline as e:
         hit = _listing_from_cache(key)
         if hit is None:
-            raise _Offline(
+            raise _NotCached(
                 f"{display}: {e}, and no listing of {repo} at {revision} is cached under $VRAMC_CACHE; run once online"
             ) from None
         if notes is not None:
@@ -688,6 +699,8 @@ def _from_cache(http: Http, ref: Ref, endpoint: str, ref_key: str, notes: list[s
             else:
                 model.cached = True
                 return model
+        if isinstance(e, _NotCached):  # already names the reference and what the cache lacks
+            raise RemoteError(str(e)) from None
         raise RemoteError(f"{text}: {e}, and no header of it is cached under $VRAMC_CACHE; run once online") from None
     try:
         parts = [_header_from_cache(d, text) for d in cached["parts"]]
