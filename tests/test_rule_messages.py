@@ -200,3 +200,26 @@ def test_an_env_value_the_build_replaces_is_a_check_warning(tmp_path, engine, en
     planned = overridden_env(plan)[0][2]
     f.write_text(f.read_text().replace(env, "{" + f'{key}: "{planned}"' + "}"))
     assert [d for d in run_check([f]).diagnostics if d.code == "VR105"] == []
+
+
+@pytest.mark.parametrize(
+    "hardware,settings,raise_layers",
+    [
+        ("{gpus: [], host_ram: 8GiB}", "{ctx: 4096}", False),  # no GPU to put layers on
+        ("{gpus: [{name: GTX 1060, vram: 3GiB}], host_ram: 6GiB}", "{ctx: 4096, gpu_layers: auto}", False),
+        ("{gpus: [{name: GTX 1060, vram: 3GiB}], host_ram: 6GiB}", "{ctx: 4096}", False),  # llama-server: auto
+        ("{gpus: [{name: GTX 1060, vram: 3GiB}], host_ram: 6GiB}", "{ctx: 4096, gpu_layers: 2}", True),
+    ],
+)
+def test_host_memory_hint_raises_gpu_layers_only_where_it_can_go_higher(tmp_path, hardware, settings, raise_layers):
+    """VR307 said "raise gpu_layers" on a machine with no GPU, and where the solver had already put
+    every layer that fits on the GPUs: advice that leads back to the same plan."""
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        f"name: h\nhardware: {hardware}\nmodel: {MODELS}/llama-3.1-8b-instruct-q8_0.yaml\n"
+        f"engine: llama-server\nsettings: {settings}\n"
+    )
+    [d] = [d for d in run_check([f]).diagnostics if d.code == "VR307"]
+    assert ("raise gpu_layers" in d.hint) == raise_layers, d.hint
+    if not raise_layers:
+        assert d.hint.startswith("add host RAM or GPU memory, or use a smaller quantisation"), d.hint

@@ -150,8 +150,16 @@ def host_memory(plan: Plan):
         return
     mapped = plan.engine != "vllm" and (plan.dep.settings.load_mode or "auto") in ("auto", "mmap", "dio")
     more = "raise gpu_layers (num_gpu)" if plan.engine == "ollama" else "raise gpu_layers"
+    on_gpu = sum(d.n_layers for d in plan.estimate.devices)
+    # no GPU, every layer already on one, or as many as fit chosen by the solver: gpu_layers
+    # cannot go higher, so saying to raise it would send the user in a circle
+    stuck = not plan.gpus or "gpu_layers" in plan.auto or (plan.meta is not None and on_gpu > plan.meta.n_layer)
     if plan.engine == "vllm":
         hint = "lower cpu_offload_gb (the weights vLLM keeps in host memory), or use GPUs with more memory"
+    elif stuck:
+        hint = "add host RAM or GPU memory, or use a smaller quantisation" + (
+            "; mapped weights will page from disk until then" if mapped else ", or use load_mode: mmap"
+        )
     elif mapped:
         hint = f"mapped weights will page from disk; {more} to keep more of them on GPUs"
     else:
