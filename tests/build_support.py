@@ -17,10 +17,14 @@ FIXTURE = ROOT / "tests" / "fixtures" / "build"  # a project: profiles/, templat
 
 
 def build(paths, out: Path | str = "out", check_only: bool = False, force: bool = False) -> int:
+    """`vramc build`'s exit code, as the command gives it."""
     from vramc.build.builder import cli_build
-    from vramc.cli.common import build_report
+    from vramc.cli.common import build_exit_code, build_report
 
-    return cli_build([Path(p) for p in paths], out=Path(out), check_only=check_only, force=force, report=build_report())
+    outcome = cli_build(
+        [Path(p) for p in paths], out=Path(out), check_only=check_only, force=force, report=build_report()
+    )
+    return build_exit_code(outcome)
 
 
 def copy_fixture(dest: Path) -> Path:

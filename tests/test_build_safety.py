@@ -17,7 +17,8 @@ import threading
 import pytest
 
 from build_support import FIXTURE, build, copy_fixture, read_tree
-from vramc.build.builder import EXIT_USAGE, MANIFEST
+from vramc.build.builder import MANIFEST
+from vramc.cli.common import EXIT_USAGE
 
 GOLDEN = read_tree(FIXTURE / "out")
 

@@ -26,6 +26,7 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -34,7 +35,15 @@ from vramc.diagnostics import Severity
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+class Outcome(Enum):
+    """How a build ended; vramc.cli.common.build_exit_code maps it to the exit code."""
+
+    DONE = "done"  # built, or with --check up to date
+    INCOMPLETE = "incomplete"  # a deployment was not built, or --check found a difference
+    CANNOT_WRITE = "cannot write"  # the output refused before anything was written, or a write failed
+
+
 VARIANT_PREFIX = "@"
 MANIFEST = ".vramc-manifest"
 # Files a variant also gets beside its deployment's folder, as OUT/NAME/<file>.<variant>: env
@@ -82,7 +91,7 @@ class Report:
     show: Callable[[str], None]
 
 
-def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, report: Report) -> int:
+def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, report: Report) -> Outcome:
     from vramc.build.outtree import OutTree
     from vramc.build.targets.common import assign_ports
     from vramc.lint.check import run_check
@@ -134,7 +143,7 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, re
         for p in problems:
             report.say(f"refused: {p}")
         report.say("nothing was written" if not check_only else "out of date: fix the above first")
-        return EXIT_USAGE
+        return Outcome.CANNOT_WRITE
     try:
         survey = _survey(tree, jobs, result.plans)
         if check_only:
@@ -144,8 +153,8 @@ def cli_build(paths: list[Path], *, out: Path, check_only: bool, force: bool, re
     except OSError as e:
         where = e.filename if e.filename is not None else tree.root
         report.say(f"cannot {'read' if check_only else 'write'} {where}: {e.strerror or e}")
-        return EXIT_USAGE
-    return EXIT_FAILED if failed else EXIT_OK
+        return Outcome.CANNOT_WRITE
+    return Outcome.INCOMPLETE if failed else Outcome.DONE
 
 
 def _codes(diags) -> str:

@@ -21,6 +21,7 @@ app = typer.Typer(
 from vramc.cli.common import (  # noqa: E402
     EXIT_FINDINGS,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     is_selected,
@@ -401,13 +402,12 @@ def build(
 ) -> None:
     """Compile each checked deployment (and variant) into its launch artifacts under out/."""
     from vramc.build.builder import cli_build
-    from vramc.cli.common import build_report
+    from vramc.cli.common import build_exit_code, build_report
 
     if not out.strip():  # `--out "$OUT"` with OUT unset: Path("") is ".", the project's own top
         _fail_usage("--out is empty (an unset variable?); give the output folder, e.g. --out out")
-    raise typer.Exit(
-        cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force, report=build_report())
-    )
+    outcome = cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force, report=build_report())
+    raise typer.Exit(build_exit_code(outcome))
 
 
 @app.command()
@@ -438,28 +438,28 @@ def run(
     ),
 ) -> None:
     """Load a compiled deployment in-process with llama-cpp-python and serve it (or run one prompt)."""
+    from vramc.cli.common import run_exit_code
     from vramc.cli.run import Console
     from vramc.run.runner import cli_run
 
-    raise typer.Exit(
-        cli_run(
-            name,
-            console=Console(),
-            variant=variant,
-            profiles_dir=profiles_dir,
-            prompt=prompt,
-            max_tokens=max_tokens,
-            host=host,
-            port=port,
-            api_key_file=api_key_file,
-            insecure=insecure,
-            threshold=threshold,
-            max_body=max_body,
-            queue=queue,
-            allow_hosts=allow_host or [],
-            body_timeout=body_timeout,
-        )
+    outcome = cli_run(
+        name,
+        console=Console(),
+        variant=variant,
+        profiles_dir=profiles_dir,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        host=host,
+        port=port,
+        api_key_file=api_key_file,
+        insecure=insecure,
+        threshold=threshold,
+        max_body=max_body,
+        queue=queue,
+        allow_hosts=allow_host or [],
+        body_timeout=body_timeout,
     )
+    raise typer.Exit(run_exit_code(outcome))
 
 
 @app.command()
@@ -499,7 +499,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # a bug in vramc, never the user's input: say so, briefly
         if os.environ.get("VRAMC_DEBUG"):
             raise

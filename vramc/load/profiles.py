@@ -80,6 +80,19 @@ class Deployment:
     def label(self) -> str:
         return f"{self.name}@{self.variant}" if self.variant else self.name
 
+    def is_named(self, label: str) -> bool:
+        """Whether NAME or NAME@VARIANT (split_label) names this deployment; `NAME@` is NAME."""
+        name, variant = split_label(label)
+        return self.name == name and (self.variant or "") == (variant or "")
+
+
+def split_label(label: str) -> tuple[str, str | None]:
+    """A deployment as the command line names it, NAME or NAME@VARIANT (Deployment.label's form),
+    split into (NAME, VARIANT); VARIANT is None without an `@`, "" after a trailing one. The one
+    place that reads that form (`vramc run`, `plan -d`, `fit -d`; tests/test_exit_codes.py)."""
+    name, at, variant = label.partition("@")
+    return name, variant if at else None
+
 
 @dataclass
 class LoadResult:
@@ -1439,7 +1452,5 @@ def _gguf_files(path: Path) -> list[str]:
 
 def find_deployment(name: str, roots: list[Path]) -> tuple[LoadResult, list[Deployment]]:
     """Deployments called `name` (or `name@variant`) in the profiles below `roots`."""
-    base, _, variant = name.partition("@")
     result = load_paths(roots)
-    matches = [d for d in result.deployments if d.name == base and (d.variant or "") == variant]
-    return result, matches
+    return result, [d for d in result.deployments if d.is_named(name)]

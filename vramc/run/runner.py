@@ -26,17 +26,9 @@ it names this server or an --allow-host NAME), request bodies (at most --max-bod
 413), OpenAI's parameter rules (400 in OpenAI's error format), and a bounded queue: one request
 runs, at most --queue (default 8) wait, the next gets 503 with Retry-After.
 
-Exit codes:
-    0    --prompt done; or the server was stopped with Ctrl-C / SIGTERM and shut down cleanly
-    1    the deployment fails `vramc check` at error level, or cannot be planned
-    2    usage: no such deployment (or ambiguous), bad option, an engine `run` does not load,
-         a non-loopback --host without an API key (and without --insecure), unreadable key file
-    3    internal error (a bug in vramc; set VRAMC_DEBUG=1 for the traceback)
-    4    llama-cpp-python (or its server extra) is not installed: pip install 'vramc[run]'
-    5    the model could not be loaded: file missing, not a GGUF file, not enough memory, or
-         llama.cpp refused it (its own messages are shown)
-    6    the address cannot be bound: port in use, no permission, unknown host
-    130  interrupted (Ctrl-C) while loading or while running --prompt
+How it ends is an Outcome (below: no such or an ambiguous deployment, a bad option, an engine
+`run` does not load, a non-loopback --host without an API key or an unreadable key file are all
+USAGE); the command layer maps it to README's exit codes (vramc.cli.common.run_exit_code).
 """
 
 from __future__ import annotations
@@ -45,6 +37,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,8 +46,19 @@ from vramc.engines import ENGINES
 if TYPE_CHECKING:
     from vramc.plan.planner import Plan
 
-EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-EXIT_NO_ENGINE, EXIT_LOAD, EXIT_ADDRESS, EXIT_INTERRUPTED = 4, 5, 6, 130
+
+class Outcome(Enum):
+    """How `vramc run` ended; vramc.cli.common.run_exit_code maps it to the exit code."""
+
+    DONE = "done"  # --prompt answered, or the server stopped cleanly
+    CHECK_FAILED = "check failed"  # `vramc check` finds errors, or there is no plan
+    USAGE = "usage"  # what the command line or the profiles ask cannot be run as given
+    NO_ENGINE = "no engine"  # llama-cpp-python (or its server extra) missing
+    LOAD_FAILED = "load failed"  # the model file, or llama.cpp loading it
+    NO_ADDRESS = "no address"  # the address cannot be bound
+    INTERRUPTED = "interrupted"  # Ctrl-C while loading or during --prompt
+
+
 DEFAULT_PORT = 8000  # llama_cpp.server's
 INSTALL_HINT = (
     "pip install 'vramc[run]' (llama-cpp-python 0.3.36 with its server extra; it compiles llama.cpp, about 6 minutes)"
@@ -111,7 +115,7 @@ def cli_run(
     queue: int = 8,
     allow_hosts: list[str] | tuple[str, ...] = (),
     body_timeout: float = 30.0,
-) -> int:
+) -> Outcome:
     opts = Options(
         name,
         variant,
@@ -132,27 +136,27 @@ def cli_run(
         return _run(console, opts)
     except KeyboardInterrupt:
         console.say("interrupted")
-        return EXIT_INTERRUPTED
+        return Outcome.INTERRUPTED
 
 
-def _run(console: Console, opts: Options) -> int:
+def _run(console: Console, opts: Options) -> Outcome:
     from vramc.run.measured import parse_threshold
 
     try:
         threshold = parse_threshold(opts.threshold)
     except ValueError as e:
         console.say(f"--threshold {opts.threshold!r}: {e}")
-        return EXIT_USAGE
+        return Outcome.USAGE
     if opts.max_tokens < 1:
         console.say("--max-tokens must be at least 1")
-        return EXIT_USAGE
+        return Outcome.USAGE
     if opts.port is not None and not 0 <= opts.port <= 65535:
         console.say(f"--port {opts.port}: use 1 to 65535, or 0 for any free port")
-        return EXIT_USAGE
+        return Outcome.USAGE
     problem = server_option_problem(opts)
     if problem:
         console.say(problem)
-        return EXIT_USAGE
+        return Outcome.USAGE
     dep, code = _find(console, opts.name, opts.variant, opts.profiles_dir)
     if dep is None:
         return code
@@ -165,7 +169,7 @@ def _run(console: Console, opts: Options) -> int:
             f"writes: on each host out/{dep.name}/hosts/HOST/rpc-server-PORT.sh (or its systemd unit), then "
             f"out/{dep.name}/launch.sh here (engine: llama-server)."
         )
-        return EXIT_USAGE
+        return Outcome.USAGE
     if engine in REFUSED_ENGINES:
         other = "" if engine == "vllm" else ", or use `engine: llama-cpp-python`"
         console.say(
@@ -173,19 +177,19 @@ def _run(console: Console, opts: Options) -> int:
             f"deployments only: {REFUSED_ENGINES[engine]}. Launch it with what `vramc build` "
             f"writes (out/{dep.name}/){other}."
         )
-        return EXIT_USAGE
+        return Outcome.USAGE
     several = dep.model.obj.quants is not None  # `quant: auto` (issue 15): its file is the plan's choice
     problem = None if several else model_file_problem(dep)
     if problem:
         console.say(problem)
-        return EXIT_LOAD
+        return Outcome.LOAD_FAILED
     plan, code = _check(console, dep, opts.profiles_dir)
     if plan is None:
         return code
     problem = model_file_problem(plan.dep) if several else None
     if problem:
         console.say(problem)
-        return EXIT_LOAD
+        return Outcome.LOAD_FAILED
     sock, api_keys = None, []
     if opts.prompt is None:
         sock, api_keys, code = _listen_socket(console, dep, opts)
@@ -236,7 +240,7 @@ def _listen_socket(console: Console, dep, opts: Options):
     from vramc.run.serve import BindError, bind, is_loopback
 
     api_keys, code = _api_keys(console, dep, opts.api_key_file)
-    if code:
+    if code is not None:
         return None, [], code
     if not is_loopback(opts.host) and not api_keys:
         if not opts.insecure:
@@ -245,38 +249,38 @@ def _listen_socket(console: Console, dep, opts: Options):
                 "this machine could use the model. Give --api-key-file FILE (or `api_key_file` "
                 "in the profile), or --insecure if the network is trusted."
             )
-            return None, [], EXIT_USAGE
+            return None, [], Outcome.USAGE
         console.say(f"warning: serving on {opts.host} without an API key (--insecure)")
     port = opts.port if opts.port is not None else (dep.settings.port or DEFAULT_PORT)
     try:
-        return bind(opts.host, port), api_keys, EXIT_OK
+        return bind(opts.host, port), api_keys, None
     except BindError as e:
         console.say(str(e))
-        return None, [], EXIT_ADDRESS
+        return None, [], Outcome.NO_ADDRESS
 
 
 def _find(console: Console, name: str, variant: str | None, profiles_dir: Path):
     from vramc.diagnostics import Severity
-    from vramc.load.profiles import find_deployment
+    from vramc.load.profiles import find_deployment, split_label
 
-    base, _, at_variant = name.partition("@")
+    base, at_variant = split_label(name)
     if variant and at_variant and variant != at_variant:
         console.say(f"{name!r} and --variant {variant!r} name different variants")
-        return None, EXIT_USAGE
+        return None, Outcome.USAGE
     label = f"{base}@{variant or at_variant}" if (variant or at_variant) else base
     if not profiles_dir.is_dir():
         console.say(f"no profiles folder {profiles_dir} (give one with --profiles)")
-        return None, EXIT_USAGE
+        return None, Outcome.USAGE
     loaded, matches = find_deployment(label, [profiles_dir])
     if len(matches) == 1:
-        return matches[0], EXIT_OK
+        return matches[0], None
     if matches:
         files = ", ".join(sorted({d.doc.file for d in matches}))
         console.say(f"{label!r} is defined more than once ({files}); rename one")
-        return None, EXIT_USAGE
+        return None, Outcome.USAGE
     known = sorted({d.label for d in loaded.deployments})
     msg = f"no deployment {label!r} in {profiles_dir}"
-    same = [k for k in known if k.partition("@")[0] == base]
+    same = [k for k in known if split_label(k)[0] == base]
     if same:
         msg += f"; it has: {', '.join(same)}"
     elif known:
@@ -285,7 +289,7 @@ def _find(console: Console, name: str, variant: str | None, profiles_dir: Path):
     if errors:
         msg += f" ({errors} error{'s' if errors != 1 else ''} in the profiles: `vramc check {profiles_dir}` shows them)"
     console.say(msg)
-    return None, EXIT_USAGE
+    return None, Outcome.USAGE
 
 
 def model_file_problem(dep) -> str | None:
@@ -339,11 +343,11 @@ def _check(console: Console, dep, profiles_dir: Path):
             f"refusing to run {dep.label}: `vramc check` finds {len(errors)} error"
             f"{'s' if len(errors) != 1 else ''} (above)"
         )
-        return None, EXIT_CHECK
+        return None, Outcome.CHECK_FAILED
     if plan is None or plan.estimate is None or plan.params is None:
         console.say(f"{dep.label} could not be planned; `vramc plan -d {dep.label}` says why")
-        return None, EXIT_CHECK
-    return plan, EXIT_OK
+        return None, Outcome.CHECK_FAILED
+    return plan, None
 
 
 MAX_KEY_FILE = 64 * 1024
@@ -356,7 +360,7 @@ def _api_keys(console: Console, dep, api_key_file: Path | None):
         if not path.is_absolute():
             path = (dep.project_root or Path.cwd()) / path
     if path is None:
-        return [], EXIT_OK
+        return [], None
     try:
         # bounded: /dev/zero (or any endless file) was read until memory ran out; not only regular
         # files, so that `--api-key-file <(pass show key)` (a pipe) still works
@@ -366,16 +370,16 @@ def _api_keys(console: Console, dep, api_key_file: Path | None):
             console.say(
                 f"the API key file {path} is larger than {MAX_KEY_FILE // 1024} KiB: not a key file (one key per line)"
             )
-            return [], EXIT_USAGE
+            return [], Outcome.USAGE
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         console.say(f"cannot read the API key file {path}: {getattr(e, 'strerror', None) or e}")
-        return [], EXIT_USAGE
+        return [], Outcome.USAGE
     keys = [k.strip() for k in text.splitlines() if k.strip() and not k.strip().startswith("#")]
     if not keys:
         console.say(f"the API key file {path} holds no key (one per line)")
-        return [], EXIT_USAGE
-    return keys, EXIT_OK
+        return [], Outcome.USAGE
+    return keys, None
 
 
 def apply_environment(plan: Plan, console: Console) -> None:
@@ -413,7 +417,7 @@ def import_engine(console: Console, serving: bool):
     return llama_cpp
 
 
-def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_keys, threshold: float) -> int:
+def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_keys, threshold: float) -> Outcome:
     from vramc.build.targets.llama_cpp_python import to_llama_kwargs
     from vramc.run.load import LoadError, load_llama
     from vramc.run.measured import LogCapture, compare, format_table, parse_buffers, warnings
@@ -422,7 +426,7 @@ def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_key
     apply_environment(plan, console)
     llama_cpp = import_engine(console, serving=opts.prompt is None)
     if llama_cpp is None:
-        return EXIT_NO_ENGINE
+        return Outcome.NO_ENGINE
     log_path = os.environ.get("VRAMC_LLAMA_LOG")
     log_file = open(log_path, "w", encoding="utf-8") if log_path else None
     capture = LogCapture(llama_cpp, console, log_file)
@@ -438,7 +442,7 @@ def _load_and_go(console: Console, dep, plan: Plan, opts: Options, sock, api_key
                 "lower ctx or gpu_layers, or describe the machine (vram, host_ram) so that "
                 "`vramc check` catches this before loading"
             )
-        return EXIT_INTERRUPTED if e.interrupted else EXIT_LOAD
+        return Outcome.INTERRUPTED if e.interrupted else Outcome.LOAD_FAILED
     capture.stop_recording()
     console.say(f"loaded in {time.monotonic() - t0:.1f} s")
     if plan.gpus and plan.params.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
@@ -474,7 +478,7 @@ def describe(plan: Plan) -> str:
     )
 
 
-def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
+def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> Outcome:
     # One plain create_completion call, as a bare llama_cpp user would write it: no streaming, no
     # callback, so vramc does nothing per token (bench/run_overhead.py measures this window).
     t0, c0 = time.perf_counter(), time.process_time()
@@ -488,10 +492,10 @@ def _prompt(console: Console, llm, prompt: str, max_tokens: int) -> int:
         f"generated {n} tokens in {elapsed:.3f} s ({rate:.1f} tokens/s, {cpu:.3f} s of CPU; prompt "
         f"{usage.get('prompt_tokens', 0)} tokens, finish: {out['choices'][0].get('finish_reason')})"
     )
-    return EXIT_OK
+    return Outcome.DONE
 
 
-def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> int:
+def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> Outcome:
     from vramc.run.serve import build_app, serve, url_of
 
     alias = dep.settings.alias or dep.label
@@ -514,4 +518,4 @@ def _serve(console: Console, llm, dep, sock, api_keys, opts: Options) -> int:
     )
     serve(app, sock, console)
     console.say("stopped")
-    return EXIT_OK
+    return Outcome.DONE
