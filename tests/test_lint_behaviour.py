@@ -5,6 +5,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from vramc.cli.commands import app
@@ -286,3 +287,35 @@ def test_a_cached_check_does_not_depend_on_what_was_checked_with_it(tmp_path, mo
     monkeypatch.delenv("VRAMC_NO_CACHE")
     check(tmp_path)  # the model file checked together with the deployment fills the cache
     assert check(dep) == alone  # answered from the cache, with the model's own finding
+
+
+@pytest.mark.parametrize(
+    "engine,ignored",
+    [
+        ("llama-cpp-python", "override_tensor: ['blk\\.[0-9]\\..*=CPU']"),  # Llama() takes no -ot
+        ("llama-cpp-python", "parallel: 4"),  # one sequence
+        ("llama-cpp-python", "n_cpu_moe: 3"),
+        ("ollama", "override_tensor: ['blk\\.[0-9]\\..*=CPU']"),
+        ("ollama", "kv_offload: false"),
+        ("ollama", "kv_unified: true"),
+        ("ollama", "swa_full: true"),
+    ],
+)
+def test_a_setting_the_engine_ignores_is_not_planned(tmp_path, engine, ignored):
+    """VR400 says the engine never gets the setting, so the plan must be the one without it: an
+    override_tensor planned for llama-cpp-python moved 2.2 GiB of weights off a GPU that the
+    rendered Llama() kwargs keep there (a "fits" that runs out of memory)."""
+    hw = "{gpus: [{name: RTX 3060, vram: 12GiB}, {name: RTX 3090, vram: 24GiB}], host_ram: 64GiB}"
+    body = f"hardware: {hw}\nmodel: {LLAMA8B}\nengine: {engine}\n"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"name: plain\n{body}settings: {{ctx: 8192, gpu_layers: all}}\n")
+    ign = tmp_path / "ign.yaml"
+    ign.write_text(f"name: ign\n{body}settings: {{ctx: 8192, gpu_layers: all, {ignored}}}\n")
+    [want], res = run_check([plain]).plans, run_check([ign])
+    [got] = res.plans
+    assert [(d.id, d.total_bytes, d.n_layers) for d in got.estimate.devices] == [
+        (d.id, d.total_bytes, d.n_layers) for d in want.estimate.devices
+    ]
+    assert got.estimate.host.total_bytes == want.estimate.host.total_bytes
+    assert got.params == want.params
+    assert [d.code for d in res.diagnostics] == ["VR400"]

@@ -51,9 +51,36 @@ class LlamaChoice:
     overrides: tuple[tuple[str, str], ...]
 
 
+# the settings llama_choice reads
+_PLANNED = (
+    "ctx",
+    "parallel",
+    "kv_unified",
+    "batch",
+    "ubatch",
+    "gpu_layers",
+    "split_mode",
+    "tensor_split",
+    "main_gpu",
+    "flash_attn",
+    "cache_type_k",
+    "cache_type_v",
+    "kv_offload",
+    "swa_full",
+    "override_tensor",
+    "cpu_moe",
+    "n_cpu_moe",
+)
+
+
 def llama_choice(engine: str, s, total_vram_bytes: int = 0) -> LlamaChoice:
     """Fill in `engine`'s defaults for the unset settings of `s` (a schema.Settings)."""
     d = DEFAULTS[engine]
+    # a setting the engine does not take (VR400) never reaches it, so it is not planned either:
+    # llama-cpp-python's override_tensor or parallel, Ollama's tensor_split or kv_offload
+    ignored = {k: None for k in _PLANNED if k not in ENGINES[engine].settings and getattr(s, k, None) is not None}
+    if ignored:
+        s = s.model_copy(update=ignored)
     parallel = s.parallel if isinstance(s.parallel, int) else d.parallel
     kv_unified = (
         s.kv_unified if s.kv_unified is not None else (d.kv_unified if not isinstance(s.parallel, int) else False)
