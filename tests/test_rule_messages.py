@@ -223,3 +223,30 @@ def test_host_memory_hint_raises_gpu_layers_only_where_it_can_go_higher(tmp_path
     assert ("raise gpu_layers" in d.hint) == raise_layers, d.hint
     if not raise_layers:
         assert d.hint.startswith("add host RAM or GPU memory, or use a smaller quantisation"), d.hint
+
+
+@pytest.mark.parametrize(
+    "engine,ctx,said",
+    [
+        ("llama-server", "ctx: auto, ", None),
+        ("llama-server", "", None),  # llama-server's ctx left out is auto
+        ("ollama", "ctx: auto, ", None),
+        ("llama-cpp-python", "ctx: auto, ", None),
+        ("llama-server", "ctx: 8192, ", "and ctx is 8192"),
+        ("ollama", "", "and ctx is left to ollama's default"),
+    ],
+)
+def test_ctx_min_is_vramcs_own_setting_not_one_the_engine_lacks(tmp_path, engine, ctx, said):
+    """VR400 called ctx_min, which the README documents as the floor of `ctx: auto`, a setting
+    "llama-server has no such setting; remove it" even where the solver used it."""
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        f"name: c\nhardware: {{gpus: [{{name: A, vram: 24GiB}}]}}\nmodel: {MODELS}/llama-3.1-8b-instruct-q8_0.yaml\n"
+        f"engine: {engine}\nsettings: {{{ctx}gpu_layers: all, ctx_min: 2048}}\n"
+    )
+    found = [d for d in run_check([f]).diagnostics if d.code == "VR400"]
+    if said is None:
+        assert found == [], [d.message for d in found]
+    else:
+        [d] = found
+        assert said in d.message and "no such setting" not in d.message and d.hint == "remove it, or set ctx: auto"

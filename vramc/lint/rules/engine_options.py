@@ -65,6 +65,17 @@ def setting_ignored(plan: Plan):
             continue
         if plan.engine == "llama-cpp-python" and key == "parallel" and plan.dep.settings.parallel in (1, "auto"):
             continue
+        if key == "ctx_min" and plan.engine != "vllm":  # vramc's own: the floor of `ctx: auto`
+            if "ctx" in plan.auto or plan.dep.settings.ctx == "auto":
+                continue
+            ctx = plan.dep.settings.ctx
+            yield Finding(
+                "ctx_min does nothing here: it is the smallest context `ctx: auto` may choose, and ctx is "
+                + (f"{ctx}" if ctx is not None else f"left to {plan.engine}'s default"),
+                ("settings", key),
+                "remove it, or set ctx: auto",
+            )
+            continue
         why = _WHY.get((plan.engine, key), f"{plan.engine} has no such setting")
         yield Finding(
             f"{key} does nothing for {plan.engine}: {why}",
