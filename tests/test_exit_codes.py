@@ -65,6 +65,34 @@ def test_the_exit_scan_finds_each_way_of_binding_one():
     assert [line for line, _ in exit_names(ast.parse(src))] == [1, 2, 3, 4, 6, 7, 11, 13]
 
 
+def literal_returns(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, function) of each `return <int>` (alone or first in a tuple) in a function named cli_*:
+    an exit code chosen by a stage's command entry point."""
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("cli_"):
+            for node in ast.walk(fn):
+                value = node.value if isinstance(node, ast.Return) else None
+                if isinstance(value, ast.Tuple) and value.elts:
+                    value = value.elts[0]
+                if isinstance(value, ast.Constant) and type(value.value) is int:
+                    found.append((node.lineno, fn.name))
+    return found
+
+
+def test_no_stage_entry_point_returns_an_exit_code():
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if not rel.startswith("cli/"):
+            found = literal_returns(ast.parse(path.read_text(), str(path)))
+            if found:
+                offenders[rel] = found
+    assert offenders == {}, f"return an outcome, or move the command into vramc/cli: {offenders}"
+    src = "def cli_x(a):\n    if a:\n        return 2\n    return Outcome.DONE\ndef g():\n    return 1\n"
+    assert literal_returns(ast.parse(src)) == [(3, "cli_x")]
+
+
 def table(section: str) -> dict[int, str]:
     """The exit-code table of README's `## section`."""
     text = (ROOT / "README.md").read_text()

@@ -487,7 +487,7 @@ def lock(
     name: Optional[str] = typer.Option(None, "--name", help="Name for the written model profile."),
 ) -> None:
     """Derive the GGUF tensor table convert_hf_to_gguf.py + llama-quantize would write, from config.json alone."""
-    from vramc.dev.synth.from_config import cli_lock
+    from vramc.cli.lock import cli_lock
 
     raise typer.Exit(cli_lock(config, quant, write=write, name=name))
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 from vramc.dev.synth.quant import FTYPES
@@ -245,63 +243,3 @@ def load_config(path: str | os.PathLike) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: not JSON ({e})") from None
-
-
-def cli_lock(config: Path, quant: str, *, write: Path | None, name: str | None) -> int:
-    """`vramc lock --config config.json --quant Q4_K_M [--write PROFILE]`."""
-    import shlex
-
-    from vramc.model.analyze import (
-        build_report,
-        default_name,
-        profile_yaml,
-        render_text,
-    )
-
-    try:
-        cfg = load_config(config)
-        model_name = name or default_name(Path(config).parent.name + f"-{quant.upper()}")
-        meta = meta_from_config(cfg, quant, name=model_name)
-    except ConfigError as e:
-        sys.stderr.write(f"vramc lock: {e}\n")
-        return 1
-    source = (
-        f"derived from {Path(config).name} as convert_hf_to_gguf.py + llama-quantize "
-        f"{quant.upper()} would write it (no GGUF read)"
-    )
-    report = build_report(meta, f"{config} as {quant.upper()}")
-    # no file: its size is the tensor data (the header, a few MB of vocabulary, is unknown here)
-    report["file_size"] = meta.total_bytes
-    report["header_sha256"] = "- (derived: no file)"
-    sys.stdout.write(render_text(report))
-    if write is not None:
-        from vramc.load.yamledit import EditRefused, write_new
-
-        command = [
-            "vramc",
-            "lock",
-            "--config",
-            str(config),
-            "--quant",
-            quant,
-            "--write",
-            str(write),
-        ]
-        command += ["--name", name] if name else []
-        text = profile_yaml(
-            meta,
-            gguf=None,
-            name=model_name,
-            source=source,
-            command=" ".join(shlex.quote(a) for a in command),
-        )
-        try:
-            write_new(write, text)
-        except EditRefused as e:
-            sys.stderr.write(f"vramc lock: {e}\n")
-            return 2
-        except OSError as e:
-            sys.stderr.write(f"{write}: cannot write: {e.strerror or e}; nothing was written\n")
-            return 1
-        sys.stderr.write(f"wrote {write}\n")
-    return 0
