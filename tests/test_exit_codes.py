@@ -65,32 +65,62 @@ def test_the_exit_scan_finds_each_way_of_binding_one():
     assert [line for line, _ in exit_names(ast.parse(src))] == [1, 2, 3, 4, 6, 7, 11, 13]
 
 
-def literal_returns(tree: ast.Module) -> list[tuple[int, str]]:
-    """(line, function) of each `return <int>` (alone or first in a tuple) in a function named cli_*:
-    an exit code chosen by a stage's command entry point."""
+def literal_codes(tree: ast.Module, every_function: bool) -> list[tuple[int, str]]:
+    """(line, function) of each exit code written as a number: `return <int>` (alone or in a
+    tuple), typer.Exit(<int>), sys.exit(<int>); in functions named cli_* (a command's entry point),
+    or with `every_function` in all of them (the command layer, which has names for its codes)."""
     found = []
     for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("cli_"):
-            for node in ast.walk(fn):
-                value = node.value if isinstance(node, ast.Return) else None
-                if isinstance(value, ast.Tuple) and value.elts:
-                    value = value.elts[0]
-                if isinstance(value, ast.Constant) and type(value.value) is int:
-                    found.append((node.lineno, fn.name))
-    return found
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if not (every_function or fn.name.startswith("cli_")):
+            continue
+        for node in ast.walk(fn):
+            values = [node.value] if isinstance(node, ast.Return) else []
+            if values and isinstance(values[0], ast.Tuple):
+                values = values[0].elts
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                if (getattr(node.func.value, "id", None), node.func.attr) in (("typer", "Exit"), ("sys", "exit")):
+                    values = node.args[:1]
+            while any(isinstance(v, ast.IfExp) for v in values):  # 0 if ok else 1
+                values = [w for v in values for w in ((v.body, v.orelse) if isinstance(v, ast.IfExp) else (v,))]
+            if any(isinstance(v, ast.Constant) and type(v.value) is int for v in values):
+                found.append((node.lineno, fn.name))
+    return sorted(set(found))
 
 
-def test_no_stage_entry_point_returns_an_exit_code():
+def test_exit_codes_are_never_written_as_numbers():
+    """A stage's entry point returns an outcome; the command layer uses common.py's names."""
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if not rel.startswith("cli/"):
-            found = literal_returns(ast.parse(path.read_text(), str(path)))
-            if found:
-                offenders[rel] = found
-    assert offenders == {}, f"return an outcome, or move the command into vramc/cli: {offenders}"
-    src = "def cli_x(a):\n    if a:\n        return 2\n    return Outcome.DONE\ndef g():\n    return 1\n"
-    assert literal_returns(ast.parse(src)) == [(3, "cli_x")]
+        if rel == "cli/common.py":
+            continue
+        found = literal_codes(ast.parse(path.read_text(), str(path)), every_function=rel.startswith("cli/"))
+        if found:
+            offenders[rel] = found
+    assert offenders == {}, f"return an outcome, or use vramc.cli.common's EXIT_ names: {offenders}"
+
+
+def test_the_number_scan_finds_each_way_of_writing_one():
+    src = (
+        "def cli_x(a):\n    if a:\n        return 2\n    return Outcome.DONE\n"
+        "def g():\n    return 1\n"
+        "def h():\n    raise typer.Exit(2)\n"
+        "def k():\n    sys.exit(130)\n"
+        "def m():\n    return None, 5\n"
+        "def n(ok):\n    return EXIT_OK if ok else 1\n"
+    )
+    tree = ast.parse(src)
+    assert literal_codes(tree, every_function=False) == [(3, "cli_x")]
+    assert literal_codes(tree, every_function=True) == [
+        (3, "cli_x"),
+        (6, "g"),
+        (8, "h"),
+        (10, "k"),
+        (12, "m"),
+        (14, "n"),
+    ]
 
 
 def table(section: str) -> dict[int, str]:

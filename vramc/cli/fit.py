@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vramc.cli.common import is_selected, say_diagnostics, selection_problem
+from vramc.cli.common import (
+    EXIT_FAILED,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    is_selected,
+    say_diagnostics,
+    selection_problem,
+)
 from vramc.diagnostics import Severity
 
 if TYPE_CHECKING:
@@ -196,15 +204,15 @@ def cli_fit(
 
     if fmt not in ("text", "json"):
         print("vramc fit: --format must be text or json", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     problem = selection_problem(deployment)
     if problem:
         print(f"vramc fit: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     relax_keys = parse_relax(relax)
     if isinstance(relax_keys, str):
         print(f"vramc fit: {relax_keys}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
     def selected(dep) -> bool:
         return is_selected(dep, deployment)
@@ -214,7 +222,7 @@ def cli_fit(
     plans = [p for p in result.plans if selected(p.dep)]
     if deployment is not None and not plans:
         print(f'vramc fit: no deployment named "{deployment}" in {profile}', file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     blocking = [d for d in result.diagnostics if d.severity == Severity.ERROR and raised_while_loading(d.code)]
     say_diagnostics(blocking)
     if not plans:
@@ -224,7 +232,7 @@ def cli_fit(
                 "`engine:`, or `deployments:`), not a hardware or model profile",
                 file=sys.stderr,
             )
-        return 1
+        return EXIT_FAILED
     if refit and not freed.keys:
         print(
             f"vramc fit: no value in {profile} carries the `# {MARKER}` marker of `vramc fit --write`; "
@@ -272,7 +280,7 @@ def cli_fit(
         code = _write(profile, plans, freed, together)
         if code:
             return code
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FINDINGS
 
 
 _GROUP_CODES = ("VR312", "VR335", "VR336", "VR340", "VR341", "VR342")
@@ -294,10 +302,10 @@ def _write(profile: Path, plans, freed, said=()) -> int:
         editors = edit_choices(plans, cleared)
     except EditRefused as e:
         print(f"vramc fit: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as e:
         print(f"{e.filename or profile}: cannot read: {e.strerror or e}; nothing was written", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     texts = {ed.path: ed.text for ed, _, _ in editors if ed.changed}
     after = run_check([profile], texts=texts) if texts else None
     rejected = [d for d in after.diagnostics if d.severity == Severity.ERROR] if after else []
@@ -307,7 +315,7 @@ def _write(profile: Path, plans, freed, said=()) -> int:
             f"vramc fit: nothing was written: `vramc check` would reject {profile} with these settings (above)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     counts = {}
     try:
         for editor, n, _ in editors:
@@ -315,10 +323,10 @@ def _write(profile: Path, plans, freed, said=()) -> int:
             counts[editor.file] = n
     except EditRefused as e:
         print(f"vramc fit: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as e:
         print(f"{e.filename or profile}: cannot write: {e.strerror or e}; the file was left as it was", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for file, n in sorted(counts.items()):
         print(f"wrote {n} setting{'s' if n != 1 else ''} into {file}", file=sys.stderr)
     for editor, _, unmarked in editors:
@@ -330,7 +338,7 @@ def _write(profile: Path, plans, freed, said=()) -> int:
                 "to re-fit it)",
                 file=sys.stderr,
             )
-    return 0
+    return EXIT_OK
 
 
 def _ideas(plan: Plan) -> tuple[str, list]:
