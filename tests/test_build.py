@@ -156,6 +156,22 @@ def test_failing_profiles_are_not_built_unless_forced(project, capsys):
     assert (project / "out" / "mistral-python" / "serve.py").is_file()
 
 
+def test_a_model_without_a_file_says_where_to_add_it(project, capsys):
+    """A locked or config-only model plans without its file, but a launch needs one: the build
+    says which profile lacks `gguf:` and what to write there."""
+    (project / "profiles" / "nofile.yaml").write_text(
+        "name: nofile\nhardware: {gpus: [{name: RTX 4090, vram: 24GiB}]}\nmodel:\n"
+        "  config: {architecture: LlamaForCausalLM, num_hidden_layers: 4, hidden_size: 256, num_attention_heads: 4,\n"
+        "           num_key_value_heads: 2, intermediate_size: 512, vocab_size: 1000, max_position_embeddings: 2048}\n"
+        "  quant: Q8_0\nengine: llama-server\nsettings: {ctx: 1024}\n"
+    )
+    assert build(["profiles/nofile.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "not built: nofile: the model (profiles/nofile.yaml) has no `gguf:` path" in err, err
+    assert "add `gguf: models/FILE.gguf` to it" in err
+    assert not (project / "out" / "nofile").exists()
+
+
 def test_one_name_in_two_files_is_built_by_neither(project, capsys):
     shutil.copy(project / "profiles" / "llama-cpp-python.yaml", project / "profiles" / "again.yaml")
     assert build(["profiles"]) == 1

@@ -136,7 +136,10 @@ def path_arg(path: str) -> str:
 def model_file(plan: Plan) -> str:
     path = plan.dep.model.obj.gguf
     if not path:
-        raise TargetError("the model has no `gguf:` path, so there is no file to load")
+        raise TargetError(
+            f"the model ({plan.dep.model.file}) has no `gguf:` path, so there is no file to load; add "
+            "`gguf: models/FILE.gguf` to it (where the file is, or will be once downloaded)"
+        )
     return path_arg(path)
 
 
