@@ -134,6 +134,24 @@ def test_margin_warning_and_strict(tmp_path):
     assert runner.invoke(app, ["check", "--strict", str(p)]).exit_code == 1
 
 
+@pytest.mark.parametrize("cli,written", [("0.1", None), (None, '"0.1"'), (None, "0.1"), ("10%", None)])
+def test_a_fraction_margin_is_a_fraction_however_it_arrives(tmp_path, cli, written):
+    """README: fractions take 0.25 or 25%. `--margin 0.1` (a string on the command line) and a
+    quoted `margin: "0.1"` were read as 0.1 MiB, so a plan with no real margin read `fits`."""
+    import json
+
+    lint = f"lint: {{margin: {written}}}\n" if written else ""
+    p = tmp_path / "d.yaml"
+    p.write_text(
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4080, vram: 16GiB}}]}}\nmodel: {LLAMA8B}\n"
+        f"engine: llama-server\nsettings: {{ctx: 8192}}\n{lint}"
+    )
+    res = CliRunner().invoke(app, ["plan", "--format", "json", str(p)] + (["--margin", cli] if cli else []))
+    assert res.exit_code == 0, res.output
+    [dev] = json.loads(res.output)["deployments"][0]["devices"]
+    assert dev["margin_bytes"] == int(0.1 * 16 * 2**30), dev
+
+
 def test_engine_error_without_its_own_rule_is_vr320(tmp_path):
     p = write(
         tmp_path,

@@ -145,6 +145,14 @@ def _margin(v: Any) -> Any:
         return {"fraction": parse_fraction(v)}
     if isinstance(v, float) and 0 <= v < 1:
         return {"fraction": v}
+    if isinstance(v, str):  # `--margin 0.1` and `margin: "0.1"` are the fraction `margin: 0.1` is
+        try:
+            f = float(v.strip())
+        except ValueError:
+            pass
+        else:
+            if 0 <= f < 1:
+                return {"fraction": f}
     return {"bytes": parse_size(v)}
 
 
