@@ -200,6 +200,28 @@ def test_implausible_host_ram_and_plausible_sizes(proj):
 
 
 @pytest.mark.parametrize(
+    "margin,warned",
+    [("10", True), ('"10"', True), ("1", True), ("2.5", True), ("100", True)]
+    + [("10%", False), ("10MiB", False), ("0.1", False), ("512", False), ("1GiB", False)],
+)
+def test_a_bare_margin_from_1_to_100_says_it_is_mib(proj, margin, warned):
+    """`lint: {margin: 10}` is 10 MiB of each GPU, almost always meant as 10%: a plan that keeps
+    10 MiB free read `fits` with no warning. Both spellings of what was meant silence it."""
+    p = inline_hw(proj, "m", "24GiB")
+    p.write_text(p.read_text() + f"lint: {{margin: {margin}}}\nvariants: {{v: {{margin: {margin}}}}}\n")
+    _, diags = findings(p)
+    found = [d for d in diags if d.code == "VR104"]
+    if not warned:
+        assert found == [], [d.message for d in found]
+        return
+    shown = margin.strip('"')
+    assert [(d.line, d.severity) for d in found] == [(8, Severity.WARNING), (9, Severity.WARNING)]
+    for d in found:
+        assert f"margin {shown} is read as {shown} MiB of each GPU" in d.message, d.message
+        assert d.hint == f"write {shown}% for a share of each GPU, or {shown}MiB if you mean MiB"
+
+
+@pytest.mark.parametrize(
     "text,n_bytes",
     [
         ("24G", 24 << 30),

@@ -565,6 +565,28 @@ def _implausible(what: str, v, bounds, positions: Positions, file: str, p: tuple
 _WHAT = {"vram": "a GPU", "host_ram": "a host's memory"}
 
 
+def _bare_margin(v, positions: Positions, file: str, p: tuple) -> Diagnostic | None:
+    """VR104: `margin: 10` is 10 MiB of each GPU (a bare number is MiB), almost always meant as
+    10%; from 1 to 100 without a unit it is said how it was read, and how to write either."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    try:
+        n = float(v) if not isinstance(v, str) else float(v.strip())
+    except ValueError:
+        return None  # has a unit or a % (or is invalid: VR101 says so)
+    if not 1 <= n <= 100:
+        return None
+    shown = _number(n)
+    return diagnostic(
+        "VR104",
+        f"margin {shown} is read as {shown} MiB of each GPU (a bare number is MiB)",
+        file,
+        positions.locate(p),
+        p,
+        f"write {shown}% for a share of each GPU, or {shown}MiB if you mean MiB",
+    )
+
+
 def _parsed(v) -> int:
     from vramc.units import parse_size
 
@@ -582,6 +604,8 @@ def _decimal_vram(data, positions: Positions, file: str, path: tuple = ()) -> li
 
     out: list[Diagnostic] = []
     if isinstance(data, dict):
+        if "margin" in data and (d := _bare_margin(data["margin"], positions, file, path + ("margin",))):
+            out.append(d)
         if "host_ram" in data and ("gpus" in data or data.get("kind") == "hardware"):
             d = _implausible("host_ram", data["host_ram"], HOST_RAM_RANGE, positions, file, path + ("host_ram",))
             out += [d] if d else []

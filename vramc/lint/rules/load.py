@@ -178,7 +178,9 @@ def _vr104():
     `24T` is 24 TiB. vramc warns when a GPU's `vram` is under 1 GiB or over 1 TiB, or `host_ram`
     under 1 GiB or over 64 TiB, and says how it read the value and which spelling was probably
     meant. Units: B; K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024); KB, MB, GB, TB (powers of
-    1000); any case, a space before the unit optional.
+    1000); any case, a space before the unit optional. A `margin` written as a bare number from
+    1 to 100 is MiB too (`margin: 10` keeps 10 MiB of each GPU free, almost always meant as 10%):
+    write `10%` or `10MiB` to say which.
 
     Bad:
         gpus:
