@@ -95,6 +95,23 @@ def test_an_empty_out_is_a_usage_error_not_the_project_top(project, out):
     assert snapshot(project) == before
 
 
+@pytest.mark.parametrize(
+    "out,args",
+    [(".", []), ("./", []), ("..", []), ("profiles", []), ("profiles/gen", []), (".", ["profiles/ollama.yaml"])],
+)
+def test_an_out_that_holds_or_lies_among_the_profiles_is_a_usage_error(project, out, args):
+    """`--out .` wrote every deployment's folder into the project's top and then reported
+    `stray: profiles/ (no .vramc-manifest ...): remove it`; `--out profiles` put vllm.yaml where
+    `vramc check profiles/` read it as a broken profile (VR004)."""
+    before = snapshot(project)
+    proc = cli(project, "build", "--out", out, *args)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert f"--out {out} holds or lies in " in proc.stderr and "nothing was written" in proc.stderr
+    assert "stray: " not in proc.stderr and "Traceback" not in proc.stderr
+    assert snapshot(project) == before
+    assert cli(project, "build", "--out", "elsewhere/out").returncode == 0  # beside them is fine
+
+
 def test_a_linked_subfolder_is_refused(project, victim, capsys):
     build(["profiles"])
     dropin = project / "out" / "mistral-ollama" / "ollama.service.d"

@@ -406,8 +406,33 @@ def build(
 
     if not out.strip():  # `--out "$OUT"` with OUT unset: Path("") is ".", the project's own top
         _fail_usage("--out is empty (an unset variable?); give the output folder, e.g. --out out")
+    _refuse_out_over_profiles(out, _default_paths(paths))
     outcome = cli_build(_default_paths(paths), out=Path(out), check_only=check_only, force=force, report=build_report())
     raise typer.Exit(build_exit_code(outcome))
+
+
+def _refuse_out_over_profiles(out: str, paths: List[Path]) -> None:
+    """build --out must not hold the profiles it builds, nor lie in a folder of them that is read:
+    `--out .` reported the project's profiles/ and models/ as stray folders to remove, and `--out
+    profiles` wrote vllm.yaml where `vramc check profiles/` then read it as a broken profile."""
+    import os
+
+    from vramc.load import profiles
+
+    try:
+        target = Path(os.path.realpath(out))
+        found, _ = profiles.discover(paths)
+        held = {Path(os.path.realpath(f)).parent for f in found}
+        read = {Path(os.path.realpath(p)) for p in paths if p.is_dir()}
+    except (OSError, ValueError):
+        return  # what cannot be resolved is reported by the build itself
+    for folder in sorted(held | read):
+        if target == folder or target in folder.parents or (folder in read and folder in target.parents):
+            _fail_usage(
+                f"--out {out} holds or lies in {folder}, a folder of the profiles it builds: the build would "
+                "report them as stray folders to remove, and check would read what it writes; write "
+                "elsewhere, e.g. --out out; nothing was written"
+            )
 
 
 @app.command()
