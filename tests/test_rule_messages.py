@@ -250,3 +250,24 @@ def test_ctx_min_is_vramcs_own_setting_not_one_the_engine_lacks(tmp_path, engine
     else:
         [d] = found
         assert said in d.message and "no such setting" not in d.message and d.hint == "remove it, or set ctx: auto"
+
+
+@pytest.mark.parametrize(
+    "vram,utilization,weights_alone",
+    [("12GiB", "auto", True), ("12GiB", "0.9", True), ("24GiB", "0.6", False)],
+)
+def test_vllm_no_kv_memory_says_when_utilization_cannot_help(tmp_path, vram, utilization, weights_alone):
+    """VR332 was vLLM's words alone, "Try increasing `gpu_memory_utilization`", also where the
+    weights alone outgrow the card (15 GiB of bf16 7B on 12 GiB) and the utilization was vramc's
+    own largest: vramc says so and what can help."""
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        f"name: v\nhardware: {{gpus: [{{name: RTX 3090, vram: {vram}}}]}}\nmodel: {MODELS}/qwen2.5-7b-instruct.yaml\n"
+        f"engine: vllm\nsettings: {{max_model_len: 4096, gpu_memory_utilization: {utilization}}}\n"
+    )
+    [d] = [d for d in run_check([f]).diagnostics if d.code == "VR332"]
+    if weights_alone:
+        assert d.hint.startswith("the weights alone (") and "of 12.00 GiB) outgrow the GPU" in d.hint, d.hint
+        assert "no gpu_memory_utilization can help" in d.hint and "tensor_parallel_size" in d.hint
+    else:  # raising it is the answer, and vLLM's own words say so
+        assert d.hint == "" and "Try increasing `gpu_memory_utilization`" in d.message

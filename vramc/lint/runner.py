@@ -74,7 +74,8 @@ def run_plan_rules(plans) -> list[Diagnostic]:
             else:
                 anchor = ("name",)
             who = "vLLM" if plan.engine == "vllm" else "llama.cpp"
-            out.extend(_to_diagnostics(r, Finding(f"{who} would stop with: {message}", anchor), plan.dep))
+            hint = _weights_alone_hint(plan) if kind == "vllm-no-kv-memory" else ""
+            out.extend(_to_diagnostics(r, Finding(f"{who} would stop with: {message}", anchor, hint), plan.dep))
         for r in rules.values():
             if r.scope != "plan":
                 continue
@@ -99,6 +100,22 @@ def run_plan_rules(plans) -> list[Diagnostic]:
                     f = replace(f, message=f"with variant {combo.variant} ({combo.label}): {f.message}")
                 out.extend(_to_diagnostics(r, f, plan.dep))
     return out
+
+
+def _weights_alone_hint(plan) -> str:
+    """vLLM's "Try increasing `gpu_memory_utilization`" cannot help where the weights alone
+    outgrow the GPU (with gpu_memory_utilization: auto already at its largest): say what can."""
+    from vramc.units import fmt_size
+
+    for d in plan.estimate.devices:
+        if d.weights_bytes + d.overhead_bytes > d.available_bytes:
+            return (
+                f"the weights alone ({fmt_size(d.weights_bytes)} on {d.id}, {d.name}, of {fmt_size(d.available_bytes)}) "
+                "outgrow the GPU, so no gpu_memory_utilization can help: spread them over more GPUs "
+                "(tensor_parallel_size, pipeline_parallel_size), keep some in host memory (cpu_offload_gb), "
+                "or use a smaller quantisation"
+            )
+    return ""
 
 
 def _to_diagnostics(r: Rule, f: Finding, dep) -> Iterator[Diagnostic]:
