@@ -567,3 +567,25 @@ def test_booleans_stay_valid_where_a_key_takes_them(proj):
     p = deployment(proj, "b", "settings: {flash_attn: yes, kv_unified: true}\n")
     _, diags = findings(p)
     assert not [d for d in diags if d.code == "VR101"], [d.message for d in diags]
+
+
+def test_a_deployment_of_a_deployments_file_runs_on_the_files_hardware(proj):
+    """A deployment with its own `hardware:` in a `deployments:` file was planned there and read
+    `fits` on two H100s while "sharing" CUDA0 with one planned on the file's RTX 4090s: an error,
+    and the deployment is planned on the machine the file describes. The same hardware is fine."""
+    p = proj / "both.yaml"
+    p.write_text(
+        "hardware: two\ndeployments:\n"
+        "  - name: big\n    hardware: {gpus: [{name: H100, vram: 80GiB}]}\n"
+        f"    model: {NEMOTRON49B}\n    engine: llama-server\n    settings: {{ctx: 8192, gpu_layers: all}}\n"
+        f"  - name: small\n    hardware: two\n    model: {LLAMA8B}\n    engine: llama-server\n"
+        "    settings: {ctx: 8192, gpu_layers: all}\n"
+    )
+    result, diags = findings(p)
+    [d] = [d for d in diags if d.code == "VR101"]
+    assert (d.line, d.column) == (4, 15) and "not the file's" in d.message, d.message
+    assert "remove it from the deployment" in d.hint
+    plans = {pl.dep.label: pl for pl in result.plans}
+    assert [x.name for x in plans["big"].estimate.devices] == ["RTX 4090", "RTX 3090"]
+    assert plans["big"].verdict == "does-not-fit"  # 49B Q8 on 48 GiB; on the H100 it "fit"
+    assert not [d for d in diags if d.code == "VR101" and d.line > 4]  # `hardware: two` is the file's own

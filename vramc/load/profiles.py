@@ -886,6 +886,21 @@ class Loader:
             bdoc = Doc(owner.file, owner.path, body, owner.positions.sub(prefix), _get(owner.raw, prefix), prefix)
             if body.hardware is not None:
                 hw = self._resolve_ref(bdoc, ("hardware",), body.hardware, "hardware", "hardware")
+                if kind == "deployments" and hw is not None and file_hw is not None and hw.obj != file_hw.obj:
+                    # they run together on one machine: a deployment planned on other GPUs read
+                    # `fits` (a 70B on two H100s "sharing" CUDA0 with one on an RTX 3060)
+                    self.diagnostics.append(
+                        diagnostic(
+                            "VR101",
+                            "this deployment's hardware is not the file's: the deployments of a `deployments:` "
+                            "file run together on the machine its `hardware:` describes, and are planned there",
+                            bdoc.file,
+                            bdoc.positions.locate(("hardware",)),
+                            prefix + ("hardware",),
+                            "remove it from the deployment, or give the deployment a file of its own",
+                        )
+                    )
+                    hw = file_hw
             elif kind == "deployments":
                 hw = file_hw
             else:
