@@ -271,3 +271,30 @@ def test_vllm_no_kv_memory_says_when_utilization_cannot_help(tmp_path, vram, uti
         assert "no gpu_memory_utilization can help" in d.hint and "tensor_parallel_size" in d.hint
     else:  # raising it is the answer, and vLLM's own words say so
         assert d.hint == "" and "Try increasing `gpu_memory_utilization`" in d.message
+
+
+@pytest.mark.parametrize(
+    "engine,env,flagged",
+    [
+        ("llama-cpp-python", "{LLAMA_ARG_CTX_SIZE: 4096}", "read by llama-server's options"),
+        ("vllm", "{LLAMA_ARG_N_GPU_LAYERS: 10}", "read by llama-server's options"),
+        ("llama-server", "{OLLAMA_NUM_PARALLEL: 4}", "read by Ollama, not by llama-server"),
+        ("llama-cpp-python", "{OLLAMA_FLASH_ATTENTION: 1}", "read by Ollama, not by llama-cpp-python"),
+        ("ollama", '{LLAMA_ARG_THREADS: "8"}', None),  # Ollama's llama-server child reads it
+        ("llama-cpp-python", "{GGML_CUDA_NO_PINNED: 1}", None),  # ggml reads it in every engine
+    ],
+)
+def test_another_engines_env_variable_is_vr401(tmp_path, engine, env, flagged):
+    """`env: {LLAMA_ARG_CTX_SIZE: 4096}` on llama-cpp-python passed check silently: llama_cpp.Llama
+    reads no options from the environment, so the user's context never applied."""
+    model = "mistral-7b-instruct-awq" if engine == "vllm" else "llama-3.1-8b-instruct-q8_0"
+    f = tmp_path / "dep.yaml"
+    body = f"name: e\nhardware: {{gpus: [{{name: A, vram: 24GiB}}]}}\nmodel: {MODELS}/{model}.yaml\nengine: {engine}\n"
+    f.write_text(body + f"env: {env}\n")
+    found = [d for d in run_check([f]).diagnostics if d.code == "VR401"]
+    if flagged is None:
+        assert found == [], [d.message for d in found]
+    else:
+        [d] = found
+        assert flagged in d.message and d.path[-2:] == ("env", env.strip("{}").split(":")[0]), d.message
+        assert d.hint == "remove it; set what it means under settings:"

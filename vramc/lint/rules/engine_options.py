@@ -99,7 +99,9 @@ def unknown_env(plan: Plan):
 
     The seeds' `OLLAMA_GPU_LAYERS=40` is the classic: Ollama never had it, so the setting did
     nothing and the "stable" config was the crashing one. GPU layers are per model in Ollama
-    (`num_gpu` in the Modelfile), which vramc writes from `gpu_layers`.
+    (`num_gpu` in the Modelfile), which vramc writes from `gpu_layers`. Another engine's variables
+    do nothing either: `OLLAMA_*` outside Ollama, llama-server's `LLAMA_ARG_*` for
+    llama-cpp-python (llama_cpp.Llama reads no options from the environment) or vLLM.
 
     Bad:
         engine: ollama
@@ -111,7 +113,19 @@ def unknown_env(plan: Plan):
     """
     env = plan.dep.env
     for key in sorted(env):
-        if plan.engine == "ollama":
+        if plan.engine != "ollama" and key.startswith("OLLAMA_"):
+            yield Finding(
+                f"{key} is read by Ollama, not by {plan.engine}",
+                ("env", key),
+                "remove it; set what it means under settings:",
+            )
+        elif plan.engine in ("llama-cpp-python", "vllm") and key.startswith("LLAMA_ARG_"):
+            yield Finding(
+                f"{key} is read by llama-server's options (common/arg.cpp), not by {plan.engine}",
+                ("env", key),
+                "remove it; set what it means under settings:",
+            )
+        elif plan.engine == "ollama":
             if key in OLLAMA_MYTHS:
                 yield Finding(
                     f"{key} is not an Ollama variable: {OLLAMA_MYTHS[key]}",
