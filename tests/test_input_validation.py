@@ -589,3 +589,25 @@ def test_a_deployment_of_a_deployments_file_runs_on_the_files_hardware(proj):
     assert [x.name for x in plans["big"].estimate.devices] == ["RTX 4090", "RTX 3090"]
     assert plans["big"].verdict == "does-not-fit"  # 49B Q8 on 48 GiB; on the H100 it "fit"
     assert not [d for d in diags if d.code == "VR101" and d.line > 4]  # `hardware: two` is the file's own
+
+
+@pytest.mark.parametrize(
+    "key,meant",
+    [
+        ("ctx_size", "ctx"),  # llama-server's --ctx-size: spelling alone suggested ctx_min
+        ('"--ctx-size"', "ctx"),
+        ("num_ctx", "ctx"),
+        ("CTX", "ctx"),
+        ("ngl", "gpu_layers"),
+        ("num_gpu", "gpu_layers"),
+        ("ts", "tensor_split"),
+        ("type_k", "cache_type_k"),
+        ("ctx_mn", "ctx_min"),  # a typo of the setting itself still finds it
+    ],
+)
+def test_an_engines_own_name_for_a_setting_suggests_that_setting(proj, key, meant):
+    """`ctx_size: 8192` suggested `ctx_min`, the floor of `ctx: auto`: following it gave a
+    deployment whose context vramc then chose up to the trained length, and check passed."""
+    p = deployment(proj, "k", f"settings: {{{key}: 8192}}\n")
+    [d] = [d for d in findings(p)[1] if d.code == "VR100"]
+    assert d.hint == f"did you mean {meant!r}?", (d.message, d.hint)

@@ -478,7 +478,9 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
         if first["type"] == "extra_forbidden":
             key = path[-1]
             valid = _model_fields(schema_cls, path[:-1])
-            close = difflib.get_close_matches(str(key), valid, n=1)
+            low = str(key).lower().lstrip("-").replace("-", "_")
+            alias = low if low in valid else _ENGINE_NAMES.get(low)
+            close = [alias] if alias in valid else difflib.get_close_matches(str(key), valid, n=1)
             hint = (
                 f"did you mean {close[0]!r}?"
                 if close
@@ -520,6 +522,24 @@ def validate(schema_cls, data: object, positions: Positions, file: str, prefix: 
             )
         )
     return None, diags
+
+
+# An engine's own name for a setting (llama-server's long and short options, llama_cpp.Llama's and
+# Ollama's parameters): VR100's "did you mean" names the setting, where spelling alone led
+# `ctx_size` (llama-server's --ctx-size) to ctx_min, the floor of `ctx: auto`.
+_ENGINE_NAMES = {
+    **dict.fromkeys(("ctx_size", "c", "n_ctx", "num_ctx", "context", "context_length"), "ctx"),
+    **dict.fromkeys(("ngl", "n_gpu_layers", "num_gpu", "gpu_layer"), "gpu_layers"),
+    **dict.fromkeys(("np", "n_parallel", "num_parallel"), "parallel"),
+    **dict.fromkeys(("b", "batch_size", "n_batch", "num_batch"), "batch"),
+    **dict.fromkeys(("ub", "ubatch_size", "n_ubatch"), "ubatch"),
+    **dict.fromkeys(("ts",), "tensor_split"),
+    **dict.fromkeys(("sm",), "split_mode"),
+    **dict.fromkeys(("mg",), "main_gpu"),
+    **dict.fromkeys(("fa",), "flash_attn"),
+    **dict.fromkeys(("ctk", "type_k"), "cache_type_k"),
+    **dict.fromkeys(("ctv", "type_v"), "cache_type_v"),
+}
 
 
 # VR104's bounds: GPUs that run LLMs have 1 GiB (a GTX 1060 3GB has 3) to a few hundred GiB; hosts
