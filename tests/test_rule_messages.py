@@ -298,3 +298,17 @@ def test_another_engines_env_variable_is_vr401(tmp_path, engine, env, flagged):
         [d] = found
         assert flagged in d.message and d.path[-2:] == ("env", env.strip("{}").split(":")[0]), d.message
         assert d.hint == "remove it; set what it means under settings:"
+
+
+@pytest.mark.parametrize("utilization,raise_it", [("auto", False), ("0.8", True)])
+def test_vllm_concurrency_hint_raises_only_a_share_that_can_grow(tmp_path, utilization, raise_it):
+    """VR350 said "raise gpu_memory_utilization" where vramc had chosen it (`auto`): already the
+    largest share that leaves the margin free, so raising it would eat the margin."""
+    f = tmp_path / "dep.yaml"
+    f.write_text(
+        f"name: v\nhardware: {{gpus: [{{name: RTX 3090, vram: 24GiB}}]}}\nmodel: {MODELS}/qwen2.5-7b-instruct.yaml\n"
+        f"engine: vllm\nsettings: {{max_model_len: 16384, gpu_memory_utilization: {utilization}}}\n"
+    )
+    [d] = [d for d in run_check([f]).diagnostics if d.code == "VR350"]
+    assert ("raise gpu_memory_utilization" in d.hint) == raise_it, d.hint
+    assert "lower max_model_len" in d.hint and "max_num_seqs: auto" in d.hint

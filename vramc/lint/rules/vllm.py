@@ -234,7 +234,8 @@ def kv_below_max_num_seqs(plan: Plan):
         else ("settings",)
         if "settings" in (plan.dep.doc.raw or {})
         else ("name",),
-        f"raise gpu_memory_utilization, lower max_model_len{fp8}, or set max_num_seqs: auto "
-        f"(it would be {max(1, int(n))})",
+        # an `auto` share is already the largest that leaves the margin free: raising it is no advice
+        ("" if "gpu_memory_utilization" in plan.auto else "raise gpu_memory_utilization, ")
+        + f"lower max_model_len{fp8}, or set max_num_seqs: auto (it would be {max(1, int(n))})",
         data={"max_concurrency": round(n, 2), "max_num_seqs": r["max_num_seqs"]},
     )
