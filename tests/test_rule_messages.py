@@ -269,6 +269,8 @@ def test_vllm_no_kv_memory_says_when_utilization_cannot_help(tmp_path, vram, uti
     if weights_alone:
         assert d.hint.startswith("the weights alone (") and "of 12.00 GiB) outgrow the GPU" in d.hint, d.hint
         assert "no gpu_memory_utilization can help" in d.hint and "tensor_parallel_size" in d.hint
+        # vLLM's sentence ends with a full stop: the hint is the next sentence, not ".; the"
+        assert "for more details. The weights alone (" in d.full_message(), d.full_message()
     else:  # raising it is the answer, and vLLM's own words say so
         assert d.hint == "" and "Try increasing `gpu_memory_utilization`" in d.message
 

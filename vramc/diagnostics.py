@@ -130,7 +130,9 @@ class Diagnostic:
         text = self.message
         if self.deployment:
             text = f"[{self.deployment}] {text}"
-        if self.hint:
+        if self.hint and text.endswith("."):  # a sentence quoted from an engine: the hint is the next one
+            text = f"{text} {self.hint[:1].upper()}{self.hint[1:]}"
+        elif self.hint:
             text = f"{text}; {self.hint}"
         return text
 
