@@ -311,8 +311,9 @@ def test_run_finds_the_variant_however_it_is_named(project):
     for name, variant in (("srv@fast", None), ("srv", "fast"), ("srv@fast", "fast")):
         code, said = run(name, variant)
         assert code == 2 and said.startswith(refused), (name, variant, said)
-    code, said = run("srv@")  # a trailing @ names the deployment itself, as it always did
-    assert code == 2 and said.startswith("vramc run: srv is a llama-server deployment"), said
+    # a trailing @ (an unset $VARIANT) is refused, as plan -d and fit -d refuse it, not the base run
+    assert run("srv@") == (2, "vramc run: 'srv@': the variant after @ is empty; give NAME or NAME@VARIANT")
+    assert run("srv@ ", "fast")[0] == 2
     code, said = run("srv@nope")
     assert code == 2 and said == "vramc run: no deployment 'srv@nope' in profiles; it has: srv, srv@fast, srv@slow"
 

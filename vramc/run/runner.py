@@ -264,6 +264,10 @@ def _find(console: Console, name: str, variant: str | None, profiles_dir: Path):
     from vramc.load.profiles import find_deployment, split_label
 
     base, at_variant = split_label(name)
+    if at_variant is not None and not at_variant.strip():
+        # `vramc run chat@$VARIANT` with the variable unset must not run the base deployment
+        console.say(f"{name!r}: the variant after @ is empty; give NAME or NAME@VARIANT")
+        return None, Outcome.USAGE
     if variant and at_variant and variant != at_variant:
         console.say(f"{name!r} and --variant {variant!r} name different variants")
         return None, Outcome.USAGE
