@@ -152,6 +152,28 @@ def test_a_fraction_margin_is_a_fraction_however_it_arrives(tmp_path, cli, writt
     assert dev["margin_bytes"] == int(0.1 * 16 * 2**30), dev
 
 
+@pytest.mark.parametrize("command", ["check", "plan", "diff"])
+def test_a_bare_cli_margin_from_1_to_100_is_a_usage_error(tmp_path, command):
+    """VR104 warns of a profile's `margin: 10` (10 MiB, almost always meant as 10%); `--margin 10`
+    was read as 10 MiB with no word. It is a usage error naming both spellings, nothing planned."""
+    p = tmp_path / "d.yaml"
+    p.write_text(
+        f"name: d\nhardware: {{gpus: [{{name: RTX 4080, vram: 16GiB}}]}}\nmodel: {LLAMA8B}\n"
+        "engine: llama-server\nsettings: {ctx: 8192}\n"
+    )
+    args = ["--base-dir", str(tmp_path), "--head-dir", str(tmp_path)] if command == "diff" else [str(p)]
+    res = CliRunner().invoke(app, [command, "--margin", "10", *args])
+    assert res.exit_code == 2, res.output
+    assert "--margin 10%" in res.output and "--margin 10MiB" in res.output and "Traceback" not in res.output
+    # Outside 1..100 a bare number stays MiB, as in a profile.
+    res = CliRunner().invoke(app, ["plan", "--format", "json", "--margin", "512", str(p)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    [dev] = json.loads(res.output)["deployments"][0]["devices"]
+    assert dev["margin_bytes"] == 512 * 2**20
+
+
 def test_engine_error_without_its_own_rule_is_vr320(tmp_path):
     p = write(
         tmp_path,

@@ -95,6 +95,19 @@ def _margin_option(text: Optional[str]):
     from vramc.load.schema import Margin, _margin
 
     try:
+        n = float(text.strip())
+    except ValueError:
+        pass
+    else:
+        # As VR104 says of a profile's `margin: 10`: a bare number is MiB, but from 1 to 100 it is
+        # almost always meant as a share, and 10 MiB free would let a full GPU read `fits`.
+        if 1 <= n <= 100:
+            shown = text.strip()
+            _fail_usage(
+                f"--margin {shown} would be read as {shown} MiB of each GPU (a bare number is MiB); "
+                f"write --margin {shown}% for a share of each GPU, or --margin {shown}MiB if you mean MiB"
+            )
+    try:
         return Margin(**_margin(text))
     except ValueError as e:
         _fail_usage(f"--margin: {e}")
