@@ -192,6 +192,37 @@ def test_lock_command_writes_a_profile_that_plans(tmp_path, monkeypatch, headers
     assert dep["verdict"] == "fits"
 
 
+@pytest.mark.parametrize(
+    "name_or_path,where,expected",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "here", "Llama-3.1-8B-Instruct-Q4_K_M"),
+        ("/home/me/models/Llama 3.1 8B/", "path/to", "Llama-3.1-8B-Q4_K_M"),
+        (None, "here", "project-Q4_K_M"),  # a bare config.json: the current folder's name
+        (None, "path/to", "to-Q4_K_M"),
+        ("", "here", "project-Q4_K_M"),
+        (["not", "a", "name"], "here", "project-Q4_K_M"),
+        ("///", "here", "project-Q4_K_M"),
+        ("x" * 5000, "here", "x" * 128 + "-Q4_K_M"),
+    ],
+)
+def test_lock_names_the_model_not_the_quant(tmp_path, monkeypatch, name_or_path, where, expected):
+    """`vramc lock --config config.json --quant Q4_K_M` named the model `Q4_K_M` (the folder of a
+    bare config.json has no name), and ignored the config's own `_name_or_path`."""
+    project = tmp_path / "project"
+    folder = project if where == "here" else project / where
+    folder.mkdir(parents=True)
+    cfg = config_of("llama-3.1-8b-instruct")
+    if name_or_path is not None:
+        cfg["_name_or_path"] = name_or_path
+    (folder / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.chdir(project)
+    given = "config.json" if where == "here" else f"{where}/config.json"
+    res = runner.invoke(app, ["lock", "--config", given, "--quant", "q4_k_m", "--write", "m.yaml"])
+    assert res.exit_code == 0, res.output
+    model = Model.model_validate(yaml.safe_load((project / "m.yaml").read_text()))
+    assert model.name == expected
+
+
 @pytest.mark.parametrize("content", ["{", "[]", '{"architectures": ["FooForCausalLM"]}', "x" * (5 << 20)])
 def test_lock_command_bad_config_is_exit_1(tmp_path, content):
     cfg = tmp_path / "config.json"

@@ -13,16 +13,16 @@ def cli_lock(config: Path, quant: str, *, write: Path | None, name: str | None) 
     import shlex
 
     from vramc.dev.synth.from_config import ConfigError, load_config, meta_from_config
+    from vramc.dev.synth.from_config import model_name as config_model_name
     from vramc.model.analyze import (
         build_report,
-        default_name,
         profile_yaml,
         render_text,
     )
 
     try:
         cfg = load_config(config)
-        model_name = name or default_name(Path(config).parent.name + f"-{quant.upper()}")
+        model_name = name or config_model_name(cfg, config, quant)
         meta = meta_from_config(cfg, quant, name=model_name)
     except ConfigError as e:
         sys.stderr.write(f"vramc lock: {e}\n")

@@ -226,6 +226,22 @@ def meta_from_config(cfg: Any, quant: str, *, name: str = "model", imatrix: bool
     return meta
 
 
+def model_name(cfg: Any, path: str | os.PathLike, quant: str) -> str:
+    """The lock's profile name: the model transformers saved the config from (`_name_or_path`,
+    its last part: `meta-llama/Llama-3.1-8B` gives `Llama-3.1-8B-Q4_K_M`), else the config's
+    folder (the current one for a bare `config.json`), and `model` only where neither has a name;
+    never the quant alone, which named every lock of a bare `config.json` `Q4_K_M`."""
+    import re
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:128].rstrip("-._")
+
+    given = cfg.get("_name_or_path") if isinstance(cfg, dict) else None
+    base = clean(re.split(r"[/\\]", given.rstrip("/\\"))[-1]) if isinstance(given, str) else ""
+    base = base or clean(os.path.basename(os.path.dirname(os.path.abspath(path)))) or "model"
+    return f"{base}-{quant.upper()}"  # the quant is one of llama-quantize's names (checked after)
+
+
 def load_config(path: str | os.PathLike) -> Any:
     import stat
 
