@@ -516,6 +516,24 @@ def test_dangling_looping_and_special_profiles_are_reported_and_the_rest_checked
     assert any(x.startswith("profiles/d.yaml:3:8: VR110 error:") for x in lines)  # still checked
 
 
+def test_a_device_given_to_check_is_named_as_such_and_counted(tmp_path):
+    """`vramc check /dev/zero` said "rename it so that it does not end in .yaml" (it does not) and
+    "1 error in 0 files"; a FIFO named like a profile in a folder keeps the rename hint."""
+    r = vramc(["check", "/dev/zero"], tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == (
+        "/dev/zero:1:1: VR000 error: not a regular file (a pipe, a device or a socket); give a profile "
+        "(a regular .yaml file) or a folder of them, e.g. vramc check profiles/\n"
+    )
+    assert r.stderr.strip().splitlines()[-1] == "1 error in 1 file"
+    if hasattr(os, "mkfifo"):
+        (tmp_path / "profiles").mkdir()
+        os.mkfifo(tmp_path / "profiles" / "fifo.yaml")
+        r = vramc(["check", "profiles/"], tmp_path, timeout=60)
+        assert "rename it so that it does not end in .yaml" in r.stdout, r.stdout
+        assert r.stderr.strip().splitlines()[-1] == "1 error in 1 file"
+
+
 def test_a_reference_to_a_looping_link_gets_the_loops_hint(tmp_path):
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     os.symlink("m.yaml", tmp_path / "profiles" / "models" / "m.yaml")

@@ -37,7 +37,9 @@ def cached_check(paths: list[Path], margin=None) -> CheckResult:
             cached[f] = fresh.by_file.get(f, [])
     for f in files:
         diags.extend(cached[f])
-    return CheckResult(lint.dedupe(diags), [], [profiles.display_path(f) for f in found])
+    # a FIFO or a device given or found is a file checked too ("1 error in 0 files" read as nothing)
+    others = [d.file for d in problems if d.code == "VR000" and d.message == profiles.NOT_REGULAR]
+    return CheckResult(lint.dedupe(diags), [], [profiles.display_path(f) for f in found] + others)
 
 
 def run_check(paths: list[Path], margin=None, deployments=None, adjust=None, texts=None) -> CheckResult:

@@ -210,18 +210,25 @@ def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
     return sorted(found)
 
 
-def _not_a_profile(path: Path, kind: str) -> list[Diagnostic]:
+# VR000's message for a FIFO, a device or a socket: `vramc check` counts each as a file it checked
+NOT_REGULAR = "not a regular file (a pipe, a device or a socket)"
+
+
+def _not_a_profile(path: Path, kind: str, given: bool = False) -> list[Diagnostic]:
     """VR000 for a path that probe() found missing or not a regular file, when that is worth
-    saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block)."""
+    saying: a symlink whose target is gone, a FIFO or a device (never opened: it could block).
+    `given`: named on the command line (`vramc check /dev/zero`), where renaming is no cure."""
     if kind == "other":
         return [
             diagnostic(
                 "VR000",
-                "not a regular file (a pipe, a device or a socket)",
+                NOT_REGULAR,
                 display_path(path),
                 None,
                 (),
-                "profiles are regular YAML files: remove it or rename it so that it does not end in .yaml",
+                "give a profile (a regular .yaml file) or a folder of them, e.g. vramc check profiles/"
+                if given
+                else "profiles are regular YAML files: remove it or rename it so that it does not end in .yaml",
             )
         ]
     if kind == "missing" and os.path.islink(path):
@@ -255,7 +262,7 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
             problems.append(_unreadable(p, reason))
         else:
             problems.extend(
-                _not_a_profile(p, kind)
+                _not_a_profile(p, kind, given=True)
                 or [
                     diagnostic(
                         "VR000",
