@@ -250,3 +250,35 @@ def test_a_gpu_workers_rpc_server_needs_host_ram_for_its_largest_tensor(tmp_path
     (msg,) = vr360("200MiB")  # its process fits, not with the largest tensor
     assert msg.startswith("the rpc-server on host box2 needs 210 MiB of its RAM at its peak (RPC0 "), msg
     assert vr360("256MiB") == []
+
+
+def test_deployments_that_run_together_add_their_rpc_servers_ram_on_a_host(tmp_path):
+    """Each deployment of a `deployments:` file starts its own rpc-server on box2 (one per GPU, each
+    its own port): 210 MiB each (150 base + 59.5 the largest tensor) fits box2's 300 MiB alone, not
+    together, 419 MiB (VR360 on both, each's share named); 512 MiB holds both."""
+    p = tmp_path / "two.yaml"
+
+    def vr360(ram: str) -> list:
+        p.write_text(
+            HW.replace("{name: box2, address: 10.0.0.2,", f"{{name: box2, address: 10.0.0.2, host_ram: {ram},")
+            + "deployments:\n"
+            f"  - {{name: a, model: {MODEL}, engine: llama-server, hosts: [{{host: box2, gpus: [0]}}], gpus: [0],"
+            " settings: {ctx: 8192, gpu_layers: all, port: 8090, tensor_split: [1, 1]}}\n"
+            f"  - {{name: b, model: {MODEL}, engine: llama-server,"
+            " hosts: [{host: box2, gpus: [1], port: 50053}], gpus: [1],"
+            " settings: {ctx: 8192, gpu_layers: all, port: 8091, tensor_split: [1, 1]}}\n"
+        )
+        return [(d.deployment, d.line, d.message) for d in run_check([p]).diagnostics if d.code == "VR360"]
+
+    found = vr360("300MiB")
+    assert [(who, line) for who, line, _ in found] == [("a", 8), ("b", 9)], found
+    for _, _, msg in found:
+        assert msg == (
+            "the rpc-servers on host box2 of the deployments that run together need 419 MiB of its RAM at "
+            "their peak (a 210 MiB, b 210 MiB) but it has 300 MiB"
+        ), msg
+    assert vr360("512MiB") == []
+    # one deployment alone over the host's RAM keeps its own message, not this one too
+    alone = vr360("200MiB")
+    assert [who for who, _, _ in alone] == ["a", "b"], alone
+    assert all(m.startswith("the rpc-server on host box2 needs 210 MiB") for _, _, m in alone), alone

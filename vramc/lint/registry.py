@@ -37,6 +37,9 @@ class Rule:
     scope: str  # "load" (loader), "estimate" (memory model), "plan" (one deployment), "group" (a machine)
     func: Callable | None
     doc: str
+    # a "plan" rule's check of the deployments that run together (scope "group"'s signature), its
+    # code and docs the same: one deployment's limit that co-located ones share (VR360)
+    together: Callable | None = None
 
     @property
     def summary(self) -> str:
@@ -55,6 +58,18 @@ def rule(code: str, slug: str, severity: Severity, scope: str = "plan"):
         RULES[code] = Rule(
             code, slug, severity, scope, func if scope in ("plan", "group") else None, func.__doc__ or ""
         )
+        return func
+
+    return register
+
+
+def together(code: str):
+    """Registers a group check under an already registered plan rule's code (`Rule.together`)."""
+
+    def register(func):
+        from dataclasses import replace
+
+        RULES[code] = replace(RULES[code], together=func)
         return func
 
     return register

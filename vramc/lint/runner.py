@@ -88,11 +88,12 @@ def run_plan_rules(plans) -> list[Diagnostic]:
     # a machine's deployments run together in each combination of their variants (plan.Combination)
     combos = combinations(plans)
     for r in rules.values():
-        if r.scope != "group":
+        group = r.func if r.scope == "group" else r.together
+        if group is None:
             continue
         said: set = set()  # a base combination's finding met again in a variant's is said once
         for combo in combos:
-            for plan, f in r.func(combo.members) or ():
+            for plan, f in group(combo.members) or ():
                 if (id(plan), f.message) in said:
                     continue
                 said.add((id(plan), f.message))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vramc.diagnostics import Severity
-from vramc.lint.registry import Finding, rule
+from vramc.lint.registry import Finding, rule, together
 from vramc.units import fmt_size
 
 if TYPE_CHECKING:
@@ -41,8 +41,9 @@ def rpc_host_ram(plan: Plan):
     host's CPU (a host without `gpus`, or `gpus: []` in the deployment's entry), its share of the
     weights, KV cache and compute buffers. Several rpc-servers on one machine (loopback, or one per
     NUMA node or GPU) share that RAM: vramc adds their peaks (the plan's `worker RAM` line) and
-    compares them with the host's `host_ram`. A single CPU device whose share alone is over its
-    host's RAM is VR300.
+    compares them with the host's `host_ram`, and so for the deployments of a `deployments:` file
+    that run together and start rpc-servers on one host (each its own port), naming each one's
+    share. A single CPU device whose share alone is over its host's RAM is VR300.
 
     Bad:
         hardware:
@@ -84,6 +85,42 @@ def rpc_host_ram(plan: Plan):
             _entry(plan, positions[w.host]),
             "give the share to another host (lower its tensor_split entries), or describe the RAM it really has",
         )
+
+
+@together("VR360")
+def rpc_host_ram_together(plans: list[Plan]):
+    """VR360 over the deployments that run together: each starts its own rpc-servers, so a host's
+    RAM holds the peaks of all of them."""
+    from vramc.plan.rpc import worker_ram
+
+    by_host: dict[str, list] = {}
+    for plan in plans:
+        if plan.engine == "vllm":  # no rpc-servers
+            continue
+        for w in worker_ram(plan):
+            by_host.setdefault(w.host, []).append((plan, w))
+    for host, uses in by_host.items():
+        if len(uses) < 2:
+            continue
+        have = uses[0][1].host_ram
+        need = sum(w.total_bytes for _, w in uses)
+        if not have or need <= have or any(w.total_bytes > have for _, w in uses):
+            continue  # fits, or one deployment alone is over: its own VR360 (or VR300)
+        if sum(s.buffers_bytes for _, w in uses for s in w.servers) > have:
+            continue  # the CPU devices' buffers alone: VR312 names the host's RAM
+        shares = ", ".join(f"{p.dep.label} {fmt_size(w.total_bytes)}" for p, w in uses)
+        for plan, _w in uses:
+            pos = next(span.position for span in _spans(plan) if span.name == host)
+            yield (
+                plan,
+                Finding(
+                    f"the rpc-servers on host {host} of the deployments that run together need {fmt_size(need)} "
+                    f"of its RAM at their peak ({shares}) but it has {fmt_size(have)}",
+                    _entry(plan, pos),
+                    "give one deployment's share to another host (lower its tensor_split entries), "
+                    "or describe the RAM it really has",
+                ),
+            )
 
 
 LOOPBACK = ("localhost", "ip6-localhost")
