@@ -534,6 +534,21 @@ def test_a_device_given_to_check_is_named_as_such_and_counted(tmp_path):
         assert r.stderr.strip().splitlines()[-1] == "1 error in 1 file"
 
 
+def test_a_missing_file_given_to_check_is_counted(tmp_path):
+    """`vramc check typo.yaml` reported the path and then "1 error in 0 files"."""
+    r = vramc(["check", "typo.yaml"], tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == "typo.yaml:1:1: VR000 error: no such file or directory; check the path\n"
+    assert r.stderr.strip().splitlines()[-1] == "1 error in 1 file"
+    os.symlink("nowhere.yaml", tmp_path / "dangling.yaml")
+    r = vramc(["check", "typo.yaml", "dangling.yaml", "typo.yaml"], tmp_path, timeout=60)
+    assert "dangling.yaml:1:1: VR000 error: a symbolic link to nowhere.yaml" in r.stdout, r.stdout
+    assert r.stderr.strip().splitlines()[-1] == "2 errors in 2 files"
+    r = vramc(["check", "--format", "json", "typo.yaml"], tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["summary"] == {"error": 1, "warning": 0, "info": 0}
+
+
 def test_a_reference_to_a_looping_link_gets_the_loops_hint(tmp_path):
     (tmp_path / "profiles" / "models").mkdir(parents=True)
     os.symlink("m.yaml", tmp_path / "profiles" / "models" / "m.yaml")

@@ -37,9 +37,20 @@ def cached_check(paths: list[Path], margin=None) -> CheckResult:
             cached[f] = fresh.by_file.get(f, [])
     for f in files:
         diags.extend(cached[f])
-    # a FIFO or a device given or found is a file checked too ("1 error in 0 files" read as nothing)
-    others = [d.file for d in problems if d.code == "VR000" and d.message == profiles.NOT_REGULAR]
-    return CheckResult(lint.dedupe(diags), [], [profiles.display_path(f) for f in found] + others)
+    # a FIFO or a device given or found, and a file given that is not there (a typo, a dangling
+    # link), is a file checked too ("1 error in 0 files" read as nothing)
+    given = {profiles.display_path(p) for p in paths}
+    others = [
+        d.file
+        for d in problems
+        if d.code == "VR000"
+        and (
+            d.message == profiles.NOT_REGULAR
+            or (d.file in given and (d.message == profiles.NO_SUCH or d.message.startswith("a symbolic link to ")))
+        )
+    ]
+    checked = [profiles.display_path(f) for f in found]
+    return CheckResult(lint.dedupe(diags), [], checked + [f for f in dict.fromkeys(others) if f not in checked])
 
 
 def run_check(paths: list[Path], margin=None, deployments=None, adjust=None, texts=None) -> CheckResult:

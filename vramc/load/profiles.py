@@ -212,6 +212,8 @@ def _walk(root: Path, problems: list[Diagnostic]) -> list[Path]:
 
 # VR000's message for a FIFO, a device or a socket: `vramc check` counts each as a file it checked
 NOT_REGULAR = "not a regular file (a pipe, a device or a socket)"
+# VR000's message for a path given that is not there (`vramc check typo.yaml`): counted the same way
+NO_SUCH = "no such file or directory"
 
 
 def _not_a_profile(path: Path, kind: str, given: bool = False) -> list[Diagnostic]:
@@ -266,7 +268,7 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[Diagnostic]]:
                 or [
                     diagnostic(
                         "VR000",
-                        "no such file or directory",
+                        NO_SUCH,
                         display_path(p),
                         None,
                         (),
