@@ -611,3 +611,49 @@ def test_run_loads_the_chosen_file(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "tiny-F32.gguf" in log.read_text()
+
+
+PAIR = """\
+hardware: {{gpus: [{{name: RTX 4060, vram: {vram}}}]}}
+deployments:
+  - name: first
+    model: llama8b
+    engine: llama-server
+    settings: {{ctx: 8192, gpu_layers: all}}
+  - name: second
+    model: llama8b
+    engine: llama-server
+    settings: {{ctx: 8192, gpu_layers: all}}
+"""
+
+
+def test_two_quant_auto_deployments_on_one_gpu_say_they_were_not_chosen_jointly(
+    tmp_path,
+    monkeypatch,
+    models,  # noqa: F811
+):
+    """Two `quant: auto` deployments on one GPU: each is chosen beside the other at the quant it
+    takes alone (Q8_0), not jointly, so on 16 GiB both take Q4_K_M (Q8_0 beside Q4_K_M would fit
+    too) and on 12 GiB neither fits; the note says so instead of implying a joint choice."""
+    project = _project(tmp_path)
+    (project / "models").mkdir()
+    for q in ("Q8_0", "Q4_K_M", "Q2_K"):
+        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+    monkeypatch.chdir(project)
+    files = [f"models/llama-8b-{q}.gguf" for q in ("Q8_0", "Q4_K_M", "Q2_K")]
+    res = runner.invoke(app, ["analyze", *files, "--write", "profiles/models/llama8b.yaml", "--name", "llama8b"])
+    assert res.exit_code == 0, res.output
+    pair = project / "profiles" / "pair.yaml"
+    for vram, quant in (("16GiB", "Q4_K_M"), ("12GiB", "Q2_K")):
+        pair.write_text(PAIR.format(vram=vram))
+        res = runner.invoke(app, ["plan", str(pair), "--format", "json"])
+        assert [d["quant"]["chosen"] for d in json.loads(res.stdout)["deployments"]] == [quant, quant]
+        res = runner.invoke(app, ["check", str(pair)])
+        for me, other in (("first", "second"), ("second", "first")):
+            assert (
+                f"[{me}] " in res.output
+                and f"chosen beside {other} (run together on these GPUs); alone it would be Q8_0; {other} (Q8_0 "
+                "alone) also quant: auto, counted here at the quant chosen alone: the quants are chosen one by "
+                "one, not jointly"
+                in res.output
+            ), res.output

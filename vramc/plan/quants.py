@@ -275,6 +275,7 @@ def choose_together(combos, cache) -> None:
     taken: dict[int, dict[tuple, int]] = {}  # id(plan) -> (host, gpu) -> bytes the others use
     margin: dict[int, dict[tuple, int]] = {}
     names: dict[int, list[str]] = {}
+    autos: dict[int, list[str]] = {}  # id(plan) -> "NAME (QUANT)" of the other quant: auto ones
     chosen: dict[int, object] = {}
     for combo in combos:
         members = [p for p in combo.members if p.estimate is not None]
@@ -306,6 +307,8 @@ def choose_together(combos, cache) -> None:
                     margin.setdefault(id(p), {})[key] = max(margin.get(id(p), {}).get(key, 0), o.margins[i])
                     if o.dep.label not in names.setdefault(id(p), []):
                         names[id(p)].append(o.dep.label)
+                        if o.quant is not None and o.quant.auto and o.quant.chosen:
+                            autos.setdefault(id(p), []).append(f"{o.dep.label} ({o.quant.chosen} alone)")
             for key, n in use.items():  # in every combination it runs in: the most the others take
                 taken.setdefault(id(p), {})[key] = max(taken.get(id(p), {}).get(key, 0), n)
             chosen[id(p)] = p
@@ -347,6 +350,11 @@ def choose_together(combos, cache) -> None:
             p.diagnostics = said + [x for x in new.diagnostics if not x.code.startswith("VR20")]
         beside = f"chosen beside {who} (run together on these GPUs)"
         beside += f"; alone it would be {alone}" if best.quant != alone else ""
+        if autos.get(pid):  # each is chosen beside the others' quants alone, not all of them jointly
+            beside += (
+                f"; {', '.join(autos[pid])} also quant: auto, counted here at the quant chosen alone:"
+                " the quants are chosen one by one, not jointly"
+            )
         p.quant = QuantChoice(
             best.quant, p.dep.model.obj.gguf, True, outcome, rows, f"{message}; {beside}", hint, orig, beside
         )
