@@ -60,13 +60,36 @@ def test_a_host_inserted_before_another_leaves_that_hosts_device_unchanged(tmp_p
     text = run(r, "diff").stdout
     lines = text.splitlines()
     at = lines.index("  settings: tensor_split 1,1 -> 0,1,1") + 3  # past "also changed" and the header
-    assert lines[at].split()[:2] == ["RPC0->RPC1", "before"], text
+    assert lines[at].split()[:3] == ["RPC0->RPC1", "@box2", "before"], text
     assert lines[at + 2].split() == ["delta"] + ["0"] * 6, text
     added = next(x.split() for x in lines if x.startswith("  RPC0 "))
-    assert added == ["RPC0", "before"] + ["-"] * 6, text
+    assert added == ["RPC0", "@cpu-box", "before"] + ["-"] * 6, text
     assert "layers:" not in text
     md = run(r, "diff", "--format", "markdown").stdout
     assert "| RPC0→RPC1 RTX 3090 | before |" in md, md
+
+
+def test_a_device_of_a_host_newly_added_to_hosts_is_labelled_with_its_host(tmp_path):
+    """box3, new in the hardware's `hosts:` and the deployment's: its added row reads `RPC1 @box3`
+    in the table and the bars, as box2's row reads `RPC0 @box2` (plan text's label); this
+    machine's rows keep their bare id."""
+    r = project(tmp_path)
+    edit(
+        r,
+        "profiles/hardware/lab.yaml",
+        "  - {name: cpu-box,",
+        "  - {name: box3, address: 10.0.0.4, gpus: [{name: RTX 3090, vram: 24GiB}]}\n  - {name: cpu-box,",
+    )
+    edit(r, "profiles/d.yaml", "hosts: [box2]", "hosts: [box2, box3]")
+    edit(r, "profiles/d.yaml", "tensor_split: [1, 1]", "tensor_split: [1, 0, 1]")
+    res = run(r, "diff")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    ids = [x.split(" before ")[0].strip() for x in lines if " before " in x and not x.startswith("  host ")]
+    # the table's rows, then the bars' (box3's has only an `after` bar)
+    assert ids == ["RPC0 @box2", "CUDA0", "RPC1 @box3", "RPC0 @box2", "CUDA0"], res.stdout
+    assert next(x for x in lines if x.startswith("  RPC1 @box3 ")).split()[2:] == ["before"] + ["-"] * 6
+    assert next(x for x in lines if x.endswith("fits") and "@box3" in x).split()[:3] == ["RPC1", "@box3", "after"]
 
 
 def test_a_host_taken_away_is_removed_not_renamed(tmp_path):
@@ -118,3 +141,8 @@ def test_a_vllm_hosts_gpu_is_paired_by_its_index_not_its_launch_position(tmp_pat
         (None, "node2:CUDA1", "node2", True, False),  # GPU 2: added
     ], rows
     assert not any(d["devices"][3]["deltas"].values())
+    text = run(r, "diff").stdout
+    added = [x.split()[:2] for x in text.splitlines() if x.startswith("  node2:CUDA1 ")]
+    assert added == [["node2:CUDA1", "before"], ["node2:CUDA1", "after"]] and "@node2" not in text, (
+        text
+    )  # its id names its host

@@ -78,6 +78,15 @@ def device_id(r: dict, arrow: str = ARROW) -> str:
     return f"{r['id_base']}{arrow}{r['id']}" if r.get("id_base") else r["id"]
 
 
+def device_label(r: dict) -> str:
+    """A text row's device: an RPC device's id with its host, as plan text names it (`RPC0 @box2`),
+    the row of a host newly added to `hosts:` included; a vLLM node's id names its host already
+    (node2:CUDA0), this machine's rows are their id (single-machine diffs unchanged)."""
+    host = r.get("host")
+    i = device_id(r)
+    return f"{i} @{host}" if host and not r["id"].startswith(f"{host}:") else i
+
+
 def largest(d: dict):
     """The device whose total changed most (by magnitude), or None."""
     rows = [r for r in d["devices"] if r["delta_bytes"]]
@@ -174,7 +183,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         header = ("device", "", *[LABELS[c] for c in COMPONENTS])
         rows = []
         for r in d["devices"]:
-            rows.append((device_id(r), "before", *[_mib((r["base"] or {}).get(c)) for c in COMPONENTS]))
+            rows.append((device_label(r), "before", *[_mib((r["base"] or {}).get(c)) for c in COMPONENTS]))
             rows.append(("", "after", *[_mib((r["head"] or {}).get(c)) for c in COMPONENTS]))
             rows.append(("", "delta", *[_smib(r["deltas"][c]) for c in COMPONENTS]))
         h = d["host"]
@@ -186,7 +195,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
         lines.append(table[0] + "   (MiB)")
         lines.extend(table[1:])
         # a vLLM host's GPU is HOST:CUDAi (issue 17): the bars line up under the longest id
-        idw = max([6] + [len(device_id(r)) for r in d["devices"]])
+        idw = max([6] + [len(device_label(r)) for r in d["devices"]])
         for r in d["devices"]:
             for side, word in (("base", "before"), ("head", "after")):
                 s, cap = r[side], r["capacity_bytes"][side]
@@ -194,7 +203,7 @@ def text(doc: dict, show_unchanged: bool = False) -> str:
                     continue
                 used = f"{s['total_bytes'] / GiB:5.2f}/{cap / GiB:.2f} GiB"
                 lines.append(
-                    f"  {device_id(r) if side == 'base' or r['base'] is None else '':<{idw}} {word:<6} "
+                    f"  {device_label(r) if side == 'base' or r['base'] is None else '':<{idw}} {word:<6} "
                     f"{_bar(s, cap)} {used}  {r['verdict'][side]}"
                 )
         if d["layers_moved"]:
