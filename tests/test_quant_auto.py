@@ -213,21 +213,28 @@ def test_build_fit_and_a_fixed_quant(server, tmp_path, monkeypatch):  # noqa: F8
     assert rec["settings"]["gpu_layers"] == 27
 
 
-def test_local_files_and_the_check_cache(tmp_path, monkeypatch, models):  # noqa: F811
-    """`vramc analyze A.gguf B.gguf --write`: paths relative to the project, as the loader reads
-    them; the check cache notices a quant's file appearing (its lock is then compared with it)."""
+def _analyzed_project(tmp_path, monkeypatch, files_of: dict, *files: str) -> tuple[Path, Path]:
+    """A project with the Q8_0 and Q4_K_M files linked under models/, the check cache on, and
+    `vramc analyze FILES --write profiles/models/llama8b.yaml` run there: (project, that profile)."""
     project = _project(tmp_path)
     (project / "models").mkdir()
     for q in ("Q8_0", "Q4_K_M"):
-        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
+        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(files_of[f"llama-8b-{q}.gguf"])
     monkeypatch.chdir(project)
     monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
     dest = project / "profiles" / "models" / "llama8b.yaml"
-    res = runner.invoke(
-        app, ["analyze", "models/llama-8b-Q4_K_M.gguf", "models/llama-8b-Q8_0.gguf", "--write", str(dest)]
-    )
+    res = runner.invoke(app, ["analyze", *files, "--write", str(dest)])
     assert res.exit_code == 0, res.output
+    return project, dest
+
+
+def test_local_files_and_the_check_cache(tmp_path, monkeypatch, models):  # noqa: F811
+    """`vramc analyze A.gguf B.gguf --write`: paths relative to the project, as the loader reads
+    them; the check cache notices a quant's file appearing (its lock is then compared with it)."""
+    project, dest = _analyzed_project(
+        tmp_path, monkeypatch, models, "models/llama-8b-Q4_K_M.gguf", "models/llama-8b-Q8_0.gguf"
+    )
     model = Model.model_validate(yaml.safe_load(dest.read_text()))
     assert [(q.quant, q.gguf) for q in model.quants] == [
         ("Q8_0", "models/llama-8b-Q8_0.gguf"),
@@ -247,18 +254,9 @@ def test_local_files_and_the_check_cache(tmp_path, monkeypatch, models):  # noqa
 def test_a_servers_quant_files_are_in_the_check_cache(tmp_path, monkeypatch, models, engine):  # noqa: F811
     """A model of a server (`models:`) with `quant: auto`: its quants' files are inputs of the
     cached check as a single deployment's are; a file that appears later is compared with its lock."""
-    project = _project(tmp_path)
-    (project / "models").mkdir()
-    for q in ("Q8_0", "Q4_K_M"):
-        (project / "models" / f"llama-8b-{q}.gguf").symlink_to(models[f"llama-8b-{q}.gguf"])
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("VRAMC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VRAMC_NO_CACHE", raising=False)
-    dest = project / "profiles" / "models" / "llama8b.yaml"
-    res = runner.invoke(
-        app, ["analyze", "models/llama-8b-Q8_0.gguf", "models/llama-8b-Q4_K_M.gguf", "--write", str(dest)]
+    project, dest = _analyzed_project(
+        tmp_path, monkeypatch, models, "models/llama-8b-Q8_0.gguf", "models/llama-8b-Q4_K_M.gguf"
     )
-    assert res.exit_code == 0, res.output
     (project / "models" / "llama-8b-Q4_K_M.gguf").unlink()  # not downloaded (yet): the lock is used
     f = project / "profiles" / "server.yaml"
     f.write_text(
